@@ -1,0 +1,108 @@
+import Configuration
+import Foundation
+import Logging
+import ReciprocityCore
+
+/// Every setting, read once at start-up from `RECIPROCITY_*` environment variables and, optionally, a JSON file
+/// (`RECIPROCITY_CONFIG_FILE`; keys without the prefix, e.g. `{"database": {"url": "…"}}`). Environment wins.
+/// docs/configuration.md lists every key; keep the two in step.
+public struct AppConfig: Sendable {
+    public enum Database: Sendable, Equatable {
+        case sqlite(path: String)
+        case postgres(url: String)
+    }
+
+    public var database: Database
+    public var databaseURL: String
+    public var host: String
+    public var port: Int
+    public var baseURL: String
+    public var smtpURL: String?
+    public var secretKey: String?
+    public var dataDirectory: String
+    public var logLevel: Logger.Level
+    public var autoMigrate: Bool
+    public var workerConcurrency: Int
+    public var jobLeaseSeconds: Double
+    public var sqliteSynchronous: String
+    public var bcryptCost: Int
+    public var maxBodyBytes: Int
+    public var testHooks: Bool
+
+    public static func load(environment: [String: String] = ProcessInfo.processInfo.environment) async throws -> AppConfig {
+        var providers: [any ConfigProvider] = [EnvironmentVariablesProvider(environmentVariables: environment)]
+        if let file = environment["RECIPROCITY_CONFIG_FILE"], !file.isEmpty {
+            let fileProvider = try await FileProvider<JSONSnapshot>(filePath: .init(file))
+            providers.append(
+                fileProvider.mapKeys { key in
+                    AbsoluteConfigKey(Array(key.components.dropFirst()), context: key.context)
+                })
+        }
+        return try AppConfig(reader: ConfigReader(providers: providers))
+    }
+
+    init(reader: ConfigReader) throws {
+        let c = reader.scoped(to: "reciprocity")
+        host = c.string(forKey: "host", default: "127.0.0.1")
+        let portValue = c.string(forKey: "port", default: "8080")
+        guard let port = Int(portValue), (1...65535).contains(port) else {
+            throw ConfigError("RECIPROCITY_PORT must be a port number from 1 to 65535, got '\(portValue)'.")
+        }
+        self.port = port
+        dataDirectory = c.string(forKey: "data.dir", default: "./data")
+        databaseURL = c.string(forKey: "database.url", default: "sqlite://./data/reciprocity.sqlite")
+        database = try Self.parseDatabase(databaseURL)
+        let base = c.string(forKey: "base.url", default: "http://\(host):\(port)")
+        guard let url = URL(string: base), ["http", "https"].contains(url.scheme ?? ""), url.host != nil else {
+            throw ConfigError("RECIPROCITY_BASE_URL must be an http(s) URL, got '\(base)'.")
+        }
+        baseURL = base.hasSuffix("/") ? String(base.dropLast()) : base
+        smtpURL = c.string(forKey: "smtp.url").flatMap { $0.isEmpty ? nil : $0 }
+        if let smtp = smtpURL {
+            guard let scheme = URL(string: smtp)?.scheme, ["smtp", "smtps"].contains(scheme) else {
+                throw ConfigError(
+                    "RECIPROCITY_SMTP_URL must start with smtp:// or smtps://, e.g. smtp://user:pass@host:587?tls=starttls.")
+            }
+        }
+        secretKey = c.string(forKey: "secret.key", isSecret: true).flatMap { $0.isEmpty ? nil : $0 }
+        let level = c.string(forKey: "log.level", default: "info")
+        guard let parsed = Logger.Level(rawValue: level.lowercased()) else {
+            throw ConfigError("RECIPROCITY_LOG_LEVEL must be one of trace, debug, info, notice, warning, error, critical.")
+        }
+        logLevel = parsed
+        autoMigrate = c.bool(forKey: "auto.migrate", default: true)
+        workerConcurrency = max(1, c.int(forKey: "workers", default: 4))
+        jobLeaseSeconds = max(1, Double(c.int(forKey: "job.lease.seconds", default: 300)))
+        sqliteSynchronous = c.string(forKey: "sqlite.synchronous", default: "FULL").uppercased()
+        guard ["NORMAL", "FULL", "EXTRA"].contains(sqliteSynchronous) else {
+            throw ConfigError("RECIPROCITY_SQLITE_SYNCHRONOUS must be NORMAL, FULL or EXTRA.")
+        }
+        bcryptCost = min(16, max(4, c.int(forKey: "bcrypt.cost", default: 12)))
+        maxBodyBytes = max(1024, c.int(forKey: "max.body.bytes", default: 1_048_576))
+        testHooks = c.bool(forKey: "test.hooks", default: false)
+    }
+
+    static func parseDatabase(_ url: String) throws -> Database {
+        if url.hasPrefix("sqlite://") {
+            let path = String(url.dropFirst("sqlite://".count))
+            guard !path.isEmpty else { throw ConfigError("RECIPROCITY_DATABASE_URL: sqlite:// needs a file path.") }
+            return .sqlite(path: path)
+        }
+        if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") { return .postgres(url: url) }
+        throw ConfigError(
+            "RECIPROCITY_DATABASE_URL must start with sqlite:// or postgres://, got '\(url.prefix(40))'.")
+    }
+
+    /// The database URL with any password hidden, for logs.
+    public var redactedDatabaseURL: String {
+        guard var c = URLComponents(string: databaseURL), c.password != nil else { return databaseURL }
+        c.password = "***"
+        return c.string ?? databaseURL
+    }
+}
+
+/// A configuration mistake, reported as one clear line at start-up.
+public struct ConfigError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

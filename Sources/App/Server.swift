@@ -1,0 +1,85 @@
+import Foundation
+import Hummingbird
+import Jobs
+import Logging
+import ReciprocityCore
+import ServiceLifecycle
+import Storage
+import Web
+
+/// The job kinds this build handles, and the periodic tasks that feed them.
+public enum BuiltInJobs {
+    public static let purgeSessions = "system.sessions.purge"
+
+    public static func handlers(runtime: Runtime) -> [JobHandler] {
+        var handlers = [
+            JobHandler(kind: purgeSessions) { _, tx in
+                try await runtime.store.purgeExpiredSessions(in: tx)
+            }
+        ]
+        if runtime.config.testHooks {
+            handlers.append(JobHandler(kind: TestHooks.jobKind) { job, tx in
+                try await TestHooks.effect(job: job, tx: tx, clock: runtime.clock)
+            })
+        }
+        return handlers
+    }
+
+    public static let periodic = [PeriodicTask(name: "purge-sessions", kind: purgeSessions, interval: 3600)]
+}
+
+/// Builds the HTTP application; with `workers`, the job worker and scheduler run in the same service group.
+public func buildApplication(runtime: Runtime, workers: Bool = true) async throws -> some ApplicationProtocol {
+    if runtime.config.testHooks { try await TestHooks.prepare(runtime.db) }
+    let worker = makeWorker(runtime)
+    let env = WebEnvironment(
+        store: runtime.store, clock: runtime.clock, random: runtime.random, baseURL: runtime.config.baseURL,
+        templates: try await Templates.load(),
+        metricsText: { MetricsBootstrap.registry.emitToString() },
+        wakeWorkers: { worker.wake() }, maxBodyBytes: runtime.config.maxBodyBytes,
+        bcryptCost: UInt8(runtime.config.bcryptCost), testHooks: runtime.config.testHooks, logger: runtime.logger)
+    _ = MetricsBootstrap.registry
+    var services: [any Service] = []
+    if workers {
+        services.append(worker)
+        services.append(Scheduler(store: runtime.store, tasks: BuiltInJobs.periodic, logger: runtime.logger, onEnqueue: { worker.wake() }))
+    }
+    return Application(
+        router: WebApp.buildRouter(env),
+        configuration: .init(address: .hostname(runtime.config.host, port: runtime.config.port), serverName: "reciprocity"),
+        services: services,
+        onServerRunning: { channel in
+            runtime.logger.info("serving", metadata: ["address": "\(channel.localAddress?.description ?? "?")"])
+        },
+        logger: runtime.logger)
+}
+
+func makeWorker(_ runtime: Runtime) -> JobWorker {
+    var options = JobWorker.Options()
+    options.concurrency = runtime.config.workerConcurrency
+    options.lease = runtime.config.jobLeaseSeconds
+    return JobWorker(
+        store: runtime.store, handlers: BuiltInJobs.handlers(runtime: runtime), options: options, random: runtime.random,
+        logger: runtime.logger)
+}
+
+/// `reciprocity serve`: web and workers together, until SIGTERM or SIGINT; then in-flight work finishes.
+public func serve(runtime: Runtime) async throws {
+    let app = try await buildApplication(runtime: runtime, workers: true)
+    try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
+    await runtime.close()
+}
+
+/// `reciprocity worker`: workers and scheduler alone, for scaling jobs apart from web nodes.
+public func runWorkers(runtime: Runtime) async throws {
+    if runtime.config.testHooks { try await TestHooks.prepare(runtime.db) }
+    let worker = makeWorker(runtime)
+    let group = ServiceGroup(
+        configuration: .init(
+            services: [
+                .init(service: worker),
+                .init(service: Scheduler(store: runtime.store, tasks: BuiltInJobs.periodic, logger: runtime.logger, onEnqueue: { worker.wake() })),
+            ], gracefulShutdownSignals: [.sigterm, .sigint], logger: runtime.logger))
+    try await group.run()
+    await runtime.close()
+}

@@ -1,0 +1,138 @@
+import Foundation
+
+public typealias OrderID = Int64
+
+/// The lifecycle of an order as the shop reports it.
+public enum OrderStatus: String, Sendable, Codable, CaseIterable {
+    case placed, paid, shipped, delivered
+    case partiallyReturned = "partially_returned"
+    case returned, cancelled
+
+    /// The domain event emitted when an order reaches this status.
+    public var eventType: String {
+        switch self {
+        case .placed: "OrderPlaced"
+        case .paid: "OrderPaid"
+        case .shipped: "OrderShipped"
+        case .delivered: "OrderDelivered"
+        case .partiallyReturned: "OrderPartiallyReturned"
+        case .returned: "OrderReturned"
+        case .cancelled: "OrderCancelled"
+        }
+    }
+
+    /// Whether an order counts as a sale for §7(3) UWG: a cancelled order is not a sale.
+    public var isSale: Bool { self != .cancelled }
+
+    private var stage: Int {
+        switch self {
+        case .placed: 0
+        case .paid: 1
+        case .shipped: 2
+        case .delivered: 3
+        case .partiallyReturned: 4
+        case .returned: 5
+        case .cancelled: 6
+        }
+    }
+
+    /// Whether the shop may report `next` after `self`. Shops may skip steps (placed → delivered), never go back.
+    /// Cancellation is possible before shipping; after that, goods come back as a return.
+    public func canTransition(to next: OrderStatus) -> Bool {
+        if next == self { return true }
+        switch (self, next) {
+        case (.cancelled, _), (.returned, _): return false
+        case (_, .cancelled): return self == .placed || self == .paid
+        case (.placed, .partiallyReturned), (.paid, .partiallyReturned), (.placed, .returned), (.paid, .returned):
+            return false
+        default: return next.stage > stage
+        }
+    }
+}
+
+public struct OrderItem: Sendable, Equatable, Codable {
+    public var sku: String
+    public var name: String
+    public var quantity: Int
+    public var unitPrice: Money
+    public var category: String?
+    public init(sku: String, name: String, quantity: Int, unitPrice: Money, category: String?) {
+        self.sku = sku
+        self.name = name
+        self.quantity = quantity
+        self.unitPrice = unitPrice
+        self.category = category
+    }
+}
+
+public struct PostalAddress: Sendable, Equatable, Codable {
+    public var name: String?
+    public var street: String
+    public var postalCode: String
+    public var city: String
+    public var country: String
+    public init(name: String?, street: String, postalCode: String, city: String, country: String) {
+        self.name = name
+        self.street = street
+        self.postalCode = postalCode
+        self.city = city
+        self.country = country
+    }
+}
+
+public struct OrderTotals: Sendable, Equatable {
+    public var subtotal: Money
+    public var shipping: Money
+    public var tax: Money
+    public var discount: Money
+    public var total: Money
+    public init(subtotal: Money, shipping: Money, tax: Money, discount: Money, total: Money) {
+        self.subtotal = subtotal
+        self.shipping = shipping
+        self.tax = tax
+        self.discount = discount
+        self.total = total
+    }
+}
+
+/// A stored order.
+public struct Order: Sendable, Equatable {
+    public var id: OrderID
+    public var workspaceID: WorkspaceID
+    public var externalID: String
+    public var contactID: ContactID
+    public var status: OrderStatus
+    public var statusTimes: [OrderStatus: Date]
+    public var items: [OrderItem]
+    public var totals: OrderTotals
+    public var shippingAddress: PostalAddress?
+    public var couponCode: String?
+    public var referralCode: String?
+    public var referredBy: String?
+    public var paymentFingerprint: String?
+    public var createdAt: Date
+    public var updatedAt: Date
+
+    public init(
+        id: OrderID, workspaceID: WorkspaceID, externalID: String, contactID: ContactID, status: OrderStatus,
+        statusTimes: [OrderStatus: Date], items: [OrderItem], totals: OrderTotals, shippingAddress: PostalAddress?,
+        couponCode: String?, referralCode: String?, referredBy: String?, paymentFingerprint: String?,
+        createdAt: Date, updatedAt: Date
+    ) {
+        self.id = id
+        self.workspaceID = workspaceID
+        self.externalID = externalID
+        self.contactID = contactID
+        self.status = status
+        self.statusTimes = statusTimes
+        self.items = items
+        self.totals = totals
+        self.shippingAddress = shippingAddress
+        self.couponCode = couponCode
+        self.referralCode = referralCode
+        self.referredBy = referredBy
+        self.paymentFingerprint = paymentFingerprint
+        self.createdAt = createdAt
+        self.updatedAt = updatedAt
+    }
+}

@@ -1,0 +1,318 @@
+import Foundation
+import Logging
+import ReciprocityCore
+
+/// An ordered, named schema change. Once landed, a migration is never edited: add a new one instead.
+public struct Migration: Sendable {
+    public let id: Int
+    public let name: String
+    public let statements: @Sendable (SQLDialect) -> [String]
+
+    public init(id: Int, name: String, statements: @escaping @Sendable (SQLDialect) -> [String]) {
+        self.id = id
+        self.name = name
+        self.statements = statements
+    }
+}
+
+public enum Migrator {
+    /// Every migration, in order.
+    public static let all: [Migration] = [Schema.v1Foundation]
+
+    /// The newest migration id, which `/readyz` compares against the database.
+    public static var latest: Int { all.last?.id ?? 0 }
+
+    /// Applies every pending migration, each in its own transaction. Safe to run from several nodes at once:
+    /// on PostgreSQL an advisory lock serialises them; on SQLite the single writer does.
+    @discardableResult
+    public static func migrate(
+        _ db: any SQLDatabase, logger: Logger, clock: any WallClock = SystemClock()
+    ) async throws -> [Migration] {
+        try await db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (id BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+        )
+        var applied: [Migration] = []
+        for migration in all {
+            let didApply = try await db.transaction { tx in
+                // Wait for a concurrent migrator rather than skip it.
+                if let lock = tx.dialect.advisoryLockSQL(key: AdvisoryLockKey.migrations, wait: true) {
+                    _ = try await tx.query(lock, [])
+                }
+                let done = try await tx.scalar("SELECT COUNT(*) FROM schema_migrations WHERE id = ?", migration.id)
+                guard done == 0 else { return false }
+                for statement in migration.statements(tx.dialect) {
+                    try await tx.execute(tx.dialect.ddl(statement), [])
+                }
+                try await tx.execute(
+                    "INSERT INTO schema_migrations (id, name, applied_at) VALUES (?, ?, ?)", migration.id,
+                    migration.name, clock.now().epochMillis)
+                return true
+            }
+            if didApply {
+                logger.info("applied migration", metadata: ["id": "\(migration.id)", "name": "\(migration.name)"])
+                applied.append(migration)
+            }
+        }
+        return applied
+    }
+
+    /// The id of the newest applied migration, 0 if none.
+    public static func currentVersion(_ db: any SQLExecutor) async throws -> Int {
+        let exists = try await db.query("SELECT id FROM schema_migrations ORDER BY id DESC LIMIT 1")
+        return Int(exists.first?.int("id") ?? 0)
+    }
+}
+
+enum Schema {
+    static let v1Foundation = Migration(id: 1, name: "foundation") { _ in
+        [
+            """
+            CREATE TABLE workspaces (
+              id {pk},
+              slug TEXT NOT NULL UNIQUE,
+              name TEXT NOT NULL,
+              locale TEXT NOT NULL DEFAULT 'de',
+              time_zone TEXT NOT NULL DEFAULT 'Europe/Berlin',
+              sender_name TEXT NOT NULL,
+              sender_email TEXT NOT NULL,
+              imprint_url TEXT NOT NULL DEFAULT '',
+              privacy_url TEXT NOT NULL DEFAULT '',
+              created_at BIGINT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE users (
+              id {pk},
+              email TEXT NOT NULL UNIQUE,
+              name TEXT NOT NULL,
+              password_hash TEXT NOT NULL,
+              locale TEXT NOT NULL DEFAULT 'de',
+              must_change_password BIGINT NOT NULL DEFAULT 0,
+              created_at BIGINT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE memberships (
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              user_id BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+              role TEXT NOT NULL CHECK (role IN ('owner', 'marketer', 'support')),
+              created_at BIGINT NOT NULL,
+              PRIMARY KEY (workspace_id, user_id)
+            )
+            """,
+            """
+            CREATE TABLE sessions (
+              token_hash TEXT PRIMARY KEY,
+              user_id BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              csrf_token TEXT NOT NULL,
+              created_at BIGINT NOT NULL,
+              expires_at BIGINT NOT NULL
+            )
+            """,
+            "CREATE INDEX sessions_expiry ON sessions (expires_at)",
+            """
+            CREATE TABLE api_keys (
+              id {pk},
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              name TEXT NOT NULL,
+              prefix TEXT NOT NULL UNIQUE,
+              secret_hash TEXT NOT NULL,
+              scope TEXT NOT NULL CHECK (scope IN ('read', 'write')),
+              created_at BIGINT NOT NULL,
+              last_used_at BIGINT,
+              revoked_at BIGINT
+            )
+            """,
+            """
+            CREATE TABLE contacts (
+              id {pk},
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              email TEXT NOT NULL,
+              email_normalized TEXT NOT NULL,
+              first_name TEXT,
+              last_name TEXT,
+              locale TEXT NOT NULL DEFAULT 'de',
+              source TEXT NOT NULL,
+              source_ref TEXT,
+              created_at BIGINT NOT NULL,
+              updated_at BIGINT NOT NULL,
+              erased_at BIGINT,
+              UNIQUE (workspace_id, email_normalized)
+            )
+            """,
+            """
+            CREATE TABLE consent_texts (
+              id {pk},
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              purpose TEXT NOT NULL,
+              version BIGINT NOT NULL,
+              locale TEXT NOT NULL,
+              body TEXT NOT NULL,
+              body_hash TEXT NOT NULL,
+              created_at BIGINT NOT NULL,
+              UNIQUE (workspace_id, purpose, version),
+              UNIQUE (workspace_id, purpose, locale, body_hash)
+            )
+            """,
+            """
+            CREATE TABLE consents (
+              id {pk},
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              contact_id BIGINT NOT NULL REFERENCES contacts(id),
+              purpose TEXT NOT NULL CHECK (purpose IN ('newsletter', 'review_request', 'survey', 'referral_program')),
+              state TEXT NOT NULL CHECK (state IN ('pending', 'granted', 'withdrawn')),
+              legal_basis TEXT NOT NULL,
+              text_id BIGINT REFERENCES consent_texts(id),
+              source TEXT NOT NULL,
+              form_id TEXT,
+              page_url TEXT,
+              requested_at BIGINT,
+              requested_ip TEXT,
+              requested_user_agent TEXT,
+              granted_at BIGINT,
+              granted_ip TEXT,
+              granted_user_agent TEXT,
+              withdrawn_at BIGINT,
+              updated_at BIGINT NOT NULL,
+              UNIQUE (workspace_id, contact_id, purpose)
+            )
+            """,
+            """
+            CREATE TABLE consent_events (
+              id {pk},
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              contact_id BIGINT NOT NULL REFERENCES contacts(id),
+              purpose TEXT NOT NULL,
+              action TEXT NOT NULL,
+              state TEXT NOT NULL,
+              legal_basis TEXT NOT NULL,
+              text_id BIGINT REFERENCES consent_texts(id),
+              source TEXT NOT NULL,
+              ip TEXT,
+              user_agent TEXT,
+              at BIGINT NOT NULL
+            )
+            """,
+            "CREATE INDEX consent_events_contact ON consent_events (workspace_id, contact_id)",
+            """
+            CREATE TABLE suppressions (
+              id {pk},
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              email_hash TEXT NOT NULL,
+              reason TEXT NOT NULL,
+              created_at BIGINT NOT NULL,
+              UNIQUE (workspace_id, email_hash)
+            )
+            """,
+            """
+            CREATE TABLE orders (
+              id {pk},
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              external_id TEXT NOT NULL,
+              contact_id BIGINT NOT NULL REFERENCES contacts(id),
+              status TEXT NOT NULL,
+              currency TEXT NOT NULL,
+              subtotal_minor BIGINT NOT NULL,
+              shipping_minor BIGINT NOT NULL,
+              tax_minor BIGINT NOT NULL,
+              discount_minor BIGINT NOT NULL,
+              total_minor BIGINT NOT NULL,
+              shipping_name TEXT,
+              shipping_street TEXT,
+              shipping_postal_code TEXT,
+              shipping_city TEXT,
+              shipping_country TEXT,
+              coupon_code TEXT,
+              referral_code TEXT,
+              referred_by TEXT,
+              payment_fingerprint TEXT,
+              placed_at BIGINT,
+              paid_at BIGINT,
+              shipped_at BIGINT,
+              delivered_at BIGINT,
+              partially_returned_at BIGINT,
+              returned_at BIGINT,
+              cancelled_at BIGINT,
+              body_hash TEXT NOT NULL,
+              created_at BIGINT NOT NULL,
+              updated_at BIGINT NOT NULL,
+              UNIQUE (workspace_id, external_id)
+            )
+            """,
+            "CREATE INDEX orders_contact ON orders (workspace_id, contact_id)",
+            "CREATE INDEX orders_status ON orders (workspace_id, status)",
+            """
+            CREATE TABLE order_items (
+              id {pk},
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              order_id BIGINT NOT NULL REFERENCES orders(id) ON DELETE CASCADE,
+              position BIGINT NOT NULL,
+              sku TEXT NOT NULL,
+              name TEXT NOT NULL,
+              quantity BIGINT NOT NULL CHECK (quantity > 0),
+              unit_price_minor BIGINT NOT NULL CHECK (unit_price_minor >= 0),
+              category TEXT,
+              UNIQUE (order_id, position)
+            )
+            """,
+            """
+            CREATE TABLE order_status_changes (
+              id {pk},
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              order_id BIGINT NOT NULL REFERENCES orders(id),
+              from_status TEXT,
+              to_status TEXT NOT NULL,
+              at BIGINT NOT NULL,
+              UNIQUE (order_id, to_status)
+            )
+            """,
+            """
+            CREATE TABLE domain_events (
+              id {pk},
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              type TEXT NOT NULL,
+              subject_type TEXT NOT NULL,
+              subject_id BIGINT NOT NULL,
+              payload TEXT NOT NULL,
+              dedupe_key TEXT NOT NULL UNIQUE,
+              occurred_at BIGINT NOT NULL,
+              recorded_at BIGINT NOT NULL
+            )
+            """,
+            "CREATE INDEX domain_events_subject ON domain_events (workspace_id, subject_type, subject_id)",
+            """
+            CREATE TABLE jobs (
+              id {pk},
+              workspace_id BIGINT REFERENCES workspaces(id),
+              kind TEXT NOT NULL,
+              payload TEXT NOT NULL,
+              state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'succeeded', 'dead')),
+              attempts BIGINT NOT NULL DEFAULT 0,
+              max_attempts BIGINT NOT NULL,
+              run_at BIGINT NOT NULL,
+              lease_expires_at BIGINT,
+              locked_by TEXT,
+              last_error TEXT,
+              idempotency_key TEXT NOT NULL UNIQUE,
+              created_at BIGINT NOT NULL,
+              updated_at BIGINT NOT NULL,
+              finished_at BIGINT
+            )
+            """,
+            "CREATE INDEX jobs_due ON jobs (state, run_at)",
+            """
+            CREATE TABLE audit_log (
+              id {pk},
+              workspace_id BIGINT REFERENCES workspaces(id),
+              actor TEXT NOT NULL,
+              action TEXT NOT NULL,
+              subject TEXT NOT NULL,
+              detail TEXT NOT NULL DEFAULT '',
+              at BIGINT NOT NULL
+            )
+            """,
+            "CREATE INDEX audit_log_workspace ON audit_log (workspace_id, at)",
+        ]
+    }
+}

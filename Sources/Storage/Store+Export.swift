@@ -1,0 +1,127 @@
+import Foundation
+import ReciprocityCore
+
+/// Art. 15 / Art. 20 DSGVO: everything stored about one person, as one machine-readable document.
+public struct ContactExport: Sendable, Codable {
+    public struct ContactData: Sendable, Codable {
+        public var id: Int64
+        public var email: String
+        public var firstName: String?
+        public var lastName: String?
+        public var locale: String
+        public var source: String
+        public var sourceRef: String?
+        public var createdAt: Date
+        public var updatedAt: Date
+        public var erasedAt: Date?
+    }
+    public struct ConsentData: Sendable, Codable {
+        public var purpose: String
+        public var state: String
+        public var legalBasis: String
+        public var source: String
+        public var formId: String?
+        public var pageUrl: String?
+        public var textVersion: Int?
+        public var text: String?
+        public var requested: ConsentEvidence?
+        public var granted: ConsentEvidence?
+        public var withdrawnAt: Date?
+    }
+    public struct ConsentEventData: Sendable, Codable {
+        public var purpose: String
+        public var action: String
+        public var state: String
+        public var legalBasis: String
+        public var source: String
+        public var textVersion: Int?
+        public var text: String?
+        public var ip: String?
+        public var userAgent: String?
+        public var at: Date
+    }
+    public struct OrderData: Sendable, Codable {
+        public var externalId: String
+        public var status: String
+        public var currency: String
+        public var total: String
+        public var items: [ItemData]
+        public var shippingAddress: PostalAddress?
+        public var couponCode: String?
+        public var referralCode: String?
+        public var statusTimes: [String: Date]
+    }
+    public struct ItemData: Sendable, Codable {
+        public var sku: String
+        public var name: String
+        public var quantity: Int
+        public var unitPrice: String
+    }
+
+    public var exportedAt: Date
+    public var workspace: String
+    public var contact: ContactData
+    public var consents: [ConsentData]
+    public var consentHistory: [ConsentEventData]
+    public var orders: [OrderData]
+    public var suppressed: Bool
+}
+
+extension Store {
+    public func exportContact(workspaceID: WorkspaceID, contactID: ContactID) async throws -> ContactExport {
+        guard let workspace = try await workspace(id: workspaceID),
+            let c = try await contact(workspaceID: workspaceID, id: contactID)
+        else { throw DomainError.notFound("Contact") }
+        let texts = Dictionary(
+            uniqueKeysWithValues: try await db.query(
+                "SELECT id, version, body FROM consent_texts WHERE workspace_id = ?", workspaceID
+            ).map { ($0.int("id"), (Int($0.int("version")), $0.text("body"))) })
+        let consents = try await consents(workspaceID: workspaceID, contactID: contactID).map { k in
+            ContactExport.ConsentData(
+                purpose: k.purpose.rawValue, state: k.state.rawValue, legalBasis: k.legalBasis.rawValue,
+                source: k.source, formId: k.formID, pageUrl: k.pageURL, textVersion: k.textID.flatMap { texts[$0]?.0 },
+                text: k.textID.flatMap { texts[$0]?.1 }, requested: k.requested, granted: k.granted,
+                withdrawnAt: k.withdrawnAt)
+        }
+        let history = try await db.query(
+            """
+            SELECT purpose, action, state, legal_basis, source, text_id, ip, user_agent, at FROM consent_events
+            WHERE workspace_id = ? AND contact_id = ? ORDER BY at, id
+            """, workspaceID, contactID
+        ).map { r in
+            let textID = r.optionalInt("text_id")
+            return ContactExport.ConsentEventData(
+                purpose: r.text("purpose"), action: r.text("action"), state: r.text("state"),
+                legalBasis: r.text("legal_basis"), source: r.text("source"),
+                textVersion: textID.flatMap { texts[$0]?.0 }, text: textID.flatMap { texts[$0]?.1 },
+                ip: r.optionalText("ip"), userAgent: r.optionalText("user_agent"), at: r.date("at"))
+        }
+        var orders: [ContactExport.OrderData] = []
+        var offset = 0
+        while true {
+            let page = try await self.orders(workspaceID: workspaceID, contactID: contactID, limit: 500, offset: offset)
+            orders += page.items.map { o in
+                ContactExport.OrderData(
+                    externalId: o.externalID, status: o.status.rawValue, currency: o.totals.total.currency.code,
+                    total: o.totals.total.decimalString,
+                    items: o.items.map {
+                        .init(sku: $0.sku, name: $0.name, quantity: $0.quantity, unitPrice: $0.unitPrice.decimalString)
+                    }, shippingAddress: o.shippingAddress, couponCode: o.couponCode, referralCode: o.referralCode,
+                    statusTimes: Dictionary(uniqueKeysWithValues: o.statusTimes.map { ($0.key.rawValue, $0.value) }))
+            }
+            offset += page.items.count
+            if page.items.isEmpty || offset >= page.total { break }
+        }
+        let suppressed =
+            try await db.scalar(
+                "SELECT COUNT(*) FROM suppressions WHERE workspace_id = ? AND email_hash = ?", workspaceID,
+                suppressionHash(c.emailNormalized)) > 0
+        return ContactExport(
+            exportedAt: now, workspace: workspace.name,
+            contact: .init(
+                id: c.id, email: c.email, firstName: c.firstName, lastName: c.lastName, locale: c.locale,
+                source: c.source, sourceRef: c.sourceRef, createdAt: c.createdAt, updatedAt: c.updatedAt,
+                erasedAt: c.erasedAt),
+            consents: consents, consentHistory: history, orders: orders, suppressed: suppressed)
+    }
+}

@@ -1,0 +1,208 @@
+import Foundation
+import ReciprocityCore
+
+/// A job to enqueue. Idempotency keys are unique in the database: enqueueing the same key twice is a no-op.
+public struct JobRequest: Sendable {
+    public var kind: String
+    public var workspaceID: WorkspaceID?
+    public var payload: String
+    public var runAt: Date?
+    public var idempotencyKey: String?
+    public var maxAttempts: Int
+
+    public init(
+        kind: String, workspaceID: WorkspaceID?, payload: String = "{}", runAt: Date? = nil,
+        idempotencyKey: String? = nil, maxAttempts: Int = 8
+    ) {
+        self.kind = kind
+        self.workspaceID = workspaceID
+        self.payload = payload
+        self.runAt = runAt
+        self.idempotencyKey = idempotencyKey
+        self.maxAttempts = maxAttempts
+    }
+}
+
+public enum JobState: String, Sendable, Codable, CaseIterable {
+    case queued, running, succeeded, dead
+}
+
+public struct Job: Sendable, Equatable {
+    public var id: Int64
+    public var workspaceID: WorkspaceID?
+    public var kind: String
+    public var payload: String
+    public var state: JobState
+    public var attempts: Int
+    public var maxAttempts: Int
+    public var runAt: Date
+    public var leaseExpiresAt: Date?
+    public var lockedBy: String?
+    public var lastError: String?
+    public var idempotencyKey: String
+    public var createdAt: Date
+    public var finishedAt: Date?
+}
+
+extension Store {
+    static let jobColumns = """
+        id, workspace_id, kind, payload, state, attempts, max_attempts, run_at, lease_expires_at, locked_by,
+        last_error, idempotency_key, created_at, finished_at
+        """
+
+    static func job(_ r: SQLRow) -> Job {
+        Job(
+            id: r.int("id"), workspaceID: r.optionalInt("workspace_id"), kind: r.text("kind"),
+            payload: r.text("payload"), state: JobState(rawValue: r.text("state")) ?? .queued,
+            attempts: Int(r.int("attempts")), maxAttempts: Int(r.int("max_attempts")), runAt: r.date("run_at"),
+            leaseExpiresAt: r.optionalDate("lease_expires_at"), lockedBy: r.optionalText("locked_by"),
+            lastError: r.optionalText("last_error"), idempotencyKey: r.text("idempotency_key"),
+            createdAt: r.date("created_at"), finishedAt: r.optionalDate("finished_at"))
+    }
+
+    /// Enqueues in the caller's transaction, so the job exists exactly when the change that caused it does.
+    /// Returns the new job's id, or nil when a job with the same idempotency key exists already.
+    @discardableResult
+    public func enqueue(_ tx: any SQLExecutor, _ job: JobRequest) async throws -> Int64? {
+        let t = now
+        let key = job.idempotencyKey ?? "anon:\(UUID().uuidString)"
+        let rows = try await tx.query(
+            """
+            INSERT INTO jobs (workspace_id, kind, payload, state, attempts, max_attempts, run_at, idempotency_key,
+              created_at, updated_at) VALUES (?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?)
+            ON CONFLICT (idempotency_key) DO NOTHING RETURNING id
+            """, job.workspaceID, job.kind, job.payload, job.maxAttempts, job.runAt ?? t, key, t, t)
+        return rows.first?.int("id")
+    }
+
+    /// Leases up to `limit` due jobs to `worker`: queued ones whose time has come, and running ones whose lease
+    /// expired (their worker died). On PostgreSQL, `FOR UPDATE SKIP LOCKED` lets nodes claim side by side.
+    public func claimJobs(worker: String, limit: Int, lease: TimeInterval, kinds: [String]? = nil) async throws
+        -> [Job]
+    {
+        let t = now
+        return try await db.transaction { tx in
+            // Jobs whose lease ran out on their last allowed attempt are dead: their worker crashed every time.
+            try await tx.execute(
+                """
+                UPDATE jobs SET state = 'dead', finished_at = ?, updated_at = ?,
+                  last_error = COALESCE(last_error, 'lease expired on the last attempt')
+                WHERE state = 'running' AND lease_expires_at < ? AND attempts >= max_attempts
+                """, t, t, t)
+            var kindFilter = ""
+            var binds: [any SQLBindable] = [t.addingTimeInterval(lease), worker, t, t, t]
+            if let kinds, !kinds.isEmpty {
+                kindFilter = " AND kind IN (\(kinds.map { _ in "?" }.joined(separator: ", ")))"
+                binds += kinds.map { $0 as any SQLBindable }
+            }
+            binds.append(limit)
+            return try await tx.query(
+                """
+                UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_expires_at = ?, locked_by = ?,
+                  updated_at = ?
+                WHERE id IN (
+                  SELECT id FROM jobs
+                  WHERE ((state = 'queued' AND run_at <= ?) OR (state = 'running' AND lease_expires_at < ?))\(kindFilter)
+                  ORDER BY run_at, id LIMIT ?\(tx.dialect.skipLockedClause))
+                RETURNING \(Self.jobColumns)
+                """, binds
+            ).map(Self.job).sorted { ($0.runAt, $0.id) < ($1.runAt, $1.id) }
+        }
+    }
+
+    /// The fence: true only if `job` is still leased by its claimer for this attempt. Handlers run their effects
+    /// and this in one transaction, so a job whose lease was taken over cannot commit its effect a second time.
+    public func completeJob(_ tx: any SQLExecutor, _ job: Job) async throws -> Bool {
+        let t = now
+        return try await tx.execute(
+            """
+            UPDATE jobs SET state = 'succeeded', finished_at = ?, updated_at = ?, lease_expires_at = NULL,
+              last_error = NULL
+            WHERE id = ? AND state = 'running' AND locked_by = ? AND attempts = ?
+            """, t, t, job.id, job.lockedBy, job.attempts) == 1
+    }
+
+    /// Records a failed attempt: back to the queue at `retryAt`, or dead when no attempts are left.
+    @discardableResult
+    public func failJob(_ job: Job, error: String, retryAt: Date?) async throws -> JobState {
+        let t = now
+        let state: JobState = (retryAt == nil || job.attempts >= job.maxAttempts) ? .dead : .queued
+        try await db.execute(
+            """
+            UPDATE jobs SET state = ?, run_at = ?, last_error = ?, lease_expires_at = NULL, locked_by = NULL,
+              updated_at = ?, finished_at = ?
+            WHERE id = ? AND state = 'running' AND locked_by = ? AND attempts = ?
+            """, state.rawValue, retryAt ?? job.runAt, String(error.prefix(2000)), t, state == .dead ? t : nil,
+            job.id, job.lockedBy, job.attempts)
+        return state
+    }
+
+    /// Hands a claimed but unstarted job back (graceful shutdown); the attempt does not count.
+    public func releaseJob(_ job: Job) async throws {
+        try await db.execute(
+            """
+            UPDATE jobs SET state = 'queued', attempts = attempts - 1, lease_expires_at = NULL, locked_by = NULL,
+              updated_at = ? WHERE id = ? AND state = 'running' AND locked_by = ? AND attempts = ?
+            """, now, job.id, job.lockedBy, job.attempts)
+    }
+
+    /// Puts a dead job of this workspace back in the queue with fresh attempts. False if there is no such dead job.
+    public func retryJob(workspaceID: WorkspaceID, id: Int64, actor: String) async throws -> Bool {
+        try await db.transaction { tx in
+            let t = now
+            let n = try await tx.execute(
+                """
+                UPDATE jobs SET state = 'queued', attempts = 0, run_at = ?, finished_at = NULL, updated_at = ?
+                WHERE id = ? AND workspace_id = ? AND state = 'dead'
+                """, t, t, id, workspaceID)
+            if n == 1 {
+                try await audit(tx, workspaceID: workspaceID, actor: actor, action: "job.retry", subject: "job:\(id)")
+            }
+            return n == 1
+        }
+    }
+
+    public func jobs(workspaceID: WorkspaceID?, state: JobState, limit: Int = 100) async throws -> [Job] {
+        if let workspaceID {
+            return try await db.query(
+                "SELECT \(Self.jobColumns) FROM jobs WHERE workspace_id = ? AND state = ? ORDER BY run_at DESC, id DESC LIMIT ?",
+                workspaceID, state.rawValue, limit
+            ).map(Self.job)
+        }
+        return try await db.query(
+            "SELECT \(Self.jobColumns) FROM jobs WHERE state = ? ORDER BY run_at DESC, id DESC LIMIT ?", state.rawValue,
+            limit
+        ).map(Self.job)
+    }
+
+    public func job(id: Int64) async throws -> Job? {
+        try await db.first("SELECT \(Self.jobColumns) FROM jobs WHERE id = ?", id).map(Self.job)
+    }
+
+    /// Jobs per state, for one workspace or (nil) the whole installation.
+    public func jobCounts(workspaceID: WorkspaceID?) async throws -> [JobState: Int] {
+        let rows =
+            if let workspaceID {
+                try await db.query(
+                    "SELECT state, COUNT(*) AS n FROM jobs WHERE workspace_id = ? GROUP BY state", workspaceID)
+            } else {
+                try await db.query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
+            }
+        var counts = Dictionary(uniqueKeysWithValues: JobState.allCases.map { ($0, 0) })
+        for r in rows { if let s = JobState(rawValue: r.text("state")) { counts[s] = Int(r.int("n")) } }
+        return counts
+    }
+
+    /// Runs `body` only on the one node that holds the scheduler lock for this transaction (PostgreSQL advisory
+    /// lock; SQLite's single writer serialises anyway). Returns nil when another node holds it.
+    public func withSchedulerLock<T: Sendable>(_ body: @Sendable @escaping (any SQLExecutor) async throws -> T)
+        async throws -> T?
+    {
+        try await db.transaction { tx in
+            if let sql = tx.dialect.advisoryLockSQL(key: AdvisoryLockKey.scheduler, wait: false) {
+                guard try await tx.first(sql)?.int("locked") == 1 else { return nil }
+            }
+            return try await body(tx)
+        }
+    }
+}

@@ -1,0 +1,84 @@
+import Crypto
+import Foundation
+import ReciprocityCore
+
+/// The storage facade: one database, the clock, and the secrets some records are keyed with.
+/// Each capability's queries live in its own extension file (`Store+Orders.swift`, …), written once in portable SQL.
+public struct Store: Sendable {
+    public let db: any SQLDatabase
+    public let clock: any WallClock
+    /// Keys the salted hashes kept after erasure (suppression list), so they cannot be reversed by guessing.
+    let hashKey: SymmetricKey
+    /// Which jobs each domain event fans out to; set at wiring time.
+    public let subscriptions: EventSubscriptions
+
+    public init(db: any SQLDatabase, clock: any WallClock, secret: [UInt8], subscriptions: EventSubscriptions = .init()) {
+        self.db = db
+        self.clock = clock
+        self.hashKey = SymmetricKey(data: HKDF<SHA256>.deriveKey(
+            inputKeyMaterial: SymmetricKey(data: secret), info: Array("reciprocity.suppression.v1".utf8),
+            outputByteCount: 32))
+        self.subscriptions = subscriptions
+    }
+
+    var now: Date { clock.now() }
+
+    /// The salted hash by which an address is remembered on the suppression list.
+    public func suppressionHash(_ normalizedEmail: String) -> String {
+        Hex.encode(Array(HMAC<SHA256>.authenticationCode(for: Array(normalizedEmail.utf8), using: hashKey)))
+    }
+}
+
+public enum Hex {
+    public static func encode(_ bytes: [UInt8]) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out = [UInt8]()
+        out.reserveCapacity(bytes.count * 2)
+        for b in bytes {
+            out.append(digits[Int(b >> 4)])
+            out.append(digits[Int(b & 0xF)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+    public static func sha256(_ string: String) -> String { encode(Array(SHA256.hash(data: Array(string.utf8)))) }
+}
+
+/// Appends to the audit log: who did what to which record. Merchant choices with legal weight are logged here.
+extension Store {
+    public func audit(
+        _ tx: any SQLExecutor, workspaceID: WorkspaceID?, actor: String, action: String, subject: String,
+        detail: String = ""
+    ) async throws {
+        try await tx.execute(
+            "INSERT INTO audit_log (workspace_id, actor, action, subject, detail, at) VALUES (?, ?, ?, ?, ?, ?)",
+            workspaceID, actor, action, subject, detail, now)
+    }
+
+    public struct AuditEntry: Sendable, Codable, Equatable {
+        public var actor: String
+        public var action: String
+        public var subject: String
+        public var detail: String
+        public var at: Date
+    }
+
+    public func auditEntries(workspaceID: WorkspaceID, subject: String? = nil, limit: Int = 100) async throws
+        -> [AuditEntry]
+    {
+        let rows =
+            if let subject {
+                try await db.query(
+                    "SELECT actor, action, subject, detail, at FROM audit_log WHERE workspace_id = ? AND subject = ? ORDER BY id DESC LIMIT ?",
+                    workspaceID, subject, limit)
+            } else {
+                try await db.query(
+                    "SELECT actor, action, subject, detail, at FROM audit_log WHERE workspace_id = ? ORDER BY id DESC LIMIT ?",
+                    workspaceID, limit)
+            }
+        return rows.map {
+            AuditEntry(
+                actor: $0.text("actor"), action: $0.text("action"), subject: $0.text("subject"),
+                detail: $0.text("detail"), at: $0.date("at"))
+        }
+    }
+}

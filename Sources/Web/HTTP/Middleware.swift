@@ -1,0 +1,89 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import ReciprocityCore
+
+/// Gives every request an id (the caller's `X-Request-Id` if sane), puts it in the logs and the response.
+struct RequestIDMiddleware: RouterMiddleware {
+    let random: any RandomSource
+
+    func handle(_ request: Request, context: AppContext, next: (Request, AppContext) async throws -> Response)
+        async throws -> Response
+    {
+        var context = context
+        let given = request.headers[HTTPField.Name("X-Request-Id")!]
+        let id =
+            if let given, (8...64).contains(given.count), given.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" }) {
+                given
+            } else {
+                random.token(bytes: 10)
+            }
+        context.requestID = id
+        context.logger[metadataKey: "request_id"] = "\(id)"
+        var response = try await next(request, context)
+        response.headers[HTTPField.Name("X-Request-Id")!] = id
+        return response
+    }
+}
+
+/// The one edge where errors become responses: problem+json under /api, a readable page elsewhere.
+/// Unknown errors are logged with context and answered with a 500 that reveals nothing.
+struct ErrorMiddleware: RouterMiddleware {
+    let templates: Templates
+
+    func handle(_ request: Request, context: AppContext, next: (Request, AppContext) async throws -> Response)
+        async throws -> Response
+    {
+        do {
+            return try await next(request, context)
+        } catch let redirect as Redirect {
+            return redirect.response
+        } catch {
+            let (problem, known) = Problem.from(error)
+            if !known {
+                context.logger.error(
+                    "unhandled error",
+                    metadata: ["error": "\(String(reflecting: error))", "path": "\(request.uri.path)",
+                        "method": "\(request.method)"])
+            }
+            if request.uri.path.hasPrefix("/api/") {
+                return problem.response(requestID: context.requestID, path: request.uri.path)
+            }
+            return templates.errorPage(problem: problem, requestID: context.requestID, locale: context.locale)
+        }
+    }
+}
+
+/// Thrown by page handlers to leave for another page.
+public struct Redirect: Error {
+    public var location: String
+    public var cookies: [Cookie] = []
+    public init(to location: String, cookies: [Cookie] = []) {
+        self.location = location
+        self.cookies = cookies
+    }
+    public var response: Response {
+        var response = Response(status: .seeOther, headers: [.location: location])
+        for c in cookies { response.setCookie(c) }
+        return response
+    }
+}
+
+/// Baseline security headers on every response.
+struct SecurityHeadersMiddleware: RouterMiddleware {
+    func handle(_ request: Request, context: AppContext, next: (Request, AppContext) async throws -> Response)
+        async throws -> Response
+    {
+        var response = try await next(request, context)
+        response.headers[HTTPField.Name("X-Content-Type-Options")!] = "nosniff"
+        response.headers[HTTPField.Name("Referrer-Policy")!] = "same-origin"
+        if request.uri.path.hasPrefix("/admin") {
+            response.headers[HTTPField.Name("X-Frame-Options")!] = "DENY"
+            response.headers[HTTPField.Name("Content-Security-Policy")!] =
+                "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'"
+            response.headers[.cacheControl] = "no-store"
+        }
+        return response
+    }
+}

@@ -1,0 +1,203 @@
+import Foundation
+
+/// Every URL the product serves, in one place. The router registers `Route.pattern`; pages, mails and redirects
+/// build links with `SiteURL.path`, so links cannot drift from the routes. `parse` is the inverse of `path`.
+public enum SiteURL: Equatable, Sendable {
+    case healthz, readyz, metrics, bareRedirect
+    case openAPI
+    case apiOrders
+    case apiOrder(externalID: String)
+    case apiContacts
+    case apiContact(id: Int64)
+    case apiContactExport(id: Int64)
+    case apiContactErase(id: Int64)
+    case apiContactObjection(id: Int64)
+    case apiTestJobs
+    case adminHome, adminLogin, adminLogout, adminLocale, adminPassword
+    case adminWorkspaces, adminWorkspaceSwitch
+    case adminUsers
+    case adminAPIKeys
+    case adminAPIKeyRevoke(id: Int64)
+    case adminContacts
+    case adminContact(id: Int64)
+    case adminContactExport(id: Int64)
+    case adminContactErase(id: Int64)
+    case adminContactObject(id: Int64)
+    case adminOrders
+    case adminOrder(externalID: String)
+    case adminJobs
+    case adminJobRetry(id: Int64)
+
+    /// The route shapes, with `{name}` for a path parameter.
+    public enum Route: String, CaseIterable, Sendable {
+        case healthz = "/healthz"
+        case readyz = "/readyz"
+        case metrics = "/metrics"
+        case bareRedirect = "/_/redirect"
+        case openAPI = "/api/v1/openapi.yaml"
+        case apiOrders = "/api/v1/orders"
+        case apiOrder = "/api/v1/orders/{external_id}"
+        case apiContacts = "/api/v1/contacts"
+        case apiContact = "/api/v1/contacts/{id}"
+        case apiContactExport = "/api/v1/contacts/{id}/export"
+        case apiContactErase = "/api/v1/contacts/{id}/erase"
+        case apiContactObjection = "/api/v1/contacts/{id}/objection"
+        case apiTestJobs = "/api/v1/_test/jobs"
+        case adminHome = "/admin"
+        case adminLogin = "/admin/login"
+        case adminLogout = "/admin/logout"
+        case adminLocale = "/admin/locale"
+        case adminPassword = "/admin/password"
+        case adminWorkspaces = "/admin/workspaces"
+        case adminWorkspaceSwitch = "/admin/workspaces/switch"
+        case adminUsers = "/admin/users"
+        case adminAPIKeys = "/admin/api-keys"
+        case adminAPIKeyRevoke = "/admin/api-keys/{id}/revoke"
+        case adminContacts = "/admin/contacts"
+        case adminContact = "/admin/contacts/{id}"
+        case adminContactExport = "/admin/contacts/{id}/export"
+        case adminContactErase = "/admin/contacts/{id}/erase"
+        case adminContactObject = "/admin/contacts/{id}/object"
+        case adminOrders = "/admin/orders"
+        case adminOrder = "/admin/orders/{external_id}"
+        case adminJobs = "/admin/jobs"
+        case adminJobRetry = "/admin/jobs/{id}/retry"
+
+        public var pattern: String { rawValue }
+        /// Hummingbird's syntax for the same pattern.
+        public var routerPathString: String {
+            rawValue.replacingOccurrences(of: "{", with: ":").replacingOccurrences(of: "}", with: "")
+        }
+    }
+
+    public var route: Route {
+        switch self {
+        case .healthz: .healthz
+        case .readyz: .readyz
+        case .metrics: .metrics
+        case .bareRedirect: .bareRedirect
+        case .openAPI: .openAPI
+        case .apiOrders: .apiOrders
+        case .apiOrder: .apiOrder
+        case .apiContacts: .apiContacts
+        case .apiContact: .apiContact
+        case .apiContactExport: .apiContactExport
+        case .apiContactErase: .apiContactErase
+        case .apiContactObjection: .apiContactObjection
+        case .apiTestJobs: .apiTestJobs
+        case .adminHome: .adminHome
+        case .adminLogin: .adminLogin
+        case .adminLogout: .adminLogout
+        case .adminLocale: .adminLocale
+        case .adminPassword: .adminPassword
+        case .adminWorkspaces: .adminWorkspaces
+        case .adminWorkspaceSwitch: .adminWorkspaceSwitch
+        case .adminUsers: .adminUsers
+        case .adminAPIKeys: .adminAPIKeys
+        case .adminAPIKeyRevoke: .adminAPIKeyRevoke
+        case .adminContacts: .adminContacts
+        case .adminContact: .adminContact
+        case .adminContactExport: .adminContactExport
+        case .adminContactErase: .adminContactErase
+        case .adminContactObject: .adminContactObject
+        case .adminOrders: .adminOrders
+        case .adminOrder: .adminOrder
+        case .adminJobs: .adminJobs
+        case .adminJobRetry: .adminJobRetry
+        }
+    }
+
+    var parameter: String? {
+        switch self {
+        case .apiOrder(let e), .adminOrder(let e): e
+        case .apiContact(let id), .apiContactExport(let id), .apiContactErase(let id), .apiContactObjection(let id),
+            .adminAPIKeyRevoke(let id), .adminContact(let id), .adminContactExport(let id),
+            .adminContactErase(let id), .adminContactObject(let id), .adminJobRetry(let id):
+            String(id)
+        default: nil
+        }
+    }
+
+    /// The path, with the parameter percent-encoded as one path segment.
+    public var path: String {
+        guard let parameter else { return route.pattern }
+        let encoded = parameter.addingPercentEncoding(withAllowedCharacters: Self.segmentAllowed) ?? parameter
+        return route.pattern.replacingOccurrences(
+            of: route.pattern[route.pattern.firstIndex(of: "{")!...route.pattern.firstIndex(of: "}")!],
+            with: encoded)
+    }
+
+    static let segmentAllowed: CharacterSet = {
+        var set = CharacterSet.urlPathAllowed
+        set.remove(charactersIn: "/?#%")
+        return set
+    }()
+
+    /// The URL a path stands for, or nil.
+    public static func parse(_ path: String) -> SiteURL? {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        for route in Route.allCases {
+            let shape = route.pattern.split(separator: "/", omittingEmptySubsequences: false)
+            guard shape.count == parts.count else { continue }
+            var value: String? = nil
+            var matches = true
+            for (s, p) in zip(shape, parts) {
+                if s.hasPrefix("{") {
+                    guard !p.isEmpty, let decoded = p.removingPercentEncoding else { matches = false; break }
+                    value = decoded
+                } else if s != p {
+                    matches = false
+                    break
+                }
+            }
+            guard matches else { continue }
+            return make(route, value)
+        }
+        return nil
+    }
+
+    static func make(_ route: Route, _ value: String?) -> SiteURL? {
+        let id = value.flatMap { Int64($0) }
+        switch route {
+        case .healthz: return .healthz
+        case .readyz: return .readyz
+        case .metrics: return .metrics
+        case .bareRedirect: return .bareRedirect
+        case .openAPI: return .openAPI
+        case .apiOrders: return .apiOrders
+        case .apiOrder: return value.map { .apiOrder(externalID: $0) }
+        case .apiContacts: return .apiContacts
+        case .apiContact: return id.map { .apiContact(id: $0) }
+        case .apiContactExport: return id.map { .apiContactExport(id: $0) }
+        case .apiContactErase: return id.map { .apiContactErase(id: $0) }
+        case .apiContactObjection: return id.map { .apiContactObjection(id: $0) }
+        case .apiTestJobs: return .apiTestJobs
+        case .adminHome: return .adminHome
+        case .adminLogin: return .adminLogin
+        case .adminLogout: return .adminLogout
+        case .adminLocale: return .adminLocale
+        case .adminPassword: return .adminPassword
+        case .adminWorkspaces: return .adminWorkspaces
+        case .adminWorkspaceSwitch: return .adminWorkspaceSwitch
+        case .adminUsers: return .adminUsers
+        case .adminAPIKeys: return .adminAPIKeys
+        case .adminAPIKeyRevoke: return id.map { .adminAPIKeyRevoke(id: $0) }
+        case .adminContacts: return .adminContacts
+        case .adminContact: return id.map { .adminContact(id: $0) }
+        case .adminContactExport: return id.map { .adminContactExport(id: $0) }
+        case .adminContactErase: return id.map { .adminContactErase(id: $0) }
+        case .adminContactObject: return id.map { .adminContactObject(id: $0) }
+        case .adminOrders: return .adminOrders
+        case .adminOrder: return value.map { .adminOrder(externalID: $0) }
+        case .adminJobs: return .adminJobs
+        case .adminJobRetry: return id.map { .adminJobRetry(id: $0) }
+        }
+    }
+}
+
+import Hummingbird
+
+extension SiteURL.Route {
+    /// The route in Hummingbird's form, for registration.
+    var routerPath: RouterPath { RouterPath(routerPathString) }
+}

@@ -1,0 +1,84 @@
+import Foundation
+import Logging
+import ReciprocityCore
+import Storage
+
+/// Everything the HTTP adapters need, injected by the App target.
+public struct WebEnvironment: Sendable {
+    public var store: Store
+    public var clock: any WallClock
+    public var random: any RandomSource
+    /// The public base URL, without a trailing slash; links in pages and mails start with it.
+    public var baseURL: String
+    public var templates: Templates
+    /// Renders Prometheus text for `/metrics`.
+    public var metricsText: @Sendable () async -> String
+    /// Called after an enqueue so a local worker looks for work at once.
+    public var wakeWorkers: @Sendable () -> Void
+    /// Maximum JSON body size accepted by the API, in bytes.
+    public var maxBodyBytes: Int
+    /// bcrypt cost for admin passwords.
+    public var bcryptCost: UInt8
+    public var loginLimiter: RateLimiter
+    /// Test-only routes (crash tests): never on in production.
+    public var testHooks: Bool
+    public var logger: Logger
+
+    public init(
+        store: Store, clock: any WallClock, random: any RandomSource, baseURL: String, templates: Templates,
+        metricsText: @escaping @Sendable () async -> String, wakeWorkers: @escaping @Sendable () -> Void = {},
+        maxBodyBytes: Int = 1_048_576, bcryptCost: UInt8 = 12, loginLimiter: RateLimiter? = nil,
+        testHooks: Bool = false, logger: Logger
+    ) {
+        self.store = store
+        self.clock = clock
+        self.random = random
+        self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+        self.templates = templates
+        self.metricsText = metricsText
+        self.wakeWorkers = wakeWorkers
+        self.maxBodyBytes = maxBodyBytes
+        self.bcryptCost = bcryptCost
+        self.loginLimiter = loginLimiter ?? RateLimiter(capacity: 5, refillPerSecond: 1.0 / 60, clock: clock)
+        self.testHooks = testHooks
+        self.logger = logger
+    }
+
+    /// Cookies get `Secure` when the public URL is https.
+    public var secureCookies: Bool { baseURL.hasPrefix("https://") }
+
+    public func url(_ site: SiteURL) -> String { baseURL + site.path }
+}
+
+/// A token bucket per key (IP, account). In memory, per node: it slows guessing, the bcrypt cost does the rest.
+public final class RateLimiter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var buckets: [String: (tokens: Double, at: Date)] = [:]
+    let capacity: Double
+    let refillPerSecond: Double
+    let clock: any WallClock
+
+    public init(capacity: Double, refillPerSecond: Double, clock: any WallClock) {
+        self.capacity = capacity
+        self.refillPerSecond = refillPerSecond
+        self.clock = clock
+    }
+
+    /// Takes a token for `key`; false when the bucket is empty.
+    public func allow(_ key: String) -> Bool {
+        let now = clock.now()
+        return lock.withLock {
+            if buckets.count > 100_000 { buckets.removeAll(keepingCapacity: true) }
+            var b = buckets[key] ?? (capacity, now)
+            b.tokens = min(capacity, b.tokens + now.timeIntervalSince(b.at) * refillPerSecond)
+            b.at = now
+            guard b.tokens >= 1 else {
+                buckets[key] = b
+                return false
+            }
+            b.tokens -= 1
+            buckets[key] = b
+            return true
+        }
+    }
+}

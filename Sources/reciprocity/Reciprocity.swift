@@ -1,0 +1,235 @@
+import App
+import ArgumentParser
+import Foundation
+import ReciprocityCore
+import Storage
+
+@main
+struct Reciprocity: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reciprocity",
+        abstract: "Give-first marketing, run honestly: lead magnets, referrals, reviews, thank-yous.",
+        discussion: """
+            Settings come from RECIPROCITY_* environment variables (see docs/configuration.md).
+            With no settings, data lives in ./data/reciprocity.sqlite and the server listens on 127.0.0.1:8080.
+            """,
+        subcommands: [
+            Serve.self, Worker.self, Migrate.self, WorkspaceCommand.self, UserCommand.self, APIKeyCommand.self,
+            ContactCommand.self, DemoCommand.self,
+        ])
+}
+
+/// Runs a command body with the runtime, printing any failure as one line and exiting non-zero.
+func run(migrate: Bool? = nil, _ body: (Runtime) async throws -> Void) async throws {
+    do {
+        let config = try await AppConfig.load()
+        let runtime = try await Runtime.open(config, migrate: migrate)
+        do {
+            try await body(runtime)
+        } catch {
+            await runtime.close()
+            throw error
+        }
+        await runtime.close()
+    } catch let error as DomainError {
+        fail("\(error.message)\(error.field.map { " (\($0))" } ?? "")")
+    } catch let error as ConfigError {
+        fail(error.description)
+    } catch let error as StorageError {
+        fail(error.description)
+    } catch let error as ValidationError {
+        throw error
+    } catch {
+        fail("\(error)")
+    }
+}
+
+func fail(_ message: String) -> Never {
+    FileHandle.standardError.write(Data("error: \(message)\n".utf8))
+    exit(1)
+}
+
+/// Writes a line to standard output unbuffered, so log watchers (and tests) see it at once.
+func say(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the web server and the job workers (migrates first unless RECIPROCITY_AUTO_MIGRATE=false).")
+
+    func run() async throws {
+        try await Reciprocity_run { rt in
+            if let lines = try await Commands.firstRun(rt) { lines.forEach(say) }
+            say("Reciprocity is listening on \(rt.config.baseURL) (database: \(rt.config.redactedDatabaseURL))")
+            try await serve(runtime: rt)
+        }
+    }
+}
+
+/// `run` is shadowed inside commands by their own `run()`; this alias keeps call sites short.
+func Reciprocity_run(migrate: Bool? = nil, _ body: (Runtime) async throws -> Void) async throws {
+    try await run(migrate: migrate, body)
+}
+
+struct Worker: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run only the job workers and the scheduler.")
+    func run() async throws {
+        try await Reciprocity_run { rt in try await runWorkers(runtime: rt) }
+    }
+}
+
+struct Migrate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Apply pending database migrations.")
+    func run() async throws {
+        try await Reciprocity_run(migrate: false) { rt in say(try await Commands.migrate(rt)) }
+    }
+}
+
+struct WorkspaceCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "workspace", abstract: "Manage workspaces (shops or brands).", subcommands: [Create.self, List.self])
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a workspace.")
+        @Option(help: "Short name used in URLs: a–z, 0–9, hyphens.") var slug: String
+        @Option(help: "Display name of the shop.") var name: String
+        @Option(help: "Sender address for mails.") var senderEmail: String
+        @Option(help: "Sender display name (default: the workspace name).") var senderName: String?
+        @Option(help: "de or en.") var locale = "de"
+        @Option(help: "IANA time zone.") var timeZone = "Europe/Berlin"
+        @Option(help: "Imprint URL (Impressum).") var imprintUrl = ""
+        @Option(help: "Privacy policy URL.") var privacyUrl = ""
+
+        func run() async throws {
+            try await Reciprocity_run { rt in
+                let w = try await Commands.createWorkspace(
+                    rt, slug: slug, name: name, senderEmail: senderEmail, senderName: senderName, locale: locale,
+                    timeZone: timeZone, imprintURL: imprintUrl, privacyURL: privacyUrl)
+                say("Created workspace \(w.slug) (\(w.name)), id \(w.id).")
+            }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List workspaces.")
+        func run() async throws {
+            try await Reciprocity_run { rt in
+                for w in try await rt.store.workspaces() { say("\(w.slug)\t\(w.name)\t\(w.locale)\t\(w.timeZone)") }
+            }
+        }
+    }
+}
+
+struct UserCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "user", abstract: "Manage admin users.", subcommands: [Create.self, ResetPassword.self])
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create a user in a workspace (or add an existing one). Prints a one-time password.")
+        @Option(help: "Workspace slug.") var workspace: String
+        @Option(help: "Login email.") var email: String
+        @Option(help: "Display name.") var name: String?
+        @Option(help: "owner, marketer or support.") var role: String = "owner"
+        @Flag(help: "Read the password from standard input instead of generating a one-time password.")
+        var passwordStdin = false
+
+        func run() async throws {
+            guard let role = Role(rawValue: role) else { throw ValidationError("--role must be owner, marketer or support.") }
+            let password = passwordStdin ? readLine(strippingNewline: true) : nil
+            try await Reciprocity_run { rt in
+                let (user, oneTime) = try await Commands.createUser(
+                    rt, workspace: workspace, email: email, name: name, role: role, password: password)
+                say("User \(user.email) is \(role.rawValue) of \(workspace).")
+                if let oneTime { say("One-time password: \(oneTime)") }
+            }
+        }
+    }
+
+    struct ResetPassword: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "reset-password", abstract: "Set a new one-time password and end the user's sessions.")
+        @Option(help: "Login email.") var email: String
+        @Flag(help: "Read the new password from standard input.") var passwordStdin = false
+        func run() async throws {
+            let password = passwordStdin ? readLine(strippingNewline: true) : nil
+            try await Reciprocity_run { rt in
+                let oneTime = try await Commands.resetPassword(rt, email: email, password: password)
+                say("Password of \(email) was reset.")
+                if let oneTime { say("One-time password: \(oneTime)") }
+            }
+        }
+    }
+}
+
+struct APIKeyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "apikey", abstract: "Manage API keys.", subcommands: [Create.self, Revoke.self])
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create an API key. It is printed once.")
+        @Option(help: "Workspace slug.") var workspace: String
+        @Option(help: "What the key is for.") var name: String
+        @Option(help: "read or write.") var scope: String = "write"
+        func run() async throws {
+            guard let scope = APIScope(rawValue: scope) else { throw ValidationError("--scope must be read or write.") }
+            try await Reciprocity_run { rt in
+                let issued = try await Commands.createAPIKey(rt, workspace: workspace, name: name, scope: scope)
+                say(issued.plaintext)
+                FileHandle.standardError.write(Data("Store this key now: it is not shown again. Scope: \(scope.rawValue).\n".utf8))
+            }
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Revoke an API key by its prefix (or the whole key).")
+        @Argument(help: "The key's prefix, e.g. rcp_ab12cd34.") var prefix: String
+        func run() async throws {
+            try await Reciprocity_run { rt in
+                try await Commands.revokeAPIKey(rt, prefix: prefix)
+                say("Revoked.")
+            }
+        }
+    }
+}
+
+struct ContactCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "contact", abstract: "Data-subject rights for one person.", subcommands: [Export.self, Erase.self])
+
+    struct Export: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print everything stored about a person as JSON (Art. 15).")
+        @Option(help: "Workspace slug.") var workspace: String
+        @Option(help: "The person's email.") var email: String
+        func run() async throws {
+            try await Reciprocity_run { rt in say(try await Commands.exportContact(rt, workspace: workspace, email: email)) }
+        }
+    }
+
+    struct Erase: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Erase a person (Art. 17): PII gone, counts kept.")
+        @Option(help: "Workspace slug.") var workspace: String
+        @Option(help: "The person's email.") var email: String
+        func run() async throws {
+            try await Reciprocity_run { rt in
+                try await Commands.eraseContact(rt, workspace: workspace, email: email)
+                say("Erased.")
+            }
+        }
+    }
+}
+
+struct DemoCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "demo", abstract: "Seed a German demo shop with products, customers and orders in every state.")
+    @Option(help: "Workspace slug for the demo.") var slug = "demo"
+    @Option(help: "Number of customers.") var customers = 200
+    func run() async throws {
+        try await Reciprocity_run { rt in
+            if let lines = try await Commands.firstRun(rt) { lines.forEach(say) }
+            let s = try await Demo.seed(rt, slug: slug, customers: customers)
+            say("Demo workspace \(s.workspace.slug): \(s.customers) customers, \(s.orders) orders.")
+        }
+    }
+}
