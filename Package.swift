@@ -96,19 +96,26 @@ let package = Package(
             dependencies: ["App", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: swiftSettings
         ),
+        // Test harness shared by the test targets: fresh databases on each engine, sample bodies.
+        .target(
+            name: "TestSupport",
+            dependencies: ["ReciprocityCore", "Storage", "StorageSQLite", "StoragePostgres"],
+            path: "Tests/TestSupport",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "ReciprocityCoreTests", dependencies: ["ReciprocityCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "StorageTests",
-            dependencies: ["ReciprocityCore", "Storage", "StorageSQLite", "StoragePostgres", "Jobs", "App"],
+            dependencies: ["ReciprocityCore", "Storage", "StorageSQLite", "StoragePostgres", "Jobs", "App", "TestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "WebTests",
             dependencies: [
-                "App", "Web", "Storage",
+                "App", "Web", "Storage", "ReciprocityCore", "TestSupport",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],
-            resources: [.copy("__Snapshots__")],
+            exclude: ["__Snapshots__"],
             swiftSettings: swiftSettings
         ),
     ]

@@ -55,6 +55,12 @@ public enum Strings {
         "newsletter": "Newsletter", "review_request": "Bewertungsanfragen", "survey": "Umfragen",
         "referral_program": "Empfehlungsprogramm", "consent": "Einwilligung", "existing_customer_7_3": "§ 7 Abs. 3 UWG",
         "forbidden": "Dafür fehlt Ihnen die Berechtigung.",
+        "error_not_found": "Das Gesuchte gibt es hier nicht (mehr).",
+        "error_csrf_invalid": "Das Formular ist abgelaufen. Bitte laden Sie die Seite neu und versuchen Sie es noch einmal.",
+        "error_role_insufficient": "Dafür fehlt Ihnen die Berechtigung.",
+        "error_confirmation_missing": "Bitte bestätigen Sie den Vorgang.",
+        "error_internal_error": "Bei uns ist etwas schiefgegangen. Die Anfrage-ID hilft uns, den Fehler zu finden.",
+        "error_body_too_large": "Die Anfrage ist zu groß.",
     ]
 
     static let en: [String: String] = [
@@ -100,5 +106,11 @@ public enum Strings {
         "newsletter": "Newsletter", "review_request": "Review requests", "survey": "Surveys",
         "referral_program": "Referral programme", "consent": "Consent", "existing_customer_7_3": "§ 7(3) UWG",
         "forbidden": "You lack the permission for this.",
+        "error_not_found": "What you are looking for is not here (any more).",
+        "error_csrf_invalid": "The form expired. Please reload the page and try again.",
+        "error_role_insufficient": "You lack the permission for this.",
+        "error_confirmation_missing": "Please confirm the action.",
+        "error_internal_error": "Something went wrong on our side. The request id helps us find out what.",
+        "error_body_too_large": "The request is too large.",
     ]
 }

@@ -28,7 +28,7 @@ public struct Templates: Sendable {
     func errorPage(problem: Problem, requestID: String, locale: String) -> Response {
         let model: [String: Any] = [
             "t": Strings.table(locale), "lang": locale, "title": Strings.table(locale)["error_title"] ?? "",
-            "status": problem.status, "detail": problem.detail, "request_id": requestID,
+            "status": problem.status, "detail": Strings.table(locale)["error_\(problem.code)"] ?? problem.detail, "request_id": requestID,
             "home": SiteURL.adminHome.path,
         ]
         return page("error", model, status: .init(code: problem.status))

@@ -1,0 +1,112 @@
+import Foundation
+import ReciprocityCore
+import Storage
+import TestSupport
+import Testing
+
+@Suite struct ContactStoreContract {
+    func grant(_ store: Store, _ shop: Workspace, _ contact: ContactID, _ purpose: ConsentPurpose, text: String, ip: String)
+        async throws -> Consent
+    {
+        try await store.db.transaction { tx in
+            try await store.applyConsent(
+                tx, workspaceID: shop.id, contactID: contact,
+                change: ConsentChange(
+                    purpose: purpose, action: .grant, text: text, source: "lead_magnet", formID: "guide",
+                    pageURL: "https://shop.example/guide", evidence: ConsentEvidence(at: store.clock.now(), ip: ip, userAgent: "UA")))
+        }
+    }
+
+    @Test(arguments: Engine.available)
+    func editingAConsentTextMakesANewVersionAndOldProofsKeepTheirs(engine: Engine) async throws {
+        try await engine.withStore { store, shop, clock in
+            let a = try await store.put(shop, "O-1", samplePayload(email: "a@example.com")).order.contactID
+            let b = try await store.put(shop, "O-2", samplePayload(email: "b@example.com")).order.contactID
+            let first = try await grant(store, shop, a, .newsletter, text: "Version eins", ip: "198.51.100.1")
+            clock.advance(by: 10)
+            let same = try await grant(store, shop, b, .newsletter, text: "Version eins", ip: "198.51.100.2")
+            let edited = try await grant(store, shop, b, .newsletter, text: "Version zwei", ip: "198.51.100.2")
+            #expect(first.textID == same.textID)
+            #expect(edited.textID != first.textID)
+            let proofA = try await store.exportContact(workspaceID: shop.id, contactID: a)
+            #expect(proofA.consents[0].text == "Version eins")
+            #expect(proofA.consents[0].textVersion == 1)
+            let proofB = try await store.exportContact(workspaceID: shop.id, contactID: b)
+            #expect(proofB.consents[0].textVersion == 2)
+            #expect(proofB.consentHistory.map(\.textVersion) == [1, 2])
+        }
+    }
+
+    @Test(arguments: Engine.available)
+    func aGrantNeedsTheTextThatWasShown(engine: Engine) async throws {
+        try await engine.withStore { store, shop, _ in
+            let a = try await store.put(shop, "O-1", samplePayload()).order.contactID
+            await #expect(throws: DomainError.self) {
+                _ = try await store.db.transaction { tx in
+                    try await store.applyConsent(
+                        tx, workspaceID: shop.id, contactID: a,
+                        change: ConsentChange(purpose: .survey, action: .grant, text: "  ", source: "api", evidence: .init(at: store.clock.now())))
+                }
+            }
+            #expect(try await store.consents(workspaceID: shop.id, contactID: a).isEmpty)
+        }
+    }
+
+    @Test(arguments: Engine.available)
+    func anObjectionWithdrawsEveryConsentAndSuppressesTheAddress(engine: Engine) async throws {
+        try await engine.withStore { store, shop, _ in
+            let id = try await store.put(shop, "O-1", samplePayload()).order.contactID
+            _ = try await grant(store, shop, id, .newsletter, text: "News", ip: "198.51.100.1")
+            _ = try await grant(store, shop, id, .reviewRequest, text: "Bewertung", ip: "198.51.100.1")
+            try await store.object(workspaceID: shop.id, contactID: id, actor: "test")
+            let consents = try await store.consents(workspaceID: shop.id, contactID: id)
+            #expect(consents.allSatisfy { $0.state == .withdrawn })
+            #expect(try await store.isSuppressed(workspaceID: shop.id, email: EmailAddress("Anna.Muster@example.com")))
+            #expect(try await store.auditEntries(workspaceID: shop.id, subject: "contact:\(id)").map(\.action) == ["contact.object"])
+        }
+    }
+
+    @Test(arguments: Engine.available)
+    func erasureRemovesEveryIdentifyingFieldButKeepsCountsAndTheSuppression(engine: Engine) async throws {
+        try await engine.withStore { store, shop, _ in
+            // setup
+            let id = try await store.put(shop, "E-1", samplePayload(email: "erika@example.com", status: "delivered")).order.contactID
+            try await store.put(shop, "E-2", samplePayload(email: "erika@example.com"))
+            try await store.put(shop, "OTHER", samplePayload(email: "other@example.com"))
+            _ = try await grant(store, shop, id, .newsletter, text: "News", ip: "198.51.100.7")
+            // MUT
+            try await store.erase(workspaceID: shop.id, contactID: id, actor: "test")
+            try await store.erase(workspaceID: shop.id, contactID: id, actor: "test")  // a repeat is harmless
+            // validate: nothing identifies the person any more
+            let export = try await store.exportContact(workspaceID: shop.id, contactID: id)
+            let json = String(decoding: try JSONEncoder().encode(export), as: UTF8.self)
+            for pii in ["erika", "Anna", "Muster", "Hauptstra", "198.51.100.7", "10115"] {
+                #expect(!json.contains(pii), "\(pii) survived erasure")
+            }
+            #expect(export.contact.erasedAt != nil)
+            // counts stay
+            #expect(try await store.db.scalar("SELECT COUNT(*) FROM orders") == 3)
+            #expect(try await store.db.scalar("SELECT COUNT(*) FROM consents") == 1)
+            #expect(try await store.orders(workspaceID: shop.id, contactID: id).total == 2)
+            // the address stays blocked, by salted hash only
+            #expect(try await store.isSuppressed(workspaceID: shop.id, email: EmailAddress("ERIKA@example.com")))
+            #expect(try await store.db.scalar("SELECT COUNT(*) FROM suppressions WHERE email_hash LIKE '%erika%'") == 0)
+            // a new order from the same address is a new contact, still suppressed
+            let again = try await store.put(shop, "E-3", samplePayload(email: "erika@example.com"))
+            #expect(again.order.contactID != id)
+            #expect(try await store.isSuppressed(workspaceID: shop.id, email: EmailAddress("erika@example.com")))
+        }
+    }
+
+    @Test(arguments: Engine.available)
+    func searchFindsContactsByEmailOrNameCaseInsensitively(engine: Engine) async throws {
+        try await engine.withStore { store, shop, _ in
+            try await store.put(shop, "S-1", samplePayload(email: "jürgen@example.com", firstName: "Jürgen"))
+            try await store.put(shop, "S-2", samplePayload(email: "x_y%z@example.com", firstName: "Zoë"))
+            #expect(try await store.contacts(workspaceID: shop.id, search: "JÜRGEN").items.count <= 1)
+            #expect(try await store.contacts(workspaceID: shop.id, search: "example").total == 2)
+            #expect(try await store.contacts(workspaceID: shop.id, search: "_y%").total == 1, "LIKE wildcards are escaped")
+            #expect(try await store.contacts(workspaceID: shop.id, search: "muster").total == 2)
+        }
+    }
+}

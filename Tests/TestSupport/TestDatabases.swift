@@ -1,0 +1,138 @@
+import Foundation
+import Logging
+import ReciprocityCore
+import Storage
+import StoragePostgres
+import StorageSQLite
+
+/// The engines every storage test runs on. PostgreSQL joins when `RECIPROCITY_TEST_POSTGRES_URL` names a server
+/// whose user may create databases; each test gets a database of its own.
+public enum Engine: String, CaseIterable, Sendable, CustomStringConvertible {
+    case sqlite, postgres
+
+    public var description: String { rawValue }
+
+    public static var postgresAdminURL: String? {
+        ProcessInfo.processInfo.environment["RECIPROCITY_TEST_POSTGRES_URL"].flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    public static var available: [Engine] { postgresAdminURL == nil ? [.sqlite] : [.sqlite, .postgres] }
+
+    public static let logger: Logger = {
+        var l = Logger(label: "test")
+        l.logLevel = .warning
+        return l
+    }()
+
+    /// Opens a fresh, migrated database, runs `body`, and removes the database again.
+    @discardableResult
+    public func withDatabase<T>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
+        switch self {
+        case .sqlite:
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("rcp-test-\(UUID().uuidString)")
+            defer { try? FileManager.default.removeItem(at: dir) }
+            let db = try SQLiteDatabase(path: dir.appendingPathComponent("test.sqlite").path)
+            try await Migrator.migrate(db, logger: Self.logger)
+            do {
+                let result = try await body(db)
+                await db.close()
+                return result
+            } catch {
+                await db.close()
+                throw error
+            }
+        case .postgres:
+            guard let adminURL = Self.postgresAdminURL else { throw TestSetupError("RECIPROCITY_TEST_POSTGRES_URL is not set") }
+            let name = "rcp_t_\(UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(16))"
+            let admin = try PostgresDatabase(url: adminURL, logger: Self.logger)
+            try await admin.execute("CREATE DATABASE \(name)")
+            var components = URLComponents(string: adminURL)!
+            components.path = "/\(name)"
+            let db = try PostgresDatabase(url: components.string!, logger: Self.logger)
+            func cleanup() async {
+                await db.close()
+                _ = try? await admin.execute("DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
+                await admin.close()
+            }
+            do {
+                try await Migrator.migrate(db, logger: Self.logger)
+                let result = try await body(db)
+                await cleanup()
+                return result
+            } catch {
+                await cleanup()
+                throw error
+            }
+        }
+    }
+
+    /// A fresh, empty database's URL for the whole application (which migrates it itself).
+    public func withDatabaseURL<T>(_ body: (String) async throws -> T) async throws -> T {
+        switch self {
+        case .sqlite:
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("rcp-app-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: dir) }
+            return try await body("sqlite://" + dir.appendingPathComponent("app.sqlite").path)
+        case .postgres:
+            guard let adminURL = Self.postgresAdminURL else { throw TestSetupError("RECIPROCITY_TEST_POSTGRES_URL is not set") }
+            let name = "rcp_a_\(UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(16))"
+            let admin = try PostgresDatabase(url: adminURL, logger: Self.logger)
+            try await admin.execute("CREATE DATABASE \(name)")
+            var components = URLComponents(string: adminURL)!
+            components.path = "/\(name)"
+            do {
+                let result = try await body(components.string!)
+                _ = try? await admin.execute("DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
+                await admin.close()
+                return result
+            } catch {
+                _ = try? await admin.execute("DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
+                await admin.close()
+                throw error
+            }
+        }
+    }
+
+    /// A store on a fresh database with a manual clock, plus one workspace to work in.
+    @discardableResult
+    public func withStore<T>(
+        clock: ManualClock = ManualClock(), subscriptions: EventSubscriptions = .init(),
+        _ body: (Store, Workspace, ManualClock) async throws -> T
+    ) async throws -> T {
+        try await withDatabase { db in
+            let store = Store(db: db, clock: clock, secret: Array(repeating: 7, count: 32), subscriptions: subscriptions)
+            let workspace = try await store.createWorkspace(
+                NewWorkspace(slug: "shop-a", name: "Shop A", senderEmail: "a@shop.example"))
+            return try await body(store, workspace, clock)
+        }
+    }
+}
+
+public struct TestSetupError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ d: String) { description = d }
+}
+
+/// An order body like a shop sends it.
+public func samplePayload(
+    email: String = "anna.muster@example.com", status: String = "placed", items: Int = 1,
+    firstName: String? = "Anna", statusTimes: [String: String]? = nil, referralCode: String? = nil,
+    consents: [OrderPayload.CheckoutConsent]? = nil
+) -> OrderPayload {
+    OrderPayload(
+        customer: .init(email: email, firstName: firstName, lastName: "Muster", locale: "de-DE"), currency: "EUR",
+        items: (0..<items).map { .init(sku: "SKU-\($0)", name: "Artikel \($0)", quantity: 1 + $0, unitPrice: "9.90") },
+        totals: .init(total: "19.80"), status: status, statusTimes: statusTimes,
+        shippingAddress: .init(name: "Anna Muster", street: "Hauptstraße 1", postalCode: "10115", city: "Berlin", country: "DE"),
+        referralCode: referralCode, consents: consents)
+}
+
+extension Store {
+    @discardableResult
+    public func put(_ workspace: Workspace, _ id: String, _ payload: OrderPayload) async throws -> OrderUpsertResult {
+        let submission = try OrderSubmission.validate(externalID: id, payload: payload, receivedAt: clock.now())
+        return try await upsertOrder(workspaceID: workspace.id, submission: submission, payload: payload)
+    }
+}
+

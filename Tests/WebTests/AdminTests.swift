@@ -1,0 +1,150 @@
+import App
+import Foundation
+import HTTPTypes
+import HummingbirdTesting
+import ReciprocityCore
+import Storage
+import TestSupport
+import Testing
+
+/// A logged-in admin browser, driven through the real router.
+struct AdminSession {
+    let app: TestApp
+    var cookies: String
+    var csrf: String
+
+    static func login(_ app: TestApp, email: String = "owner@shop.example", password: String = "correct horse battery") async throws -> AdminSession {
+        let page = try await app.request(.get, "/admin/login")
+        let loginCookie = try #require(page.headers[values: .setCookie].first?.split(separator: ";").first.map(String.init))
+        let token = try #require(extract(page.text, after: "name=\"_csrf\" value=\""))
+        let form = "_csrf=\(token)&email=\(email.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!)&password=\(password.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!)&next="
+        let r = try await app.request(.post, "/admin/login", cookies: loginCookie, form: form)
+        #expect(r.status == .seeOther, "login failed: \(r.status)")
+        let session = try #require(r.headers[values: .setCookie].first { $0.hasPrefix("rcp_session=") })
+        #expect(session.contains("HttpOnly"))
+        #expect(session.contains("SameSite=Lax"))
+        #expect(session.contains("Secure"), "the base URL is https")
+        let cookie = String(session.split(separator: ";")[0])
+        let home = try await app.request(.get, "/admin", cookies: cookie)
+        let csrf = try #require(extract(home.text, after: "name=\"_csrf\" value=\""))
+        return AdminSession(app: app, cookies: cookie, csrf: csrf)
+    }
+
+    func get(_ path: String) async throws -> TestResponse { try await app.request(.get, path, cookies: cookies) }
+    func post(_ path: String, _ form: String, csrf: String? = nil) async throws -> TestResponse {
+        try await app.request(.post, path, cookies: cookies, form: "_csrf=\(csrf ?? self.csrf)&\(form)")
+    }
+}
+
+func extract(_ text: String, after marker: String) -> String? {
+    guard let start = text.range(of: marker) else { return nil }
+    return String(text[start.upperBound...].prefix { $0 != "\"" })
+}
+
+/// Seeds one owner, one workspace with an API key, and a few orders; returns the key.
+func seedShop(_ app: TestApp) async throws -> String {
+    let (_, key) = try await app.workspaceWithKey("shop")
+    _ = try await Commands.createUser(app.runtime, workspace: "shop", email: "owner@shop.example", name: "Olga Owner", role: .owner, password: "correct horse battery")
+    try await app.request(.put, "/api/v1/orders/BG-1", key: key, json: orderJSON(email: "anna@example.com", status: "delivered"))
+    try await app.request(.put, "/api/v1/orders/BG-2", key: key, json: orderJSON(email: "bernd@example.com", firstName: "Bernd"))
+    return key
+}
+
+@Suite struct AdminPages {
+    @Test func pagesRequireALoginAndAWrongPasswordIsRefused() async throws {
+        try await TestApp.run { app in
+            _ = try await seedShop(app)
+            let anonymous = try await app.request(.get, "/admin/contacts")
+            #expect(anonymous.status == .seeOther)
+            #expect(anonymous.headers[.location]?.hasPrefix("/admin/login?next=") == true)
+            let page = try await app.request(.get, "/admin/login")
+            let cookie = try #require(page.headers[values: .setCookie].first?.split(separator: ";").first.map(String.init))
+            let token = try #require(extract(page.text, after: "name=\"_csrf\" value=\""))
+            let wrong = try await app.request(.post, "/admin/login", cookies: cookie, form: "_csrf=\(token)&email=owner%40shop.example&password=wrong")
+            #expect(wrong.status == .unauthorized)
+            #expect(wrong.text.contains("E-Mail oder Passwort ist falsch."))
+            let noToken = try await app.request(.post, "/admin/login", cookies: cookie, form: "email=owner%40shop.example&password=correct+horse+battery")
+            #expect(noToken.status == .forbidden)
+        }
+    }
+
+    @Test func aFormWithoutTheSessionsCSRFTokenIsRefusedAndChangesNothing() async throws {
+        try await TestApp.run { app in
+            _ = try await seedShop(app)
+            let admin = try await AdminSession.login(app)
+            let contact = try #require(try await app.store.contacts(workspaceID: 1, search: "anna").items.first)
+            let forged = try await admin.post("/admin/contacts/\(contact.id)/erase", "confirm=yes", csrf: "forged")
+            #expect(forged.status == .forbidden)
+            #expect(try await app.store.contact(workspaceID: 1, id: contact.id)?.erasedAt == nil)
+            let real = try await admin.post("/admin/contacts/\(contact.id)/erase", "confirm=yes")
+            #expect(real.status == .seeOther)
+            #expect(try await app.store.contact(workspaceID: 1, id: contact.id)?.erasedAt != nil)
+        }
+    }
+
+    @Test func htmlInCustomerDataIsShownAsTextNeverRun() async throws {
+        try await TestApp.run { app in
+            let key = try await seedShop(app)
+            try await app.request(
+                .put, "/api/v1/orders/XSS-1", key: key,
+                json: orderJSON(email: "x@example.com", firstName: "<script>alert(1)</script>", itemName: "\"><img src=x onerror=alert(2)>"))
+            let admin = try await AdminSession.login(app)
+            let contact = try #require(try await app.store.contacts(workspaceID: 1, search: "x@example.com").items.first)
+            for path in ["/admin/contacts", "/admin/contacts/\(contact.id)", "/admin/orders/XSS-1"] {
+                let html = try await admin.get(path).text
+                #expect(!html.contains("<script>alert(1)"), "\(path)")
+                #expect(!html.contains("<img src=x"), "\(path)")
+            }
+            #expect(try await admin.get("/admin/contacts/\(contact.id)").text.contains("&lt;script&gt;alert(1)&lt;/script&gt;"))
+        }
+    }
+
+    @Test func aSupportUserCannotManageKeysOrUsers() async throws {
+        try await TestApp.run { app in
+            _ = try await seedShop(app)
+            _ = try await Commands.createUser(app.runtime, workspace: "shop", email: "sam@shop.example", name: "Sam", role: .support, password: "support password 1")
+            let sam = try await AdminSession.login(app, email: "sam@shop.example", password: "support password 1")
+            #expect(try await sam.get("/admin/api-keys").status == .forbidden)
+            #expect(try await sam.post("/admin/api-keys", "name=x&scope=write").status == .forbidden)
+            #expect(try await sam.get("/admin/users").status == .forbidden)
+            #expect(try await app.store.apiKeys(workspaceID: 1).count == 1)
+        }
+    }
+
+    /// Snapshots of what people read: each admin page, rendered for real with pinned data, clock and randomness.
+    @Test func adminPagesMatchTheirSnapshots() async throws {
+        try await TestApp.run { app in
+            _ = try await seedShop(app)
+            let admin = try await AdminSession.login(app)
+            let contact = try #require(try await app.store.contacts(workspaceID: 1, search: "anna").items.first)
+            let pages: [(String, String)] = [
+                ("home", "/admin"), ("contacts", "/admin/contacts"), ("contact", "/admin/contacts/\(contact.id)"),
+                ("orders", "/admin/orders"), ("order", "/admin/orders/BG-1"), ("jobs", "/admin/jobs?state=queued"),
+                ("apikeys", "/admin/api-keys"), ("users", "/admin/users"), ("workspaces", "/admin/workspaces"),
+                ("not-found", "/admin/orders/NOPE"),
+            ]
+            for (name, path) in pages {
+                try assertSnapshot(try await admin.get(path).text, named: "admin-\(name).de.html")
+            }
+            let english = AdminSession(app: app, cookies: admin.cookies + "; rcp_lang=en", csrf: admin.csrf)
+            try assertSnapshot(try await english.get("/admin").text, named: "admin-home.en.html")
+            try assertSnapshot(try await english.get("/admin/contacts/\(contact.id)").text, named: "admin-contact.en.html")
+            try assertSnapshot(try await app.request(.get, "/admin/login").text, named: "admin-login.de.html")
+        }
+    }
+}
+
+/// Compares `text` with the stored snapshot; records it when missing (failing the test) or when
+/// `RECORD_SNAPSHOTS=1`. Review the diff of __Snapshots__ like code.
+func assertSnapshot(_ text: String, named name: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("__Snapshots__")
+    let file = dir.appendingPathComponent(name)
+    let record = ProcessInfo.processInfo.environment["RECORD_SNAPSHOTS"] == "1"
+    if !record, let stored = try? String(contentsOf: file, encoding: .utf8) {
+        #expect(stored == text, "snapshot \(name) differs; run with RECORD_SNAPSHOTS=1 and review the diff", sourceLocation: sourceLocation)
+        return
+    }
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    try text.write(to: file, atomically: true, encoding: .utf8)
+    if !record { Issue.record("snapshot \(name) was missing and has been recorded", sourceLocation: sourceLocation) }
+}

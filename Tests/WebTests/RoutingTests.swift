@@ -1,0 +1,49 @@
+import Foundation
+import Testing
+import Web
+
+@Suite struct TypedRoutes {
+    static let examples: [SiteURL] = [
+        .healthz, .readyz, .metrics, .bareRedirect, .openAPI, .apiOrders, .apiOrder(externalID: "A 1/ä?#%"),
+        .apiContacts, .apiContact(id: 42), .apiContactExport(id: 42), .apiContactErase(id: 42),
+        .apiContactObjection(id: 42), .apiTestJobs, .adminHome, .adminLogin, .adminLogout, .adminLocale,
+        .adminPassword, .adminWorkspaces, .adminWorkspaceSwitch, .adminUsers, .adminAPIKeys, .adminAPIKeyRevoke(id: 7),
+        .adminContacts, .adminContact(id: 9), .adminContactExport(id: 9), .adminContactErase(id: 9),
+        .adminContactObject(id: 9), .adminOrders, .adminOrder(externalID: "BG-10001"), .adminJobs, .adminJobRetry(id: 3),
+    ]
+
+    @Test func everyRouteHasAnExample() {
+        #expect(Set(Self.examples.map(\.route)) == Set(SiteURL.Route.allCases))
+    }
+
+    @Test(arguments: examples)
+    func aLinkParsesBackToTheSameURL(url: SiteURL) {
+        #expect(SiteURL.parse(url.path) == url)
+        #expect(!url.path.contains(" "))
+    }
+
+    /// The OpenAPI document is kept by hand (docs/decisions/0003); this keeps it true: the operations it lists are
+    /// exactly the ones the router serves.
+    @Test func theOpenAPIDocumentListsExactlyTheServedOperations() throws {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../../Sources/Web/OpenAPI/openapi.yaml")
+        let yaml = try String(contentsOf: url, encoding: .utf8)
+        var documented: Set<String> = []
+        var path: String?
+        var inPaths = false
+        for line in yaml.split(separator: "\n", omittingEmptySubsequences: false) {
+            if line == "paths:" { inPaths = true; continue }
+            if inPaths, let first = line.first, first != " " { inPaths = false }
+            guard inPaths else { continue }
+            if line.hasPrefix("  /"), line.hasSuffix(":"), !line.hasPrefix("   ") {
+                path = String(line.dropFirst(2).dropLast())
+            } else if let path, line.hasPrefix("    "), !line.hasPrefix("     "),
+                let method = ["get", "put", "post", "delete", "patch"].first(where: { line == "    \($0):" })
+            {
+                documented.insert("\(method.uppercased()) \(path)")
+            }
+        }
+        let served = Set(WebApp.apiOperations.map { "\($0.method.uppercased()) \($0.route.pattern)" })
+        #expect(documented == served)
+    }
+}
