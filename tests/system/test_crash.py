@@ -80,7 +80,7 @@ def run_cli(srv: ReciprocityServer, *args: str, timeout: float = 60.0) -> str:
     return proc.stdout
 
 
-def create_write_key(srv: ReciprocityServer, slug: str = "shop") -> str:
+def create_write_key(srv: ReciprocityServer, slug: str = "crash") -> str:
     """Workspace `slug` plus an API key with write scope, both via the CLI."""
     run_cli(srv, "workspace", "create", "--slug", slug, "--name", "Shop", "--sender-email", f"{slug}@example.com")
     out = run_cli(srv, "apikey", "create", "--workspace", slug, "--name", "crash", "--scope", "write")
@@ -182,7 +182,7 @@ def test_kill_during_order_load_loses_no_acknowledged_order(server, engine):
     probe_id = f"crash-probe-{uuid.uuid4().hex[:8]}"
     r = requests.put(srv.url(f"/api/v1/orders/{probe_id}"), json=order_body(), headers=auth(key), timeout=30)
     assert r.status_code == 201, f"PUT order: expected 201, got {r.status_code}: {r.text[:500]}"
-    assert r.json().get("external_id") == probe_id
+    assert r.json()["order"]["external_id"] == probe_id  # PUT answers {"outcome", "order"}
 
     run = uuid.uuid4().hex[:8]
     stop, killed, lock = threading.Event(), threading.Event(), threading.Lock()
