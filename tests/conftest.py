@@ -75,7 +75,7 @@ def free_port() -> int:
 def default_binary() -> Path:
     env = os.environ.get("RECIPROCITY_BIN")
     if env:
-        return Path(env)
+        return Path(env).resolve()  # servers run in their own working directory
     return REPO_ROOT / ".build" / "debug" / "reciprocity"
 
 

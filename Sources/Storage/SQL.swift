@@ -120,8 +120,10 @@ extension SQLExecutor {
 
 /// A database: an executor that can also run transactions. One per process, shared by every request.
 public protocol SQLDatabase: SQLExecutor {
-    /// Runs `body` in one transaction: committed when it returns, rolled back when it throws.
-    func transaction<T: Sendable>(_ body: @Sendable (any SQLExecutor) async throws -> T) async throws -> T
+    /// Runs `body` in one transaction: committed when it returns, rolled back when it throws. The body must do all
+    /// its work through the executor it is given: calling the database itself from inside would wait for the very
+    /// transaction it is part of.
+    func transaction<T: Sendable>(_ body: @escaping @Sendable (any SQLExecutor) async throws -> T) async throws -> T
     /// Checks the connection answers.
     func ping() async throws
     func close() async

@@ -267,6 +267,15 @@ extension Store {
             suppressionHash(email.normalized)) > 0
     }
 
+    /// Whether this contact is barred from marketing. An erased contact always is: erasure suppresses the original
+    /// address, which is no longer known.
+    public func isSuppressed(_ contact: Contact) async throws -> Bool {
+        if contact.erasedAt != nil { return true }
+        return try await db.scalar(
+            "SELECT COUNT(*) FROM suppressions WHERE workspace_id = ? AND email_hash = ?", contact.workspaceID,
+            suppressionHash(contact.emailNormalized)) > 0
+    }
+
     // MARK: Art. 17 erasure
 
     /// Erases a person: every field that identifies them is removed; rows stay so counts and sums stay.

@@ -112,10 +112,7 @@ extension Store {
             offset += page.items.count
             if page.items.isEmpty || offset >= page.total { break }
         }
-        let suppressed =
-            try await db.scalar(
-                "SELECT COUNT(*) FROM suppressions WHERE workspace_id = ? AND email_hash = ?", workspaceID,
-                suppressionHash(c.emailNormalized)) > 0
+        let suppressed = try await isSuppressed(c)
         return ContactExport(
             exportedAt: now, workspace: workspace.name,
             contact: .init(

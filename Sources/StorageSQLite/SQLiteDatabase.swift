@@ -10,13 +10,17 @@ import Storage
 public final class SQLiteDatabase: SQLDatabase {
     public let dialect = SQLDialect.sqlite
     let pool: DatabasePool
-    let writerLock = AsyncLock()
+    let writer: SQLiteWriter
+    let committer: GroupCommitter
+    var writerLock: AsyncLock { writer.lock }
 
     public struct Options: Sendable {
         /// `FULL` makes every commit durable against power loss; `NORMAL` only against a process crash.
         public var synchronous: String = "FULL"
         public var busyTimeoutSeconds: Double = 5
         public var maximumReaderCount: Int = 8
+        /// The most transactions one group commit takes.
+        public var maxBatch: Int = 128
         public init() {}
     }
 
@@ -39,6 +43,9 @@ public final class SQLiteDatabase: SQLDatabase {
         } catch {
             throw StorageError.connection("cannot open SQLite database at \(path): \(error)")
         }
+        let writer = SQLiteWriter(pool: pool, lock: AsyncLock())
+        self.writer = writer
+        committer = GroupCommitter(maxBatch: options.maxBatch) { batch in await writer.commitBatch(batch) }
     }
 
     // MARK: SQLExecutor
@@ -58,18 +65,28 @@ public final class SQLiteDatabase: SQLDatabase {
         }
     }
 
-    public func transaction<T: Sendable>(_ body: @Sendable (any SQLExecutor) async throws -> T) async throws -> T {
-        try await writerLock.withLock {
-            try await onWriter { db in try db.execute(sql: "BEGIN IMMEDIATE") }
-            let tx = SQLiteTransaction(database: self)
-            do {
-                let result = try await body(tx)
-                try await onWriter { db in try db.execute(sql: "COMMIT") }
-                return result
-            } catch {
-                try? await onWriter { db in if db.isInsideTransaction { try db.execute(sql: "ROLLBACK") } }
-                throw error
-            }
+    /// Group commit: concurrent transactions join one batch that runs on the writer inside a single
+    /// `BEGIN IMMEDIATE … COMMIT`, each body in its own savepoint. A body that throws rolls back only its savepoint.
+    /// Every caller is answered after the shared COMMIT, so an acknowledged write is durable, while one fsync serves
+    /// the whole batch (docs/decisions/0005-group-commit.md).
+    public func transaction<T: Sendable>(_ body: @escaping @Sendable (any SQLExecutor) async throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+            let outcome = Outcome<T>()
+            committer.submit(
+                GroupCommitter.Member(
+                    run: { tx in
+                        do { outcome.value = try await body(tx) } catch { outcome.error = error }
+                        return outcome.error == nil
+                    },
+                    finish: { batchError in
+                        if let error = outcome.error ?? batchError {
+                            continuation.resume(throwing: error)
+                        } else if let value = outcome.value {
+                            continuation.resume(returning: value)
+                        } else {
+                            continuation.resume(throwing: StorageError.database("transaction produced no result"))
+                        }
+                    }))
         }
     }
 
@@ -84,11 +101,7 @@ public final class SQLiteDatabase: SQLDatabase {
     // MARK: Hops onto GRDB's queues, immune to task cancellation so a transaction is never left half-done.
 
     func onWriter<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            pool.asyncWriteWithoutTransaction { db in
-                continuation.resume(with: Result { try body(db) }.mapError(SQLiteRunner.translate))
-            }
-        }
+        try await writer.onWriter(body)
     }
 
     func onReader<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
@@ -106,16 +119,64 @@ public final class SQLiteDatabase: SQLDatabase {
     }
 }
 
+
+/// The single writer connection and the lock that keeps each transaction (or batch) whole on it.
+struct SQLiteWriter: Sendable {
+    let pool: DatabasePool
+    let lock: AsyncLock
+
+    func onWriter<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            pool.asyncWriteWithoutTransaction { db in
+                continuation.resume(with: Result { try body(db) }.mapError(SQLiteRunner.translate))
+            }
+        }
+    }
+
+
+    /// Runs one batch: the writer lock is held from BEGIN to COMMIT.
+    func commitBatch(_ members: [GroupCommitter.Member]) async {
+        await lock.lock()
+        var batchError: (any Error)? = nil
+        do {
+            try await onWriter { db in try db.execute(sql: "BEGIN IMMEDIATE") }
+            let tx = SQLiteTransaction(writer: self)
+            for member in members {
+                try await onWriter { db in try db.execute(sql: "SAVEPOINT member") }
+                if await member.run(tx) {
+                    try await onWriter { db in try db.execute(sql: "RELEASE member") }
+                } else {
+                    // Undo this member only. If SQLite already rolled back the whole transaction (I/O error, full
+                    // disk), the savepoint is gone: then the batch fails as a whole and nobody is acknowledged.
+                    try await onWriter { db in
+                        guard db.isInsideTransaction else {
+                            throw StorageError.database("the transaction was rolled back by SQLite")
+                        }
+                        try db.execute(sql: "ROLLBACK TO member")
+                        try db.execute(sql: "RELEASE member")
+                    }
+                }
+            }
+            try await onWriter { db in try db.execute(sql: "COMMIT") }
+        } catch {
+            batchError = error
+            try? await onWriter { db in if db.isInsideTransaction { try db.execute(sql: "ROLLBACK") } }
+        }
+        await lock.unlock()
+        for member in members { member.finish(batchError) }
+    }
+}
+
 /// The executor handed to a transaction body: every statement runs on the writer inside the open transaction.
 struct SQLiteTransaction: SQLExecutor {
-    let database: SQLiteDatabase
+    let writer: SQLiteWriter
     var dialect: SQLDialect { .sqlite }
 
     func query(_ sql: String, _ binds: [any SQLBindable]) async throws -> [SQLRow] {
-        try await database.onWriter { db in try SQLiteRunner.query(db, sql, binds) }
+        try await writer.onWriter { db in try SQLiteRunner.query(db, sql, binds) }
     }
     func execute(_ sql: String, _ binds: [any SQLBindable]) async throws -> Int {
-        try await database.onWriter { db in try SQLiteRunner.execute(db, sql, binds) }
+        try await writer.onWriter { db in try SQLiteRunner.execute(db, sql, binds) }
     }
 }
 
@@ -173,6 +234,57 @@ enum SQLiteRunner {
             return StorageError.foreignKeyViolation(error.message ?? "foreign key")
         default:
             return StorageError.database(error.description)
+        }
+    }
+}
+
+/// The result of one transaction body, written by the batch runner and read by the waiting caller.
+final class Outcome<T>: @unchecked Sendable {
+    var value: T?
+    var error: (any Error)?
+}
+
+/// Collects transactions that arrive while a batch is committing; one drainer at a time runs them in batches.
+/// No artificial delay: a batch is whatever queued up during the previous commit.
+final class GroupCommitter: @unchecked Sendable {
+    struct Member: Sendable {
+        /// Runs the body inside the open transaction; false when it threw (its savepoint is rolled back).
+        let run: @Sendable (SQLiteTransaction) async -> Bool
+        /// Answers the caller once the batch has committed (nil) or failed.
+        let finish: @Sendable ((any Error)?) -> Void
+    }
+
+    private let lock = NSLock()
+    private var pending: [Member] = []
+    private var draining = false
+    private let maxBatch: Int
+    private let commit: @Sendable ([Member]) async -> Void
+
+    init(maxBatch: Int, commit: @escaping @Sendable ([Member]) async -> Void) {
+        self.maxBatch = max(1, maxBatch)
+        self.commit = commit
+    }
+
+    func submit(_ member: Member) {
+        let startDrainer: Bool = lock.withLock {
+            pending.append(member)
+            if draining { return false }
+            draining = true
+            return true
+        }
+        if startDrainer { Task { await self.drain() } }
+    }
+
+    private func drain() async {
+        while true {
+            let batch: [Member] = lock.withLock {
+                let take = Array(pending.prefix(maxBatch))
+                pending.removeFirst(take.count)
+                if take.isEmpty { draining = false }
+                return take
+            }
+            if batch.isEmpty { return }
+            await commit(batch)
         }
     }
 }

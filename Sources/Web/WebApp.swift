@@ -9,8 +9,9 @@ public enum WebApp {
         let router = Router(context: AppContext.self)
         router.add(middleware: RequestIDMiddleware(random: env.random))
         router.add(middleware: MetricsMiddleware())
-        router.add(middleware: ErrorMiddleware(templates: env.templates))
+        // Outside the error edge, so error pages get the headers too.
         router.add(middleware: SecurityHeadersMiddleware())
+        router.add(middleware: ErrorMiddleware(templates: env.templates))
         router.add(middleware: LocaleMiddleware())
         router.add(middleware: APIAuthMiddleware(store: env.store, open: [SiteURL.openAPI.path]))
         router.add(middleware: AdminSessionMiddleware(store: env.store))

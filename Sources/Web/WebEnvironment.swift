@@ -64,6 +64,15 @@ public final class RateLimiter: @unchecked Sendable {
         self.clock = clock
     }
 
+    /// Whether `allow` would succeed now, without taking a token.
+    public func wouldAllow(_ key: String) -> Bool {
+        let now = clock.now()
+        return lock.withLock {
+            guard let b = buckets[key] else { return true }
+            return min(capacity, b.tokens + now.timeIntervalSince(b.at) * refillPerSecond) >= 1
+        }
+    }
+
     /// Takes a token for `key`; false when the bucket is empty.
     public func allow(_ key: String) -> Bool {
         let now = clock.now()

@@ -84,6 +84,9 @@ import Testing
                 #expect(!json.contains(pii), "\(pii) survived erasure")
             }
             #expect(export.contact.erasedAt != nil)
+            #expect(export.suppressed)
+            let erased = try #require(try await store.contact(workspaceID: shop.id, id: id))
+            #expect(try await store.isSuppressed(erased), "an erased contact is always suppressed")
             // counts stay
             #expect(try await store.db.scalar("SELECT COUNT(*) FROM orders") == 3)
             #expect(try await store.db.scalar("SELECT COUNT(*) FROM consents") == 1)

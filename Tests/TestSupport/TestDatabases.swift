@@ -27,42 +27,49 @@ public enum Engine: String, CaseIterable, Sendable, CustomStringConvertible {
     /// Opens a fresh, migrated database, runs `body`, and removes the database again.
     @discardableResult
     public func withDatabase<T>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
+        func use(_ db: any SQLDatabase) async throws -> T {
+            do {
+                try await Migrator.migrate(db, logger: Self.logger)
+                let result = try await body(db)
+                await db.close()
+                return result
+            } catch {
+                await db.close()
+                throw error
+            }
+        }
         switch self {
         case .sqlite:
             let dir = FileManager.default.temporaryDirectory.appendingPathComponent("rcp-test-\(UUID().uuidString)")
             defer { try? FileManager.default.removeItem(at: dir) }
-            let db = try SQLiteDatabase(path: dir.appendingPathComponent("test.sqlite").path)
-            try await Migrator.migrate(db, logger: Self.logger)
-            do {
-                let result = try await body(db)
-                await db.close()
-                return result
-            } catch {
-                await db.close()
-                throw error
-            }
+            return try await use(SQLiteDatabase(path: dir.appendingPathComponent("test.sqlite").path))
         case .postgres:
-            guard let adminURL = Self.postgresAdminURL else { throw TestSetupError("RECIPROCITY_TEST_POSTGRES_URL is not set") }
-            let name = "rcp_t_\(UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(16))"
-            let admin = try PostgresDatabase(url: adminURL, logger: Self.logger)
-            try await admin.execute("CREATE DATABASE \(name)")
-            var components = URLComponents(string: adminURL)!
-            components.path = "/\(name)"
-            let db = try PostgresDatabase(url: components.string!, logger: Self.logger)
-            func cleanup() async {
-                await db.close()
-                _ = try? await admin.execute("DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
-                await admin.close()
+            return try await Self.withFreshPostgresDatabase(prefix: "rcp_t_") { url in
+                try await use(PostgresDatabase(url: url, logger: Self.logger))
             }
-            do {
-                try await Migrator.migrate(db, logger: Self.logger)
-                let result = try await body(db)
-                await cleanup()
-                return result
-            } catch {
-                await cleanup()
-                throw error
-            }
+        }
+    }
+
+
+    /// Creates an empty PostgreSQL database, hands its URL to `body`, and drops it afterwards, however `body` ends.
+    static func withFreshPostgresDatabase<T>(prefix: String, _ body: (String) async throws -> T) async throws -> T {
+        guard let adminURL = postgresAdminURL else { throw TestSetupError("RECIPROCITY_TEST_POSTGRES_URL is not set") }
+        let name = prefix + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(16)
+        let admin = try PostgresDatabase(url: adminURL, logger: logger)
+        func drop() async {
+            _ = try? await admin.execute("DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
+            await admin.close()
+        }
+        try await admin.execute("CREATE DATABASE \(name)")
+        guard var components = URLComponents(string: adminURL) else { throw TestSetupError("bad RECIPROCITY_TEST_POSTGRES_URL") }
+        components.path = "/\(name)"
+        do {
+            let result = try await body(components.string ?? "")
+            await drop()
+            return result
+        } catch {
+            await drop()
+            throw error
         }
     }
 
@@ -75,22 +82,7 @@ public enum Engine: String, CaseIterable, Sendable, CustomStringConvertible {
             defer { try? FileManager.default.removeItem(at: dir) }
             return try await body("sqlite://" + dir.appendingPathComponent("app.sqlite").path)
         case .postgres:
-            guard let adminURL = Self.postgresAdminURL else { throw TestSetupError("RECIPROCITY_TEST_POSTGRES_URL is not set") }
-            let name = "rcp_a_\(UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(16))"
-            let admin = try PostgresDatabase(url: adminURL, logger: Self.logger)
-            try await admin.execute("CREATE DATABASE \(name)")
-            var components = URLComponents(string: adminURL)!
-            components.path = "/\(name)"
-            do {
-                let result = try await body(components.string!)
-                _ = try? await admin.execute("DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
-                await admin.close()
-                return result
-            } catch {
-                _ = try? await admin.execute("DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
-                await admin.close()
-                throw error
-            }
+            return try await Self.withFreshPostgresDatabase(prefix: "rcp_a_", body)
         }
     }
 

@@ -111,6 +111,30 @@ func seedShop(_ app: TestApp) async throws -> String {
         }
     }
 
+    @Test func errorPagesCarryTheSecurityHeadersAndNoPageShowsPlaceholderText() async throws {
+        try await TestApp.run { app in
+            _ = try await seedShop(app)
+            let admin = try await AdminSession.login(app)
+            let missing = try await admin.get("/admin/contacts/999999")
+            #expect(missing.status == .notFound)
+            #expect(missing.headers[HTTPField.Name("X-Frame-Options")!] == "DENY")
+            #expect(missing.headers[HTTPField.Name("Content-Security-Policy")!] != nil)
+            for path in ["/admin", "/admin/api-keys", "/admin/users", "/admin/password", "/admin/orders/BG-2", "/admin/jobs"] {
+                let html = try await admin.get(path).text
+                #expect(!html.contains(">nil<") && !html.contains(" nil<") && !html.contains(">nil "), "\(path) renders nil")
+            }
+            #expect(!(try await app.request(.get, "/admin/login").text.contains("nil")))
+            #expect(try await admin.get("/admin/api-keys").text.contains("Widerrufen: test"), "active keys offer a revoke button")
+        }
+    }
+
+    @Test func onlyFailedLoginsCountTowardsTheLimit() async throws {
+        try await TestApp.run { app in
+            _ = try await seedShop(app)
+            for _ in 0..<6 { _ = try await AdminSession.login(app) }
+        }
+    }
+
     /// Snapshots of what people read: each admin page, rendered for real with pinned data, clock and randomness.
     @Test func adminPagesMatchTheirSnapshots() async throws {
         try await TestApp.run { app in

@@ -97,13 +97,13 @@ struct AdminRoutes {
         let t = Strings.table(context.locale)
         let token = env.random.token()
         let next = request.uri.queryParameters.get("next") ?? ""
-        var response = env.templates.page(
-            "login",
-            [
-                "t": t, "lang": context.locale, "title": t["login_title"] ?? "", "csrf": token, "next": next,
-                "error": error.map { t[$0] ?? $0 } as Any, "urls": Self.urls,
-                "lang_url": "\(SiteURL.adminLocale.path)?lang=\(t["lang_other"] ?? "en")",
-            ], status: status)
+        var model: [String: Any] = [
+            "t": t, "lang": context.locale, "title": t["login_title"] ?? "", "csrf": token, "next": next,
+            "urls": Self.urls, "lang_url": "\(SiteURL.adminLocale.path)?lang=\(t["lang_other"] ?? "en")",
+        ]
+        model["error"] = error.map { t[$0] ?? $0 }
+        if request.uri.queryParameters.get("changed") == "1" { model["message"] = t["password_changed"] }
+        var response = env.templates.page("login", model, status: status)
         response.setCookie(
             Cookie(
                 name: AdminCookies.loginCSRF, value: token, maxAge: 3600, path: "/admin", secure: env.secureCookies,
@@ -119,13 +119,16 @@ struct AdminRoutes {
             throw DomainError(.forbidden, code: "csrf_invalid", "The form expired. Please reload the page and try again.")
         }
         let email = (fields["email"] ?? "").trimmingCharacters(in: .whitespaces).lowercased()
-        let ip = request.headers[HTTPField.Name("X-Forwarded-For")!] ?? "direct"
-        guard env.loginLimiter.allow("ip:\(ip)"), env.loginLimiter.allow("account:\(email)") else {
+        // Failed attempts are limited per client address (the TCP peer; X-Forwarded-For is not trusted) and per
+        // account. Successful logins do not count.
+        let keys = ["ip:\(context.peerIP)", "account:\(email)"]
+        guard keys.allSatisfy(env.loginLimiter.wouldAllow) else {
             return loginPage(request, context, error: "login_limited", status: .tooManyRequests)
         }
         let user = try await store.user(email: email)
         let ok = try await Passwords.verify(fields["password"] ?? "", hash: user?.passwordHash ?? Passwords.decoy)
         guard ok, let user, let first = try await store.memberships(userID: user.id).first else {
+            keys.forEach { _ = env.loginLimiter.allow($0) }
             return loginPage(request, context, error: "login_failed", status: .unauthorized)
         }
         let token = env.random.token(bytes: 32)
@@ -155,8 +158,9 @@ struct AdminRoutes {
         let lang = request.uri.queryParameters.get("lang").flatMap {
             ReciprocityCore.Locale.supported.contains($0) ? $0 : nil
         } ?? ReciprocityCore.Locale.fallback
-        let back = request.headers[.referer].flatMap { URL(string: $0)?.path }.flatMap {
-            $0.hasPrefix("/admin") ? $0 : nil
+        let back = request.headers[.referer].flatMap { URLComponents(string: $0) }.flatMap { c -> String? in
+            guard c.path.hasPrefix("/admin"), c.path != SiteURL.adminLocale.path else { return nil }
+            return c.path + (c.percentEncodedQuery.map { "?\($0)" } ?? "")
         } ?? SiteURL.adminHome.path
         return Redirect(
             to: back,
@@ -203,8 +207,8 @@ struct AdminRoutes {
         var model = try base(context, title: "password_title", nav: "password")
         let t = Strings.table(context.locale)
         model["must_change"] = try admin(context).user.mustChangePassword
-        model["message"] = message.map { t[$0] ?? $0 } as Any
-        model["error"] = error as Any
+        model["message"] = message.map { t[$0] ?? $0 }
+        model["error"] = error
         return env.templates.page("password", model, status: error == nil ? .ok : .unprocessableContent)
     }
 
@@ -259,7 +263,7 @@ struct AdminRoutes {
         }
         model["roles"] = Role.allCases.reversed().map { ["value": $0.rawValue, "label": t[$0.rawValue] ?? $0.rawValue] }
         if let created { model["created"] = ["email": created.email, "password": created.password] }
-        model["error"] = error as Any
+        model["error"] = error
         return env.templates.page("users", model, status: error == nil ? .ok : .unprocessableContent)
     }
 
@@ -305,14 +309,17 @@ struct AdminRoutes {
         let t = Strings.table(context.locale)
         var model = try base(context, title: "apikeys_title", nav: "apikeys")
         model["keys"] = try await store.apiKeys(workspaceID: admin.workspace.id).map {
-            ["id": $0.id, "name": $0.name, "prefix": "\(APIKeyFormat.marker)\($0.prefix)_…",
+            var key: [String: Any] = [
+                "id": $0.id, "name": $0.name, "prefix": "\(APIKeyFormat.marker)\($0.prefix)_…",
                 "scope": t[$0.scope.rawValue] ?? $0.scope.rawValue, "created": when($0.createdAt, context),
                 "last_used": $0.lastUsedAt.map { when($0, context) } ?? (t["never"] ?? ""),
-                "revoked": $0.revokedAt.map { when($0, context) } as Any,
-                "revoke_url": SiteURL.adminAPIKeyRevoke(id: $0.id).path] as [String: Any]
+                "revoke_url": SiteURL.adminAPIKeyRevoke(id: $0.id).path,
+            ]
+            key["revoked"] = $0.revokedAt.map { when($0, context) }
+            return key
         }
-        model["new_key"] = newKey as Any
-        model["error"] = error as Any
+        model["new_key"] = newKey
+        model["error"] = error
         return env.templates.page("apikeys", model)
     }
 
@@ -363,11 +370,10 @@ struct AdminRoutes {
     func pager(page: Int, total: Int, base: String, query: String) -> [String: Any] {
         let pages = max(1, (total + 49) / 50)
         let sep = query.isEmpty ? "?" : "?\(query)&"
-        return [
-            "page": page, "pages": pages,
-            "prev_url": page > 1 ? "\(base)\(sep)page=\(page - 1)" : false as Any,
-            "next_url": page < pages ? "\(base)\(sep)page=\(page + 1)" : false as Any,
-        ]
+        var model: [String: Any] = ["page": page, "pages": pages]
+        if page > 1 { model["prev_url"] = "\(base)\(sep)page=\(page - 1)" }
+        if page < pages { model["next_url"] = "\(base)\(sep)page=\(page + 1)" }
+        return model
     }
 
     func contact(_ request: Request, _ context: AppContext) async throws -> Response {
@@ -380,8 +386,7 @@ struct AdminRoutes {
             "id": c.id, "email": c.email, "name": c.displayName, "locale": c.locale, "source": c.source,
             "source_ref": c.sourceRef ?? "", "created": when(c.createdAt, context), "erased": c.erasedAt != nil,
         ] as [String: Any]
-        let email = try? EmailAddress(c.email)
-        model["suppressed"] = try await email.asyncMap { try await store.isSuppressed(workspaceID: admin.workspace.id, email: $0) } ?? true
+        model["suppressed"] = try await store.isSuppressed(c)
         model["consents"] = try await store.consents(workspaceID: admin.workspace.id, contactID: id).map {
             ["purpose": t[$0.purpose.rawValue] ?? $0.purpose.rawValue, "state": t[$0.state.rawValue] ?? $0.state.rawValue,
                 "basis": t[$0.legalBasis.rawValue] ?? $0.legalBasis.rawValue, "source": $0.source,
@@ -470,9 +475,9 @@ struct AdminRoutes {
         }
         model["address"] = o.shippingAddress.map {
             ["name": $0.name ?? "", "street": $0.street, "postal_code": $0.postalCode, "city": $0.city, "country": $0.country]
-        } as Any
-        model["coupon"] = o.couponCode as Any
-        model["referral"] = o.referralCode as Any
+        }
+        model["coupon"] = o.couponCode
+        model["referral"] = o.referralCode
         model["history"] = try await store.statusChanges(workspaceID: admin.workspace.id, orderID: o.id).map {
             ["status": t[$0.to] ?? $0.to, "at": when($0.at, context)]
         }
@@ -508,12 +513,5 @@ struct AdminRoutes {
         else { throw DomainError.notFound("Job") }
         env.wakeWorkers()
         throw Redirect(to: "\(SiteURL.adminJobs.path)?state=dead&done=retried")
-    }
-}
-
-extension Optional {
-    func asyncMap<T>(_ f: (Wrapped) async throws -> T) async rethrows -> T? {
-        guard let self else { return nil }
-        return try await f(self)
     }
 }

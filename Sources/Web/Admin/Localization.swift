@@ -7,7 +7,7 @@ public enum Strings {
     }
 
     static let de: [String: String] = [
-        "app": "Reciprocity", "lang_switch": "English", "lang_other": "en",
+        "app": "Reciprocity", "lang_switch": "English", "lang_other": "en", "nav_label": "Hauptnavigation",
         "nav_home": "Start", "nav_contacts": "Kontakte", "nav_orders": "Bestellungen", "nav_jobs": "Jobs",
         "nav_users": "Benutzer", "nav_apikeys": "API-Schlüssel", "nav_workspaces": "Arbeitsbereiche",
         "nav_password": "Passwort", "logout": "Abmelden", "skip": "Zum Inhalt springen",
@@ -64,7 +64,7 @@ public enum Strings {
     ]
 
     static let en: [String: String] = [
-        "lang_switch": "Deutsch", "lang_other": "de",
+        "lang_switch": "Deutsch", "lang_other": "de", "nav_label": "Main navigation",
         "nav_home": "Home", "nav_contacts": "Contacts", "nav_orders": "Orders", "nav_users": "Users",
         "nav_apikeys": "API keys", "nav_workspaces": "Workspaces", "nav_password": "Password", "logout": "Log out",
         "skip": "Skip to content", "login_title": "Log in", "email": "Email", "password": "Password",

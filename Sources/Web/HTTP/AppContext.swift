@@ -27,9 +27,12 @@ public struct AppContext: RequestContext {
     public var api: APIPrincipal?
     public var admin: AdminPrincipal?
     public var locale = "de"
+    /// The TCP peer's address. Proxies' X-Forwarded-For is not trusted for security decisions.
+    public let peerIP: String
 
     public init(source: Source) {
         coreContext = .init(source: source)
+        peerIP = source.channel.remoteAddress?.ipAddress ?? "unknown"
     }
 
     /// Bodies are read explicitly with a limit (`JSONBody`); this caps everything else.
