@@ -321,9 +321,9 @@ bench_engine() {
     [[ "$code" == 200 ]] || { server_tail "$dir"; die "[$engine] /healthz not 200 within 90 s (last: $code)"; }
 
     local out key
-    env "${SENV[@]}" "$BIN" workspace create --slug shop --name "Shop" --sender-email shop@example.com \
+    env "${SENV[@]}" "$BIN" workspace create --slug bench --name "Shop" --sender-email shop@example.com \
         </dev/null >"$dir/cli-workspace.log" 2>&1 || { cat "$dir/cli-workspace.log" >&2; die "[$engine] workspace create failed"; }
-    out=$(env "${SENV[@]}" "$BIN" apikey create --workspace shop --name load --scope write </dev/null 2>"$dir/cli-apikey.err") ||
+    out=$(env "${SENV[@]}" "$BIN" apikey create --workspace bench --name load --scope write </dev/null 2>"$dir/cli-apikey.err") ||
         { echo "$out" >&2; cat "$dir/cli-apikey.err" >&2; die "[$engine] apikey create failed"; }
     key=$(grep -m 1 -oE '^rcp_[^[:space:]]+' <<<"$out" || true)
     [[ -n "$key" ]] || { echo "$out" >&2; die "[$engine] no rcp_ key in the output of apikey create"; }

@@ -44,13 +44,14 @@ public struct AppConfig: Sendable {
     init(reader: ConfigReader) throws {
         let c = reader.scoped(to: "reciprocity")
         host = c.string(forKey: "host", default: "127.0.0.1")
-        let portValue = c.string(forKey: "port", default: "8080")
+        let portValue = c.int(forKey: "port").map(String.init) ?? c.string(forKey: "port", default: "8080")
         guard let port = Int(portValue), (1...65535).contains(port) else {
             throw ConfigError("RECIPROCITY_PORT must be a port number from 1 to 65535, got '\(portValue)'.")
         }
         self.port = port
         dataDirectory = c.string(forKey: "data.dir", default: "./data")
-        databaseURL = c.string(forKey: "database.url", default: "sqlite://./data/reciprocity.sqlite")
+        let defaultPath = (dataDirectory.hasSuffix("/") ? dataDirectory : dataDirectory + "/") + "reciprocity.sqlite"
+        databaseURL = c.string(forKey: "database.url", default: "sqlite://" + defaultPath)
         database = try Self.parseDatabase(databaseURL)
         let base = c.string(forKey: "base.url", default: "http://\(host):\(port)")
         guard let url = URL(string: base), ["http", "https"].contains(url.scheme ?? ""), url.host != nil else {

@@ -24,8 +24,8 @@ public struct PermanentJobError: Error, CustomStringConvertible {
 
 /// Claims due jobs and runs them. Several workers (threads or nodes) can run at once: claims are leases.
 ///
-/// On graceful shutdown it stops claiming, lets running jobs finish, and hands back what it claimed but had not
-/// started, so nothing waits for a lease to expire.
+/// It claims only as many jobs as it has free slots and starts each at once, so nothing it holds sits idle. On
+/// graceful shutdown it stops claiming and lets running jobs finish and commit; their leases end with them.
 public final class JobWorker: Service, @unchecked Sendable {
     public struct Options: Sendable {
         public var concurrency = 4

@@ -207,6 +207,8 @@ public struct OrderSubmission: Sendable, Equatable {
             times[s] = date
         }
         if times[status] == nil { times[status] = receivedAt }
+        // Every order was placed at some point: at the latest, when its first reported status was reached.
+        if times[.placed] == nil { times[.placed] = times.values.min() ?? receivedAt }
 
         guard let rawItems = p.items else { throw missing("items") }
         guard !rawItems.isEmpty else { throw .invalid("items_empty", "An order has at least one item.", field: "items") }

@@ -16,22 +16,35 @@ extension Store {
     }
 
     /// Creates the contact or updates the names it is known by. The first source of the address is kept.
+    /// Writes only what changed: a returning customer's order leaves their row untouched, so concurrent orders by
+    /// one person do not queue on its row lock. Two first orders racing to create the contact meet the unique
+    /// index; the loser's transaction fails and is retried by its caller.
     public func upsertContact(
         _ tx: any SQLExecutor, workspaceID: WorkspaceID, email: EmailAddress, firstName: String?, lastName: String?,
         locale: String, source: String, sourceRef: String?
     ) async throws -> ContactID {
         let t = now
+        if let row = try await tx.first(
+            "SELECT id, first_name, last_name, locale FROM contacts WHERE workspace_id = ? AND email_normalized = ?",
+            workspaceID, email.normalized)
+        {
+            let id = row.int("id")
+            let newFirst = firstName ?? row.optionalText("first_name")
+            let newLast = lastName ?? row.optionalText("last_name")
+            if newFirst != row.optionalText("first_name") || newLast != row.optionalText("last_name")
+                || locale != row.text("locale")
+            {
+                try await tx.execute(
+                    "UPDATE contacts SET first_name = ?, last_name = ?, locale = ?, updated_at = ? WHERE id = ?",
+                    newFirst, newLast, locale, t, id)
+            }
+            return id
+        }
         let rows = try await tx.query(
             """
             INSERT INTO contacts (workspace_id, email, email_normalized, first_name, last_name, locale, source,
               source_ref, created_at, updated_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            ON CONFLICT (workspace_id, email_normalized) DO UPDATE SET
-              first_name = COALESCE(excluded.first_name, contacts.first_name),
-              last_name = COALESCE(excluded.last_name, contacts.last_name),
-              locale = excluded.locale,
-              updated_at = excluded.updated_at
-            RETURNING id
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id
             """, workspaceID, email.raw, email.normalized, firstName, lastName, locale, source, sourceRef, t, t)
         return rows[0].int("id")
     }

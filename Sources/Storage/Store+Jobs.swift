@@ -137,15 +137,6 @@ extension Store {
         return state
     }
 
-    /// Hands a claimed but unstarted job back (graceful shutdown); the attempt does not count.
-    public func releaseJob(_ job: Job) async throws {
-        try await db.execute(
-            """
-            UPDATE jobs SET state = 'queued', attempts = attempts - 1, lease_expires_at = NULL, locked_by = NULL,
-              updated_at = ? WHERE id = ? AND state = 'running' AND locked_by = ? AND attempts = ?
-            """, now, job.id, job.lockedBy, job.attempts)
-    }
-
     /// Puts a dead job of this workspace back in the queue with fresh attempts. False if there is no such dead job.
     public func retryJob(workspaceID: WorkspaceID, id: Int64, actor: String) async throws -> Bool {
         try await db.transaction { tx in
