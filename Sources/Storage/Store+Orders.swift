@@ -111,44 +111,46 @@ extension Store {
         let a = s.shippingAddress
         let timeBinds: [any SQLBindable] = OrderStatus.allCases.map { s.statusTimes[$0] }
         let orderID: Int64
+        let orderRow: SQLRow
         if let existing {
             orderID = existing.int("id")
             // Times already known are kept: the first report of a status is the one that counts.
             let timeSets = OrderStatus.allCases.map { "\($0.timeColumn) = COALESCE(\($0.timeColumn), ?)" }
                 .joined(separator: ", ")
-            try await tx.execute(
+            orderRow = try await tx.query(
                 """
                 UPDATE orders SET contact_id = ?, status = ?, currency = ?, subtotal_minor = ?, shipping_minor = ?,
                   tax_minor = ?, discount_minor = ?, total_minor = ?, shipping_name = ?, shipping_street = ?,
                   shipping_postal_code = ?, shipping_city = ?, shipping_country = ?, coupon_code = ?,
                   referral_code = ?, referred_by = ?, payment_fingerprint = ?, \(timeSets), body_hash = ?,
                   updated_at = ?
-                WHERE id = ? AND workspace_id = ?
+                WHERE id = ? AND workspace_id = ? RETURNING \(Self.orderColumns)
                 """,
                 [
                     contactID, s.status.rawValue, s.totals.total.currency.code, s.totals.subtotal.minor,
                     s.totals.shipping.minor, s.totals.tax.minor, s.totals.discount.minor, s.totals.total.minor,
                     a?.name, a?.street, a?.postalCode, a?.city, a?.country, s.couponCode, s.referralCode,
                     s.referredBy, s.paymentFingerprint,
-                ] + timeBinds + [fingerprint, t, orderID, workspaceID])
+                ] + timeBinds + [fingerprint, t, orderID, workspaceID])[0]
             try await tx.execute("DELETE FROM order_items WHERE order_id = ? AND workspace_id = ?", orderID, workspaceID)
         } else {
             let timeCols = OrderStatus.allCases.map(\.timeColumn).joined(separator: ", ")
             let marks = Array(repeating: "?", count: 19 + OrderStatus.allCases.count + 3).joined(separator: ", ")
-            orderID = try await tx.query(
+            orderRow = try await tx.query(
                 """
                 INSERT INTO orders (workspace_id, external_id, contact_id, status, currency, subtotal_minor,
                   shipping_minor, tax_minor, discount_minor, total_minor, shipping_name, shipping_street,
                   shipping_postal_code, shipping_city, shipping_country, coupon_code, referral_code, referred_by,
                   payment_fingerprint, \(timeCols), body_hash, created_at, updated_at)
-                VALUES (\(marks)) RETURNING id
+                VALUES (\(marks)) RETURNING \(Self.orderColumns)
                 """,
                 [
                     workspaceID, s.externalID, contactID, s.status.rawValue, s.totals.total.currency.code,
                     s.totals.subtotal.minor, s.totals.shipping.minor, s.totals.tax.minor, s.totals.discount.minor,
                     s.totals.total.minor, a?.name, a?.street, a?.postalCode, a?.city, a?.country, s.couponCode,
                     s.referralCode, s.referredBy, s.paymentFingerprint,
-                ] + timeBinds + [fingerprint, t, t])[0].int("id")
+                ] + timeBinds + [fingerprint, t, t])[0]
+            orderID = orderRow.int("id")
         }
         for (position, item) in s.items.enumerated() {
             try await tx.execute(
@@ -199,8 +201,9 @@ extension Store {
                 tx, workspaceID: workspaceID, contactID: contactID, kind: "existing_customer_notice", text: notice,
                 locale: s.locale, source: "order:\(s.externalID)", at: s.statusTimes[.placed] ?? t)
         }
-        let order = try await loadOrder(tx, workspaceID: workspaceID, id: orderID)!
-        return OrderUpsertResult(order: order, outcome: existing == nil ? .created : .updated, events: events)
+        // The row as written (RETURNING) and the items as sent: no second read.
+        return OrderUpsertResult(
+            order: Self.order(orderRow, items: s.items), outcome: existing == nil ? .created : .updated, events: events)
     }
 
     func loadOrder(_ tx: any SQLExecutor, workspaceID: WorkspaceID, id: OrderID) async throws -> Order? {

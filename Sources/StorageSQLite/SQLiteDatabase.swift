@@ -52,7 +52,13 @@ public final class SQLiteDatabase: SQLDatabase {
 
     public func query(_ sql: String, _ binds: [any SQLBindable]) async throws -> [SQLRow] {
         if Self.isReadOnly(sql) {
-            return try await onReader { db in try SQLiteRunner.query(db, sql, binds) }
+            // Reads run in place on a reader connection: there are more readers than cooperative threads, and a
+            // read takes microseconds, so this beats a hop to GRDB's reader queue and back.
+            do {
+                return try Self.syncRead(pool) { db in try SQLiteRunner.query(db, sql, binds) }
+            } catch {
+                throw SQLiteRunner.translate(error)
+            }
         }
         return try await writerLock.withLock {
             try writer.inPlace { db in try SQLiteRunner.query(db, sql, binds) }
@@ -111,6 +117,11 @@ public final class SQLiteDatabase: SQLDatabase {
                     with: Result { try body(try result.get()) }.mapError(SQLiteRunner.translate))
             }
         }
+    }
+
+    /// A synchronous context, so that overload resolution picks GRDB's blocking `read`.
+    private static func syncRead<T>(_ pool: DatabasePool, _ body: (Database) throws -> T) throws -> T {
+        try pool.read(body)
     }
 
     static func isReadOnly(_ sql: String) -> Bool {
