@@ -10,7 +10,9 @@ let package = Package(
     name: "reciprocity",
     platforms: [.macOS(.v15)],
     products: [
-        .executable(name: "reciprocity", targets: ["reciprocity"])
+        .executable(name: "reciprocity", targets: ["reciprocity"]),
+        // For the benchmark package in bench/ (and other tools that embed the core and storage).
+        .library(name: "ReciprocityKit", targets: ["ReciprocityCore", "Storage", "StorageSQLite", "StoragePostgres"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),

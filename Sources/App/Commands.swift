@@ -108,7 +108,7 @@ public enum Commands {
     /// First run: with no user at all, creates a workspace (if none) and an owner with a one-time password.
     /// Returns the lines to print, or nil when the installation is set up already.
     public static func firstRun(_ rt: Runtime) async throws -> [String]? {
-        guard try await rt.db.scalar("SELECT COUNT(*) FROM users") == 0 else { return nil }
+        guard try await rt.store.allUserIDs().isEmpty else { return nil }
         let workspace: Workspace
         if let existing = try await rt.store.workspaces().first {
             workspace = existing

@@ -62,8 +62,8 @@ public enum Demo {
                     privacyURL: "https://bohnenglueck.example/datenschutz"))
         }
         // Every user of the installation may look at the demo.
-        for row in try await rt.db.query("SELECT id FROM users") {
-            try await rt.store.addMembership(workspaceID: workspace.id, userID: row.int("id"), role: .owner)
+        for userID in try await rt.store.allUserIDs() {
+            try await rt.store.addMembership(workspaceID: workspace.id, userID: userID, role: .owner)
         }
         let now = rt.clock.now()
         let statuses: [OrderStatus] = [
@@ -122,7 +122,7 @@ public enum Demo {
                     existingCustomerNotice: "Wir nutzen Ihre E-Mail-Adresse für Informationen zu ähnlichen Produkten. Sie können dem jederzeit widersprechen, ohne dass andere als die Übermittlungskosten nach den Basistarifen entstehen.")
                 let externalID = "BG-\(10000 + i * 3 + n)"
                 let submission = try OrderSubmission.validate(externalID: externalID, payload: payload, receivedAt: now)
-                _ = try await rt.store.upsertOrder(workspaceID: workspace.id, submission: submission, payload: payload)
+                _ = try await rt.store.upsertOrder(workspaceID: workspace.id, submission: submission, fingerprint: Store.fingerprint(payload))
                 orderCount += 1
             }
             if random.unit() < 0.3, let c = try await rt.store.contact(workspaceID: workspace.id, email: try EmailAddress(email)) {

@@ -92,7 +92,24 @@ extension Store {
         return Page(items: items, total: Int(total ?? 0), limit: limit, offset: offset)
     }
 
+    /// Contacts that have not been erased.
+    public func activeContactCount(workspaceID: WorkspaceID) async throws -> Int {
+        Int(try await db.scalar("SELECT COUNT(*) FROM contacts WHERE workspace_id = ? AND erased_at IS NULL", workspaceID))
+    }
+
     // MARK: Consent
+
+    /// Granted consents per purpose.
+    public func grantedConsentCounts(workspaceID: WorkspaceID) async throws -> [ConsentPurpose: Int] {
+        var counts: [ConsentPurpose: Int] = [:]
+        for r in try await db.query(
+            "SELECT purpose, COUNT(*) AS n FROM consents WHERE workspace_id = ? AND state = 'granted' GROUP BY purpose",
+            workspaceID)
+        {
+            if let p = ConsentPurpose(rawValue: r.text("purpose")) { counts[p] = Int(r.int("n")) }
+        }
+        return counts
+    }
 
     static let consentColumns = """
         id, workspace_id, contact_id, purpose, state, legal_basis, text_id, source, form_id, page_url, requested_at,

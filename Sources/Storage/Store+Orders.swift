@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import ReciprocityCore
 
@@ -57,13 +58,16 @@ extension Store {
             updatedAt: r.date("updated_at"))
     }
 
-    /// The fingerprint of a request body: the same body twice is recognised without comparing fields.
+    /// The fingerprint of an order body given as a value (the demo, imports): its canonical JSON, hashed.
+    /// The API hashes the raw request bytes instead (`fingerprint(body:)`), which is cheaper and exact.
     public static func fingerprint(_ payload: OrderPayload) -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        let data = (try? encoder.encode(payload)) ?? Data()
-        return Hex.sha256(String(decoding: data, as: UTF8.self))
+        return fingerprint(body: (try? encoder.encode(payload)).map(Array.init) ?? [])
     }
+
+    /// The fingerprint of raw body bytes: the same body twice is recognised without comparing fields.
+    public static func fingerprint(body: [UInt8]) -> String { Hex.encode(Array(SHA256.hash(data: body))) }
 
     /// The idempotent order upsert behind `PUT /api/v1/orders/{external_id}`.
     ///
@@ -71,10 +75,9 @@ extension Store {
     /// - A status change is checked against `OrderStatus.canTransition`, recorded, and raised as a domain event
     ///   whose subscribers' jobs are enqueued in the same transaction.
     /// - Concurrent first PUTs of one order race on the unique index; the loser retries and sees the winner's row.
-    public func upsertOrder(workspaceID: WorkspaceID, submission: OrderSubmission, payload: OrderPayload) async throws
+    public func upsertOrder(workspaceID: WorkspaceID, submission: OrderSubmission, fingerprint: String) async throws
         -> OrderUpsertResult
     {
-        let fingerprint = Self.fingerprint(payload)
         var attempt = 0
         while true {
             do {

@@ -37,6 +37,11 @@ extension Store {
         try await db.first("SELECT \(Self.userColumns) FROM users WHERE id = ?", id).map(Self.user)
     }
 
+    /// Every user of the installation, for first-run detection and the demo.
+    public func allUserIDs() async throws -> [UserID] {
+        try await db.query("SELECT id FROM users ORDER BY id").map { $0.int("id") }
+    }
+
     public func setPassword(userID: UserID, hash: String, mustChange: Bool) async throws {
         let n = try await db.execute(
             "UPDATE users SET password_hash = ?, must_change_password = ? WHERE id = ?", hash, mustChange, userID)

@@ -119,9 +119,10 @@ public final class SQLiteDatabase: SQLDatabase {
         }
     }
 
-    /// A synchronous context, so that overload resolution picks GRDB's blocking `read`.
+    /// A synchronous context, so that overload resolution picks GRDB's blocking access. `unsafeRead` skips the
+    /// BEGIN/COMMIT that `read` wraps around its body: each call here is one statement, which is atomic anyway.
     private static func syncRead<T>(_ pool: DatabasePool, _ body: (Database) throws -> T) throws -> T {
-        try pool.read(body)
+        try pool.unsafeRead(body)
     }
 
     static func isReadOnly(_ sql: String) -> Bool {

@@ -124,7 +124,7 @@ extension Store {
     @discardableResult
     public func put(_ workspace: Workspace, _ id: String, _ payload: OrderPayload) async throws -> OrderUpsertResult {
         let submission = try OrderSubmission.validate(externalID: id, payload: payload, receivedAt: clock.now())
-        return try await upsertOrder(workspaceID: workspace.id, submission: submission, payload: payload)
+        return try await upsertOrder(workspaceID: workspace.id, submission: submission, fingerprint: Store.fingerprint(payload))
     }
 }
 

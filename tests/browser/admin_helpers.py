@@ -24,11 +24,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 import requests
-from selenium.common.exceptions import NoSuchElementException
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.conftest import LOG_DIR, ReciprocityServer
@@ -180,11 +179,26 @@ def wait_loaded(driver: WebDriver, timeout: float = 20) -> None:
     WebDriverWait(driver, timeout).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
+def _is_stale(old: WebElement) -> bool:
+    """True once `old` left the document. Mid-navigation Chromium may answer with a generic inspector error
+    ("Node with given id does not belong to the document") instead of StaleElementReferenceException; that
+    also means the old page is gone."""
+    try:
+        old.is_enabled()
+        return False
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as error:
+        if "does not belong to the document" in str(error) or "No node with given id" in str(error):
+            return True
+        raise
+
+
 def click_and_wait(driver: WebDriver, element: WebElement, timeout: float = 30) -> None:
     """Clicks something that loads a new page (a submit button, a link) and waits for it."""
     old = driver.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(driver, timeout).until(EC.staleness_of(old))
+    WebDriverWait(driver, timeout).until(lambda _: _is_stale(old))
     wait_loaded(driver, timeout)
 
 

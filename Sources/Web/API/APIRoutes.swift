@@ -22,10 +22,10 @@ struct APIRoutes {
     func putOrder(_ request: Request, _ context: AppContext) async throws -> Response {
         let principal = try context.principal()
         let externalID = context.parameters.get("external_id") ?? ""
-        let payload = try await Bodies.json(OrderPayload.self, from: request, limit: env.maxBodyBytes)
+        let (payload, body) = try await Bodies.jsonWithBytes(OrderPayload.self, from: request, limit: env.maxBodyBytes)
         let submission = try OrderSubmission.validate(externalID: externalID, payload: payload, receivedAt: env.clock.now())
         let result = try await store.upsertOrder(
-            workspaceID: principal.workspaceID, submission: submission, payload: payload)
+            workspaceID: principal.workspaceID, submission: submission, fingerprint: Store.fingerprint(body: body))
         if !result.events.isEmpty { env.wakeWorkers() }
         struct Body: Encodable {
             var outcome: String

@@ -178,11 +178,9 @@ struct AdminRoutes {
         let admin = try admin(context)
         let t = Strings.table(context.locale)
         let w = admin.workspace.id
-        let contactCount = try await store.db.scalar("SELECT COUNT(*) FROM contacts WHERE workspace_id = ? AND erased_at IS NULL", w)
+        let contactCount = try await store.activeContactCount(workspaceID: w)
         let orderCounts = try await store.orderCounts(workspaceID: w)
-        let consentRows = try await store.db.query(
-            "SELECT purpose, COUNT(*) AS n FROM consents WHERE workspace_id = ? AND state = 'granted' GROUP BY purpose ORDER BY purpose",
-            w)
+        let consentCounts = try await store.grantedConsentCounts(workspaceID: w)
         let jobCounts = try await store.jobCounts(workspaceID: w)
         var model = try base(context, title: "home_title", nav: "home")
         model["contact_count"] = contactCount
@@ -191,8 +189,8 @@ struct AdminRoutes {
             ["label": t[$0.rawValue] ?? $0.rawValue, "count": orderCounts[$0] ?? 0,
                 "url": "\(SiteURL.adminOrders.path)?status=\($0.rawValue)"] as [String: Any]
         }
-        model["consents"] = consentRows.map {
-            ["label": t[$0.text("purpose")] ?? $0.text("purpose"), "count": $0.int("n")] as [String: Any]
+        model["consents"] = ConsentPurpose.allCases.compactMap { purpose in
+            consentCounts[purpose].map { ["label": t[purpose.rawValue] ?? purpose.rawValue, "count": $0] as [String: Any] }
         }
         model["jobs"] = JobState.allCases.map {
             ["label": t[$0.rawValue] ?? $0.rawValue, "count": jobCounts[$0] ?? 0,

@@ -17,6 +17,13 @@ enum Bodies {
     }
 
     static func json<T: Decodable>(_ type: T.Type, from request: Request, limit: Int) async throws -> T {
+        try await jsonWithBytes(type, from: request, limit: limit).value
+    }
+
+    /// Decodes the body and also returns its raw bytes (for fingerprinting).
+    static func jsonWithBytes<T: Decodable>(_ type: T.Type, from request: Request, limit: Int) async throws
+        -> (value: T, bytes: [UInt8])
+    {
         if let contentType = request.headers[.contentType], !contentType.lowercased().hasPrefix("application/json") {
             throw DomainError(.invalid, code: "unsupported_media_type", "Send the body as application/json.")
         }
@@ -24,7 +31,8 @@ enum Bodies {
         guard buffer.readableBytes > 0 else {
             throw DomainError(.invalid, code: "body_missing", "A JSON body is required.")
         }
-        return try JSONDecoder().decode(T.self, from: Data(buffer: buffer))
+        let bytes = Array(buffer: buffer)
+        return (try JSONDecoder().decode(T.self, from: Data(bytes)), bytes)
     }
 
     static let encoder: JSONEncoder = {
