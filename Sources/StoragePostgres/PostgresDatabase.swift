@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import PostgresNIO
 import Storage
@@ -86,27 +87,38 @@ struct PostgresTransaction: SQLExecutor {
 
 enum PostgresRunner {
     /// Turns portable `?` placeholders into `$1, $2, …`, leaving quoted literals and identifiers alone.
+    /// Works on UTF-8 bytes (ASCII syntax never occurs inside a multi-byte character); the rewritten SQL is
+    /// cached, as the same few statements come again and again.
     static func numberPlaceholders(_ sql: String) -> String {
-        var out = ""
-        out.reserveCapacity(sql.utf8.count + 16)
+        if let cached = placeholderCache.withLockedValue({ $0[sql] }) { return cached }
+        var out: [UInt8] = []
+        out.reserveCapacity(sql.utf8.count + 32)
         var n = 0
-        var quote: Character? = nil
-        for ch in sql {
+        var quote: UInt8? = nil
+        for byte in sql.utf8 {
             if let q = quote {
-                if ch == q { quote = nil }
-                out.append(ch)
-            } else if ch == "'" || ch == "\"" {
-                quote = ch
-                out.append(ch)
-            } else if ch == "?" {
+                if byte == q { quote = nil }
+                out.append(byte)
+            } else if byte == UInt8(ascii: "'") || byte == UInt8(ascii: "\"") {
+                quote = byte
+                out.append(byte)
+            } else if byte == UInt8(ascii: "?") {
                 n += 1
-                out += "$\(n)"
+                out.append(UInt8(ascii: "$"))
+                out.append(contentsOf: String(n).utf8)
             } else {
-                out.append(ch)
+                out.append(byte)
             }
         }
-        return out
+        let result = String(decoding: out, as: UTF8.self)
+        placeholderCache.withLockedValue { cache in
+            if cache.count > 2_000 { cache.removeAll() }  // statements built with IN (?, ?, …) vary; stay bounded
+            cache[sql] = result
+        }
+        return result
     }
+
+    static let placeholderCache = NIOLockedValueBox<[String: String]>([:])
 
     static func run(_ conn: PostgresConnection, _ sql: String, _ binds: [any SQLBindable], _ logger: Logger)
         async throws -> (rows: [SQLRow], affected: Int)

@@ -125,9 +125,18 @@ public final class SQLiteDatabase: SQLDatabase {
         try pool.unsafeRead(body)
     }
 
+    /// Whether a statement only reads: it starts with SELECT or WITH and has no RETURNING (our SQL keywords are
+    /// upper case). Checked on UTF-8 bytes: this runs for every statement outside a transaction.
     static func isReadOnly(_ sql: String) -> Bool {
-        let head = sql.prefix(12).trimmingCharacters(in: .whitespacesAndNewlines).uppercased()
-        return (head.hasPrefix("SELECT") || head.hasPrefix("WITH")) && !sql.uppercased().contains("RETURNING")
+        var utf8 = sql.utf8.drop(while: { $0 == 0x20 || $0 == 0x0A || $0 == 0x09 || $0 == 0x0D })
+        let starts = utf8.starts(with: "SELECT".utf8) || utf8.starts(with: "WITH".utf8)
+        guard starts else { return false }
+        let returning = Array("RETURNING".utf8)
+        while !utf8.isEmpty {
+            if utf8.starts(with: returning) { return false }
+            utf8 = utf8.dropFirst()
+        }
+        return true
     }
 }
 
