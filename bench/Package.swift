@@ -1,5 +1,9 @@
 // swift-tools-version:6.2
+import Foundation
 import PackageDescription
+
+// A path dependency is known by its folder's name, which depends on where the repository was cloned.
+let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().lastPathComponent
 
 // In-process benchmarks (ordo-one/benchmark). Run from this folder:
 //   swift package --disable-sandbox benchmark
@@ -16,7 +20,7 @@ let package = Package(
             name: "OrderPath",
             dependencies: [
                 .product(name: "Benchmark", package: "benchmark"),
-                .product(name: "ReciprocityKit", package: "reciprocity"),
+                .product(name: "ReciprocityKit", package: root),
             ],
             path: "Benchmarks/OrderPath",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
