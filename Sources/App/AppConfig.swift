@@ -29,7 +29,9 @@ public struct AppConfig: Sendable {
     public var maxBodyBytes: Int
     public var testHooks: Bool
 
-    public static func load(environment: [String: String] = ProcessInfo.processInfo.environment) async throws -> AppConfig {
+    public static func load(environment: [String: String] = ProcessInfo.processInfo.environment) async throws
+        -> AppConfig
+    {
         var providers: [any ConfigProvider] = [EnvironmentVariablesProvider(environmentVariables: environment)]
         if let file = environment["RECIPROCITY_CONFIG_FILE"], !file.isEmpty {
             let fileProvider = try await FileProvider<JSONSnapshot>(filePath: .init(file))
@@ -62,13 +64,15 @@ public struct AppConfig: Sendable {
         if let smtp = smtpURL {
             guard let scheme = URL(string: smtp)?.scheme, ["smtp", "smtps"].contains(scheme) else {
                 throw ConfigError(
-                    "RECIPROCITY_SMTP_URL must start with smtp:// or smtps://, e.g. smtp://user:pass@host:587?tls=starttls.")
+                    "RECIPROCITY_SMTP_URL must start with smtp:// or smtps://, e.g. smtp://user:pass@host:587?tls=starttls."
+                )
             }
         }
         secretKey = c.string(forKey: "secret.key", isSecret: true).flatMap { $0.isEmpty ? nil : $0 }
         let level = c.string(forKey: "log.level", default: "info")
         guard let parsed = Logger.Level(rawValue: level.lowercased()) else {
-            throw ConfigError("RECIPROCITY_LOG_LEVEL must be one of trace, debug, info, notice, warning, error, critical.")
+            throw ConfigError(
+                "RECIPROCITY_LOG_LEVEL must be one of trace, debug, info, notice, warning, error, critical.")
         }
         logLevel = parsed
         autoMigrate = c.bool(forKey: "auto.migrate", default: true)

@@ -25,7 +25,8 @@ public enum Commands {
 
     static func workspace(_ rt: Runtime, _ slug: String) async throws -> Workspace {
         guard let w = try await rt.store.workspace(slug: slug) else {
-            throw DomainError.invalid("workspace_unknown", "There is no workspace with the slug '\(slug)'.", field: "workspace")
+            throw DomainError.invalid(
+                "workspace_unknown", "There is no workspace with the slug '\(slug)'.", field: "workspace")
         }
         return w
     }
@@ -50,7 +51,9 @@ public enum Commands {
         }
         try await rt.db.transaction { tx in
             try await rt.store.addMembership(workspaceID: w.id, userID: user.id, role: role, in: tx)
-            try await rt.store.audit(tx, workspaceID: w.id, actor: "cli", action: "user.add", subject: "user:\(user.id)", detail: role.rawValue)
+            try await rt.store.audit(
+                tx, workspaceID: w.id, actor: "cli", action: "user.add", subject: "user:\(user.id)",
+                detail: role.rawValue)
         }
         return (user, user.mustChangePassword ? generated : nil)
     }
@@ -72,14 +75,17 @@ public enum Commands {
         -> (key: APIKey, plaintext: String)
     {
         let w = try await workspace(rt, slug)
-        return try await APIKeys.issue(store: rt.store, random: rt.random, workspaceID: w.id, name: name, scope: scope, actor: "cli")
+        return try await APIKeys.issue(
+            store: rt.store, random: rt.random, workspaceID: w.id, name: name, scope: scope, actor: "cli")
     }
 
     public static func revokeAPIKey(_ rt: Runtime, prefix: String) async throws {
-        let bare = prefix.hasPrefix(APIKeyFormat.marker)
+        let bare =
+            prefix.hasPrefix(APIKeyFormat.marker)
             ? String(prefix.dropFirst(APIKeyFormat.marker.count).prefix(8)) : String(prefix.prefix(8))
         guard let (key, _) = try await rt.store.apiKey(prefix: bare) else {
-            throw DomainError.invalid("apikey_unknown", "There is no API key with the prefix '\(prefix)'.", field: "prefix")
+            throw DomainError.invalid(
+                "apikey_unknown", "There is no API key with the prefix '\(prefix)'.", field: "prefix")
         }
         _ = try await rt.store.revokeAPIKey(workspaceID: key.workspaceID, id: key.id, actor: "cli")
     }
@@ -117,7 +123,8 @@ public enum Commands {
                 NewWorkspace(slug: "shop", name: "Mein Shop", senderEmail: "shop@example.com"))
         }
         let email = "owner@example.com"
-        let (_, password) = try await createUser(rt, workspace: workspace.slug, email: email, name: "Owner", role: .owner, password: nil)
+        let (_, password) = try await createUser(
+            rt, workspace: workspace.slug, email: email, name: "Owner", role: .owner, password: nil)
         return [
             "Reciprocity is set up. Log in and choose your own password:",
             "Login: \(rt.config.baseURL)/admin/login",

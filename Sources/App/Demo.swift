@@ -36,10 +36,13 @@ public enum Demo {
         "Hofmann", "Hartmann", "Lange", "Schmitt", "Werner", "Krause", "Meier", "Lehmann", "Schmid", "Yılmaz",
     ]
     static let cities = [
-        ("10115", "Berlin"), ("20095", "Hamburg"), ("80331", "München"), ("50667", "Köln"), ("60311", "Frankfurt am Main"),
+        ("10115", "Berlin"), ("20095", "Hamburg"), ("80331", "München"), ("50667", "Köln"),
+        ("60311", "Frankfurt am Main"),
         ("70173", "Stuttgart"), ("04109", "Leipzig"), ("28195", "Bremen"), ("01067", "Dresden"), ("90402", "Nürnberg"),
     ]
-    static let streets = ["Hauptstraße", "Schulstraße", "Gartenweg", "Bahnhofstraße", "Lindenallee", "Am Markt", "Bergstraße"]
+    static let streets = [
+        "Hauptstraße", "Schulstraße", "Gartenweg", "Bahnhofstraße", "Lindenallee", "Am Markt", "Bergstraße",
+    ]
 
     public struct Summary: Sendable {
         public var workspace: Workspace
@@ -47,7 +50,8 @@ public enum Demo {
         public var orders: Int
     }
 
-    public static func seed(_ rt: Runtime, slug: String = "demo", customers: Int = 200, seed: UInt64 = 2026) async throws
+    public static func seed(_ rt: Runtime, slug: String = "demo", customers: Int = 200, seed: UInt64 = 2026)
+        async throws
         -> Summary
     {
         let random = SeededRandom(seed: seed)
@@ -81,7 +85,8 @@ public enum Demo {
             let orders = 1 + random.int(below: 3)
             for n in 0..<orders {
                 let status = orderCount < statuses.count ? statuses[orderCount] : random.pick(statuses)
-                let placed = now.addingTimeInterval(-Double(1 + random.int(below: 120)) * 86400 - Double(random.int(below: 86400)))
+                let placed = now.addingTimeInterval(
+                    -Double(1 + random.int(below: 120)) * 86400 - Double(random.int(below: 86400)))
                 var times: [String: String] = ["placed": ISO8601.format(placed)]
                 let steps: [(OrderStatus, Double)] = [(.paid, 0.1), (.shipped, 1.5), (.delivered, 3.5)]
                 for (s, days) in steps where status != .placed && status != .cancelled {
@@ -104,36 +109,48 @@ public enum Demo {
                 let shipping: Int64 = total >= 3900 ? 0 : 490
                 let consents: [OrderPayload.CheckoutConsent] =
                     random.unit() < 0.45
-                    ? [.init(
-                        purpose: "review_request",
-                        text: "Ja, bitten Sie mich nach der Lieferung um eine Bewertung. Ich kann jederzeit widersprechen.",
-                        grantedAt: times["placed"])]
+                    ? [
+                        .init(
+                            purpose: "review_request",
+                            text:
+                                "Ja, bitten Sie mich nach der Lieferung um eine Bewertung. Ich kann jederzeit widersprechen.",
+                            grantedAt: times["placed"])
+                    ]
                     : []
                 let payload = OrderPayload(
                     customer: .init(email: email, firstName: first, lastName: last, locale: "de-DE"), currency: "EUR",
                     items: items,
-                    totals: .init(shipping: Money(minor: shipping, currency: .eur).decimalString,
+                    totals: .init(
+                        shipping: Money(minor: shipping, currency: .eur).decimalString,
                         total: Money(minor: total + shipping, currency: .eur).decimalString),
                     status: status.rawValue, statusTimes: times,
                     shippingAddress: .init(
                         name: "\(first) \(last)", street: "\(random.pick(streets)) \(1 + random.int(below: 120))",
                         postalCode: postal, city: city, country: "DE"),
                     consents: consents,
-                    existingCustomerNotice: "Wir nutzen Ihre E-Mail-Adresse für Informationen zu ähnlichen Produkten. Sie können dem jederzeit widersprechen, ohne dass andere als die Übermittlungskosten nach den Basistarifen entstehen.")
+                    existingCustomerNotice:
+                        "Wir nutzen Ihre E-Mail-Adresse für Informationen zu ähnlichen Produkten. Sie können dem jederzeit widersprechen, ohne dass andere als die Übermittlungskosten nach den Basistarifen entstehen."
+                )
                 let externalID = "BG-\(10000 + i * 3 + n)"
                 let submission = try OrderSubmission.validate(externalID: externalID, payload: payload, receivedAt: now)
-                _ = try await rt.store.upsertOrder(workspaceID: workspace.id, submission: submission, fingerprint: Store.fingerprint(payload))
+                _ = try await rt.store.upsertOrder(
+                    workspaceID: workspace.id, submission: submission, fingerprint: Store.fingerprint(payload))
                 orderCount += 1
             }
-            if random.unit() < 0.3, let c = try await rt.store.contact(workspaceID: workspace.id, email: try EmailAddress(email)) {
+            if random.unit() < 0.3,
+                let c = try await rt.store.contact(workspaceID: workspace.id, email: try EmailAddress(email))
+            {
                 try await rt.db.transaction { tx in
                     try await rt.store.applyConsent(
                         tx, workspaceID: workspace.id, contactID: c.id,
                         change: ConsentChange(
                             purpose: .newsletter, action: .grant,
                             text: "Ich möchte den Bohnenglück-Newsletter erhalten. Abmeldung jederzeit möglich.",
-                            source: "lead_magnet", formID: "kaffee-guide", pageURL: "https://bohnenglueck.example/guide",
-                            evidence: ConsentEvidence(at: now.addingTimeInterval(-86400 * 30), ip: "203.0.113.\(i % 250)", userAgent: "Mozilla/5.0")))
+                            source: "lead_magnet", formID: "kaffee-guide",
+                            pageURL: "https://bohnenglueck.example/guide",
+                            evidence: ConsentEvidence(
+                                at: now.addingTimeInterval(-86400 * 30), ip: "203.0.113.\(i % 250)",
+                                userAgent: "Mozilla/5.0")))
                 }
             }
         }

@@ -53,7 +53,8 @@ public struct Runtime: Sendable {
             return Array(existing)
         }
         let bytes = random.bytes(32)
-        guard FileManager.default.createFile(atPath: path, contents: Data(bytes), attributes: [.posixPermissions: 0o600])
+        guard
+            FileManager.default.createFile(atPath: path, contents: Data(bytes), attributes: [.posixPermissions: 0o600])
         else { throw ConfigError("Cannot write the secret key to \(path).") }
         return bytes
     }

@@ -18,9 +18,10 @@ public enum BuiltInJobs {
             }
         ]
         if runtime.config.testHooks {
-            handlers.append(JobHandler(kind: TestHooks.jobKind) { job, tx in
-                try await TestHooks.effect(job: job, tx: tx, clock: runtime.clock)
-            })
+            handlers.append(
+                JobHandler(kind: TestHooks.jobKind) { job, tx in
+                    try await TestHooks.effect(job: job, tx: tx, clock: runtime.clock)
+                })
         }
         return handlers
     }
@@ -42,11 +43,15 @@ public func buildApplication(runtime: Runtime, workers: Bool = true) async throw
     var services: [any Service] = []
     if workers {
         services.append(worker)
-        services.append(Scheduler(store: runtime.store, tasks: BuiltInJobs.periodic, logger: runtime.logger, onEnqueue: { worker.wake() }))
+        services.append(
+            Scheduler(
+                store: runtime.store, tasks: BuiltInJobs.periodic, logger: runtime.logger, onEnqueue: { worker.wake() })
+        )
     }
     return Application(
         router: WebApp.buildRouter(env),
-        configuration: .init(address: .hostname(runtime.config.host, port: runtime.config.port), serverName: "reciprocity"),
+        configuration: .init(
+            address: .hostname(runtime.config.host, port: runtime.config.port), serverName: "reciprocity"),
         services: services,
         onServerRunning: { channel in
             runtime.logger.info("serving", metadata: ["address": "\(channel.localAddress?.description ?? "?")"])
@@ -59,7 +64,8 @@ func makeWorker(_ runtime: Runtime) -> JobWorker {
     options.concurrency = runtime.config.workerConcurrency
     options.lease = runtime.config.jobLeaseSeconds
     return JobWorker(
-        store: runtime.store, handlers: BuiltInJobs.handlers(runtime: runtime), options: options, random: runtime.random,
+        store: runtime.store, handlers: BuiltInJobs.handlers(runtime: runtime), options: options,
+        random: runtime.random,
         logger: runtime.logger)
 }
 
@@ -78,7 +84,10 @@ public func runWorkers(runtime: Runtime) async throws {
         configuration: .init(
             services: [
                 .init(service: worker),
-                .init(service: Scheduler(store: runtime.store, tasks: BuiltInJobs.periodic, logger: runtime.logger, onEnqueue: { worker.wake() })),
+                .init(
+                    service: Scheduler(
+                        store: runtime.store, tasks: BuiltInJobs.periodic, logger: runtime.logger,
+                        onEnqueue: { worker.wake() })),
             ], gracefulShutdownSignals: [.sigterm, .sigint], logger: runtime.logger))
     try await group.run()
     await runtime.close()

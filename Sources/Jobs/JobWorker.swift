@@ -53,7 +53,9 @@ public final class JobWorker: Service, @unchecked Sendable {
         self.options = options
         self.random = random
         self.logger = logger
-        self.workerID = workerID ?? "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier):\(random.token(bytes: 4))"
+        self.workerID =
+            workerID
+            ?? "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier):\(random.token(bytes: 4))"
         (wakeups, wakeContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
 
@@ -144,16 +146,21 @@ public final class JobWorker: Service, @unchecked Sendable {
             logger.warning("job lease lost; effect rolled back", metadata: ["job": "\(job.id)", "kind": "\(job.kind)"])
         } catch {
             let permanent = error is PermanentJobError || (error as? DomainError)?.kind == .invalid
-            let retryAt = permanent
+            let retryAt =
+                permanent
                 ? nil
                 : store.clock.now().addingTimeInterval(options.retry.delay(afterAttempt: job.attempts, random: random))
             let state = (try? await store.failJob(job, error: "\(error)", retryAt: retryAt)) ?? .queued
-            Counter(label: "reciprocity_jobs_failed_total", dimensions: [("kind", job.kind), ("state", state.rawValue)])
-                .increment()
+            Counter(
+                label: "reciprocity_jobs_failed_total", dimensions: [("kind", job.kind), ("state", state.rawValue)]
+            )
+            .increment()
             logger.warning(
                 "job failed",
-                metadata: ["job": "\(job.id)", "kind": "\(job.kind)", "attempt": "\(job.attempts)",
-                    "next": "\(state.rawValue)", "error": "\(error)"])
+                metadata: [
+                    "job": "\(job.id)", "kind": "\(job.kind)", "attempt": "\(job.attempts)",
+                    "next": "\(state.rawValue)", "error": "\(error)",
+                ])
         }
         let elapsed = (ContinuousClock.now - started).components
         Timer(label: "reciprocity_job_duration_seconds", dimensions: [("kind", job.kind)])

@@ -28,8 +28,10 @@ public struct EmailAddress: Sendable, Hashable, Codable, CustomStringConvertible
         let labels = domain.split(separator: ".", omittingEmptySubsequences: false)
         let labelAllowed = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "-"))
         guard labels.count >= 2,
-            labels.allSatisfy({ !$0.isEmpty && $0.count <= 63 && !$0.hasPrefix("-") && !$0.hasSuffix("-")
-                && $0.unicodeScalars.allSatisfy { labelAllowed.contains($0) } }),
+            labels.allSatisfy({
+                !$0.isEmpty && $0.count <= 63 && !$0.hasPrefix("-") && !$0.hasSuffix("-")
+                    && $0.unicodeScalars.allSatisfy { labelAllowed.contains($0) }
+            }),
             let tld = labels.last, tld.count >= 2, !tld.allSatisfy(\.isNumber)
         else { throw .invalid("email_invalid", "'\(trimmed)' is not a valid email address.", field: field) }
         raw = trimmed

@@ -95,7 +95,9 @@ public struct OrderPayload: Codable, Sendable, Equatable {
         public var grantedAt: String?
         public var ip: String?
         public var userAgent: String?
-        public init(purpose: String?, text: String?, grantedAt: String? = nil, ip: String? = nil, userAgent: String? = nil) {
+        public init(
+            purpose: String?, text: String?, grantedAt: String? = nil, ip: String? = nil, userAgent: String? = nil
+        ) {
             self.purpose = purpose
             self.text = text
             self.grantedAt = grantedAt
@@ -211,7 +213,9 @@ public struct OrderSubmission: Sendable, Equatable {
         if times[.placed] == nil { times[.placed] = times.values.min() ?? receivedAt }
 
         guard let rawItems = p.items else { throw missing("items") }
-        guard !rawItems.isEmpty else { throw .invalid("items_empty", "An order has at least one item.", field: "items") }
+        guard !rawItems.isEmpty else {
+            throw .invalid("items_empty", "An order has at least one item.", field: "items")
+        }
         guard rawItems.count <= maxItems else {
             throw .invalid("items_too_many", "An order has at most \(maxItems) items.", field: "items")
         }
@@ -293,8 +297,12 @@ public struct OrderSubmission: Sendable, Equatable {
                 at = d
             }
             consents.append(
-                (purpose, consentText, ConsentEvidence(at: at, ip: c.ip.map { String($0.prefix(45)) },
-                    userAgent: c.userAgent.map { String($0.prefix(500)) })))
+                (
+                    purpose, consentText,
+                    ConsentEvidence(
+                        at: at, ip: c.ip.map { String($0.prefix(45)) },
+                        userAgent: c.userAgent.map { String($0.prefix(500)) })
+                ))
         }
 
         return OrderSubmission(

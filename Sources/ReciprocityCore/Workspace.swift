@@ -59,7 +59,8 @@ public struct NewWorkspace: Sendable {
             throw .invalid("name_invalid", "A name has 1–120 characters.", field: "name")
         }
         guard Locale.supported.contains(locale) else {
-            throw .invalid("locale_unsupported", "Locale must be one of \(Locale.supported.joined(separator: ", ")).",
+            throw .invalid(
+                "locale_unsupported", "Locale must be one of \(Locale.supported.joined(separator: ", ")).",
                 field: "locale")
         }
         guard TimeZone(identifier: timeZone) != nil else {

@@ -11,7 +11,8 @@ public enum APIKeys {
         let key = try await store.createAPIKey(
             workspaceID: workspaceID, name: name, prefix: prefix, secretHash: Hex.sha256(secret), scope: scope)
         try await store.db.transaction { tx in
-            try await store.audit(tx, workspaceID: workspaceID, actor: actor, action: "apikey.create", subject: "apikey:\(key.id)",
+            try await store.audit(
+                tx, workspaceID: workspaceID, actor: actor, action: "apikey.create", subject: "apikey:\(key.id)",
                 detail: scope.rawValue)
         }
         return (key, APIKeyFormat.compose(prefix: prefix, secret: secret))

@@ -109,12 +109,14 @@ extension SQLExecutor {
         try await query(sql, binds).first
     }
     public func scalar(_ sql: String, _ binds: any SQLBindable...) async throws -> Int64 {
-        try await query(sql, binds).first.map { $0.values.first.map { v in
-            if case .int(let i) = v { return i }
-            if case .text(let t) = v { return Int64(t) ?? 0 }
-            if case .double(let d) = v { return Int64(d) }
-            return 0
-        } ?? 0 } ?? 0
+        try await query(sql, binds).first.map {
+            $0.values.first.map { v in
+                if case .int(let i) = v { return i }
+                if case .text(let t) = v { return Int64(t) ?? 0 }
+                if case .double(let d) = v { return Int64(d) }
+                return 0
+            } ?? 0
+        } ?? 0
     }
 }
 

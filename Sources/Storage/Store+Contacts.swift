@@ -78,7 +78,9 @@ extension Store {
         var binds: [any SQLBindable] = [workspaceID]
         if let search = search?.trimmingCharacters(in: .whitespaces), !search.isEmpty {
             let like = db.dialect.likeOperator
-            let pattern = "%" + search.replacingOccurrences(of: "\\", with: "\\\\")
+            let pattern =
+                "%"
+                + search.replacingOccurrences(of: "\\", with: "\\\\")
                 .replacingOccurrences(of: "%", with: "\\%").replacingOccurrences(of: "_", with: "\\_") + "%"
             filter +=
                 " AND (email_normalized \(like) ? ESCAPE '\\' OR first_name \(like) ? ESCAPE '\\' OR last_name \(like) ? ESCAPE '\\')"
@@ -94,7 +96,9 @@ extension Store {
 
     /// Contacts that have not been erased.
     public func activeContactCount(workspaceID: WorkspaceID) async throws -> Int {
-        Int(try await db.scalar("SELECT COUNT(*) FROM contacts WHERE workspace_id = ? AND erased_at IS NULL", workspaceID))
+        Int(
+            try await db.scalar(
+                "SELECT COUNT(*) FROM contacts WHERE workspace_id = ? AND erased_at IS NULL", workspaceID))
     }
 
     // MARK: Consent
@@ -124,10 +128,12 @@ extension Store {
             legalBasis: LegalBasis(rawValue: r.text("legal_basis")) ?? .consent, textID: r.optionalInt("text_id"),
             source: r.text("source"), formID: r.optionalText("form_id"), pageURL: r.optionalText("page_url"),
             requested: r.optionalDate("requested_at").map {
-                ConsentEvidence(at: $0, ip: r.optionalText("requested_ip"), userAgent: r.optionalText("requested_user_agent"))
+                ConsentEvidence(
+                    at: $0, ip: r.optionalText("requested_ip"), userAgent: r.optionalText("requested_user_agent"))
             },
             granted: r.optionalDate("granted_at").map {
-                ConsentEvidence(at: $0, ip: r.optionalText("granted_ip"), userAgent: r.optionalText("granted_user_agent"))
+                ConsentEvidence(
+                    at: $0, ip: r.optionalText("granted_ip"), userAgent: r.optionalText("granted_user_agent"))
             },
             withdrawnAt: r.optionalDate("withdrawn_at"), updatedAt: r.date("updated_at"))
     }
@@ -256,9 +262,10 @@ extension Store {
         async throws
     {
         try await db.transaction { tx in
-            guard let c = try await tx.first(
-                "SELECT email_normalized, erased_at FROM contacts WHERE workspace_id = ? AND id = ?", workspaceID,
-                contactID)
+            guard
+                let c = try await tx.first(
+                    "SELECT email_normalized, erased_at FROM contacts WHERE workspace_id = ? AND id = ?", workspaceID,
+                    contactID)
             else { throw DomainError.notFound("Contact") }
             let at = now
             for purpose in ConsentPurpose.allCases {
@@ -274,9 +281,11 @@ extension Store {
                 }
             }
             if c.optionalInt("erased_at") == nil {
-                try await suppress(tx, workspaceID: workspaceID, normalizedEmail: c.text("email_normalized"), reason: reason)
+                try await suppress(
+                    tx, workspaceID: workspaceID, normalizedEmail: c.text("email_normalized"), reason: reason)
             }
-            try await audit(tx, workspaceID: workspaceID, actor: actor, action: "contact.object", subject: "contact:\(contactID)")
+            try await audit(
+                tx, workspaceID: workspaceID, actor: actor, action: "contact.object", subject: "contact:\(contactID)")
         }
     }
 
@@ -312,12 +321,14 @@ extension Store {
     /// A salted hash of the address is kept on the suppression list so the person is not mailed again.
     public func erase(workspaceID: WorkspaceID, contactID: ContactID, actor: String) async throws {
         try await db.transaction { tx in
-            guard let c = try await tx.first(
-                "SELECT email_normalized, erased_at FROM contacts WHERE workspace_id = ? AND id = ?", workspaceID,
-                contactID)
+            guard
+                let c = try await tx.first(
+                    "SELECT email_normalized, erased_at FROM contacts WHERE workspace_id = ? AND id = ?", workspaceID,
+                    contactID)
             else { throw DomainError.notFound("Contact") }
             guard c.optionalInt("erased_at") == nil else { return }
-            try await suppress(tx, workspaceID: workspaceID, normalizedEmail: c.text("email_normalized"), reason: "erasure")
+            try await suppress(
+                tx, workspaceID: workspaceID, normalizedEmail: c.text("email_normalized"), reason: "erasure")
             let placeholder = "erased-\(contactID)@erased.invalid"
             try await tx.execute(
                 """
@@ -338,7 +349,8 @@ extension Store {
                   shipping_city = NULL, payment_fingerprint = NULL, referred_by = NULL
                 WHERE workspace_id = ? AND contact_id = ?
                 """, workspaceID, contactID)
-            try await audit(tx, workspaceID: workspaceID, actor: actor, action: "contact.erase", subject: "contact:\(contactID)")
+            try await audit(
+                tx, workspaceID: workspaceID, actor: actor, action: "contact.erase", subject: "contact:\(contactID)")
         }
     }
 }

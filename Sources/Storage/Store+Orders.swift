@@ -90,7 +90,9 @@ extension Store {
         }
     }
 
-    private func upsertOrderOnce(_ tx: any SQLExecutor, workspaceID: WorkspaceID, s: OrderSubmission, fingerprint: String)
+    private func upsertOrderOnce(
+        _ tx: any SQLExecutor, workspaceID: WorkspaceID, s: OrderSubmission, fingerprint: String
+    )
         async throws -> OrderUpsertResult
     {
         let forUpdate = tx.dialect == .postgres ? " FOR UPDATE" : ""
@@ -135,7 +137,8 @@ extension Store {
                     a?.name, a?.street, a?.postalCode, a?.city, a?.country, s.couponCode, s.referralCode,
                     s.referredBy, s.paymentFingerprint,
                 ] + timeBinds + [fingerprint, t, orderID, workspaceID])[0]
-            try await tx.execute("DELETE FROM order_items WHERE order_id = ? AND workspace_id = ?", orderID, workspaceID)
+            try await tx.execute(
+                "DELETE FROM order_items WHERE order_id = ? AND workspace_id = ?", orderID, workspaceID)
         } else {
             let timeCols = OrderStatus.allCases.map(\.timeColumn).joined(separator: ", ")
             let marks = Array(repeating: "?", count: 19 + OrderStatus.allCases.count + 3).joined(separator: ", ")
@@ -181,7 +184,8 @@ extension Store {
                 INSERT INTO order_status_changes (workspace_id, order_id, from_status, to_status, at)
                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (order_id, to_status) DO NOTHING
                 """, workspaceID, orderID, from?.rawValue, status.rawValue, at)
-            let payload = #"{"order_id":\#(orderID),"external_id":"\#(JSONText.escape(s.externalID))","contact_id":\#(contactID),"status":"\#(status.rawValue)"}"#
+            let payload =
+                #"{"order_id":\#(orderID),"external_id":"\#(JSONText.escape(s.externalID))","contact_id":\#(contactID),"status":"\#(status.rawValue)"}"#
             if let event = try await recordEvent(
                 tx, workspaceID: workspaceID, type: status.eventType, subjectType: "order", subjectID: orderID,
                 payload: payload, dedupeKey: "order:\(orderID):\(status.rawValue)", occurredAt: at)
@@ -210,8 +214,9 @@ extension Store {
     }
 
     func loadOrder(_ tx: any SQLExecutor, workspaceID: WorkspaceID, id: OrderID) async throws -> Order? {
-        guard let row = try await tx.first(
-            "SELECT \(Self.orderColumns) FROM orders WHERE workspace_id = ? AND id = ?", workspaceID, id)
+        guard
+            let row = try await tx.first(
+                "SELECT \(Self.orderColumns) FROM orders WHERE workspace_id = ? AND id = ?", workspaceID, id)
         else { return nil }
         let items = try await itemsByOrder(tx, workspaceID: workspaceID, orderIDs: [id])[id] ?? []
         return Self.order(row, items: items)
@@ -241,9 +246,10 @@ extension Store {
     }
 
     public func order(workspaceID: WorkspaceID, externalID: String) async throws -> Order? {
-        guard let row = try await db.first(
-            "SELECT \(Self.orderColumns) FROM orders WHERE workspace_id = ? AND external_id = ?", workspaceID,
-            externalID)
+        guard
+            let row = try await db.first(
+                "SELECT \(Self.orderColumns) FROM orders WHERE workspace_id = ? AND external_id = ?", workspaceID,
+                externalID)
         else { return nil }
         let id = row.int("id")
         return Self.order(row, items: try await itemsByOrder(db, workspaceID: workspaceID, orderIDs: [id])[id] ?? [])

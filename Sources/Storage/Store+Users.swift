@@ -176,7 +176,8 @@ extension Store {
                 "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND workspace_id = ? AND revoked_at IS NULL", now,
                 id, workspaceID)
             if n == 1 {
-                try await audit(tx, workspaceID: workspaceID, actor: actor, action: "apikey.revoke", subject: "apikey:\(id)")
+                try await audit(
+                    tx, workspaceID: workspaceID, actor: actor, action: "apikey.revoke", subject: "apikey:\(id)")
             }
             return n == 1
         }

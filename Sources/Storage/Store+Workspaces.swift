@@ -23,7 +23,8 @@ extension Store {
                 now)
             return Self.workspace(rows[0])
         } catch StorageError.uniqueViolation {
-            throw DomainError.conflict("slug_taken", "A workspace with the slug '\(w.slug)' exists already.",
+            throw DomainError.conflict(
+                "slug_taken", "A workspace with the slug '\(w.slug)' exists already.",
                 field: "slug")
         }
     }

@@ -12,12 +12,14 @@ public struct Store: Sendable {
     /// Which jobs each domain event fans out to; set at wiring time.
     public let subscriptions: EventSubscriptions
 
-    public init(db: any SQLDatabase, clock: any WallClock, secret: [UInt8], subscriptions: EventSubscriptions = .init()) {
+    public init(db: any SQLDatabase, clock: any WallClock, secret: [UInt8], subscriptions: EventSubscriptions = .init())
+    {
         self.db = db
         self.clock = clock
-        self.hashKey = SymmetricKey(data: HKDF<SHA256>.deriveKey(
-            inputKeyMaterial: SymmetricKey(data: secret), info: Array("reciprocity.suppression.v1".utf8),
-            outputByteCount: 32))
+        self.hashKey = SymmetricKey(
+            data: HKDF<SHA256>.deriveKey(
+                inputKeyMaterial: SymmetricKey(data: secret), info: Array("reciprocity.suppression.v1".utf8),
+                outputByteCount: 32))
         self.subscriptions = subscriptions
     }
 

@@ -48,7 +48,9 @@ public final class PostgresDatabase: SQLDatabase {
         try await client.withConnection { conn in try await PostgresRunner.run(conn, sql, binds, logger).affected }
     }
 
-    public func transaction<T: Sendable>(_ body: @escaping @Sendable (any SQLExecutor) async throws -> T) async throws -> T {
+    public func transaction<T: Sendable>(_ body: @escaping @Sendable (any SQLExecutor) async throws -> T) async throws
+        -> T
+    {
         try await client.withConnection { conn in
             _ = try await PostgresRunner.run(conn, "BEGIN", [], logger)
             do {

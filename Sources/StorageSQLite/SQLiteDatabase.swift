@@ -31,7 +31,8 @@ public final class SQLiteDatabase: SQLDatabase {
         config.maximumReaderCount = options.maximumReaderCount
         // Transactions span several hops onto the writer queue; the writer lock keeps them whole.
         config.allowsUnsafeTransactions = true
-        let synchronous = ["OFF", "NORMAL", "FULL", "EXTRA"].contains(options.synchronous.uppercased())
+        let synchronous =
+            ["OFF", "NORMAL", "FULL", "EXTRA"].contains(options.synchronous.uppercased())
             ? options.synchronous.uppercased() : "FULL"
         config.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
@@ -75,7 +76,9 @@ public final class SQLiteDatabase: SQLDatabase {
     /// `BEGIN IMMEDIATE … COMMIT`, each body in its own savepoint. A body that throws rolls back only its savepoint.
     /// Every caller is answered after the shared COMMIT, so an acknowledged write is durable, while one fsync serves
     /// the whole batch (docs/decisions/0005-group-commit.md).
-    public func transaction<T: Sendable>(_ body: @escaping @Sendable (any SQLExecutor) async throws -> T) async throws -> T {
+    public func transaction<T: Sendable>(_ body: @escaping @Sendable (any SQLExecutor) async throws -> T) async throws
+        -> T
+    {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
             let outcome = Outcome<T>()
             committer.submit(
@@ -140,7 +143,6 @@ public final class SQLiteDatabase: SQLDatabase {
     }
 }
 
-
 /// The single writer connection and the lock that keeps each transaction (or batch) whole on it.
 struct SQLiteWriter: Sendable {
     let pool: DatabasePool
@@ -165,7 +167,6 @@ struct SQLiteWriter: Sendable {
             }
         }
     }
-
 
     /// Runs one batch: the writer lock is held from BEGIN to COMMIT.
     func commitBatch(_ members: [GroupCommitter.Member]) async {

@@ -1,4 +1,5 @@
 import Foundation
+import Hummingbird
 
 /// Every URL the product serves, in one place. The router registers `Route.pattern`; pages, mails and redirects
 /// build links with `SiteURL.path`, so links cannot drift from the routes. `parse` is the inverse of `path`.
@@ -194,8 +195,6 @@ public enum SiteURL: Equatable, Sendable {
         }
     }
 }
-
-import Hummingbird
 
 extension SiteURL.Route {
     /// The route in Hummingbird's form, for registration.

@@ -28,8 +28,10 @@ public enum WebApp {
     public static func documentedOperations(of router: Router<AppContext>) -> Set<String> {
         Set(
             router.routes.compactMap { route -> String? in
-                let path = "\(route.path)".split(separator: "/").map { $0.hasPrefix(":") ? "{\($0.dropFirst())}" : String($0) }
-                    .joined(separator: "/")
+                let path = "\(route.path)".split(separator: "/").map {
+                    $0.hasPrefix(":") ? "{\($0.dropFirst())}" : String($0)
+                }
+                .joined(separator: "/")
                 let full = path.hasPrefix("/") ? path : "/" + path
                 let documented = full.hasPrefix("/api/") || ["/healthz", "/readyz", "/metrics"].contains(full)
                 guard documented, !full.hasPrefix("/api/v1/_test") else { return nil }

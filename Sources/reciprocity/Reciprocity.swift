@@ -59,7 +59,7 @@ struct Serve: AsyncParsableCommand {
         abstract: "Run the web server and the job workers (migrates first unless RECIPROCITY_AUTO_MIGRATE=false).")
 
     func run() async throws {
-        try await Reciprocity_run { rt in
+        try await runCommand { rt in
             if let lines = try await Commands.firstRun(rt) { lines.forEach(say) }
             say("Reciprocity is listening on \(rt.config.baseURL) (database: \(rt.config.redactedDatabaseURL))")
             try await serve(runtime: rt)
@@ -67,28 +67,29 @@ struct Serve: AsyncParsableCommand {
     }
 }
 
-/// `run` is shadowed inside commands by their own `run()`; this alias keeps call sites short.
-func Reciprocity_run(migrate: Bool? = nil, _ body: (Runtime) async throws -> Void) async throws {
+/// `run` is shadowed inside commands by their own `run()`; this name reaches the shared one.
+func runCommand(migrate: Bool? = nil, _ body: (Runtime) async throws -> Void) async throws {
     try await run(migrate: migrate, body)
 }
 
 struct Worker: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run only the job workers and the scheduler.")
     func run() async throws {
-        try await Reciprocity_run { rt in try await runWorkers(runtime: rt) }
+        try await runCommand { rt in try await runWorkers(runtime: rt) }
     }
 }
 
 struct Migrate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Apply pending database migrations.")
     func run() async throws {
-        try await Reciprocity_run(migrate: false) { rt in say(try await Commands.migrate(rt)) }
+        try await runCommand(migrate: false) { rt in say(try await Commands.migrate(rt)) }
     }
 }
 
 struct WorkspaceCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "workspace", abstract: "Manage workspaces (shops or brands).", subcommands: [Create.self, List.self])
+        commandName: "workspace", abstract: "Manage workspaces (shops or brands).",
+        subcommands: [Create.self, List.self])
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a workspace.")
@@ -102,7 +103,7 @@ struct WorkspaceCommand: AsyncParsableCommand {
         @Option(help: "Privacy policy URL.") var privacyUrl = ""
 
         func run() async throws {
-            try await Reciprocity_run { rt in
+            try await runCommand { rt in
                 let w = try await Commands.createWorkspace(
                     rt, slug: slug, name: name, senderEmail: senderEmail, senderName: senderName, locale: locale,
                     timeZone: timeZone, imprintURL: imprintUrl, privacyURL: privacyUrl)
@@ -114,7 +115,7 @@ struct WorkspaceCommand: AsyncParsableCommand {
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List workspaces.")
         func run() async throws {
-            try await Reciprocity_run { rt in
+            try await runCommand { rt in
                 for w in try await rt.store.workspaces() { say("\(w.slug)\t\(w.name)\t\(w.locale)\t\(w.timeZone)") }
             }
         }
@@ -136,9 +137,11 @@ struct UserCommand: AsyncParsableCommand {
         var passwordStdin = false
 
         func run() async throws {
-            guard let role = Role(rawValue: role) else { throw ValidationError("--role must be owner, marketer or support.") }
+            guard let role = Role(rawValue: role) else {
+                throw ValidationError("--role must be owner, marketer or support.")
+            }
             let password = passwordStdin ? readLine(strippingNewline: true) : nil
-            try await Reciprocity_run { rt in
+            try await runCommand { rt in
                 let (user, oneTime) = try await Commands.createUser(
                     rt, workspace: workspace, email: email, name: name, role: role, password: password)
                 say("User \(user.email) is \(role.rawValue) of \(workspace).")
@@ -154,7 +157,7 @@ struct UserCommand: AsyncParsableCommand {
         @Flag(help: "Read the new password from standard input.") var passwordStdin = false
         func run() async throws {
             let password = passwordStdin ? readLine(strippingNewline: true) : nil
-            try await Reciprocity_run { rt in
+            try await runCommand { rt in
                 let oneTime = try await Commands.resetPassword(rt, email: email, password: password)
                 say("Password of \(email) was reset.")
                 if let oneTime { say("One-time password: \(oneTime)") }
@@ -174,10 +177,11 @@ struct APIKeyCommand: AsyncParsableCommand {
         @Option(help: "read or write.") var scope: String = "write"
         func run() async throws {
             guard let scope = APIScope(rawValue: scope) else { throw ValidationError("--scope must be read or write.") }
-            try await Reciprocity_run { rt in
+            try await runCommand { rt in
                 let issued = try await Commands.createAPIKey(rt, workspace: workspace, name: name, scope: scope)
                 say(issued.plaintext)
-                FileHandle.standardError.write(Data("Store this key now: it is not shown again. Scope: \(scope.rawValue).\n".utf8))
+                FileHandle.standardError.write(
+                    Data("Store this key now: it is not shown again. Scope: \(scope.rawValue).\n".utf8))
             }
         }
     }
@@ -186,7 +190,7 @@ struct APIKeyCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Revoke an API key by its prefix (or the whole key).")
         @Argument(help: "The key's prefix, e.g. rcp_ab12cd34.") var prefix: String
         func run() async throws {
-            try await Reciprocity_run { rt in
+            try await runCommand { rt in
                 try await Commands.revokeAPIKey(rt, prefix: prefix)
                 say("Revoked.")
             }
@@ -199,11 +203,12 @@ struct ContactCommand: AsyncParsableCommand {
         commandName: "contact", abstract: "Data-subject rights for one person.", subcommands: [Export.self, Erase.self])
 
     struct Export: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print everything stored about a person as JSON (Art. 15).")
+        static let configuration = CommandConfiguration(
+            abstract: "Print everything stored about a person as JSON (Art. 15).")
         @Option(help: "Workspace slug.") var workspace: String
         @Option(help: "The person's email.") var email: String
         func run() async throws {
-            try await Reciprocity_run { rt in say(try await Commands.exportContact(rt, workspace: workspace, email: email)) }
+            try await runCommand { rt in say(try await Commands.exportContact(rt, workspace: workspace, email: email)) }
         }
     }
 
@@ -212,7 +217,7 @@ struct ContactCommand: AsyncParsableCommand {
         @Option(help: "Workspace slug.") var workspace: String
         @Option(help: "The person's email.") var email: String
         func run() async throws {
-            try await Reciprocity_run { rt in
+            try await runCommand { rt in
                 try await Commands.eraseContact(rt, workspace: workspace, email: email)
                 say("Erased.")
             }
@@ -226,7 +231,7 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(help: "Workspace slug for the demo.") var slug = "demo"
     @Option(help: "Number of customers.") var customers = 200
     func run() async throws {
-        try await Reciprocity_run { rt in
+        try await runCommand { rt in
             if let lines = try await Commands.firstRun(rt) { lines.forEach(say) }
             let s = try await Demo.seed(rt, slug: slug, customers: customers)
             say("Demo workspace \(s.workspace.slug): \(s.customers) customers, \(s.orders) orders.")

@@ -9,17 +9,24 @@ import Testing
         #expect(email.normalized == raw.lowercased())
     }
 
-    @Test(arguments: ["", "anna", "anna@", "@example.com", "anna@example", "a..b@example.com", "anna@exa mple.com",
-        "anna@example.com\r\nBcc: x@y.z", "anna@-example.com", "anna@example.123", String(repeating: "a", count: 65) + "@example.com"])
+    @Test(arguments: [
+        "", "anna", "anna@", "@example.com", "anna@example", "a..b@example.com", "anna@exa mple.com",
+        "anna@example.com\r\nBcc: x@y.z", "anna@-example.com", "anna@example.123",
+        String(repeating: "a", count: 65) + "@example.com",
+    ])
     func invalidAddressesAreRefusedWithTheirField(_ raw: String) {
         #expect(throws: DomainError.self) { try EmailAddress(raw, field: "customer.email") }
         do { _ = try EmailAddress(raw, field: "customer.email") } catch { #expect(error.field == "customer.email") }
     }
 
     @Test func gmailDotsAndTagsAndGooglemailAreOneIdentity() throws {
-        #expect(try EmailAddress("a.b+x@gmail.com").canonicalIdentity == EmailAddress("ab@googlemail.com").canonicalIdentity)
+        #expect(
+            try EmailAddress("a.b+x@gmail.com").canonicalIdentity == EmailAddress("ab@googlemail.com").canonicalIdentity
+        )
         #expect(try EmailAddress("anna+shop@posteo.de").canonicalIdentity == "anna@posteo.de")
-        #expect(try EmailAddress("a.b+x@example.com").canonicalIdentity == "a.b+x@example.com", "unknown providers keep tags")
+        #expect(
+            try EmailAddress("a.b+x@example.com").canonicalIdentity == "a.b+x@example.com",
+            "unknown providers keep tags")
     }
 }
 
@@ -38,7 +45,10 @@ import Testing
     }
 
     @Test func unknownCurrenciesAreRefused() {
-        #expect(throws: DomainError.invalid("currency_unknown", "'XYZ' is not a supported ISO 4217 currency code.", field: "currency")) {
+        #expect(
+            throws: DomainError.invalid(
+                "currency_unknown", "'XYZ' is not a supported ISO 4217 currency code.", field: "currency")
+        ) {
             try Currency("XYZ")
         }
     }
@@ -80,7 +90,8 @@ import Testing
     }
 
     @Test func aValidBodyBecomesATypedSubmission() throws {
-        let s = try OrderSubmission.validate(externalID: " A-1 ", payload: payload(), receivedAt: Date(timeIntervalSince1970: 5))
+        let s = try OrderSubmission.validate(
+            externalID: " A-1 ", payload: payload(), receivedAt: Date(timeIntervalSince1970: 5))
         #expect(s.externalID == "A-1")
         #expect(s.totals.subtotal.minor == 900, "subtotal defaults to the sum of the items")
         #expect(s.statusTimes[.placed] == Date(timeIntervalSince1970: 5))

@@ -9,7 +9,8 @@ import Testing
     func workspaceSlugsAreUnique(engine: Engine) async throws {
         try await engine.withStore { store, _, _ in
             await #expect(throws: DomainError.self) {
-                try await store.createWorkspace(NewWorkspace(slug: "SHOP-A", name: "Again", senderEmail: "x@example.com"))
+                try await store.createWorkspace(
+                    NewWorkspace(slug: "SHOP-A", name: "Again", senderEmail: "x@example.com"))
             }
         }
     }
@@ -17,9 +18,11 @@ import Testing
     @Test(arguments: Engine.available)
     func apiKeysAreStoredHashedAndRevokedOnlyInTheirWorkspace(engine: Engine) async throws {
         try await engine.withStore { store, shop, _ in
-            let other = try await store.createWorkspace(NewWorkspace(slug: "other", name: "Other", senderEmail: "o@example.com"))
+            let other = try await store.createWorkspace(
+                NewWorkspace(slug: "other", name: "Other", senderEmail: "o@example.com"))
             let (key, plaintext) = try await APIKeys.issue(
-                store: store, random: SeededRandom(seed: 9), workspaceID: shop.id, name: "shop", scope: .write, actor: "t")
+                store: store, random: SeededRandom(seed: 9), workspaceID: shop.id, name: "shop", scope: .write,
+                actor: "t")
             let (prefix, secret) = try #require(APIKeyFormat.split(plaintext))
             #expect(prefix == key.prefix)
             let stored = try #require(try await store.apiKey(prefix: prefix))
@@ -37,15 +40,20 @@ import Testing
     func sessionsExpireAndEndWhenThePasswordChanges(engine: Engine) async throws {
         try await engine.withStore { store, shop, clock in
             let user = try await store.createUser(
-                email: EmailAddress("Owner@Example.com"), name: "Owner", passwordHash: "x", locale: "de", mustChangePassword: false)
+                email: EmailAddress("Owner@Example.com"), name: "Owner", passwordHash: "x", locale: "de",
+                mustChangePassword: false)
             try await store.addMembership(workspaceID: shop.id, userID: user.id, role: .owner)
             #expect(try await store.user(email: "owner@example.com")?.id == user.id)
-            try await store.createSession(tokenHash: "h1", userID: user.id, workspaceID: shop.id, csrfToken: "c", expiresAt: clock.now().addingTimeInterval(60))
+            try await store.createSession(
+                tokenHash: "h1", userID: user.id, workspaceID: shop.id, csrfToken: "c",
+                expiresAt: clock.now().addingTimeInterval(60))
             #expect(try await store.session(tokenHash: "h1") != nil)
             clock.advance(by: 61)
             #expect(try await store.session(tokenHash: "h1") == nil)
             #expect(try await store.purgeExpiredSessions() == 1)
-            try await store.createSession(tokenHash: "h2", userID: user.id, workspaceID: shop.id, csrfToken: "c", expiresAt: clock.now().addingTimeInterval(60))
+            try await store.createSession(
+                tokenHash: "h2", userID: user.id, workspaceID: shop.id, csrfToken: "c",
+                expiresAt: clock.now().addingTimeInterval(60))
             try await store.setPassword(userID: user.id, hash: "y", mustChange: false)
             #expect(try await store.session(tokenHash: "h2") == nil)
             #expect(try await store.role(userID: user.id, workspaceID: shop.id) == .owner)

@@ -5,7 +5,9 @@ import TestSupport
 import Testing
 
 @Suite struct ContactStoreContract {
-    func grant(_ store: Store, _ shop: Workspace, _ contact: ContactID, _ purpose: ConsentPurpose, text: String, ip: String)
+    func grant(
+        _ store: Store, _ shop: Workspace, _ contact: ContactID, _ purpose: ConsentPurpose, text: String, ip: String
+    )
         async throws -> Consent
     {
         try await store.db.transaction { tx in
@@ -13,7 +15,8 @@ import Testing
                 tx, workspaceID: shop.id, contactID: contact,
                 change: ConsentChange(
                     purpose: purpose, action: .grant, text: text, source: "lead_magnet", formID: "guide",
-                    pageURL: "https://shop.example/guide", evidence: ConsentEvidence(at: store.clock.now(), ip: ip, userAgent: "UA")))
+                    pageURL: "https://shop.example/guide",
+                    evidence: ConsentEvidence(at: store.clock.now(), ip: ip, userAgent: "UA")))
         }
     }
 
@@ -45,7 +48,9 @@ import Testing
                 _ = try await store.db.transaction { tx in
                     try await store.applyConsent(
                         tx, workspaceID: shop.id, contactID: a,
-                        change: ConsentChange(purpose: .survey, action: .grant, text: "  ", source: "api", evidence: .init(at: store.clock.now())))
+                        change: ConsentChange(
+                            purpose: .survey, action: .grant, text: "  ", source: "api",
+                            evidence: .init(at: store.clock.now())))
                 }
             }
             #expect(try await store.consents(workspaceID: shop.id, contactID: a).isEmpty)
@@ -62,7 +67,10 @@ import Testing
             let consents = try await store.consents(workspaceID: shop.id, contactID: id)
             #expect(consents.allSatisfy { $0.state == .withdrawn })
             #expect(try await store.isSuppressed(workspaceID: shop.id, email: EmailAddress("Anna.Muster@example.com")))
-            #expect(try await store.auditEntries(workspaceID: shop.id, subject: "contact:\(id)").map(\.action) == ["contact.object"])
+            #expect(
+                try await store.auditEntries(workspaceID: shop.id, subject: "contact:\(id)").map(\.action) == [
+                    "contact.object"
+                ])
         }
     }
 
@@ -70,7 +78,8 @@ import Testing
     func erasureRemovesEveryIdentifyingFieldButKeepsCountsAndTheSuppression(engine: Engine) async throws {
         try await engine.withStore { store, shop, _ in
             // setup
-            let id = try await store.put(shop, "E-1", samplePayload(email: "erika@example.com", status: "delivered")).order.contactID
+            let id = try await store.put(shop, "E-1", samplePayload(email: "erika@example.com", status: "delivered"))
+                .order.contactID
             try await store.put(shop, "E-2", samplePayload(email: "erika@example.com"))
             try await store.put(shop, "OTHER", samplePayload(email: "other@example.com"))
             _ = try await grant(store, shop, id, .newsletter, text: "News", ip: "198.51.100.7")
@@ -108,7 +117,8 @@ import Testing
             try await store.put(shop, "S-2", samplePayload(email: "x_y%z@example.com", firstName: "Zoë"))
             #expect(try await store.contacts(workspaceID: shop.id, search: "JÜRGEN").items.count <= 1)
             #expect(try await store.contacts(workspaceID: shop.id, search: "example").total == 2)
-            #expect(try await store.contacts(workspaceID: shop.id, search: "_y%").total == 1, "LIKE wildcards are escaped")
+            #expect(
+                try await store.contacts(workspaceID: shop.id, search: "_y%").total == 1, "LIKE wildcards are escaped")
             #expect(try await store.contacts(workspaceID: shop.id, search: "muster").total == 2)
         }
     }

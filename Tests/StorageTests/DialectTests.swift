@@ -1,11 +1,14 @@
 import Foundation
+import Testing
+
 @testable import StoragePostgres
 @testable import StorageSQLite
-import Testing
 
 @Suite struct DialectHelpers {
     @Test func placeholdersAreNumberedOutsideQuotesOnly() {
-        #expect(PostgresRunner.numberPlaceholders("SELECT '?', ?, \"a?b\", ? WHERE x = 'ä?'") == "SELECT '?', $1, \"a?b\", $2 WHERE x = 'ä?'")
+        #expect(
+            PostgresRunner.numberPlaceholders("SELECT '?', ?, \"a?b\", ? WHERE x = 'ä?'")
+                == "SELECT '?', $1, \"a?b\", $2 WHERE x = 'ä?'")
         #expect(PostgresRunner.numberPlaceholders("INSERT INTO t (a) VALUES (?)") == "INSERT INTO t (a) VALUES ($1)")
         // cached: the same answer twice
         #expect(PostgresRunner.numberPlaceholders("INSERT INTO t (a) VALUES (?)") == "INSERT INTO t (a) VALUES ($1)")

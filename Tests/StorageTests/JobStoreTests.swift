@@ -36,7 +36,8 @@ import Testing
     func jobsWaitForTheirTimeAndAClaimIsALease(engine: Engine) async throws {
         try await engine.withStore { store, shop, clock in
             _ = try await store.db.transaction { tx in
-                try await store.enqueue(tx, JobRequest(kind: "k", workspaceID: shop.id, runAt: clock.now().addingTimeInterval(60)))
+                try await store.enqueue(
+                    tx, JobRequest(kind: "k", workspaceID: shop.id, runAt: clock.now().addingTimeInterval(60)))
             }
             #expect(try await store.claimJobs(worker: "w1", limit: 10, lease: 30).isEmpty, "not due yet")
             clock.advance(by: 61)
@@ -62,7 +63,9 @@ import Testing
     func concurrentClaimersNeverGetTheSameJob(engine: Engine) async throws {
         try await engine.withStore { store, shop, _ in
             try await store.db.transaction { tx in
-                for i in 0..<60 { try await store.enqueue(tx, JobRequest(kind: "k", workspaceID: shop.id, idempotencyKey: "j\(i)")) }
+                for i in 0..<60 {
+                    try await store.enqueue(tx, JobRequest(kind: "k", workspaceID: shop.id, idempotencyKey: "j\(i)"))
+                }
             }
             let ids = try await withThrowingTaskGroup(of: [Int64].self) { group in
                 for w in 0..<6 {
@@ -99,7 +102,8 @@ import Testing
             let dead = try await store.jobs(workspaceID: shop.id, state: .dead)
             #expect(dead.map(\.lastError) == ["smtp 451"])
             // another workspace cannot retry it
-            let other = try await store.createWorkspace(NewWorkspace(slug: "other", name: "Other", senderEmail: "o@example.com"))
+            let other = try await store.createWorkspace(
+                NewWorkspace(slug: "other", name: "Other", senderEmail: "o@example.com"))
             let byOther = try await store.retryJob(workspaceID: other.id, id: job.id, actor: "t")
             #expect(!byOther)
             let byOwner = try await store.retryJob(workspaceID: shop.id, id: job.id, actor: "t")
@@ -147,7 +151,9 @@ import Testing
             let worker = JobWorker(
                 store: store,
                 handlers: [
-                    JobHandler(kind: "effect") { job, tx in try await tx.execute("INSERT INTO effects (job_id) VALUES (?)", job.id) },
+                    JobHandler(kind: "effect") { job, tx in
+                        try await tx.execute("INSERT INTO effects (job_id) VALUES (?)", job.id)
+                    },
                     JobHandler(kind: "flaky") { job, tx in
                         if await flaky.next() < 2 { throw TestSetupError("transient") }
                         try await tx.execute("INSERT INTO effects (job_id) VALUES (?)", job.id)

@@ -63,7 +63,8 @@ import Testing
             }
             let order = try #require(try await store.order(workspaceID: shop.id, externalID: "A-3"))
             #expect(order.status == .delivered)
-            #expect(try await store.contact(workspaceID: shop.id, email: EmailAddress("other@example.com")) == nil,
+            #expect(
+                try await store.contact(workspaceID: shop.id, email: EmailAddress("other@example.com")) == nil,
                 "the refused body's contact must not have been written")
         }
     }
@@ -87,7 +88,8 @@ import Testing
     @Test(arguments: Engine.available)
     func anotherWorkspaceCannotReadOrWriteAWorkspacesData(engine: Engine) async throws {
         try await engine.withStore { store, shopA, _ in
-            let shopB = try await store.createWorkspace(NewWorkspace(slug: "shop-b", name: "Shop B", senderEmail: "b@shop.example"))
+            let shopB = try await store.createWorkspace(
+                NewWorkspace(slug: "shop-b", name: "Shop B", senderEmail: "b@shop.example"))
             let a = try await store.put(shopA, "SHARED-ID", samplePayload())
             // B sees nothing of A
             #expect(try await store.order(workspaceID: shopB.id, externalID: "SHARED-ID") == nil)
@@ -126,7 +128,9 @@ import Testing
     func checkoutConsentsAndTheExistingCustomerNoticeAreKeptAsProof(engine: Engine) async throws {
         try await engine.withStore { store, shop, _ in
             var payload = samplePayload(consents: [
-                .init(purpose: "review_request", text: "Ja, fragen Sie mich nach einer Bewertung.", grantedAt: "2026-05-01T10:00:00Z",
+                .init(
+                    purpose: "review_request", text: "Ja, fragen Sie mich nach einer Bewertung.",
+                    grantedAt: "2026-05-01T10:00:00Z",
                     ip: "203.0.113.9", userAgent: "Firefox")
             ])
             payload.existingCustomerNotice = "Sie können der Nutzung jederzeit widersprechen."
@@ -137,7 +141,10 @@ import Testing
             #expect(consents[0].granted?.ip == "203.0.113.9")
             let export = try await store.exportContact(workspaceID: shop.id, contactID: r.order.contactID)
             #expect(export.consents[0].text == "Ja, fragen Sie mich nach einer Bewertung.")
-            #expect(export.consentHistory.contains { $0.action == "notice_shown" && $0.text == "Sie können der Nutzung jederzeit widersprechen." })
+            #expect(
+                export.consentHistory.contains {
+                    $0.action == "notice_shown" && $0.text == "Sie können der Nutzung jederzeit widersprechen."
+                })
             #expect(export.orders.map(\.externalId) == ["C-1"])
         }
     }

@@ -50,7 +50,6 @@ public enum Engine: String, CaseIterable, Sendable, CustomStringConvertible {
         }
     }
 
-
     /// Creates an empty PostgreSQL database, hands its URL to `body`, and drops it afterwards, however `body` ends.
     static func withFreshPostgresDatabase<T>(prefix: String, _ body: (String) async throws -> T) async throws -> T {
         guard let adminURL = postgresAdminURL else { throw TestSetupError("RECIPROCITY_TEST_POSTGRES_URL is not set") }
@@ -61,7 +60,9 @@ public enum Engine: String, CaseIterable, Sendable, CustomStringConvertible {
             await admin.close()
         }
         try await admin.execute("CREATE DATABASE \(name)")
-        guard var components = URLComponents(string: adminURL) else { throw TestSetupError("bad RECIPROCITY_TEST_POSTGRES_URL") }
+        guard var components = URLComponents(string: adminURL) else {
+            throw TestSetupError("bad RECIPROCITY_TEST_POSTGRES_URL")
+        }
         components.path = "/\(name)"
         do {
             let result = try await body(components.string ?? "")
@@ -93,7 +94,8 @@ public enum Engine: String, CaseIterable, Sendable, CustomStringConvertible {
         _ body: (Store, Workspace, ManualClock) async throws -> T
     ) async throws -> T {
         try await withDatabase { db in
-            let store = Store(db: db, clock: clock, secret: Array(repeating: 7, count: 32), subscriptions: subscriptions)
+            let store = Store(
+                db: db, clock: clock, secret: Array(repeating: 7, count: 32), subscriptions: subscriptions)
             let workspace = try await store.createWorkspace(
                 NewWorkspace(slug: "shop-a", name: "Shop A", senderEmail: "a@shop.example"))
             return try await body(store, workspace, clock)
@@ -116,7 +118,8 @@ public func samplePayload(
         customer: .init(email: email, firstName: firstName, lastName: "Muster", locale: "de-DE"), currency: "EUR",
         items: (0..<items).map { .init(sku: "SKU-\($0)", name: "Artikel \($0)", quantity: 1 + $0, unitPrice: "9.90") },
         totals: .init(total: "19.80"), status: status, statusTimes: statusTimes,
-        shippingAddress: .init(name: "Anna Muster", street: "Hauptstraße 1", postalCode: "10115", city: "Berlin", country: "DE"),
+        shippingAddress: .init(
+            name: "Anna Muster", street: "Hauptstraße 1", postalCode: "10115", city: "Berlin", country: "DE"),
         referralCode: referralCode, consents: consents)
 }
 
@@ -124,7 +127,7 @@ extension Store {
     @discardableResult
     public func put(_ workspace: Workspace, _ id: String, _ payload: OrderPayload) async throws -> OrderUpsertResult {
         let submission = try OrderSubmission.validate(externalID: id, payload: payload, receivedAt: clock.now())
-        return try await upsertOrder(workspaceID: workspace.id, submission: submission, fingerprint: Store.fingerprint(payload))
+        return try await upsertOrder(
+            workspaceID: workspace.id, submission: submission, fingerprint: Store.fingerprint(payload))
     }
 }
-

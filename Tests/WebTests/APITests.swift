@@ -19,7 +19,8 @@ import Web
             let again = try await app.request(.put, "/api/v1/orders/A-1", key: key, json: orderJSON())
             #expect(again.status == .ok)
             #expect(try again.json()["outcome"] as? String == "unchanged")
-            let delivered = try await app.request(.put, "/api/v1/orders/A-1", key: key, json: orderJSON(status: "delivered"))
+            let delivered = try await app.request(
+                .put, "/api/v1/orders/A-1", key: key, json: orderJSON(status: "delivered"))
             #expect(try delivered.json()["outcome"] as? String == "updated")
             let got = try await app.request(.get, "/api/v1/orders/A-1", key: key)
             let order = try got.json()
@@ -58,16 +59,33 @@ import Web
     static let badInputs: [BadInput] = [
         .init(name: "malformed JSON", body: "{\"customer\": ", status: 400, code: "malformed_json", field: nil),
         .init(name: "not an object", body: "[1,2]", status: 422, code: "type_mismatch", field: nil),
-        .init(name: "missing customer", body: #"{"currency":"EUR","items":[],"totals":{"total":"1"},"status":"placed"}"#,
+        .init(
+            name: "missing customer", body: #"{"currency":"EUR","items":[],"totals":{"total":"1"},"status":"placed"}"#,
             status: 422, code: "field_missing", field: "customer"),
-        .init(name: "wrong type", body: orderJSON(quantity: "\"two\""), status: 422, code: "type_mismatch", field: "items[0].quantity"),
-        .init(name: "number as price", body: orderJSON(price: "9.9"), status: 422, code: "type_mismatch", field: "items[0].unit_price"),
-        .init(name: "invalid email", body: orderJSON(email: "anna(at)example.com"), status: 422, code: "email_invalid", field: "customer.email"),
-        .init(name: "header injection", body: orderJSON(email: "a@example.com\\r\\nBcc: x@example.com"), status: 422, code: "email_invalid", field: "customer.email"),
-        .init(name: "unknown currency", body: orderJSON(currency: "EUX"), status: 422, code: "currency_unknown", field: "currency"),
-        .init(name: "negative quantity", body: orderJSON(quantity: "-2"), status: 422, code: "quantity_invalid", field: "items[0].quantity"),
-        .init(name: "negative price", body: orderJSON(price: "\"-1.00\""), status: 422, code: "amount_negative", field: "items[0].unit_price"),
-        .init(name: "oversized body", body: orderJSON(itemName: String(repeating: "x", count: 70_000)), status: 413, code: "body_too_large", field: nil),
+        .init(
+            name: "wrong type", body: orderJSON(quantity: "\"two\""), status: 422, code: "type_mismatch",
+            field: "items[0].quantity"),
+        .init(
+            name: "number as price", body: orderJSON(price: "9.9"), status: 422, code: "type_mismatch",
+            field: "items[0].unit_price"),
+        .init(
+            name: "invalid email", body: orderJSON(email: "anna(at)example.com"), status: 422, code: "email_invalid",
+            field: "customer.email"),
+        .init(
+            name: "header injection", body: orderJSON(email: "a@example.com\\r\\nBcc: x@example.com"), status: 422,
+            code: "email_invalid", field: "customer.email"),
+        .init(
+            name: "unknown currency", body: orderJSON(currency: "EUX"), status: 422, code: "currency_unknown",
+            field: "currency"),
+        .init(
+            name: "negative quantity", body: orderJSON(quantity: "-2"), status: 422, code: "quantity_invalid",
+            field: "items[0].quantity"),
+        .init(
+            name: "negative price", body: orderJSON(price: "\"-1.00\""), status: 422, code: "amount_negative",
+            field: "items[0].unit_price"),
+        .init(
+            name: "oversized body", body: orderJSON(itemName: String(repeating: "x", count: 70_000)), status: 413,
+            code: "body_too_large", field: nil),
     ]
 
     @Test(arguments: badInputs)
@@ -89,7 +107,8 @@ import Web
     @Test func aNonJSONContentTypeIsRefused() async throws {
         try await TestApp.run { app in
             let (_, key) = try await app.workspaceWithKey("shop")
-            let r = try await app.request(.put, "/api/v1/orders/X", key: key, json: orderJSON(), headers: [.contentType: "text/plain"])
+            let r = try await app.request(
+                .put, "/api/v1/orders/X", key: key, json: orderJSON(), headers: [.contentType: "text/plain"])
             #expect(r.status == .unprocessableContent)
             #expect(try r.json()["code"] as? String == "unsupported_media_type")
         }
@@ -100,9 +119,12 @@ import Web
     @Test func unknownMissingAndRevokedKeysGet401AndReadKeysCannotWrite() async throws {
         try await TestApp.run { app in
             let (_, writeKey) = try await app.workspaceWithKey("shop")
-            let readKey = try await Commands.createAPIKey(app.runtime, workspace: "shop", name: "ro", scope: .read).plaintext
+            let readKey = try await Commands.createAPIKey(app.runtime, workspace: "shop", name: "ro", scope: .read)
+                .plaintext
             #expect(try await app.request(.get, "/api/v1/orders").status == .unauthorized)
-            #expect(try await app.request(.get, "/api/v1/orders", key: "rcp_abcdefgh_" + String(repeating: "x", count: 38)).status == .unauthorized)
+            #expect(
+                try await app.request(.get, "/api/v1/orders", key: "rcp_abcdefgh_" + String(repeating: "x", count: 38))
+                    .status == .unauthorized)
             #expect(try await app.request(.get, "/api/v1/orders", key: readKey).status == .ok)
             let forbidden = try await app.request(.put, "/api/v1/orders/A", key: readKey, json: orderJSON())
             #expect(forbidden.status == .forbidden)
@@ -125,7 +147,8 @@ import Web
             #expect(try await app.request(.get, "/api/v1/contacts/\(contactID)", key: keyB).status == .notFound)
             #expect(try await app.request(.get, "/api/v1/contacts/\(contactID)/export", key: keyB).status == .notFound)
             #expect(try await app.request(.post, "/api/v1/contacts/\(contactID)/erase", key: keyB).status == .notFound)
-            #expect(try await app.request(.post, "/api/v1/contacts/\(contactID)/objection", key: keyB).status == .notFound)
+            #expect(
+                try await app.request(.post, "/api/v1/contacts/\(contactID)/objection", key: keyB).status == .notFound)
             let contact = try #require(try await app.store.contact(workspaceID: shopA.id, id: Int64(contactID)))
             #expect(contact.erasedAt == nil)
             #expect(try await app.store.consents(workspaceID: shopA.id, contactID: contact.id).isEmpty)
@@ -137,7 +160,9 @@ import Web
     func exportAndErasureThroughTheAPI(engine: Engine) async throws {
         try await TestApp.run(engine) { app in
             let (shop, key) = try await app.workspaceWithKey("shop")
-            let created = try await app.request(.put, "/api/v1/orders/E-1", key: key, json: orderJSON(email: "erika@example.com")).json()
+            let created = try await app.request(
+                .put, "/api/v1/orders/E-1", key: key, json: orderJSON(email: "erika@example.com")
+            ).json()
             let id = try #require((created["order"] as? [String: Any])?["contact_id"] as? Int)
             let export = try await app.request(.get, "/api/v1/contacts/\(id)/export", key: key).json()
             #expect((export["contact"] as? [String: Any])?["email"] as? String == "erika@example.com")
@@ -173,7 +198,8 @@ import Web
 
     @Test func everyResponseCarriesARequestIDAndUnknownRoutesAre404Problems() async throws {
         try await TestApp.run { app in
-            let r = try await app.request(.get, "/api/v1/nothing-here", headers: [HTTPField.Name("X-Request-Id")!: "trace-12345678"])
+            let r = try await app.request(
+                .get, "/api/v1/nothing-here", headers: [HTTPField.Name("X-Request-Id")!: "trace-12345678"])
             #expect(r.headers[HTTPField.Name("X-Request-Id")!] == "trace-12345678")
             #expect(r.status == .unauthorized || r.status == .notFound)
         }

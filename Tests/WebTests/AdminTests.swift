@@ -13,11 +13,15 @@ struct AdminSession {
     var cookies: String
     var csrf: String
 
-    static func login(_ app: TestApp, email: String = "owner@shop.example", password: String = "correct horse battery") async throws -> AdminSession {
+    static func login(_ app: TestApp, email: String = "owner@shop.example", password: String = "correct horse battery")
+        async throws -> AdminSession
+    {
         let page = try await app.request(.get, "/admin/login")
-        let loginCookie = try #require(page.headers[values: .setCookie].first?.split(separator: ";").first.map(String.init))
+        let loginCookie = try #require(
+            page.headers[values: .setCookie].first?.split(separator: ";").first.map(String.init))
         let token = try #require(extract(page.text, after: "name=\"_csrf\" value=\""))
-        let form = "_csrf=\(token)&email=\(email.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!)&password=\(password.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!)&next="
+        let form =
+            "_csrf=\(token)&email=\(email.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!)&password=\(password.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!)&next="
         let r = try await app.request(.post, "/admin/login", cookies: loginCookie, form: form)
         #expect(r.status == .seeOther, "login failed: \(r.status)")
         let session = try #require(r.headers[values: .setCookie].first { $0.hasPrefix("rcp_session=") })
@@ -44,9 +48,13 @@ func extract(_ text: String, after marker: String) -> String? {
 /// Seeds one owner, one workspace with an API key, and a few orders; returns the key.
 func seedShop(_ app: TestApp) async throws -> String {
     let (_, key) = try await app.workspaceWithKey("shop")
-    _ = try await Commands.createUser(app.runtime, workspace: "shop", email: "owner@shop.example", name: "Olga Owner", role: .owner, password: "correct horse battery")
-    try await app.request(.put, "/api/v1/orders/BG-1", key: key, json: orderJSON(email: "anna@example.com", status: "delivered"))
-    try await app.request(.put, "/api/v1/orders/BG-2", key: key, json: orderJSON(email: "bernd@example.com", firstName: "Bernd"))
+    _ = try await Commands.createUser(
+        app.runtime, workspace: "shop", email: "owner@shop.example", name: "Olga Owner", role: .owner,
+        password: "correct horse battery")
+    try await app.request(
+        .put, "/api/v1/orders/BG-1", key: key, json: orderJSON(email: "anna@example.com", status: "delivered"))
+    try await app.request(
+        .put, "/api/v1/orders/BG-2", key: key, json: orderJSON(email: "bernd@example.com", firstName: "Bernd"))
     return key
 }
 
@@ -58,12 +66,17 @@ func seedShop(_ app: TestApp) async throws -> String {
             #expect(anonymous.status == .seeOther)
             #expect(anonymous.headers[.location]?.hasPrefix("/admin/login?next=") == true)
             let page = try await app.request(.get, "/admin/login")
-            let cookie = try #require(page.headers[values: .setCookie].first?.split(separator: ";").first.map(String.init))
+            let cookie = try #require(
+                page.headers[values: .setCookie].first?.split(separator: ";").first.map(String.init))
             let token = try #require(extract(page.text, after: "name=\"_csrf\" value=\""))
-            let wrong = try await app.request(.post, "/admin/login", cookies: cookie, form: "_csrf=\(token)&email=owner%40shop.example&password=wrong")
+            let wrong = try await app.request(
+                .post, "/admin/login", cookies: cookie, form: "_csrf=\(token)&email=owner%40shop.example&password=wrong"
+            )
             #expect(wrong.status == .unauthorized)
             #expect(wrong.text.contains("E-Mail oder Passwort ist falsch."))
-            let noToken = try await app.request(.post, "/admin/login", cookies: cookie, form: "email=owner%40shop.example&password=correct+horse+battery")
+            let noToken = try await app.request(
+                .post, "/admin/login", cookies: cookie,
+                form: "email=owner%40shop.example&password=correct+horse+battery")
             #expect(noToken.status == .forbidden)
         }
     }
@@ -87,22 +100,29 @@ func seedShop(_ app: TestApp) async throws -> String {
             let key = try await seedShop(app)
             try await app.request(
                 .put, "/api/v1/orders/XSS-1", key: key,
-                json: orderJSON(email: "x@example.com", firstName: "<script>alert(1)</script>", itemName: "\"><img src=x onerror=alert(2)>"))
+                json: orderJSON(
+                    email: "x@example.com", firstName: "<script>alert(1)</script>",
+                    itemName: "\"><img src=x onerror=alert(2)>"))
             let admin = try await AdminSession.login(app)
-            let contact = try #require(try await app.store.contacts(workspaceID: 1, search: "x@example.com").items.first)
+            let contact = try #require(
+                try await app.store.contacts(workspaceID: 1, search: "x@example.com").items.first)
             for path in ["/admin/contacts", "/admin/contacts/\(contact.id)", "/admin/orders/XSS-1"] {
                 let html = try await admin.get(path).text
                 #expect(!html.contains("<script>alert(1)"), "\(path)")
                 #expect(!html.contains("<img src=x"), "\(path)")
             }
-            #expect(try await admin.get("/admin/contacts/\(contact.id)").text.contains("&lt;script&gt;alert(1)&lt;/script&gt;"))
+            #expect(
+                try await admin.get("/admin/contacts/\(contact.id)").text.contains(
+                    "&lt;script&gt;alert(1)&lt;/script&gt;"))
         }
     }
 
     @Test func aSupportUserCannotManageKeysOrUsers() async throws {
         try await TestApp.run { app in
             _ = try await seedShop(app)
-            _ = try await Commands.createUser(app.runtime, workspace: "shop", email: "sam@shop.example", name: "Sam", role: .support, password: "support password 1")
+            _ = try await Commands.createUser(
+                app.runtime, workspace: "shop", email: "sam@shop.example", name: "Sam", role: .support,
+                password: "support password 1")
             let sam = try await AdminSession.login(app, email: "sam@shop.example", password: "support password 1")
             #expect(try await sam.get("/admin/api-keys").status == .forbidden)
             #expect(try await sam.post("/admin/api-keys", "name=x&scope=write").status == .forbidden)
@@ -119,12 +139,18 @@ func seedShop(_ app: TestApp) async throws -> String {
             #expect(missing.status == .notFound)
             #expect(missing.headers[HTTPField.Name("X-Frame-Options")!] == "DENY")
             #expect(missing.headers[HTTPField.Name("Content-Security-Policy")!] != nil)
-            for path in ["/admin", "/admin/api-keys", "/admin/users", "/admin/password", "/admin/orders/BG-2", "/admin/jobs"] {
+            for path in [
+                "/admin", "/admin/api-keys", "/admin/users", "/admin/password", "/admin/orders/BG-2", "/admin/jobs",
+            ] {
                 let html = try await admin.get(path).text
-                #expect(!html.contains(">nil<") && !html.contains(" nil<") && !html.contains(">nil "), "\(path) renders nil")
+                #expect(
+                    !html.contains(">nil<") && !html.contains(" nil<") && !html.contains(">nil "), "\(path) renders nil"
+                )
             }
             #expect(!(try await app.request(.get, "/admin/login").text.contains("nil")))
-            #expect(try await admin.get("/admin/api-keys").text.contains("Widerrufen: test"), "active keys offer a revoke button")
+            #expect(
+                try await admin.get("/admin/api-keys").text.contains("Widerrufen: test"),
+                "active keys offer a revoke button")
         }
     }
 
@@ -152,7 +178,8 @@ func seedShop(_ app: TestApp) async throws -> String {
             }
             let english = AdminSession(app: app, cookies: admin.cookies + "; rcp_lang=en", csrf: admin.csrf)
             try assertSnapshot(try await english.get("/admin").text, named: "admin-home.en.html")
-            try assertSnapshot(try await english.get("/admin/contacts/\(contact.id)").text, named: "admin-contact.en.html")
+            try assertSnapshot(
+                try await english.get("/admin/contacts/\(contact.id)").text, named: "admin-contact.en.html")
             try assertSnapshot(try await app.request(.get, "/admin/login").text, named: "admin-login.de.html")
         }
     }
@@ -165,7 +192,9 @@ func assertSnapshot(_ text: String, named name: String, sourceLocation: SourceLo
     let file = dir.appendingPathComponent(name)
     let record = ProcessInfo.processInfo.environment["RECORD_SNAPSHOTS"] == "1"
     if !record, let stored = try? String(contentsOf: file, encoding: .utf8) {
-        #expect(stored == text, "snapshot \(name) differs; run with RECORD_SNAPSHOTS=1 and review the diff", sourceLocation: sourceLocation)
+        #expect(
+            stored == text, "snapshot \(name) differs; run with RECORD_SNAPSHOTS=1 and review the diff",
+            sourceLocation: sourceLocation)
         return
     }
     try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)

@@ -8,8 +8,12 @@ import Web
 /// A database for building a router without one: the route table needs no queries.
 struct NoDatabase: SQLDatabase {
     var dialect: SQLDialect { .sqlite }
-    func query(_ sql: String, _ binds: [any SQLBindable]) async throws -> [SQLRow] { throw StorageError.connection("none") }
-    func execute(_ sql: String, _ binds: [any SQLBindable]) async throws -> Int { throw StorageError.connection("none") }
+    func query(_ sql: String, _ binds: [any SQLBindable]) async throws -> [SQLRow] {
+        throw StorageError.connection("none")
+    }
+    func execute(_ sql: String, _ binds: [any SQLBindable]) async throws -> Int {
+        throw StorageError.connection("none")
+    }
     func transaction<T: Sendable>(_ body: @escaping @Sendable (any SQLExecutor) async throws -> T) async throws -> T {
         throw StorageError.connection("none")
     }
@@ -24,7 +28,8 @@ struct NoDatabase: SQLDatabase {
         .apiContactObjection(id: 42), .apiTestJobs, .adminHome, .adminLogin, .adminLogout, .adminLocale,
         .adminPassword, .adminWorkspaces, .adminWorkspaceSwitch, .adminUsers, .adminAPIKeys, .adminAPIKeyRevoke(id: 7),
         .adminContacts, .adminContact(id: 9), .adminContactExport(id: 9), .adminContactErase(id: 9),
-        .adminContactObject(id: 9), .adminOrders, .adminOrder(externalID: "BG-10001"), .adminJobs, .adminJobRetry(id: 3),
+        .adminContactObject(id: 9), .adminOrders, .adminOrder(externalID: "BG-10001"), .adminJobs,
+        .adminJobRetry(id: 3),
     ]
 
     @Test func everyRouteHasAnExample() {

@@ -25,7 +25,8 @@ struct TestApp {
         _ body: @Sendable (TestApp) async throws -> Void
     ) async throws {
         try await engine.withDatabaseURL { url in
-            let dataDir = FileManager.default.temporaryDirectory.appendingPathComponent("rcp-data-\(UUID().uuidString)").path
+            let dataDir = FileManager.default.temporaryDirectory.appendingPathComponent("rcp-data-\(UUID().uuidString)")
+                .path
             defer { try? FileManager.default.removeItem(atPath: dataDir) }
             let config = try await AppConfig.load(environment: [
                 "RECIPROCITY_DATABASE_URL": url, "RECIPROCITY_DATA_DIR": dataDir, "RECIPROCITY_BCRYPT_COST": "4",
@@ -47,7 +48,8 @@ struct TestApp {
     /// A workspace and an API key for it.
     func workspaceWithKey(_ slug: String, scope: APIScope = .write) async throws -> (Workspace, String) {
         let w = try await Commands.createWorkspace(
-            runtime, slug: slug, name: "Shop \(slug)", senderEmail: "\(slug)@shop.example", senderName: nil, locale: "de",
+            runtime, slug: slug, name: "Shop \(slug)", senderEmail: "\(slug)@shop.example", senderName: nil,
+            locale: "de",
             timeZone: "Europe/Berlin", imprintURL: "", privacyURL: "")
         let key = try await Commands.createAPIKey(runtime, workspace: slug, name: "test", scope: scope)
         return (w, key.plaintext)

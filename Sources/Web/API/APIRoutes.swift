@@ -12,7 +12,8 @@ struct APIRoutes {
         router.put(SiteURL.Route.apiOrder.routerPath) { request, context in try await putOrder(request, context) }
         router.get(SiteURL.Route.apiOrder.routerPath) { _, context in try await getOrder(context) }
         router.get(SiteURL.Route.apiOrders.routerPath) { request, context in try await listOrders(request, context) }
-        router.get(SiteURL.Route.apiContacts.routerPath) { request, context in try await listContacts(request, context) }
+        router.get(SiteURL.Route.apiContacts.routerPath) { request, context in try await listContacts(request, context)
+        }
         router.get(SiteURL.Route.apiContact.routerPath) { _, context in try await getContact(context) }
         router.get(SiteURL.Route.apiContactExport.routerPath) { _, context in try await exportContact(context) }
         router.post(SiteURL.Route.apiContactErase.routerPath) { _, context in try await eraseContact(context) }
@@ -23,7 +24,8 @@ struct APIRoutes {
         let principal = try context.principal()
         let externalID = context.parameters.get("external_id") ?? ""
         let (payload, body) = try await Bodies.jsonWithBytes(OrderPayload.self, from: request, limit: env.maxBodyBytes)
-        let submission = try OrderSubmission.validate(externalID: externalID, payload: payload, receivedAt: env.clock.now())
+        let submission = try OrderSubmission.validate(
+            externalID: externalID, payload: payload, receivedAt: env.clock.now())
         let result = try await store.upsertOrder(
             workspaceID: principal.workspaceID, submission: submission, fingerprint: Store.fingerprint(body: body))
         if !result.events.isEmpty { env.wakeWorkers() }
@@ -42,8 +44,9 @@ struct APIRoutes {
 
     func getOrder(_ context: AppContext) async throws -> Response {
         let principal = try context.principal()
-        guard let order = try await store.order(
-            workspaceID: principal.workspaceID, externalID: context.parameters.get("external_id") ?? "")
+        guard
+            let order = try await store.order(
+                workspaceID: principal.workspaceID, externalID: context.parameters.get("external_id") ?? "")
         else { throw DomainError.notFound("Order") }
         return try Bodies.jsonResponse(OrderDTO(order))
     }
@@ -59,7 +62,8 @@ struct APIRoutes {
             status = parsed
         }
         let (limit, offset) = try paging(q)
-        let page = try await store.orders(workspaceID: principal.workspaceID, status: status, limit: limit, offset: offset)
+        let page = try await store.orders(
+            workspaceID: principal.workspaceID, status: status, limit: limit, offset: offset)
         return try Bodies.jsonResponse(
             PageDTO(items: page.items.map(OrderDTO.init), total: page.total, limit: page.limit, offset: page.offset))
     }
@@ -71,7 +75,8 @@ struct APIRoutes {
         let page = try await store.contacts(
             workspaceID: principal.workspaceID, search: q.get("q"), limit: limit, offset: offset)
         return try Bodies.jsonResponse(
-            PageDTO(items: page.items.map { ContactDTO($0) }, total: page.total, limit: page.limit, offset: page.offset))
+            PageDTO(items: page.items.map { ContactDTO($0) }, total: page.total, limit: page.limit, offset: page.offset)
+        )
     }
 
     func getContact(_ context: AppContext) async throws -> Response {
@@ -112,7 +117,8 @@ struct APIRoutes {
             guard let raw = q.get(name) else { return value }
             guard let n = Int(raw), range.contains(n) else {
                 throw DomainError.invalid(
-                    "parameter_invalid", "'\(name)' must be a whole number from \(range.lowerBound) to \(range.upperBound).",
+                    "parameter_invalid",
+                    "'\(name)' must be a whole number from \(range.lowerBound) to \(range.upperBound).",
                     field: name)
             }
             return n

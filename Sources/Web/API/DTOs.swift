@@ -39,7 +39,8 @@ struct OrderDTO: Encodable {
         statusTimes = Dictionary(uniqueKeysWithValues: o.statusTimes.map { ($0.key.rawValue, $0.value) })
         currency = o.totals.total.currency.code
         items = o.items.map {
-            Item(sku: $0.sku, name: $0.name, quantity: $0.quantity, unitPrice: $0.unitPrice.decimalString,
+            Item(
+                sku: $0.sku, name: $0.name, quantity: $0.quantity, unitPrice: $0.unitPrice.decimalString,
                 category: $0.category)
         }
         totals = Totals(
@@ -109,4 +110,3 @@ struct PageDTO<T: Encodable>: Encodable {
     var limit: Int
     var offset: Int
 }
-

@@ -17,7 +17,8 @@ struct SystemRoutes {
 
     func register(on router: Router<AppContext>) {
         router.get(SiteURL.Route.healthz.routerPath) { _, _ in
-            Response(status: .ok, headers: [.contentType: "text/plain"], body: .init(byteBuffer: ByteBuffer(string: "ok\n")))
+            Response(
+                status: .ok, headers: [.contentType: "text/plain"], body: .init(byteBuffer: ByteBuffer(string: "ok\n")))
         }
         router.get(SiteURL.Route.readyz.routerPath) { _, _ in try await readiness() }
         router.get(SiteURL.Route.metrics.routerPath) { _, _ in

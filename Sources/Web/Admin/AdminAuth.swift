@@ -42,10 +42,12 @@ struct AdminSessionMiddleware: RouterMiddleware {
             return try await next(request, context)
         }
         let loginRedirect = Redirect(
-            to: SiteURL.adminLogin.path + "?next=" + (path.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""))
+            to: SiteURL.adminLogin.path + "?next="
+                + (path.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""))
         guard let token = request.cookies[AdminCookies.session]?.value else { throw loginRedirect }
         let hash = Hex.sha256(token)
-        guard let session = try await store.session(tokenHash: hash), let user = try await store.user(id: session.userID)
+        guard let session = try await store.session(tokenHash: hash),
+            let user = try await store.user(id: session.userID)
         else { throw loginRedirect }
         let memberships = try await store.memberships(userID: user.id)
         guard let membership = memberships.first(where: { $0.workspace.id == session.workspaceID }) ?? memberships.first

@@ -16,19 +16,31 @@ struct AdminRoutes {
         router.post(SiteURL.Route.adminLogout.routerPath) { request, context in try await logout(request, context) }
         router.get(SiteURL.Route.adminHome.routerPath) { _, context in try await home(context) }
         router.get(SiteURL.Route.adminPassword.routerPath) { _, context in try passwordPage(context, message: nil) }
-        router.post(SiteURL.Route.adminPassword.routerPath) { request, context in try await changePassword(request, context) }
+        router.post(SiteURL.Route.adminPassword.routerPath) { request, context in
+            try await changePassword(request, context)
+        }
         router.get(SiteURL.Route.adminWorkspaces.routerPath) { _, context in try workspaces(context) }
-        router.post(SiteURL.Route.adminWorkspaceSwitch.routerPath) { request, context in try await switchWorkspace(request, context) }
+        router.post(SiteURL.Route.adminWorkspaceSwitch.routerPath) { request, context in
+            try await switchWorkspace(request, context)
+        }
         router.get(SiteURL.Route.adminUsers.routerPath) { _, context in try await users(context, created: nil) }
         router.post(SiteURL.Route.adminUsers.routerPath) { request, context in try await createUser(request, context) }
         router.get(SiteURL.Route.adminAPIKeys.routerPath) { _, context in try await apiKeys(context, newKey: nil) }
-        router.post(SiteURL.Route.adminAPIKeys.routerPath) { request, context in try await createAPIKey(request, context) }
-        router.post(SiteURL.Route.adminAPIKeyRevoke.routerPath) { request, context in try await revokeAPIKey(request, context) }
+        router.post(SiteURL.Route.adminAPIKeys.routerPath) { request, context in
+            try await createAPIKey(request, context)
+        }
+        router.post(SiteURL.Route.adminAPIKeyRevoke.routerPath) { request, context in
+            try await revokeAPIKey(request, context)
+        }
         router.get(SiteURL.Route.adminContacts.routerPath) { request, context in try await contacts(request, context) }
         router.get(SiteURL.Route.adminContact.routerPath) { request, context in try await contact(request, context) }
         router.get(SiteURL.Route.adminContactExport.routerPath) { _, context in try await exportContact(context) }
-        router.post(SiteURL.Route.adminContactErase.routerPath) { request, context in try await eraseContact(request, context) }
-        router.post(SiteURL.Route.adminContactObject.routerPath) { request, context in try await objectContact(request, context) }
+        router.post(SiteURL.Route.adminContactErase.routerPath) { request, context in
+            try await eraseContact(request, context)
+        }
+        router.post(SiteURL.Route.adminContactObject.routerPath) { request, context in
+            try await objectContact(request, context)
+        }
         router.get(SiteURL.Route.adminOrders.routerPath) { request, context in try await orders(request, context) }
         router.get(SiteURL.Route.adminOrder.routerPath) { _, context in try await order(context) }
         router.get(SiteURL.Route.adminJobs.routerPath) { request, context in try await jobs(request, context) }
@@ -47,7 +59,8 @@ struct AdminRoutes {
         let admin = try admin(context)
         let fields = try await Bodies.form(request)
         guard constantTimeEquals(fields["_csrf"] ?? "", admin.csrfToken) else {
-            throw DomainError(.forbidden, code: "csrf_invalid", "The form expired. Please reload the page and try again.")
+            throw DomainError(
+                .forbidden, code: "csrf_invalid", "The form expired. Please reload the page and try again.")
         }
         return fields
     }
@@ -116,7 +129,8 @@ struct AdminRoutes {
         guard let cookie = request.cookies[AdminCookies.loginCSRF]?.value,
             constantTimeEquals(fields["_csrf"] ?? "", cookie)
         else {
-            throw DomainError(.forbidden, code: "csrf_invalid", "The form expired. Please reload the page and try again.")
+            throw DomainError(
+                .forbidden, code: "csrf_invalid", "The form expired. Please reload the page and try again.")
         }
         let email = (fields["email"] ?? "").trimmingCharacters(in: .whitespaces).lowercased()
         // Failed attempts are limited per client address (the TCP peer; X-Forwarded-For is not trusted) and per
@@ -142,7 +156,9 @@ struct AdminRoutes {
                 Cookie(
                     name: AdminCookies.session, value: token, maxAge: 12 * 3600, path: "/", secure: env.secureCookies,
                     httpOnly: true, sameSite: .lax),
-                Cookie(name: AdminCookies.loginCSRF, value: "", maxAge: 0, path: "/admin", secure: env.secureCookies, httpOnly: true),
+                Cookie(
+                    name: AdminCookies.loginCSRF, value: "", maxAge: 0, path: "/admin", secure: env.secureCookies,
+                    httpOnly: true),
             ])
     }
 
@@ -151,17 +167,23 @@ struct AdminRoutes {
         try await store.deleteSession(tokenHash: try admin(context).sessionHash)
         throw Redirect(
             to: SiteURL.adminLogin.path,
-            cookies: [Cookie(name: AdminCookies.session, value: "", maxAge: 0, path: "/", secure: env.secureCookies, httpOnly: true)])
+            cookies: [
+                Cookie(
+                    name: AdminCookies.session, value: "", maxAge: 0, path: "/", secure: env.secureCookies,
+                    httpOnly: true)
+            ])
     }
 
     func switchLocale(_ request: Request, _ context: AppContext) -> Response {
-        let lang = request.uri.queryParameters.get("lang").flatMap {
-            ReciprocityCore.Locale.supported.contains($0) ? $0 : nil
-        } ?? ReciprocityCore.Locale.fallback
-        let back = request.headers[.referer].flatMap { URLComponents(string: $0) }.flatMap { c -> String? in
-            guard c.path.hasPrefix("/admin"), c.path != SiteURL.adminLocale.path else { return nil }
-            return c.path + (c.percentEncodedQuery.map { "?\($0)" } ?? "")
-        } ?? SiteURL.adminHome.path
+        let lang =
+            request.uri.queryParameters.get("lang").flatMap {
+                ReciprocityCore.Locale.supported.contains($0) ? $0 : nil
+            } ?? ReciprocityCore.Locale.fallback
+        let back =
+            request.headers[.referer].flatMap { URLComponents(string: $0) }.flatMap { c -> String? in
+                guard c.path.hasPrefix("/admin"), c.path != SiteURL.adminLocale.path else { return nil }
+                return c.path + (c.percentEncodedQuery.map { "?\($0)" } ?? "")
+            } ?? SiteURL.adminHome.path
         return Redirect(
             to: back,
             cookies: [
@@ -186,15 +208,21 @@ struct AdminRoutes {
         model["contact_count"] = contactCount
         model["order_count"] = orderCounts.values.reduce(0, +)
         model["order_statuses"] = OrderStatus.allCases.map {
-            ["label": t[$0.rawValue] ?? $0.rawValue, "count": orderCounts[$0] ?? 0,
-                "url": "\(SiteURL.adminOrders.path)?status=\($0.rawValue)"] as [String: Any]
+            [
+                "label": t[$0.rawValue] ?? $0.rawValue, "count": orderCounts[$0] ?? 0,
+                "url": "\(SiteURL.adminOrders.path)?status=\($0.rawValue)",
+            ] as [String: Any]
         }
         model["consents"] = ConsentPurpose.allCases.compactMap { purpose in
-            consentCounts[purpose].map { ["label": t[purpose.rawValue] ?? purpose.rawValue, "count": $0] as [String: Any] }
+            consentCounts[purpose].map {
+                ["label": t[purpose.rawValue] ?? purpose.rawValue, "count": $0] as [String: Any]
+            }
         }
         model["jobs"] = JobState.allCases.map {
-            ["label": t[$0.rawValue] ?? $0.rawValue, "count": jobCounts[$0] ?? 0,
-                "url": "\(SiteURL.adminJobs.path)?state=\($0.rawValue)"] as [String: Any]
+            [
+                "label": t[$0.rawValue] ?? $0.rawValue, "count": jobCounts[$0] ?? 0,
+                "url": "\(SiteURL.adminJobs.path)?state=\($0.rawValue)",
+            ] as [String: Any]
         }
         return env.templates.page("home", model)
     }
@@ -218,9 +246,14 @@ struct AdminRoutes {
             return try passwordPage(context, message: nil, error: t["password_wrong"])
         }
         let new = fields["new"] ?? ""
-        guard new == fields["confirm"] else { return try passwordPage(context, message: nil, error: t["passwords_differ"]) }
-        do { try PasswordPolicy.validate(new) } catch { return try passwordPage(context, message: nil, error: error.message) }
-        try await store.setPassword(userID: user.id, hash: try await Passwords.hash(new, cost: env.bcryptCost), mustChange: false)
+        guard new == fields["confirm"] else {
+            return try passwordPage(context, message: nil, error: t["passwords_differ"])
+        }
+        do { try PasswordPolicy.validate(new) } catch {
+            return try passwordPage(context, message: nil, error: error.message)
+        }
+        try await store.setPassword(
+            userID: user.id, hash: try await Passwords.hash(new, cost: env.bcryptCost), mustChange: false)
         // Setting the password ended every session, this one included: log in again with the new password.
         throw Redirect(to: SiteURL.adminLogin.path + "?changed=1")
     }
@@ -232,8 +265,10 @@ struct AdminRoutes {
         let t = Strings.table(context.locale)
         var model = try base(context, title: "workspaces_title", nav: "workspaces")
         model["workspaces"] = admin.memberships.map {
-            ["id": $0.workspace.id, "name": $0.workspace.name, "slug": $0.workspace.slug,
-                "role": t[$0.role.rawValue] ?? $0.role.rawValue, "current": $0.workspace.id == admin.workspace.id]
+            [
+                "id": $0.workspace.id, "name": $0.workspace.name, "slug": $0.workspace.slug,
+                "role": t[$0.role.rawValue] ?? $0.role.rawValue, "current": $0.workspace.id == admin.workspace.id,
+            ]
                 as [String: Any]
         }
         return env.templates.page("workspaces", model)
@@ -242,7 +277,8 @@ struct AdminRoutes {
     func switchWorkspace(_ request: Request, _ context: AppContext) async throws -> Response {
         let fields = try await form(request, context)
         let admin = try admin(context)
-        guard let id = fields["workspace_id"].flatMap(Int64.init), admin.memberships.contains(where: { $0.workspace.id == id })
+        guard let id = fields["workspace_id"].flatMap(Int64.init),
+            admin.memberships.contains(where: { $0.workspace.id == id })
         else { throw DomainError.notFound("Workspace") }
         try await store.switchSession(tokenHash: admin.sessionHash, to: id)
         throw Redirect(to: SiteURL.adminHome.path)
@@ -250,16 +286,22 @@ struct AdminRoutes {
 
     // MARK: Users
 
-    func users(_ context: AppContext, created: (email: String, password: String)?, error: String? = nil) async throws -> Response {
+    func users(_ context: AppContext, created: (email: String, password: String)?, error: String? = nil) async throws
+        -> Response
+    {
         let admin = try admin(context)
         try require(admin.role.canManageUsers, context)
         let t = Strings.table(context.locale)
         var model = try base(context, title: "users_title", nav: "users")
         model["members"] = try await store.members(workspaceID: admin.workspace.id).map {
-            ["name": $0.user.name, "email": $0.user.email, "role": t[$0.role.rawValue] ?? $0.role.rawValue,
-                "created": when($0.user.createdAt, context)] as [String: Any]
+            [
+                "name": $0.user.name, "email": $0.user.email, "role": t[$0.role.rawValue] ?? $0.role.rawValue,
+                "created": when($0.user.createdAt, context),
+            ] as [String: Any]
         }
-        model["roles"] = Role.allCases.reversed().map { ["value": $0.rawValue, "label": t[$0.rawValue] ?? $0.rawValue] }
+        model["roles"] = Role.allCases.reversed().map {
+            ["value": $0.rawValue, "label": t[$0.rawValue] ?? $0.rawValue]
+        }
         if let created { model["created"] = ["email": created.email, "password": created.password] }
         model["error"] = error
         return env.templates.page("users", model, status: error == nil ? .ok : .unprocessableContent)
@@ -339,8 +381,9 @@ struct AdminRoutes {
         _ = try await form(request, context)
         let admin = try admin(context)
         try require(admin.role.canManageAPIKeys, context)
-        guard try await store.revokeAPIKey(
-            workspaceID: admin.workspace.id, id: try context.int64Parameter("id"), actor: "user:\(admin.user.id)")
+        guard
+            try await store.revokeAPIKey(
+                workspaceID: admin.workspace.id, id: try context.int64Parameter("id"), actor: "user:\(admin.user.id)")
         else { throw DomainError.notFound("API key") }
         throw Redirect(to: SiteURL.adminAPIKeys.path)
     }
@@ -352,16 +395,24 @@ struct AdminRoutes {
         let q = request.uri.queryParameters
         let search = q.get("q") ?? ""
         let page = max(1, Int(q.get("page") ?? "1") ?? 1)
-        let result = try await store.contacts(workspaceID: admin.workspace.id, search: search, limit: 50, offset: (page - 1) * 50)
+        let result = try await store.contacts(
+            workspaceID: admin.workspace.id, search: search, limit: 50, offset: (page - 1) * 50)
         var model = try base(context, title: "contacts_title", nav: "contacts")
         model["q"] = search
         model["contacts"] = result.items.map {
-            ["id": $0.id, "email": $0.email, "name": $0.displayName, "source": $0.source,
+            [
+                "id": $0.id, "email": $0.email, "name": $0.displayName, "source": $0.source,
                 "created": when($0.createdAt, context), "url": SiteURL.adminContact(id: $0.id).path,
-                "erased": $0.erasedAt != nil] as [String: Any]
+                "erased": $0.erasedAt != nil,
+            ] as [String: Any]
         }
         model["total"] = result.total
-        model.merge(pager(page: page, total: result.total, base: SiteURL.adminContacts.path, query: search.isEmpty ? "" : "q=\(search.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "")")) { $1 }
+        model.merge(
+            pager(
+                page: page, total: result.total, base: SiteURL.adminContacts.path,
+                query: search.isEmpty
+                    ? "" : "q=\(search.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "")")
+        ) { $1 }
         return env.templates.page("contacts", model)
     }
 
@@ -377,18 +428,24 @@ struct AdminRoutes {
     func contact(_ request: Request, _ context: AppContext) async throws -> Response {
         let admin = try admin(context)
         let id = try context.int64Parameter("id")
-        guard let c = try await store.contact(workspaceID: admin.workspace.id, id: id) else { throw DomainError.notFound("Contact") }
+        guard let c = try await store.contact(workspaceID: admin.workspace.id, id: id) else {
+            throw DomainError.notFound("Contact")
+        }
         let t = Strings.table(context.locale)
         var model = try base(context, title: "contact_title", nav: "contacts")
-        model["contact"] = [
-            "id": c.id, "email": c.email, "name": c.displayName, "locale": c.locale, "source": c.source,
-            "source_ref": c.sourceRef ?? "", "created": when(c.createdAt, context), "erased": c.erasedAt != nil,
-        ] as [String: Any]
+        model["contact"] =
+            [
+                "id": c.id, "email": c.email, "name": c.displayName, "locale": c.locale, "source": c.source,
+                "source_ref": c.sourceRef ?? "", "created": when(c.createdAt, context), "erased": c.erasedAt != nil,
+            ] as [String: Any]
         model["suppressed"] = try await store.isSuppressed(c)
         model["consents"] = try await store.consents(workspaceID: admin.workspace.id, contactID: id).map {
-            ["purpose": t[$0.purpose.rawValue] ?? $0.purpose.rawValue, "state": t[$0.state.rawValue] ?? $0.state.rawValue,
+            [
+                "purpose": t[$0.purpose.rawValue] ?? $0.purpose.rawValue,
+                "state": t[$0.state.rawValue] ?? $0.state.rawValue,
                 "basis": t[$0.legalBasis.rawValue] ?? $0.legalBasis.rawValue, "source": $0.source,
-                "granted": when($0.granted?.at, context), "withdrawn": when($0.withdrawnAt, context)] as [String: Any]
+                "granted": when($0.granted?.at, context), "withdrawn": when($0.withdrawnAt, context),
+            ] as [String: Any]
         }
         model["orders"] = try await store.orders(workspaceID: admin.workspace.id, contactID: id, limit: 100).items.map {
             orderRow($0, context)
@@ -446,7 +503,8 @@ struct AdminRoutes {
         let q = request.uri.queryParameters
         let status = q.get("status").flatMap(OrderStatus.init(rawValue:))
         let page = max(1, Int(q.get("page") ?? "1") ?? 1)
-        let result = try await store.orders(workspaceID: admin.workspace.id, status: status, limit: 50, offset: (page - 1) * 50)
+        let result = try await store.orders(
+            workspaceID: admin.workspace.id, status: status, limit: 50, offset: (page - 1) * 50)
         let t = Strings.table(context.locale)
         var model = try base(context, title: "orders_title", nav: "orders")
         model["statuses"] = OrderStatus.allCases.map {
@@ -454,25 +512,39 @@ struct AdminRoutes {
         }
         model["orders"] = result.items.map { orderRow($0, context) }
         model["total"] = result.total
-        model.merge(pager(page: page, total: result.total, base: SiteURL.adminOrders.path, query: status.map { "status=\($0.rawValue)" } ?? "")) { $1 }
+        model.merge(
+            pager(
+                page: page, total: result.total, base: SiteURL.adminOrders.path,
+                query: status.map { "status=\($0.rawValue)" } ?? "")
+        ) { $1 }
         return env.templates.page("orders", model)
     }
 
     func order(_ context: AppContext) async throws -> Response {
         let admin = try admin(context)
-        guard let o = try await store.order(workspaceID: admin.workspace.id, externalID: context.parameters.get("external_id") ?? "")
+        guard
+            let o = try await store.order(
+                workspaceID: admin.workspace.id, externalID: context.parameters.get("external_id") ?? "")
         else { throw DomainError.notFound("Order") }
         let t = Strings.table(context.locale)
         let customer = try await store.contact(workspaceID: admin.workspace.id, id: o.contactID)
         var model = try base(context, title: "order", nav: "orders")
         model["order"] = orderRow(o, context)
-        model["customer"] = ["email": customer?.email ?? "", "name": customer?.displayName ?? "",
-            "url": SiteURL.adminContact(id: o.contactID).path]
+        model["customer"] = [
+            "email": customer?.email ?? "", "name": customer?.displayName ?? "",
+            "url": SiteURL.adminContact(id: o.contactID).path,
+        ]
         model["items"] = o.items.map {
-            ["sku": $0.sku, "name": $0.name, "quantity": $0.quantity, "unit_price": $0.unitPrice.formatted(locale: context.locale)]
+            [
+                "sku": $0.sku, "name": $0.name, "quantity": $0.quantity,
+                "unit_price": $0.unitPrice.formatted(locale: context.locale),
+            ]
         }
         model["address"] = o.shippingAddress.map {
-            ["name": $0.name ?? "", "street": $0.street, "postal_code": $0.postalCode, "city": $0.city, "country": $0.country]
+            [
+                "name": $0.name ?? "", "street": $0.street, "postal_code": $0.postalCode, "city": $0.city,
+                "country": $0.country,
+            ]
         }
         model["coupon"] = o.couponCode
         model["referral"] = o.referralCode
@@ -491,13 +563,19 @@ struct AdminRoutes {
         let counts = try await store.jobCounts(workspaceID: admin.workspace.id)
         var model = try base(context, title: "jobs_title", nav: "jobs")
         model["tabs"] = JobState.allCases.map {
-            ["label": t[$0.rawValue] ?? $0.rawValue, "count": counts[$0] ?? 0, "url": "\(SiteURL.adminJobs.path)?state=\($0.rawValue)",
-                "selected": $0 == state] as [String: Any]
+            [
+                "label": t[$0.rawValue] ?? $0.rawValue, "count": counts[$0] ?? 0,
+                "url": "\(SiteURL.adminJobs.path)?state=\($0.rawValue)",
+                "selected": $0 == state,
+            ] as [String: Any]
         }
         model["can_retry"] = admin.role.canRetryJobs && state == .dead
         model["jobs"] = try await store.jobs(workspaceID: admin.workspace.id, state: state).map {
-            ["id": $0.id, "kind": $0.kind, "attempts": "\($0.attempts)/\($0.maxAttempts)", "run_at": when($0.runAt, context),
-                "last_error": $0.lastError ?? "", "retry_url": SiteURL.adminJobRetry(id: $0.id).path] as [String: Any]
+            [
+                "id": $0.id, "kind": $0.kind, "attempts": "\($0.attempts)/\($0.maxAttempts)",
+                "run_at": when($0.runAt, context),
+                "last_error": $0.lastError ?? "", "retry_url": SiteURL.adminJobRetry(id: $0.id).path,
+            ] as [String: Any]
         }
         if request.uri.queryParameters.get("done") == "retried" { model["message"] = t["retried"] ?? "" }
         return env.templates.page("jobs", model)
@@ -507,7 +585,9 @@ struct AdminRoutes {
         _ = try await form(request, context)
         let admin = try admin(context)
         try require(admin.role.canRetryJobs, context)
-        guard try await store.retryJob(workspaceID: admin.workspace.id, id: try context.int64Parameter("id"), actor: "user:\(admin.user.id)")
+        guard
+            try await store.retryJob(
+                workspaceID: admin.workspace.id, id: try context.int64Parameter("id"), actor: "user:\(admin.user.id)")
         else { throw DomainError.notFound("Job") }
         env.wakeWorkers()
         throw Redirect(to: "\(SiteURL.adminJobs.path)?state=dead&done=retried")

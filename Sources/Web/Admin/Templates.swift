@@ -9,7 +9,8 @@ public struct Templates: Sendable {
 
     public static func load() async throws -> Templates {
         guard let dir = Bundle.module.url(forResource: "Templates", withExtension: nil) else {
-            throw DomainError(.unavailable, code: "templates_missing", "The page templates are missing from the bundle.")
+            throw DomainError(
+                .unavailable, code: "templates_missing", "The page templates are missing from the bundle.")
         }
         return Templates(library: try await MustacheLibrary(directory: dir.path))
     }
@@ -28,7 +29,8 @@ public struct Templates: Sendable {
     func errorPage(problem: Problem, requestID: String, locale: String) -> Response {
         let model: [String: Any] = [
             "t": Strings.table(locale), "lang": locale, "title": Strings.table(locale)["error_title"] ?? "",
-            "status": problem.status, "detail": Strings.table(locale)["error_\(problem.code)"] ?? problem.detail, "request_id": requestID,
+            "status": problem.status, "detail": Strings.table(locale)["error_\(problem.code)"] ?? problem.detail,
+            "request_id": requestID,
             "home": SiteURL.adminHome.path,
         ]
         return page("error", model, status: .init(code: problem.status))

@@ -14,7 +14,8 @@ struct RequestIDMiddleware: RouterMiddleware {
         var context = context
         let given = request.headers[HTTPField.Name("X-Request-Id")!]
         let id =
-            if let given, (8...64).contains(given.count), given.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" }) {
+            if let given, (8...64).contains(given.count), given.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" })
+            {
                 given
             } else {
                 random.token(bytes: 10)
@@ -44,8 +45,10 @@ struct ErrorMiddleware: RouterMiddleware {
             if !known {
                 context.logger.error(
                     "unhandled error",
-                    metadata: ["error": "\(String(reflecting: error))", "path": "\(request.uri.path)",
-                        "method": "\(request.method)"])
+                    metadata: [
+                        "error": "\(String(reflecting: error))", "path": "\(request.uri.path)",
+                        "method": "\(request.method)",
+                    ])
             }
             if request.uri.path.hasPrefix("/api/") {
                 return problem.response(requestID: context.requestID, path: request.uri.path)

@@ -83,18 +83,21 @@ public struct Problem: Codable, Sendable, Equatable {
         switch error {
         case .keyNotFound(let key, let ctx):
             let field = path(ctx.codingPath + [key])
-            return Problem(status: .unprocessableContent, code: "field_missing", detail: "'\(field)' is required.", field: field)
+            return Problem(
+                status: .unprocessableContent, code: "field_missing", detail: "'\(field)' is required.", field: field)
         case .typeMismatch(let type, let ctx), .valueNotFound(let type, let ctx):
             let field = path(ctx.codingPath)
             return Problem(
                 status: .unprocessableContent, code: "type_mismatch",
-                detail: "'\(field.isEmpty ? "body" : field)' must be \(describe(type)).", field: field.isEmpty ? nil : field)
+                detail: "'\(field.isEmpty ? "body" : field)' must be \(describe(type)).",
+                field: field.isEmpty ? nil : field)
         case .dataCorrupted(let ctx):
             if ctx.codingPath.isEmpty {
                 return Problem(status: .badRequest, code: "malformed_json", detail: "The body is not valid JSON.")
             }
             let field = path(ctx.codingPath)
-            return Problem(status: .unprocessableContent, code: "value_invalid", detail: ctx.debugDescription, field: field)
+            return Problem(
+                status: .unprocessableContent, code: "value_invalid", detail: ctx.debugDescription, field: field)
         @unknown default:
             return Problem(status: .badRequest, code: "malformed_json", detail: "The body could not be read.")
         }

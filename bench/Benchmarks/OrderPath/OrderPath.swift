@@ -27,7 +27,8 @@ func freshStore() async throws -> (Store, WorkspaceID) {
 }
 
 let benchmarks: @Sendable () -> Void = {
-    Benchmark.defaultConfiguration = .init(metrics: [.wallClock, .throughput, .mallocCountTotal], maxDuration: .seconds(3))
+    Benchmark.defaultConfiguration = .init(
+        metrics: [.wallClock, .throughput, .mallocCountTotal], maxDuration: .seconds(3))
 
     Benchmark("reference: JSONSerialization of the body") { benchmark in
         for _ in benchmark.scaledIterations {
@@ -46,7 +47,8 @@ let benchmarks: @Sendable () -> Void = {
         let (store, _) = try await freshStore()
         benchmark.startMeasurement()
         for i in benchmark.scaledIterations {
-            _ = try await store.db.transaction { tx in try await tx.execute("INSERT INTO bare (v) VALUES (?)", "v\(i)") }
+            _ = try await store.db.transaction { tx in try await tx.execute("INSERT INTO bare (v) VALUES (?)", "v\(i)")
+            }
         }
     }
 
