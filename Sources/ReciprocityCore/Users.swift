@@ -75,6 +75,14 @@ public struct APIKey: Sendable, Equatable {
     public var lastUsedAt: Date?
     public var revokedAt: Date?
 
+    /// Last use is recorded at most this often, so busy integrations do not turn every read into a write.
+    public static let lastUseResolution: TimeInterval = 60
+
+    /// Whether a use at `now` should be recorded.
+    public func lastUseIsDue(at now: Date) -> Bool {
+        lastUsedAt.map { now.timeIntervalSince($0) >= Self.lastUseResolution } ?? true
+    }
+
     public init(
         id: Int64, workspaceID: WorkspaceID, name: String, prefix: String, scope: APIScope, createdAt: Date,
         lastUsedAt: Date?, revokedAt: Date?

@@ -8,12 +8,15 @@ public enum APIKeys {
     ) async throws -> (key: APIKey, plaintext: String) {
         let prefix = String(random.token(bytes: 5).prefix(8))
         let secret = random.token(bytes: 24)
-        let key = try await store.createAPIKey(
-            workspaceID: workspaceID, name: name, prefix: prefix, secretHash: Hex.sha256(secret), scope: scope)
-        try await store.db.transaction { tx in
+        // The key and its audit entry exist together or not at all.
+        let key = try await store.db.transaction { tx in
+            let key = try await store.createAPIKey(
+                workspaceID: workspaceID, name: name, prefix: prefix, secretHash: Hex.sha256(secret), scope: scope,
+                in: tx)
             try await store.audit(
                 tx, workspaceID: workspaceID, actor: actor, action: "apikey.create", subject: "apikey:\(key.id)",
                 detail: scope.rawValue)
+            return key
         }
         return (key, APIKeyFormat.compose(prefix: prefix, secret: secret))
     }

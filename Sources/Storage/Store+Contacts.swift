@@ -301,18 +301,20 @@ extension Store {
 
     /// Whether marketing to this address is barred. Checked by every marketing send.
     public func isSuppressed(workspaceID: WorkspaceID, email: EmailAddress) async throws -> Bool {
+        try await isSuppressed(workspaceID: workspaceID, normalizedEmail: email.normalized)
+    }
+
+    private func isSuppressed(workspaceID: WorkspaceID, normalizedEmail: String) async throws -> Bool {
         try await db.scalar(
             "SELECT COUNT(*) FROM suppressions WHERE workspace_id = ? AND email_hash = ?", workspaceID,
-            suppressionHash(email.normalized)) > 0
+            suppressionHash(normalizedEmail)) > 0
     }
 
     /// Whether this contact is barred from marketing. An erased contact always is: erasure suppresses the original
     /// address, which is no longer known.
     public func isSuppressed(_ contact: Contact) async throws -> Bool {
         if contact.erasedAt != nil { return true }
-        return try await db.scalar(
-            "SELECT COUNT(*) FROM suppressions WHERE workspace_id = ? AND email_hash = ?", contact.workspaceID,
-            suppressionHash(contact.emailNormalized)) > 0
+        return try await isSuppressed(workspaceID: contact.workspaceID, normalizedEmail: contact.emailNormalized)
     }
 
     // MARK: Art. 17 erasure

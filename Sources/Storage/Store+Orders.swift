@@ -213,12 +213,18 @@ extension Store {
             order: Self.order(orderRow, items: s.items), outcome: existing == nil ? .created : .updated, events: events)
     }
 
-    func loadOrder(_ tx: any SQLExecutor, workspaceID: WorkspaceID, id: OrderID) async throws -> Order? {
+    /// One order with its items, by id or by the shop's external id.
+    func loadOrder(_ tx: any SQLExecutor, workspaceID: WorkspaceID, id: OrderID? = nil, externalID: String? = nil)
+        async throws -> Order?
+    {
+        let (column, value): (String, any SQLBindable) =
+            if let id { ("id", id) } else { ("external_id", externalID ?? "") }
         guard
             let row = try await tx.first(
-                "SELECT \(Self.orderColumns) FROM orders WHERE workspace_id = ? AND id = ?", workspaceID, id)
+                "SELECT \(Self.orderColumns) FROM orders WHERE workspace_id = ? AND \(column) = ?", workspaceID, value)
         else { return nil }
-        let items = try await itemsByOrder(tx, workspaceID: workspaceID, orderIDs: [id])[id] ?? []
+        let orderID = row.int("id")
+        let items = try await itemsByOrder(tx, workspaceID: workspaceID, orderIDs: [orderID])[orderID] ?? []
         return Self.order(row, items: items)
     }
 
@@ -246,13 +252,7 @@ extension Store {
     }
 
     public func order(workspaceID: WorkspaceID, externalID: String) async throws -> Order? {
-        guard
-            let row = try await db.first(
-                "SELECT \(Self.orderColumns) FROM orders WHERE workspace_id = ? AND external_id = ?", workspaceID,
-                externalID)
-        else { return nil }
-        let id = row.int("id")
-        return Self.order(row, items: try await itemsByOrder(db, workspaceID: workspaceID, orderIDs: [id])[id] ?? [])
+        try await loadOrder(db, workspaceID: workspaceID, externalID: externalID)
     }
 
     public func orders(

@@ -139,9 +139,10 @@ extension Store {
     }
 
     public func createAPIKey(
-        workspaceID: WorkspaceID, name: String, prefix: String, secretHash: String, scope: APIScope
+        workspaceID: WorkspaceID, name: String, prefix: String, secretHash: String, scope: APIScope,
+        in tx: (any SQLExecutor)? = nil
     ) async throws -> APIKey {
-        let rows = try await db.query(
+        let rows = try await (tx ?? db).query(
             """
             INSERT INTO api_keys (workspace_id, name, prefix, secret_hash, scope, created_at)
             VALUES (?, ?, ?, ?, ?, ?) RETURNING \(Self.apiKeyColumns)
@@ -161,12 +162,14 @@ extension Store {
         ).map(Self.apiKey)
     }
 
-    /// Records use at most once a minute per key, so busy integrations do not turn every read into a write.
-    public func touchAPIKey(id: Int64) async throws {
+    /// Records that `key` was used, when due (`APIKey.lastUseIsDue`). The condition is repeated in SQL so that
+    /// several nodes racing on one key still write once per period.
+    public func recordUse(of key: APIKey) async throws {
         let current = now
+        guard key.lastUseIsDue(at: current) else { return }
         try await db.execute(
-            "UPDATE api_keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
-            current, id, current.addingTimeInterval(-60))
+            "UPDATE api_keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at <= ?)",
+            current, key.id, current.addingTimeInterval(-APIKey.lastUseResolution))
     }
 
     /// Revokes a key of this workspace. Returns false if there is no such key here (another workspace's is unknown).

@@ -100,26 +100,11 @@ public final class SQLiteDatabase: SQLDatabase {
     }
 
     public func ping() async throws {
-        _ = try await onReader { db in try SQLiteRunner.query(db, "SELECT 1", []) }
+        _ = try await query("SELECT 1", [])
     }
 
     public func close() async {
         try? pool.close()
-    }
-
-    // MARK: Hops onto GRDB's queues, immune to task cancellation so a transaction is never left half-done.
-
-    func onWriter<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
-        try await writer.onWriter(body)
-    }
-
-    func onReader<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            pool.asyncRead { result in
-                continuation.resume(
-                    with: Result { try body(try result.get()) }.mapError(SQLiteRunner.translate))
-            }
-        }
     }
 
     /// A synchronous context, so that overload resolution picks GRDB's blocking access. `unsafeRead` skips the

@@ -47,7 +47,6 @@ public struct WebEnvironment: Sendable {
     /// Cookies get `Secure` when the public URL is https.
     public var secureCookies: Bool { baseURL.hasPrefix("https://") }
 
-    public func url(_ site: SiteURL) -> String { baseURL + site.path }
 }
 
 /// A token bucket per key (IP, account). In memory, per node: it slows guessing, the bcrypt cost does the rest.
@@ -67,10 +66,7 @@ public final class RateLimiter: @unchecked Sendable {
     /// Whether `allow` would succeed now, without taking a token.
     public func wouldAllow(_ key: String) -> Bool {
         let now = clock.now()
-        return lock.withLock {
-            guard let b = buckets[key] else { return true }
-            return min(capacity, b.tokens + now.timeIntervalSince(b.at) * refillPerSecond) >= 1
-        }
+        return lock.withLock { tokens(key, at: now) >= 1 }
     }
 
     /// Takes a token for `key`; false when the bucket is empty.
@@ -78,16 +74,17 @@ public final class RateLimiter: @unchecked Sendable {
         let now = clock.now()
         return lock.withLock {
             if buckets.count > 100_000 { buckets.removeAll(keepingCapacity: true) }
-            var b = buckets[key] ?? (capacity, now)
-            b.tokens = min(capacity, b.tokens + now.timeIntervalSince(b.at) * refillPerSecond)
-            b.at = now
-            guard b.tokens >= 1 else {
-                buckets[key] = b
-                return false
-            }
-            b.tokens -= 1
-            buckets[key] = b
-            return true
+            var available = tokens(key, at: now)
+            let allowed = available >= 1
+            if allowed { available -= 1 }
+            buckets[key] = (available, now)
+            return allowed
         }
+    }
+
+    /// The bucket's tokens at `now`, refilled since it was last touched. Call with the lock held.
+    private func tokens(_ key: String, at now: Date) -> Double {
+        guard let b = buckets[key] else { return capacity }
+        return min(capacity, b.tokens + now.timeIntervalSince(b.at) * refillPerSecond)
     }
 }

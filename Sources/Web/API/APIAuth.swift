@@ -47,10 +47,7 @@ struct APIAuthMiddleware: RouterMiddleware {
         guard stored.revokedAt == nil else {
             throw DomainError(.unauthorized, code: "api_key_revoked", "This API key has been revoked.")
         }
-        // Last use is recorded at most once a minute; the row just read tells whether it is due.
-        if stored.lastUsedAt.map({ store.clock.now().timeIntervalSince($0) >= 60 }) ?? true {
-            try await store.touchAPIKey(id: stored.id)
-        }
+        try await store.recordUse(of: stored)
         return APIPrincipal(workspaceID: stored.workspaceID, keyID: stored.id, scope: stored.scope)
     }
 }
