@@ -28,6 +28,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-configuration.git", from: "1.4.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         // Pure domain: values, rules, policies. Foundation only.
@@ -56,6 +57,41 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Mail as bytes: addresses (IDNA), RFC 2047 headers, MIME, quoted-printable/base64, DKIM. No I/O.
+        .target(
+            name: "Mail",
+            dependencies: [
+                "ReciprocityCore",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Our SMTP client on SwiftNIO: STARTTLS/implicit TLS, AUTH, PIPELINING, timeouts, a connection pool.
+        .target(
+            name: "SMTP",
+            dependencies: [
+                "ReciprocityCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The mail pipeline: templates, composing, the outbox, delivery policy at send time, bounces.
+        .target(
+            name: "Messaging",
+            dependencies: [
+                "ReciprocityCore", "Storage", "Mail", "SMTP",
+                .product(name: "Mustache", package: "swift-mustache"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
+            resources: [.copy("MailTemplates")],
+            swiftSettings: swiftSettings
+        ),
         // Durable job queue and scheduler on top of the storage contract.
         .target(
             name: "Jobs",
@@ -71,7 +107,7 @@ let package = Package(
         .target(
             name: "Web",
             dependencies: [
-                "ReciprocityCore", "Storage", "Jobs",
+                "ReciprocityCore", "Storage", "Jobs", "Mail", "Messaging",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                 .product(name: "Mustache", package: "swift-mustache"),
@@ -86,7 +122,8 @@ let package = Package(
         .target(
             name: "App",
             dependencies: [
-                "ReciprocityCore", "Storage", "StorageSQLite", "StoragePostgres", "Jobs", "Web",
+                "ReciprocityCore", "Storage", "StorageSQLite", "StoragePostgres", "Jobs", "Web", "Mail", "SMTP",
+                "Messaging",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -114,6 +151,20 @@ let package = Package(
         .testTarget(
             name: "StorageTests",
             dependencies: ["ReciprocityCore", "Storage", "StorageSQLite", "StoragePostgres", "Jobs", "App", "TestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "MailTests",
+            dependencies: [
+                "ReciprocityCore", "Storage", "Mail", "SMTP", "Messaging", "TestSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            exclude: ["__Snapshots__", "Fixtures"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

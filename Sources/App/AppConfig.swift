@@ -2,6 +2,7 @@ import Configuration
 import Foundation
 import Logging
 import ReciprocityCore
+import SMTP
 
 /// Every setting, read once at start-up from `RECIPROCITY_*` environment variables and, optionally, a JSON file
 /// (`RECIPROCITY_CONFIG_FILE`; keys without the prefix, e.g. `{"database": {"url": "…"}}`). Environment wins.
@@ -18,6 +19,10 @@ public struct AppConfig: Sendable {
     public var port: Int
     public var baseURL: String
     public var smtpURL: String?
+    /// PEM file of an extra CA trusted for SMTP TLS (a private relay; tests).
+    public var smtpCAFile: String?
+    /// EHLO name: the host of the base URL unless `RECIPROCITY_SMTP_HELO` says otherwise.
+    public var smtpHelo: String
     public var secretKey: String?
     public var dataDirectory: String
     public var logLevel: Logger.Level
@@ -61,12 +66,17 @@ public struct AppConfig: Sendable {
         }
         baseURL = base.hasSuffix("/") ? String(base.dropLast()) : base
         smtpURL = c.string(forKey: "smtp.url").flatMap { $0.isEmpty ? nil : $0 }
+        smtpCAFile = c.string(forKey: "smtp.ca.file").flatMap { $0.isEmpty ? nil : $0 }
+        smtpHelo = c.string(forKey: "smtp.helo").flatMap { $0.isEmpty ? nil : $0 } ?? (url.host ?? "localhost")
         if let smtp = smtpURL {
-            guard let scheme = URL(string: smtp)?.scheme, ["smtp", "smtps"].contains(scheme) else {
-                throw ConfigError(
-                    "RECIPROCITY_SMTP_URL must start with smtp:// or smtps://, e.g. smtp://user:pass@host:587?tls=starttls."
-                )
+            do {
+                _ = try SMTPConfiguration.parse(smtp, heloName: smtpHelo, caFile: smtpCAFile)
+            } catch {
+                throw ConfigError(error.message)
             }
+        }
+        if let ca = smtpCAFile, !FileManager.default.isReadableFile(atPath: ca) {
+            throw ConfigError("RECIPROCITY_SMTP_CA_FILE: cannot read '\(ca)'.")
         }
         secretKey = c.string(forKey: "secret.key", isSecret: true).flatMap { $0.isEmpty ? nil : $0 }
         let level = c.string(forKey: "log.level", default: "info")

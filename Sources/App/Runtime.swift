@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Logging
+import Messaging
 import Metrics
 import Prometheus
 import ReciprocityCore
@@ -16,6 +17,8 @@ public struct Runtime: Sendable {
     public let store: Store
     public let clock: any WallClock
     public let random: any RandomSource
+    /// The mail engine: composer, outbox delivery over SMTP or the development outbox.
+    public let mailer: Mailer
 
     /// Opens the database, creates the data folder and secret key if needed, and migrates unless told not to.
     public static func open(
@@ -40,10 +43,20 @@ public struct Runtime: Sendable {
             try await Migrator.migrate(db, logger: logger, clock: clock)
         }
         let store = Store(db: db, clock: clock, secret: secret, subscriptions: subscriptions)
-        return Runtime(config: config, logger: logger, db: db, store: store, clock: clock, random: random)
+        let transport = try Mailer.transport(
+            smtpURL: config.smtpURL, caFile: config.smtpCAFile, heloName: config.smtpHelo, logger: logger)
+        let mailer = Mailer(
+            store: store,
+            composer: MailComposer(catalog: try MailTemplateCatalog.load(), store: store, baseURL: config.baseURL),
+            delivery: MailDelivery(store: store, transport: transport, logger: logger))
+        return Runtime(
+            config: config, logger: logger, db: db, store: store, clock: clock, random: random, mailer: mailer)
     }
 
-    public func close() async { await db.close() }
+    public func close() async {
+        await mailer.delivery.transport.shutdown()
+        await db.close()
+    }
 
     /// `RECIPROCITY_SECRET_KEY`, or a key generated on first run and kept in the data folder (mode 0600).
     static func secretKey(_ config: AppConfig, random: any RandomSource) throws -> [UInt8] {

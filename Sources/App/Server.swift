@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Jobs
 import Logging
+import Messaging
 import ReciprocityCore
 import ServiceLifecycle
 import Storage
@@ -15,7 +16,14 @@ public enum BuiltInJobs {
         var handlers = [
             JobHandler(kind: purgeSessions) { _, tx in
                 try await runtime.store.purgeExpiredSessions(in: tx)
-            }
+            },
+            // SMTP I/O must not hold a transaction: the outbox state machine keeps delivery consistent.
+            JobHandler(kind: Store.mailDeliveryJob) { job in
+                guard let data = job.payload.data(using: .utf8),
+                    let payload = try? JSONDecoder().decode(MailJobPayload.self, from: data)
+                else { throw PermanentJobError("bad mail job payload: \(job.payload)") }
+                _ = try await runtime.mailer.delivery.deliver(outboxID: payload.outboxID, random: runtime.random)
+            },
         ]
         if runtime.config.testHooks {
             handlers.append(
@@ -24,6 +32,11 @@ public enum BuiltInJobs {
                 })
         }
         return handlers
+    }
+
+    struct MailJobPayload: Decodable {
+        var outboxID: Int64
+        enum CodingKeys: String, CodingKey { case outboxID = "outbox_id" }
     }
 
     public static let periodic = [PeriodicTask(name: "purge-sessions", kind: purgeSessions, interval: 3600)]
@@ -38,7 +51,8 @@ public func buildApplication(runtime: Runtime, workers: Bool = true) async throw
         templates: try await Templates.load(),
         metricsText: { MetricsBootstrap.registry.emitToString() },
         wakeWorkers: { worker.wake() }, maxBodyBytes: runtime.config.maxBodyBytes,
-        bcryptCost: UInt8(runtime.config.bcryptCost), testHooks: runtime.config.testHooks, logger: runtime.logger)
+        bcryptCost: UInt8(runtime.config.bcryptCost), testHooks: runtime.config.testHooks, mailer: runtime.mailer,
+        logger: runtime.logger)
     _ = MetricsBootstrap.registry
     var services: [any Service] = []
     if workers {

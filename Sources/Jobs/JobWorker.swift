@@ -10,9 +10,19 @@ import Storage
 public struct JobHandler: Sendable {
     public var kind: String
     public var run: @Sendable (_ job: Job, _ tx: any SQLExecutor) async throws -> Void
+    /// For work that must not hold a transaction open (network I/O such as SMTP): runs first, outside any
+    /// transaction; the handler keeps its own effects consistent (e.g. the outbox state machine).
+    public var external: (@Sendable (_ job: Job) async throws -> Void)?
     public init(kind: String, run: @escaping @Sendable (_ job: Job, _ tx: any SQLExecutor) async throws -> Void) {
         self.kind = kind
         self.run = run
+    }
+
+    /// A handler whose work runs outside the job's transaction; only the fenced completion is transactional.
+    public init(kind: String, external: @escaping @Sendable (_ job: Job) async throws -> Void) {
+        self.kind = kind
+        self.run = { _, _ in }
+        self.external = external
     }
 }
 
@@ -134,6 +144,7 @@ public final class JobWorker: Service, @unchecked Sendable {
         }
         let started = ContinuousClock.now
         do {
+            if let external = handler.external { try await external(job) }
             let committed = try await store.db.transaction { tx in
                 try await handler.run(job, tx)
                 guard try await self.store.completeJob(tx, job) else { throw LeaseLost() }

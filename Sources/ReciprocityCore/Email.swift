@@ -39,6 +39,14 @@ public struct EmailAddress: Sendable, Hashable, Codable, CustomStringConvertible
     }
 
     public var domain: String { String(normalized.split(separator: "@").last ?? "") }
+
+    /// A syntactically valid address that can never be delivered (RFC 2606 `.invalid`), for samples.
+    public static let placeholder = EmailAddress(unchecked: "someone@example.invalid")
+
+    private init(unchecked: String) {
+        raw = unchecked
+        normalized = unchecked
+    }
     public var description: String { raw }
 
     /// The identity used for fraud matching: besides case, drops `+tag` at providers that support sub-addressing,

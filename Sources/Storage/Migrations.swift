@@ -17,7 +17,7 @@ public struct Migration: Sendable {
 
 public enum Migrator {
     /// Every migration, in order.
-    public static let all: [Migration] = [Schema.v1Foundation]
+    public static let all: [Migration] = [Schema.v1Foundation, Schema.v2Mail]
 
     /// The newest migration id, which `/readyz` compares against the database.
     public static var latest: Int { all.last?.id ?? 0 }
@@ -313,6 +313,93 @@ enum Schema {
             )
             """,
             "CREATE INDEX audit_log_workspace ON audit_log (workspace_id, at)",
+        ]
+    }
+
+    /// The mail engine: per-workspace mail settings, DKIM keys, edited templates, the outbox and mail events.
+    static let v2Mail = Migration(id: 2, name: "mail") { _ in
+        [
+            """
+            CREATE TABLE mail_settings (
+              workspace_id BIGINT PRIMARY KEY REFERENCES workspaces(id),
+              existing_customer_mode BIGINT NOT NULL DEFAULT 0,
+              cap_count BIGINT NOT NULL DEFAULT 2,
+              cap_days BIGINT NOT NULL DEFAULT 7,
+              quiet_start BIGINT NOT NULL DEFAULT 20,
+              quiet_end BIGINT NOT NULL DEFAULT 8,
+              rate_per_second BIGINT NOT NULL DEFAULT 20,
+              address_form TEXT NOT NULL DEFAULT 'sie' CHECK (address_form IN ('sie', 'du')),
+              brand_color TEXT NOT NULL DEFAULT '#2f5d50',
+              logo_url TEXT NOT NULL DEFAULT '',
+              updated_at BIGINT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE dkim_keys (
+              id {pk},
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              domain TEXT NOT NULL,
+              selector TEXT NOT NULL,
+              algorithm TEXT NOT NULL CHECK (algorithm IN ('rsa-sha256', 'ed25519-sha256')),
+              private_key TEXT NOT NULL,
+              created_at BIGINT NOT NULL,
+              UNIQUE (workspace_id, domain, selector)
+            )
+            """,
+            """
+            CREATE TABLE mail_templates (
+              id {pk},
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              kind TEXT NOT NULL,
+              variant TEXT NOT NULL,
+              subject TEXT NOT NULL,
+              text_body TEXT NOT NULL,
+              html_body TEXT NOT NULL,
+              updated_at BIGINT NOT NULL,
+              updated_by TEXT NOT NULL,
+              UNIQUE (workspace_id, kind, variant)
+            )
+            """,
+            """
+            CREATE TABLE outbox (
+              id {pk},
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              contact_id BIGINT REFERENCES contacts(id),
+              kind TEXT NOT NULL,
+              mail_class TEXT NOT NULL CHECK (mail_class IN ('transactional', 'marketing')),
+              recipient TEXT,
+              recipient_hash TEXT NOT NULL,
+              message_id TEXT NOT NULL UNIQUE,
+              subject TEXT NOT NULL,
+              message TEXT,
+              state TEXT NOT NULL CHECK (state IN ('queued', 'sending', 'sent', 'deferred', 'bounced', 'suppressed', 'failed')),
+              is_test BIGINT NOT NULL DEFAULT 0,
+              reason TEXT NOT NULL DEFAULT '',
+              legal_basis TEXT,
+              attempts BIGINT NOT NULL DEFAULT 0,
+              transport TEXT NOT NULL DEFAULT '',
+              smtp_reply TEXT NOT NULL DEFAULT '',
+              not_before BIGINT NOT NULL,
+              created_at BIGINT NOT NULL,
+              updated_at BIGINT NOT NULL,
+              sending_at BIGINT,
+              sent_at BIGINT
+            )
+            """,
+            "CREATE INDEX outbox_workspace_state ON outbox (workspace_id, state, id)",
+            "CREATE INDEX outbox_recipient ON outbox (workspace_id, recipient_hash, mail_class, sending_at)",
+            """
+            CREATE TABLE mail_events (
+              id {pk},
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              outbox_id BIGINT REFERENCES outbox(id),
+              type TEXT NOT NULL,
+              detail TEXT NOT NULL DEFAULT '',
+              source TEXT NOT NULL,
+              at BIGINT NOT NULL
+            )
+            """,
+            "CREATE INDEX mail_events_workspace ON mail_events (workspace_id, at)",
         ]
     }
 }

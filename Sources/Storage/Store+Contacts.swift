@@ -292,11 +292,27 @@ extension Store {
     public func suppress(_ tx: any SQLExecutor, workspaceID: WorkspaceID, normalizedEmail: String, reason: String)
         async throws
     {
+        try await suppress(tx, workspaceID: workspaceID, emailHash: suppressionHash(normalizedEmail), reason: reason)
+    }
+
+    /// Suppresses by the salted hash alone (an unsubscribe link carries the hash, never the address).
+    public func suppress(_ tx: any SQLExecutor, workspaceID: WorkspaceID, emailHash: String, reason: String)
+        async throws
+    {
         try await tx.execute(
             """
             INSERT INTO suppressions (workspace_id, email_hash, reason, created_at) VALUES (?, ?, ?, ?)
             ON CONFLICT (workspace_id, email_hash) DO NOTHING
-            """, workspaceID, suppressionHash(normalizedEmail), reason, now)
+            """, workspaceID, emailHash, reason, now)
+    }
+
+    /// Why an address (by its salted hash) is suppressed, or nil.
+    public func suppressionReason(_ tx: any SQLExecutor, workspaceID: WorkspaceID, emailHash: String) async throws
+        -> String?
+    {
+        try await tx.first(
+            "SELECT reason FROM suppressions WHERE workspace_id = ? AND email_hash = ?", workspaceID, emailHash
+        )?.text("reason")
     }
 
     /// Whether marketing to this address is barred. Checked by every marketing send.
@@ -351,6 +367,14 @@ extension Store {
                   shipping_city = NULL, payment_fingerprint = NULL, referred_by = NULL
                 WHERE workspace_id = ? AND contact_id = ?
                 """, workspaceID, contactID)
+            // Mail copies go too; a mail not yet sent never will be.
+            try await tx.execute(
+                """
+                UPDATE outbox SET state = CASE WHEN state IN ('queued', 'deferred') THEN 'suppressed' ELSE state END,
+                  reason = CASE WHEN state IN ('queued', 'deferred') THEN 'erased' ELSE reason END,
+                  recipient = NULL, subject = '', message = NULL, updated_at = ?
+                WHERE workspace_id = ? AND contact_id = ?
+                """, now, workspaceID, contactID)
             try await audit(
                 tx, workspaceID: workspaceID, actor: actor, action: "contact.erase", subject: "contact:\(contactID)")
         }

@@ -28,6 +28,18 @@ public enum SiteURL: Equatable, Sendable {
     case adminOrder(externalID: String)
     case adminJobs
     case adminJobRetry(id: Int64)
+    case apiMailEvents
+    case publicUnsubscribe(token: String)
+    case publicPreferences(token: String)
+    case adminOutbox
+    case adminOutboxMail(id: Int64)
+    case adminOutboxRaw(id: Int64)
+    case adminOutboxHTML(id: Int64)
+    case adminMail
+    case adminMailSettings
+    case adminMailTemplate(key: String)
+    case adminMailTemplateTest(key: String)
+    case adminMailTemplateReset(key: String)
 
     /// The route shapes, with `{name}` for a path parameter.
     public enum Route: String, CaseIterable, Sendable {
@@ -63,6 +75,18 @@ public enum SiteURL: Equatable, Sendable {
         case adminOrder = "/admin/orders/{external_id}"
         case adminJobs = "/admin/jobs"
         case adminJobRetry = "/admin/jobs/{id}/retry"
+        case apiMailEvents = "/api/v1/mail/events"
+        case publicUnsubscribe = "/u/{token}"
+        case publicPreferences = "/p/{token}"
+        case adminOutbox = "/admin/outbox"
+        case adminOutboxMail = "/admin/outbox/{id}"
+        case adminOutboxRaw = "/admin/outbox/{id}/raw"
+        case adminOutboxHTML = "/admin/outbox/{id}/html"
+        case adminMail = "/admin/mail"
+        case adminMailSettings = "/admin/mail/settings"
+        case adminMailTemplate = "/admin/mail/templates/{key}"
+        case adminMailTemplateTest = "/admin/mail/templates/{key}/test"
+        case adminMailTemplateReset = "/admin/mail/templates/{key}/reset"
 
         public var pattern: String { rawValue }
         /// Hummingbird's syntax for the same pattern.
@@ -105,15 +129,30 @@ public enum SiteURL: Equatable, Sendable {
         case .adminOrder: .adminOrder
         case .adminJobs: .adminJobs
         case .adminJobRetry: .adminJobRetry
+        case .apiMailEvents: .apiMailEvents
+        case .publicUnsubscribe: .publicUnsubscribe
+        case .publicPreferences: .publicPreferences
+        case .adminOutbox: .adminOutbox
+        case .adminOutboxMail: .adminOutboxMail
+        case .adminOutboxRaw: .adminOutboxRaw
+        case .adminOutboxHTML: .adminOutboxHTML
+        case .adminMail: .adminMail
+        case .adminMailSettings: .adminMailSettings
+        case .adminMailTemplate: .adminMailTemplate
+        case .adminMailTemplateTest: .adminMailTemplateTest
+        case .adminMailTemplateReset: .adminMailTemplateReset
         }
     }
 
     var parameter: String? {
         switch self {
-        case .apiOrder(let e), .adminOrder(let e): e
+        case .apiOrder(let e), .adminOrder(let e), .publicUnsubscribe(let e), .publicPreferences(let e),
+            .adminMailTemplate(let e), .adminMailTemplateTest(let e), .adminMailTemplateReset(let e):
+            e
         case .apiContact(let id), .apiContactExport(let id), .apiContactErase(let id), .apiContactObjection(let id),
             .adminAPIKeyRevoke(let id), .adminContact(let id), .adminContactExport(let id),
-            .adminContactErase(let id), .adminContactObject(let id), .adminJobRetry(let id):
+            .adminContactErase(let id), .adminContactObject(let id), .adminJobRetry(let id), .adminOutboxMail(let id),
+            .adminOutboxRaw(let id), .adminOutboxHTML(let id):
             String(id)
         default: nil
         }
@@ -192,6 +231,18 @@ public enum SiteURL: Equatable, Sendable {
         case .adminOrder: return value.map { .adminOrder(externalID: $0) }
         case .adminJobs: return .adminJobs
         case .adminJobRetry: return id.map { .adminJobRetry(id: $0) }
+        case .apiMailEvents: return .apiMailEvents
+        case .publicUnsubscribe: return value.map { .publicUnsubscribe(token: $0) }
+        case .publicPreferences: return value.map { .publicPreferences(token: $0) }
+        case .adminOutbox: return .adminOutbox
+        case .adminOutboxMail: return id.map { .adminOutboxMail(id: $0) }
+        case .adminOutboxRaw: return id.map { .adminOutboxRaw(id: $0) }
+        case .adminOutboxHTML: return id.map { .adminOutboxHTML(id: $0) }
+        case .adminMail: return .adminMail
+        case .adminMailSettings: return .adminMailSettings
+        case .adminMailTemplate: return value.map { .adminMailTemplate(key: $0) }
+        case .adminMailTemplateTest: return value.map { .adminMailTemplateTest(key: $0) }
+        case .adminMailTemplateReset: return value.map { .adminMailTemplateReset(key: $0) }
         }
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Messaging
 import ReciprocityCore
 import Storage
 
@@ -22,14 +23,17 @@ public struct WebEnvironment: Sendable {
     public var loginLimiter: RateLimiter
     /// Test-only routes (crash tests): never on in production.
     public var testHooks: Bool
+    /// The mail engine (outbox, templates, test sends). Nil only in routing-only tests.
+    public var mailer: Mailer?
     public var logger: Logger
 
     public init(
         store: Store, clock: any WallClock, random: any RandomSource, baseURL: String, templates: Templates,
         metricsText: @escaping @Sendable () async -> String, wakeWorkers: @escaping @Sendable () -> Void = {},
         maxBodyBytes: Int = 1_048_576, bcryptCost: UInt8 = 12, loginLimiter: RateLimiter? = nil,
-        testHooks: Bool = false, logger: Logger
+        testHooks: Bool = false, mailer: Mailer? = nil, logger: Logger
     ) {
+        self.mailer = mailer
         self.store = store
         self.clock = clock
         self.random = random

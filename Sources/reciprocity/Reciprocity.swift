@@ -15,7 +15,7 @@ struct Reciprocity: AsyncParsableCommand {
             """,
         subcommands: [
             Serve.self, Worker.self, Migrate.self, WorkspaceCommand.self, UserCommand.self, APIKeyCommand.self,
-            ContactCommand.self, DemoCommand.self,
+            ContactCommand.self, DKIMCommand.self, MailCommand.self, BouncesCommand.self, DemoCommand.self,
         ])
 }
 
@@ -235,6 +235,84 @@ struct DemoCommand: AsyncParsableCommand {
             if let lines = try await Commands.firstRun(rt) { lines.forEach(say) }
             let s = try await Demo.seed(rt, slug: slug, customers: customers)
             say("Demo workspace \(s.workspace.slug): \(s.customers) customers, \(s.orders) orders.")
+        }
+    }
+}
+
+struct DKIMCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dkim", abstract: "DKIM signing keys.", subcommands: [Generate.self])
+
+    struct Generate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create a signing key for a workspace (the newest signs) and print its DNS TXT record.")
+        @Option(help: "Workspace slug (default: the only one, or 'shop').") var workspace = "shop"
+        @Option(help: "The signing domain (d=), normally the sender's domain.") var domain: String
+        @Option(help: "The selector (s=), e.g. s2026.") var selector: String
+        @Option(help: "rsa-sha256 (2048 bits) or ed25519-sha256.") var algorithm = "rsa-sha256"
+        func run() async throws {
+            try await runCommand { rt in
+                say(
+                    try await Commands.generateDKIM(
+                        rt, workspace: workspace, domain: domain, selector: selector, algorithm: algorithm))
+            }
+        }
+    }
+}
+
+struct MailCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mail", abstract: "Send test mails and measure the mail engine.",
+        subcommands: [SendTest.self, Bench.self])
+
+    struct SendTest: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "send-test",
+            abstract: "Send one mail of a kind with sample values, through the outbox and RECIPROCITY_SMTP_URL.")
+        @Option(help: "Workspace slug.") var workspace = "shop"
+        @Option(help: "doi_confirmation, gift_delivery, review_request, review_reminder or thank_you.") var kind: String
+        @Option(help: "Recipient address.") var to: String
+        @Option(help: "de or en.") var locale = "de"
+        @Option(help: "Recipient name, e.g. \"Jürgen Müller\".") var name: String?
+        func run() async throws {
+            try await runCommand { rt in
+                say(
+                    try await Commands.sendTestMail(
+                        rt, workspace: workspace, kind: kind, to: to, locale: locale, name: name))
+            }
+        }
+    }
+
+    struct Bench: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Render, DKIM-sign and send N mails to an SMTP sink; prints one JSON line.")
+        @Option(help: "Workspace slug (needs a DKIM key).") var workspace = "shop"
+        @Option(help: "SMTP URL of the sink, e.g. smtp://127.0.0.1:2525?tls=none.") var smtpUrl: String
+        @Option(help: "Recipient address.") var to = "sink@example.test"
+        @Option(help: "Number of mails.") var count = 10_000
+        @Option(help: "Concurrent SMTP sessions.") var concurrency = 8
+        @Option(help: "Approximate mail size in bytes.") var size = 6_000
+        func run() async throws {
+            try await runCommand { rt in
+                say(
+                    try await Commands.benchMail(
+                        rt, workspace: workspace, smtpURL: smtpUrl, to: to, count: max(1, count),
+                        concurrency: max(1, concurrency), size: size))
+            }
+        }
+    }
+}
+
+struct BouncesCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bounces", abstract: "Bounces, complaints and mailto unsubscribes.", subcommands: [Import.self])
+
+    struct Import: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Read DSNs (RFC 3464), complaint reports and unsubscribe mails from a Maildir's new/ folder.")
+        @Option(help: "Path of the Maildir (the folder with new/, cur/, tmp/).") var maildir: String
+        func run() async throws {
+            try await runCommand { rt in say(try await Commands.importBounces(rt, maildir: maildir)) }
         }
     }
 }

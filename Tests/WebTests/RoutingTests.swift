@@ -2,24 +2,9 @@ import Foundation
 import Logging
 import ReciprocityCore
 import Storage
+import TestSupport
 import Testing
 import Web
-
-/// A database for building a router without one: the route table needs no queries.
-struct NoDatabase: SQLDatabase {
-    var dialect: SQLDialect { .sqlite }
-    func query(_ sql: String, _ binds: [any SQLBindable]) async throws -> [SQLRow] {
-        throw StorageError.connection("none")
-    }
-    func execute(_ sql: String, _ binds: [any SQLBindable]) async throws -> Int {
-        throw StorageError.connection("none")
-    }
-    func transaction<T: Sendable>(_ body: @escaping @Sendable (any SQLExecutor) async throws -> T) async throws -> T {
-        throw StorageError.connection("none")
-    }
-    func ping() async throws {}
-    func close() async {}
-}
 
 @Suite struct TypedRoutes {
     static let examples: [SiteURL] = [
@@ -29,7 +14,10 @@ struct NoDatabase: SQLDatabase {
         .adminPassword, .adminWorkspaces, .adminWorkspaceSwitch, .adminUsers, .adminAPIKeys, .adminAPIKeyRevoke(id: 7),
         .adminContacts, .adminContact(id: 9), .adminContactExport(id: 9), .adminContactErase(id: 9),
         .adminContactObject(id: 9), .adminOrders, .adminOrder(externalID: "BG-10001"), .adminJobs,
-        .adminJobRetry(id: 3),
+        .adminJobRetry(id: 3), .apiMailEvents, .publicUnsubscribe(token: "MXwy.abc_-"),
+        .publicPreferences(token: "MXwy.abc_-"), .adminOutbox, .adminOutboxMail(id: 5), .adminOutboxRaw(id: 5),
+        .adminOutboxHTML(id: 5), .adminMail, .adminMailSettings, .adminMailTemplate(key: "review_request.de-du"),
+        .adminMailTemplateTest(key: "thank_you.en"), .adminMailTemplateReset(key: "doi_confirmation.de"),
     ]
 
     @Test func everyRouteHasAnExample() {

@@ -18,6 +18,40 @@ struct APIRoutes {
         router.get(SiteURL.Route.apiContactExport.routerPath) { _, context in try await exportContact(context) }
         router.post(SiteURL.Route.apiContactErase.routerPath) { _, context in try await eraseContact(context) }
         router.post(SiteURL.Route.apiContactObjection.routerPath) { _, context in try await objectContact(context) }
+        router.post(SiteURL.Route.apiMailEvents.routerPath) { request, context in try await mailEvent(request, context)
+        }
+    }
+
+    /// The generic bounce and complaint webhook: a relay or ESP reports what happened to a mail we sent.
+    func mailEvent(_ request: Request, _ context: AppContext) async throws -> Response {
+        let principal = try context.principal()
+        struct Payload: Decodable {
+            var type: String
+            var messageID: String
+            var permanent: Bool?
+            var detail: String?
+            enum CodingKeys: String, CodingKey {
+                case type, permanent, detail
+                case messageID = "message_id"
+            }
+        }
+        let payload = try await Bodies.json(Payload.self, from: request, limit: 65_536)
+        guard ["bounce", "complaint", "delay"].contains(payload.type) else {
+            throw DomainError.invalid("mail_event_type", "type must be bounce, complaint or delay.", field: "type")
+        }
+        let id = payload.messageID.trimmingCharacters(in: CharacterSet(charactersIn: "<> "))
+        guard !id.isEmpty, id.count <= 998 else {
+            throw DomainError.invalid(
+                "message_id_invalid", "message_id is our Message-ID header value.", field: "message_id")
+        }
+        guard let mail = try await store.outboxMail(messageID: id), mail.workspaceID == principal.workspaceID else {
+            throw DomainError.notFound("Mail")
+        }
+        let permanent = payload.type == "complaint" || (payload.type == "bounce" && (payload.permanent ?? true))
+        _ = try await store.recordBounce(
+            outboxID: mail.id, type: payload.type, permanent: permanent,
+            detail: String((payload.detail ?? "").prefix(2000)), source: "webhook")
+        return Response(status: .noContent)
     }
 
     func putOrder(_ request: Request, _ context: AppContext) async throws -> Response {

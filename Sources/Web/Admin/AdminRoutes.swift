@@ -45,6 +45,7 @@ struct AdminRoutes {
         router.get(SiteURL.Route.adminOrder.routerPath) { _, context in try await order(context) }
         router.get(SiteURL.Route.adminJobs.routerPath) { request, context in try await jobs(request, context) }
         router.post(SiteURL.Route.adminJobRetry.routerPath) { request, context in try await retryJob(request, context) }
+        registerMail(on: router)
     }
 
     // MARK: Shared page model
@@ -85,7 +86,8 @@ struct AdminRoutes {
 
     static let urls: [String: String] = [
         "home": SiteURL.adminHome.path, "contacts": SiteURL.adminContacts.path, "orders": SiteURL.adminOrders.path,
-        "jobs": SiteURL.adminJobs.path, "users": SiteURL.adminUsers.path, "apikeys": SiteURL.adminAPIKeys.path,
+        "jobs": SiteURL.adminJobs.path, "outbox": SiteURL.adminOutbox.path, "mail": SiteURL.adminMail.path,
+        "users": SiteURL.adminUsers.path, "apikeys": SiteURL.adminAPIKeys.path,
         "workspaces": SiteURL.adminWorkspaces.path, "switch": SiteURL.adminWorkspaceSwitch.path,
         "password": SiteURL.adminPassword.path, "logout": SiteURL.adminLogout.path, "login": SiteURL.adminLogin.path,
     ]

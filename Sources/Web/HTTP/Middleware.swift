@@ -82,9 +82,12 @@ struct SecurityHeadersMiddleware: RouterMiddleware {
         response.headers[HTTPField.Name("X-Content-Type-Options")!] = "nosniff"
         response.headers[HTTPField.Name("Referrer-Policy")!] = "same-origin"
         if request.uri.path.hasPrefix("/admin") {
-            response.headers[HTTPField.Name("X-Frame-Options")!] = "DENY"
-            response.headers[HTTPField.Name("Content-Security-Policy")!] =
-                "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'"
+            // A route that sets its own policy (the sandboxed mail HTML, framed by the outbox page) keeps it.
+            if response.headers[.contentSecurityPolicy] == nil {
+                response.headers[HTTPField.Name("X-Frame-Options")!] = "DENY"
+                response.headers[.contentSecurityPolicy] =
+                    "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'"
+            }
             response.headers[.cacheControl] = "no-store"
         }
         return response

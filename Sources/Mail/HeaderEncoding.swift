@@ -1,0 +1,83 @@
+import Foundation
+
+/// RFC 5322 header values and RFC 2047 encoded words. Every value that leaves here is ASCII, has no bare CR or LF,
+/// and folds so that no line passes 78 characters where there is whitespace to fold at (never past 998).
+public enum HeaderEncoding {
+    /// Characters that force a display name into a quoted string (RFC 5322 `specials`).
+    private static let specials = Set("()<>[]:;@\\,.\"".unicodeScalars)
+
+    /// A display name (`phrase`): as is when it is plain ASCII, quoted when it has specials, encoded words otherwise.
+    public static func phrase(_ text: String) -> String {
+        if text.unicodeScalars.allSatisfy({ $0.isASCII && $0.value >= 0x20 && $0.value != 0x7F }) {
+            if text.unicodeScalars.contains(where: { specials.contains($0) }) {
+                return "\""
+                    + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+                    + "\""
+            }
+            return text
+        }
+        return encodedWords(text).joined(separator: " ")
+    }
+
+    /// An unstructured value such as Subject: ASCII stays readable; anything else becomes encoded words.
+    public static func unstructured(_ text: String) -> String {
+        let clean = text.replacingOccurrences(of: "\r", with: " ").replacingOccurrences(of: "\n", with: " ")
+        if clean.unicodeScalars.allSatisfy({ $0.isASCII }) && !clean.contains("=?") { return clean }
+        return encodedWords(clean).joined(separator: " ")
+    }
+
+    /// Splits text into `=?UTF-8?Q?…?=` or `=?UTF-8?B?…?=` words of at most 75 characters, never splitting a
+    /// character's UTF-8 bytes across words (RFC 2047 §5). Q is used for mostly-ASCII text, B otherwise.
+    public static func encodedWords(_ text: String) -> [String] {
+        let bytes = Array(text.utf8)
+        let nonASCII = bytes.filter { $0 >= 0x80 }.count
+        let useQ = nonASCII * 3 < bytes.count
+        let prefix = useQ ? "=?UTF-8?Q?" : "=?UTF-8?B?"
+        let budget = 75 - prefix.count - 2
+        var chunks: [[UInt8]] = []
+        var current: [UInt8] = []
+        func encodedLength(_ b: [UInt8]) -> Int { useQ ? qEncode(b).count : (b.count + 2) / 3 * 4 }
+        for ch in text {
+            let chBytes = Array(String(ch).utf8)
+            if !current.isEmpty && encodedLength(current + chBytes) > budget {
+                chunks.append(current)
+                current = []
+            }
+            current += chBytes
+        }
+        if !current.isEmpty { chunks.append(current) }
+        return chunks.map { prefix + (useQ ? qEncode($0) : Data($0).base64EncodedString()) + "?=" }
+    }
+
+    private static func qEncode(_ bytes: [UInt8]) -> String {
+        var out = ""
+        for b in bytes {
+            switch b {
+            case 0x20: out += "_"
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "!"), UInt8(ascii: "*"), UInt8(ascii: "+"),
+                UInt8(ascii: "-"), UInt8(ascii: "/"):
+                out.unicodeScalars.append(Unicode.Scalar(b))
+            default: out += String(format: "=%02X", b)
+            }
+        }
+        return out
+    }
+
+    /// `Name: value` folded at whitespace so lines stay within 78 characters where possible, joined by CRLF SP.
+    /// The result has no trailing CRLF.
+    public static func fold(name: String, value: String, limit: Int = 78) -> String {
+        var lines: [String] = []
+        var line = name + ":"
+        for token in value.split(separator: " ", omittingEmptySubsequences: true) {
+            if line.utf8.count + 1 + token.utf8.count > limit && line != name + ":" {
+                lines.append(line)
+                line = " " + token
+            } else {
+                line += " " + token
+            }
+        }
+        lines.append(line)
+        return lines.joined(separator: "\r\n")
+    }
+}

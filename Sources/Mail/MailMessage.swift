@@ -1,0 +1,303 @@
+import Crypto
+import Foundation
+import ReciprocityCore
+
+/// A file attached to a mail.
+public struct Attachment: Sendable, Equatable {
+    public var filename: String
+    public var contentType: String
+    public var data: [UInt8]
+    public init(filename: String, contentType: String, data: [UInt8]) {
+        self.filename = filename
+        self.contentType = contentType
+        self.data = data
+    }
+}
+
+/// One header field as it will be written: the name and the (already encoded, possibly folded) value.
+public struct HeaderField: Sendable, Equatable {
+    public var name: String
+    public var value: String
+    public init(_ name: String, _ value: String) {
+        self.name = name
+        self.value = value
+    }
+    /// `Name: value` folded, without the trailing CRLF.
+    public var line: String { HeaderEncoding.fold(name: name, value: value) }
+}
+
+/// A mail before rendering: who, what, and the extra headers (e.g. RFC 8058 unsubscribe) the pipeline adds.
+public struct MailMessage: Sendable, Equatable {
+    public var from: Mailbox
+    public var to: [Mailbox]
+    public var replyTo: Mailbox?
+    public var subject: String
+    public var text: String
+    public var html: String?
+    public var attachments: [Attachment]
+    /// Without angle brackets, e.g. `3f2a…@mail.example.com`. Stable across retries of the same outbox row.
+    public var messageID: String
+    public var date: Date
+    /// Further headers, values already ASCII (e.g. `List-Unsubscribe`).
+    public var extraHeaders: [HeaderField]
+
+    public init(
+        from: Mailbox, to: [Mailbox], replyTo: Mailbox? = nil, subject: String, text: String, html: String? = nil,
+        attachments: [Attachment] = [], messageID: String, date: Date, extraHeaders: [HeaderField] = []
+    ) {
+        self.from = from
+        self.to = to
+        self.replyTo = replyTo
+        self.subject = subject
+        self.text = text
+        self.html = html
+        self.attachments = attachments
+        self.messageID = messageID
+        self.date = date
+        self.extraHeaders = extraHeaders
+    }
+
+    /// Whether the envelope needs SMTPUTF8 (a non-ASCII local part anywhere).
+    public var needsSMTPUTF8: Bool { from.needsSMTPUTF8 || to.contains(where: \.needsSMTPUTF8) }
+
+    /// Renders headers and body (RFC 5322, MIME). Deterministic: the same message renders to the same bytes,
+    /// so a resent transactional mail is byte-identical, boundaries included.
+    public func render() throws(DomainError) -> RenderedMessage {
+        for h in extraHeaders {
+            guard h.name.utf8.allSatisfy({ $0 > 32 && $0 < 127 && $0 != UInt8(ascii: ":") }),
+                h.value.unicodeScalars.allSatisfy({ $0.isASCII && !Mailbox.isControl($0) })
+            else {
+                throw .invalid("mail_header_injection", "The header \(h.name) has characters a header cannot carry.")
+            }
+        }
+        guard !to.isEmpty else { throw .invalid("mail_no_recipient", "A mail needs at least one recipient.") }
+        var headers: [HeaderField] = [
+            HeaderField("From", from.headerValue),
+            HeaderField("To", to.map(\.headerValue).joined(separator: ", ")),
+        ]
+        if let replyTo { headers.append(HeaderField("Reply-To", replyTo.headerValue)) }
+        headers += [
+            HeaderField("Subject", HeaderEncoding.unstructured(subject)),
+            HeaderField("Date", RFC5322Date.format(date)),
+            HeaderField("Message-ID", "<" + messageID + ">"),
+        ]
+        headers += extraHeaders
+        headers.append(HeaderField("MIME-Version", "1.0"))
+
+        let seed = Array(SHA256.hash(data: Array(messageID.utf8))).prefix(12).map { String(format: "%02x", $0) }
+            .joined()
+        let textPart = MIMEPart.text(text, subtype: "plain")
+        var body = textPart
+        if let html {
+            body = .multipart(
+                subtype: "alternative", boundary: "=_alt_" + seed, parts: [textPart, .text(html, subtype: "html")])
+        }
+        if !attachments.isEmpty {
+            body = .multipart(
+                subtype: "mixed", boundary: "=_mix_" + seed, parts: [body] + attachments.map(MIMEPart.attachment))
+        }
+        let (partHeaders, partBody) = body.encoded()
+        headers += partHeaders
+        return RenderedMessage(headers: headers, body: partBody)
+    }
+}
+
+/// Headers and body bytes of a rendered mail. `bytes` joins them with CRLF; DKIM signs and prepends its header.
+public struct RenderedMessage: Sendable, Equatable {
+    public var headers: [HeaderField]
+    public var body: [UInt8]
+
+    public init(headers: [HeaderField], body: [UInt8]) {
+        self.headers = headers
+        self.body = body
+    }
+
+    public var bytes: [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(body.count + headers.count * 80 + 2)
+        for h in headers {
+            out += Array(h.line.utf8)
+            out += [13, 10]
+        }
+        out += [13, 10]
+        out += body
+        return out
+    }
+}
+
+/// A MIME entity: a leaf text part, an attachment, or a multipart container.
+indirect enum MIMEPart {
+    case text(String, subtype: String)
+    case attachment(Attachment)
+    case multipart(subtype: String, boundary: String, parts: [MIMEPart])
+
+    /// The entity's own headers and its encoded body (CRLF line ends, lines ≤ 76 characters).
+    func encoded() -> ([HeaderField], [UInt8]) {
+        switch self {
+        case .text(let string, let subtype):
+            let bytes = Array(TextEncoding.normalizeLineEnds(string).utf8)
+            let encoding = TransferEncoding.choose(for: bytes)
+            return (
+                [
+                    HeaderField("Content-Type", "text/\(subtype); charset=utf-8"),
+                    HeaderField("Content-Transfer-Encoding", encoding.rawValue),
+                ], encoding.encode(bytes)
+            )
+        case .attachment(let a):
+            let name = HeaderEncoding.phrase(a.filename.replacingOccurrences(of: "\"", with: "'"))
+            let quoted = name.hasPrefix("\"") || name.hasPrefix("=?") ? name : "\"\(name)\""
+            return (
+                [
+                    HeaderField("Content-Type", "\(a.contentType); name=\(quoted)"),
+                    HeaderField("Content-Transfer-Encoding", "base64"),
+                    HeaderField("Content-Disposition", "attachment; filename=\(quoted)"),
+                ], TransferEncoding.base64.encode(a.data)
+            )
+        case .multipart(let subtype, let boundary, let parts):
+            var out: [UInt8] = Array("This is a multi-part message in MIME format.\r\n".utf8)
+            for part in parts {
+                out += Array("\r\n--\(boundary)\r\n".utf8)
+                let (h, b) = part.encoded()
+                for field in h { out += Array((field.line + "\r\n").utf8) }
+                out += [13, 10]
+                out += b
+            }
+            out += Array("\r\n--\(boundary)--\r\n".utf8)
+            return ([HeaderField("Content-Type", "multipart/\(subtype); boundary=\"\(boundary)\"")], out)
+        }
+    }
+}
+
+/// Content-Transfer-Encoding, chosen by content: quoted-printable for mostly-ASCII text (readable, small),
+/// base64 when more than a third of the bytes are not ASCII (there QP would be longer and unreadable anyway).
+public enum TransferEncoding: String, Sendable {
+    case quotedPrintable = "quoted-printable"
+    case base64
+
+    public static func choose(for bytes: [UInt8]) -> TransferEncoding {
+        guard !bytes.isEmpty else { return .quotedPrintable }
+        let high = bytes.reduce(0) { $0 + ($1 >= 0x80 || ($1 < 0x20 && $1 != 10 && $1 != 13 && $1 != 9) ? 1 : 0) }
+        return high * 3 > bytes.count ? .base64 : .quotedPrintable
+    }
+
+    public func encode(_ bytes: [UInt8]) -> [UInt8] {
+        switch self {
+        case .base64:
+            let encoded = Array(Data(bytes).base64EncodedString().utf8)
+            var out: [UInt8] = []
+            out.reserveCapacity(encoded.count + encoded.count / 76 * 2 + 2)
+            var i = 0
+            while i < encoded.count {
+                let end = min(i + 76, encoded.count)
+                out += encoded[i..<end]
+                out += [13, 10]
+                i = end
+            }
+            return out
+        case .quotedPrintable:
+            return QuotedPrintable.encode(bytes)
+        }
+    }
+}
+
+/// RFC 2045 §6.7 quoted-printable, for text with CRLF line ends: hard line breaks kept, soft breaks at 76.
+public enum QuotedPrintable {
+    private static let hex = Array("0123456789ABCDEF".utf8)
+
+    public static func encode(_ bytes: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count + bytes.count / 8)
+        var lineLength = 0
+        var i = 0
+        func emit(_ chunk: [UInt8]) {
+            if lineLength + chunk.count > 75 {
+                out += [UInt8(ascii: "="), 13, 10]
+                lineLength = 0
+            }
+            out += chunk
+            lineLength += chunk.count
+        }
+        while i < bytes.count {
+            let b = bytes[i]
+            if b == 13, i + 1 < bytes.count, bytes[i + 1] == 10 {
+                out += [13, 10]
+                lineLength = 0
+                i += 2
+                continue
+            }
+            let atLineEnd = i + 1 == bytes.count || (bytes[i + 1] == 13)
+            let literal =
+                (b >= 33 && b <= 126 && b != UInt8(ascii: "="))
+                || ((b == 32 || b == 9) && !atLineEnd)
+            // A leading dot or "From " are kept literal: SMTP dot-stuffing handles dots, and we never write mbox.
+            if literal {
+                emit([b])
+            } else {
+                emit([UInt8(ascii: "="), hex[Int(b >> 4)], hex[Int(b & 0xF)]])
+            }
+            i += 1
+        }
+        if out.count < 2 || out[out.count - 2] != 13 || out[out.count - 1] != 10 { out += [13, 10] }
+        return out
+    }
+}
+
+enum TextEncoding {
+    /// CRLF everywhere: bare LF and bare CR become CRLF.
+    static func normalizeLineEnds(_ s: String) -> String {
+        s.replacingOccurrences(of: "\r\n", with: "\n").replacingOccurrences(of: "\r", with: "\n")
+            .replacingOccurrences(of: "\n", with: "\r\n")
+    }
+}
+
+/// RFC 5322 §3.3 date-time, always in UTC ("+0000"), independent of the process locale.
+public enum RFC5322Date {
+    private static let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+    private static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+    public static func format(_ date: Date) -> String {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        let c = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second, .weekday], from: date)
+        func two(_ n: Int?) -> String { n.map { $0 < 10 ? "0\($0)" : "\($0)" } ?? "00" }
+        return "\(days[(c.weekday ?? 1) - 1]), \(c.day ?? 1) \(months[(c.month ?? 1) - 1]) \(c.year ?? 1970) "
+            + "\(two(c.hour)):\(two(c.minute)):\(two(c.second)) +0000"
+    }
+}
+
+extension QuotedPrintable {
+    /// Decodes quoted-printable text (soft breaks removed, `=XX` decoded) as UTF-8.
+    public static func decode(_ text: String) -> String {
+        var out: [UInt8] = []
+        let bytes = Array(text.utf8)
+        var i = 0
+        func hex(_ b: UInt8) -> UInt8? {
+            switch b {
+            case 48...57: b - 48
+            case 65...70: b - 55
+            case 97...102: b - 87
+            default: nil
+            }
+        }
+        while i < bytes.count {
+            if bytes[i] == UInt8(ascii: "=") {
+                if i + 2 < bytes.count, bytes[i + 1] == 13, bytes[i + 2] == 10 {
+                    i += 3
+                    continue
+                }
+                if i + 1 < bytes.count, bytes[i + 1] == 10 {
+                    i += 2
+                    continue
+                }
+                if i + 2 < bytes.count, let h = hex(bytes[i + 1]), let l = hex(bytes[i + 2]) {
+                    out.append(h << 4 | l)
+                    i += 3
+                    continue
+                }
+            }
+            out.append(bytes[i])
+            i += 1
+        }
+        return String(decoding: out, as: UTF8.self).replacingOccurrences(of: "\r\n", with: "\n")
+    }
+}

@@ -1,0 +1,218 @@
+import Foundation
+import Mail
+import Mustache
+import ReciprocityCore
+import Storage
+
+/// Who a mail is for.
+public struct MailRecipient: Sendable {
+    public var email: EmailAddress
+    public var firstName: String?
+    public var lastName: String?
+    public var locale: String
+    public var contactID: ContactID?
+
+    public init(
+        email: EmailAddress, firstName: String? = nil, lastName: String? = nil, locale: String = "de",
+        contactID: ContactID? = nil
+    ) {
+        self.email = email
+        self.firstName = firstName
+        self.lastName = lastName
+        self.locale = locale
+        self.contactID = contactID
+    }
+
+    public init(_ contact: Contact) throws {
+        self.init(
+            email: try EmailAddress(contact.email), firstName: contact.firstName, lastName: contact.lastName,
+            locale: contact.locale, contactID: contact.id)
+    }
+
+    var displayName: String? {
+        let name = [firstName, lastName].compactMap { $0 }.joined(separator: " ")
+        return name.isEmpty ? nil : name
+    }
+}
+
+/// A composed mail: the message to send and the rendered parts (for the outbox, previews and snapshots).
+public struct ComposedMail: Sendable {
+    public var message: MailMessage
+    public var rendered: RenderedMessage
+    public var subject: String
+    public var text: String
+    public var html: String
+}
+
+/// Renders a kind's template for a recipient, wraps it in the branded layout with the legally required footer,
+/// and builds the MIME message with RFC 8058 headers for marketing mail.
+public struct MailComposer: Sendable {
+    public let catalog: MailTemplateCatalog
+    public let store: Store
+    public let baseURL: String
+
+    public init(catalog: MailTemplateCatalog, store: Store, baseURL: String) {
+        self.catalog = catalog
+        self.store = store
+        self.baseURL = baseURL
+    }
+
+    /// The template in force: the workspace's edited one, else the shipped one.
+    public func template(workspaceID: WorkspaceID, kind: MessageKind, variant: String) async throws -> MailTemplate {
+        if let t = try await store.mailTemplate(workspaceID: workspaceID, kind: kind.rawValue, variant: variant) {
+            return MailTemplate(kind: kind, variant: variant, subject: t.subject, text: t.text, html: t.html)
+        }
+        return catalog.builtIn(kind, variant: variant)
+    }
+
+    public func compose(
+        workspace: Workspace, settings: MailSettings, kind: MessageKind, to recipient: MailRecipient,
+        values: [String: Any], template override: MailTemplate? = nil, date: Date, messageID: String? = nil
+    ) async throws -> ComposedMail {
+        let locale = Locale.resolve(recipient.locale)
+        let variant = MailTemplate.variant(locale: locale, addressForm: settings.addressForm)
+        let template: MailTemplate
+        if let override {
+            template = override
+        } else {
+            template = try await self.template(workspaceID: workspace.id, kind: kind, variant: variant)
+        }
+        let senderDomain = String(workspace.senderEmail.split(separator: "@").last ?? "localhost")
+        let id = messageID ?? "\(UUID().uuidString.lowercased())@\(IDNA.toASCII(senderDomain) ?? senderDomain)"
+        let emailHash = store.suppressionHash(recipient.email.normalized)
+        let unsubscribeToken = store.signToken(
+            purpose: "unsubscribe",
+            fields: [String(workspace.id), emailHash, recipient.contactID.map(String.init) ?? "", kind.rawValue])
+        let preferencesToken = store.signToken(
+            purpose: "preferences",
+            fields: [String(workspace.id), emailHash, recipient.contactID.map(String.init) ?? ""])
+        // Empty values are left out: a Mustache section over "" would still render (and show an empty link).
+        var links: [String: Any] = [
+            "unsubscribe": baseURL + "/u/" + unsubscribeToken,
+            "preferences": baseURL + "/p/" + preferencesToken,
+        ]
+        if !workspace.imprintURL.isEmpty { links["imprint"] = workspace.imprintURL }
+        if !workspace.privacyURL.isEmpty { links["privacy"] = workspace.privacyURL }
+        var model = Self.common(
+            workspace: workspace, settings: settings, recipient: recipient, variant: variant, links: links)
+        for (k, v) in values { model[k] = v }
+        let marketing = kind.mailClass == .marketing
+
+        let subject = try Self.render(template.subject, model, text: true)
+            .replacingOccurrences(of: "\n", with: " ").trimmingCharacters(in: .whitespaces)
+        let textContent = try Self.render(template.text, model, text: true)
+        let htmlContent = try Self.render(template.html, model, text: false)
+        var layoutModel = model
+        layoutModel["subject"] = subject
+        layoutModel["locale"] = locale
+        layoutModel["marketing"] = marketing
+        layoutModel["footer"] = Self.footer(variant: variant, workspace: workspace, recipient: recipient)
+        layoutModel["content"] = htmlContent
+        let html = catalog.htmlLayout.render(layoutModel)
+        layoutModel["content"] = textContent
+        let text = catalog.textLayout.render(layoutModel).replacingOccurrences(of: "\n\n\n", with: "\n\n")
+
+        var headers: [HeaderField] = []
+        if marketing {
+            // RFC 8058: an https URI (POST = one click) and a mailto. Both covered by the DKIM signature.
+            let mailto = "mailto:\(workspace.senderEmail)?subject=unsubscribe%20\(unsubscribeToken)"
+            headers.append(HeaderField("List-Unsubscribe", "<\(links["unsubscribe"]!)>, <\(mailto)>"))
+            headers.append(HeaderField("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
+        }
+        let message = MailMessage(
+            from: try Mailbox(workspace.senderEmail, displayName: workspace.senderName),
+            to: [try Mailbox(recipient.email.raw, displayName: recipient.displayName)],
+            subject: subject, text: text, html: html, messageID: id, date: date, extraHeaders: headers)
+        return ComposedMail(
+            message: message, rendered: try message.render(), subject: subject, text: text, html: html)
+    }
+
+    static func render(_ source: String, _ model: [String: Any], text: Bool) throws -> String {
+        let template = try MustacheTemplate(string: (text ? "{{% CONTENT_TYPE: TEXT}}" : "") + source)
+        return template.render(model)
+    }
+
+    static func common(
+        workspace: Workspace, settings: MailSettings, recipient: MailRecipient, variant: String,
+        links: [String: Any]
+    ) -> [String: Any] {
+        [
+            "workspace": ["name": workspace.name],
+            "contact": [
+                "first_name": recipient.firstName ?? "", "last_name": recipient.lastName ?? "",
+                "name": recipient.displayName ?? "", "email": recipient.email.raw,
+            ],
+            "salutation": salutation(variant: variant, recipient: recipient),
+            "brand": settings.logoURL.isEmpty
+                ? ["color": settings.brandColor] : ["color": settings.brandColor, "logo_url": settings.logoURL],
+            "links": links,
+        ]
+    }
+
+    /// The model a template of this kind sees, filled with samples: previews and the allowed-variable list.
+    public static func sampleModel(_ kind: MessageKind, locale: String = "de") -> [String: Any] {
+        var m = common(
+            workspace: Workspace(
+                id: 0, slug: "sample", name: "Kaffeerösterei Bohnenglück", senderName: "Bohnenglück",
+                senderEmail: "hallo@bohnenglueck.example", createdAt: Date(timeIntervalSince1970: 0)),
+            settings: {
+                var s = MailSettings()
+                s.logoURL = "https://bohnenglueck.example/logo.png"
+                return s
+            }(),
+            recipient: sampleRecipient,
+            variant: locale == "en" ? "en" : "de",
+            links: [
+                "unsubscribe": "https://shop.example/u/sample", "preferences": "https://shop.example/p/sample",
+                "imprint": "https://shop.example/impressum", "privacy": "https://shop.example/datenschutz",
+            ])
+        for (k, v) in MailSamples.model(kind, locale: locale) { m[k] = v }
+        return m
+    }
+
+    static let sampleRecipient = MailRecipient(
+        email: (try? EmailAddress("juergen.mueller@example.com")) ?? EmailAddress.placeholder, firstName: "Jürgen",
+        lastName: "Müller")
+
+    static func salutation(variant: String, recipient: MailRecipient) -> String {
+        let first = recipient.firstName ?? ""
+        let full = recipient.displayName ?? ""
+        switch variant {
+        case "en": return first.isEmpty ? "Hello," : "Hello \(first),"
+        case "de-du": return first.isEmpty ? "Hallo," : "Hallo \(first),"
+        default: return full.isEmpty ? "Guten Tag," : "Guten Tag \(full),"
+        }
+    }
+
+    static func footer(variant: String, workspace: Workspace, recipient: MailRecipient) -> [String: Any] {
+        switch variant {
+        case "en":
+            return [
+                "sender": "\(workspace.name) · This email was sent to \(recipient.email.raw).",
+                "reason": "You receive this email because you agreed to it or bought from us.",
+                "objection":
+                    "You can object to the use of your email address for advertising at any time, at no cost other than the basic transmission costs.",
+                "unsubscribe_label": "Unsubscribe", "preferences_label": "Email preferences",
+                "imprint_label": "Imprint", "privacy_label": "Privacy",
+            ]
+        case "de-du":
+            return [
+                "sender": "\(workspace.name) · Diese E-Mail ging an \(recipient.email.raw).",
+                "reason": "Du bekommst diese E-Mail, weil du zugestimmt oder bei uns gekauft hast.",
+                "objection":
+                    "Du kannst der Verwendung deiner E-Mail-Adresse für Werbung jederzeit widersprechen, ohne dass dir andere als die Übermittlungskosten nach den Basistarifen entstehen.",
+                "unsubscribe_label": "Abmelden", "preferences_label": "E-Mail-Einstellungen",
+                "imprint_label": "Impressum", "privacy_label": "Datenschutz",
+            ]
+        default:
+            return [
+                "sender": "\(workspace.name) · Diese E-Mail ging an \(recipient.email.raw).",
+                "reason": "Sie erhalten diese E-Mail, weil Sie zugestimmt oder bei uns gekauft haben.",
+                "objection":
+                    "Sie können der Verwendung Ihrer E-Mail-Adresse für Werbung jederzeit widersprechen, ohne dass Ihnen andere als die Übermittlungskosten nach den Basistarifen entstehen.",
+                "unsubscribe_label": "Abmelden", "preferences_label": "E-Mail-Einstellungen",
+                "imprint_label": "Impressum", "privacy_label": "Datenschutz",
+            ]
+        }
+    }
+}

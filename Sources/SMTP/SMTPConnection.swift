@@ -1,0 +1,535 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import NIOTLS
+
+/// One SMTP session on a NIO channel: greeting, EHLO, STARTTLS (EHLO again), AUTH, then any number of
+/// transactions, each pipelined (RSET, MAIL, RCPT…, DATA in one write) when the server offers PIPELINING.
+///
+/// Not thread-safe: one task uses a connection at a time (the pool hands it out).
+public final class SMTPConnection: @unchecked Sendable {
+    let channel: any Channel
+    let handler: SMTPClientHandler
+    let config: SMTPConfiguration
+    let logger: Logger
+    public private(set) var extensions: [String: String] = [:]
+    public private(set) var isTLS = false
+    public private(set) var messagesSent = 0
+    /// Whether a transaction ran on this session, so the next one starts with RSET.
+    private var used = false
+    private var broken = false
+
+    init(channel: any Channel, handler: SMTPClientHandler, config: SMTPConfiguration, logger: Logger) {
+        self.channel = channel
+        self.handler = handler
+        self.config = config
+        self.logger = logger
+    }
+
+    public var isUsable: Bool { !broken && channel.isActive }
+
+    /// Connects and runs the session up to "ready for MAIL": greeting, EHLO, STARTTLS and AUTH as configured.
+    public static func connect(
+        _ config: SMTPConfiguration, sslContext: NIOSSLContext?, group: any EventLoopGroup, logger: Logger
+    ) async throws -> SMTPConnection {
+        // An IP literal is not a valid SNI name; NIOSSL then checks the certificate against the peer's address.
+        let isIPLiteral = config.host.contains(":") || config.host.allSatisfy { $0.isNumber || $0 == "." }
+        let tlsHost: String? = isIPLiteral ? nil : config.host
+        let handler = SMTPClientHandler(sslContext: sslContext, serverHostname: tlsHost)
+        let implicit = config.tls == .implicit
+        let bootstrap = ClientBootstrap(group: group)
+            .connectTimeout(.init(config.timeouts.connect))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if implicit, let sslContext {
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOSSLClientHandler(context: sslContext, serverHostname: tlsHost))
+                    }
+                    try channel.pipeline.syncOperations.addHandler(handler)
+                }
+            }
+        let channel: any Channel
+        do {
+            channel = try await bootstrap.connect(host: config.host, port: config.port).get()
+        } catch {
+            throw SMTPError.connection(phase: "connect", reason: "\(config.host):\(config.port): \(error)")
+        }
+        let connection = SMTPConnection(channel: channel, handler: handler, config: config, logger: logger)
+        do {
+            try await connection.handshake(implicitTLS: implicit)
+        } catch {
+            connection.close()
+            throw error
+        }
+        return connection
+    }
+
+    private func handshake(implicitTLS: Bool) async throws {
+        let greeting = try await awaitReply(
+            handler.expectReply(on: channel, timeout: config.timeouts.command), "greeting")
+        guard greeting.code == 220 else { throw Self.failure("greeting", greeting) }
+        isTLS = implicitTLS
+        try await ehlo()
+        if config.tls == .starttls {
+            guard extensions["STARTTLS"] != nil else {
+                throw SMTPError.tlsRequired(
+                    reason:
+                        "\(config.host) does not offer STARTTLS (it offers \(extensions.keys.sorted().joined(separator: " "))); nothing was sent"
+                )
+            }
+            let reply = try await command("STARTTLS", phase: "starttls", upgradeToTLS: true)
+            guard reply.code == 220 else {
+                throw SMTPError.tlsRequired(reason: "STARTTLS refused: \(reply)")
+            }
+            do {
+                try await handler.tlsEstablished(on: channel, timeout: config.timeouts.command).get()
+            } catch {
+                throw SMTPError.tlsRequired(reason: "TLS handshake with \(config.host) failed: \(error)")
+            }
+            isTLS = true
+            // RFC 3207 §4.2: forget everything learned before TLS and ask again.
+            try await ehlo()
+        }
+        if let user = config.username {
+            try await authenticate(user: user, password: config.password ?? "")
+        }
+    }
+
+    private func ehlo() async throws {
+        let reply = try await command("EHLO \(config.heloName)", phase: "ehlo")
+        guard reply.code == 250 else { throw Self.failure("ehlo", reply) }
+        var ext: [String: String] = [:]
+        for line in reply.lines.dropFirst() {
+            let parts = line.split(separator: " ", maxSplits: 1)
+            guard let keyword = parts.first else { continue }
+            ext[keyword.uppercased()] = parts.count > 1 ? String(parts[1]) : ""
+        }
+        extensions = ext
+    }
+
+    private func authenticate(user: String, password: String) async throws {
+        if !isTLS && config.tls != .none {
+            throw SMTPError.tlsRequired(reason: "refusing to send credentials without TLS")
+        }
+        let mechanisms = Set((extensions["AUTH"] ?? "").uppercased().split(separator: " ").map(String.init))
+        let reply: SMTPReply
+        if mechanisms.contains("PLAIN") {
+            let token = Data(([0] + Array(user.utf8) + [0] + Array(password.utf8))).base64EncodedString()
+            reply = try await command("AUTH PLAIN \(token)", phase: "auth", redact: true)
+        } else if mechanisms.contains("LOGIN") {
+            let first = try await command("AUTH LOGIN", phase: "auth")
+            guard first.code == 334 else { throw Self.failure("auth", first) }
+            let second = try await command(Data(user.utf8).base64EncodedString(), phase: "auth", redact: true)
+            guard second.code == 334 else { throw Self.failure("auth", second) }
+            reply = try await command(Data(password.utf8).base64EncodedString(), phase: "auth", redact: true)
+        } else {
+            throw SMTPError.unsupported(reason: "\(config.host) offers no AUTH PLAIN or LOGIN")
+        }
+        guard reply.code == 235 else { throw Self.failure("auth", reply) }
+    }
+
+    /// Sends one message. Throws `SMTPError`; after any error but a 4xx/5xx reply to MAIL/RCPT the session is
+    /// broken and must be closed.
+    @discardableResult
+    public func send(_ envelope: SMTPEnvelope) async throws -> SMTPReply {
+        do {
+            let reply = try await transaction(envelope)
+            messagesSent += 1
+            return reply
+        } catch let error as SMTPError {
+            switch error {
+            // A refusal leaves the session in step: the next transaction starts with RSET.
+            case .transient, .permanent, .unsupported: break
+            default: broken = true
+            }
+            throw error
+        }
+    }
+
+    private func transaction(_ envelope: SMTPEnvelope) async throws -> SMTPReply {
+        var mailParams = ""
+        if let size = extensions["SIZE"], let limit = Int(size), limit > 0 {
+            guard envelope.data.count <= limit else {
+                throw SMTPError.unsupported(reason: "message of \(envelope.data.count) bytes exceeds SIZE \(limit)")
+            }
+        }
+        if extensions["SIZE"] != nil { mailParams += " SIZE=\(envelope.data.count)" }
+        if envelope.needsSMTPUTF8 {
+            guard extensions["SMTPUTF8"] != nil else {
+                throw SMTPError.unsupported(reason: "the address needs SMTPUTF8, which \(config.host) does not offer")
+            }
+            mailParams += " SMTPUTF8"
+        }
+        if extensions["8BITMIME"] != nil && envelope.needsSMTPUTF8 { mailParams += " BODY=8BITMIME" }
+        var lines: [String] = []
+        if used { lines.append("RSET") }
+        lines.append("MAIL FROM:<\(envelope.mailFrom)>\(mailParams)")
+        for r in envelope.recipients { lines.append("RCPT TO:<\(r)>") }
+        lines.append("DATA")
+        used = true
+        let replies: [SMTPReply]
+        if extensions["PIPELINING"] != nil {
+            replies = try await pipeline(lines)
+        } else {
+            var r: [SMTPReply] = []
+            for line in lines {
+                let reply = try await command(line, phase: Self.phase(of: line))
+                r.append(reply)
+                if !reply.isPositive { break }
+            }
+            replies = r
+        }
+        var index = 0
+        if lines.first == "RSET" {
+            guard replies[0].code == 250 else { throw Self.failure("rset", replies[0]) }
+            index = 1
+        }
+        let mail = replies[index]
+        guard mail.code == 250 else {
+            try await abortData(replies: replies, lines: lines)
+            throw Self.failure("mail", mail)
+        }
+        var rejected: SMTPReply?
+        for i in 0..<envelope.recipients.count {
+            let reply = index + 1 + i < replies.count ? replies[index + 1 + i] : nil
+            if let reply, reply.code != 250 && reply.code != 251 { rejected = rejected ?? reply }
+        }
+        if let rejected {
+            try await abortData(replies: replies, lines: lines)
+            throw Self.failure("rcpt", rejected)
+        }
+        guard replies.count == lines.count, let dataReply = replies.last else {
+            throw SMTPError.connection(phase: "data", reason: "missing reply")
+        }
+        guard dataReply.code == 354 else { throw Self.failure("data", dataReply) }
+        // Whether the whole message reached the socket decides what a failure now means: before that, the
+        // server cannot have the final dot (retry is safe); after it, it may have accepted the mail (RFC 1047).
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        let replyFuture = handler.write(
+            DotStuffing.stuff(envelope.data), on: channel, timeout: config.timeouts.dataEnd, written: written)
+        let final: SMTPReply
+        do {
+            final = try await replyFuture.get()
+        } catch {
+            broken = true
+            let flushed = (try? await written.futureResult.get()) != nil
+            throw flushed
+                ? SMTPError.outcomeUnknown(reason: "\(error)")
+                : SMTPError.connection(phase: "data", reason: "\(error) before the message was complete")
+        }
+        guard final.code == 250 else { throw Self.failure("data-end", final) }
+        return final
+    }
+
+    /// After a refused MAIL or RCPT in a pipeline, a server that still said 354 to DATA waits for data:
+    /// end it with a lone dot (RFC 2920 §3.1) so the session stays in step.
+    private func abortData(replies: [SMTPReply], lines: [String]) async throws {
+        if replies.count == lines.count, replies.last?.code == 354 {
+            _ = try await awaitReply(
+                handler.write(Array(".\r\n".utf8), on: channel, timeout: config.timeouts.command), "data")
+        }
+    }
+
+    private static func phase(of line: String) -> String {
+        String(line.prefix(while: { $0 != " " && $0 != ":" })).lowercased()
+    }
+
+    private func pipeline(_ lines: [String]) async throws -> [SMTPReply] {
+        let futures = handler.pipeline(lines, on: channel, timeout: config.timeouts.command)
+        var replies: [SMTPReply] = []
+        for (line, future) in zip(lines, try await futures.get()) {
+            replies.append(try await awaitReply(future, Self.phase(of: line)))
+        }
+        return replies
+    }
+
+    private func command(_ line: String, phase: String, upgradeToTLS: Bool = false, redact: Bool = false)
+        async throws -> SMTPReply
+    {
+        try await awaitReply(
+            handler.command(line, on: channel, timeout: config.timeouts.command, upgradeToTLS: upgradeToTLS), phase)
+    }
+
+    /// Awaits a reply; maps channel failures to `SMTPError` for the phase, marking the session broken.
+    private func awaitReply(_ future: EventLoopFuture<SMTPReply>, _ phase: String) async throws -> SMTPReply {
+        do {
+            return try await future.get()
+        } catch let error as SMTPError {
+            broken = true
+            throw error
+        } catch {
+            broken = true
+            if phase == "data-end" { throw SMTPError.outcomeUnknown(reason: "\(error)") }
+            throw SMTPError.connection(phase: phase, reason: "\(error)")
+        }
+    }
+
+    static func failure(_ phase: String, _ reply: SMTPReply) -> SMTPError {
+        reply.isPermanent ? .permanent(phase: phase, reply: reply) : .transient(phase: phase, reply: reply)
+    }
+
+    /// QUIT and close; errors are ignored (the session is over either way).
+    public func quit() async {
+        if isUsable {
+            _ = try? await handler.command("QUIT", on: channel, timeout: .seconds(5), upgradeToTLS: false).get()
+        }
+        close()
+    }
+
+    public func close() {
+        broken = true
+        channel.close(promise: nil)
+    }
+}
+
+/// Errors raised inside the channel.
+enum SMTPChannelError: Error, CustomStringConvertible {
+    case timeout
+    case closed
+    case lineTooLong
+    case malformedReply(String)
+    var description: String {
+        switch self {
+        case .timeout: "timed out waiting for the server"
+        case .closed: "the server closed the connection"
+        case .lineTooLong: "reply line too long"
+        case .malformedReply(let l): "malformed reply line '\(l.prefix(80))'"
+        }
+    }
+}
+
+/// Reads replies (multi-line `250-…` / `250 …`) and completes the waiting commands in order. Everything in here
+/// runs on the channel's event loop; the public methods hop onto it.
+final class SMTPClientHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private struct Pending {
+        let id: Int
+        let promise: EventLoopPromise<SMTPReply>
+        let timeout: TimeAmount
+        var timer: Scheduled<Void>?
+        let upgradeToTLS: Bool
+    }
+
+    private let sslContext: NIOSSLContext?
+    private let serverHostname: String?
+    private var buffer: ByteBuffer?
+    private var pending: [Pending] = []
+    private var unclaimed: [SMTPReply] = []
+    private var lines: [String] = []
+    private var nextID = 0
+    private var context: ChannelHandlerContext?
+    private var tlsPromise: EventLoopPromise<Void>?
+    private var tlsDone = false
+    private var tlsError: (any Error)?
+    /// After a 220 to STARTTLS and until the TLS handler is in place, plaintext from the server is discarded.
+    private(set) var discardedPlaintextBytes = 0
+
+    init(sslContext: NIOSSLContext?, serverHostname: String?) {
+        self.sslContext = sslContext
+        self.serverHostname = serverHostname
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    // MARK: called from the connection (any thread)
+
+    func expectReply(on channel: any Channel, timeout: Duration) -> EventLoopFuture<SMTPReply> {
+        channel.eventLoop.flatSubmit { self.register(timeout: timeout, upgradeToTLS: false, on: channel.eventLoop) }
+    }
+
+    func command(_ line: String, on channel: any Channel, timeout: Duration, upgradeToTLS: Bool)
+        -> EventLoopFuture<SMTPReply>
+    {
+        channel.eventLoop.flatSubmit {
+            let future = self.register(timeout: timeout, upgradeToTLS: upgradeToTLS, on: channel.eventLoop)
+            self.writeLines([line])
+            return future
+        }
+    }
+
+    func pipeline(_ lines: [String], on channel: any Channel, timeout: Duration)
+        -> EventLoopFuture<[EventLoopFuture<SMTPReply>]>
+    {
+        channel.eventLoop.submit {
+            let futures = lines.map { _ in
+                self.register(timeout: timeout, upgradeToTLS: false, on: channel.eventLoop)
+            }
+            self.writeLines(lines)
+            return futures
+        }
+    }
+
+    func write(
+        _ bytes: [UInt8], on channel: any Channel, timeout: Duration, written: EventLoopPromise<Void>? = nil
+    ) -> EventLoopFuture<SMTPReply> {
+        channel.eventLoop.flatSubmit {
+            let future = self.register(timeout: timeout, upgradeToTLS: false, on: channel.eventLoop)
+            if let context = self.context {
+                var buf = context.channel.allocator.buffer(capacity: bytes.count)
+                buf.writeBytes(bytes)
+                context.writeAndFlush(self.wrapOutboundOut(buf), promise: written)
+            } else {
+                written?.fail(SMTPChannelError.closed)
+            }
+            return future
+        }
+    }
+
+    func tlsEstablished(on channel: any Channel, timeout: Duration) -> EventLoopFuture<Void> {
+        channel.eventLoop.flatSubmit {
+            if self.tlsDone { return channel.eventLoop.makeSucceededVoidFuture() }
+            if let error = self.tlsError { return channel.eventLoop.makeFailedFuture(error) }
+            let promise = channel.eventLoop.makePromise(of: Void.self)
+            self.tlsPromise = promise
+            let timer = channel.eventLoop.scheduleTask(in: .init(timeout)) {
+                self.tlsPromise?.fail(SMTPChannelError.timeout)
+                self.tlsPromise = nil
+                self.context?.close(promise: nil)
+            }
+            promise.futureResult.whenComplete { _ in timer.cancel() }
+            return promise.futureResult
+        }
+    }
+
+    // MARK: on the event loop
+
+    private func writeLines(_ lines: [String]) {
+        guard let context else { return }
+        var size = 0
+        for l in lines { size += l.utf8.count + 2 }
+        var buf = context.channel.allocator.buffer(capacity: size)
+        for l in lines {
+            buf.writeString(l)
+            buf.writeStaticString("\r\n")
+        }
+        context.writeAndFlush(wrapOutboundOut(buf), promise: nil)
+    }
+
+    private func register(timeout: Duration, upgradeToTLS: Bool, on loop: any EventLoop) -> EventLoopFuture<SMTPReply> {
+        let promise = loop.makePromise(of: SMTPReply.self)
+        if !unclaimed.isEmpty {
+            promise.succeed(unclaimed.removeFirst())
+            return promise.futureResult
+        }
+        guard context?.channel.isActive == true else {
+            promise.fail(SMTPChannelError.closed)
+            return promise.futureResult
+        }
+        nextID += 1
+        let id = nextID
+        var entry = Pending(id: id, promise: promise, timeout: .init(timeout), timer: nil, upgradeToTLS: upgradeToTLS)
+        entry.timer = loop.scheduleTask(in: .init(timeout)) { self.timedOut(id) }
+        pending.append(entry)
+        return promise.futureResult
+    }
+
+    private func timedOut(_ id: Int) {
+        guard pending.contains(where: { $0.id == id }) else { return }
+        // The stream is out of step now: fail this and everything after it, and end the session.
+        failAll(SMTPChannelError.timeout)
+        context?.close(promise: nil)
+    }
+
+    private func failAll(_ error: any Error) {
+        let all = pending
+        pending.removeAll()
+        for p in all {
+            p.timer?.cancel()
+            p.promise.fail(error)
+        }
+        tlsPromise?.fail(error)
+        tlsPromise = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = unwrapInboundIn(data)
+        if buffer == nil { buffer = incoming } else { buffer!.writeBuffer(&incoming) }
+        while let line = nextLine() {
+            guard line.utf8.count >= 3, let code = Int(line.prefix(3)) else {
+                failAll(SMTPChannelError.malformedReply(line))
+                context.close(promise: nil)
+                return
+            }
+            let separator = line.dropFirst(3).first
+            lines.append(String(line.dropFirst(4)))
+            if separator == "-" { continue }
+            let reply = SMTPReply(code: code, lines: lines)
+            lines = []
+            deliver(reply, context: context)
+        }
+        if let b = buffer, b.readableBytes > 4096 {
+            failAll(SMTPChannelError.lineTooLong)
+            context.close(promise: nil)
+        }
+    }
+
+    private func deliver(_ reply: SMTPReply, context: ChannelHandlerContext) {
+        guard !pending.isEmpty else {
+            // Not asked for yet (the greeting usually comes before anyone waits for it), or unsolicited
+            // ("421 shutting down"): kept for the next waiter.
+            unclaimed.append(reply)
+            if reply.code == 421 { context.close(promise: nil) }
+            return
+        }
+        let p = pending.removeFirst()
+        p.timer?.cancel()
+        if p.upgradeToTLS && reply.code == 220 {
+            // CVE-2011-0411: whatever plaintext followed the 220 in the buffer was not protected by TLS and
+            // must not be read as replies after the handshake. Drop it, and add TLS before the next read.
+            discardedPlaintextBytes += buffer?.readableBytes ?? 0
+            buffer = nil
+            lines = []
+            do {
+                guard let sslContext else { throw SMTPChannelError.closed }
+                let tls = try NIOSSLClientHandler(context: sslContext, serverHostname: serverHostname)
+                try context.pipeline.syncOperations.addHandler(tls, position: .first)
+            } catch {
+                tlsError = error
+                p.promise.succeed(reply)
+                context.close(promise: nil)
+                return
+            }
+        }
+        p.promise.succeed(reply)
+        if reply.code == 421 {
+            failAll(SMTPChannelError.closed)
+            context.close(promise: nil)
+        }
+    }
+
+    private func nextLine() -> String? {
+        guard var b = buffer, let view = b.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) else { return nil }
+        let length = view - b.readerIndex + 1
+        guard var bytes = b.readBytes(length: length) else { return nil }
+        buffer = b.readableBytes > 0 ? b : nil
+        // Bytes, not Characters: "\r\n" is one Character in Swift.
+        while let last = bytes.last, last == 10 || last == 13 { bytes.removeLast() }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .handshakeCompleted = event as? TLSUserEvent {
+            tlsDone = true
+            tlsPromise?.succeed(())
+            tlsPromise = nil
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if tlsPromise == nil && !tlsDone && sslContext != nil { tlsError = error }
+        failAll(error)
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        failAll(SMTPChannelError.closed)
+        context.fireChannelInactive()
+    }
+}

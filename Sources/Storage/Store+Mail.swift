@@ -1,0 +1,461 @@
+import Foundation
+import ReciprocityCore
+
+/// Per-workspace mail settings (defaults when none saved).
+public struct MailSettings: Sendable, Equatable {
+    /// The merchant switched on the §7(3) UWG existing-customer mode (logged in the audit log).
+    public var existingCustomerMode = false
+    public var cap = FrequencyCap()
+    public var quietStart = 20
+    public var quietEnd = 8
+    /// Sending rate per second for this workspace (token bucket; burst = one second's worth).
+    public var ratePerSecond = 20
+    /// German address form: "sie" (default) or "du".
+    public var addressForm = "sie"
+    public var brandColor = "#2f5d50"
+    public var logoURL = ""
+    public init() {}
+
+    public func validate() throws(DomainError) {
+        guard (0...50).contains(cap.count), (1...90).contains(cap.days) else {
+            throw .invalid("mail_cap_invalid", "The frequency cap is 0–50 mails in 1–90 days.", field: "cap")
+        }
+        guard (0...23).contains(quietStart), (0...23).contains(quietEnd) else {
+            throw .invalid("quiet_hours_invalid", "Quiet hours are whole hours 0–23.", field: "quiet_hours")
+        }
+        guard (1...10_000).contains(ratePerSecond) else {
+            throw .invalid("mail_rate_invalid", "The sending rate is 1–10,000 mails per second.", field: "rate")
+        }
+        guard ["sie", "du"].contains(addressForm) else {
+            throw .invalid("address_form_invalid", "The address form is sie or du.", field: "address_form")
+        }
+        guard brandColor.count == 7, brandColor.hasPrefix("#"), brandColor.dropFirst().allSatisfy(\.isHexDigit) else {
+            throw .invalid("brand_color_invalid", "The brand colour is #rrggbb.", field: "brand_color")
+        }
+        if !logoURL.isEmpty {
+            guard logoURL.hasPrefix("https://") else {
+                throw .invalid("logo_url_invalid", "The logo URL must be https.", field: "logo_url")
+            }
+        }
+    }
+}
+
+public enum OutboxState: String, Sendable, Codable, CaseIterable {
+    case queued, sending, sent, deferred, bounced, suppressed, failed
+
+    /// States a row never leaves.
+    public var isFinal: Bool { [.sent, .bounced, .suppressed, .failed].contains(self) }
+}
+
+/// A mail in the outbox: what was rendered, where it stands, and why.
+public struct OutboxMail: Sendable, Equatable {
+    public var id: Int64
+    public var workspaceID: WorkspaceID
+    public var contactID: ContactID?
+    public var kind: String
+    public var mailClass: MailClass
+    public var recipient: String?
+    public var recipientHash: String
+    public var messageID: String
+    public var subject: String
+    /// The rendered message (headers and body, unsigned; DKIM is added at send time). Nil after erasure.
+    public var message: String?
+    public var state: OutboxState
+    /// A test send from the admin or CLI: the policy checks suppression only.
+    public var isTest: Bool
+    public var reason: String
+    public var legalBasis: String?
+    public var attempts: Int
+    public var transport: String
+    public var smtpReply: String
+    public var notBefore: Date
+    public var createdAt: Date
+    public var updatedAt: Date
+    public var sendingAt: Date?
+    public var sentAt: Date?
+}
+
+/// What to put in the outbox.
+public struct OutboxDraft: Sendable {
+    public var workspaceID: WorkspaceID
+    public var contactID: ContactID?
+    public var kind: MessageKind
+    public var recipient: EmailAddress
+    public var messageID: String
+    public var subject: String
+    public var message: String
+    public var notBefore: Date?
+    public var isTest: Bool
+    public init(
+        workspaceID: WorkspaceID, contactID: ContactID?, kind: MessageKind, recipient: EmailAddress,
+        messageID: String, subject: String, message: String, notBefore: Date? = nil, isTest: Bool = false
+    ) {
+        self.isTest = isTest
+        self.workspaceID = workspaceID
+        self.contactID = contactID
+        self.kind = kind
+        self.recipient = recipient
+        self.messageID = messageID
+        self.subject = subject
+        self.message = message
+        self.notBefore = notBefore
+    }
+}
+
+public struct StoredDKIMKey: Sendable, Equatable {
+    public var id: Int64
+    public var domain: String
+    public var selector: String
+    public var algorithm: String
+    public var privateKey: String
+    public var createdAt: Date
+}
+
+public struct StoredMailTemplate: Sendable, Equatable {
+    public var kind: String
+    public var variant: String
+    public var subject: String
+    public var text: String
+    public var html: String
+    public var updatedAt: Date
+    public var updatedBy: String
+
+    public init(
+        kind: String, variant: String, subject: String, text: String, html: String, updatedAt: Date, updatedBy: String
+    ) {
+        self.kind = kind
+        self.variant = variant
+        self.subject = subject
+        self.text = text
+        self.html = html
+        self.updatedAt = updatedAt
+        self.updatedBy = updatedBy
+    }
+}
+
+extension Store {
+    public static let mailDeliveryJob = "mail.deliver"
+
+    // MARK: settings
+
+    public func mailSettings(workspaceID: WorkspaceID, in tx: (any SQLExecutor)? = nil) async throws -> MailSettings {
+        var s = MailSettings()
+        guard let r = try await (tx ?? db).first("SELECT * FROM mail_settings WHERE workspace_id = ?", workspaceID)
+        else { return s }
+        s.existingCustomerMode = r.bool("existing_customer_mode")
+        s.cap = FrequencyCap(count: Int(r.int("cap_count")), days: Int(r.int("cap_days")))
+        s.quietStart = Int(r.int("quiet_start"))
+        s.quietEnd = Int(r.int("quiet_end"))
+        s.ratePerSecond = Int(r.int("rate_per_second"))
+        s.addressForm = r.text("address_form")
+        s.brandColor = r.text("brand_color")
+        s.logoURL = r.text("logo_url")
+        return s
+    }
+
+    /// Saves settings; switching the §7(3) mode on or off is written to the audit log.
+    public func saveMailSettings(workspaceID: WorkspaceID, _ s: MailSettings, actor: String) async throws {
+        try s.validate()
+        try await db.transaction { tx in
+            let before = try await self.mailSettings(workspaceID: workspaceID, in: tx)
+            try await tx.execute(
+                """
+                INSERT INTO mail_settings (workspace_id, existing_customer_mode, cap_count, cap_days, quiet_start,
+                  quiet_end, rate_per_second, address_form, brand_color, logo_url, updated_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (workspace_id) DO UPDATE SET existing_customer_mode = excluded.existing_customer_mode,
+                  cap_count = excluded.cap_count, cap_days = excluded.cap_days, quiet_start = excluded.quiet_start,
+                  quiet_end = excluded.quiet_end, rate_per_second = excluded.rate_per_second,
+                  address_form = excluded.address_form, brand_color = excluded.brand_color,
+                  logo_url = excluded.logo_url, updated_at = excluded.updated_at
+                """, workspaceID, s.existingCustomerMode, s.cap.count, s.cap.days, s.quietStart, s.quietEnd,
+                s.ratePerSecond, s.addressForm, s.brandColor, s.logoURL, self.now)
+            if before.existingCustomerMode != s.existingCustomerMode {
+                try await self.audit(
+                    tx, workspaceID: workspaceID, actor: actor,
+                    action: s.existingCustomerMode
+                        ? "mail.existing_customer_mode.on" : "mail.existing_customer_mode.off",
+                    subject: "workspace:\(workspaceID)",
+                    detail: "§7(3) UWG mode for review requests")
+            }
+            try await self.audit(
+                tx, workspaceID: workspaceID, actor: actor, action: "mail.settings.save",
+                subject: "workspace:\(workspaceID)")
+        }
+    }
+
+    // MARK: DKIM keys
+
+    public func addDKIMKey(
+        workspaceID: WorkspaceID, domain: String, selector: String, algorithm: String, privateKey: String, actor: String
+    ) async throws {
+        try await db.transaction { tx in
+            do {
+                try await tx.execute(
+                    """
+                    INSERT INTO dkim_keys (workspace_id, domain, selector, algorithm, private_key, created_at)
+                    VALUES (?, ?, ?, ?, ?, ?)
+                    """, workspaceID, domain, selector, algorithm, privateKey, self.now)
+            } catch StorageError.uniqueViolation {
+                throw DomainError.conflict(
+                    "dkim_selector_taken", "A key for selector \(selector) on \(domain) exists; choose a new selector.")
+            }
+            try await self.audit(
+                tx, workspaceID: workspaceID, actor: actor, action: "dkim.generate",
+                subject: "dkim:\(selector)._domainkey.\(domain)", detail: algorithm)
+        }
+    }
+
+    /// The newest key signs.
+    public func activeDKIMKey(workspaceID: WorkspaceID, in tx: (any SQLExecutor)? = nil) async throws
+        -> StoredDKIMKey?
+    {
+        try await (tx ?? db).first(
+            "SELECT * FROM dkim_keys WHERE workspace_id = ? ORDER BY id DESC LIMIT 1", workspaceID
+        ).map {
+            StoredDKIMKey(
+                id: $0.int("id"), domain: $0.text("domain"), selector: $0.text("selector"),
+                algorithm: $0.text("algorithm"), privateKey: $0.text("private_key"), createdAt: $0.date("created_at"))
+        }
+    }
+
+    // MARK: templates
+
+    public func mailTemplate(workspaceID: WorkspaceID, kind: String, variant: String) async throws
+        -> StoredMailTemplate?
+    {
+        try await db.first(
+            "SELECT * FROM mail_templates WHERE workspace_id = ? AND kind = ? AND variant = ?", workspaceID, kind,
+            variant
+        ).map(Self.template)
+    }
+
+    public func mailTemplates(workspaceID: WorkspaceID) async throws -> [StoredMailTemplate] {
+        try await db.query("SELECT * FROM mail_templates WHERE workspace_id = ? ORDER BY kind, variant", workspaceID)
+            .map(Self.template)
+    }
+
+    static func template(_ r: SQLRow) -> StoredMailTemplate {
+        StoredMailTemplate(
+            kind: r.text("kind"), variant: r.text("variant"), subject: r.text("subject"), text: r.text("text_body"),
+            html: r.text("html_body"), updatedAt: r.date("updated_at"), updatedBy: r.text("updated_by"))
+    }
+
+    /// Saves an edited template (validated by the caller: it knows the kind's variables).
+    public func saveMailTemplate(workspaceID: WorkspaceID, _ t: StoredMailTemplate, actor: String) async throws {
+        try await db.transaction { tx in
+            try await tx.execute(
+                """
+                INSERT INTO mail_templates (workspace_id, kind, variant, subject, text_body, html_body, updated_at,
+                  updated_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (workspace_id, kind, variant) DO UPDATE SET subject = excluded.subject,
+                  text_body = excluded.text_body, html_body = excluded.html_body, updated_at = excluded.updated_at,
+                  updated_by = excluded.updated_by
+                """, workspaceID, t.kind, t.variant, t.subject, t.text, t.html, self.now, actor)
+            try await self.audit(
+                tx, workspaceID: workspaceID, actor: actor, action: "mail.template.save",
+                subject: "template:\(t.kind).\(t.variant)")
+        }
+    }
+
+    public func resetMailTemplate(workspaceID: WorkspaceID, kind: String, variant: String, actor: String) async throws {
+        try await db.transaction { tx in
+            try await tx.execute(
+                "DELETE FROM mail_templates WHERE workspace_id = ? AND kind = ? AND variant = ?", workspaceID, kind,
+                variant)
+            try await self.audit(
+                tx, workspaceID: workspaceID, actor: actor, action: "mail.template.reset",
+                subject: "template:\(kind).\(variant)")
+        }
+    }
+
+    // MARK: outbox
+
+    static let outboxColumns = """
+        id, workspace_id, contact_id, kind, mail_class, recipient, recipient_hash, message_id, subject, message, state,
+        is_test, reason, legal_basis, attempts, transport, smtp_reply, not_before, created_at, updated_at, sending_at, sent_at
+        """
+
+    static func outbox(_ r: SQLRow) -> OutboxMail {
+        OutboxMail(
+            id: r.int("id"), workspaceID: r.int("workspace_id"), contactID: r.optionalInt("contact_id"),
+            kind: r.text("kind"), mailClass: MailClass(rawValue: r.text("mail_class")) ?? .marketing,
+            recipient: r.optionalText("recipient"), recipientHash: r.text("recipient_hash"),
+            messageID: r.text("message_id"), subject: r.text("subject"), message: r.optionalText("message"),
+            state: OutboxState(rawValue: r.text("state")) ?? .failed, isTest: r.bool("is_test"),
+            reason: r.text("reason"),
+            legalBasis: r.optionalText("legal_basis"), attempts: Int(r.int("attempts")), transport: r.text("transport"),
+            smtpReply: r.text("smtp_reply"), notBefore: r.date("not_before"), createdAt: r.date("created_at"),
+            updatedAt: r.date("updated_at"), sendingAt: r.optionalDate("sending_at"), sentAt: r.optionalDate("sent_at"))
+    }
+
+    /// Puts a rendered mail in the outbox and enqueues its delivery, in the caller's transaction: the mail exists
+    /// exactly when the change that caused it does.
+    @discardableResult
+    public func enqueueMail(_ tx: any SQLExecutor, _ d: OutboxDraft) async throws -> Int64 {
+        let t = now
+        let notBefore = d.notBefore ?? t
+        let rows = try await tx.query(
+            """
+            INSERT INTO outbox (workspace_id, contact_id, kind, mail_class, recipient, recipient_hash, message_id,
+              subject, message, state, is_test, not_before, created_at, updated_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?) RETURNING id
+            """, d.workspaceID, d.contactID, d.kind.rawValue, d.kind.mailClass.rawValue, d.recipient.raw,
+            suppressionHash(d.recipient.normalized), d.messageID, d.subject, d.message, d.isTest, notBefore, t, t)
+        guard let id = rows.first?.int("id") else { throw DomainError(.unavailable, code: "outbox_insert", "No id.") }
+        try await enqueue(
+            tx,
+            JobRequest(
+                kind: Self.mailDeliveryJob, workspaceID: d.workspaceID, payload: "{\"outbox_id\":\(id)}",
+                // A test send is delivered by its caller at once; the job is the safety net if that caller dies.
+                runAt: d.isTest ? notBefore.addingTimeInterval(60) : notBefore, idempotencyKey: "mail:\(id):0",
+                maxAttempts: 3))
+        return id
+    }
+
+    public func outboxMail(id: Int64, in tx: (any SQLExecutor)? = nil) async throws -> OutboxMail? {
+        try await (tx ?? db).first("SELECT \(Self.outboxColumns) FROM outbox WHERE id = ?", id).map(Self.outbox)
+    }
+
+    public func outboxMail(workspaceID: WorkspaceID, id: Int64) async throws -> OutboxMail? {
+        try await db.first(
+            "SELECT \(Self.outboxColumns) FROM outbox WHERE workspace_id = ? AND id = ?", workspaceID, id
+        ).map(Self.outbox)
+    }
+
+    public func outboxMail(messageID: String) async throws -> OutboxMail? {
+        try await db.first("SELECT \(Self.outboxColumns) FROM outbox WHERE message_id = ?", messageID).map(Self.outbox)
+    }
+
+    public func outboxMails(workspaceID: WorkspaceID, state: OutboxState? = nil, limit: Int = 50, offset: Int = 0)
+        async throws -> [OutboxMail]
+    {
+        if let state {
+            return try await db.query(
+                "SELECT \(Self.outboxColumns) FROM outbox WHERE workspace_id = ? AND state = ? ORDER BY id DESC LIMIT ? OFFSET ?",
+                workspaceID, state.rawValue, limit, offset
+            ).map(Self.outbox)
+        }
+        return try await db.query(
+            "SELECT \(Self.outboxColumns) FROM outbox WHERE workspace_id = ? ORDER BY id DESC LIMIT ? OFFSET ?",
+            workspaceID, limit, offset
+        ).map(Self.outbox)
+    }
+
+    public func outboxCounts(workspaceID: WorkspaceID) async throws -> [OutboxState: Int] {
+        var counts: [OutboxState: Int] = [:]
+        for r in try await db.query(
+            "SELECT state, COUNT(*) AS n FROM outbox WHERE workspace_id = ? GROUP BY state", workspaceID)
+        {
+            if let s = OutboxState(rawValue: r.text("state")) { counts[s] = Int(r.int("n")) }
+        }
+        return counts
+    }
+
+    /// When this recipient's marketing mails went out (or started to) since `since`: what the frequency cap counts.
+    public func recentMarketing(_ tx: any SQLExecutor, workspaceID: WorkspaceID, recipientHash: String, since: Date)
+        async throws -> [Date]
+    {
+        try await tx.query(
+            """
+            SELECT sending_at FROM outbox WHERE workspace_id = ? AND recipient_hash = ? AND mail_class = 'marketing'
+              AND sending_at IS NOT NULL AND sending_at > ? AND state IN ('sending', 'sent', 'bounced', 'failed')
+            """, workspaceID, recipientHash, since
+        ).map { $0.date("sending_at") }
+    }
+
+    /// Moves a row to a new state if it is in one of `from`; false when it was not (someone else moved it).
+    @discardableResult
+    public func transitionOutbox(
+        _ tx: any SQLExecutor, id: Int64, from: [OutboxState], to: OutboxState, reason: String? = nil,
+        smtpReply: String? = nil, transport: String? = nil, legalBasis: String? = nil, notBefore: Date? = nil,
+        countAttempt: Bool = false
+    ) async throws -> Bool {
+        let t = now
+        let placeholders = from.map { _ in "?" }.joined(separator: ", ")
+        var binds: [any SQLBindable] = [to.rawValue]
+        var sets = "state = ?, updated_at = ?"
+        binds.append(t)
+        if let reason {
+            sets += ", reason = ?"
+            binds.append(reason)
+        }
+        if let smtpReply {
+            sets += ", smtp_reply = ?"
+            binds.append(String(smtpReply.prefix(1000)))
+        }
+        if let transport {
+            sets += ", transport = ?"
+            binds.append(transport)
+        }
+        if let legalBasis {
+            sets += ", legal_basis = ?"
+            binds.append(legalBasis)
+        }
+        if let notBefore {
+            sets += ", not_before = ?"
+            binds.append(notBefore)
+        }
+        if countAttempt { sets += ", attempts = attempts + 1" }
+        if to == .sending {
+            sets += ", sending_at = ?"
+            binds.append(t)
+        }
+        if to == .sent {
+            sets += ", sent_at = ?"
+            binds.append(t)
+        }
+        binds.append(id)
+        binds += from.map { $0.rawValue as any SQLBindable }
+        return try await tx.execute(
+            "UPDATE outbox SET \(sets) WHERE id = ? AND state IN (\(placeholders))", binds) == 1
+    }
+
+    public func recordMailEvent(
+        _ tx: any SQLExecutor, workspaceID: WorkspaceID, outboxID: Int64?, type: String, detail: String, source: String
+    ) async throws {
+        try await tx.execute(
+            "INSERT INTO mail_events (workspace_id, outbox_id, type, detail, source, at) VALUES (?, ?, ?, ?, ?, ?)",
+            workspaceID, outboxID, type, String(detail.prefix(2000)), source, now)
+    }
+
+    public struct MailEvent: Sendable, Equatable {
+        public var outboxID: Int64?
+        public var type: String
+        public var detail: String
+        public var source: String
+        public var at: Date
+    }
+
+    public func mailEvents(workspaceID: WorkspaceID, outboxID: Int64) async throws -> [MailEvent] {
+        try await db.query(
+            "SELECT * FROM mail_events WHERE workspace_id = ? AND outbox_id = ? ORDER BY id", workspaceID, outboxID
+        ).map {
+            MailEvent(
+                outboxID: $0.optionalInt("outbox_id"), type: $0.text("type"), detail: $0.text("detail"),
+                source: $0.text("source"), at: $0.date("at"))
+        }
+    }
+
+    /// A bounce or complaint for a sent mail: the row is marked, the event kept, and for a hard bounce or a
+    /// complaint the address goes on the suppression list.
+    public func recordBounce(
+        outboxID: Int64, type: String, permanent: Bool, detail: String, source: String
+    ) async throws -> Bool {
+        try await db.transaction { tx in
+            guard let mail = try await self.outboxMail(id: outboxID, in: tx) else { return false }
+            try await self.recordMailEvent(
+                tx, workspaceID: mail.workspaceID, outboxID: mail.id, type: type, detail: detail, source: source)
+            if type == "complaint" || permanent {
+                try await self.suppress(
+                    tx, workspaceID: mail.workspaceID, emailHash: mail.recipientHash,
+                    reason: type == "complaint" ? "complaint" : "bounce")
+            }
+            if type == "bounce" && permanent {
+                try await self.transitionOutbox(
+                    tx, id: mail.id, from: [.sent, .sending, .deferred, .queued], to: .bounced, reason: detail)
+            }
+            return true
+        }
+    }
+}

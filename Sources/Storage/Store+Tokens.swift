@@ -1,0 +1,50 @@
+import Crypto
+import Foundation
+
+/// Signed, stateless tokens for links in mails (unsubscribe, preference centre, and later review and DOI links).
+/// `<payload>.<mac>`, both base64url; the MAC is HMAC-SHA256 (truncated to 128 bits) under a key derived from the
+/// secret per purpose, so a token for one purpose is worthless for another.
+extension Store {
+    public func signToken(purpose: String, fields: [String]) -> String {
+        let payload = Base64URL.encode(Array(fields.joined(separator: "|").utf8))
+        return payload + "." + Base64URL.encode(mac(purpose: purpose, payload: payload))
+    }
+
+    /// The fields of a valid token, or nil when it was altered, is malformed, or belongs to another purpose.
+    public func verifyToken(_ token: String, purpose: String) -> [String]? {
+        guard token.utf8.count <= 2048 else { return nil }
+        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 2, let given = Base64URL.decode(String(parts[1])),
+            let payload = Base64URL.decode(String(parts[0]))
+        else { return nil }
+        let expected = mac(purpose: purpose, payload: String(parts[0]))
+        guard given.count == expected.count, zip(given, expected).reduce(0, { $0 | ($1.0 ^ $1.1) }) == 0 else {
+            return nil
+        }
+        return String(decoding: payload, as: UTF8.self).split(separator: "|", omittingEmptySubsequences: false)
+            .map(String.init)
+    }
+
+    private func mac(purpose: String, payload: String) -> [UInt8] {
+        let key = SymmetricKey(
+            data: HKDF<SHA256>.deriveKey(
+                inputKeyMaterial: hashKey, info: Array("reciprocity.token.\(purpose)".utf8), outputByteCount: 32))
+        return Array(HMAC<SHA256>.authenticationCode(for: Array(payload.utf8), using: key).prefix(16))
+    }
+}
+
+public enum Base64URL {
+    public static func encode(_ bytes: [UInt8]) -> String {
+        Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-")
+            .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+    }
+
+    public static func decode(_ string: String) -> [UInt8]? {
+        guard string.utf8.allSatisfy({ $0 < 128 && $0 != UInt8(ascii: "+") && $0 != UInt8(ascii: "/") }) else {
+            return nil
+        }
+        var s = string.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while s.utf8.count % 4 != 0 { s += "=" }
+        return Data(base64Encoded: s).map(Array.init)
+    }
+}

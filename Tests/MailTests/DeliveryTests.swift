@@ -1,0 +1,287 @@
+import Foundation
+import Logging
+import Mail
+import Messaging
+import ReciprocityCore
+import SMTP
+import Storage
+import TestSupport
+import Testing
+
+/// The outbox pipeline against a scripted SMTP server, on both engines: every fault ends with the mail delivered
+/// exactly once, or (where SMTP cannot know) with the documented at-most-once/at-least-once outcome.
+@Suite struct DeliveryTests {
+    struct Harness {
+        let store: Store
+        let mailer: Mailer
+        let clock: ManualClock
+        let workspace: Workspace
+        let contactID: ContactID
+        let server: ScriptedSMTPServer
+
+        /// Puts a mail in the outbox; marketing kinds go to a contact with review-request consent.
+        func enqueue(_ kind: MessageKind, to address: String = "kunde@example.test") async throws -> Int64 {
+            try await mailer.enqueue(
+                workspace: workspace, kind: kind,
+                to: MailRecipient(
+                    email: try EmailAddress(address), firstName: "Jürgen", lastName: "Müller",
+                    contactID: address == "kunde@example.test" ? contactID : nil),
+                values: MailSamples.model(kind, locale: "de"))
+        }
+
+        /// Delivers until the row is final (advancing the clock past each retry), at most `rounds` times.
+        func deliverUntilFinal(_ id: Int64, rounds: Int = 6) async throws -> OutboxMail {
+            for _ in 0..<rounds {
+                _ = try await mailer.delivery.deliver(outboxID: id, random: SeededRandom(seed: 3))
+                let mail = try #require(try await store.outboxMail(id: id))
+                if mail.state.isFinal { return mail }
+                clock.set(max(clock.now(), mail.notBefore).addingTimeInterval(1))
+            }
+            return try #require(try await store.outboxMail(id: id))
+        }
+
+        func received(_ id: Int64) async throws -> [ReceivedMessage] {
+            let mid = try #require(try await store.outboxMail(id: id)).messageID
+            return server.messages().filter { String(decoding: $0.data, as: UTF8.self).contains("<\(mid)>") }
+        }
+    }
+
+    static func run(
+        _ engine: Engine, faults: [SMTPFault], offerSTARTTLS: Bool = true,
+        _ body: @Sendable (Harness) async throws -> Void
+    ) async throws {
+        var script = SMTPScript()
+        script.tls = try ScriptedSMTPServer.testTLSContext(fixtures: ScriptedSMTPServer.fixturesDirectory())
+        script.offerSTARTTLS = offerSTARTTLS
+        script.faults = faults
+        let server = try await ScriptedSMTPServer.start(script)
+        try await engine.withDatabase { db in
+            // 10:00 in Berlin: outside quiet hours.
+            let clock = ManualClock(Date(timeIntervalSince1970: 1_790_000_000 - 6 * 3600))
+            let store = Store(db: db, clock: clock, secret: Array(repeating: 9, count: 32))
+            let w = try await store.createWorkspace(
+                NewWorkspace(slug: "shop", name: "Bohnenglück", senderEmail: "news@example.test"))
+            let key = try DKIMKey.generate(.ed25519SHA256)
+            try await store.addDKIMKey(
+                workspaceID: w.id, domain: "example.test", selector: "t", algorithm: key.algorithm.rawValue,
+                privateKey: key.storedForm, actor: "test")
+            let contactID = try await db.transaction { tx in
+                let id = try await store.upsertContact(
+                    tx, workspaceID: w.id, email: try EmailAddress("kunde@example.test"), firstName: "Jürgen",
+                    lastName: "Müller", locale: "de", source: "test", sourceRef: nil)
+                _ = try await store.applyConsent(
+                    tx, workspaceID: w.id, contactID: id,
+                    change: ConsentChange(
+                        purpose: .reviewRequest, action: .grant, text: "Ja, bitte fragen Sie mich nach Bewertungen.",
+                        source: "test", evidence: ConsentEvidence(at: clock.now())))
+                return id
+            }
+            var config = SMTPConfiguration(
+                host: "localhost", port: server.port, heloName: "client.example",
+                caFile: ScriptedSMTPServer.fixturesDirectory().appendingPathComponent("test-ca.pem").path)
+            config.timeouts.command = .milliseconds(800)
+            config.timeouts.dataEnd = .milliseconds(800)
+            let logger = Logger(label: "delivery-test")
+            let transport = SMTPTransport(pool: try SMTPPool(config: config, logger: logger))
+            let mailer = Mailer(
+                store: store,
+                composer: MailComposer(
+                    catalog: try MailTemplateCatalog.load(), store: store, baseURL: "https://shop.example"),
+                delivery: MailDelivery(store: store, transport: transport, logger: logger))
+            do {
+                try await body(
+                    Harness(
+                        store: store, mailer: mailer, clock: clock, workspace: w, contactID: contactID, server: server))
+            } catch {
+                await transport.shutdown()
+                throw error
+            }
+            await transport.shutdown()
+        }
+        try await server.shutdown()
+    }
+
+    @Test(arguments: Engine.available)
+    func a421Or450IsDeferredAndSentOnceLater(engine: Engine) async throws {
+        try await Self.run(
+            engine,
+            faults: [
+                .reply(verb: "MAIL", occurrence: 1, code: 421, text: "4.3.2 Shutting down"),
+                .reply(verb: "RCPT", occurrence: 1, code: 450, text: "4.2.1 Mailbox busy"),
+            ]
+        ) { h in
+            let id = try await h.enqueue(.reviewRequest)
+            let first = try await h.mailer.delivery.deliver(outboxID: id)
+            guard case .deferred = first else { throw TestFailure("421 must defer, got \(first)") }
+            let mail = try await h.deliverUntilFinal(id)
+            #expect(mail.state == .sent)
+            #expect(mail.attempts == 3)
+            #expect(try await h.received(id).count == 1, "delivered exactly once")
+            #expect(try await h.store.mailEvents(workspaceID: h.workspace.id, outboxID: id).count == 2)
+        }
+    }
+
+    @Test(arguments: Engine.available)
+    func a550IsABounceThatSuppressesTheAddress(engine: Engine) async throws {
+        try await Self.run(
+            engine, faults: [.reply(verb: "RCPT", occurrence: 1, code: 550, text: "5.1.1 User unknown")]
+        ) { h in
+            let id = try await h.enqueue(.reviewRequest)
+            let mail = try await h.deliverUntilFinal(id)
+            #expect(mail.state == .bounced)
+            #expect(mail.attempts == 1, "a permanent failure is not retried")
+            #expect(try await h.received(id).isEmpty)
+            let again = try await h.enqueue(.reviewRequest)
+            let next = try await h.deliverUntilFinal(again)
+            #expect(next.state == .suppressed, "a hard bounce keeps further marketing away")
+            #expect(next.reason == "suppressed: bounce")
+        }
+    }
+
+    @Test(arguments: Engine.available)
+    func aDropMidDataIsRetriedAndDeliveredOnce(engine: Engine) async throws {
+        try await Self.run(engine, faults: [.dropDuringData(occurrence: 1, afterBytes: 200)]) { h in
+            let id = try await h.enqueue(.doiConfirmation)
+            let mail = try await h.deliverUntilFinal(id)
+            #expect(mail.state == .sent)
+            #expect(try await h.received(id).count == 1)
+        }
+    }
+
+    @Test(arguments: Engine.available)
+    func aStallIsATimeoutAndTheMailGoesOnceAfterwards(engine: Engine) async throws {
+        try await Self.run(engine, faults: [.stall(verb: "RCPT", occurrence: 1)]) { h in
+            let id = try await h.enqueue(.reviewRequest)
+            let mail = try await h.deliverUntilFinal(id)
+            #expect(mail.state == .sent)
+            #expect(mail.attempts == 2)
+            #expect(try await h.received(id).count == 1)
+        }
+    }
+
+    /// After the final dot, silence is ambiguous. Transactional mail is resent with the same Message-ID (at least
+    /// once); marketing is not (at most once). docs/mail.md explains the choice.
+    @Test(arguments: Engine.available)
+    func anUnknownOutcomeResendsTransactionalButNotMarketing(engine: Engine) async throws {
+        try await Self.run(
+            engine, faults: [.stall(verb: "DOT", occurrence: 1), .stall(verb: "DOT", occurrence: 3)]
+        ) { h in
+            let doi = try await h.enqueue(.doiConfirmation)
+            let sentDOI = try await h.deliverUntilFinal(doi)
+            #expect(sentDOI.state == .sent)
+            #expect(try await h.received(doi).count == 1)
+            let review = try await h.enqueue(.reviewRequest)
+            let failed = try await h.deliverUntilFinal(review)
+            #expect(failed.state == .failed)
+            #expect(failed.reason.contains("at most once"))
+            #expect(failed.attempts == 1)
+        }
+    }
+
+    /// A crash between "sending" and the outcome: marketing is not resent; transactional is, same Message-ID.
+    @Test(arguments: Engine.available)
+    func aCrashWhileSendingFollowsTheClassRule(engine: Engine) async throws {
+        try await Self.run(engine, faults: []) { h in
+            let review = try await h.enqueue(.reviewRequest)
+            let doi = try await h.enqueue(.doiConfirmation)
+            for id in [review, doi] {
+                try await h.store.db.transaction { tx in
+                    try await h.store.transitionOutbox(tx, id: id, from: [.queued], to: .sending, countAttempt: true)
+                }
+            }
+            #expect(try await h.deliverUntilFinal(review).state == .failed)
+            #expect(try await h.received(review).isEmpty)
+            #expect(try await h.deliverUntilFinal(doi).state == .sent)
+            #expect(try await h.received(doi).count == 1)
+        }
+    }
+
+    @Test(arguments: Engine.available)
+    func noSTARTTLSMeansNothingIsSentAndTheMailWaits(engine: Engine) async throws {
+        try await Self.run(engine, faults: [], offerSTARTTLS: false) { h in
+            let id = try await h.enqueue(.doiConfirmation)
+            let outcome = try await h.mailer.delivery.deliver(outboxID: id)
+            guard case .deferred(_, let reason) = outcome else { throw TestFailure("must defer, got \(outcome)") }
+            #expect(reason.contains("STARTTLS"))
+            #expect(h.server.messages().isEmpty)
+            #expect(!h.server.commandLog().contains { $0.contains("MAIL FROM") })
+        }
+    }
+
+    @Test(arguments: Engine.available)
+    func policyAtSendTime(engine: Engine) async throws {
+        try await Self.run(engine, faults: []) { h in
+            // No consent: a marketing mail to a stranger is never sent.
+            let stranger = try await h.enqueue(.reviewRequest, to: "fremd@example.test")
+            #expect(try await h.deliverUntilFinal(stranger).state == .suppressed)
+            // Frequency cap: the third marketing mail within 7 days waits.
+            let a = try await h.enqueue(.reviewRequest)
+            let b = try await h.enqueue(.reviewRequest)
+            let c = try await h.enqueue(.reviewRequest)
+            #expect(try await h.deliverUntilFinal(a).state == .sent)
+            #expect(try await h.deliverUntilFinal(b).state == .sent)
+            let third = try await h.mailer.delivery.deliver(outboxID: c)
+            guard case .deferred(let until, let reason) = third else { throw TestFailure("cap: \(third)") }
+            #expect(reason.contains("frequency cap"))
+            #expect(until > h.clock.now().addingTimeInterval(6 * 86_400))
+            // An objection (one-click) after queueing stops it at send time.
+            let d = try await h.enqueue(.thankYou)
+            let target = Unsubscribe.Target(
+                workspaceID: h.workspace.id, emailHash: h.store.suppressionHash("kunde@example.test"),
+                contactID: h.contactID, kind: "thank_you")
+            try await Unsubscribe(store: h.store).objectAll(target, source: "one_click")
+            let stopped = try await h.deliverUntilFinal(d)
+            #expect(stopped.state == .suppressed)
+            #expect(try await h.received(d).isEmpty)
+            // Transactional mail the person asked for still goes.
+            let doi = try await h.enqueue(.doiConfirmation)
+            #expect(try await h.deliverUntilFinal(doi).state == .sent)
+        }
+    }
+
+    @Test(arguments: Engine.available)
+    func bouncesFromAMaildirAndTheWebhookPath(engine: Engine) async throws {
+        try await Self.run(engine, faults: []) { h in
+            let id = try await h.enqueue(.doiConfirmation)
+            #expect(try await h.deliverUntilFinal(id).state == .sent)
+            let received = try #require(try await h.received(id).first)
+            let verp = received.mailFrom
+            #expect(verp.hasPrefix("bounce+\(id)-") && verp.hasSuffix("@example.test"))
+            let mid = try #require(try await h.store.outboxMail(id: id)).messageID
+            let dsn = """
+                Return-Path: <>\r\nTo: \(verp)\r\nSubject: Undelivered Mail Returned to Sender\r\n\
+                Content-Type: multipart/report; report-type=delivery-status; boundary="B1"\r\n\r\n\
+                --B1\r\nContent-Type: text/plain\r\n\r\nSorry.\r\n\
+                --B1\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.test\r\n\r\n\
+                Final-Recipient: rfc822; kunde@example.test\r\nAction: failed\r\nStatus: 5.1.1\r\n\
+                Diagnostic-Code: smtp; 550 5.1.1 User unknown\r\n\r\n\
+                --B1\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <\(mid)>\r\n\r\n--B1--\r\n
+                """
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("maildir-\(UUID().uuidString)")
+            for sub in ["new", "cur", "tmp"] {
+                try FileManager.default.createDirectory(
+                    at: dir.appendingPathComponent(sub), withIntermediateDirectories: true)
+            }
+            defer { try? FileManager.default.removeItem(at: dir) }
+            try dsn.write(to: dir.appendingPathComponent("new/1.dsn"), atomically: true, encoding: .utf8)
+            // A forged bounce with a wrong MAC in the VERP address and no Message-ID matches nothing.
+            try
+                "To: bounce+\(id)-forged@example.test\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=x\r\n\r\n--x\r\nContent-Type: message/delivery-status\r\n\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n--x--\r\n"
+                .write(to: dir.appendingPathComponent("new/2.forged"), atomically: true, encoding: .utf8)
+            let importer = BounceImport(store: h.store, logger: Logger(label: "test"))
+            let summary = try await importer.importMaildir(dir.path)
+            #expect(summary.bounces == 1 && summary.unmatched == 1 && summary.read == 2)
+            #expect(try await h.store.outboxMail(id: id)?.state == .bounced)
+            #expect(
+                try await h.store.isSuppressed(
+                    workspaceID: h.workspace.id, email: try EmailAddress("kunde@example.test")))
+            let second = try await importer.importMaildir(dir.path)
+            #expect(second.read == 0, "processed files move to cur/")
+        }
+    }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}

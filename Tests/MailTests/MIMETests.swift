@@ -1,0 +1,135 @@
+import Foundation
+import Mail
+import ReciprocityCore
+import Testing
+
+@Suite struct MIMETests {
+    func message(
+        subject: String = "Wie gefällt Ihnen Ihre Bestellung? Grüße aus Köln",
+        text: String = "Grüße, Jürgen!\nÄpfel und Öl kosten 5 €.", html: String? = "<p>Grüße</p>",
+        attachments: [Mail.Attachment] = [], toName: String? = "Jürgen Müller"
+    ) throws -> MailMessage {
+        MailMessage(
+            from: try Mailbox("news@bohnenglück.example", displayName: "Kaffeerösterei Bohnenglück"),
+            to: [try Mailbox("juergen@example.com", displayName: toName)], subject: subject, text: text, html: html,
+            attachments: attachments, messageID: "abc@bohnenglueck.example",
+            date: Date(timeIntervalSince1970: 1_790_000_000))
+    }
+
+    @Test func headersAreASCIIWithEncodedWordsThatDecodeExactly() throws {
+        let rendered = try message().render()
+        let raw = String(decoding: rendered.bytes, as: UTF8.self)
+        #expect(rendered.bytes.allSatisfy { $0 < 128 }, "every byte of the message is ASCII")
+        let subject = try #require(rendered.headers.first { $0.name == "Subject" })
+        #expect(RFC2047.decode(subject.value) == "Wie gefällt Ihnen Ihre Bestellung? Grüße aus Köln")
+        let from = try #require(rendered.headers.first { $0.name == "From" })
+        #expect(RFC2047.decode(from.value) == "Kaffeerösterei Bohnenglück <news@xn--bohnenglck-heb.example>")
+        for word in subject.value.split(separator: " ") { #expect(word.count <= 75) }
+        #expect(raw.contains("Date: Mon, 21 Sep 2026 14:13:20 +0000\r\n"))
+        #expect(raw.contains("Message-ID: <abc@bohnenglueck.example>\r\n"))
+        #expect(raw.contains("MIME-Version: 1.0\r\n"))
+    }
+
+    @Test func crlfEverywhereAndNoLineOver998EvenForLongInput() throws {
+        let long = String(repeating: "x", count: 5000) + " " + String(repeating: "ä", count: 3000)
+        let rendered = try message(
+            subject: String(repeating: "Sehr langer Betreff mit Ümlauten ", count: 20), text: long + "\n.leading dot",
+            html: "<p>" + long + "</p>", toName: String(repeating: "Maximilian ", count: 40)
+        ).render()
+        let bytes = rendered.bytes
+        var lineLength = 0
+        for (i, b) in bytes.enumerated() {
+            if b == 10 {
+                #expect(i > 0 && bytes[i - 1] == 13, "LF at \(i) is part of CRLF")
+                lineLength = 0
+            } else if b != 13 {
+                lineLength += 1
+                #expect(lineLength <= 998)
+                if lineLength > 998 { break }
+            }
+        }
+        for h in rendered.headers {
+            for line in h.line.components(separatedBy: "\r\n") { #expect(line.count <= 998) }
+        }
+        let to = try #require(rendered.headers.first { $0.name == "To" })
+        #expect(RFC2047.decode(to.value).hasPrefix("Maximilian Maximilian"))
+        #expect(RFC2047.decode(to.value).contains("…"), "a very long display name is shortened")
+    }
+
+    @Test func quotedPrintableForGermanBase64ForMostlyNonLatin() throws {
+        #expect(TransferEncoding.choose(for: Array("Grüße aus Köln, schöne Äpfel".utf8)) == .quotedPrintable)
+        #expect(TransferEncoding.choose(for: Array("Καλημέρα κόσμε, ευχαριστούμε".utf8)) == .base64)
+        let qp = String(decoding: QuotedPrintable.encode(Array("Grüße = gut \r\nZeile".utf8)), as: UTF8.self)
+        #expect(qp == "Gr=C3=BC=C3=9Fe =3D gut=20\r\nZeile\r\n")
+        #expect(QuotedPrintable.decode(qp) == "Grüße = gut \nZeile\n")
+        let long = String(repeating: "abcdefghij", count: 30)
+        let encoded = String(decoding: QuotedPrintable.encode(Array(long.utf8)), as: UTF8.self)
+        for line in encoded.components(separatedBy: "\r\n") { #expect(line.count <= 76) }
+        #expect(QuotedPrintable.decode(encoded) == long + "\n")
+    }
+
+    @Test func multipartWithAttachment() throws {
+        let pdf = Array(repeating: UInt8(0xFF), count: 300)
+        let rendered = try message(
+            attachments: [Mail.Attachment(filename: "Brühguide.pdf", contentType: "application/pdf", data: pdf)]
+        ).render()
+        let raw = String(decoding: rendered.bytes, as: UTF8.self)
+        #expect(raw.contains("Content-Type: multipart/mixed; boundary=\"=_mix_"))
+        #expect(raw.contains("Content-Type: multipart/alternative; boundary=\"=_alt_"))
+        #expect(raw.contains("Content-Disposition: attachment; filename="))
+        #expect(raw.contains(Data(pdf).base64EncodedString().prefix(76)))
+        #expect(try message().render() == (try message().render()), "rendering is deterministic")
+    }
+
+    @Test func headerInjectionAndBadAddressesAreRefused() throws {
+        #expect(throws: DomainError.self) { try Mailbox("a@example.com\r\nBcc: victim@example.com") }
+        #expect(throws: DomainError.self) { try Mailbox("a@example.com", displayName: "Eve\r\nBcc: x@example.com") }
+        #expect(throws: DomainError.self) { try Mailbox("not an address") }
+        #expect(throws: DomainError.self) { try Mailbox("a@b") }
+        var m = try message()
+        m.extraHeaders = [HeaderField("X-Test", "ok\r\nBcc: x@example.com")]
+        #expect(throws: DomainError.self) { try m.render() }
+        let error = #expect(throws: DomainError.self) { try Mailbox("a@example.com\nX: y") }
+        #expect(error?.code == "mail_header_injection")
+    }
+
+    @Test func idnDomainsArePunycoded() throws {
+        #expect(IDNA.toASCII("bücher.example") == "xn--bcher-kva.example")
+        #expect(IDNA.toASCII("例え.テスト") == "xn--r8jz45g.xn--zckzah")
+        #expect(IDNA.toASCII("münchen.de") == "xn--mnchen-3ya.de")
+        #expect(try Mailbox("kunde@Bücher.example").address == "kunde@xn--bcher-kva.example")
+        #expect(try Mailbox("jürgen@example.com").needsSMTPUTF8)
+        #expect(try !Mailbox("juergen@bücher.example").needsSMTPUTF8)
+    }
+}
+
+/// A minimal RFC 2047 decoder for the tests (Q and B encodings, UTF-8).
+enum RFC2047 {
+    static func decode(_ value: String) -> String {
+        var out = ""
+        var previousWasWord = false
+        for token in value.replacingOccurrences(of: "\r\n", with: "").split(
+            separator: " ", omittingEmptySubsequences: false)
+        {
+            let t = String(token)
+            if t.hasPrefix("=?UTF-8?"), t.hasSuffix("?="), t.count > 12 {
+                let encoding = t[t.index(t.startIndex, offsetBy: 8)]
+                let payload = String(t.dropFirst(10).dropLast(2))
+                let decoded: String
+                if encoding == "B" {
+                    decoded = Data(base64Encoded: payload).map { String(decoding: $0, as: UTF8.self) } ?? "?"
+                } else {
+                    decoded = QuotedPrintable.decode(payload.replacingOccurrences(of: "_", with: " "))
+                }
+                if !previousWasWord && !out.isEmpty { out += " " }
+                out += decoded
+                previousWasWord = true
+            } else {
+                if !out.isEmpty { out += " " }
+                out += t
+                previousWasWord = false
+            }
+        }
+        return out
+    }
+}

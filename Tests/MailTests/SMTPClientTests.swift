@@ -1,0 +1,198 @@
+import Foundation
+import Logging
+import NIOSSL
+import ReciprocityCore
+import SMTP
+import Testing
+
+/// Our SMTP client against a scripted server on loopback: TLS, AUTH, pipelining, the pool, and faults.
+@Suite struct SMTPClientTests {
+    static let logger = Logger(label: "smtp-test")
+    static var caFile: String { ScriptedSMTPServer.fixturesDirectory().appendingPathComponent("test-ca.pem").path }
+
+    func config(_ server: ScriptedSMTPServer, tls: SMTPConfiguration.TLSMode = .starttls, user: String? = nil)
+        -> SMTPConfiguration
+    {
+        var c = SMTPConfiguration(
+            host: "localhost", port: server.port, tls: tls, username: user, password: user == nil ? nil : "geheim",
+            heloName: "client.example", caFile: Self.caFile, poolSize: 2, maxMessagesPerConnection: 3)
+        c.timeouts.command = .seconds(2)
+        c.timeouts.dataEnd = .seconds(2)
+        return c
+    }
+
+    func tlsScript(_ faults: [SMTPFault] = [], untrusted: Bool = false) throws -> SMTPScript {
+        var s = SMTPScript()
+        s.tls = try ScriptedSMTPServer.testTLSContext(
+            fixtures: ScriptedSMTPServer.fixturesDirectory(), untrusted: untrusted)
+        s.faults = faults
+        return s
+    }
+
+    func envelope(_ n: Int = 1, body: String = "Hallo") -> SMTPEnvelope {
+        SMTPEnvelope(
+            mailFrom: "bounce+\(n)@example.test", recipients: ["kunde\(n)@example.test"],
+            data: Array("Subject: Test \(n)\r\nMessage-ID: <m\(n)@example.test>\r\n\r\n\(body)\r\n".utf8))
+    }
+
+    @Test func startTLSThenAuthThenPipelinedTransactionsOnReusedSessions() async throws {
+        let server = try await ScriptedSMTPServer.start(try tlsScript())
+        let pool = try SMTPPool(config: config(server, user: "shop"), logger: Self.logger)
+        for n in 1...4 { try await pool.send(envelope(n, body: ".leading dot\r\n..two dots")) }
+        await pool.shutdown()
+        let messages = server.messages()
+        #expect(messages.count == 4)
+        #expect(messages.allSatisfy { $0.overTLS && $0.authenticatedUser == "shop" })
+        #expect(String(decoding: messages[0].data, as: UTF8.self).hasSuffix("\r\n.leading dot\r\n..two dots\r\n"))
+        #expect(messages[0].mailFrom == "bounce+1@example.test" && messages[0].recipients == ["kunde1@example.test"])
+        #expect(server.connectionCount() == 2, "3 messages per session, then a new one")
+        let log = server.commandLog()
+        #expect(log.filter { $0.hasSuffix(": STARTTLS") }.count == 2)
+        #expect(log.filter { $0.contains(": EHLO client.example") }.count == 4, "EHLO again after STARTTLS")
+        #expect(log.contains { $0.hasSuffix(": RSET") }, "RSET between messages on a reused session")
+        try await server.shutdown()
+    }
+
+    @Test func authLoginWhenPlainIsNotOffered() async throws {
+        var script = try tlsScript()
+        script.extensions = ["PIPELINING", "AUTH LOGIN"]
+        script.credentials = (user: "shop", password: "geheim")
+        let server = try await ScriptedSMTPServer.start(script)
+        let pool = try SMTPPool(config: config(server, user: "shop"), logger: Self.logger)
+        try await pool.send(envelope())
+        await pool.shutdown()
+        #expect(server.messages().first?.authenticatedUser == "shop")
+        #expect(server.commandLog().contains { $0.hasSuffix(": AUTH LOGIN") })
+        try await server.shutdown()
+    }
+
+    @Test func noSTARTTLSOfferedMeansNothingIsSent() async throws {
+        var script = SMTPScript()
+        script.offerSTARTTLS = false
+        let server = try await ScriptedSMTPServer.start(script)
+        let pool = try SMTPPool(config: config(server), logger: Self.logger)
+        await #expect {
+            try await pool.send(envelope())
+        } throws: { error in
+            if case .tlsRequired = error as? SMTPError { return true }
+            return false
+        }
+        await pool.shutdown()
+        #expect(server.messages().isEmpty)
+        #expect(!server.commandLog().contains { $0.contains("MAIL FROM") }, "no plaintext fallback")
+        try await server.shutdown()
+    }
+
+    @Test func anUntrustedCertificateIsRefused() async throws {
+        let server = try await ScriptedSMTPServer.start(try tlsScript(untrusted: true))
+        let pool = try SMTPPool(config: config(server), logger: Self.logger)
+        await #expect(throws: SMTPError.self) { try await pool.send(envelope()) }
+        await pool.shutdown()
+        #expect(!server.commandLog().contains { $0.contains("MAIL FROM") })
+        try await server.shutdown()
+    }
+
+    @Test func plaintextInjectedAfterSTARTTLSIsDiscarded() async throws {
+        // CVE-2011-0411: a reply injected before the handshake must not be read as the reply to our EHLO.
+        let server = try await ScriptedSMTPServer.start(
+            try tlsScript([.injectAfterSTARTTLS("250-injected\r\n250 AUTH PLAIN\r\n")]))
+        let pool = try SMTPPool(config: config(server), logger: Self.logger)
+        try await pool.send(envelope())
+        await pool.shutdown()
+        #expect(server.messages().count == 1)
+        #expect(server.messages().first?.overTLS == true)
+        try await server.shutdown()
+    }
+
+    @Test func implicitTLS() async throws {
+        var script = try tlsScript()
+        script.implicitTLS = true
+        let server = try await ScriptedSMTPServer.start(script)
+        let pool = try SMTPPool(config: config(server, tls: .implicit), logger: Self.logger)
+        try await pool.send(envelope())
+        await pool.shutdown()
+        #expect(server.messages().first?.overTLS == true)
+        #expect(!server.commandLog().contains { $0.hasSuffix(": STARTTLS") })
+        try await server.shutdown()
+    }
+
+    @Test func repliesAreClassified() async throws {
+        let server = try await ScriptedSMTPServer.start(
+            try tlsScript([
+                .reply(verb: "RCPT", occurrence: 1, code: 550, text: "5.1.1 No such user"),
+                .reply(verb: "MAIL", occurrence: 2, code: 451, text: "4.3.0 Try later"),
+                .reply(verb: "DOT", occurrence: 1, code: 554, text: "5.7.1 Rejected as spam"),
+            ]))
+        let pool = try SMTPPool(config: config(server), logger: Self.logger)
+        var errors: [SMTPError] = []
+        for n in 1...3 {
+            do { try await pool.send(envelope(n)) } catch let e as SMTPError { errors.append(e) }
+        }
+        try await pool.send(envelope(4))
+        await pool.shutdown()
+        guard errors.count == 3 else {
+            Issue.record("expected three failures, got \(errors)")
+            return
+        }
+        #expect(errors[0] == .permanent(phase: "rcpt", reply: SMTPReply(code: 550, lines: ["5.1.1 No such user"])))
+        #expect(errors[0].isRetryable == false)
+        if case .transient(let phase, _) = errors[1] {
+            #expect(phase == "mail")
+        } else {
+            Issue.record("451 is transient")
+        }
+        #expect(errors[1].isRetryable)
+        if case .permanent(let phase, _) = errors[2] {
+            #expect(phase == "data-end")
+        } else {
+            Issue.record("554 at end")
+        }
+        #expect(server.messages().map(\.recipients) == [["kunde4@example.test"]], "the session stays in step")
+        try await server.shutdown()
+    }
+
+    @Test func aStallTimesOutAndADropAfterTheDotIsAnUnknownOutcome() async throws {
+        let server = try await ScriptedSMTPServer.start(
+            try tlsScript([.stall(verb: "MAIL", occurrence: 1), .stall(verb: "DOT", occurrence: 1)]))
+        let pool = try SMTPPool(config: config(server), logger: Self.logger)
+        let clock = ContinuousClock()
+        let start = clock.now
+        await #expect {
+            try await pool.send(envelope(1))
+        } throws: { error in
+            if case .connection(let phase, _) = error as? SMTPError { return phase == "mail" }
+            return false
+        }
+        #expect(clock.now - start < .seconds(10))
+        await #expect {
+            try await pool.send(envelope(2))
+        } throws: { error in
+            if case .outcomeUnknown = error as? SMTPError { return true }
+            return false
+        }
+        try await pool.send(envelope(3))
+        await pool.shutdown()
+        #expect(server.messages().count == 1)
+        try await server.shutdown()
+    }
+
+    @Test func aDropMidDataIsAConnectionFailureBeforeTheEnd() async throws {
+        let server = try await ScriptedSMTPServer.start(
+            try tlsScript([.dropDuringData(occurrence: 1, afterBytes: 10)]))
+        let pool = try SMTPPool(config: config(server), logger: Self.logger)
+        let big = String(repeating: "Zeile mit Inhalt\r\n", count: 20_000)
+        await #expect {
+            try await pool.send(envelope(1, body: big))
+        } throws: { error in
+            guard let e = error as? SMTPError else { return false }
+            switch e {
+            case .connection, .outcomeUnknown: return true
+            default: return false
+            }
+        }
+        try await pool.send(envelope(2))
+        await pool.shutdown()
+        #expect(server.messages().count == 1)
+        try await server.shutdown()
+    }
+}
