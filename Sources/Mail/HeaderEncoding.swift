@@ -21,8 +21,15 @@ public enum HeaderEncoding {
 
     /// An unstructured value such as Subject: ASCII stays readable; anything else becomes encoded words.
     public static func unstructured(_ text: String) -> String {
-        let clean = text.replacingOccurrences(of: "\r", with: " ").replacingOccurrences(of: "\n", with: " ")
-        if clean.unicodeScalars.allSatisfy({ $0.isASCII }) && !clean.contains("=?") { return clean }
+        var scalars = String.UnicodeScalarView()
+        for s in text.unicodeScalars { scalars.append(s.value < 0x20 || s.value == 0x7F ? " " : s) }
+        let clean = String(scalars)
+        // Plain ASCII stays readable unless a word is too long to fold (it would make a line past the limit).
+        if clean.unicodeScalars.allSatisfy({ $0.isASCII }) && !clean.contains("=?")
+            && !clean.split(separator: " ").contains(where: { $0.utf8.count > 70 })
+        {
+            return clean
+        }
         return encodedWords(clean).joined(separator: " ")
     }
 
@@ -49,19 +56,22 @@ public enum HeaderEncoding {
         return chunks.map { prefix + (useQ ? qEncode($0) : Data($0).base64EncodedString()) + "?=" }
     }
 
+    private static let upperHex = Array("0123456789ABCDEF".utf8)
+
     private static func qEncode(_ bytes: [UInt8]) -> String {
-        var out = ""
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count * 2)
         for b in bytes {
             switch b {
-            case 0x20: out += "_"
+            case 0x20: out.append(UInt8(ascii: "_"))
             case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
                 UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "!"), UInt8(ascii: "*"), UInt8(ascii: "+"),
                 UInt8(ascii: "-"), UInt8(ascii: "/"):
-                out.unicodeScalars.append(Unicode.Scalar(b))
-            default: out += String(format: "=%02X", b)
+                out.append(b)
+            default: out += [UInt8(ascii: "="), upperHex[Int(b >> 4)], upperHex[Int(b & 0xF)]]
             }
         }
-        return out
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// `Name: value` folded at whitespace so lines stay within 78 characters where possible, joined by CRLF SP.

@@ -84,8 +84,7 @@ public struct MailMessage: Sendable, Equatable {
         headers += extraHeaders
         headers.append(HeaderField("MIME-Version", "1.0"))
 
-        let seed = Array(SHA256.hash(data: Array(messageID.utf8))).prefix(12).map { String(format: "%02x", $0) }
-            .joined()
+        let seed = Hex.lower(Array(SHA256.hash(data: Array(messageID.utf8)).prefix(12)))
         let textPart = MIMEPart.text(text, subtype: "plain")
         var body = textPart
         if let html {
@@ -135,7 +134,7 @@ indirect enum MIMEPart {
     func encoded() -> ([HeaderField], [UInt8]) {
         switch self {
         case .text(let string, let subtype):
-            let bytes = Array(TextEncoding.normalizeLineEnds(string).utf8)
+            let bytes = TextEncoding.crlf(string)
             let encoding = TransferEncoding.choose(for: bytes)
             return (
                 [
@@ -243,10 +242,35 @@ public enum QuotedPrintable {
 }
 
 enum TextEncoding {
-    /// CRLF everywhere: bare LF and bare CR become CRLF.
-    static func normalizeLineEnds(_ s: String) -> String {
-        s.replacingOccurrences(of: "\r\n", with: "\n").replacingOccurrences(of: "\r", with: "\n")
-            .replacingOccurrences(of: "\n", with: "\r\n")
+    /// The UTF-8 bytes with CRLF everywhere: bare LF and bare CR become CRLF. (On bytes: Foundation's
+    /// `replacingOccurrences` was a third of the cost of composing a mail.)
+    static func crlf(_ s: String) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(s.utf8.count + s.utf8.count / 32)
+        var previousCR = false
+        for b in s.utf8 {
+            if b == 10 {
+                if !previousCR { out.append(13) }
+                out.append(10)
+                previousCR = false
+            } else {
+                if previousCR { out.append(10) }
+                out.append(b)
+                previousCR = b == 13
+            }
+        }
+        if previousCR { out.append(10) }
+        return out
+    }
+}
+
+enum Hex {
+    static let digits = Array("0123456789abcdef".utf8)
+    static func lower(_ bytes: [UInt8]) -> String {
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count * 2)
+        for b in bytes { out += [digits[Int(b >> 4)], digits[Int(b & 0xF)]] }
+        return String(decoding: out, as: UTF8.self)
     }
 }
 

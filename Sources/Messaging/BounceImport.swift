@@ -99,8 +99,10 @@ public struct BounceImport: Sendable {
             return .delay
         }
         guard action == "failed" || status.hasPrefix("5") else { return .unmatched }
+        // Only "no such address" (5.1.x) bars the address for good; a full mailbox or a policy refusal is noted.
         _ = try await store.recordBounce(
-            outboxID: outboxID, type: "bounce", permanent: true, detail: "\(status) \(diagnostic)", source: "maildir")
+            outboxID: outboxID, type: "bounce", permanent: status.hasPrefix("5.1."),
+            detail: "\(status) \(diagnostic)", source: "maildir")
         return .bounce
     }
 }

@@ -110,12 +110,14 @@ public struct MailComposer: Sendable {
         layoutModel["content"] = htmlContent
         let html = catalog.htmlLayout.render(layoutModel)
         layoutModel["content"] = textContent
-        let text = catalog.textLayout.render(layoutModel).replacingOccurrences(of: "\n\n\n", with: "\n\n")
+        let text = catalog.textLayout.render(layoutModel)
 
         var headers: [HeaderField] = []
         if marketing {
             // RFC 8058: an https URI (POST = one click) and a mailto. Both covered by the DKIM signature.
-            let mailto = "mailto:\(workspace.senderEmail)?subject=unsubscribe%20\(unsubscribeToken)"
+            // To the bounce domain's mailbox (the one `bounces import` reads), never to the shop's inbox.
+            let sender = try Mailbox(workspace.senderEmail)
+            let mailto = "mailto:bounce+unsubscribe@\(sender.domain)?subject=unsubscribe%20\(unsubscribeToken)"
             headers.append(HeaderField("List-Unsubscribe", "<\(links["unsubscribe"]!)>, <\(mailto)>"))
             headers.append(HeaderField("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
         }
@@ -128,8 +130,7 @@ public struct MailComposer: Sendable {
     }
 
     static func render(_ source: String, _ model: [String: Any], text: Bool) throws -> String {
-        let template = try MustacheTemplate(string: (text ? "{{% CONTENT_TYPE: TEXT}}" : "") + source)
-        return template.render(model)
+        try ParsedTemplates.shared.template((text ? "{{% CONTENT_TYPE: TEXT}}" : "") + source).render(model)
     }
 
     static func common(
@@ -214,5 +215,23 @@ public struct MailComposer: Sendable {
                 "imprint_label": "Impressum", "privacy_label": "Datenschutz",
             ]
         }
+    }
+}
+
+/// Parsed templates by source text, so a mail sent ten thousand times is parsed once. Bounded: cleared when full
+/// (edited templates make new sources).
+final class ParsedTemplates: @unchecked Sendable {
+    static let shared = ParsedTemplates()
+    private let lock = NSLock()
+    private var cache: [String: MustacheTemplate] = [:]
+
+    func template(_ source: String) throws -> MustacheTemplate {
+        if let hit = lock.withLock({ cache[source] }) { return hit }
+        let parsed = try MustacheTemplate(string: source)
+        lock.withLock {
+            if cache.count >= 512 { cache.removeAll(keepingCapacity: true) }
+            cache[source] = parsed
+        }
+        return parsed
     }
 }

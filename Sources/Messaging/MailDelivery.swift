@@ -63,6 +63,10 @@ public struct MailDelivery: Sendable {
     public var retry = RetryPolicy()
     /// Attempts before a retryable failure becomes final.
     public var maxAttempts = 8
+    /// The longest a send may take, pool wait and handshake included. Shorter than the job lease (300 s), so a
+    /// row in `sending` older than `inFlightWindow` can only be left over from a crash.
+    public var sendDeadline: Duration = .seconds(240)
+    public var inFlightWindow: TimeInterval = 300
     let limiter = SendRateLimiter()
 
     public init(store: Store, transport: any MailTransport, logger: Logger) {
@@ -105,13 +109,31 @@ public struct MailDelivery: Sendable {
             let envelope = SMTPEnvelope(
                 mailFrom: try returnPath(mail), recipients: [try Mailbox(mail.recipient ?? "").address], data: bytes,
                 needsSMTPUTF8: try Mailbox(mail.recipient ?? "").needsSMTPUTF8)
-            result = .success(try await transport.send(envelope))
+            result = .success(try await Self.withDeadline(sendDeadline) { try await transport.send(envelope) })
         } catch {
             result = .failure(error)
         }
         // 3. Record the outcome.
         return try await store.db.transaction { tx in
             try await self.record(tx, mail: mail, result: result, random: random)
+        }
+    }
+
+    /// Runs `body`, or fails with a connection error once `deadline` passes (the send is then abandoned).
+    static func withDeadline<T: Sendable>(_ deadline: Duration, _ body: @escaping @Sendable () async throws -> T)
+        async throws -> T
+    {
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                try await Task.sleep(for: deadline)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let value = first else {
+                throw SMTPError.connection(phase: "deadline", reason: "no outcome within \(deadline)")
+            }
+            return value
         }
     }
 
@@ -125,6 +147,18 @@ public struct MailDelivery: Sendable {
             return .done(.failed(reason: "no such outbox row"))
         }
         if mail.state.isFinal { return .done(.alreadyDone(mail.state)) }
+        let now = store.clock.now()
+        if mail.state == .sending, let started = mail.sendingAt, started > now.addingTimeInterval(-inFlightWindow) {
+            // Another worker is sending it right now (its lease ran out while it waited on a slow relay): look
+            // again once that send must have ended, one way or the other.
+            let later = started.addingTimeInterval(inFlightWindow + 1)
+            try await store.enqueue(
+                tx,
+                JobRequest(
+                    kind: Store.mailDeliveryJob, workspaceID: mail.workspaceID, payload: "{\"outbox_id\":\(mail.id)}",
+                    runAt: later, idempotencyKey: "mail:\(mail.id):inflight:\(started.epochMillis)", maxAttempts: 3))
+            return .done(.deferred(until: later, reason: "being sent by another worker"))
+        }
         if mail.state == .sending && mail.mailClass == .marketing && !mail.isTest {
             let reason = "interrupted after sending began; not resent (marketing is sent at most once)"
             try await store.transitionOutbox(tx, id: mail.id, from: [.sending], to: .failed, reason: reason)
@@ -138,12 +172,16 @@ public struct MailDelivery: Sendable {
                 tx, id: mail.id, from: [.queued, .deferred, .sending], to: .suppressed, reason: "erased")
             return .done(.skipped(reason: "erased"))
         }
-        let now = store.clock.now()
         if mail.notBefore > now.addingTimeInterval(1) && mail.state != .sending {
             return .done(.deferred(until: mail.notBefore, reason: "not yet due"))
         }
         guard let workspace = try await tx.first("SELECT time_zone FROM workspaces WHERE id = ?", mail.workspaceID)
         else { return .done(.failed(reason: "workspace gone")) }
+        // One decision per recipient at a time: two mails to the same person must not both read "1 of 2" and both
+        // go (PostgreSQL; SQLite's single writer serialises these transactions anyway).
+        if let lock = tx.dialect.advisoryLockSQL(key: Self.lockKey(mail.workspaceID, mail.recipientHash), wait: true) {
+            _ = try await tx.query(lock, [])
+        }
         let settings = try await store.mailSettings(workspaceID: mail.workspaceID, in: tx)
         let kind = MessageKind(rawValue: mail.kind) ?? .thankYou
         var check = SendCheck(
@@ -162,10 +200,13 @@ public struct MailDelivery: Sendable {
                 mail.workspaceID, contactID, purpose.rawValue
             ).flatMap { ConsentState(rawValue: $0.text("state")) }
             if settings.existingCustomerMode && purpose == .reviewRequest {
+                // The notice must come from a sale: an order that was not cancelled (COMPLIANCE-DE).
                 let notices = try await tx.scalar(
                     """
-                    SELECT COUNT(*) FROM consent_events WHERE workspace_id = ? AND contact_id = ?
-                      AND action = 'notice_shown' AND legal_basis = ?
+                    SELECT COUNT(*) FROM consent_events e JOIN orders o ON o.workspace_id = e.workspace_id
+                      AND e.source = 'order:' || o.external_id
+                    WHERE e.workspace_id = ? AND e.contact_id = ? AND e.action = 'notice_shown' AND e.legal_basis = ?
+                      AND o.status <> 'cancelled'
                     """, mail.workspaceID, contactID, LegalBasis.existingCustomer.rawValue)
                 check.existingCustomerBasis = notices > 0
             }
@@ -201,6 +242,12 @@ public struct MailDelivery: Sendable {
             updated.attempts += 1
             return .send(updated, try await store.activeDKIMKey(workspaceID: mail.workspaceID, in: tx))
         }
+    }
+
+    static func lockKey(_ workspaceID: WorkspaceID, _ recipientHash: String) -> Int64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325 ^ UInt64(bitPattern: workspaceID)
+        for b in recipientHash.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+        return Int64(bitPattern: h & 0x3FFF_FFFF_FFFF_FFFF)
     }
 
     private func postpone(_ tx: any SQLExecutor, _ mail: OutboxMail, until: Date, reason: String) async throws {
@@ -242,9 +289,12 @@ public struct MailDelivery: Sendable {
     {
         switch result {
         case .success(let reply):
-            try await store.transitionOutbox(
-                tx, id: mail.id, from: [.sending], to: .sent, reason: "", smtpReply: reply.description,
-                transport: transport.name)
+            // The relay took it: that is the truth, even if the row was given up on meanwhile.
+            guard
+                try await store.transitionOutbox(
+                    tx, id: mail.id, from: [.sending, .failed], to: .sent, reason: "", smtpReply: reply.description,
+                    transport: transport.name)
+            else { return .alreadyDone(try await store.outboxMail(id: mail.id, in: tx)?.state ?? .sent) }
             Counter(label: "reciprocity_mail_sent_total", dimensions: [("class", mail.mailClass.rawValue)]).increment()
             return .sent(reply)
         case .failure(let error):
@@ -255,7 +305,8 @@ public struct MailDelivery: Sendable {
                 source: transport.name)
             Counter(label: "reciprocity_mail_failures_total", dimensions: [("class", mail.mailClass.rawValue)])
                 .increment()
-            if case .permanent(let phase, let reply) = smtp {
+            // A refusal of the session itself (greeting, EHLO, AUTH) says nothing about this mail: retry it.
+            if case .permanent(let phase, let reply) = smtp, !["greeting", "ehlo", "auth", "starttls"].contains(phase) {
                 if phase == "rcpt" || phase == "data-end" {
                     if phase == "rcpt" && (reply.enhancedStatus?.hasPrefix("5.1.") ?? true) {
                         try await store.suppress(
@@ -279,8 +330,8 @@ public struct MailDelivery: Sendable {
             // Retryable: 4xx, connection trouble, no TLS, or (transactional) an unknown outcome.
             let retryable: Bool =
                 switch smtp {
-                case .transient, .connection, .tlsRequired, .outcomeUnknown: true
-                case .permanent, .unsupported: false
+                case .transient, .connection, .tlsRequired, .outcomeUnknown, .permanent: true
+                case .unsupported: false
                 case nil: !(error is DomainError)
                 }
             guard retryable, mail.attempts < maxAttempts else {

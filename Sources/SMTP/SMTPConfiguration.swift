@@ -91,7 +91,8 @@ public struct SMTPConfiguration: Sendable, Equatable {
         }
         var config = SMTPConfiguration(
             host: host, port: c.port ?? (tls == .implicit ? 465 : 587), tls: tls,
-            username: c.user?.removingPercentEncoding, password: c.password?.removingPercentEncoding,
+            username: c.percentEncodedUser?.removingPercentEncoding,
+            password: c.percentEncodedPassword?.removingPercentEncoding,
             heloName: query["helo"] ?? heloName, caFile: caFile)
         guard (1...65535).contains(config.port) else {
             throw .invalid("smtp_url_port", "RECIPROCITY_SMTP_URL: the port must be 1–65535.")

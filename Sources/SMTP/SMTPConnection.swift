@@ -216,9 +216,13 @@ public final class SMTPConnection: @unchecked Sendable {
         } catch {
             broken = true
             let flushed = (try? await written.futureResult.get()) != nil
-            throw flushed
-                ? SMTPError.outcomeUnknown(reason: "\(error)")
-                : SMTPError.connection(phase: "data", reason: "\(error) before the message was complete")
+            // Not written out: the server cannot have the final dot. Closed without a reply: a server that takes a
+            // message answers before it hangs up (RFC 5321 §4.1.1.4), so this is a drop mid-DATA, not an
+            // acceptance. Only silence (a timeout) after the whole message leaves the outcome truly unknown.
+            if !flushed || (error as? SMTPChannelError) == .closed {
+                throw SMTPError.connection(phase: "data", reason: "\(error) before the server answered the message")
+            }
+            throw SMTPError.outcomeUnknown(reason: "\(error)")
         }
         guard final.code == 250 else { throw Self.failure("data-end", final) }
         return final
@@ -286,7 +290,7 @@ public final class SMTPConnection: @unchecked Sendable {
 }
 
 /// Errors raised inside the channel.
-enum SMTPChannelError: Error, CustomStringConvertible {
+enum SMTPChannelError: Error, CustomStringConvertible, Equatable {
     case timeout
     case closed
     case lineTooLong

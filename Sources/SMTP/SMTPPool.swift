@@ -51,7 +51,9 @@ public actor SMTPPool {
                 return reply
             } catch let error as SMTPError {
                 release(connection)
-                if case .connection(let phase, _) = error, reused, !retriedStale, phase != "data-end" {
+                // Only a session that died while idle (it fails at its first command) is replaced here; anything
+                // later is the outbox's decision, with backoff.
+                if case .connection(let phase, _) = error, reused, !retriedStale, ["rset", "mail"].contains(phase) {
                     retriedStale = true
                     logger.debug("stale pooled SMTP session; reconnecting", metadata: ["error": "\(error)"])
                     continue

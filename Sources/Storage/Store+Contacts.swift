@@ -295,14 +295,16 @@ extension Store {
         try await suppress(tx, workspaceID: workspaceID, emailHash: suppressionHash(normalizedEmail), reason: reason)
     }
 
-    /// Suppresses by the salted hash alone (an unsubscribe link carries the hash, never the address).
+    /// Suppresses by the salted hash alone (an unsubscribe link carries the hash, never the address). A later hard
+    /// bounce or complaint replaces an earlier reason, so transactional mail stops for a dead address too.
     public func suppress(_ tx: any SQLExecutor, workspaceID: WorkspaceID, emailHash: String, reason: String)
         async throws
     {
         try await tx.execute(
             """
             INSERT INTO suppressions (workspace_id, email_hash, reason, created_at) VALUES (?, ?, ?, ?)
-            ON CONFLICT (workspace_id, email_hash) DO NOTHING
+            ON CONFLICT (workspace_id, email_hash) DO UPDATE SET reason = excluded.reason
+              WHERE excluded.reason IN ('bounce', 'complaint')
             """, workspaceID, emailHash, reason, now)
     }
 

@@ -451,7 +451,7 @@ extension Store {
                     tx, workspaceID: mail.workspaceID, emailHash: mail.recipientHash,
                     reason: type == "complaint" ? "complaint" : "bounce")
             }
-            if type == "bounce" && permanent {
+            if type == "bounce" {
                 try await self.transitionOutbox(
                     tx, id: mail.id, from: [.sent, .sending, .deferred, .queued], to: .bounced, reason: detail)
             }

@@ -26,10 +26,30 @@ extension Store {
     }
 
     private func mac(purpose: String, payload: String) -> [UInt8] {
-        let key = SymmetricKey(
-            data: HKDF<SHA256>.deriveKey(
-                inputKeyMaterial: hashKey, info: Array("reciprocity.token.\(purpose)".utf8), outputByteCount: 32))
-        return Array(HMAC<SHA256>.authenticationCode(for: Array(payload.utf8), using: key).prefix(16))
+        Array(HMAC<SHA256>.authenticationCode(for: Array(payload.utf8), using: tokenKey(purpose)).prefix(16))
+    }
+
+    /// The purpose's key, derived once per store and purpose.
+    private func tokenKey(_ purpose: String) -> SymmetricKey {
+        tokenKeys.key(purpose) {
+            SymmetricKey(
+                data: HKDF<SHA256>.deriveKey(
+                    inputKeyMaterial: hashKey, info: Array("reciprocity.token.\(purpose)".utf8), outputByteCount: 32))
+        }
+    }
+}
+
+/// Derived token keys, memoised (HKDF per link was measurable when composing mail in bulk).
+final class TokenKeys: @unchecked Sendable {
+    private let lock = NSLock()
+    private var keys: [String: SymmetricKey] = [:]
+    func key(_ purpose: String, derive: () -> SymmetricKey) -> SymmetricKey {
+        lock.withLock {
+            if let k = keys[purpose] { return k }
+            let k = derive()
+            keys[purpose] = k
+            return k
+        }
     }
 }
 

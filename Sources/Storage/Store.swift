@@ -9,6 +9,7 @@ public struct Store: Sendable {
     public let clock: any WallClock
     /// Keys the salted hashes kept after erasure (suppression list), so they cannot be reversed by guessing.
     let hashKey: SymmetricKey
+    let tokenKeys = TokenKeys()
     /// Which jobs each domain event fans out to; set at wiring time.
     public let subscriptions: EventSubscriptions
 

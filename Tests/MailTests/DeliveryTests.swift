@@ -140,11 +140,22 @@ import Testing
 
     @Test(arguments: Engine.available)
     func aDropMidDataIsRetriedAndDeliveredOnce(engine: Engine) async throws {
-        try await Self.run(engine, faults: [.dropDuringData(occurrence: 1, afterBytes: 200)]) { h in
+        try await Self.run(
+            engine,
+            faults: [
+                .dropDuringData(occurrence: 1, afterBytes: 200), .dropDuringData(occurrence: 3, afterBytes: 100_000),
+            ]
+        ) { h in
             let id = try await h.enqueue(.doiConfirmation)
             let mail = try await h.deliverUntilFinal(id)
             #expect(mail.state == .sent)
             #expect(try await h.received(id).count == 1)
+            // Marketing too: the server hung up after the whole message without answering, so it did not take it.
+            let review = try await h.enqueue(.reviewRequest)
+            let sent = try await h.deliverUntilFinal(review)
+            #expect(sent.state == .sent)
+            #expect(sent.attempts == 2)
+            #expect(try await h.received(review).count == 1)
         }
     }
 
@@ -189,6 +200,13 @@ import Testing
                     try await h.store.transitionOutbox(tx, id: id, from: [.queued], to: .sending, countAttempt: true)
                 }
             }
+            // Within the in-flight window another worker may still be sending: hands off.
+            let early = try await h.mailer.delivery.deliver(outboxID: doi)
+            guard case .deferred(_, let reason) = early else { throw TestFailure("in flight: \(early)") }
+            #expect(reason == "being sent by another worker")
+            #expect(try await h.received(doi).isEmpty)
+            // After it, the row is a crash's leftover.
+            h.clock.advance(by: 301)
             #expect(try await h.deliverUntilFinal(review).state == .failed)
             #expect(try await h.received(review).isEmpty)
             #expect(try await h.deliverUntilFinal(doi).state == .sent)

@@ -20,8 +20,9 @@ import re
 import sqlite3
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 import requests
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, WebDriverException
@@ -136,6 +137,20 @@ def seed_demo(srv: ReciprocityServer, customers: int = 20) -> DemoSummary:
     m = re.search(r"(\d+) customers, (\d+) orders", proc.stdout)
     assert m, f"unexpected demo output: {proc.stdout!r}"
     return DemoSummary(int(m.group(1)), int(m.group(2)))
+
+
+def cli(srv: ReciprocityServer, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`reciprocity ARGS...` against the server's database and data directory (its environment).
+    Returns the finished process (text stdout/stderr); the caller checks the exit code."""
+    return subprocess.run(
+        [str(srv.binary), *args],
+        env=srv.environment(),
+        cwd=srv.workdir,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def db_rows(srv: ReciprocityServer, sql: str) -> list[tuple]:
@@ -336,6 +351,17 @@ def save_screenshot(driver: WebDriver, name: str):
     path = SCREENSHOT_DIR / name
     driver.save_screenshot(str(path))
     return path
+
+
+@contextmanager
+def in_frame(driver: WebDriver, frame: WebElement) -> Iterator[None]:
+    """Runs the block inside the iframe `frame` and switches back to the page afterwards."""
+    driver.switch_to.frame(frame)
+    try:
+        wait_loaded(driver)
+        yield
+    finally:
+        driver.switch_to.default_content()
 
 
 def wait_until(predicate, timeout: float = 20.0, interval: float = 0.1, what: str = "condition"):

@@ -66,9 +66,9 @@ extension AdminRoutes {
             [
                 "id": $0.id, "url": SiteURL.adminOutboxMail(id: $0.id).path, "kind": t["kind_\($0.kind)"] ?? $0.kind,
                 "recipient": $0.recipient ?? (t["erased"] ?? "erased"), "subject": $0.subject,
-                "state": t["outbox_\($0.state.rawValue)"] ?? $0.state.rawValue, "reason": $0.reason,
+                "state": t["outbox_\($0.state.rawValue)"] ?? $0.state.rawValue,
                 "created": when($0.createdAt, context), "test": $0.isTest,
-            ] as [String: Any]
+            ].merging($0.reason.isEmpty ? [:] : ["reason": $0.reason]) { a, _ in a } as [String: Any]
         }
         return env.templates.page("outbox", model)
     }
@@ -92,7 +92,7 @@ extension AdminRoutes {
                 "id": mail.id, "kind": t["kind_\(mail.kind)"] ?? mail.kind, "class": t[mail.mailClass.rawValue] ?? "",
                 "recipient": mail.recipient ?? (t["erased"] ?? "erased"), "subject": mail.subject,
                 "message_id": mail.messageID, "state": t["outbox_\(mail.state.rawValue)"] ?? mail.state.rawValue,
-                "reason": mail.reason, "basis": mail.legalBasis.map { t[$0] ?? $0 } ?? "–",
+                "basis": mail.legalBasis.map { t[$0] ?? $0 } ?? "–",
                 "attempts": mail.attempts, "transport": mail.transport, "reply": mail.smtpReply,
                 "created": when(mail.createdAt, context), "sent": when(mail.sentAt, context), "test": mail.isTest,
                 "raw_url": SiteURL.adminOutboxRaw(id: mail.id).path,
@@ -100,6 +100,10 @@ extension AdminRoutes {
                 "text": decoded?.text ?? "", "has_html": decoded?.html != nil,
                 "headers": (parsed?.headers ?? []).map { ["name": $0.name, "value": $0.value] },
             ] as [String: Any]
+        if !mail.reason.isEmpty, var m = model["mail"] as? [String: Any] {
+            m["reason"] = mail.reason
+            model["mail"] = m
+        }
         model["events"] = try await store.mailEvents(workspaceID: mail.workspaceID, outboxID: mail.id).map {
             ["type": $0.type, "detail": $0.detail, "source": $0.source, "at": when($0.at, context)]
         }
@@ -291,7 +295,13 @@ extension AdminRoutes {
         let edited = try editedTemplate(fields, context)
         let t = Strings.table(context.locale)
         if let refused = try await refusal(edited, context) { return refused }
+        // A test goes to the team, never to customers: that would be advertising without consent.
         let to = try EmailAddress(fields["to"] ?? admin.user.email, field: "to")
+        let team = try await store.members(workspaceID: admin.workspace.id).map { $0.user.email.lowercased() }
+        guard team.contains(to.normalized) else {
+            throw DomainError.invalid(
+                "test_recipient", "A test mail goes only to a user of this workspace.", field: "to")
+        }
         let (id, outcome) = try await mailer.sendTest(
             workspace: admin.workspace, kind: edited.kind, to: to, locale: edited.variant == "en" ? "en" : "de",
             name: admin.user.name, template: edited)

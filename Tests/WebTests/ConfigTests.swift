@@ -1,0 +1,30 @@
+import App
+import Foundation
+import Testing
+
+/// Bad settings stop the start with one line that names the variable.
+@Suite struct ConfigTests {
+    func error(_ env: [String: String]) async -> String? {
+        do {
+            _ = try await AppConfig.load(environment: env)
+            return nil
+        } catch let e as ConfigError {
+            return e.description
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    @Test func smtpURLMistakesAreOneClearLine() async throws {
+        let scheme = try #require(await error(["RECIPROCITY_SMTP_URL": "http://mail.example.com"]))
+        #expect(scheme.contains("RECIPROCITY_SMTP_URL must start with smtp:// or smtps://"))
+        #expect(!scheme.contains("\n"))
+        let tls = try #require(await error(["RECIPROCITY_SMTP_URL": "smtp://mail.example.com?tls=sometimes"]))
+        #expect(tls.contains("tls must be starttls, implicit or none"))
+        let ca = try #require(
+            await error(["RECIPROCITY_SMTP_URL": "smtp://mail.example.com", "RECIPROCITY_SMTP_CA_FILE": "/nope.pem"]))
+        #expect(ca.contains("RECIPROCITY_SMTP_CA_FILE"))
+        #expect(await error(["RECIPROCITY_SMTP_URL": "smtp://u:p@mail.example.com:587?tls=starttls"]) == nil)
+        #expect(await error([:]) == nil, "no SMTP URL: the development outbox")
+    }
+}
