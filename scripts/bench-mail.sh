@@ -20,6 +20,7 @@
 #   WARMUP          mails sent by smtp-source before its measured run, unmeasured [1000]
 #   RSS_INTERVAL    seconds between VmRSS samples of our process [0.5]
 #   TIMEOUT         seconds our run may take before it is killed [60 + N/100]
+#   DKIM            DKIM algorithm of the signing key: rsa-sha256 or ed25519-sha256 [rsa-sha256]
 #   GOAL_RATE       absolute goal, mails/s [1000]
 #   GOAL_RATIO      goal for ours / smtp-source [0.8]
 #   STRICT          1 = exit 3 when a goal is missed [0]
@@ -310,7 +311,7 @@ bench_ours() {
     (cd "$dir" && exec env "${ENVV[@]}" "$BIN" workspace create --slug bench --name Bench --sender-email bench@example.test \
         </dev/null >"$dir/cli-workspace.log" 2>&1) ||
         { cat "$dir/cli-workspace.log" >&2; die "\`workspace create\` failed (output above)"; }
-    (cd "$dir" && exec env "${ENVV[@]}" "$BIN" dkim generate --workspace bench --domain example.test --selector bench \
+    (cd "$dir" && exec env "${ENVV[@]}" "$BIN" dkim generate --workspace bench --domain example.test --selector bench --algorithm "${DKIM:-rsa-sha256}" \
         </dev/null >"$dir/cli-dkim.log" 2>&1) ||
         { cat "$dir/cli-dkim.log" >&2; die "\`dkim generate\` failed (output above)"; }
 

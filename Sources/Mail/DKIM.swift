@@ -168,42 +168,43 @@ public struct DKIMSigner: Sendable {
     }
 
     /// Relaxed body canonicalization: whitespace runs to one space, none at line ends, no empty lines at the end.
+    /// One pass over the bytes.
     static func relaxedBody(_ body: [UInt8]) -> [UInt8] {
-        var lines: [[UInt8]] = []
-        var line: [UInt8] = []
+        var out: [UInt8] = []
+        out.reserveCapacity(body.count)
+        var pendingSpace = false
+        var lineStart = 0  // index in `out` where the current line began
+        var lastContentEnd = 0  // `out.count` after the last non-empty line's CRLF
         var i = 0
-        while i < body.count {
-            if body[i] == 13, i + 1 < body.count, body[i + 1] == 10 {
-                lines.append(line)
-                line = []
+        let n = body.count
+        while i < n {
+            let b = body[i]
+            if b == 13, i + 1 < n, body[i + 1] == 10 {
+                pendingSpace = false
+                let empty = out.count == lineStart
+                out.append(13)
+                out.append(10)
+                lineStart = out.count
+                if !empty { lastContentEnd = out.count }
                 i += 2
                 continue
             }
-            line.append(body[i])
+            if b == 32 || b == 9 {
+                pendingSpace = true
+            } else {
+                if pendingSpace { out.append(32) }
+                pendingSpace = false
+                out.append(b)
+            }
             i += 1
         }
-        if !line.isEmpty { lines.append(line) }
-        var out: [UInt8] = []
-        out.reserveCapacity(body.count)
-        var canon: [[UInt8]] = lines.map { l in
-            var r: [UInt8] = []
-            var space = false
-            for b in l {
-                if b == 32 || b == 9 {
-                    space = true
-                } else {
-                    if space { r.append(32) }
-                    space = false
-                    r.append(b)
-                }
-            }
-            return r
+        if out.count > lineStart {
+            // A last line without CRLF gets one.
+            out.append(13)
+            out.append(10)
+            lastContentEnd = out.count
         }
-        while let last = canon.last, last.isEmpty { canon.removeLast() }
-        for l in canon {
-            out += l
-            out += [13, 10]
-        }
+        out.removeLast(out.count - lastContentEnd)
         return out
     }
 }

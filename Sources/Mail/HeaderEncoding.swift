@@ -77,17 +77,23 @@ public enum HeaderEncoding {
     /// `Name: value` folded at whitespace so lines stay within 78 characters where possible, joined by CRLF SP.
     /// The result has no trailing CRLF.
     public static func fold(name: String, value: String, limit: Int = 78) -> String {
-        var lines: [String] = []
-        var line = name + ":"
-        for token in value.split(separator: " ", omittingEmptySubsequences: true) {
-            if line.utf8.count + 1 + token.utf8.count > limit && line != name + ":" {
-                lines.append(line)
-                line = " " + token
+        var out: [UInt8] = Array(name.utf8)
+        out.reserveCapacity(out.count + value.utf8.count + 16)
+        out.append(UInt8(ascii: ":"))
+        var lineLength = out.count
+        var first = true
+        for token in value.utf8.split(separator: 32, omittingEmptySubsequences: true) {
+            if !first && lineLength + 1 + token.count > limit {
+                out += [13, 10, 32]
+                lineLength = 1
             } else {
-                line += " " + token
+                out.append(32)
+                lineLength += 1
             }
+            out += token
+            lineLength += token.count
+            first = false
         }
-        lines.append(line)
-        return lines.joined(separator: "\r\n")
+        return String(decoding: out, as: UTF8.self)
     }
 }

@@ -205,38 +205,42 @@ public enum QuotedPrintable {
 
     public static func encode(_ bytes: [UInt8]) -> [UInt8] {
         var out: [UInt8] = []
-        out.reserveCapacity(bytes.count + bytes.count / 8)
+        out.reserveCapacity(bytes.count + bytes.count / 8 + 8)
         var lineLength = 0
         var i = 0
-        func emit(_ chunk: [UInt8]) {
-            if lineLength + chunk.count > 75 {
-                out += [UInt8(ascii: "="), 13, 10]
-                lineLength = 0
-            }
-            out += chunk
-            lineLength += chunk.count
-        }
-        while i < bytes.count {
+        let n = bytes.count
+        while i < n {
             let b = bytes[i]
-            if b == 13, i + 1 < bytes.count, bytes[i + 1] == 10 {
-                out += [13, 10]
+            if b == 13, i + 1 < n, bytes[i + 1] == 10 {
+                out.append(13)
+                out.append(10)
                 lineLength = 0
                 i += 2
                 continue
             }
-            let atLineEnd = i + 1 == bytes.count || (bytes[i + 1] == 13)
-            let literal =
-                (b >= 33 && b <= 126 && b != UInt8(ascii: "="))
-                || ((b == 32 || b == 9) && !atLineEnd)
-            // A leading dot or "From " are kept literal: SMTP dot-stuffing handles dots, and we never write mbox.
-            if literal {
-                emit([b])
-            } else {
-                emit([UInt8(ascii: "="), hex[Int(b >> 4)], hex[Int(b & 0xF)]])
+            let atLineEnd = i + 1 == n || bytes[i + 1] == 13
+            let literal = (b >= 33 && b <= 126 && b != 61) || ((b == 32 || b == 9) && !atLineEnd)
+            let width = literal ? 1 : 3
+            if lineLength + width > 75 {
+                out.append(61)  // "=" soft line break
+                out.append(13)
+                out.append(10)
+                lineLength = 0
             }
+            if literal {
+                out.append(b)
+            } else {
+                out.append(61)
+                out.append(hex[Int(b >> 4)])
+                out.append(hex[Int(b & 0xF)])
+            }
+            lineLength += width
             i += 1
         }
-        if out.count < 2 || out[out.count - 2] != 13 || out[out.count - 1] != 10 { out += [13, 10] }
+        if out.count < 2 || out[out.count - 2] != 13 || out[out.count - 1] != 10 {
+            out.append(13)
+            out.append(10)
+        }
         return out
     }
 }

@@ -61,7 +61,8 @@ public struct MailTemplateCatalog: Sendable {
             }
         }
         return MailTemplateCatalog(
-            builtIn: builtIn, htmlLayout: try MustacheTemplate(string: try read("layout.html.mustache")),
+            builtIn: builtIn,
+            htmlLayout: try MustacheTemplate(string: MailHTML.pragma + (try read("layout.html.mustache"))),
             textLayout: try MustacheTemplate(string: "{{% CONTENT_TYPE: TEXT}}" + (try read("layout.text.mustache"))))
     }
 
