@@ -70,7 +70,8 @@ extension Commands {
     /// `reciprocity mail bench`: render, DKIM-sign and send `count` mails through the SMTP pool, `concurrency` at a
     /// time, bypassing the outbox (this measures the mail engine, not the database). One JSON line.
     public static func benchMail(
-        _ rt: Runtime, workspace slug: String, smtpURL: String, to: String, count: Int, concurrency: Int, size: Int
+        _ rt: Runtime, workspace slug: String, smtpURL: String, to: String, count: Int, concurrency: Int, size: Int,
+        renderOnce: Bool = false
     ) async throws -> String {
         let w = try await workspace(rt, slug)
         var config = try SMTPConfiguration.parse(smtpURL, heloName: rt.config.smtpHelo, caFile: rt.config.smtpCAFile)
@@ -95,6 +96,15 @@ extension Commands {
         let message =
             (MailSamples.model(.thankYou, locale: "de")["message"] as? String ?? "")
             + String(repeating: " Grüße aus der Rösterei.", count: padding / 24)
+        // With `renderOnce`, one signed mail is sent `count` times: the SMTP client alone, like smtp-source.
+        let once: [UInt8]? =
+            renderOnce
+            ? try signer.sign(
+                try await rt.mailer.composer.compose(
+                    workspace: w, settings: settings, kind: .thankYou, to: recipient, values: ["message": message],
+                    template: template, date: Date()
+                ).rendered, timestamp: Date()
+            ).bytes : nil
         let rssStart = ProcessMemory.residentKB()
         let counter = Counter()
         let failures = Counter()
@@ -105,10 +115,15 @@ extension Commands {
                 group.addTask {
                     var sentBytes = 0
                     while counter.next() < count {
-                        let composed = try await rt.mailer.composer.compose(
-                            workspace: w, settings: settings, kind: .thankYou, to: recipient,
-                            values: ["message": message], template: template, date: Date())
-                        let signed = try signer.sign(composed.rendered, timestamp: Date()).bytes
+                        let signed: [UInt8]
+                        if let once {
+                            signed = once
+                        } else {
+                            let composed = try await rt.mailer.composer.compose(
+                                workspace: w, settings: settings, kind: .thankYou, to: recipient,
+                                values: ["message": message], template: template, date: Date())
+                            signed = try signer.sign(composed.rendered, timestamp: Date()).bytes
+                        }
                         sentBytes += signed.count
                         do {
                             try await pool.send(
@@ -130,7 +145,8 @@ extension Commands {
         let result: [String: Any] = [
             "sent": sent, "failed": failed, "seconds": (seconds * 1000).rounded() / 1000,
             "rate": (Double(sent) / seconds).rounded(), "bytes_avg": count > 0 ? bytes / count : 0,
-            "rss_kb_start": rssStart, "rss_kb_peak": ProcessMemory.peakKB(), "rss_kb_end": ProcessMemory.residentKB(),
+            "rss_kb_start": rssStart, "render_once": renderOnce, "rss_kb_peak": ProcessMemory.peakKB(),
+            "rss_kb_end": ProcessMemory.residentKB(),
         ]
         let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
         return String(decoding: data, as: UTF8.self)

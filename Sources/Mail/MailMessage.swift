@@ -143,13 +143,26 @@ indirect enum MIMEPart {
                 ], encoding.encode(bytes)
             )
         case .attachment(let a):
-            let name = HeaderEncoding.phrase(a.filename.replacingOccurrences(of: "\"", with: "'"))
-            let quoted = name.hasPrefix("\"") || name.hasPrefix("=?") ? name : "\"\(name)\""
+            // RFC 2231 for names that are not plain ASCII; a quoted ASCII fallback beside it for old readers.
+            let safe = a.filename.unicodeScalars.map {
+                $0.isASCII && $0.value >= 0x20 && $0 != "\"" && $0 != "\\" ? Character($0) : "_"
+            }
+            let ascii = "\"" + String(safe) + "\""
+            let needs2231 = a.filename.unicodeScalars.contains { !$0.isASCII || $0.value < 0x20 || $0 == "\"" }
+            var allowed = CharacterSet.alphanumerics.intersection(
+                CharacterSet(charactersIn: Unicode.Scalar(0)..<Unicode.Scalar(128)))
+            allowed.insert(charactersIn: "-._~")
+            let extended = "UTF-8''" + (a.filename.addingPercentEncoding(withAllowedCharacters: allowed) ?? "")
+            let type =
+                a.contentType.range(of: #"^[a-zA-Z0-9.+-]+/[a-zA-Z0-9.+-]+$"#, options: .regularExpression) != nil
+                ? a.contentType : "application/octet-stream"
             return (
                 [
-                    HeaderField("Content-Type", "\(a.contentType); name=\(quoted)"),
+                    HeaderField("Content-Type", "\(type); name=\(ascii)"),
                     HeaderField("Content-Transfer-Encoding", "base64"),
-                    HeaderField("Content-Disposition", "attachment; filename=\(quoted)"),
+                    HeaderField(
+                        "Content-Disposition",
+                        "attachment; filename=\(ascii)" + (needs2231 ? "; filename*=\(extended)" : "")),
                 ], TransferEncoding.base64.encode(a.data)
             )
         case .multipart(let subtype, let boundary, let parts):

@@ -87,7 +87,9 @@ public struct MailDelivery: Sendable {
     public func deliver(outboxID: Int64, random: any RandomSource = SystemRandom()) async throws -> Outcome {
         // 0. The workspace's sending rate, waited for outside any transaction.
         var allowed = true
-        if let head = try await store.outboxMail(id: outboxID), !head.state.isFinal {
+        if let head = try await store.outboxMail(id: outboxID), !head.state.isFinal,
+            head.notBefore <= store.clock.now().addingTimeInterval(1)
+        {
             let settings = try await store.mailSettings(workspaceID: head.workspaceID)
             allowed = await limiter.acquire(
                 workspaceID: head.workspaceID, rate: settings.ratePerSecond,

@@ -292,12 +292,14 @@ struct MailCommand: AsyncParsableCommand {
         @Option(help: "Number of mails.") var count = 10_000
         @Option(help: "Concurrent SMTP sessions.") var concurrency = 8
         @Option(help: "Approximate mail size in bytes.") var size = 6_000
+        @Flag(help: "Render and sign one mail and send it N times (measures the SMTP client alone).")
+        var renderOnce = false
         func run() async throws {
             try await runCommand { rt in
                 say(
                     try await Commands.benchMail(
                         rt, workspace: workspace, smtpURL: smtpUrl, to: to, count: max(1, count),
-                        concurrency: max(1, concurrency), size: size))
+                        concurrency: max(1, concurrency), size: size, renderOnce: renderOnce))
             }
         }
     }

@@ -133,3 +133,17 @@ enum RFC2047 {
         return out
     }
 }
+
+@Suite struct AttachmentNameTests {
+    @Test func nonASCIINamesUseRFC2231() throws {
+        let m = MailMessage(
+            from: try Mailbox("a@example.com"), to: [try Mailbox("b@example.com")], subject: "x", text: "y",
+            attachments: [
+                Mail.Attachment(filename: "Brühguide \"2026\".pdf", contentType: "application/pdf", data: [1])
+            ],
+            messageID: "m@example.com", date: Date(timeIntervalSince1970: 0))
+        let raw = String(decoding: try m.render().bytes, as: UTF8.self).replacingOccurrences(of: "\r\n ", with: " ")
+        #expect(raw.contains("filename=\"Br_hguide _2026_.pdf\"; filename*=UTF-8''Br%C3%BChguide%20%222026%22.pdf"))
+        #expect(raw.contains("Content-Type: application/pdf; name=\"Br_hguide _2026_.pdf\""))
+    }
+}

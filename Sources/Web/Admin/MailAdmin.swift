@@ -321,16 +321,27 @@ enum MailView {
         let body = String(decoding: message.body, as: UTF8.self)
         let contentType = message.headers.first { $0.name.lowercased() == "content-type" }?.value ?? ""
         var parts: [(type: String, encoding: String, body: String)] = []
-        if let b = contentType.range(of: "boundary=\"") {
+        // Leaf parts, looking inside nested multiparts (multipart/mixed around multipart/alternative).
+        func collect(contentType: String, body: String) {
+            guard let b = contentType.range(of: "boundary=\"") else { return }
             let boundary = String(contentType[b.upperBound...].prefix(while: { $0 != "\"" }))
             for chunk in body.components(separatedBy: "--" + boundary).dropFirst() where !chunk.hasPrefix("--") {
                 let trimmed = chunk.hasPrefix("\r\n") ? String(chunk.dropFirst(2)) : chunk
                 guard let split = trimmed.range(of: "\r\n\r\n") else { continue }
-                let head = trimmed[..<split.lowerBound].lowercased()
-                let type = head.contains("text/html") ? "html" : head.contains("text/plain") ? "text" : "other"
-                let encoding = head.contains("base64") ? "base64" : "quoted-printable"
-                parts.append((type, encoding, String(trimmed[split.upperBound...])))
+                let head = String(trimmed[..<split.lowerBound])
+                let lower = head.lowercased()
+                let inner = String(trimmed[split.upperBound...])
+                if lower.contains("multipart/") {
+                    collect(contentType: head.replacingOccurrences(of: "\r\n ", with: " "), body: inner)
+                    continue
+                }
+                let type = lower.contains("text/html") ? "html" : lower.contains("text/plain") ? "text" : "other"
+                let encoding = lower.contains("base64") ? "base64" : "quoted-printable"
+                parts.append((type, encoding, inner))
             }
+        }
+        if contentType.contains("boundary=") {
+            collect(contentType: contentType, body: body)
         } else {
             let encoding = message.headers.first { $0.name.lowercased() == "content-transfer-encoding" }?.value ?? ""
             parts.append(("text", encoding.lowercased(), body))
