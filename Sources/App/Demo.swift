@@ -1,4 +1,6 @@
 import Foundation
+import Mail
+import Messaging
 import ReciprocityCore
 import Storage
 
@@ -154,6 +156,28 @@ public enum Demo {
                 }
             }
         }
+        try await seedMail(rt, workspace: workspace)
         return Summary(workspace: workspace, customers: customers, orders: orderCount)
+    }
+
+    /// A DKIM key and a dozen thank-you mails, so that the outbox shows the pipeline at work: the worker sends
+    /// those with a newsletter consent and holds back the rest, with the reason. Only on the first run.
+    static func seedMail(_ rt: Runtime, workspace: Workspace) async throws {
+        guard try await rt.store.outboxMails(workspaceID: workspace.id, limit: 1).isEmpty else { return }
+        if try await rt.store.activeDKIMKey(workspaceID: workspace.id) == nil {
+            let domain = String(workspace.senderEmail.split(separator: "@").last ?? "example.com")
+            let key = try DKIMKey.generate(.ed25519SHA256)
+            try await rt.store.addDKIMKey(
+                workspaceID: workspace.id, domain: IDNA.toASCII(domain) ?? domain, selector: "demo",
+                algorithm: key.algorithm.rawValue, privateKey: key.storedForm, actor: "demo")
+        }
+        for contact in try await rt.store.contacts(workspaceID: workspace.id, limit: 12).items {
+            try await rt.mailer.enqueue(
+                workspace: workspace, kind: .thankYou, to: try MailRecipient(contact),
+                values: [
+                    "message":
+                        "Danke, dass Sie bei uns bestellt haben. Wir rösten jede Woche frisch und freuen uns, wenn es Ihnen schmeckt."
+                ])
+        }
     }
 }

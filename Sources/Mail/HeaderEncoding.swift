@@ -96,4 +96,34 @@ public enum HeaderEncoding {
         }
         return String(decoding: out, as: UTF8.self)
     }
+
+    /// Decodes RFC 2047 encoded words (UTF-8, Q or B) for display; whitespace between adjacent words is dropped.
+    public static func decode(_ value: String) -> String {
+        var out = ""
+        var previousWasWord = false
+        for token in value.replacingOccurrences(of: "\r\n", with: "").split(
+            separator: " ", omittingEmptySubsequences: false)
+        {
+            let t = String(token)
+            if t.hasPrefix("=?"), t.hasSuffix("?="), case let parts = t.dropFirst(2).dropLast(2).split(separator: "?"),
+                parts.count == 3, parts[0].uppercased() == "UTF-8"
+            {
+                let payload = String(parts[2])
+                let decoded: String
+                if parts[1].uppercased() == "B" {
+                    decoded = Data(base64Encoded: payload).map { String(decoding: $0, as: UTF8.self) } ?? t
+                } else {
+                    decoded = QuotedPrintable.decode(payload.replacingOccurrences(of: "_", with: " "))
+                }
+                if !previousWasWord && !out.isEmpty { out += " " }
+                out += decoded
+                previousWasWord = true
+            } else {
+                if !out.isEmpty { out += " " }
+                out += t
+                previousWasWord = false
+            }
+        }
+        return out
+    }
 }

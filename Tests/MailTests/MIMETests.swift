@@ -21,9 +21,9 @@ import Testing
         let raw = String(decoding: rendered.bytes, as: UTF8.self)
         #expect(rendered.bytes.allSatisfy { $0 < 128 }, "every byte of the message is ASCII")
         let subject = try #require(rendered.headers.first { $0.name == "Subject" })
-        #expect(RFC2047.decode(subject.value) == "Wie gefällt Ihnen Ihre Bestellung? Grüße aus Köln")
+        #expect(HeaderEncoding.decode(subject.value) == "Wie gefällt Ihnen Ihre Bestellung? Grüße aus Köln")
         let from = try #require(rendered.headers.first { $0.name == "From" })
-        #expect(RFC2047.decode(from.value) == "Kaffeerösterei Bohnenglück <news@xn--bohnenglck-heb.example>")
+        #expect(HeaderEncoding.decode(from.value) == "Kaffeerösterei Bohnenglück <news@xn--bohnenglck-heb.example>")
         for word in subject.value.split(separator: " ") { #expect(word.count <= 75) }
         #expect(raw.contains("Date: Mon, 21 Sep 2026 14:13:20 +0000\r\n"))
         #expect(raw.contains("Message-ID: <abc@bohnenglueck.example>\r\n"))
@@ -52,8 +52,8 @@ import Testing
             for line in h.line.components(separatedBy: "\r\n") { #expect(line.count <= 998) }
         }
         let to = try #require(rendered.headers.first { $0.name == "To" })
-        #expect(RFC2047.decode(to.value).hasPrefix("Maximilian Maximilian"))
-        #expect(RFC2047.decode(to.value).contains("…"), "a very long display name is shortened")
+        #expect(HeaderEncoding.decode(to.value).hasPrefix("Maximilian Maximilian"))
+        #expect(HeaderEncoding.decode(to.value).contains("…"), "a very long display name is shortened")
     }
 
     @Test func quotedPrintableForGermanBase64ForMostlyNonLatin() throws {
@@ -100,37 +100,6 @@ import Testing
         #expect(try Mailbox("kunde@Bücher.example").address == "kunde@xn--bcher-kva.example")
         #expect(try Mailbox("jürgen@example.com").needsSMTPUTF8)
         #expect(try !Mailbox("juergen@bücher.example").needsSMTPUTF8)
-    }
-}
-
-/// A minimal RFC 2047 decoder for the tests (Q and B encodings, UTF-8).
-enum RFC2047 {
-    static func decode(_ value: String) -> String {
-        var out = ""
-        var previousWasWord = false
-        for token in value.replacingOccurrences(of: "\r\n", with: "").split(
-            separator: " ", omittingEmptySubsequences: false)
-        {
-            let t = String(token)
-            if t.hasPrefix("=?UTF-8?"), t.hasSuffix("?="), t.count > 12 {
-                let encoding = t[t.index(t.startIndex, offsetBy: 8)]
-                let payload = String(t.dropFirst(10).dropLast(2))
-                let decoded: String
-                if encoding == "B" {
-                    decoded = Data(base64Encoded: payload).map { String(decoding: $0, as: UTF8.self) } ?? "?"
-                } else {
-                    decoded = QuotedPrintable.decode(payload.replacingOccurrences(of: "_", with: " "))
-                }
-                if !previousWasWord && !out.isEmpty { out += " " }
-                out += decoded
-                previousWasWord = true
-            } else {
-                if !out.isEmpty { out += " " }
-                out += t
-                previousWasWord = false
-            }
-        }
-        return out
     }
 }
 

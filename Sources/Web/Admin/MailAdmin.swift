@@ -98,7 +98,7 @@ extension AdminRoutes {
                 "raw_url": SiteURL.adminOutboxRaw(id: mail.id).path,
                 "html_url": SiteURL.adminOutboxHTML(id: mail.id).path,
                 "text": decoded?.text ?? "", "has_html": decoded?.html != nil,
-                "headers": (parsed?.headers ?? []).map { ["name": $0.name, "value": $0.value] },
+                "headers": (parsed?.headers ?? []).map { ["name": $0.name, "value": HeaderEncoding.decode($0.value)] },
             ] as [String: Any]
         if !mail.reason.isEmpty, var m = model["mail"] as? [String: Any] {
             m["reason"] = mail.reason
