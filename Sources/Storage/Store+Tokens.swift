@@ -25,6 +25,27 @@ extension Store {
             .map(String.init)
     }
 
+    /// A token that stops working at `expiresAt` (review links: 180 days; DOI links; download links). The expiry is
+    /// signed with the fields, so it cannot be extended.
+    public func signToken(purpose: String, fields: [String], expiresAt: Date) -> String {
+        signToken(purpose: purpose, fields: fields + [String(Int64(expiresAt.timeIntervalSince1970))])
+    }
+
+    public enum TokenCheck: Sendable, Equatable {
+        case valid([String])
+        /// Genuine but too old: show a friendly page (and offer a fresh link), not a 404.
+        case expired([String])
+        /// Altered, malformed, or for another purpose: 404.
+        case invalid
+    }
+
+    /// Checks a token made by `signToken(purpose:fields:expiresAt:)` at the store's clock.
+    public func checkToken(_ token: String, purpose: String) -> TokenCheck {
+        guard var fields = verifyToken(token, purpose: purpose), let last = fields.popLast(), let expiry = Int64(last)
+        else { return .invalid }
+        return now.timeIntervalSince1970 < Double(expiry) ? .valid(fields) : .expired(fields)
+    }
+
     private func mac(purpose: String, payload: String) -> [UInt8] {
         Array(HMAC<SHA256>.authenticationCode(for: Array(payload.utf8), using: tokenKey(purpose)).prefix(16))
     }
