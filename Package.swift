@@ -147,7 +147,9 @@ let package = Package(
             path: "Tests/TestSupport",
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "ReciprocityCoreTests", dependencies: ["ReciprocityCore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ReciprocityCoreTests", dependencies: ["ReciprocityCore"], exclude: ["Fixtures"],
+            swiftSettings: swiftSettings),
         .testTarget(
             name: "StorageTests",
             dependencies: ["ReciprocityCore", "Storage", "StorageSQLite", "StoragePostgres", "Jobs", "App", "TestSupport"],
