@@ -90,7 +90,7 @@ extension Commands {
         // Pad the thank-you text so a whole mail is about `size` bytes.
         let base = try await rt.mailer.composer.compose(
             workspace: w, settings: settings, kind: .thankYou, to: recipient,
-            values: MailSamples.model(.thankYou, locale: "de"), template: template, date: Date())
+            values: MailSamples.model(.thankYou, locale: "de"), template: template, date: rt.clock.now())
         let baseSize = base.rendered.bytes.count
         let padding = max(0, (size - baseSize) / 3)
         let message =
@@ -102,8 +102,8 @@ extension Commands {
             ? try signer.sign(
                 try await rt.mailer.composer.compose(
                     workspace: w, settings: settings, kind: .thankYou, to: recipient, values: ["message": message],
-                    template: template, date: Date()
-                ).rendered, timestamp: Date()
+                    template: template, date: rt.clock.now()
+                ).rendered, timestamp: rt.clock.now()
             ).bytes : nil
         let rssStart = ProcessMemory.residentKB()
         let counter = Counter()
@@ -121,8 +121,8 @@ extension Commands {
                         } else {
                             let composed = try await rt.mailer.composer.compose(
                                 workspace: w, settings: settings, kind: .thankYou, to: recipient,
-                                values: ["message": message], template: template, date: Date())
-                            signed = try signer.sign(composed.rendered, timestamp: Date()).bytes
+                                values: ["message": message], template: template, date: rt.clock.now())
+                            signed = try signer.sign(composed.rendered, timestamp: rt.clock.now()).bytes
                         }
                         sentBytes += signed.count
                         do {

@@ -153,18 +153,8 @@ public struct Unsubscribe: Sendable {
         try await store.db.transaction { tx in
             try await store.suppress(tx, workspaceID: t.workspaceID, emailHash: t.emailHash, reason: "unsubscribe")
             if let contactID = t.contactID {
-                for purpose in ConsentPurpose.allCases {
-                    let open = try await tx.scalar(
-                        "SELECT COUNT(*) FROM consents WHERE workspace_id = ? AND contact_id = ? AND purpose = ? AND state <> 'withdrawn'",
-                        t.workspaceID, contactID, purpose.rawValue)
-                    if open > 0 {
-                        try await store.applyConsent(
-                            tx, workspaceID: t.workspaceID, contactID: contactID,
-                            change: ConsentChange(
-                                purpose: purpose, action: .withdraw, text: nil, source: source,
-                                evidence: ConsentEvidence(at: store.clock.now())))
-                    }
-                }
+                try await store.withdrawAllConsents(
+                    tx, workspaceID: t.workspaceID, contactID: contactID, source: source)
             }
             try await store.audit(
                 tx, workspaceID: t.workspaceID, actor: source, action: "mail.unsubscribe",

@@ -87,18 +87,21 @@ public struct MailDelivery: Sendable {
     public func deliver(outboxID: Int64, random: any RandomSource = SystemRandom()) async throws -> Outcome {
         // 0. The workspace's sending rate, waited for outside any transaction.
         var allowed = true
+        var headSettings: MailSettings?
         if let head = try await store.outboxMail(id: outboxID), !head.state.isFinal,
             head.notBefore <= store.clock.now().addingTimeInterval(1)
         {
             let settings = try await store.mailSettings(workspaceID: head.workspaceID)
+            headSettings = settings
             allowed = await limiter.acquire(
                 workspaceID: head.workspaceID, rate: settings.ratePerSecond,
                 now: { [clock = store.clock] in clock.now() }, maxWait: 2)
         }
         let rateOK = allowed
+        let knownSettings = headSettings
         // 1. Decide, and mark `sending` in a committed transaction.
         let prepared: Prepared = try await store.db.transaction { tx in
-            try await self.prepare(tx, outboxID: outboxID, rateOK: rateOK)
+            try await self.prepare(tx, outboxID: outboxID, rateOK: rateOK, settings: knownSettings)
         }
         guard case .send(let mail, let key) = prepared else {
             if case .done(let outcome) = prepared { return outcome }
@@ -107,10 +110,12 @@ public struct MailDelivery: Sendable {
         // 2. Sign and send, outside any transaction.
         let result: Result<SMTPReply, any Error>
         do {
-            let bytes = try sign(mail, key: key)
+            let stored = Array((mail.message ?? "").utf8)
+            let parsed = try RenderedMessage(parsing: stored)
+            let recipient = try Mailbox(mail.recipient ?? "")
             let envelope = SMTPEnvelope(
-                mailFrom: try returnPath(mail), recipients: [try Mailbox(mail.recipient ?? "").address], data: bytes,
-                needsSMTPUTF8: try Mailbox(mail.recipient ?? "").needsSMTPUTF8)
+                mailFrom: returnPath(mail, from: parsed), recipients: [recipient.address],
+                data: try key.map { try sign(parsed, key: $0) } ?? stored, needsSMTPUTF8: recipient.needsSMTPUTF8)
             result = .success(try await Self.withDeadline(sendDeadline) { try await transport.send(envelope) })
         } catch {
             result = .failure(error)
@@ -144,7 +149,9 @@ public struct MailDelivery: Sendable {
         case send(OutboxMail, StoredDKIMKey?)
     }
 
-    private func prepare(_ tx: any SQLExecutor, outboxID: Int64, rateOK: Bool) async throws -> Prepared {
+    private func prepare(_ tx: any SQLExecutor, outboxID: Int64, rateOK: Bool, settings known: MailSettings?)
+        async throws -> Prepared
+    {
         guard let mail = try await store.outboxMail(id: outboxID, in: tx) else {
             return .done(.failed(reason: "no such outbox row"))
         }
@@ -154,11 +161,9 @@ public struct MailDelivery: Sendable {
             // Another worker is sending it right now (its lease ran out while it waited on a slow relay): look
             // again once that send must have ended, one way or the other.
             let later = started.addingTimeInterval(inFlightWindow + 1)
-            try await store.enqueue(
-                tx,
-                JobRequest(
-                    kind: Store.mailDeliveryJob, workspaceID: mail.workspaceID, payload: "{\"outbox_id\":\(mail.id)}",
-                    runAt: later, idempotencyKey: "mail:\(mail.id):inflight:\(started.epochMillis)", maxAttempts: 3))
+            try await store.enqueueMailDelivery(
+                tx, outboxID: mail.id, workspaceID: mail.workspaceID, at: later,
+                key: "mail:\(mail.id):inflight:\(started.epochMillis)")
             return .done(.deferred(until: later, reason: "being sent by another worker"))
         }
         if mail.state == .sending && mail.mailClass == .marketing && !mail.isTest {
@@ -177,14 +182,16 @@ public struct MailDelivery: Sendable {
         if mail.notBefore > now.addingTimeInterval(1) && mail.state != .sending {
             return .done(.deferred(until: mail.notBefore, reason: "not yet due"))
         }
-        guard let workspace = try await tx.first("SELECT time_zone FROM workspaces WHERE id = ?", mail.workspaceID)
-        else { return .done(.failed(reason: "workspace gone")) }
-        // One decision per recipient at a time: two mails to the same person must not both read "1 of 2" and both
-        // go (PostgreSQL; SQLite's single writer serialises these transactions anyway).
-        if let lock = tx.dialect.advisoryLockSQL(key: Self.lockKey(mail.workspaceID, mail.recipientHash), wait: true) {
-            _ = try await tx.query(lock, [])
+        guard let timeZone = try await store.workspaceTimeZone(tx, workspaceID: mail.workspaceID) else {
+            return .done(.failed(reason: "workspace gone"))
         }
-        let settings = try await store.mailSettings(workspaceID: mail.workspaceID, in: tx)
+        try await store.lockRecipient(tx, workspaceID: mail.workspaceID, recipientHash: mail.recipientHash)
+        let settings: MailSettings
+        if let known {
+            settings = known
+        } else {
+            settings = try await store.mailSettings(workspaceID: mail.workspaceID, in: tx)
+        }
         let kind = MessageKind(rawValue: mail.kind) ?? .thankYou
         var check = SendCheck(
             kind: kind,
@@ -197,24 +204,15 @@ public struct MailDelivery: Sendable {
             check.cap = FrequencyCap(count: 1_000, days: 1)
             check.quietHours = QuietHours(startHour: 0, endHour: 0)
         } else if let purpose = kind.purpose, let contactID = mail.contactID {
-            check.consent = try await tx.first(
-                "SELECT state FROM consents WHERE workspace_id = ? AND contact_id = ? AND purpose = ?",
-                mail.workspaceID, contactID, purpose.rawValue
-            ).flatMap { ConsentState(rawValue: $0.text("state")) }
+            check.consent = try await store.consentState(
+                tx, workspaceID: mail.workspaceID, contactID: contactID, purpose: purpose)
             if settings.existingCustomerMode && purpose == .reviewRequest {
-                // The notice must come from a sale: an order that was not cancelled (COMPLIANCE-DE).
-                let notices = try await tx.scalar(
-                    """
-                    SELECT COUNT(*) FROM consent_events e JOIN orders o ON o.workspace_id = e.workspace_id
-                      AND e.source = 'order:' || o.external_id
-                    WHERE e.workspace_id = ? AND e.contact_id = ? AND e.action = 'notice_shown' AND e.legal_basis = ?
-                      AND o.status <> 'cancelled'
-                    """, mail.workspaceID, contactID, LegalBasis.existingCustomer.rawValue)
-                check.existingCustomerBasis = notices > 0
+                check.existingCustomerBasis = try await store.hasSaleNotice(
+                    tx, workspaceID: mail.workspaceID, contactID: contactID)
             }
             check.cap = settings.cap
             check.quietHours = QuietHours(
-                startHour: settings.quietStart, endHour: settings.quietEnd, timeZone: workspace.text("time_zone"))
+                startHour: settings.quietStart, endHour: settings.quietEnd, timeZone: timeZone)
             check.recentMarketing = try await store.recentMarketing(
                 tx, workspaceID: mail.workspaceID, recipientHash: mail.recipientHash,
                 since: now.addingTimeInterval(-Double(settings.cap.days) * 86_400))
@@ -246,40 +244,27 @@ public struct MailDelivery: Sendable {
         }
     }
 
-    static func lockKey(_ workspaceID: WorkspaceID, _ recipientHash: String) -> Int64 {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325 ^ UInt64(bitPattern: workspaceID)
-        for b in recipientHash.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
-        return Int64(bitPattern: h & 0x3FFF_FFFF_FFFF_FFFF)
-    }
-
     private func postpone(_ tx: any SQLExecutor, _ mail: OutboxMail, until: Date, reason: String) async throws {
         try await store.transitionOutbox(
             tx, id: mail.id, from: [.queued, .deferred, .sending], to: .deferred, reason: reason, notBefore: until)
-        try await store.enqueue(
-            tx,
-            JobRequest(
-                kind: Store.mailDeliveryJob, workspaceID: mail.workspaceID, payload: "{\"outbox_id\":\(mail.id)}",
-                runAt: until, idempotencyKey: "mail:\(mail.id):\(mail.attempts):\(until.epochMillis)",
-                maxAttempts: 3))
+        try await store.enqueueMailDelivery(
+            tx, outboxID: mail.id, workspaceID: mail.workspaceID, at: until,
+            key: "mail:\(mail.id):\(mail.attempts):\(until.epochMillis)")
     }
 
     /// The stored message with a DKIM signature in front (when the workspace has a key).
-    func sign(_ mail: OutboxMail, key: StoredDKIMKey?) throws -> [UInt8] {
-        let stored = Array((mail.message ?? "").utf8)
-        guard let key else { return stored }
-        let parsed = try RenderedMessage(parsing: stored)
+    /// The message with a DKIM signature in front.
+    func sign(_ message: RenderedMessage, key: StoredDKIMKey) throws -> [UInt8] {
         let signer = DKIMSigner(
             domain: key.domain, selector: key.selector,
             key: try DKIMKey(
                 algorithm: DKIMKey.Algorithm(rawValue: key.algorithm) ?? .rsaSHA256, storedForm: key.privateKey))
-        return try signer.sign(parsed, timestamp: store.clock.now()).bytes
+        return try signer.sign(message, timestamp: store.clock.now()).bytes
     }
 
     /// VERP: a bounce address per message, `bounce+<id>-<mac>@<sender domain>`; bounces import reads it back.
-    func returnPath(_ mail: OutboxMail) throws -> String {
-        let from =
-            try RenderedMessage(parsing: Array((mail.message ?? "").utf8)).headers
-            .first(where: { $0.name.lowercased() == "from" })?.value ?? ""
+    func returnPath(_ mail: OutboxMail, from message: RenderedMessage) -> String {
+        let from = message.headers.first(where: { $0.name.lowercased() == "from" })?.value ?? ""
         let domain = from.split(separator: "@").last.map { String($0.prefix(while: { $0 != ">" })) } ?? "localhost"
         return VERP.address(outboxID: mail.id, domain: domain, store: store)
     }

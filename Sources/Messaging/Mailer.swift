@@ -30,21 +30,22 @@ public struct Mailer: Sendable {
     @discardableResult
     public func enqueue(
         workspace: Workspace, kind: MessageKind, to recipient: MailRecipient, values: [String: Any],
-        notBefore: Date? = nil, isTest: Bool = false
+        template: MailTemplate? = nil, notBefore: Date? = nil, isTest: Bool = false
     ) async throws -> Int64 {
         let draft = try await draft(
-            workspace: workspace, kind: kind, to: recipient, values: values, notBefore: notBefore, isTest: isTest)
+            workspace: workspace, kind: kind, to: recipient, values: values, template: template, notBefore: notBefore,
+            isTest: isTest)
         return try await store.db.transaction { tx in try await self.store.enqueueMail(tx, draft) }
     }
 
     /// The outbox draft for a mail, composed now; a capability enqueues it inside its own transaction.
     public func draft(
         workspace: Workspace, kind: MessageKind, to recipient: MailRecipient, values: [String: Any],
-        notBefore: Date? = nil, isTest: Bool = false
+        template: MailTemplate? = nil, notBefore: Date? = nil, isTest: Bool = false
     ) async throws -> OutboxDraft {
         let settings = try await store.mailSettings(workspaceID: workspace.id)
         let composed = try await composer.compose(
-            workspace: workspace, settings: settings, kind: kind, to: recipient, values: values,
+            workspace: workspace, settings: settings, kind: kind, to: recipient, values: values, template: template,
             date: store.clock.now())
         return OutboxDraft(
             workspaceID: workspace.id, contactID: recipient.contactID, kind: kind, recipient: recipient.email,
@@ -61,16 +62,9 @@ public struct Mailer: Sendable {
         let parts = (name ?? "").split(separator: " ", maxSplits: 1).map(String.init)
         let recipient = MailRecipient(
             email: address, firstName: parts.first, lastName: parts.count > 1 ? parts[1] : nil, locale: locale)
-        let settings = try await store.mailSettings(workspaceID: workspace.id)
-        let composed = try await composer.compose(
-            workspace: workspace, settings: settings, kind: kind, to: recipient,
-            values: MailSamples.model(kind, locale: Locale.resolve(locale)), template: template,
-            date: store.clock.now())
-        let draft = OutboxDraft(
-            workspaceID: workspace.id, contactID: nil, kind: kind, recipient: address,
-            messageID: composed.message.messageID, subject: composed.subject,
-            message: String(decoding: composed.rendered.bytes, as: UTF8.self), isTest: true)
-        let id = try await store.db.transaction { tx in try await self.store.enqueueMail(tx, draft) }
+        let id = try await enqueue(
+            workspace: workspace, kind: kind, to: recipient,
+            values: MailSamples.model(kind, locale: Locale.resolve(locale)), template: template, isTest: true)
         return (id, try await delivery.deliver(outboxID: id))
     }
 

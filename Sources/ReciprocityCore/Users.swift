@@ -13,6 +13,10 @@ public enum Role: String, Sendable, Codable, CaseIterable, Comparable {
     public var canManageAPIKeys: Bool { self == .owner }
     public var canEraseContacts: Bool { self >= .support }
     public var canRetryJobs: Bool { self >= .marketer }
+    /// Mail settings, templates and test sends.
+    public var canEditMail: Bool { self >= .marketer }
+    /// Switching the §7(3) UWG existing-customer mode is a legal decision: the owner's.
+    public var canSwitchExistingCustomerMode: Bool { self == .owner }
 }
 
 public struct AdminUser: Sendable, Equatable {

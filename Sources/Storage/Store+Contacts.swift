@@ -267,25 +267,32 @@ extension Store {
                     "SELECT email_normalized, erased_at FROM contacts WHERE workspace_id = ? AND id = ?", workspaceID,
                     contactID)
             else { throw DomainError.notFound("Contact") }
-            let at = now
-            for purpose in ConsentPurpose.allCases {
-                let has = try await tx.scalar(
-                    "SELECT COUNT(*) FROM consents WHERE workspace_id = ? AND contact_id = ? AND purpose = ? AND state <> 'withdrawn'",
-                    workspaceID, contactID, purpose.rawValue)
-                if has > 0 {
-                    try await applyConsent(
-                        tx, workspaceID: workspaceID, contactID: contactID,
-                        change: ConsentChange(
-                            purpose: purpose, action: .withdraw, text: nil, source: "objection",
-                            evidence: ConsentEvidence(at: at)))
-                }
-            }
+            try await withdrawAllConsents(tx, workspaceID: workspaceID, contactID: contactID, source: "objection")
             if c.optionalInt("erased_at") == nil {
                 try await suppress(
                     tx, workspaceID: workspaceID, normalizedEmail: c.text("email_normalized"), reason: reason)
             }
             try await audit(
                 tx, workspaceID: workspaceID, actor: actor, action: "contact.object", subject: "contact:\(contactID)")
+        }
+    }
+
+    /// Withdraws every consent of the contact that is not withdrawn yet (objection, one-click unsubscribe).
+    public func withdrawAllConsents(
+        _ tx: any SQLExecutor, workspaceID: WorkspaceID, contactID: ContactID, source: String
+    ) async throws {
+        let at = now
+        for purpose in ConsentPurpose.allCases {
+            let open = try await tx.scalar(
+                "SELECT COUNT(*) FROM consents WHERE workspace_id = ? AND contact_id = ? AND purpose = ? AND state <> 'withdrawn'",
+                workspaceID, contactID, purpose.rawValue)
+            if open > 0 {
+                try await applyConsent(
+                    tx, workspaceID: workspaceID, contactID: contactID,
+                    change: ConsentChange(
+                        purpose: purpose, action: .withdraw, text: nil, source: source,
+                        evidence: ConsentEvidence(at: at)))
+            }
         }
     }
 

@@ -303,14 +303,62 @@ extension Store {
             """, d.workspaceID, d.contactID, d.kind.rawValue, d.kind.mailClass.rawValue, d.recipient.raw,
             suppressionHash(d.recipient.normalized), d.messageID, d.subject, d.message, d.isTest, notBefore, t, t)
         guard let id = rows.first?.int("id") else { throw DomainError(.unavailable, code: "outbox_insert", "No id.") }
+        // A test send is delivered by its caller at once; the job is the safety net if that caller dies.
+        try await enqueueMailDelivery(
+            tx, outboxID: id, workspaceID: d.workspaceID, at: d.isTest ? notBefore.addingTimeInterval(60) : notBefore,
+            key: "mail:\(id):0")
+        return id
+    }
+
+    /// A (further) delivery attempt of an outbox row at `at`; `key` makes it idempotent.
+    public func enqueueMailDelivery(
+        _ tx: any SQLExecutor, outboxID: Int64, workspaceID: WorkspaceID, at: Date, key: String
+    )
+        async throws
+    {
         try await enqueue(
             tx,
             JobRequest(
-                kind: Self.mailDeliveryJob, workspaceID: d.workspaceID, payload: "{\"outbox_id\":\(id)}",
-                // A test send is delivered by its caller at once; the job is the safety net if that caller dies.
-                runAt: d.isTest ? notBefore.addingTimeInterval(60) : notBefore, idempotencyKey: "mail:\(id):0",
-                maxAttempts: 3))
-        return id
+                kind: Self.mailDeliveryJob, workspaceID: workspaceID, payload: "{\"outbox_id\":\(outboxID)}", runAt: at,
+                idempotencyKey: key, maxAttempts: 3))
+    }
+
+    // MARK: facts the send-time policy reads
+
+    /// Serialises send decisions for one recipient until the transaction ends (PostgreSQL; SQLite's single writer
+    /// serialises these transactions anyway), so two mails cannot both read "1 of 2" under the frequency cap.
+    public func lockRecipient(_ tx: any SQLExecutor, workspaceID: WorkspaceID, recipientHash: String) async throws {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325 ^ UInt64(bitPattern: workspaceID)
+        for b in recipientHash.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+        if let lock = tx.dialect.advisoryLockSQL(key: Int64(bitPattern: h & 0x3FFF_FFFF_FFFF_FFFF), wait: true) {
+            _ = try await tx.query(lock, [])
+        }
+    }
+
+    public func workspaceTimeZone(_ tx: any SQLExecutor, workspaceID: WorkspaceID) async throws -> String? {
+        try await tx.first("SELECT time_zone FROM workspaces WHERE id = ?", workspaceID)?.text("time_zone")
+    }
+
+    public func consentState(
+        _ tx: any SQLExecutor, workspaceID: WorkspaceID, contactID: ContactID, purpose: ConsentPurpose
+    ) async throws -> ConsentState? {
+        try await tx.first(
+            "SELECT state FROM consents WHERE workspace_id = ? AND contact_id = ? AND purpose = ?", workspaceID,
+            contactID, purpose.rawValue
+        ).flatMap { ConsentState(rawValue: $0.text("state")) }
+    }
+
+    /// Whether the §7(3) objection notice was shown with a sale: an order of this contact that was not cancelled.
+    public func hasSaleNotice(_ tx: any SQLExecutor, workspaceID: WorkspaceID, contactID: ContactID) async throws
+        -> Bool
+    {
+        try await tx.scalar(
+            """
+            SELECT COUNT(*) FROM consent_events e JOIN orders o ON o.workspace_id = e.workspace_id
+              AND e.source = 'order:' || o.external_id
+            WHERE e.workspace_id = ? AND e.contact_id = ? AND e.action = 'notice_shown' AND e.legal_basis = ?
+              AND o.status <> ?
+            """, workspaceID, contactID, LegalBasis.existingCustomer.rawValue, OrderStatus.cancelled.rawValue) > 0
     }
 
     public func outboxMail(id: Int64, in tx: (any SQLExecutor)? = nil) async throws -> OutboxMail? {

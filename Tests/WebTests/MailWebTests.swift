@@ -68,7 +68,7 @@ import Testing
                         tx, workspaceID: 1, contactID: contact.id,
                         change: ConsentChange(
                             purpose: purpose, action: .grant, text: "Ja, bitte.", source: "test",
-                            evidence: ConsentEvidence(at: Date())))
+                            evidence: ConsentEvidence(at: app.runtime.clock.now())))
                 }
             }
             let token = app.store.signToken(

@@ -143,7 +143,7 @@ extension AdminRoutes {
                 "du": s.addressForm == "du", "brand_color": s.brandColor, "logo_url": s.logoURL,
             ] as [String: Any]
         model["settings_url"] = SiteURL.adminMailSettings.path
-        model["can_edit"] = admin.role >= .marketer
+        model["can_edit"] = admin.role.canEditMail
         let key = try await store.activeDKIMKey(workspaceID: admin.workspace.id)
         model["dkim"] = key.map { ["domain": $0.domain, "selector": $0.selector, "algorithm": $0.algorithm] } ?? [:]
         model["has_dkim"] = key != nil
@@ -168,7 +168,7 @@ extension AdminRoutes {
     func saveMailSettings(_ request: Request, _ context: AppContext) async throws -> Response {
         let fields = try await form(request, context)
         let admin = try admin(context)
-        try require(admin.role >= .marketer, context)
+        try require(admin.role.canEditMail, context)
         var s = try await store.mailSettings(workspaceID: admin.workspace.id)
         func int(_ key: String) throws -> Int {
             guard let v = fields[key].flatMap({ Int($0.trimmingCharacters(in: .whitespaces)) }) else {
@@ -186,7 +186,7 @@ extension AdminRoutes {
         // Switching the §7(3) mode is the owner's decision, and it is logged.
         let wantsMode = fields["existing_customer_mode"] == "on"
         if wantsMode != s.existingCustomerMode {
-            try require(admin.role == .owner, context)
+            try require(admin.role.canSwitchExistingCustomerMode, context)
             s.existingCustomerMode = wantsMode
         }
         try await store.saveMailSettings(workspaceID: admin.workspace.id, s, actor: "user:\(admin.user.id)")
@@ -222,7 +222,7 @@ extension AdminRoutes {
                 "variables": MailTemplateCatalog.allowedVariables(kind).sorted().joined(separator: ", "),
                 "marketing": kind.mailClass == .marketing,
             ] as [String: Any]
-        model["can_edit"] = admin.role >= .marketer
+        model["can_edit"] = admin.role.canEditMail
         model["test_to"] = admin.user.email
         if let error { model["error"] = error }
         if let message { model["message"] = message }
@@ -249,7 +249,7 @@ extension AdminRoutes {
     func saveTemplate(_ request: Request, _ context: AppContext) async throws -> Response {
         let fields = try await form(request, context)
         let admin = try admin(context)
-        try require(admin.role >= .marketer, context)
+        try require(admin.role.canEditMail, context)
         let edited = try editedTemplate(fields, context)
         if let refused = try await refusal(edited, context) { return refused }
         if fields["action"] == "preview" {
@@ -259,7 +259,7 @@ extension AdminRoutes {
             workspaceID: admin.workspace.id,
             StoredMailTemplate(
                 kind: edited.kind.rawValue, variant: edited.variant, subject: edited.subject, text: edited.text,
-                html: edited.html, updatedAt: Date(), updatedBy: "user:\(admin.user.id)"),
+                html: edited.html, updatedAt: env.clock.now(), updatedBy: "user:\(admin.user.id)"),
             actor: "user:\(admin.user.id)")
         return try await templatePage(
             context, edited: nil, error: nil, message: Strings.table(context.locale)["template_saved"])
@@ -280,7 +280,7 @@ extension AdminRoutes {
     func resetTemplate(_ request: Request, _ context: AppContext) async throws -> Response {
         _ = try await form(request, context)
         let admin = try admin(context)
-        try require(admin.role >= .marketer, context)
+        try require(admin.role.canEditMail, context)
         let (kind, variant) = try templateKey(context)
         try await store.resetMailTemplate(
             workspaceID: admin.workspace.id, kind: kind.rawValue, variant: variant, actor: "user:\(admin.user.id)")
@@ -291,7 +291,7 @@ extension AdminRoutes {
     func testSend(_ request: Request, _ context: AppContext) async throws -> Response {
         let fields = try await form(request, context)
         let admin = try admin(context)
-        try require(admin.role >= .marketer, context)
+        try require(admin.role.canEditMail, context)
         let edited = try editedTemplate(fields, context)
         let t = Strings.table(context.locale)
         if let refused = try await refusal(edited, context) { return refused }
