@@ -103,11 +103,22 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Reviews (issue 4): asking at the right time, verified reviews through signed links, moderation,
+        // widgets, JSON-LD and the Google feed.
+        .target(
+            name: "Reviews",
+            dependencies: [
+                "ReciprocityCore", "Storage", "Messaging",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // HTTP adapters: JSON API, admin pages, public pages.
         .target(
             name: "Web",
             dependencies: [
-                "ReciprocityCore", "Storage", "Jobs", "Mail", "Messaging",
+                "ReciprocityCore", "Storage", "Jobs", "Mail", "Messaging", "Reviews",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                 .product(name: "Mustache", package: "swift-mustache"),
@@ -123,7 +134,7 @@ let package = Package(
             name: "App",
             dependencies: [
                 "ReciprocityCore", "Storage", "StorageSQLite", "StoragePostgres", "Jobs", "Web", "Mail", "SMTP",
-                "Messaging",
+                "Messaging", "Reviews",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -167,6 +178,14 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             exclude: ["__Snapshots__", "Fixtures"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ReviewTests",
+            dependencies: [
+                "ReciprocityCore", "Storage", "Messaging", "Reviews", "Jobs", "App", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -5,6 +5,7 @@ import Messaging
 import Metrics
 import Prometheus
 import ReciprocityCore
+import Reviews
 import Storage
 import StoragePostgres
 import StorageSQLite
@@ -19,11 +20,13 @@ public struct Runtime: Sendable {
     public let random: any RandomSource
     /// The mail engine: composer, outbox delivery over SMTP or the development outbox.
     public let mailer: Mailer
+    /// The review capability: requests, form, widgets, feed.
+    public let reviews: ReviewModule
 
     /// Opens the database, creates the data folder and secret key if needed, and migrates unless told not to.
     public static func open(
         _ config: AppConfig, migrate: Bool? = nil, clock: any WallClock = SystemClock(),
-        random: any RandomSource = SystemRandom(), subscriptions: EventSubscriptions = .init()
+        random: any RandomSource = SystemRandom(), subscriptions: EventSubscriptions = BuiltInJobs.subscriptions
     ) async throws -> Runtime {
         LoggingBootstrap.once(level: config.logLevel)
         var logger = Logger(label: "reciprocity")
@@ -49,8 +52,10 @@ public struct Runtime: Sendable {
             store: store,
             composer: MailComposer(catalog: try MailTemplateCatalog.load(), store: store, baseURL: config.baseURL),
             delivery: MailDelivery(store: store, transport: transport, logger: logger))
+        let reviews = ReviewModule(store: store, mailer: mailer, baseURL: config.baseURL, logger: logger)
         return Runtime(
-            config: config, logger: logger, db: db, store: store, clock: clock, random: random, mailer: mailer)
+            config: config, logger: logger, db: db, store: store, clock: clock, random: random, mailer: mailer,
+            reviews: reviews)
     }
 
     public func close() async {

@@ -4,6 +4,7 @@ import Jobs
 import Logging
 import Messaging
 import ReciprocityCore
+import Reviews
 import ServiceLifecycle
 import Storage
 import Web
@@ -25,6 +26,7 @@ public enum BuiltInJobs {
                 _ = try await runtime.mailer.delivery.deliver(outboxID: payload.outboxID, random: runtime.random)
             },
         ]
+        handlers += reviewHandlers(runtime)
         if runtime.config.testHooks {
             handlers.append(
                 JobHandler(kind: TestHooks.jobKind) { job, tx in
@@ -32,6 +34,37 @@ public enum BuiltInJobs {
                 })
         }
         return handlers
+    }
+
+    /// Which jobs each domain event fans out to.
+    public static var subscriptions: EventSubscriptions {
+        var s = EventSubscriptions()
+        ReviewModule.subscribe(&s)
+        return s
+    }
+
+    static func reviewHandlers(_ runtime: Runtime) -> [JobHandler] {
+        let requests = runtime.reviews.requests
+        return [
+            JobHandler(kind: Store.reviewScheduleJob) { job, tx in
+                try await requests.schedule(eventID: try field(job, "event_id"), tx: tx)
+            },
+            // Composing reads templates and settings: outside the job's transaction, like delivery.
+            JobHandler(kind: Store.reviewRequestJob) { job in
+                try await requests.send(requestID: try field(job, "request_id"))
+            },
+            JobHandler(kind: Store.reviewReminderJob) { job in
+                try await requests.remind(requestID: try field(job, "request_id"))
+            },
+        ]
+    }
+
+    /// One integer field of a job's JSON payload.
+    static func field(_ job: Job, _ name: String) throws -> Int64 {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(job.payload.utf8)) as? [String: Any],
+            let value = (object[name] as? NSNumber)?.int64Value
+        else { throw PermanentJobError("job payload lacks \(name): \(job.payload)") }
+        return value
     }
 
     struct MailJobPayload: Decodable {
@@ -52,7 +85,7 @@ public func buildApplication(runtime: Runtime, workers: Bool = true) async throw
         metricsText: { MetricsBootstrap.registry.emitToString() },
         wakeWorkers: { worker.wake() }, maxBodyBytes: runtime.config.maxBodyBytes,
         bcryptCost: UInt8(runtime.config.bcryptCost), testHooks: runtime.config.testHooks, mailer: runtime.mailer,
-        logger: runtime.logger)
+        reviews: runtime.reviews, logger: runtime.logger)
     _ = MetricsBootstrap.registry
     var services: [any Service] = []
     if workers {

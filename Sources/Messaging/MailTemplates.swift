@@ -162,8 +162,11 @@ public enum MailSamples {
             m["order"] = ["number": "10042"]
             m["items"] =
                 [
-                    ["name": "Äthiopien Yirgacheffe – Röstung hell", "review_url": "https://shop.example/r/SAMPLE1"],
-                    ["name": "Handmühle „Grüße aus Köln“", "review_url": "https://shop.example/r/SAMPLE2"],
+                    [
+                        "name": "Äthiopien Yirgacheffe – Röstung hell",
+                        "review_url": "https://shop.example/review/SAMPLE1",
+                    ],
+                    ["name": "Handmühle „Grüße aus Köln“", "review_url": "https://shop.example/review/SAMPLE2"],
                 ] as [[String: Any]]
         case .thankYou:
             m["message"] =

@@ -17,7 +17,7 @@ public struct Migration: Sendable {
 
 public enum Migrator {
     /// Every migration, in order.
-    public static let all: [Migration] = [Schema.v1Foundation, Schema.v2Mail]
+    public static let all: [Migration] = [Schema.v1Foundation, Schema.v2Mail, Schema.v3Reviews]
 
     /// The newest migration id, which `/readyz` compares against the database.
     public static var latest: Int { all.last?.id ?? 0 }
@@ -400,6 +400,112 @@ enum Schema {
             )
             """,
             "CREATE INDEX mail_events_workspace ON mail_events (workspace_id, at)",
+        ]
+    }
+
+    /// Reviews (issue 4): settings, requests and the items asked about, reviews with photos, and favours.
+    static let v3Reviews = Migration(id: 3, name: "reviews") { _ in
+        [
+            """
+            CREATE TABLE review_settings (
+              workspace_id BIGINT PRIMARY KEY REFERENCES workspaces(id),
+              delay_seconds BIGINT NOT NULL,
+              transit_seconds BIGINT NOT NULL,
+              reminder_seconds BIGINT NOT NULL,
+              reminders_enabled BIGINT NOT NULL,
+              category_delays TEXT NOT NULL DEFAULT '{}',
+              disclosure TEXT NOT NULL DEFAULT '',
+              open_form BIGINT NOT NULL DEFAULT 0,
+              token_seconds BIGINT NOT NULL,
+              edit_seconds BIGINT NOT NULL,
+              incentive TEXT,
+              updated_at BIGINT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE review_requests (
+              id {pk},
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              order_id BIGINT NOT NULL UNIQUE REFERENCES orders(id),
+              contact_id BIGINT NOT NULL REFERENCES contacts(id),
+              state TEXT NOT NULL CHECK (state IN ('scheduled', 'sent', 'skipped', 'reminded')),
+              due_at BIGINT NOT NULL,
+              skip_reason TEXT,
+              incentive TEXT,
+              outbox_id BIGINT REFERENCES outbox(id),
+              reminder_outbox_id BIGINT REFERENCES outbox(id),
+              sent_at BIGINT,
+              reminded_at BIGINT,
+              created_at BIGINT NOT NULL,
+              updated_at BIGINT NOT NULL
+            )
+            """,
+            "CREATE INDEX review_requests_workspace ON review_requests (workspace_id, state, due_at)",
+            """
+            CREATE TABLE review_request_items (
+              request_id BIGINT NOT NULL REFERENCES review_requests(id),
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              contact_id BIGINT NOT NULL REFERENCES contacts(id),
+              sku TEXT NOT NULL,
+              product_name TEXT NOT NULL,
+              asked_at BIGINT NOT NULL,
+              PRIMARY KEY (request_id, sku)
+            )
+            """,
+            "CREATE INDEX review_request_items_asked ON review_request_items (workspace_id, contact_id, sku, asked_at)",
+            """
+            CREATE TABLE reviews (
+              id {pk},
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              sku TEXT NOT NULL,
+              product_name TEXT NOT NULL,
+              source TEXT NOT NULL CHECK (source IN ('verified', 'unverified', 'imported')),
+              status TEXT NOT NULL CHECK (status IN ('published', 'held', 'hidden', 'deleted')),
+              rating BIGINT NOT NULL CHECK (rating BETWEEN 1 AND 5),
+              title TEXT NOT NULL DEFAULT '',
+              body TEXT NOT NULL DEFAULT '',
+              display_name TEXT NOT NULL DEFAULT '',
+              locale TEXT NOT NULL DEFAULT 'de',
+              order_id BIGINT REFERENCES orders(id),
+              request_id BIGINT REFERENCES review_requests(id),
+              contact_id BIGINT REFERENCES contacts(id),
+              import_source TEXT,
+              incentive TEXT,
+              hold_reasons TEXT NOT NULL DEFAULT '',
+              hidden_reason TEXT,
+              reply TEXT,
+              replied_at BIGINT,
+              created_at BIGINT NOT NULL,
+              updated_at BIGINT NOT NULL,
+              UNIQUE (request_id, sku)
+            )
+            """,
+            "CREATE INDEX reviews_product ON reviews (workspace_id, sku, status, created_at)",
+            "CREATE INDEX reviews_workspace ON reviews (workspace_id, status, created_at)",
+            """
+            CREATE TABLE review_photos (
+              id {pk},
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              review_id BIGINT NOT NULL REFERENCES reviews(id),
+              content_type TEXT NOT NULL,
+              bytes {blob} NOT NULL,
+              created_at BIGINT NOT NULL
+            )
+            """,
+            "CREATE INDEX review_photos_review ON review_photos (review_id)",
+            """
+            CREATE TABLE favours (
+              id {pk},
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              contact_id BIGINT NOT NULL REFERENCES contacts(id),
+              kind TEXT NOT NULL,
+              subject_type TEXT NOT NULL,
+              subject_id BIGINT NOT NULL,
+              occurred_at BIGINT NOT NULL,
+              UNIQUE (kind, subject_type, subject_id)
+            )
+            """,
+            "CREATE INDEX favours_contact ON favours (workspace_id, contact_id, occurred_at)",
         ]
     }
 }

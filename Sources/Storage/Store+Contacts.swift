@@ -384,6 +384,7 @@ extension Store {
                   recipient = NULL, subject = '', message = NULL, updated_at = ?
                 WHERE workspace_id = ? AND contact_id = ?
                 """, now, workspaceID, contactID)
+            try await eraseReviews(tx, workspaceID: workspaceID, contactID: contactID)
             try await audit(
                 tx, workspaceID: workspaceID, actor: actor, action: "contact.erase", subject: "contact:\(contactID)")
         }

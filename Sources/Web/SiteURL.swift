@@ -40,6 +40,21 @@ public enum SiteURL: Equatable, Sendable {
     case adminMailTemplate(key: String)
     case adminMailTemplateTest(key: String)
     case adminMailTemplateReset(key: String)
+    case publicReview(token: String)
+    case publicReviewDelete(token: String)
+    case widgetProduct(slug: String, sku: String)
+    case widgetProductJSON(slug: String, sku: String)
+    case widgetProductWrite(slug: String, sku: String)
+    case widgetShop(slug: String)
+    case widgetShopJSON(slug: String)
+    case widgetPhoto(slug: String, id: Int64)
+    case reviewFeed(slug: String)
+    case apiReviewSettings
+    case adminReviews
+    case adminReviewSettings
+    case adminReview(id: Int64)
+    case adminReviewReply(id: Int64)
+    case adminReviewModerate(id: Int64)
 
     /// The route shapes, with `{name}` for a path parameter.
     public enum Route: String, CaseIterable, Sendable {
@@ -87,6 +102,21 @@ public enum SiteURL: Equatable, Sendable {
         case adminMailTemplate = "/admin/mail/templates/{key}"
         case adminMailTemplateTest = "/admin/mail/templates/{key}/test"
         case adminMailTemplateReset = "/admin/mail/templates/{key}/reset"
+        case publicReview = "/review/{token}"
+        case publicReviewDelete = "/review/{token}/delete"
+        case widgetProduct = "/widgets/{slug}/products/{sku}"
+        case widgetProductJSON = "/widgets/{slug}/products/{sku}/json"
+        case widgetProductWrite = "/widgets/{slug}/products/{sku}/write"
+        case widgetShop = "/widgets/{slug}/shop"
+        case widgetShopJSON = "/widgets/{slug}/shop/json"
+        case widgetPhoto = "/widgets/{slug}/photos/{id}"
+        case reviewFeed = "/feeds/{slug}/google-product-reviews.xml"
+        case apiReviewSettings = "/api/v1/reviews/settings"
+        case adminReviews = "/admin/reviews"
+        case adminReviewSettings = "/admin/review-settings"
+        case adminReview = "/admin/reviews/{id}"
+        case adminReviewReply = "/admin/reviews/{id}/reply"
+        case adminReviewModerate = "/admin/reviews/{id}/moderate"
 
         public var pattern: String { rawValue }
         /// Hummingbird's syntax for the same pattern.
@@ -141,14 +171,44 @@ public enum SiteURL: Equatable, Sendable {
         case .adminMailTemplate: .adminMailTemplate
         case .adminMailTemplateTest: .adminMailTemplateTest
         case .adminMailTemplateReset: .adminMailTemplateReset
+        case .publicReview: .publicReview
+        case .publicReviewDelete: .publicReviewDelete
+        case .widgetProduct: .widgetProduct
+        case .widgetProductJSON: .widgetProductJSON
+        case .widgetProductWrite: .widgetProductWrite
+        case .widgetShop: .widgetShop
+        case .widgetShopJSON: .widgetShopJSON
+        case .widgetPhoto: .widgetPhoto
+        case .reviewFeed: .reviewFeed
+        case .apiReviewSettings: .apiReviewSettings
+        case .adminReviews: .adminReviews
+        case .adminReviewSettings: .adminReviewSettings
+        case .adminReview: .adminReview
+        case .adminReviewReply: .adminReviewReply
+        case .adminReviewModerate: .adminReviewModerate
+        }
+    }
+
+    /// The path parameters, in the order they appear in the pattern.
+    var parameters: [String] {
+        switch self {
+        case .widgetProduct(let slug, let sku), .widgetProductJSON(let slug, let sku),
+            .widgetProductWrite(let slug, let sku):
+            [slug, sku]
+        case .widgetPhoto(let slug, let id): [slug, String(id)]
+        default: parameter.map { [$0] } ?? []
         }
     }
 
     var parameter: String? {
         switch self {
         case .apiOrder(let e), .adminOrder(let e), .publicUnsubscribe(let e), .publicPreferences(let e),
-            .adminMailTemplate(let e), .adminMailTemplateTest(let e), .adminMailTemplateReset(let e):
+            .adminMailTemplate(let e), .adminMailTemplateTest(let e), .adminMailTemplateReset(let e),
+            .publicReview(let e), .publicReviewDelete(let e), .widgetShop(let e), .widgetShopJSON(let e),
+            .reviewFeed(let e):
             e
+        case .adminReview(let id), .adminReviewReply(let id), .adminReviewModerate(let id):
+            String(id)
         case .apiContact(let id), .apiContactExport(let id), .apiContactErase(let id), .apiContactObjection(let id),
             .adminAPIKeyRevoke(let id), .adminContact(let id), .adminContactExport(let id),
             .adminContactErase(let id), .adminContactObject(let id), .adminJobRetry(let id), .adminOutboxMail(let id),
@@ -160,11 +220,13 @@ public enum SiteURL: Equatable, Sendable {
 
     /// The path, with the parameter percent-encoded as one path segment.
     public var path: String {
-        guard let parameter else { return route.pattern }
-        let encoded = parameter.addingPercentEncoding(withAllowedCharacters: Self.segmentAllowed) ?? parameter
-        return route.pattern.replacingOccurrences(
-            of: route.pattern[route.pattern.firstIndex(of: "{")!...route.pattern.firstIndex(of: "}")!],
-            with: encoded)
+        var out = route.pattern
+        for value in parameters {
+            guard let open = out.firstIndex(of: "{"), let close = out[open...].firstIndex(of: "}") else { break }
+            let encoded = value.addingPercentEncoding(withAllowedCharacters: Self.segmentAllowed) ?? value
+            out.replaceSubrange(open...close, with: encoded)
+        }
+        return out
     }
 
     static let segmentAllowed: CharacterSet = {
@@ -179,25 +241,27 @@ public enum SiteURL: Equatable, Sendable {
         for route in Route.allCases {
             let shape = route.pattern.split(separator: "/", omittingEmptySubsequences: false)
             guard shape.count == parts.count else { continue }
-            var value: String? = nil
+            var values: [String] = []
             var matches = true
             for (s, p) in zip(shape, parts) {
                 if s.hasPrefix("{") {
                     guard !p.isEmpty, let decoded = p.removingPercentEncoding else { matches = false; break }
-                    value = decoded
+                    values.append(decoded)
                 } else if s != p {
                     matches = false
                     break
                 }
             }
-            guard matches else { continue }
-            return make(route, value)
+            guard matches, let url = make(route, values) else { continue }
+            return url
         }
         return nil
     }
 
-    static func make(_ route: Route, _ value: String?) -> SiteURL? {
+    static func make(_ route: Route, _ values: [String]) -> SiteURL? {
+        let value = values.first
         let id = value.flatMap { Int64($0) }
+        let second = values.count > 1 ? values[1] : nil
         switch route {
         case .healthz: return .healthz
         case .readyz: return .readyz
@@ -243,6 +307,29 @@ public enum SiteURL: Equatable, Sendable {
         case .adminMailTemplate: return value.map { .adminMailTemplate(key: $0) }
         case .adminMailTemplateTest: return value.map { .adminMailTemplateTest(key: $0) }
         case .adminMailTemplateReset: return value.map { .adminMailTemplateReset(key: $0) }
+        case .publicReview: return value.map { .publicReview(token: $0) }
+        case .publicReviewDelete: return value.map { .publicReviewDelete(token: $0) }
+        case .widgetProduct:
+            guard let value, let second else { return nil }
+            return .widgetProduct(slug: value, sku: second)
+        case .widgetProductJSON:
+            guard let value, let second else { return nil }
+            return .widgetProductJSON(slug: value, sku: second)
+        case .widgetProductWrite:
+            guard let value, let second else { return nil }
+            return .widgetProductWrite(slug: value, sku: second)
+        case .widgetShop: return value.map { .widgetShop(slug: $0) }
+        case .widgetShopJSON: return value.map { .widgetShopJSON(slug: $0) }
+        case .widgetPhoto:
+            guard let value, let photo = second.flatMap({ Int64($0) }) else { return nil }
+            return .widgetPhoto(slug: value, id: photo)
+        case .reviewFeed: return value.map { .reviewFeed(slug: $0) }
+        case .apiReviewSettings: return .apiReviewSettings
+        case .adminReviews: return .adminReviews
+        case .adminReviewSettings: return .adminReviewSettings
+        case .adminReview: return id.map { .adminReview(id: $0) }
+        case .adminReviewReply: return id.map { .adminReviewReply(id: $0) }
+        case .adminReviewModerate: return id.map { .adminReviewModerate(id: $0) }
         }
     }
 }

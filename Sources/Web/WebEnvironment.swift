@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Messaging
 import ReciprocityCore
+import Reviews
 import Storage
 
 /// Everything the HTTP adapters need, injected by the App target.
@@ -25,15 +26,21 @@ public struct WebEnvironment: Sendable {
     public var testHooks: Bool
     /// The mail engine (outbox, templates, test sends). Nil only in routing-only tests.
     public var mailer: Mailer?
+    /// The review capability (form, widgets, feed). Nil only in routing-only tests.
+    public var reviews: ReviewModule?
+    /// Public forms (review form, open form): per IP, to slow bots and abuse.
+    public var publicFormLimiter: RateLimiter
     public var logger: Logger
 
     public init(
         store: Store, clock: any WallClock, random: any RandomSource, baseURL: String, templates: Templates,
         metricsText: @escaping @Sendable () async -> String, wakeWorkers: @escaping @Sendable () -> Void = {},
         maxBodyBytes: Int = 1_048_576, bcryptCost: UInt8 = 12, loginLimiter: RateLimiter? = nil,
-        testHooks: Bool = false, mailer: Mailer? = nil, logger: Logger
+        testHooks: Bool = false, mailer: Mailer? = nil, reviews: ReviewModule? = nil, logger: Logger
     ) {
         self.mailer = mailer
+        self.reviews = reviews
+        self.publicFormLimiter = RateLimiter(capacity: 20, refillPerSecond: 1.0 / 6, clock: clock)
         self.store = store
         self.clock = clock
         self.random = random

@@ -15,7 +15,8 @@ struct Reciprocity: AsyncParsableCommand {
             """,
         subcommands: [
             Serve.self, Worker.self, Migrate.self, WorkspaceCommand.self, UserCommand.self, APIKeyCommand.self,
-            ContactCommand.self, DKIMCommand.self, MailCommand.self, BouncesCommand.self, DemoCommand.self,
+            ContactCommand.self, DKIMCommand.self, MailCommand.self, BouncesCommand.self, ReviewsCommand.self,
+            DemoCommand.self,
         ])
 }
 
@@ -315,6 +316,24 @@ struct BouncesCommand: AsyncParsableCommand {
         @Option(help: "Path of the Maildir (the folder with new/, cur/, tmp/).") var maildir: String
         func run() async throws {
             try await runCommand { rt in say(try await Commands.importBounces(rt, maildir: maildir)) }
+        }
+    }
+}
+
+struct ReviewsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reviews", abstract: "Reviews: import old ones.", subcommands: [Import.self])
+
+    struct Import: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Import old reviews from CSV (columns: sku,product_name,rating,title,body,author,date).")
+        @Option(help: "Workspace slug.") var workspace = "shop"
+        @Option(help: "Where the reviews come from, shown with each (e.g. \"Trusted Shops\").") var source: String
+        @Argument(help: "The CSV file (UTF-8, header row; ',' or ';').") var file: String
+        func run() async throws {
+            try await runCommand { rt in
+                say(try await Commands.importReviews(rt, workspace: workspace, source: source, file: file))
+            }
         }
     }
 }

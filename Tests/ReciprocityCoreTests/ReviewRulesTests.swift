@@ -48,7 +48,7 @@ import Testing
         #expect(try plan(consent: false, mode: true).get().count == 2, "§7(3) mode, switched on explicitly")
         #expect(plan(consent: true, objected: true) == .failure(.init(.objected)), "an objection beats consent")
         #expect(try plan(asked: ["A"]).get().map(\.sku) == ["B"])
-        #expect(plan(asked: ["A", "B"]) == .failure(.init(.nothingToAsk)))
+        #expect(plan(asked: ["A", "B"]) == .failure(.init(.alreadyAskedRecently)))
     }
 
     @Test func moderationHoldsForContentNeverForTheRating() {

@@ -18,6 +18,11 @@ import Web
         .publicPreferences(token: "MXwy.abc_-"), .adminOutbox, .adminOutboxMail(id: 5), .adminOutboxRaw(id: 5),
         .adminOutboxHTML(id: 5), .adminMail, .adminMailSettings, .adminMailTemplate(key: "review_request.de-du"),
         .adminMailTemplateTest(key: "thank_you.en"), .adminMailTemplateReset(key: "doi_confirmation.de"),
+        .publicReview(token: "MXwy.abc_-"), .publicReviewDelete(token: "MXwy.abc_-"),
+        .widgetProduct(slug: "shop", sku: "K 1/ä"), .widgetProductJSON(slug: "shop", sku: "K1"),
+        .widgetProductWrite(slug: "shop", sku: "K1"), .widgetShop(slug: "shop"), .widgetShopJSON(slug: "shop"),
+        .widgetPhoto(slug: "shop", id: 4), .reviewFeed(slug: "shop"), .apiReviewSettings, .adminReviews,
+        .adminReviewSettings, .adminReview(id: 8), .adminReviewReply(id: 8), .adminReviewModerate(id: 8),
     ]
 
     @Test func everyRouteHasAnExample() {

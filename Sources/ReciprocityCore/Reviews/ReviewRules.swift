@@ -38,12 +38,14 @@ public enum ReviewRequestSkip: String, Sendable, Equatable, CaseIterable {
     case orderReturned = "order_returned"
     case noConsent = "no_consent"
     case objected
+    case frequencyCap = "frequency_cap"
     case alreadyAskedRecently = "product_asked_within_12_months"
     case nothingToAsk = "no_items_left"
 }
 
-/// The items of an order worth asking about, and whether to ask at all. Frequency caps are the mail engine's
-/// (applied at send time); consent and objection are checked here too, so a skip is logged with its real reason.
+/// The items of an order worth asking about, and whether to ask at all. Consent, objection and the frequency cap
+/// are checked again by the mail engine at send time; checking them here logs a skip with its real reason (a review
+/// request that hits the cap is dropped, not postponed into a later week).
 public enum ReviewRequestPlanner {
     public struct Item: Sendable, Equatable {
         public var sku: String
@@ -56,7 +58,7 @@ public enum ReviewRequestPlanner {
 
     public static func plan(
         status: OrderStatus, consentGranted: Bool, existingCustomerModeApplies: Bool, objected: Bool, items: [Item],
-        askedRecently: Set<String>
+        askedRecently: Set<String>, capReached: Bool = false
     ) -> Result<[Item], ReviewRequestSkipReason> {
         switch status {
         case .cancelled: return .failure(.init(.orderCancelled))
@@ -65,9 +67,11 @@ public enum ReviewRequestPlanner {
         }
         if objected { return .failure(.init(.objected)) }
         if !consentGranted && !existingCustomerModeApplies { return .failure(.init(.noConsent)) }
+        if capReached { return .failure(.init(.frequencyCap)) }
         var seen: Set<String> = []
         let wanted = items.filter { !askedRecently.contains($0.sku) && seen.insert($0.sku).inserted }
-        return wanted.isEmpty ? .failure(.init(.nothingToAsk)) : .success(wanted)
+        if wanted.isEmpty { return .failure(.init(items.isEmpty ? .nothingToAsk : .alreadyAskedRecently)) }
+        return .success(wanted)
     }
 }
 
@@ -92,9 +96,10 @@ public enum ReviewModeration {
 
     /// Checks title and text: profanity (shipped German and English lists), links, email addresses, phone
     /// numbers and length. Any hit holds the review for a person; nothing is rejected automatically.
-    public static func check(title: String, text: String, limits: Limits = Limits()) -> Outcome {
+    /// `name` (the display name) gets the content checks but not the length checks.
+    public static func check(title: String, text: String, name: String = "", limits: Limits = Limits()) -> Outcome {
         var reasons: [String] = []
-        let all = title + "\n" + text
+        let all = title + "\n" + text + "\n" + name
         if title.count > limits.titleMax { reasons.append("title_too_long") }
         if text.trimmingCharacters(in: .whitespacesAndNewlines).count < limits.textMin {
             reasons.append("text_too_short")

@@ -46,6 +46,7 @@ struct AdminRoutes {
         router.get(SiteURL.Route.adminJobs.routerPath) { request, context in try await jobs(request, context) }
         router.post(SiteURL.Route.adminJobRetry.routerPath) { request, context in try await retryJob(request, context) }
         registerMail(on: router)
+        registerReviews(on: router)
     }
 
     // MARK: Shared page model
@@ -87,6 +88,7 @@ struct AdminRoutes {
     static let urls: [String: String] = [
         "home": SiteURL.adminHome.path, "contacts": SiteURL.adminContacts.path, "orders": SiteURL.adminOrders.path,
         "jobs": SiteURL.adminJobs.path, "outbox": SiteURL.adminOutbox.path, "mail": SiteURL.adminMail.path,
+        "reviews": SiteURL.adminReviews.path,
         "users": SiteURL.adminUsers.path, "apikeys": SiteURL.adminAPIKeys.path,
         "workspaces": SiteURL.adminWorkspaces.path, "switch": SiteURL.adminWorkspaceSwitch.path,
         "password": SiteURL.adminPassword.path, "logout": SiteURL.adminLogout.path, "login": SiteURL.adminLogin.path,

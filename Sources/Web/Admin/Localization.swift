@@ -3,8 +3,11 @@ import Foundation
 /// UI strings, German first. Templates read them as `{{t.key}}`; a missing English string falls back to German.
 public enum Strings {
     public static func table(_ locale: String) -> [String: String] {
-        locale == "en" ? de.merging(en) { $1 } : de
+        locale == "en" ? enTable : deTable
     }
+
+    static let deTable = de.merging(reviewsDE) { a, _ in a }
+    static let enTable = deTable.merging(en.merging(reviewsEN) { a, _ in a }) { $1 }
 
     static let de: [String: String] = [
         "app": "Reciprocity", "lang_switch": "English", "lang_other": "en", "nav_label": "Hauptnavigation",
