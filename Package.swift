@@ -191,7 +191,7 @@ let package = Package(
         .testTarget(
             name: "WebTests",
             dependencies: [
-                "App", "Web", "Storage", "ReciprocityCore", "TestSupport",
+                "App", "Web", "Storage", "ReciprocityCore", "Reviews", "TestSupport",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],
             exclude: ["__Snapshots__"],

@@ -29,3 +29,50 @@ extension Commands {
         return "imported \(n) reviews from \(name) (labelled \"importiert\")"
     }
 }
+
+extension Commands {
+    /// `reciprocity reviews bench-schedule`: puts `orders` delivered orders, then schedules their review requests
+    /// (what the `reviews.schedule` job does) and reports the rate per slice. Linear scheduling shows as a flat
+    /// rate: a slice of the last 10k orders costs what the first did. Run it on a throw-away database.
+    public static func benchReviewScheduling(_ rt: Runtime, workspace slug: String, orders: Int, slice: Int)
+        async throws -> String
+    {
+        let w = try await workspace(rt, slug)
+        let clock = rt.clock
+        var ids: [OrderID] = []
+        ids.reserveCapacity(orders)
+        let putStart = clock.now()
+        for i in 0..<orders {
+            let payload = OrderPayload(
+                customer: .init(email: "bench\(i % 50_000)@example.com", firstName: "B", lastName: "Ench"),
+                currency: "EUR",
+                items: [.init(sku: "SKU-\(i % 500)", name: "Artikel \(i % 500)", quantity: 1, unitPrice: "9.90")],
+                totals: .init(total: "9.90"), status: "delivered")
+            let submission = try OrderSubmission.validate(
+                externalID: "BENCH-\(i)", payload: payload, receivedAt: clock.now())
+            let result = try await rt.store.upsertOrder(
+                workspaceID: w.id, submission: submission, fingerprint: Store.fingerprint(payload))
+            ids.append(result.order.id)
+        }
+        let putSeconds = clock.now().timeIntervalSince(putStart)
+        var lines = ["put \(orders) delivered orders in \(String(format: "%.1f", putSeconds)) s"]
+        var rates: [Double] = []
+        for start in stride(from: 0, to: ids.count, by: slice) {
+            let chunk = ids[start..<min(ids.count, start + slice)]
+            let t0 = clock.now()
+            for id in chunk {
+                try await rt.store.db.transaction { tx in
+                    _ = try await rt.store.scheduleReviewRequest(tx, workspaceID: w.id, orderID: id)
+                }
+            }
+            let rate = Double(chunk.count) / max(1e-9, clock.now().timeIntervalSince(t0))
+            rates.append(rate)
+            lines.append(
+                "scheduled orders \(start + 1)–\(start + chunk.count): \(Int(rate)) orders/s")
+        }
+        if let first = rates.first, let last = rates.last {
+            lines.append(String(format: "last slice / first slice = %.2f× (1.00× is linear)", last / first))
+        }
+        return lines.joined(separator: "\n")
+    }
+}

@@ -63,6 +63,27 @@ public struct ReviewDisplay: Sendable {
         public var createdAt: String
         public var reply: String?
         public var photos: [String]
+
+        enum CodingKeys: String, CodingKey {
+            case id, rating, title, body, author, verified, source, importSource, incentive, createdAt, reply, photos
+        }
+
+        /// Absent values are sent as null, so headless shops see every field.
+        public func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(id, forKey: .id)
+            try c.encode(rating, forKey: .rating)
+            try c.encode(title, forKey: .title)
+            try c.encode(body, forKey: .body)
+            try c.encode(author, forKey: .author)
+            try c.encode(verified, forKey: .verified)
+            try c.encode(source, forKey: .source)
+            try c.encode(importSource, forKey: .importSource)
+            try c.encode(incentive, forKey: .incentive)
+            try c.encode(createdAt, forKey: .createdAt)
+            try c.encode(reply, forKey: .reply)
+            try c.encode(photos, forKey: .photos)
+        }
     }
 
     public struct SummaryJSON: Codable, Sendable, Equatable {

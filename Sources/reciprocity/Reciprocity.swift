@@ -322,7 +322,22 @@ struct BouncesCommand: AsyncParsableCommand {
 
 struct ReviewsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "reviews", abstract: "Reviews: import old ones.", subcommands: [Import.self])
+        commandName: "reviews", abstract: "Reviews: import old ones; benchmark scheduling.",
+        subcommands: [Import.self, BenchSchedule.self])
+
+    struct BenchSchedule: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "bench-schedule",
+            abstract: "Put N delivered orders and schedule their review requests; print the rate per slice.")
+        @Option(help: "Workspace slug.") var workspace = "shop"
+        @Option(help: "How many orders.") var orders = 100_000
+        @Option(help: "Orders per reported slice.") var slice = 10_000
+        func run() async throws {
+            try await runCommand { rt in
+                say(try await Commands.benchReviewScheduling(rt, workspace: workspace, orders: orders, slice: slice))
+            }
+        }
+    }
 
     struct Import: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

@@ -364,12 +364,16 @@ def in_frame(driver: WebDriver, frame: WebElement) -> Iterator[None]:
         driver.switch_to.default_content()
 
 
-def wait_until(predicate, timeout: float = 20.0, interval: float = 0.1, what: str = "condition"):
+def wait_until(predicate, timeout: float = 20.0, what: str = "condition", interval: float = 0.1,
+               describe=lambda: ""):
+    """Calls `predicate` until it returns something truthy, which is returned; fails after `timeout` s, with
+    `describe()` (the state worth seeing) in the message."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            extra = describe()
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}" + (f"\n{extra}" if extra else ""))
         time.sleep(interval)

@@ -115,6 +115,7 @@ extension AdminRoutes {
         model["can_hide"] = r.status == .published || r.status == .held
         model["reply_url"] = SiteURL.adminReviewReply(id: r.id).path
         model["moderate_url"] = SiteURL.adminReviewModerate(id: r.id).path
+        model["has_photos"] = !r.photoIDs.isEmpty
         model["photos"] = r.photoIDs.map { ["url": SiteURL.widgetPhoto(slug: admin.workspace.slug, id: $0).path] }
         if let message { model["message"] = t[message] ?? message }
         return env.templates.page("review", model)

@@ -111,6 +111,7 @@ struct ReviewPages: Sendable {
             "name_max": ReviewInput.displayNameMax,
         ]
         if !errors.isEmpty {
+            model["has_errors"] = true
             model["errors"] = errors.sorted { $0.key < $1.key }.map { field, code -> [String: Any] in
                 ["field": field, "message": t["review_error_\(code)"] ?? code]
             }
@@ -134,6 +135,7 @@ struct ReviewPages: Sendable {
     func submit(_ request: Request, _ context: AppContext) async throws -> Response {
         let token = try token(context)
         try limited(context)
+        if case .expired = try reviews.links.resolve(token) { return try await formPage(context) }
         let form = try await MultipartForm.read(
             request, limit: ReviewPhoto.maxBytes * ReviewPhoto.maxCount + 64 * 1024)
         let given = input(form)
@@ -154,6 +156,7 @@ struct ReviewPages: Sendable {
         let token = try token(context)
         try limited(context)
         _ = try await Bodies.form(request, limit: 4096)
+        if case .expired = try reviews.links.resolve(token) { return try await formPage(context) }
         try await reviews.service.delete(token: token)
         return try await formPage(context, message: "review_deleted")
     }
@@ -292,6 +295,7 @@ struct ReviewPages: Sendable {
                     "title": r.title, "body": r.body, "author": r.displayName,
                     "date": Self.date(r.createdAt, locale: locale), "product": r.productName,
                     "photos": r.photoIDs.map { ["url": reviewsPhotoPath(w.workspace.slug, $0)] },
+                    "has_photos": !r.photoIDs.isEmpty,
                 ]
                 switch r.source {
                 case .verified: m["verified"] = true
