@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import NIOCore
 import ReciprocityCore
 import Storage
 
@@ -40,8 +41,9 @@ public struct ReviewDisplay: Sendable {
         }
         let since = store.clock.now().addingTimeInterval(-Double(Self.months) * 30.44 * 86_400)
         let distribution = try await store.ratingDistribution(workspaceID: workspace.id, sku: sku, since: since)
+        // The list covers the same period as the aggregate above it.
         let reviews = try await store.publishedReviews(
-            workspaceID: workspace.id, sku: sku, since: nil, limit: Self.listed)
+            workspaceID: workspace.id, sku: sku, since: since, limit: Self.listed)
         return Widget(
             workspace: workspace, sku: sku, productName: productName,
             summary: RatingSummary(distribution: distribution),
@@ -100,6 +102,8 @@ public struct ReviewDisplay: Sendable {
         public var summary: SummaryJSON
         public var disclosure: String
         public var reviews: [ReviewJSON]
+        /// The schema.org Product markup for a headless shop's own product page (nil for the shop widget).
+        public var jsonLD: String?
     }
 
     public func json(_ w: Widget, locale: String) -> WidgetJSON {
@@ -116,7 +120,7 @@ public struct ReviewDisplay: Sendable {
                     verified: r.source == .verified, source: r.source.rawValue, importSource: r.importSource,
                     incentive: r.incentive, createdAt: ISO8601.format(r.createdAt), reply: r.reply,
                     photos: r.photoIDs.map { photoURL(slug: w.workspace.slug, id: $0) })
-            })
+            }, jsonLD: jsonLD(w))
     }
 
     public func photoURL(slug: String, id: Int64) -> String { "\(baseURL)/widgets/\(slug)/photos/\(id)" }
@@ -201,11 +205,13 @@ extension RatingSummary {
     }
 }
 
-/// Rendered widget bodies by (workspace slug, product, format, language), with an ETag. A hit touches no database.
+/// Rendered widget bodies by (workspace slug, product, format, language), with an ETag. A hit touches no database
+/// and copies no bytes (the body is a shared `ByteBuffer`).
 /// Writes in this process invalidate their workspace at once; other nodes' entries expire after `ttl` seconds.
 public final class ReviewWidgetCache: @unchecked Sendable {
     public struct Entry: Sendable {
-        public var body: [UInt8]
+        /// Shared, not copied, by every response that sends it.
+        public var body: ByteBuffer
         public var etag: String
         public var contentType: String
         public var status: Int
@@ -236,16 +242,21 @@ public final class ReviewWidgetCache: @unchecked Sendable {
         }
     }
 
+    /// The workspace's generation now; read it before reading the data that `put` will store.
+    public func generation(_ workspaceID: WorkspaceID) -> Int { lock.withLock { generations[workspaceID, default: 0] } }
+
     public func put(
-        _ key: String, body: [UInt8], contentType: String, status: Int = 200, workspaceID: WorkspaceID?
+        _ key: String, body: [UInt8], contentType: String, status: Int = 200, workspaceID: WorkspaceID?,
+        generation: Int
     ) -> Entry {
         let etag = "\"" + Hex.encode(Array(SHA256.hash(data: body).prefix(12))) + "\""
         let expires = clock.now().addingTimeInterval(ttl)
         return lock.withLock {
             if entries.count >= capacity { entries.removeAll(keepingCapacity: true) }
             let e = Entry(
-                body: body, etag: etag, contentType: contentType, status: status, workspaceID: workspaceID,
-                generation: workspaceID.map { generations[$0, default: 0] } ?? 0, expires: expires)
+                body: ByteBuffer(bytes: body), etag: etag, contentType: contentType, status: status,
+                workspaceID: workspaceID,
+                generation: generation, expires: expires)
             entries[key] = e
             return e
         }

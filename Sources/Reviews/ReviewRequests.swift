@@ -79,6 +79,7 @@ public struct ReviewRequests: Sendable {
             guard let draft = try await draft(.reviewRequest, request, facts, items, settings) else { return .notDue }
             return try await commit(draft, request, from: .scheduled, to: .sent) { tx in
                 try await store.recordAskedItems(tx, request, items: items)
+                try await store.setReviewRequestIncentive(tx, id: request.id, incentive: settings.incentive)
                 if let due = settings.timing.reminderDue(requestSentAt: now) {
                     try await store.enqueue(
                         tx,

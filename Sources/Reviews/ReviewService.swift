@@ -51,7 +51,11 @@ public struct ReviewService: Sendable {
             let contact = try await store.contact(workspaceID: target.workspaceID, id: request.contactID),
             contact.erasedAt == nil
         else { throw Self.linkNotFound }
-        let order = try await store.orderNumber(workspaceID: target.workspaceID, orderID: request.orderID) ?? ""
+        let number = try await store.orderNumber(workspaceID: target.workspaceID, orderID: request.orderID) ?? ""
+        // A cancelled order is not a purchase: its link no longer gives a "Verifizierter Kauf".
+        guard try await store.order(workspaceID: target.workspaceID, externalID: number)?.status != .cancelled else {
+            throw Self.linkNotFound
+        }
         let existing = try await store.review(requestID: request.id, sku: target.sku)
         let settings = try await store.reviewSettings(workspaceID: target.workspaceID)
         let editable =
@@ -61,7 +65,7 @@ public struct ReviewService: Sendable {
             ?? true
         return .form(
             FormContext(
-                target: target, workspace: workspace, productName: item.name, orderNumber: order, existing: existing,
+                target: target, workspace: workspace, productName: item.name, orderNumber: number, existing: existing,
                 defaultDisplayName: ReviewDisplayName.defaultName(
                     firstName: contact.firstName, lastName: contact.lastName,
                     fallback: Locale.resolve(contact.locale) == "en" ? "Customer" : "Kunde"),

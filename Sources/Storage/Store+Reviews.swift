@@ -183,7 +183,7 @@ extension Store {
         guard
             let due = settings.timing.requestDue(
                 deliveredAt: order.statusTimes[.delivered], shippedAt: order.statusTimes[.shipped],
-                categories: order.items.compactMap(\.category))
+                categories: order.items.map(\.category))
         else { return nil }
         let t = now
         let rows = try await tx.query(
@@ -282,12 +282,20 @@ extension Store {
             default: ""
             }
         let extra: [any SQLBindable] = timeColumn.isEmpty ? [] : [t, outboxID]
+        // Sending re-checks the due time: a delivery event may have moved it later since the job looked.
+        let due = to == .sent ? " AND due_at <= ?" : ""
+        let dueBind: [any SQLBindable] = to == .sent ? [t.addingTimeInterval(1)] : []
         let n = try await tx.execute(
             """
             UPDATE review_requests SET state = ?, skip_reason = COALESCE(?, skip_reason), updated_at = ?\(timeColumn)
-            WHERE id = ? AND state = ?
-            """, [to.rawValue, skipReason, t] + extra + [id, from.rawValue])
+            WHERE id = ? AND state = ?\(due)
+            """, [to.rawValue, skipReason, t] + extra + [id, from.rawValue] + dueBind)
         return n == 1
+    }
+
+    /// The incentive in force when the request is sent (a campaign may start while a request waits).
+    public func setReviewRequestIncentive(_ tx: any SQLExecutor, id: Int64, incentive: String?) async throws {
+        try await tx.execute("UPDATE review_requests SET incentive = ? WHERE id = ?", incentive, id)
     }
 
     /// Records the reminder as skipped without leaving the `sent` state (the request itself went out).
@@ -380,7 +388,7 @@ extension Store {
     }
 
     /// Writes a new review or replaces the author's own (text, rating, name); moderation decides the status.
-    /// A new verified review is recorded as a favour the customer did, with a `ReviewSubmitted` event.
+    /// A new verified review is recorded as a favour the customer did, (`recordFavour`: a `FavourRecorded` event).
     public struct NewReview: Sendable {
         public var workspaceID: WorkspaceID
         public var sku: String
@@ -409,8 +417,13 @@ extension Store {
         }
     }
 
+    /// Two first submits at once (a double click) meet the unique index; the loser retries and edits instead.
     public func saveReview(_ n: NewReview, moderation: ReviewModeration.Outcome) async throws -> StoredReview {
-        try await db.transaction { tx in try await saveReview(tx, n, moderation: moderation) }
+        do {
+            return try await db.transaction { tx in try await saveReview(tx, n, moderation: moderation) }
+        } catch StorageError.uniqueViolation where n.requestID != nil {
+            return try await db.transaction { tx in try await saveReview(tx, n, moderation: moderation) }
+        }
     }
 
     public func saveReview(_ tx: any SQLExecutor, _ n: NewReview, moderation: ReviewModeration.Outcome) async throws
@@ -619,13 +632,15 @@ extension Store {
         ).map { $0.int("id") }
     }
 
-    public func reviewPhoto(workspaceID: WorkspaceID, id: Int64) async throws -> (contentType: String, bytes: [UInt8])?
-    {
+    /// A photo for the public widgets (`publishedOnly`) or for the admin's moderation (any status but deleted).
+    public func reviewPhoto(workspaceID: WorkspaceID, id: Int64, publishedOnly: Bool = true) async throws -> (
+        contentType: String, bytes: [UInt8]
+    )? {
         guard
             let r = try await db.first(
                 """
                 SELECT p.content_type, p.bytes FROM review_photos p JOIN reviews r ON r.id = p.review_id
-                WHERE p.workspace_id = ? AND p.id = ? AND r.status = 'published'
+                WHERE p.workspace_id = ? AND p.id = ? AND r.status IN (\(publishedOnly ? "'published'" : "'published', 'held', 'hidden'"))
                 """, workspaceID, id)
         else { return nil }
         guard case .blob(let bytes) = r["bytes"] else { return nil }
@@ -644,7 +659,14 @@ extension Store {
                     locale: "de")
                 n.importSource = source
                 n.createdAt = row.createdAt
-                _ = try await saveReview(tx, n, moderation: .publish)
+                // Old data gets the same checks as new reviews (none of which looks at the rating).
+                // Short texts ("Top!") are common in old data: only the content checks apply, not the minimum length.
+                var limits = ReviewModeration.Limits()
+                limits.textMin = 1
+                _ = try await saveReview(
+                    tx, n,
+                    moderation: ReviewModeration.check(
+                        title: row.title, text: row.body, name: row.author, limits: limits))
             }
             try await audit(
                 tx, workspaceID: workspaceID, actor: actor, action: "reviews.import",
@@ -703,6 +725,18 @@ extension Store {
             "SELECT product_name FROM reviews WHERE workspace_id = ? AND sku = ? ORDER BY id DESC LIMIT 1", workspaceID,
             sku
         )?.text("product_name")
+    }
+
+    /// Requests sent, and how many of them got at least one review: the request → review rate.
+    public func reviewRequestRate(workspaceID: WorkspaceID) async throws -> (sent: Int, reviewed: Int) {
+        let sent = try await db.scalar(
+            "SELECT COUNT(*) FROM review_requests WHERE workspace_id = ? AND sent_at IS NOT NULL", workspaceID)
+        let reviewed = try await db.scalar(
+            """
+            SELECT COUNT(DISTINCT request_id) FROM reviews
+            WHERE workspace_id = ? AND request_id IS NOT NULL AND status <> 'deleted'
+            """, workspaceID)
+        return (Int(sent), Int(reviewed))
     }
 
     // MARK: Favours

@@ -55,6 +55,7 @@ public enum SiteURL: Equatable, Sendable {
     case adminReview(id: Int64)
     case adminReviewReply(id: Int64)
     case adminReviewModerate(id: Int64)
+    case adminReviewPhoto(id: Int64)
 
     /// The route shapes, with `{name}` for a path parameter.
     public enum Route: String, CaseIterable, Sendable {
@@ -117,6 +118,7 @@ public enum SiteURL: Equatable, Sendable {
         case adminReview = "/admin/reviews/{id}"
         case adminReviewReply = "/admin/reviews/{id}/reply"
         case adminReviewModerate = "/admin/reviews/{id}/moderate"
+        case adminReviewPhoto = "/admin/review-photos/{id}"
 
         public var pattern: String { rawValue }
         /// Hummingbird's syntax for the same pattern.
@@ -186,6 +188,7 @@ public enum SiteURL: Equatable, Sendable {
         case .adminReview: .adminReview
         case .adminReviewReply: .adminReviewReply
         case .adminReviewModerate: .adminReviewModerate
+        case .adminReviewPhoto: .adminReviewPhoto
         }
     }
 
@@ -207,7 +210,7 @@ public enum SiteURL: Equatable, Sendable {
             .publicReview(let e), .publicReviewDelete(let e), .widgetShop(let e), .widgetShopJSON(let e),
             .reviewFeed(let e):
             e
-        case .adminReview(let id), .adminReviewReply(let id), .adminReviewModerate(let id):
+        case .adminReview(let id), .adminReviewReply(let id), .adminReviewModerate(let id), .adminReviewPhoto(let id):
             String(id)
         case .apiContact(let id), .apiContactExport(let id), .apiContactErase(let id), .apiContactObjection(let id),
             .adminAPIKeyRevoke(let id), .adminContact(let id), .adminContactExport(let id),
@@ -330,6 +333,7 @@ public enum SiteURL: Equatable, Sendable {
         case .adminReview: return id.map { .adminReview(id: $0) }
         case .adminReviewReply: return id.map { .adminReviewReply(id: $0) }
         case .adminReviewModerate: return id.map { .adminReviewModerate(id: $0) }
+        case .adminReviewPhoto: return id.map { .adminReviewPhoto(id: $0) }
         }
     }
 }

@@ -19,6 +19,13 @@ import Testing
         #expect(
             t.requestDue(deliveredAt: delivered, shippedAt: nil, categories: ["tee", "kaffeemaschinen"])
                 == delivered.addingTimeInterval(21 * 86_400), "the longest category delay wins")
+        #expect(
+            t.requestDue(deliveredAt: delivered, shippedAt: nil, categories: ["tee"])
+                == delivered.addingTimeInterval(2),
+            "a shorter category delay applies too")
+        #expect(
+            t.requestDue(deliveredAt: delivered, shippedAt: nil, categories: ["tee", nil])
+                == delivered.addingTimeInterval(7 * 86_400), "an item without a category waits the workspace delay")
         t.delay = 1
         #expect(
             t.requestDue(deliveredAt: delivered, shippedAt: nil, categories: []) == delivered.addingTimeInterval(1),
@@ -64,6 +71,9 @@ import Testing
         #expect(reasons("Gut", "Besser bei www.konkurrenz.de bestellen!") == ["link"])
         #expect(reasons("Gut", "Schreibt mir: anna@example.com, ich verkaufe meinen").contains("email"))
         #expect(reasons("Gut", "Ruft an unter 0171 234 56 78, sehr gern") == ["phone"])
+        #expect(reasons("Gut", "Erreichbar unter +49 (30) 1234-5678.") == ["phone"])
+        #expect(
+            reasons("Spät", "Bestellt am 01.03.2024, geliefert am 12.03.2024, zu spät.") == [], "dates are no phone")
         #expect(reasons("Ok", "kurz") == ["text_too_short"])
         #expect(reasons(String(repeating: "x", count: 121), "Genug Text für eine Bewertung.") == ["title_too_long"])
         // The function has no rating parameter: the same words get the same outcome at 1 and at 5 stars.

@@ -193,8 +193,10 @@ import Testing
 
     // MARK: The form behind a link
 
-    func sentLinks(_ kit: Kit, _ id: String = "F-1") async throws -> (ReviewRequestRecord, [String]) {
-        let request = try #require(try await put(kit, id))
+    func sentLinks(_ kit: Kit, _ id: String = "F-1", email: String = "anna@example.com") async throws -> (
+        ReviewRequestRecord, [String]
+    ) {
+        let request = try #require(try await put(kit, id, email: email))
         kit.clock.advance(by: 61)
         guard case .sent(let outbox) = try await kit.reviews.requests.send(requestID: request.id) else {
             throw TestSetupError("not sent")
@@ -245,11 +247,36 @@ import Testing
             var t = Array(token(links[0]))
             t[3] = t[3] == "A" ? "B" : "A"
             await #expect(throws: DomainError.self) { try await kit.reviews.service.open(token: String(t)) }
+            // A cancelled order is no purchase: its links stop working.
+            let (_, other) = try await sentLinks(kit, "F-2", email: "zoe@example.com")
+            // (Shipped orders may still be cancelled; set directly, the transition rules are tested elsewhere.)
+            try await kit.store.db.execute("UPDATE orders SET status = 'cancelled' WHERE external_id = 'F-2'")
+            await #expect(throws: DomainError.self) { try await kit.reviews.service.open(token: token(other[0])) }
             kit.clock.advance(by: 181 * 86_400)
             guard case .expired = try await kit.reviews.service.open(token: token(links[0])) else {
                 Issue.record("expected an expired link")
                 return
             }
+        }
+    }
+
+    @Test(arguments: Engine.available)
+    func theIncentiveInForceWhenTheRequestIsSentIsTheOneShown(engine: Engine) async throws {
+        try await withKit(engine) { kit in
+            let request = try #require(try await put(kit, "I-1"))
+            var s = try await kit.store.reviewSettings(workspaceID: kit.shop.id)
+            s.incentive = "5-€-Gutschein für jede Bewertung, egal wie sie ausfällt"
+            try await kit.store.saveReviewSettings(workspaceID: kit.shop.id, s, actor: "t")
+            kit.clock.advance(by: 61)
+            guard case .sent(let outbox) = try await kit.reviews.requests.send(requestID: request.id) else {
+                Issue.record("not sent")
+                return
+            }
+            let link = try await links(kit, outboxID: outbox)[0]
+            let r = try await kit.reviews.service.submit(
+                token: token(link), input: ReviewInput(rating: 1, title: "", body: "Leider kaputt.", displayName: "A."),
+                photos: [])
+            #expect(r.incentive == s.incentive)
         }
     }
 
@@ -302,10 +329,10 @@ import Testing
     func importedReviewsAreLabelledAndABadRowImportsNothing(engine: Engine) async throws {
         try await withKit(engine) { kit in
             let bad =
-                "sku,product_name,rating,title,body,author,date\nK1,Kaffee,5,Top,Sehr gut,Eva,2025-03-01\nK1,Kaffee,7,x,y,z,2025-03-02\n"
+                "sku,product_name,rating,title,body,author,date\nK1,Kaffee,5,Top,Sehr gut,Eva,2026-03-01\nK1,Kaffee,7,x,y,z,2026-03-02\n"
             #expect(throws: DomainError.self) { try ReviewImport.parse(bad) }
             let good =
-                "sku;product_name;rating;title;body;author;date\nK1;Kaffee;5;Top;\"Sehr gut; \"\"wirklich\"\"\";Eva;2025-03-01\n"
+                "sku;product_name;rating;title;body;author;date\nK1;Kaffee;5;Top;\"Sehr gut; \"\"wirklich\"\"\";Eva;2026-03-01\n"
             let rows = try ReviewImport.parse(good)
             #expect(rows.first?.body == "Sehr gut; \"wirklich\"")
             _ = try await kit.store.importReviews(

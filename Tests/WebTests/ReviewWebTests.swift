@@ -140,6 +140,12 @@ import Testing
             let (_, links) = try await sentRequest(app)
             let bad = try await submit(app, links[0], rating: "", title: "", body: "kurz", name: "")
             #expect(bad.status == .unprocessableContent)
+            #expect(bad.headers[.contentSecurityPolicy]?.contains("default-src 'none'") == true, "no script runs")
+            // A quote with a combining mark is one Character to Swift; it must still not end the attribute.
+            let sneaky = try await submit(
+                app, links[0], rating: "", title: "a\"\u{301} autofocus onfocus=alert(1) x=", body: "kurz", name: "C.")
+            #expect(!sneaky.text.contains("\"\u{301} autofocus") && !sneaky.text.contains("\" autofocus"))
+            #expect(sneaky.text.contains("&quot; autofocus onfocus=alert(1) x="))
             #expect(bad.text.contains("id=\"errors\""))
             #expect(bad.text.contains("Bitte wählen Sie 1 bis 5 Sterne."))
             let gif = try await submit(

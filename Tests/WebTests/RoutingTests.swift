@@ -23,6 +23,7 @@ import Web
         .widgetProductWrite(slug: "shop", sku: "K1"), .widgetShop(slug: "shop"), .widgetShopJSON(slug: "shop"),
         .widgetPhoto(slug: "shop", id: 4), .reviewFeed(slug: "shop"), .apiReviewSettings, .adminReviews,
         .adminReviewSettings, .adminReview(id: 8), .adminReviewReply(id: 8), .adminReviewModerate(id: 8),
+        .adminReviewPhoto(id: 3),
     ]
 
     @Test func everyRouteHasAnExample() {

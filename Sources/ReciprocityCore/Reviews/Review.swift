@@ -159,7 +159,7 @@ public struct ReviewSettings: Sendable, Equatable {
     /// The default disclosure offered in the admin (the merchant must save it, or their own, to go live).
     public static func suggestedDisclosure(locale: String) -> String {
         locale == "en"
-            ? "Reviews marked “Verified purchase” can only be written through a personal link we send after delivery of an order. Other reviews are labelled as unverified or imported. Every review is published, whatever its rating; we only hold back texts with insults, links or personal data until a person has checked them."
-            : "Bewertungen mit dem Hinweis „Verifizierter Kauf“ können nur über einen persönlichen Link abgegeben werden, den wir nach der Lieferung einer Bestellung senden. Andere Bewertungen sind als „nicht verifiziert“ oder „importiert“ gekennzeichnet. Jede Bewertung wird veröffentlicht, unabhängig von der Sternzahl; nur Texte mit Beleidigungen, Links oder persönlichen Daten prüft vorher ein Mensch."
+            ? "Reviews marked “Verified purchase” can only be written through a personal link we send after delivery of an order. Other reviews are labelled as unverified or imported. Every review is published, whatever its rating; texts with insults, links or personal data wait until a person has checked them. We hide a review only for a stated reason (such as an insult), never because of its rating."
+            : "Bewertungen mit dem Hinweis „Verifizierter Kauf“ können nur über einen persönlichen Link abgegeben werden, den wir nach der Lieferung einer Bestellung senden. Andere Bewertungen sind als „nicht verifiziert“ oder „importiert“ gekennzeichnet. Jede Bewertung wird veröffentlicht, unabhängig von der Sternzahl; Texte mit Beleidigungen, Links oder persönlichen Daten prüft vorher ein Mensch. Wir blenden eine Bewertung nur mit einem festgehaltenen Grund aus (etwa einer Beleidigung), nie wegen der Sternzahl."
     }
 }

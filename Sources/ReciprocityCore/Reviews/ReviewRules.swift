@@ -19,12 +19,13 @@ public struct ReviewTiming: Sendable, Equatable {
 
     public init() {}
 
-    /// The moment the first request is due: delivery (or shipping + transit) plus the longest delay among the
-    /// order's categories, so every item has been had long enough. Nil when the order has neither event.
-    public func requestDue(deliveredAt: Date?, shippedAt: Date?, categories: [String]) -> Date? {
+    /// The moment the first request is due: delivery (or shipping + transit) plus the longest wait among the
+    /// order's items, so every item has been had long enough. An item's wait is its category's delay, or the
+    /// workspace delay when its category has none (so a category may also be shorter). Nil without either event.
+    public func requestDue(deliveredAt: Date?, shippedAt: Date?, categories: [String?]) -> Date? {
         guard let arrived = deliveredAt ?? shippedAt.map({ $0.addingTimeInterval(transit) }) else { return nil }
-        let longest = categories.compactMap { categoryDelays[$0] }.max() ?? delay
-        return arrived.addingTimeInterval(max(delay, longest))
+        let waits = categories.map { $0.flatMap { categoryDelays[$0] } ?? delay }
+        return arrived.addingTimeInterval(waits.max() ?? delay)
     }
 
     public func reminderDue(requestSentAt: Date) -> Date? {
@@ -119,8 +120,11 @@ public enum ReviewModeration {
         {
             reasons.append("email")
         }
-        let digits = all.replacingOccurrences(of: #"[\s/()+.-]"#, with: "", options: .regularExpression)
-        if digits.range(of: #"\d{8,}"#, options: .regularExpression) != nil { reasons.append("phone") }
+        // A phone number starts with + or 0 and has at least 8 digits with spaces, slashes, brackets or hyphens
+        // between; dates ("am 12.03.2024") and prices are not phone numbers.
+        if all.range(of: #"(?:\+|\b0)\d[\d /()-]{6,}\d"#, options: .regularExpression) != nil {
+            reasons.append("phone")
+        }
         return reasons.isEmpty ? .publish : .hold(reasons: reasons)
     }
 }

@@ -135,6 +135,7 @@ struct APIRoutes {
         try await store.erase(
             workspaceID: principal.workspaceID, contactID: try context.int64Parameter("id"),
             actor: "apikey:\(principal.keyID)")
+        env.reviews?.cache.invalidate(workspaceID: principal.workspaceID)
         return Response(status: .noContent)
     }
 
@@ -143,6 +144,7 @@ struct APIRoutes {
         try await store.object(
             workspaceID: principal.workspaceID, contactID: try context.int64Parameter("id"),
             actor: "apikey:\(principal.keyID)")
+        env.reviews?.cache.invalidate(workspaceID: principal.workspaceID)
         return Response(status: .noContent)
     }
 

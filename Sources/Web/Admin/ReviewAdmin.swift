@@ -17,6 +17,7 @@ extension AdminRoutes {
         router.post(SiteURL.Route.adminReviewModerate.routerPath) { request, context in
             try await moderateReview(request, context)
         }
+        router.get(SiteURL.Route.adminReviewPhoto.routerPath) { _, context in try await reviewPhoto(context) }
         router.get(SiteURL.Route.adminReviewSettings.routerPath) { _, context in
             try await reviewSettingsPage(context, message: nil)
         }
@@ -83,9 +84,9 @@ extension AdminRoutes {
         model["queue_url"] = "\(SiteURL.adminReviews.path)?status=held"
         model["settings_url"] = SiteURL.adminReviewSettings.path
         let months = try await store.reviewMonths(workspaceID: admin.workspace.id)
-        let sent = months.reduce(0) { $0 + $1.requestsSent }
-        let fromRequests = months.reduce(0) { $0 + $1.reviewsFromRequests }
-        model["rate"] = sent == 0 ? "–" : "\(fromRequests) / \(sent) = \(fromRequests * 100 / sent) %"
+        let rate = try await store.reviewRequestRate(workspaceID: admin.workspace.id)
+        model["rate"] =
+            rate.sent == 0 ? "–" : "\(rate.reviewed) / \(rate.sent) = \(rate.reviewed * 100 / rate.sent) %"
         model["months"] = months.map {
             [
                 "month": $0.month, "sent": $0.requestsSent, "reviews": $0.reviews,
@@ -116,9 +117,21 @@ extension AdminRoutes {
         model["reply_url"] = SiteURL.adminReviewReply(id: r.id).path
         model["moderate_url"] = SiteURL.adminReviewModerate(id: r.id).path
         model["has_photos"] = !r.photoIDs.isEmpty
-        model["photos"] = r.photoIDs.map { ["url": SiteURL.widgetPhoto(slug: admin.workspace.slug, id: $0).path] }
+        model["photos"] = r.photoIDs.map { ["url": SiteURL.adminReviewPhoto(id: $0).path] }
         if let message { model["message"] = t[message] ?? message }
         return env.templates.page("review", model)
+    }
+
+    /// Photos of held and hidden reviews too: the moderation queue must see what it decides on.
+    func reviewPhoto(_ context: AppContext) async throws -> Response {
+        let admin = try admin(context)
+        guard
+            let photo = try await store.reviewPhoto(
+                workspaceID: admin.workspace.id, id: try context.int64Parameter("id"), publishedOnly: false)
+        else { throw DomainError.notFound("Photo") }
+        return Response(
+            status: .ok, headers: [.contentType: photo.contentType, .contentSecurityPolicy: "default-src 'none'"],
+            body: .init(byteBuffer: ByteBuffer(bytes: photo.bytes)))
     }
 
     func replyToReview(_ request: Request, _ context: AppContext) async throws -> Response {
@@ -158,8 +171,9 @@ extension AdminRoutes {
         model["reminders_enabled"] = s.timing.remindersEnabled
         model["categories"] = s.timing.categoryDelays.sorted { $0.key < $1.key }.map { "\($0.key)=\(Int64($0.value))" }
             .joined(separator: "\n")
-        model["disclosure"] =
-            s.disclosure.isEmpty ? ReviewSettings.suggestedDisclosure(locale: context.locale) : s.disclosure
+        // The suggestion is only a placeholder: a widget goes live when the merchant saves a text on purpose.
+        model["disclosure"] = s.disclosure
+        model["disclosure_suggestion"] = ReviewSettings.suggestedDisclosure(locale: context.locale)
         model["disclosure_missing"] = !s.isLive
         model["open_form"] = s.openForm
         model["token_days"] = Int64(s.tokenLifetime / 86_400)

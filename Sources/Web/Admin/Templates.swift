@@ -17,8 +17,43 @@ public struct Templates: Sendable {
 
     /// Renders a page to HTML text.
     public func render(_ name: String, _ model: [String: Any]) -> String {
-        library.render(model, withTemplate: name) ?? "template \(name) missing"
+        library.render(Self.escapable(model), withTemplate: name) ?? "template \(name) missing"
     }
+
+    /// swift-mustache escapes per `Character`: `"` followed by a combining mark (or after a prepend mark) is one
+    /// Character that matches no escape, so the quote would reach the page raw and end an attribute. Every
+    /// string in a model is therefore cut down so that a `"'<>&` always stands alone: the marks clinging to it go.
+    static func escapable(_ value: Any) -> Any {
+        switch value {
+        case let s as String: return escapable(s)
+        case let d as [String: Any]: return d.mapValues(escapable)
+        case let a as [[String: Any]]: return a.map { $0.mapValues(escapable) }
+        case let a as [Any]: return a.map(escapable)
+        default: return value
+        }
+    }
+
+    static func escapable(_ s: String) -> String {
+        guard s.utf8.contains(where: { Self.special.contains($0) }) else { return s }
+        var out = ""
+        out.reserveCapacity(s.utf8.count)
+        for c in s {
+            if c.unicodeScalars.count > 1,
+                c.unicodeScalars.contains(where: { $0.isASCII && Self.special.contains(UInt8($0.value)) })
+            {
+                for scalar in c.unicodeScalars where scalar.isASCII && Self.special.contains(UInt8(scalar.value)) {
+                    out.unicodeScalars.append(scalar)
+                }
+            } else {
+                out.append(c)
+            }
+        }
+        return out
+    }
+
+    static let special: Set<UInt8> = [
+        UInt8(ascii: "\""), UInt8(ascii: "'"), UInt8(ascii: "<"), UInt8(ascii: ">"), UInt8(ascii: "&"),
+    ]
 
     public func page(_ name: String, _ model: [String: Any], status: HTTPResponse.Status = .ok) -> Response {
         Response(

@@ -89,6 +89,13 @@ struct SecurityHeadersMiddleware: RouterMiddleware {
                     "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'"
             }
             response.headers[.cacheControl] = "no-store"
+        } else if response.headers[.contentSecurityPolicy] == nil,
+            response.headers[.contentType]?.hasPrefix("text/html") == true
+        {
+            // Public pages (review form, unsubscribe, preferences): no script at all, and not framable.
+            response.headers[HTTPField.Name("X-Frame-Options")!] = "DENY"
+            response.headers[.contentSecurityPolicy] =
+                "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
         }
         return response
     }

@@ -236,7 +236,11 @@ struct ReviewPages: Sendable {
         let entry: ReviewWidgetCache.Entry
         if let hit = reviews.cache.get(key) {
             entry = hit
-        } else if let w = try await reviews.display.widget(slug: slug, sku: sku) {
+        } else if let workspace = try await env.store.workspace(slug: slug),
+            // The generation before the read: a write that lands meanwhile makes this entry stale at once.
+            case let generation = reviews.cache.generation(workspace.id),
+            let w = try await reviews.display.widget(slug: slug, sku: sku)
+        {
             let body: [UInt8]
             if json {
                 body = Array(try Bodies.encoder.encode(reviews.display.json(w, locale: locale)))
@@ -246,7 +250,7 @@ struct ReviewPages: Sendable {
             entry = reviews.cache.put(
                 key, body: body,
                 contentType: json ? "application/json; charset=utf-8" : "text/html; charset=utf-8",
-                workspaceID: w.workspace.id)
+                workspaceID: w.workspace.id, generation: generation)
         } else {
             throw DomainError(
                 .notFound, code: "widget_not_live",
@@ -270,7 +274,7 @@ struct ReviewPages: Sendable {
         }
         headers[.contentType] = entry.contentType
         return Response(
-            status: .init(code: entry.status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: entry.body)))
+            status: .init(code: entry.status), headers: headers, body: .init(byteBuffer: entry.body))
     }
 
     func widgetModel(_ w: ReviewDisplay.Widget, locale: String) -> [String: Any] {
@@ -339,7 +343,8 @@ struct ReviewPages: Sendable {
         return Response(
             status: .ok,
             headers: [
-                .contentType: photo.contentType, .cacheControl: "public, max-age=86400",
+                // Short: a hidden, deleted or erased review's photos must not linger in caches.
+                .contentType: photo.contentType, .cacheControl: "public, max-age=300",
                 .contentSecurityPolicy: "default-src 'none'; frame-ancestors *",
             ], body: .init(byteBuffer: ByteBuffer(bytes: photo.bytes)))
     }
@@ -349,15 +354,17 @@ struct ReviewPages: Sendable {
         let reviews = try reviews
         let key = "feed|\(slug)"
         if let hit = reviews.cache.get(key) { return cached(hit, request: request, cors: false) }
-        guard let xml = try await reviews.display.feed(slug: slug),
-            let workspace = try await env.store.workspace(slug: slug)
+        guard let workspace = try await env.store.workspace(slug: slug),
+            case let generation = reviews.cache.generation(workspace.id),
+            let xml = try await reviews.display.feed(slug: slug)
         else {
             throw DomainError(
                 .notFound, code: "widget_not_live",
                 "No such feed, or it is not live yet (the review disclosure text is missing).")
         }
         let entry = reviews.cache.put(
-            key, body: Array(xml.utf8), contentType: "application/xml; charset=utf-8", workspaceID: workspace.id)
+            key, body: Array(xml.utf8), contentType: "application/xml; charset=utf-8", workspaceID: workspace.id,
+            generation: generation)
         return cached(entry, request: request, cors: false)
     }
 }
