@@ -280,6 +280,65 @@ import Testing
         }
     }
 
+    /// §7(3) UWG: only when the merchant switched the mode on (logged), and only with the objection notice shown
+    /// at checkout with a sale. Without the mode, no consent means no mail.
+    @Test(arguments: Engine.available)
+    func theExistingCustomerModeNeedsTheSwitchAndTheCheckoutNotice(engine: Engine) async throws {
+        try await withKit(engine) { kit in
+            func order(_ id: String, _ email: String, notice: Bool) async throws -> ReviewRequestRecord {
+                var payload = samplePayload(email: email, status: "delivered")
+                if notice { payload.existingCustomerNotice = "Sie können der Nutzung jederzeit widersprechen." }
+                let result = try await kit.store.put(kit.shop, id, payload)
+                return try #require(
+                    try await kit.store.db.transaction { tx in
+                        try await kit.store.scheduleReviewRequest(
+                            tx, workspaceID: kit.shop.id, orderID: result.order.id)
+                    })
+            }
+            let off = try await order("E-1", "e1@example.com", notice: true)
+            var mail = try await kit.store.mailSettings(workspaceID: kit.shop.id)
+            mail.existingCustomerMode = true
+            try await kit.store.saveMailSettings(workspaceID: kit.shop.id, mail, actor: "owner@shop.example")
+            let withNotice = try await order("E-2", "e2@example.com", notice: true)
+            let without = try await order("E-3", "e3@example.com", notice: false)
+            kit.clock.advance(by: 61)
+            guard case .sent = try await kit.reviews.requests.send(requestID: withNotice.id) else {
+                Issue.record("with the mode on and the notice shown, the request goes out")
+                return
+            }
+            #expect(try await kit.reviews.requests.send(requestID: without.id) == .skipped(.noConsent))
+            mail.existingCustomerMode = false
+            try await kit.store.saveMailSettings(workspaceID: kit.shop.id, mail, actor: "owner@shop.example")
+            #expect(try await kit.reviews.requests.send(requestID: off.id) == .skipped(.noConsent))
+            let logged = try await kit.store.db.scalar(
+                "SELECT COUNT(*) FROM audit_log WHERE action LIKE 'mail.existing_customer_mode.%'")
+            #expect(logged == 2, "switching the mode is logged")
+        }
+    }
+
+    @Test(arguments: Engine.available)
+    func theOpenFormGivesUnverifiedReviewsOnlyWhenEnabled(engine: Engine) async throws {
+        try await withKit(engine) { kit in
+            try await put(kit, "O-1")
+            let input = ReviewInput(rating: 5, title: "", body: "Habe es im Laden probiert.", displayName: "Max")
+            await #expect(throws: DomainError.self) {
+                try await kit.reviews.service.submitOpen(workspace: kit.shop, sku: "SKU-0", input: input, locale: "de")
+            }
+            var s = try await kit.store.reviewSettings(workspaceID: kit.shop.id)
+            s.openForm = true
+            try await kit.store.saveReviewSettings(workspaceID: kit.shop.id, s, actor: "t")
+            let r = try await kit.reviews.service.submitOpen(
+                workspace: kit.shop, sku: "SKU-0", input: input, locale: "de")
+            #expect(r.source == .unverified)
+            #expect(r.orderID == nil && r.contactID == nil)
+            await #expect(throws: DomainError.self, "only products the shop sold") {
+                try await kit.reviews.service.submitOpen(workspace: kit.shop, sku: "NOPE", input: input, locale: "de")
+            }
+            let w = try #require(try await kit.reviews.display.widget(slug: kit.shop.slug, sku: "SKU-0"))
+            #expect(kit.reviews.display.json(w, locale: "de").reviews.map(\.verified) == [false])
+        }
+    }
+
     @Test(arguments: Engine.available)
     func badInputNamesEveryFieldAndWritesNothing(engine: Engine) async throws {
         try await withKit(engine) { kit in
