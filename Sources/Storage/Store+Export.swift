@@ -65,6 +65,39 @@ public struct ContactExport: Sendable, Codable {
     public var consentHistory: [ConsentEventData]
     public var orders: [OrderData]
     public var suppressed: Bool
+    /// The person's reviews (with their text: it is their personal data), review requests and recorded favours.
+    public var reviews: [ReviewData] = []
+    public var reviewRequests: [ReviewRequestData] = []
+    public var favours: [FavourData] = []
+
+    public struct ReviewData: Sendable, Codable {
+        public var id: Int64
+        public var sku: String
+        public var productName: String
+        public var rating: Int
+        public var title: String
+        public var body: String
+        public var displayName: String
+        public var source: String
+        public var status: String
+        public var orderExternalId: String?
+        public var photos: Int
+        public var reply: String?
+        public var createdAt: Date
+        public var updatedAt: Date
+    }
+    public struct ReviewRequestData: Sendable, Codable {
+        public var orderExternalId: String
+        public var state: String
+        public var dueAt: Date
+        public var sentAt: Date?
+        public var remindedAt: Date?
+        public var skipReason: String?
+    }
+    public struct FavourData: Sendable, Codable {
+        public var kind: String
+        public var at: Date
+    }
 }
 
 extension Store {
@@ -113,12 +146,40 @@ extension Store {
             if page.items.isEmpty || offset >= page.total { break }
         }
         let suppressed = try await isSuppressed(c)
-        return ContactExport(
+        var export = ContactExport(
             exportedAt: now, workspace: workspace.name,
             contact: .init(
                 id: c.id, email: c.email, firstName: c.firstName, lastName: c.lastName, locale: c.locale,
                 source: c.source, sourceRef: c.sourceRef, createdAt: c.createdAt, updatedAt: c.updatedAt,
                 erasedAt: c.erasedAt),
             consents: consents, consentHistory: history, orders: orders, suppressed: suppressed)
+        for r in try await db.query(
+            "SELECT \(Self.reviewColumns) FROM \(Self.reviewFrom) WHERE r.workspace_id = ? AND r.contact_id = ? ORDER BY r.id",
+            workspaceID, contactID
+        ).map(Self.review) {
+            let photos = try await db.scalar("SELECT COUNT(*) FROM review_photos WHERE review_id = ?", r.id)
+            export.reviews.append(
+                .init(
+                    id: r.id, sku: r.sku, productName: r.productName, rating: r.rating, title: r.title, body: r.body,
+                    displayName: r.displayName, source: r.source.rawValue, status: r.status.rawValue,
+                    orderExternalId: r.orderExternalID, photos: Int(photos), reply: r.reply, createdAt: r.createdAt,
+                    updatedAt: r.updatedAt))
+        }
+        export.reviewRequests = try await db.query(
+            """
+            SELECT o.external_id, q.state, q.due_at, q.sent_at, q.reminded_at, q.skip_reason
+            FROM review_requests q JOIN orders o ON o.id = q.order_id
+            WHERE q.workspace_id = ? AND q.contact_id = ? ORDER BY q.id
+            """, workspaceID, contactID
+        ).map {
+            .init(
+                orderExternalId: $0.text("external_id"), state: $0.text("state"), dueAt: $0.date("due_at"),
+                sentAt: $0.optionalDate("sent_at"), remindedAt: $0.optionalDate("reminded_at"),
+                skipReason: $0.optionalText("skip_reason"))
+        }
+        export.favours = try await favours(workspaceID: workspaceID, contactID: contactID).map {
+            .init(kind: $0.kind, at: $0.at)
+        }
+        return export
     }
 }

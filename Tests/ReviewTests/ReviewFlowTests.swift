@@ -233,6 +233,10 @@ import Testing
             #expect(favours.map(\.kind) == ["review"], "one favour per review, not per edit")
             #expect(
                 try await kit.store.db.scalar("SELECT COUNT(*) FROM domain_events WHERE type = 'FavourRecorded'") == 1)
+            let export = try await kit.store.exportContact(workspaceID: kit.shop.id, contactID: request.contactID)
+            #expect(export.reviews.map(\.body) == ["Doch eher bitter im Abgang."], "Art. 15: the person's reviews")
+            #expect(export.reviewRequests.map(\.state) == ["sent"])
+            #expect(export.favours.map(\.kind) == ["review"])
             try await kit.reviews.service.delete(token: t)
             let gone = try #require(try await kit.store.review(workspaceID: kit.shop.id, id: saved.id))
             #expect(gone.status == .deleted)
