@@ -54,6 +54,9 @@ public struct ReviewRequests: Sendable {
         let now = store.clock.now()
         guard request.dueAt <= now.addingTimeInterval(1) else { return .notDue }
         let settings = try await store.reviewSettings(workspaceID: request.workspaceID)
+        if now.timeIntervalSince(request.dueAt) > settings.timing.maxLateness {
+            return try await skip(request, .tooOld)
+        }
         guard
             let facts = try await store.reviewRequestFacts(
                 store.db, request, window: settings.timing.sameProductWindow)
@@ -65,16 +68,7 @@ public struct ReviewRequests: Sendable {
             capReached: facts.capReached)
         switch plan {
         case .failure(let reason):
-            _ = try await store.db.transaction { tx in
-                try await store.transitionReviewRequest(
-                    tx, id: request.id, from: .scheduled, to: .skipped, skipReason: reason.skip.rawValue)
-            }
-            logger.info(
-                "review request skipped",
-                metadata: [
-                    "request": "\(request.id)", "order": "\(facts.order.externalID)", "reason": "\(reason.skip)",
-                ])
-            return .skipped(reason.skip)
+            return try await skip(request, reason.skip)
         case .success(let items):
             guard let draft = try await draft(.reviewRequest, request, facts, items, settings) else { return .notDue }
             return try await commit(draft, request, from: .scheduled, to: .sent) { tx in
@@ -90,6 +84,17 @@ public struct ReviewRequests: Sendable {
                 }
             }
         }
+    }
+
+    func skip(_ request: ReviewRequestRecord, _ reason: ReviewRequestSkip) async throws -> Outcome {
+        _ = try await store.db.transaction { tx in
+            try await store.transitionReviewRequest(
+                tx, id: request.id, from: .scheduled, to: .skipped, skipReason: reason.rawValue)
+        }
+        logger.info(
+            "review request skipped",
+            metadata: ["request": "\(request.id)", "order": "\(request.orderID)", "reason": "\(reason.rawValue)"])
+        return .skipped(reason)
     }
 
     /// `reviews.reminder`: once, only when nothing was reviewed, and only if asking is still allowed (the order

@@ -147,7 +147,13 @@ public struct ReviewService: Sendable {
         if photos.count > ReviewPhoto.maxCount { errors["photos"] = "photo_count" }
         for bytes in photos.prefix(ReviewPhoto.maxCount) {
             switch ReviewPhoto.check(bytes) {
-            case .success(let kind): checked.append((kind, bytes))
+            case .success(let kind):
+                // No camera, time or GPS position is published with a photo.
+                guard let clean = PhotoMetadata.strip(bytes, kind: kind) else {
+                    errors["photos"] = "photo_type"
+                    continue
+                }
+                checked.append((kind, clean))
             case .failure(let e): errors.merge(e.byField) { a, _ in a }
             }
         }

@@ -98,3 +98,28 @@ import Testing
         #expect(RatingSummary(ratings: []).average == 0)
     }
 }
+
+@Suite struct PhotoMetadataTests {
+    @Test func jpegLosesExifButKeepsJFIFAndTheScan() throws {
+        let jpeg: [UInt8] =
+            [0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 0x4A, 0x46, 0xFF, 0xE1, 0x00, 0x06] + Array("GPS!".utf8)
+            + [0xFF, 0xDA, 0x00, 0x02, 0x55, 0xFF, 0xD9]
+        let clean = try #require(PhotoMetadata.strip(jpeg, kind: .jpeg))
+        #expect(clean == [0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 0x4A, 0x46, 0xFF, 0xDA, 0x00, 0x02, 0x55, 0xFF, 0xD9])
+        #expect(PhotoMetadata.strip([0xFF, 0xD8, 0xFF, 0xE1, 0x00, 0x50], kind: .jpeg) == nil, "truncated: refused")
+    }
+
+    @Test func webpLosesExifAndItsFlag() throws {
+        func chunk(_ t: String, _ d: [UInt8]) -> [UInt8] {
+            Array(t.utf8) + [UInt8(d.count), 0, 0, 0] + d + (d.count % 2 == 1 ? [0] : [])
+        }
+        let body =
+            Array("WEBP".utf8) + chunk("VP8X", [0x08, 0, 0, 0, 0, 0, 0, 0, 0, 0]) + chunk("VP8 ", [1, 2])
+            + chunk("EXIF", Array("GPS".utf8))
+        let webp = Array("RIFF".utf8) + [UInt8(body.count), 0, 0, 0] + body
+        let clean = try #require(PhotoMetadata.strip(webp, kind: .webp))
+        #expect(!String(decoding: clean, as: UTF8.self).contains("EXIF"))
+        #expect(clean[20] == 0, "the EXIF flag in VP8X is cleared")
+        #expect(Int(clean[4]) == clean.count - 8, "the RIFF size matches")
+    }
+}

@@ -134,6 +134,18 @@ import Testing
             #expect(try await kit.reviews.requests.send(requestID: returned.id) == .skipped(.orderReturned))
             #expect(try await kit.reviews.requests.send(requestID: objected.id) == .skipped(.objected))
             #expect(try await kit.store.reviewRequest(id: returned.id)?.skipReason == "order_returned")
+            // An order history PUT as delivered long ago mails no one.
+            let old = ISO8601.format(kit.clock.now().addingTimeInterval(-90 * 86_400))
+            let result = try await kit.store.put(
+                kit.shop, "S-4",
+                samplePayload(
+                    email: "h@example.com", status: "delivered", statusTimes: ["delivered": old], consents: Self.consent
+                ))
+            let historic = try #require(
+                try await kit.store.db.transaction { tx in
+                    try await kit.store.scheduleReviewRequest(tx, workspaceID: kit.shop.id, orderID: result.order.id)
+                })
+            #expect(try await kit.reviews.requests.send(requestID: historic.id) == .skipped(.tooOld))
             #expect(try await kit.store.db.scalar("SELECT COUNT(*) FROM outbox") == 0)
         }
     }
@@ -217,11 +229,14 @@ import Testing
             let saved = try await kit.reviews.service.submit(
                 token: t,
                 input: ReviewInput(rating: 4, title: "Gut", body: "Schmeckt fein und mild.", displayName: "Anna M."),
-                photos: [[0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0, 0]])
+                photos: [SamplePhotos.pngWithText])
             #expect(saved.source == .verified)
             #expect(saved.status == .published)
             #expect(saved.orderExternalID == "F-1")
             #expect(saved.photoIDs.count == 1)
+            let stored = try #require(try await kit.store.reviewPhoto(workspaceID: kit.shop.id, id: saved.photoIDs[0]))
+            #expect(stored.contentType == "image/png")
+            #expect(!String(decoding: stored.bytes, as: UTF8.self).contains("Berlin"), "text chunks are stripped")
             let edited = try await kit.reviews.service.submit(
                 token: t,
                 input: ReviewInput(rating: 2, title: "", body: "Doch eher bitter im Abgang.", displayName: "A."),

@@ -94,7 +94,7 @@ import Testing
             let form = try await app.request(.get, links[0])
             #expect(form.status == .ok)
             #expect(form.text.contains("id=\"review-form\"") && form.text.contains("value=\"Clara Z.\""))
-            let photo: [UInt8] = [0xFF, 0xD8, 0xFF, 0xE0] + Array(repeating: 0, count: 16)
+            let photo = SamplePhotos.jpegWithExif
             let posted = try await submit(
                 app, links[0], rating: "4", title: Self.xss, body: "Sehr fein. " + Self.xss, name: "Clara Z.",
                 file: ("kaffee.jpg", photo))
@@ -110,6 +110,11 @@ import Testing
             #expect(!widget.text.contains("<script>alert") && !widget.text.contains("<img src=x"))
             #expect(widget.text.contains(#"\u003cscript\u003e"#), "JSON-LD escapes < inside the script element")
             #expect(widget.text.contains("/widgets/shop/photos/"))
+            let photoPath = try #require(extract(widget.text, after: "<img src=\""))
+            let served = try await app.request(.get, photoPath)
+            #expect(served.status == .ok && served.headers[.contentType] == "image/jpeg")
+            #expect(!String(buffer: served.body).contains("GPS52"), "EXIF is gone")
+            #expect(Array(buffer: served.body).suffix(2) == [0xFF, 0xD9], "the image data is kept")
             let etag = try #require(widget.headers[.eTag])
             let again = try await app.request(.get, "/widgets/shop/products/K1", headers: [.ifNoneMatch: etag])
             #expect(again.status == .notModified)

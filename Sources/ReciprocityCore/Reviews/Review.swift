@@ -163,3 +163,79 @@ public struct ReviewSettings: Sendable, Equatable {
             : "Bewertungen mit dem Hinweis „Verifizierter Kauf“ können nur über einen persönlichen Link abgegeben werden, den wir nach der Lieferung einer Bestellung senden. Andere Bewertungen sind als „nicht verifiziert“ oder „importiert“ gekennzeichnet. Jede Bewertung wird veröffentlicht, unabhängig von der Sternzahl; Texte mit Beleidigungen, Links oder persönlichen Daten prüft vorher ein Mensch. Wir blenden eine Bewertung nur mit einem festgehaltenen Grund aus (etwa einer Beleidigung), nie wegen der Sternzahl."
     }
 }
+
+/// Removes metadata from review photos before they are stored: EXIF (camera, time, GPS position), XMP and text
+/// chunks. The image data itself is left as it is. A file that does not parse as expected is refused, not stored
+/// half-cleaned.
+public enum PhotoMetadata {
+    public static func strip(_ bytes: [UInt8], kind: ReviewPhoto.Kind) -> [UInt8]? {
+        switch kind {
+        case .jpeg: stripJPEG(bytes)
+        case .png: stripPNG(bytes)
+        case .webp: stripWebP(bytes)
+        }
+    }
+
+    /// Drops APP1 (EXIF, XMP) … APP15 segments and comments before the scan; keeps APP0 (JFIF) and the rest.
+    static func stripJPEG(_ b: [UInt8]) -> [UInt8]? {
+        guard b.count >= 4, b[0] == 0xFF, b[1] == 0xD8 else { return nil }
+        var out: [UInt8] = [0xFF, 0xD8]
+        var i = 2
+        while i + 4 <= b.count {
+            guard b[i] == 0xFF else { return nil }
+            let marker = b[i + 1]
+            if marker == 0xDA {  // start of scan: the rest is image data
+                out += b[i...]
+                return out
+            }
+            if marker == 0xD8 || (0xD0...0xD7).contains(marker) || marker == 0x01 {
+                out += b[i..<(i + 2)]
+                i += 2
+                continue
+            }
+            let length = Int(b[i + 2]) << 8 | Int(b[i + 3])
+            guard length >= 2, i + 2 + length <= b.count else { return nil }
+            let metadata = (0xE1...0xEF).contains(marker) || marker == 0xFE
+            if !metadata { out += b[i..<(i + 2 + length)] }
+            i += 2 + length
+        }
+        return nil
+    }
+
+    /// Drops eXIf, tEXt, zTXt, iTXt and tIME chunks.
+    static func stripPNG(_ b: [UInt8]) -> [UInt8]? {
+        guard b.count >= 8 else { return nil }
+        var out = Array(b[0..<8])
+        var i = 8
+        let dropped: Set<String> = ["eXIf", "tEXt", "zTXt", "iTXt", "tIME"]
+        while i + 12 <= b.count {
+            let length = Int(b[i]) << 24 | Int(b[i + 1]) << 16 | Int(b[i + 2]) << 8 | Int(b[i + 3])
+            guard length >= 0, i + 12 + length <= b.count else { return nil }
+            let type = String(decoding: b[(i + 4)..<(i + 8)], as: UTF8.self)
+            if !dropped.contains(type) { out += b[i..<(i + 12 + length)] }
+            i += 12 + length
+            if type == "IEND" { return out }
+        }
+        return nil
+    }
+
+    /// Drops EXIF and XMP chunks, clears their flags in VP8X, and fixes the RIFF size.
+    static func stripWebP(_ b: [UInt8]) -> [UInt8]? {
+        guard b.count >= 12 else { return nil }
+        var body: [UInt8] = Array("WEBP".utf8)
+        var i = 12
+        while i + 8 <= b.count {
+            let type = String(decoding: b[i..<(i + 4)], as: UTF8.self)
+            let size = Int(b[i + 4]) | Int(b[i + 5]) << 8 | Int(b[i + 6]) << 16 | Int(b[i + 7]) << 24
+            let padded = size + (size & 1)
+            guard i + 8 + size <= b.count else { return nil }
+            var chunk = Array(b[i..<min(b.count, i + 8 + padded)])
+            if type == "VP8X", chunk.count > 8 { chunk[8] &= ~UInt8(0x08 | 0x04) }  // EXIF and XMP flags
+            if type != "EXIF" && type != "XMP " { body += chunk }
+            i += 8 + padded
+        }
+        let n = UInt32(body.count)
+        return Array("RIFF".utf8) + [UInt8(n & 0xFF), UInt8(n >> 8 & 0xFF), UInt8(n >> 16 & 0xFF), UInt8(n >> 24)]
+            + body
+    }
+}

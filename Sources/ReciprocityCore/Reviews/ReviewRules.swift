@@ -16,6 +16,8 @@ public struct ReviewTiming: Sendable, Equatable {
     /// A product asked about within this window is not asked about again.
     public var sameProductWindow: TimeInterval = 365 * 86_400
     public var categoryDelays: [String: TimeInterval] = [:]
+    /// A request due longer ago than this is not sent: an imported order history must not mail every old buyer.
+    public var maxLateness: TimeInterval = 30 * 86_400
 
     public init() {}
 
@@ -41,6 +43,7 @@ public enum ReviewRequestSkip: String, Sendable, Equatable, CaseIterable {
     case objected
     case frequencyCap = "frequency_cap"
     case alreadyAskedRecently = "product_asked_within_12_months"
+    case tooOld = "order_too_old"
     case nothingToAsk = "no_items_left"
 }
 
