@@ -15,13 +15,15 @@ import Testing
     static let xss = #"<script>alert(1)</script>"><img src=x onerror=alert(1)>"#
 
     /// A shop with a delivered order whose review request has been sent; returns the API key and the links.
-    func sentRequest(_ app: TestApp, disclosure: String = "Nur Käufer mit Bestelllink.") async throws -> (
-        key: String, links: [String]
-    ) {
+    func sentRequest(
+        _ app: TestApp, disclosure: String = "Nur Käufer mit Bestelllink.", incentive: String = ""
+    ) async throws -> (key: String, links: [String]) {
         let key = try await seedShop(app)
         let put = try await app.request(
             .put, "/api/v1/reviews/settings", key: key,
-            json: #"{"delay_seconds":0,"disclosure_text":\#(jsonString(disclosure))}"#)
+            json:
+                #"{"delay_seconds":0,"disclosure_text":\#(jsonString(disclosure)),"incentive":\#(jsonString(incentive))}"#
+        )
         #expect(put.status == .ok)
         let order = """
             {"customer":{"email":"clara@example.com","first_name":"Clara","last_name":"Zweig","locale":"de-DE"},
@@ -174,6 +176,20 @@ import Testing
             #expect(try await app.request(.get, "/widgets/shop/products/K1").status == .notFound)
             #expect(try await app.request(.get, "/widgets/shop/shop/json").status == .notFound)
             #expect(try await app.request(.get, "/feeds/shop/google-product-reviews.xml").status == .notFound)
+        }
+    }
+
+    @Test func aReviewFromAnIncentivisedCampaignCarriesTheBadgeWhateverItsRating() async throws {
+        try await TestApp.run { app in
+            let incentive = "5-€-Gutschein für jede Bewertung, egal wie sie ausfällt"
+            let (_, links) = try await sentRequest(app, incentive: incentive)
+            _ = try await submit(app, links[0], rating: "1", title: "", body: "Kam leider kaputt an.", name: "C.")
+            _ = try await submit(app, links[1], rating: "5", title: "", body: "Die Mühle ist prima.", name: "C.")
+            for sku in ["K1", "M2"] {
+                let widget = try await app.request(.get, "/widgets/shop/products/\(sku)")
+                #expect(widget.text.contains("badge-incentive"), "\(sku): the incentive is disclosed")
+                #expect(widget.text.contains("mit Dankeschön-Anreiz"))
+            }
         }
     }
 
