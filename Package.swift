@@ -111,6 +111,7 @@ let package = Package(
                 "ReciprocityCore", "Storage", "Messaging",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),
