@@ -237,33 +237,12 @@ final class ParsedTemplates: @unchecked Sendable {
     }
 }
 
-/// HTML escaping for mail templates, on UTF-8 bytes (the library's escapes Character by Character, which was a
-/// seventh of the cost of a mail). Same five characters as the library: `< > & " '`.
+/// HTML escaping for mail templates: `HTMLText.escape`, on UTF-8 bytes.
 struct MailHTML: MustacheContentType {
     static let pragma: String = {
         MustacheContentTypes.register(MailHTML(), named: "MAILHTML")
         return "{{% CONTENT_TYPE: MAILHTML}}"
     }()
 
-    func escapeText(_ text: String) -> String {
-        var needs = false
-        for b in text.utf8 where b == 60 || b == 62 || b == 38 || b == 34 || b == 39 {
-            needs = true
-            break
-        }
-        guard needs else { return text }
-        var out: [UInt8] = []
-        out.reserveCapacity(text.utf8.count + 16)
-        for b in text.utf8 {
-            switch b {
-            case 60: out += Array("&lt;".utf8)
-            case 62: out += Array("&gt;".utf8)
-            case 38: out += Array("&amp;".utf8)
-            case 34: out += Array("&quot;".utf8)
-            case 39: out += Array("&#39;".utf8)
-            default: out.append(b)
-            }
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
+    func escapeText(_ text: String) -> String { HTMLText.escape(text) }
 }

@@ -3,57 +3,30 @@ import Hummingbird
 import Mustache
 import ReciprocityCore
 
-/// Renders the Mustache templates shipped in the Web bundle. Values are HTML-escaped by default.
+/// Renders the Mustache templates shipped in the Web bundle. Values are HTML-escaped by default, by `PageHTML`.
 public struct Templates: Sendable {
     let library: MustacheLibrary
 
+    /// Loads every template with the `PageHTML` escaper set at its top (a partial or layout starts with the
+    /// library's default again, so each file gets the pragma).
     public static func load() async throws -> Templates {
         guard let dir = Bundle.module.url(forResource: "Templates", withExtension: nil) else {
             throw DomainError(
                 .unavailable, code: "templates_missing", "The page templates are missing from the bundle.")
         }
-        return Templates(library: try await MustacheLibrary(directory: dir.path))
+        var library = MustacheLibrary()
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".mustache") }
+        for file in files {
+            let text = try String(contentsOf: dir.appendingPathComponent(file), encoding: .utf8)
+            try library.register(PageHTML.pragma + text, named: String(file.dropLast(".mustache".count)))
+        }
+        return Templates(library: library)
     }
 
     /// Renders a page to HTML text.
     public func render(_ name: String, _ model: [String: Any]) -> String {
-        library.render(Self.escapable(model), withTemplate: name) ?? "template \(name) missing"
+        library.render(model, withTemplate: name) ?? "template \(name) missing"
     }
-
-    /// swift-mustache escapes per `Character`: `"` followed by a combining mark (or after a prepend mark) is one
-    /// Character that matches no escape, so the quote would reach the page raw and end an attribute. Every
-    /// string in a model is therefore cut down so that a `"'<>&` always stands alone: the marks clinging to it go.
-    static func escapable(_ value: Any) -> Any {
-        switch value {
-        case let s as String: return escapable(s)
-        case let d as [String: Any]: return d.mapValues(escapable)
-        case let a as [[String: Any]]: return a.map { $0.mapValues(escapable) }
-        case let a as [Any]: return a.map(escapable)
-        default: return value
-        }
-    }
-
-    static func escapable(_ s: String) -> String {
-        guard s.utf8.contains(where: { Self.special.contains($0) }) else { return s }
-        var out = ""
-        out.reserveCapacity(s.utf8.count)
-        for c in s {
-            if c.unicodeScalars.count > 1,
-                c.unicodeScalars.contains(where: { $0.isASCII && Self.special.contains(UInt8($0.value)) })
-            {
-                for scalar in c.unicodeScalars where scalar.isASCII && Self.special.contains(UInt8(scalar.value)) {
-                    out.unicodeScalars.append(scalar)
-                }
-            } else {
-                out.append(c)
-            }
-        }
-        return out
-    }
-
-    static let special: Set<UInt8> = [
-        UInt8(ascii: "\""), UInt8(ascii: "'"), UInt8(ascii: "<"), UInt8(ascii: ">"), UInt8(ascii: "&"),
-    ]
 
     public func page(_ name: String, _ model: [String: Any], status: HTTPResponse.Status = .ok) -> Response {
         Response(
@@ -70,4 +43,14 @@ public struct Templates: Sendable {
         ]
         return page("error", model, status: .init(code: problem.status))
     }
+}
+
+/// Page escaping: marks clinging to `"'<>&` are dropped, then the text is escaped byte by byte (`HTMLText`).
+struct PageHTML: MustacheContentType {
+    static let pragma: String = {
+        MustacheContentTypes.register(PageHTML(), named: "PAGEHTML")
+        return "{{% CONTENT_TYPE: PAGEHTML}}"
+    }()
+
+    func escapeText(_ text: String) -> String { HTMLText.escape(HTMLText.detachMarks(text)) }
 }
