@@ -34,14 +34,11 @@ public enum ReviewImport {
             guard !v("sku").isEmpty, v("sku").count <= 100, !v("product_name").isEmpty else {
                 throw .invalid("csv_product", "Line \(line): sku and product_name are required (sku ≤ 100 characters).")
             }
-            let input = ReviewInput(rating: rating, title: v("title"), body: v("body"), displayName: v("author"))
-            var limits = ReviewModeration.Limits()
-            limits.textMin = 1
+            let author = v("author").isEmpty ? "Anonym" : v("author")
             let valid: ReviewInput
-            switch ReviewInput(
-                rating: rating, title: input.title, body: input.body,
-                displayName: input.displayName.isEmpty ? "Anonym" : input.displayName
-            ).validated(limits: limits) {
+            switch ReviewInput(rating: rating, title: v("title"), body: v("body"), displayName: author)
+                .validated(limits: .imported)
+            {
             case .success(let ok): valid = ok
             case .failure(let e):
                 let detail = e.byField.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(

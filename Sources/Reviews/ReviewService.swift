@@ -18,13 +18,13 @@ public struct ReviewService: Sendable {
     /// What the form behind a review link shows.
     public struct FormContext: Sendable {
         public var target: ReviewLinks.Target
+        public var request: ReviewRequestRecord
         public var workspace: Workspace
         public var productName: String
         public var orderNumber: String
         public var existing: StoredReview?
         public var defaultDisplayName: String
         public var locale: String
-        public var incentive: String?
         /// The author may still change or delete the review (the edit window after the first submission).
         public var editable: Bool
     }
@@ -51,25 +51,22 @@ public struct ReviewService: Sendable {
             let contact = try await store.contact(workspaceID: target.workspaceID, id: request.contactID),
             contact.erasedAt == nil
         else { throw Self.linkNotFound }
-        let number = try await store.orderNumber(workspaceID: target.workspaceID, orderID: request.orderID) ?? ""
         // A cancelled order is not a purchase: its link no longer gives a "Verifizierter Kauf".
-        guard try await store.order(workspaceID: target.workspaceID, externalID: number)?.status != .cancelled else {
-            throw Self.linkNotFound
-        }
+        guard let order = try await store.order(workspaceID: target.workspaceID, id: request.orderID),
+            order.status != .cancelled
+        else { throw Self.linkNotFound }
         let existing = try await store.review(requestID: request.id, sku: target.sku)
         let settings = try await store.reviewSettings(workspaceID: target.workspaceID)
-        let editable =
-            existing.map {
-                $0.status != .deleted && store.clock.now() < $0.createdAt.addingTimeInterval(settings.editWindow)
-            }
-            ?? true
         return .form(
             FormContext(
-                target: target, workspace: workspace, productName: item.name, orderNumber: number, existing: existing,
+                target: target, request: request, workspace: workspace, productName: item.name,
+                orderNumber: order.externalID, existing: existing,
                 defaultDisplayName: ReviewDisplayName.defaultName(
                     firstName: contact.firstName, lastName: contact.lastName,
                     fallback: Locale.resolve(contact.locale) == "en" ? "Customer" : "Kunde"),
-                locale: Locale.resolve(contact.locale), incentive: request.incentive, editable: editable))
+                locale: Locale.resolve(contact.locale),
+                editable: settings.isEditable(
+                    submittedAt: existing?.createdAt, deleted: existing?.status == .deleted, now: store.clock.now())))
     }
 
     static let linkNotFound = DomainError(
@@ -85,7 +82,7 @@ public struct ReviewService: Sendable {
             throw DomainError(.conflict, code: "edit_window_over", "This review can no longer be changed.")
         }
         let valid = try Self.validate(input, photos: photos)
-        guard let request = try await store.reviewRequest(id: ctx.target.requestID) else { throw Self.linkNotFound }
+        let request = ctx.request
         var n = Storage.Store.NewReview(
             workspaceID: ctx.workspace.id, sku: ctx.target.sku, productName: ctx.productName, source: .verified,
             input: valid.input, locale: ctx.locale)

@@ -365,26 +365,26 @@ extension Store {
     public func review(workspaceID: WorkspaceID, id: Int64, in tx: (any SQLExecutor)? = nil) async throws
         -> StoredReview?
     {
-        let ex = tx ?? db
-        guard
-            var review = try await ex.first(
-                "SELECT \(Self.reviewColumns) FROM \(Self.reviewFrom) WHERE r.workspace_id = ? AND r.id = ?",
-                workspaceID, id
-            ).map(Self.review)
-        else { return nil }
-        review.photoIDs = try await ex.query(
-            "SELECT id FROM review_photos WHERE review_id = ? ORDER BY id", id
-        ).map { $0.int("id") }
-        return review
+        try await loadReview(tx ?? db, "r.workspace_id = ? AND r.id = ?", [workspaceID, id])
     }
 
     /// The review written through a request for one product, if any (also a deleted one: the link shows that).
     public func review(requestID: Int64, sku: String, in tx: (any SQLExecutor)? = nil) async throws -> StoredReview? {
+        try await loadReview(tx ?? db, "r.request_id = ? AND r.sku = ?", [requestID, sku])
+    }
+
+    private func loadReview(_ ex: any SQLExecutor, _ condition: String, _ binds: [any SQLBindable]) async throws
+        -> StoredReview?
+    {
         guard
-            let id = try await (tx ?? db).first(
-                "SELECT id, workspace_id FROM reviews WHERE request_id = ? AND sku = ?", requestID, sku)
+            var review = try await ex.query(
+                "SELECT \(Self.reviewColumns) FROM \(Self.reviewFrom) WHERE \(condition)", binds
+            ).first.map(Self.review)
         else { return nil }
-        return try await review(workspaceID: id.int("workspace_id"), id: id.int("id"), in: tx)
+        review.photoIDs = try await ex.query(
+            "SELECT id FROM review_photos WHERE review_id = ? ORDER BY id", review.id
+        ).map { $0.int("id") }
+        return review
     }
 
     /// Writes a new review or replaces the author's own (text, rating, name); moderation decides the status.
@@ -660,13 +660,11 @@ extension Store {
                 n.importSource = source
                 n.createdAt = row.createdAt
                 // Old data gets the same checks as new reviews (none of which looks at the rating).
-                // Short texts ("Top!") are common in old data: only the content checks apply, not the minimum length.
-                var limits = ReviewModeration.Limits()
-                limits.textMin = 1
+                // The content checks of new reviews (none looks at the rating), without the minimum length.
                 _ = try await saveReview(
                     tx, n,
                     moderation: ReviewModeration.check(
-                        title: row.title, text: row.body, name: row.author, limits: limits))
+                        title: row.title, text: row.body, name: row.author, limits: .imported))
             }
             try await audit(
                 tx, workspaceID: workspaceID, actor: actor, action: "reviews.import",
@@ -707,10 +705,9 @@ extension Store {
         return byMonth.values.sorted { $0.month < $1.month }
     }
 
-    /// The shop's order number for an order id.
-    public func orderNumber(workspaceID: WorkspaceID, orderID: OrderID) async throws -> String? {
-        try await db.first("SELECT external_id FROM orders WHERE workspace_id = ? AND id = ?", workspaceID, orderID)?
-            .text("external_id")
+    /// One order with its items, by our id.
+    public func order(workspaceID: WorkspaceID, id: OrderID) async throws -> Order? {
+        try await loadOrder(db, workspaceID: workspaceID, id: id)
     }
 
     /// A product's name as last sold (or last reviewed); nil for a SKU the shop never had.

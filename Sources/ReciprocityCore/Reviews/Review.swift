@@ -122,6 +122,13 @@ public struct ReviewSettings: Sendable, Equatable {
 
     public var isLive: Bool { !disclosure.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty }
 
+    /// Whether the author may still write, change or delete through their link: always before the first
+    /// submission, then for the edit window; never after deleting.
+    public func isEditable(submittedAt: Date?, deleted: Bool, now: Date) -> Bool {
+        guard let submittedAt else { return true }
+        return !deleted && now < submittedAt.addingTimeInterval(editWindow)
+    }
+
     public static let maxDelay: TimeInterval = 365 * 86_400
 
     public func validate() throws(DomainError) {

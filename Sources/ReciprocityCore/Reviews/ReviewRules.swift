@@ -96,6 +96,13 @@ public enum ReviewModeration {
         public var textMin = 10
         public var textMax = 5_000
         public init() {}
+
+        /// Old reviews from another service: short texts ("Top!") are common, so no minimum length.
+        public static var imported: Limits {
+            var l = Limits()
+            l.textMin = 1
+            return l
+        }
     }
 
     /// Checks title and text: profanity (shipped German and English lists), links, email addresses, phone
@@ -142,6 +149,16 @@ public enum ProfanityList {
         "fuck", "fucking", "shit", "bullshit", "asshole", "bitch", "cunt", "dickhead", "motherfucker",
         "wanker", "twat",
     ]
+}
+
+/// A rating as five stars, e.g. "★★★★☆" for 4 (an average is rounded to whole stars).
+public enum ReviewStars {
+    public static func text(_ rating: Int) -> String {
+        let full = min(5, max(0, rating))
+        return String(repeating: "★", count: full) + String(repeating: "☆", count: 5 - full)
+    }
+
+    public static func text(average: Double) -> String { text(Int(average.rounded())) }
 }
 
 /// The name shown with a review: by default "Vorname N.".

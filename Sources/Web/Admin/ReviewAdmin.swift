@@ -29,7 +29,7 @@ extension AdminRoutes {
     func reviewRow(_ r: StoredReview, _ t: [String: String], _ context: AppContext) -> [String: Any] {
         var m: [String: Any] = [
             "id": r.id, "url": SiteURL.adminReview(id: r.id).path, "rating": r.rating,
-            "stars": String(repeating: "★", count: r.rating) + String(repeating: "☆", count: 5 - r.rating),
+            "stars": ReviewStars.text(r.rating),
             "title": r.title, "body": r.body, "author": r.displayName, "product": r.productName, "sku": r.sku,
             "source": t["source_\(r.source.rawValue)"] ?? r.source.rawValue, "source_key": r.source.rawValue,
             "status": t[Self.statusKey(r.status)] ?? r.status.rawValue, "status_key": r.status.rawValue,

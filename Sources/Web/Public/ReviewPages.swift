@@ -87,14 +87,14 @@ struct ReviewPages: Sendable {
             model["product"] = ctx.productName
             model["order"] = ctx.orderNumber
             model["action"] = SiteURL.publicReview(token: token).path
-            model["editable"] = ctx.editable && existing?.status != .deleted
+            model["editable"] = ctx.editable
             model["deleted"] = existing?.status == .deleted
             if let existing, existing.status != .deleted {
                 model["existing"] = true
                 model["delete_action"] = SiteURL.publicReviewDelete(token: token).path
                 if existing.status == .held { model["held"] = true }
             }
-            if let incentive = ctx.incentive { model["incentive"] = incentive }
+            if let incentive = ctx.request.incentive { model["incentive"] = incentive }
             if let message { model["message"] = t[message] ?? message }
             model["photos"] = true
             return page("review_form", locale: ctx.locale, title: "review_title", model, status: status)
@@ -284,7 +284,7 @@ struct ReviewPages: Sendable {
             "t": t, "lang": locale, "shop": w.workspace.name,
             "title": w.productName ?? w.workspace.name,
             "summary": w.summary.sentence(locale: locale, months: ReviewDisplay.months),
-            "stars": Self.stars(w.summary.average),
+            "stars": ReviewStars.text(average: w.summary.average),
             "has_reviews": w.summary.count > 0,
             "disclosure": w.disclosure,
             "distribution": (1...5).reversed().map { n -> [String: Any] in
@@ -294,8 +294,7 @@ struct ReviewPages: Sendable {
             "reviews": w.reviews.map { r -> [String: Any] in
                 var m: [String: Any] = [
                     "id": r.id, "rating": r.rating,
-                    "stars": String(repeating: "★", count: r.rating)
-                        + String(repeating: "☆", count: 5 - r.rating),
+                    "stars": ReviewStars.text(r.rating),
                     "title": r.title, "body": r.body, "author": r.displayName,
                     "date": Self.date(r.createdAt, locale: locale), "product": r.productName,
                     "photos": r.photoIDs.map { ["url": reviewsPhotoPath(w.workspace.slug, $0)] },
@@ -320,11 +319,6 @@ struct ReviewPages: Sendable {
     }
 
     func reviewsPhotoPath(_ slug: String, _ id: Int64) -> String { SiteURL.widgetPhoto(slug: slug, id: id).path }
-
-    static func stars(_ average: Double) -> String {
-        let full = Int(average.rounded())
-        return String(repeating: "★", count: full) + String(repeating: "☆", count: 5 - full)
-    }
 
     static func date(_ d: Date, locale: String) -> String {
         var cal = Calendar(identifier: .gregorian)
