@@ -32,7 +32,7 @@ let package = Package(
     ],
     targets: [
         // Pure domain: values, rules, policies. Foundation only.
-        .target(name: "ReciprocityCore", swiftSettings: swiftSettings),
+        .target(name: "ReciprocityCore", resources: [.copy("Resources")], swiftSettings: swiftSettings),
         // The storage contract, portable SQL, migrations and repositories written once.
         .target(
             name: "Storage",
@@ -115,11 +115,22 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Lead magnets (issue 5): gifts for contact data, double opt-in with proof, voucher pools, samples,
+        // the follow-up sequence, landing pages.
+        .target(
+            name: "LeadMagnets",
+            dependencies: [
+                "ReciprocityCore", "Storage", "Messaging",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // HTTP adapters: JSON API, admin pages, public pages.
         .target(
             name: "Web",
             dependencies: [
-                "ReciprocityCore", "Storage", "Jobs", "Mail", "Messaging", "Reviews",
+                "ReciprocityCore", "Storage", "Jobs", "Mail", "Messaging", "Reviews", "LeadMagnets",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                 .product(name: "Mustache", package: "swift-mustache"),
@@ -135,7 +146,7 @@ let package = Package(
             name: "App",
             dependencies: [
                 "ReciprocityCore", "Storage", "StorageSQLite", "StoragePostgres", "Jobs", "Web", "Mail", "SMTP",
-                "Messaging", "Reviews",
+                "Messaging", "Reviews", "LeadMagnets",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -187,6 +198,11 @@ let package = Package(
                 "ReciprocityCore", "Storage", "Messaging", "Reviews", "Jobs", "App", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "LeadTests",
+            dependencies: ["ReciprocityCore", "Storage", "Messaging", "LeadMagnets", "TestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -33,6 +33,8 @@ public struct AppConfig: Sendable {
     public var bcryptCost: Int
     public var maxBodyBytes: Int
     public var testHooks: Bool
+    /// Posts per IP to public forms before the limit (then one every 6 s).
+    public var publicFormBurst: Int
 
     public static func load(environment: [String: String] = ProcessInfo.processInfo.environment) async throws
         -> AppConfig
@@ -95,6 +97,7 @@ public struct AppConfig: Sendable {
         bcryptCost = min(16, max(4, c.int(forKey: "bcrypt.cost", default: 12)))
         maxBodyBytes = max(1024, c.int(forKey: "max.body.bytes", default: 1_048_576))
         testHooks = c.bool(forKey: "test.hooks", default: false)
+        publicFormBurst = min(1_000_000, max(1, c.int(forKey: "public.form.burst", default: 20)))
     }
 
     static func parseDatabase(_ url: String) throws -> Database {

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import LeadMagnets
 import Logging
 import Messaging
 import Metrics
@@ -22,6 +23,8 @@ public struct Runtime: Sendable {
     public let mailer: Mailer
     /// The review capability: requests, form, widgets, feed.
     public let reviews: ReviewModule
+    /// The lead magnet capability: landing pages, double opt-in, gifts, follow-ups.
+    public let leads: LeadModule
 
     /// Opens the database, creates the data folder and secret key if needed, and migrates unless told not to.
     public static func open(
@@ -53,9 +56,13 @@ public struct Runtime: Sendable {
             composer: MailComposer(catalog: try MailTemplateCatalog.load(), store: store, baseURL: config.baseURL),
             delivery: MailDelivery(store: store, transport: transport, logger: logger))
         let reviews = ReviewModule(store: store, mailer: mailer, baseURL: config.baseURL, logger: logger)
+        let files = URL(fileURLWithPath: config.dataDirectory).appendingPathComponent("files")
+        let leads = LeadModule(
+            store: store, mailer: mailer, baseURL: config.baseURL, blobs: try LocalDiskBlobStore(root: files),
+            random: random, logger: logger)
         return Runtime(
             config: config, logger: logger, db: db, store: store, clock: clock, random: random, mailer: mailer,
-            reviews: reviews)
+            reviews: reviews, leads: leads)
     }
 
     public func close() async {

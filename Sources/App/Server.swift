@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import Jobs
+import LeadMagnets
 import Logging
 import Messaging
 import ReciprocityCore
@@ -27,6 +28,7 @@ public enum BuiltInJobs {
             },
         ]
         handlers += reviewHandlers(runtime)
+        handlers += leadHandlers(runtime)
         if runtime.config.testHooks {
             handlers.append(
                 JobHandler(kind: TestHooks.jobKind) { job, tx in
@@ -59,6 +61,18 @@ public enum BuiltInJobs {
         ]
     }
 
+    static func leadHandlers(_ runtime: Runtime) -> [JobHandler] {
+        let leads = runtime.leads
+        return [
+            JobHandler(kind: Store.leadFollowUpJob) { job in
+                try await leads.followUps.run(signupID: try field(job, "signup_id"), step: Int(try field(job, "step")))
+            },
+            JobHandler(kind: Store.leadExpireJob) { _ in
+                _ = try await leads.service.expire()
+            },
+        ]
+    }
+
     /// One integer field of a job's JSON payload.
     static func field(_ job: Job, _ name: String) throws -> Int64 {
         guard let object = try? JSONSerialization.jsonObject(with: Data(job.payload.utf8)) as? [String: Any],
@@ -72,7 +86,11 @@ public enum BuiltInJobs {
         enum CodingKeys: String, CodingKey { case outboxID = "outbox_id" }
     }
 
-    public static let periodic = [PeriodicTask(name: "purge-sessions", kind: purgeSessions, interval: 3600)]
+    public static let periodic = [
+        PeriodicTask(name: "purge-sessions", kind: purgeSessions, interval: 3600),
+        // Unconfirmed lead signups past their expiry are deleted (their lifetime may be as short as seconds).
+        PeriodicTask(name: "expire-lead-signups", kind: Store.leadExpireJob, interval: 60),
+    ]
 }
 
 /// Builds the HTTP application; with `workers`, the job worker and scheduler run in the same service group.
@@ -85,9 +103,10 @@ public func buildApplication(runtime: Runtime, workers: Bool = true) async throw
         metricsText: { MetricsBootstrap.registry.emitToString() },
         wakeWorkers: { worker.wake() }, maxBodyBytes: runtime.config.maxBodyBytes,
         bcryptCost: UInt8(runtime.config.bcryptCost), testHooks: runtime.config.testHooks, mailer: runtime.mailer,
-        reviews: runtime.reviews, logger: runtime.logger)
+        reviews: runtime.reviews, leads: runtime.leads, publicFormBurst: runtime.config.publicFormBurst,
+        logger: runtime.logger)
     _ = MetricsBootstrap.registry
-    var services: [any Service] = []
+    var services: [any Service] = [ViewFlusher(views: runtime.leads.views, logger: runtime.logger)]
     if workers {
         services.append(worker)
         services.append(
@@ -138,4 +157,19 @@ public func runWorkers(runtime: Runtime) async throws {
             ], gracefulShutdownSignals: [.sigterm, .sigint], logger: runtime.logger))
     try await group.run()
     await runtime.close()
+}
+
+/// Writes the landing page views counted in memory every few seconds, and once more at shutdown.
+struct ViewFlusher: Service {
+    let views: ViewCounter
+    let logger: Logger
+    var interval: Duration = .seconds(5)
+
+    func run() async throws {
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+            do { try await views.flush() } catch { logger.warning("view counts not written yet: \(error)") }
+        }
+        try? await views.flush()
+    }
 }

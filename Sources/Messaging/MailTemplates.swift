@@ -154,10 +154,12 @@ public enum MailSamples {
         case .doiConfirmation:
             m["gift_title"] = en ? "The coffee brewing guide" : "Der Kaffee-Brühguide: Äthiopien bis Kolumbien"
             m["confirm_url"] = "https://shop.example/c/SAMPLE"
+            m["pending_days"] = "30"
         case .giftDelivery:
             m["gift_title"] = en ? "The coffee brewing guide" : "Der Kaffee-Brühguide: Äthiopien bis Kolumbien"
             m["download_url"] = "https://shop.example/d/SAMPLE"
             m["expires_at"] = en ? "29 November 2026" : "29.11.2026"
+            m["is_file"] = true
         case .reviewRequest, .reviewReminder:
             m["order"] = ["number": "10042"]
             m["items"] =
@@ -173,6 +175,19 @@ public enum MailSamples {
                 en
                 ? "Thank you for recommending us to a friend. That means a lot to a small roastery."
                 : "Danke, dass Sie uns weiterempfohlen haben. Für eine kleine Rösterei bedeutet das sehr viel."
+        case .leadFollowUp:
+            m["step"] =
+                [
+                    "subject": en ? "Did the guide help?" : "Hat Ihnen der Brühguide geholfen?",
+                    "paragraphs": [
+                        [
+                            "text": en
+                                ? "Three days ago you downloaded our brewing guide. Here is one more tip: grind just before brewing."
+                                : "Vor drei Tagen haben Sie unseren Brühguide geladen. Noch ein Tipp: Mahlen Sie erst kurz vor dem Aufbrühen."
+                        ],
+                        ["text": en ? "Happy brewing!" : "Viel Freude beim Aufbrühen!"],
+                    ] as [[String: Any]],
+                ] as [String: Any]
         }
         return m
     }

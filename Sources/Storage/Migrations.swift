@@ -17,7 +17,7 @@ public struct Migration: Sendable {
 
 public enum Migrator {
     /// Every migration, in order.
-    public static let all: [Migration] = [Schema.v1Foundation, Schema.v2Mail, Schema.v3Reviews]
+    public static let all: [Migration] = [Schema.v1Foundation, Schema.v2Mail, Schema.v3Reviews, Schema.v4LeadMagnets]
 
     /// The newest migration id, which `/readyz` compares against the database.
     public static var latest: Int { all.last?.id ?? 0 }
@@ -506,6 +506,129 @@ enum Schema {
             )
             """,
             "CREATE INDEX favours_contact ON favours (workspace_id, contact_id, occurred_at)",
+        ]
+    }
+
+    /// Lead magnets (issue 5): gifts for contact data, double opt-in signups with their proof, voucher pools,
+    /// sample shipments, daily counters that survive erasure, and the merchant's disposable-domain additions.
+    static let v4LeadMagnets = Migration(id: 4, name: "lead_magnets") { _ in
+        [
+            """
+            CREATE TABLE lead_magnets (
+              id {pk},
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              slug TEXT NOT NULL,
+              name TEXT NOT NULL,
+              locale TEXT NOT NULL,
+              headline TEXT NOT NULL,
+              body TEXT NOT NULL,
+              image_url TEXT,
+              gift_kind TEXT NOT NULL CHECK (gift_kind IN ('file', 'link', 'voucher', 'sample')),
+              gift_title TEXT NOT NULL,
+              gift_url TEXT,
+              sample_stock BIGINT,
+              consent_text TEXT NOT NULL,
+              purpose TEXT NOT NULL,
+              ask_name BIGINT NOT NULL,
+              fields TEXT NOT NULL,
+              allowed_origins TEXT NOT NULL,
+              currency TEXT NOT NULL,
+              unit_cost_minor BIGINT NOT NULL,
+              fixed_cost_minor BIGINT NOT NULL,
+              download_link_seconds BIGINT NOT NULL,
+              pending_seconds BIGINT NOT NULL,
+              resend_window_seconds BIGINT NOT NULL,
+              min_fill_seconds BIGINT NOT NULL,
+              voucher_low_water BIGINT NOT NULL,
+              follow_ups TEXT NOT NULL,
+              active BIGINT NOT NULL,
+              file_key TEXT,
+              file_name TEXT,
+              file_type TEXT,
+              file_size BIGINT,
+              file_sha256 TEXT,
+              created_at BIGINT NOT NULL,
+              updated_at BIGINT NOT NULL,
+              UNIQUE (workspace_id, slug)
+            )
+            """,
+            """
+            CREATE TABLE lead_signups (
+              id {pk},
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              magnet_id BIGINT NOT NULL REFERENCES lead_magnets(id),
+              contact_id BIGINT NOT NULL REFERENCES contacts(id),
+              state TEXT NOT NULL CHECK (state IN ('pending', 'confirmed')),
+              purpose TEXT NOT NULL,
+              text_id BIGINT NOT NULL REFERENCES consent_texts(id),
+              form_id TEXT NOT NULL,
+              page_url TEXT,
+              fields TEXT NOT NULL,
+              signup_at BIGINT NOT NULL,
+              signup_ip TEXT,
+              signup_user_agent TEXT,
+              doi_nonce TEXT UNIQUE,
+              confirm_outbox_id BIGINT REFERENCES outbox(id),
+              confirm_mail_at BIGINT,
+              confirmed_at BIGINT,
+              confirmed_ip TEXT,
+              confirmed_user_agent TEXT,
+              expires_at BIGINT,
+              delivery_outbox_id BIGINT REFERENCES outbox(id),
+              delivery_mail_at BIGINT,
+              downloads BIGINT NOT NULL DEFAULT 0,
+              follow_up_stopped TEXT,
+              erased_at BIGINT,
+              UNIQUE (workspace_id, magnet_id, contact_id)
+            )
+            """,
+            "CREATE INDEX lead_signups_expiry ON lead_signups (state, expires_at)",
+            "CREATE INDEX lead_signups_contact ON lead_signups (workspace_id, contact_id)",
+            """
+            CREATE TABLE lead_vouchers (
+              id {pk},
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              magnet_id BIGINT NOT NULL REFERENCES lead_magnets(id),
+              code TEXT NOT NULL,
+              signup_id BIGINT UNIQUE REFERENCES lead_signups(id),
+              assigned_at BIGINT,
+              created_at BIGINT NOT NULL,
+              UNIQUE (magnet_id, code)
+            )
+            """,
+            "CREATE INDEX lead_vouchers_free ON lead_vouchers (magnet_id, signup_id, id)",
+            """
+            CREATE TABLE lead_shipments (
+              signup_id BIGINT PRIMARY KEY REFERENCES lead_signups(id),
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              magnet_id BIGINT NOT NULL REFERENCES lead_magnets(id),
+              state TEXT NOT NULL CHECK (state IN ('queued', 'out_of_stock', 'shipped')),
+              name TEXT,
+              street TEXT,
+              postal_code TEXT,
+              city TEXT,
+              country TEXT,
+              created_at BIGINT NOT NULL,
+              shipped_at BIGINT
+            )
+            """,
+            """
+            CREATE TABLE lead_stats (
+              magnet_id BIGINT NOT NULL REFERENCES lead_magnets(id),
+              day TEXT NOT NULL,
+              views BIGINT NOT NULL DEFAULT 0,
+              signups BIGINT NOT NULL DEFAULT 0,
+              confirmations BIGINT NOT NULL DEFAULT 0,
+              downloads BIGINT NOT NULL DEFAULT 0,
+              PRIMARY KEY (magnet_id, day)
+            )
+            """,
+            """
+            CREATE TABLE disposable_domains (
+              domain TEXT PRIMARY KEY,
+              added_at BIGINT NOT NULL
+            )
+            """,
         ]
     }
 }

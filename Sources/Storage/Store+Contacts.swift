@@ -385,6 +385,7 @@ extension Store {
                 WHERE workspace_id = ? AND contact_id = ?
                 """, now, workspaceID, contactID)
             try await eraseReviews(tx, workspaceID: workspaceID, contactID: contactID)
+            try await eraseLeadSignups(tx, workspaceID: workspaceID, contactID: contactID)
             try await audit(
                 tx, workspaceID: workspaceID, actor: actor, action: "contact.erase", subject: "contact:\(contactID)")
         }

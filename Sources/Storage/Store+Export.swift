@@ -69,6 +69,20 @@ public struct ContactExport: Sendable, Codable {
     public var reviews: [ReviewData] = []
     public var reviewRequests: [ReviewRequestData] = []
     public var favours: [FavourData] = []
+    /// Lead magnet signups, each with its double opt-in evidence.
+    public var leadSignups: [LeadSignupData] = []
+
+    public struct LeadSignupData: Sendable, Codable {
+        public var magnet: String
+        public var state: String
+        public var textVersion: Int
+        public var formId: String
+        public var pageUrl: String?
+        public var fields: [String: String]
+        public var signup: ConsentEvidence
+        public var confirmation: ConsentEvidence?
+        public var downloads: Int64
+    }
 
     public struct ReviewData: Sendable, Codable {
         public var id: Int64
@@ -179,6 +193,12 @@ extension Store {
         }
         export.favours = try await favours(workspaceID: workspaceID, contactID: contactID).map {
             .init(kind: $0.kind, at: $0.at)
+        }
+        export.leadSignups = try await signupProofs(workspaceID: workspaceID, contactID: contactID).map {
+            .init(
+                magnet: $0.magnetSlug, state: $0.signup.state.rawValue, textVersion: $0.text.version,
+                formId: $0.signup.formID, pageUrl: $0.signup.pageURL, fields: $0.signup.fields,
+                signup: $0.signup.signup, confirmation: $0.signup.confirmation, downloads: $0.signup.downloads)
         }
         return export
     }

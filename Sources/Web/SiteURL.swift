@@ -56,6 +56,28 @@ public enum SiteURL: Equatable, Sendable {
     case adminReviewReply(id: Int64)
     case adminReviewModerate(id: Int64)
     case adminReviewPhoto(id: Int64)
+    case landing(workspace: String, slug: String)
+    case landingToken(workspace: String, slug: String)
+    case landingScript(workspace: String, slug: String)
+    case publicDOI(token: String)
+    case publicGift(token: String)
+    case publicGiftFile(token: String)
+    case publicGiftRenew(token: String)
+    case adminMagnets
+    case adminMagnet(id: Int64)
+    case adminMagnetPreview(id: Int64)
+    case adminMagnetFile(id: Int64)
+    case adminMagnetVouchers(id: Int64)
+    case adminMagnetShipments(id: Int64)
+    case adminMagnetShipped(id: Int64)
+    case adminContactProof(id: Int64)
+    case adminContactProofJSON(id: Int64)
+    case apiLeadMagnets
+    case apiLeadMagnet(id: Int64)
+    case apiLeadMagnetFile(id: Int64)
+    case apiLeadMagnetVouchers(id: Int64)
+    case apiLeadMagnetStats(id: Int64)
+    case apiContactConsentProof(id: Int64)
 
     /// The route shapes, with `{name}` for a path parameter.
     public enum Route: String, CaseIterable, Sendable {
@@ -119,6 +141,28 @@ public enum SiteURL: Equatable, Sendable {
         case adminReviewReply = "/admin/reviews/{id}/reply"
         case adminReviewModerate = "/admin/reviews/{id}/moderate"
         case adminReviewPhoto = "/admin/review-photos/{id}"
+        case landing = "/lm/{workspace}/{slug}"
+        case landingToken = "/lm/{workspace}/{slug}/token"
+        case landingScript = "/lm/{workspace}/{slug}/embed.js"
+        case publicDOI = "/doi/{token}"
+        case publicGift = "/gift/{token}"
+        case publicGiftFile = "/gift/{token}/file"
+        case publicGiftRenew = "/gift/{token}/renew"
+        case adminMagnets = "/admin/magnets"
+        case adminMagnet = "/admin/magnets/{id}"
+        case adminMagnetPreview = "/admin/magnets/{id}/preview"
+        case adminMagnetFile = "/admin/magnets/{id}/file"
+        case adminMagnetVouchers = "/admin/magnets/{id}/vouchers"
+        case adminMagnetShipments = "/admin/magnets/{id}/shipments.csv"
+        case adminMagnetShipped = "/admin/magnets/{id}/shipped"
+        case adminContactProof = "/admin/contacts/{id}/proof"
+        case adminContactProofJSON = "/admin/contacts/{id}/proof.json"
+        case apiLeadMagnets = "/api/v1/lead-magnets"
+        case apiLeadMagnet = "/api/v1/lead-magnets/{id}"
+        case apiLeadMagnetFile = "/api/v1/lead-magnets/{id}/file"
+        case apiLeadMagnetVouchers = "/api/v1/lead-magnets/{id}/vouchers"
+        case apiLeadMagnetStats = "/api/v1/lead-magnets/{id}/stats"
+        case apiContactConsentProof = "/api/v1/contacts/{id}/consent-proof"
 
         public var pattern: String { rawValue }
         /// Hummingbird's syntax for the same pattern.
@@ -189,6 +233,28 @@ public enum SiteURL: Equatable, Sendable {
         case .adminReviewReply: .adminReviewReply
         case .adminReviewModerate: .adminReviewModerate
         case .adminReviewPhoto: .adminReviewPhoto
+        case .landing: .landing
+        case .landingToken: .landingToken
+        case .landingScript: .landingScript
+        case .publicDOI: .publicDOI
+        case .publicGift: .publicGift
+        case .publicGiftFile: .publicGiftFile
+        case .publicGiftRenew: .publicGiftRenew
+        case .adminMagnets: .adminMagnets
+        case .adminMagnet: .adminMagnet
+        case .adminMagnetPreview: .adminMagnetPreview
+        case .adminMagnetFile: .adminMagnetFile
+        case .adminMagnetVouchers: .adminMagnetVouchers
+        case .adminMagnetShipments: .adminMagnetShipments
+        case .adminMagnetShipped: .adminMagnetShipped
+        case .adminContactProof: .adminContactProof
+        case .adminContactProofJSON: .adminContactProofJSON
+        case .apiLeadMagnets: .apiLeadMagnets
+        case .apiLeadMagnet: .apiLeadMagnet
+        case .apiLeadMagnetFile: .apiLeadMagnetFile
+        case .apiLeadMagnetVouchers: .apiLeadMagnetVouchers
+        case .apiLeadMagnetStats: .apiLeadMagnetStats
+        case .apiContactConsentProof: .apiContactConsentProof
         }
     }
 
@@ -199,6 +265,7 @@ public enum SiteURL: Equatable, Sendable {
             .widgetProductWrite(let slug, let sku):
             [slug, sku]
         case .widgetPhoto(let slug, let id): [slug, String(id)]
+        case .landing(let w, let m), .landingToken(let w, let m), .landingScript(let w, let m): [w, m]
         default: parameter.map { [$0] } ?? []
         }
     }
@@ -208,9 +275,14 @@ public enum SiteURL: Equatable, Sendable {
         case .apiOrder(let e), .adminOrder(let e), .publicUnsubscribe(let e), .publicPreferences(let e),
             .adminMailTemplate(let e), .adminMailTemplateTest(let e), .adminMailTemplateReset(let e),
             .publicReview(let e), .publicReviewDelete(let e), .widgetShop(let e), .widgetShopJSON(let e),
-            .reviewFeed(let e):
+            .reviewFeed(let e), .publicDOI(let e), .publicGift(let e), .publicGiftFile(let e), .publicGiftRenew(let e):
             e
         case .adminReview(let id), .adminReviewReply(let id), .adminReviewModerate(let id), .adminReviewPhoto(let id):
+            String(id)
+        case .adminMagnet(let id), .adminMagnetPreview(let id), .adminMagnetFile(let id), .adminMagnetVouchers(let id),
+            .adminMagnetShipments(let id), .adminMagnetShipped(let id), .adminContactProof(let id),
+            .adminContactProofJSON(let id), .apiLeadMagnet(let id), .apiLeadMagnetFile(let id),
+            .apiLeadMagnetVouchers(let id), .apiLeadMagnetStats(let id), .apiContactConsentProof(let id):
             String(id)
         case .apiContact(let id), .apiContactExport(let id), .apiContactErase(let id), .apiContactObjection(let id),
             .adminAPIKeyRevoke(let id), .adminContact(let id), .adminContactExport(let id),
@@ -334,6 +406,34 @@ public enum SiteURL: Equatable, Sendable {
         case .adminReviewReply: return id.map { .adminReviewReply(id: $0) }
         case .adminReviewModerate: return id.map { .adminReviewModerate(id: $0) }
         case .adminReviewPhoto: return id.map { .adminReviewPhoto(id: $0) }
+        case .landing:
+            guard let value, let second else { return nil }
+            return .landing(workspace: value, slug: second)
+        case .landingToken:
+            guard let value, let second else { return nil }
+            return .landingToken(workspace: value, slug: second)
+        case .landingScript:
+            guard let value, let second else { return nil }
+            return .landingScript(workspace: value, slug: second)
+        case .publicDOI: return value.map { .publicDOI(token: $0) }
+        case .publicGift: return value.map { .publicGift(token: $0) }
+        case .publicGiftFile: return value.map { .publicGiftFile(token: $0) }
+        case .publicGiftRenew: return value.map { .publicGiftRenew(token: $0) }
+        case .adminMagnets: return .adminMagnets
+        case .adminMagnet: return id.map { .adminMagnet(id: $0) }
+        case .adminMagnetPreview: return id.map { .adminMagnetPreview(id: $0) }
+        case .adminMagnetFile: return id.map { .adminMagnetFile(id: $0) }
+        case .adminMagnetVouchers: return id.map { .adminMagnetVouchers(id: $0) }
+        case .adminMagnetShipments: return id.map { .adminMagnetShipments(id: $0) }
+        case .adminMagnetShipped: return id.map { .adminMagnetShipped(id: $0) }
+        case .adminContactProof: return id.map { .adminContactProof(id: $0) }
+        case .adminContactProofJSON: return id.map { .adminContactProofJSON(id: $0) }
+        case .apiLeadMagnets: return .apiLeadMagnets
+        case .apiLeadMagnet: return id.map { .apiLeadMagnet(id: $0) }
+        case .apiLeadMagnetFile: return id.map { .apiLeadMagnetFile(id: $0) }
+        case .apiLeadMagnetVouchers: return id.map { .apiLeadMagnetVouchers(id: $0) }
+        case .apiLeadMagnetStats: return id.map { .apiLeadMagnetStats(id: $0) }
+        case .apiContactConsentProof: return id.map { .apiContactConsentProof(id: $0) }
         }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import LeadMagnets
 import Logging
 import Messaging
 import ReciprocityCore
@@ -28,19 +29,29 @@ public struct WebEnvironment: Sendable {
     public var mailer: Mailer?
     /// The review capability (form, widgets, feed). Nil only in routing-only tests.
     public var reviews: ReviewModule?
-    /// Public forms (review form, open form): per IP, to slow bots and abuse.
+    /// The lead magnet capability (landing pages, double opt-in, gifts). Nil only in routing-only tests.
+    public var leads: LeadModule?
+    /// Public forms (review form, open form, lead magnet signups): per IP, to slow bots and abuse.
     public var publicFormLimiter: RateLimiter
+    /// Lead magnet signups per address: a person cannot be flooded with confirmation mails.
+    public var signupEmailLimiter: RateLimiter
     public var logger: Logger
 
     public init(
         store: Store, clock: any WallClock, random: any RandomSource, baseURL: String, templates: Templates,
         metricsText: @escaping @Sendable () async -> String, wakeWorkers: @escaping @Sendable () -> Void = {},
         maxBodyBytes: Int = 1_048_576, bcryptCost: UInt8 = 12, loginLimiter: RateLimiter? = nil,
-        testHooks: Bool = false, mailer: Mailer? = nil, reviews: ReviewModule? = nil, logger: Logger
+        testHooks: Bool = false, mailer: Mailer? = nil, reviews: ReviewModule? = nil, leads: LeadModule? = nil,
+        publicFormBurst: Int = 20, logger: Logger
     ) {
         self.mailer = mailer
         self.reviews = reviews
-        self.publicFormLimiter = RateLimiter(capacity: 20, refillPerSecond: 1.0 / 6, clock: clock)
+        self.leads = leads
+        // A burst of `publicFormBurst` posts per IP, then one every 6 seconds (a shared office IP signs up a few
+        // people; a script does not sign up thousands).
+        self.publicFormLimiter = RateLimiter(
+            capacity: Double(publicFormBurst), refillPerSecond: 1.0 / 6, clock: clock)
+        self.signupEmailLimiter = RateLimiter(capacity: 5, refillPerSecond: 1.0 / 3600, clock: clock)
         self.store = store
         self.clock = clock
         self.random = random

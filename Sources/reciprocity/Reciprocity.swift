@@ -16,6 +16,7 @@ struct Reciprocity: AsyncParsableCommand {
         subcommands: [
             Serve.self, Worker.self, Migrate.self, WorkspaceCommand.self, UserCommand.self, APIKeyCommand.self,
             ContactCommand.self, DKIMCommand.self, MailCommand.self, BouncesCommand.self, ReviewsCommand.self,
+            LeadsCommand.self,
             DemoCommand.self,
         ])
 }
@@ -271,7 +272,8 @@ struct MailCommand: AsyncParsableCommand {
             commandName: "send-test",
             abstract: "Send one mail of a kind with sample values, through the outbox and RECIPROCITY_SMTP_URL.")
         @Option(help: "Workspace slug.") var workspace = "shop"
-        @Option(help: "doi_confirmation, gift_delivery, review_request, review_reminder or thank_you.") var kind: String
+        @Option(help: "doi_confirmation, gift_delivery, review_request, review_reminder, thank_you or lead_follow_up.")
+        var kind: String
         @Option(help: "Recipient address.") var to: String
         @Option(help: "de or en.") var locale = "de"
         @Option(help: "Recipient name, e.g. \"Jürgen Müller\".") var name: String?
@@ -349,6 +351,31 @@ struct ReviewsCommand: AsyncParsableCommand {
             try await runCommand { rt in
                 say(try await Commands.importReviews(rt, workspace: workspace, source: source, file: file))
             }
+        }
+    }
+}
+
+struct LeadsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "leads", abstract: "Lead magnets: the disposable-domain blocklist; expire unconfirmed signups.",
+        subcommands: [DisposableDomains.self, Expire.self])
+
+    struct DisposableDomains: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "disposable-domains",
+            abstract:
+                "Add domains to the disposable-address blocklist (one per line; '#' comments), e.g. an updated list.")
+        @Option(help: "The list file; '-' reads standard input.") var file: String
+        func run() async throws {
+            try await runCommand { rt in say(try await Commands.addDisposableDomains(rt, file: file)) }
+        }
+    }
+
+    struct Expire: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Delete unconfirmed signups past their expiry now (the worker also does this every minute).")
+        func run() async throws {
+            try await runCommand { rt in say("deleted \(try await rt.leads.service.expire()) expired signups") }
         }
     }
 }

@@ -23,7 +23,14 @@ import Web
         .widgetProductWrite(slug: "shop", sku: "K1"), .widgetShop(slug: "shop"), .widgetShopJSON(slug: "shop"),
         .widgetPhoto(slug: "shop", id: 4), .reviewFeed(slug: "shop"), .apiReviewSettings, .adminReviews,
         .adminReviewSettings, .adminReview(id: 8), .adminReviewReply(id: 8), .adminReviewModerate(id: 8),
-        .adminReviewPhoto(id: 3),
+        .adminReviewPhoto(id: 3), .landing(workspace: "shop", slug: "kaffee-ratgeber"),
+        .landingToken(workspace: "shop", slug: "r"), .landingScript(workspace: "shop", slug: "r"),
+        .publicDOI(token: "a.b"), .publicGift(token: "c.d"), .publicGiftFile(token: "c.d"),
+        .publicGiftRenew(token: "c.d"), .adminMagnets, .adminMagnet(id: 2), .adminMagnetPreview(id: 2),
+        .adminMagnetFile(id: 2), .adminMagnetVouchers(id: 2), .adminMagnetShipments(id: 2),
+        .adminMagnetShipped(id: 2), .adminContactProof(id: 9), .adminContactProofJSON(id: 9), .apiLeadMagnets,
+        .apiLeadMagnet(id: 2), .apiLeadMagnetFile(id: 2), .apiLeadMagnetVouchers(id: 2), .apiLeadMagnetStats(id: 2),
+        .apiContactConsentProof(id: 9),
     ]
 
     @Test func everyRouteHasAnExample() {

@@ -13,11 +13,13 @@ public enum MessageKind: String, Sendable, Codable, CaseIterable {
     case reviewRequest = "review_request"
     case reviewReminder = "review_reminder"
     case thankYou = "thank_you"
+    /// A step of a lead magnet's "give, then ask" sequence.
+    case leadFollowUp = "lead_follow_up"
 
     public var mailClass: MailClass {
         switch self {
         case .doiConfirmation, .giftDelivery: .transactional
-        case .reviewRequest, .reviewReminder, .thankYou: .marketing
+        case .reviewRequest, .reviewReminder, .thankYou, .leadFollowUp: .marketing
         }
     }
 
@@ -26,7 +28,7 @@ public enum MessageKind: String, Sendable, Codable, CaseIterable {
         switch self {
         case .doiConfirmation, .giftDelivery: nil
         case .reviewRequest, .reviewReminder: .reviewRequest
-        case .thankYou: .newsletter
+        case .thankYou, .leadFollowUp: .newsletter
         }
     }
 }

@@ -47,6 +47,7 @@ struct AdminRoutes {
         router.post(SiteURL.Route.adminJobRetry.routerPath) { request, context in try await retryJob(request, context) }
         registerMail(on: router)
         registerReviews(on: router)
+        registerLeads(on: router)
     }
 
     // MARK: Shared page model
@@ -88,7 +89,7 @@ struct AdminRoutes {
     static let urls: [String: String] = [
         "home": SiteURL.adminHome.path, "contacts": SiteURL.adminContacts.path, "orders": SiteURL.adminOrders.path,
         "jobs": SiteURL.adminJobs.path, "outbox": SiteURL.adminOutbox.path, "mail": SiteURL.adminMail.path,
-        "reviews": SiteURL.adminReviews.path,
+        "reviews": SiteURL.adminReviews.path, "magnets": SiteURL.adminMagnets.path,
         "users": SiteURL.adminUsers.path, "apikeys": SiteURL.adminAPIKeys.path,
         "workspaces": SiteURL.adminWorkspaces.path, "switch": SiteURL.adminWorkspaceSwitch.path,
         "password": SiteURL.adminPassword.path, "logout": SiteURL.adminLogout.path, "login": SiteURL.adminLogin.path,
@@ -455,6 +456,7 @@ struct AdminRoutes {
             orderRow($0, context)
         }
         model["export_url"] = SiteURL.adminContactExport(id: id).path
+        model["proof_url"] = SiteURL.adminContactProof(id: id).path
         model["erase_url"] = SiteURL.adminContactErase(id: id).path
         model["object_url"] = SiteURL.adminContactObject(id: id).path
         if let done = request.uri.queryParameters.get("done") { model["message"] = t["\(done)_done"] ?? "" }

@@ -6,8 +6,8 @@ public enum Strings {
         locale == "en" ? enTable : deTable
     }
 
-    static let deTable = de.merging(reviewsDE) { a, _ in a }
-    static let enTable = deTable.merging(en.merging(reviewsEN) { a, _ in a }) { $1 }
+    static let deTable = de.merging(reviewsDE) { a, _ in a }.merging(leadsDE) { a, _ in a }
+    static let enTable = deTable.merging(en.merging(reviewsEN) { a, _ in a }.merging(leadsEN) { a, _ in a }) { $1 }
 
     static let de: [String: String] = [
         "app": "Reciprocity", "lang_switch": "English", "lang_other": "en", "nav_label": "Hauptnavigation",
@@ -96,7 +96,7 @@ public enum Strings {
         "transactional": "transaktional", "marketing": "Werbung",
         "kind_doi_confirmation": "Bestätigung (Double-Opt-in)", "kind_gift_delivery": "Geschenk-Zustellung",
         "kind_review_request": "Bewertungsanfrage", "kind_review_reminder": "Bewertungs-Erinnerung",
-        "kind_thank_you": "Dankeschön",
+        "kind_thank_you": "Dankeschön", "kind_lead_follow_up": "Lead-Magnet: Folgemail",
         "mail_title": "E-Mail", "mail_settings": "Versand-Regeln",
         "cap": "Höchstens so viele Werbe-E-Mails pro Kontakt",
         "cap_in": "in", "days": "Tagen", "quiet_hours": "Ruhezeit (Zeitzone des Arbeitsbereichs)", "quiet_end": "Ende",
@@ -196,7 +196,7 @@ public enum Strings {
         "transactional": "transactional", "marketing": "marketing",
         "kind_doi_confirmation": "Confirmation (double opt-in)", "kind_gift_delivery": "Gift delivery",
         "kind_review_request": "Review request", "kind_review_reminder": "Review reminder",
-        "kind_thank_you": "Thank-you",
+        "kind_thank_you": "Thank-you", "kind_lead_follow_up": "Lead magnet: follow-up",
         "mail_title": "Email", "mail_settings": "Sending rules",
         "cap": "At most this many marketing emails per contact",
         "cap_in": "in", "days": "days", "quiet_hours": "Quiet hours (workspace time zone)", "quiet_end": "End",

@@ -50,7 +50,8 @@ struct ErrorMiddleware: RouterMiddleware {
                         "method": "\(request.method)",
                     ])
             }
-            if request.uri.path.hasPrefix("/api/") {
+            // Scripts (the embedded signup form) ask for JSON on public routes too.
+            if request.uri.path.hasPrefix("/api/") || request.headers[.accept]?.contains("application/json") == true {
                 return problem.response(requestID: context.requestID, path: request.uri.path)
             }
             return templates.errorPage(problem: problem, requestID: context.requestID, locale: context.locale)
