@@ -35,6 +35,8 @@ public struct AppConfig: Sendable {
     public var testHooks: Bool
     /// Posts per IP to public forms before the limit (then one every 6 s).
     public var publicFormBurst: Int
+    /// Reverse proxies whose X-Forwarded-For names the client (comma-separated IPs).
+    public var trustedProxies: Set<String>
 
     public static func load(environment: [String: String] = ProcessInfo.processInfo.environment) async throws
         -> AppConfig
@@ -97,6 +99,9 @@ public struct AppConfig: Sendable {
         bcryptCost = min(16, max(4, c.int(forKey: "bcrypt.cost", default: 12)))
         maxBodyBytes = max(1024, c.int(forKey: "max.body.bytes", default: 1_048_576))
         testHooks = c.bool(forKey: "test.hooks", default: false)
+        trustedProxies = Set(
+            c.string(forKey: "trusted.proxies", default: "").split(separator: ",")
+                .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
         publicFormBurst = min(1_000_000, max(1, c.int(forKey: "public.form.burst", default: 20)))
     }
 

@@ -97,7 +97,7 @@ public enum BuiltInJobs {
 public func buildApplication(runtime: Runtime, workers: Bool = true) async throws -> some ApplicationProtocol {
     if runtime.config.testHooks { try await TestHooks.prepare(runtime.db) }
     let worker = makeWorker(runtime)
-    let env = WebEnvironment(
+    var env = WebEnvironment(
         store: runtime.store, clock: runtime.clock, random: runtime.random, baseURL: runtime.config.baseURL,
         templates: try await Templates.load(),
         metricsText: { MetricsBootstrap.registry.emitToString() },
@@ -105,6 +105,7 @@ public func buildApplication(runtime: Runtime, workers: Bool = true) async throw
         bcryptCost: UInt8(runtime.config.bcryptCost), testHooks: runtime.config.testHooks, mailer: runtime.mailer,
         reviews: runtime.reviews, leads: runtime.leads, publicFormBurst: runtime.config.publicFormBurst,
         logger: runtime.logger)
+    env.trustedProxies = runtime.config.trustedProxies
     _ = MetricsBootstrap.registry
     var services: [any Service] = [ViewFlusher(views: runtime.leads.views, logger: runtime.logger)]
     if workers {

@@ -76,29 +76,45 @@ public struct LeadLinks: Sendable {
         }
     }
 
-    public func formToken(magnetID: LeadMagnetID, issuedAt: Date) -> String {
+    /// `textID`: the consent text version the form shows, so the proof records what the person saw even when the
+    /// text was edited after the page was rendered.
+    public func formToken(magnetID: LeadMagnetID, issuedAt: Date, textID: Int64?) -> String {
         store.signToken(
-            purpose: Self.formPurpose, fields: [String(magnetID), String(Int64(issuedAt.timeIntervalSince1970 * 1000))])
+            purpose: Self.formPurpose,
+            fields: [
+                String(magnetID), String(Int64(issuedAt.timeIntervalSince1970 * 1000)), textID.map(String.init) ?? "",
+            ])
     }
 
-    public func embedToken(magnetID: LeadMagnetID) -> String {
-        store.signToken(purpose: Self.embedPurpose, fields: [String(magnetID)])
+    public func embedToken(magnetID: LeadMagnetID, textID: Int64?) -> String {
+        store.signToken(purpose: Self.embedPurpose, fields: [String(magnetID), textID.map(String.init) ?? ""])
     }
 
     public enum FormToken: Sendable, Equatable {
-        case issued(Date)
-        case embedded
+        case issued(Date, textID: Int64?)
+        case embedded(textID: Int64?)
         case invalid
+
+        public var textID: Int64? {
+            switch self {
+            case .issued(_, let id), .embedded(let id): id
+            case .invalid: nil
+            }
+        }
+        public var isEmbedded: Bool { if case .embedded = self { true } else { false } }
+        public var issuedAt: Date? { if case .issued(let d, _) = self { d } else { nil } }
     }
 
     /// What a submitted form token says, for this magnet only.
     public func readFormToken(_ token: String, magnetID: LeadMagnetID) -> FormToken {
-        if let f = store.verifyToken(token, purpose: Self.formPurpose), f.count == 2, f[0] == String(magnetID),
+        if let f = store.verifyToken(token, purpose: Self.formPurpose), f.count == 3, f[0] == String(magnetID),
             let ms = Double(f[1])
         {
-            return .issued(Date(timeIntervalSince1970: ms / 1000))
+            return .issued(Date(timeIntervalSince1970: ms / 1000), textID: Int64(f[2]))
         }
-        if let f = store.verifyToken(token, purpose: Self.embedPurpose), f == [String(magnetID)] { return .embedded }
+        if let f = store.verifyToken(token, purpose: Self.embedPurpose), f.count == 2, f[0] == String(magnetID) {
+            return .embedded(textID: Int64(f[1]))
+        }
         return .invalid
     }
 }

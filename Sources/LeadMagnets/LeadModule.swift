@@ -35,6 +35,8 @@ public final class LandingCache: @unchecked Sendable {
     public struct Entry: Sendable {
         public var magnet: LeadMagnet
         public var workspace: Workspace
+        /// The consent text version the page shows.
+        public var textID: Int64?
         public var head: ByteBuffer
         public var tail: ByteBuffer
         var expires: Date
@@ -59,10 +61,10 @@ public final class LandingCache: @unchecked Sendable {
 
     /// Stores a page rendered with `tokenMark` where the token goes.
     @discardableResult
-    public func put(_ key: String, page: String, magnet: LeadMagnet, workspace: Workspace) -> Entry {
+    public func put(_ key: String, page: String, magnet: LeadMagnet, workspace: Workspace, textID: Int64?) -> Entry {
         let parts = page.components(separatedBy: Self.tokenMark)
         let entry = Entry(
-            magnet: magnet, workspace: workspace, head: ByteBuffer(string: parts[0]),
+            magnet: magnet, workspace: workspace, textID: textID, head: ByteBuffer(string: parts[0]),
             tail: ByteBuffer(string: parts.dropFirst().joined()), expires: clock.now().addingTimeInterval(ttl))
         lock.withLock {
             if entries.count >= 10_000 { entries.removeAll(keepingCapacity: true) }

@@ -79,13 +79,13 @@ public enum CSV {
 
 extension CSV {
     /// RFC 4180 output: fields with a comma, quote or line break are quoted, quotes doubled; CRLF line ends.
-    /// A field starting with `=`, `+`, `-` or `@` gets a leading apostrophe, so a spreadsheet does not run it as a
+    /// A field starting with `=`, `+`, `-`, `@`, a tab or a carriage return gets a leading apostrophe, so a spreadsheet does not run it as a
     /// formula (CSV injection).
     public static func write(_ rows: [[String]]) -> String {
         rows.map { row in
             row.map { value -> String in
                 var v = value
-                if let first = v.first, "=+-@".contains(first) { v = "'" + v }
+                if let first = v.unicodeScalars.first, "=+-@\t\r".unicodeScalars.contains(first) { v = "'" + v }
                 guard v.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" || $0 == ";" }) else {
                     return v
                 }

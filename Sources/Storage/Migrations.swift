@@ -578,9 +578,13 @@ enum Schema {
               delivery_mail_at BIGINT,
               downloads BIGINT NOT NULL DEFAULT 0,
               follow_up_stopped TEXT,
-              erased_at BIGINT,
-              UNIQUE (workspace_id, magnet_id, contact_id)
+              erased_at BIGINT
             )
+            """,
+            // One pending signup per person and magnet; confirmed ones accumulate (each is proof of its own DOI).
+            """
+            CREATE UNIQUE INDEX lead_signups_pending ON lead_signups (workspace_id, magnet_id, contact_id)
+            WHERE state = 'pending'
             """,
             "CREATE INDEX lead_signups_expiry ON lead_signups (state, expires_at)",
             "CREATE INDEX lead_signups_contact ON lead_signups (workspace_id, contact_id)",

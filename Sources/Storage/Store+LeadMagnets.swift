@@ -32,10 +32,13 @@ public struct SignupContext: Sendable {
     public var formID: String
     public var pageURL: String?
     public var evidence: ConsentEvidence
-    public init(formID: String, pageURL: String?, evidence: ConsentEvidence) {
+    /// The consent text version the form showed (signed into its token), if known.
+    public var shownTextID: Int64?
+    public init(formID: String, pageURL: String?, evidence: ConsentEvidence, shownTextID: Int64? = nil) {
         self.formID = formID
         self.pageURL = pageURL
         self.evidence = evidence
+        self.shownTextID = shownTextID
     }
 }
 
@@ -172,10 +175,17 @@ extension Store {
 
     /// The version number of the consent text the magnet shows now (nil if it was never saved).
     public func consentTextVersionNumber(_ m: LeadMagnet) async throws -> Int? {
+        try await currentConsentText(m)?.version
+    }
+
+    /// The consent text version the magnet shows now (nil if it was never saved).
+    public func currentConsentText(_ m: LeadMagnet) async throws -> ConsentText? {
         try await db.first(
-            "SELECT version FROM consent_texts WHERE workspace_id = ? AND purpose = ? AND locale = ? AND body_hash = ?",
-            m.workspaceID, m.purpose.rawValue, m.locale, Hex.sha256(m.consentText)
-        ).map { Int($0.int("version")) }
+            """
+            SELECT id, workspace_id, purpose, version, locale, body, created_at FROM consent_texts
+            WHERE workspace_id = ? AND purpose = ? AND locale = ? AND body_hash = ?
+            """, m.workspaceID, m.purpose.rawValue, m.locale, Hex.sha256(m.consentText)
+        ).map(Self.consentText)
     }
 
     public func consentText(id: Int64) async throws -> ConsentText? {
@@ -275,106 +285,132 @@ extension Store {
         nonce: String
     ) async throws -> SignupStep {
         let t = now
-        let contactID = try await upsertContact(
-            tx, workspaceID: magnet.workspaceID, email: input.email, firstName: input.firstName, lastName: nil,
-            locale: locale, source: "lead_magnet", sourceRef: "lead_magnet:\(magnet.slug)")
-        let text = try await consentTextVersion(
-            tx, workspaceID: magnet.workspaceID, purpose: magnet.purpose.rawValue, locale: magnet.locale,
-            body: magnet.consentText)
+        // An unconfirmed form post never changes a known contact (name, language): anyone can type any address.
+        let known = try await tx.first(
+            "SELECT id FROM contacts WHERE workspace_id = ? AND email_normalized = ?", magnet.workspaceID,
+            input.email.normalized
+        ).map { $0.int("id") }
+        let contactID: ContactID
+        if let known {
+            contactID = known
+        } else {
+            contactID = try await upsertContact(
+                tx, workspaceID: magnet.workspaceID, email: input.email, firstName: input.firstName, lastName: nil,
+                locale: locale, source: "lead_magnet", sourceRef: "lead_magnet:\(magnet.slug)")
+        }
+        let text = try await shownText(tx, magnet: magnet, id: context.shownTextID)
         let consent = try await tx.first(
             "SELECT state FROM consents WHERE workspace_id = ? AND contact_id = ? AND purpose = ?",
             magnet.workspaceID, contactID, magnet.purpose.rawValue
         ).map { $0.text("state") }
-        let existing = try await tx.first(
-            "SELECT \(Self.signupColumns) FROM lead_signups WHERE workspace_id = ? AND magnet_id = ? AND contact_id = ?",
-            magnet.workspaceID, magnet.id, contactID
+        // At most one pending signup per person and magnet (a partial unique index); confirmed ones stay as proof.
+        let signups = try await tx.query(
+            """
+            SELECT \(Self.signupColumns) FROM lead_signups WHERE workspace_id = ? AND magnet_id = ? AND contact_id = ?
+            ORDER BY id DESC
+            """, magnet.workspaceID, magnet.id, contactID
         ).map(Self.signup)
+        let pending = signups.first { $0.state == .pending }
+        let confirmed = signups.first { $0.state == .confirmed }
         let e = context.evidence
         var given = input.custom
         if let address = input.address { given["_address"] = Self.encodeJSON(address) }
         let fields = Self.encodeJSON(given)
+        let windowStart = t.addingTimeInterval(-magnet.resendWindow)
 
         if consent == ConsentState.granted.rawValue {
-            if let existing, existing.state == .confirmed {
-                if let last = existing.deliveryMailAt, t.timeIntervalSince(last) < magnet.resendWindow {
-                    return .nothing
-                }
-                try await tx.execute("UPDATE lead_signups SET delivery_mail_at = ? WHERE id = ?", t, existing.id)
-                return .deliver(existing, newlyConfirmed: false)
+            if let confirmed {
+                // Claimed with a condition: of two identical posts at once, one sends.
+                guard
+                    let row = try await tx.first(
+                        """
+                        UPDATE lead_signups SET delivery_mail_at = ?
+                        WHERE id = ? AND (delivery_mail_at IS NULL OR delivery_mail_at <= ?)
+                        RETURNING \(Self.signupColumns)
+                        """, t, confirmed.id, windowStart)
+                else { return .nothing }
+                return .deliver(Self.signup(row), newlyConfirmed: false)
             }
             // Consent on record: the gift without a new DOI. The signup records what this form showed.
-            let row: SQLRow
-            if let existing {
-                row = try await tx.query(
+            let row: SQLRow?
+            if let pending {
+                row = try await tx.first(
                     """
                     UPDATE lead_signups SET state = 'confirmed', text_id = ?, form_id = ?, page_url = ?, fields = ?,
                       signup_at = ?, signup_ip = ?, signup_user_agent = ?, confirmed_at = ?, expires_at = NULL,
-                      delivery_mail_at = ?
-                    WHERE id = ? RETURNING \(Self.signupColumns)
-                    """, text.id, context.formID, context.pageURL, fields, e.at, e.ip, e.userAgent, t, t, existing.id)[
-                        0]
+                      delivery_mail_at = ?, doi_nonce = NULL
+                    WHERE id = ? AND state = 'pending' RETURNING \(Self.signupColumns)
+                    """, text.id, context.formID, context.pageURL, fields, e.at, e.ip, e.userAgent, t, t, pending.id)
             } else {
-                row = try await tx.query(
+                row = try await tx.first(
                     """
                     INSERT INTO lead_signups (workspace_id, magnet_id, contact_id, state, purpose, text_id, form_id,
                       page_url, fields, signup_at, signup_ip, signup_user_agent, confirmed_at, delivery_mail_at)
                     VALUES (?, ?, ?, 'confirmed', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING \(Self.signupColumns)
                     """, magnet.workspaceID, magnet.id, contactID, magnet.purpose.rawValue, text.id, context.formID,
-                    context.pageURL, fields, e.at, e.ip, e.userAgent, t, t)[0]
+                    context.pageURL, fields, e.at, e.ip, e.userAgent, t, t)
             }
+            guard let row else { return .nothing }
             try await bumpLeadStats(tx, magnetID: magnet.id, signups: 1, confirmations: 1)
             let signup = Self.signup(row)
             try await handOutGift(tx, magnet: magnet, signup: signup)
             return .deliver(signup, newlyConfirmed: true)
         }
 
-        if let existing, existing.state == .pending {
-            if let last = existing.confirmMailAt, t.timeIntervalSince(last) < magnet.resendWindow { return .nothing }
-            let row = try await tx.query(
-                """
-                UPDATE lead_signups SET text_id = ?, form_id = ?, page_url = ?, fields = ?, signup_at = ?,
-                  signup_ip = ?, signup_user_agent = ?, expires_at = ?, doi_nonce = ?, confirm_mail_at = ?
-                WHERE id = ? RETURNING \(Self.signupColumns)
-                """, text.id, context.formID, context.pageURL, fields, e.at, e.ip, e.userAgent,
-                t.addingTimeInterval(magnet.pendingLifetime), nonce, t, existing.id)[0]
-            try await requestConsent(tx, magnet, contactID: contactID, context: context)
+        if let pending {
+            // A new link only after the resend window and only while still pending: conditional, so two identical
+            // posts, or a confirmation in between, leave the row alone.
+            guard
+                let row = try await tx.first(
+                    """
+                    UPDATE lead_signups SET text_id = ?, form_id = ?, page_url = ?, fields = ?, signup_at = ?,
+                      signup_ip = ?, signup_user_agent = ?, expires_at = ?, doi_nonce = ?, confirm_mail_at = ?
+                    WHERE id = ? AND state = 'pending' AND (confirm_mail_at IS NULL OR confirm_mail_at <= ?)
+                    RETURNING \(Self.signupColumns)
+                    """, text.id, context.formID, context.pageURL, fields, e.at, e.ip, e.userAgent,
+                    t.addingTimeInterval(magnet.pendingLifetime), nonce, t, pending.id, windowStart)
+            else { return .nothing }
+            try await requestConsent(tx, magnet, text: text, contactID: contactID, context: context)
             return .confirm(Self.signup(row))
         }
-        // New, or confirmed once but the consent was withdrawn since: a new double opt-in.
-        let row: SQLRow
-        if let existing {
-            row = try await tx.query(
-                """
-                UPDATE lead_signups SET state = 'pending', text_id = ?, form_id = ?, page_url = ?, fields = ?,
-                  signup_at = ?, signup_ip = ?, signup_user_agent = ?, confirm_outbox_id = NULL, confirm_mail_at = ?,
-                  confirmed_at = NULL, confirmed_ip = NULL, confirmed_user_agent = NULL, expires_at = ?, doi_nonce = ?
-                WHERE id = ? RETURNING \(Self.signupColumns)
-                """, text.id, context.formID, context.pageURL, fields, e.at, e.ip, e.userAgent, t,
-                t.addingTimeInterval(magnet.pendingLifetime), nonce, existing.id)[0]
-        } else {
-            row = try await tx.query(
-                """
-                INSERT INTO lead_signups (workspace_id, magnet_id, contact_id, state, purpose, text_id, form_id,
-                  page_url, fields, signup_at, signup_ip, signup_user_agent, expires_at, doi_nonce, confirm_mail_at)
-                VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING \(Self.signupColumns)
-                """, magnet.workspaceID, magnet.id, contactID, magnet.purpose.rawValue, text.id, context.formID,
-                context.pageURL, fields, e.at, e.ip, e.userAgent, t.addingTimeInterval(magnet.pendingLifetime), nonce,
-                t)[0]
-        }
-        try await requestConsent(tx, magnet, contactID: contactID, context: context)
+        // New, or confirmed once but the consent was withdrawn since: a new row and a new double opt-in; the
+        // earlier confirmed signup keeps its proof.
+        let row = try await tx.query(
+            """
+            INSERT INTO lead_signups (workspace_id, magnet_id, contact_id, state, purpose, text_id, form_id,
+              page_url, fields, signup_at, signup_ip, signup_user_agent, expires_at, doi_nonce, confirm_mail_at)
+            VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING \(Self.signupColumns)
+            """, magnet.workspaceID, magnet.id, contactID, magnet.purpose.rawValue, text.id, context.formID,
+            context.pageURL, fields, e.at, e.ip, e.userAgent, t.addingTimeInterval(magnet.pendingLifetime), nonce, t)[0]
+        try await requestConsent(tx, magnet, text: text, contactID: contactID, context: context)
         try await bumpLeadStats(tx, magnetID: magnet.id, signups: 1)
         return .confirm(Self.signup(row))
     }
 
+    /// The consent text the form showed: the version signed into its token if it belongs to this workspace and
+    /// purpose (an embedded copy or an open page may show an older one), else the magnet's current text.
+    func shownText(_ tx: any SQLExecutor, magnet: LeadMagnet, id: Int64?) async throws -> ConsentText {
+        if let id,
+            let row = try await tx.first(
+                """
+                SELECT id, workspace_id, purpose, version, locale, body, created_at FROM consent_texts
+                WHERE id = ? AND workspace_id = ? AND purpose = ?
+                """, id, magnet.workspaceID, magnet.purpose.rawValue)
+        {
+            return Self.consentText(row)
+        }
+        return try await consentTextVersion(
+            tx, workspaceID: magnet.workspaceID, purpose: magnet.purpose.rawValue, locale: magnet.locale,
+            body: magnet.consentText)
+    }
+
     private func requestConsent(
-        _ tx: any SQLExecutor, _ magnet: LeadMagnet, contactID: ContactID, context: SignupContext
-    )
-        async throws
-    {
+        _ tx: any SQLExecutor, _ magnet: LeadMagnet, text: ConsentText, contactID: ContactID, context: SignupContext
+    ) async throws {
         try await applyConsent(
             tx, workspaceID: magnet.workspaceID, contactID: contactID,
             change: ConsentChange(
-                purpose: magnet.purpose, action: .request, text: magnet.consentText, textLocale: magnet.locale,
+                purpose: magnet.purpose, action: .request, text: text.body, textLocale: text.locale,
                 source: "lead_magnet", formID: context.formID, pageURL: context.pageURL, evidence: context.evidence))
     }
 
@@ -409,7 +445,8 @@ extension Store {
                 """
                 UPDATE lead_signups SET state = 'confirmed', confirmed_at = ?, confirmed_ip = ?,
                   confirmed_user_agent = ?, expires_at = NULL
-                WHERE id = ? AND state = 'pending' AND expires_at > ? RETURNING \(Self.signupColumns)
+                WHERE id = ? AND state = 'pending' AND expires_at > ? AND erased_at IS NULL
+                RETURNING \(Self.signupColumns)
                 """, evidence.at, evidence.ip, evidence.userAgent, signupID, t
             ).first
         else { return nil }
@@ -434,15 +471,22 @@ extension Store {
         case .voucher:
             _ = try await assignVoucher(tx, magnet: magnet, signupID: signup.id)
         case .sample:
-            let taken = try await tx.execute(
-                "UPDATE lead_magnets SET sample_stock = sample_stock - 1 WHERE id = ? AND sample_stock > 0", magnet.id)
             let address = Self.decodeJSON(PostalAddress.self, signup.fields["_address"] ?? "")
-            try await tx.execute(
+            let inserted = try await tx.execute(
                 """
                 INSERT INTO lead_shipments (signup_id, workspace_id, magnet_id, state, name, street, postal_code, city,
-                  country, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (signup_id) DO NOTHING
-                """, signup.id, magnet.workspaceID, magnet.id, taken == 1 ? "queued" : "out_of_stock", address?.name,
-                address?.street, address?.postalCode, address?.city, address?.country, now)
+                  country, created_at) VALUES (?, ?, ?, 'out_of_stock', ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (signup_id) DO NOTHING
+                """, signup.id, magnet.workspaceID, magnet.id, address?.name, address?.street, address?.postalCode,
+                address?.city, address?.country, now)
+            // Stock goes down once per shipment, never for a repeated confirmation.
+            if inserted == 1,
+                try await tx.execute(
+                    "UPDATE lead_magnets SET sample_stock = sample_stock - 1 WHERE id = ? AND sample_stock > 0",
+                    magnet.id) == 1
+            {
+                try await tx.execute("UPDATE lead_shipments SET state = 'queued' WHERE signup_id = ?", signup.id)
+            }
         case .file, .link: break
         }
     }
@@ -584,16 +628,35 @@ extension Store {
                         row.int("id"), self.now
                     ).map(Self.signup)
                 else { return 0 }
-                try await tx.execute("DELETE FROM lead_signups WHERE id = ?", s.id)
+                guard
+                    try await tx.execute(
+                        "DELETE FROM lead_signups WHERE id = ? AND state = 'pending' AND expires_at <= ?", s.id,
+                        self.now) == 1
+                else { return 0 }
                 let otherPending = try await tx.scalar(
                     """
                     SELECT COUNT(*) FROM lead_signups WHERE workspace_id = ? AND contact_id = ? AND purpose = ?
                       AND state = 'pending'
                     """, s.workspaceID, s.contactID, s.purpose.rawValue)
                 if otherPending == 0 {
-                    try await tx.execute(
-                        "DELETE FROM consents WHERE workspace_id = ? AND contact_id = ? AND purpose = ? AND state = 'pending'",
-                        s.workspaceID, s.contactID, s.purpose.rawValue)
+                    // A consent withdrawn before this signup goes back to withdrawn; one that only this signup asked
+                    // for goes.
+                    let withdrawnBefore = try await tx.scalar(
+                        """
+                        SELECT COUNT(*) FROM consent_events WHERE workspace_id = ? AND contact_id = ? AND purpose = ?
+                          AND action = 'withdraw'
+                        """, s.workspaceID, s.contactID, s.purpose.rawValue)
+                    if withdrawnBefore > 0 {
+                        try await tx.execute(
+                            """
+                            UPDATE consents SET state = 'withdrawn', updated_at = ?
+                            WHERE workspace_id = ? AND contact_id = ? AND purpose = ? AND state = 'pending'
+                            """, self.now, s.workspaceID, s.contactID, s.purpose.rawValue)
+                    } else {
+                        try await tx.execute(
+                            "DELETE FROM consents WHERE workspace_id = ? AND contact_id = ? AND purpose = ? AND state = 'pending'",
+                            s.workspaceID, s.contactID, s.purpose.rawValue)
+                    }
                 }
                 try await self.deleteContactIfUnused(tx, workspaceID: s.workspaceID, contactID: s.contactID)
                 return 1
@@ -625,7 +688,7 @@ extension Store {
         try await tx.execute(
             """
             UPDATE lead_signups SET signup_ip = NULL, signup_user_agent = NULL, confirmed_ip = NULL,
-              confirmed_user_agent = NULL, page_url = NULL, fields = '{}', erased_at = ?
+              confirmed_user_agent = NULL, page_url = NULL, fields = '{}', doi_nonce = NULL, erased_at = ?
             WHERE workspace_id = ? AND contact_id = ?
             """, now, workspaceID, contactID)
         try await tx.execute(

@@ -1,4 +1,6 @@
 import Foundation
+import HTTPTypes
+import Hummingbird
 import LeadMagnets
 import Logging
 import Messaging
@@ -64,6 +66,21 @@ public struct WebEnvironment: Sendable {
         self.loginLimiter = loginLimiter ?? RateLimiter(capacity: 5, refillPerSecond: 1.0 / 60, clock: clock)
         self.testHooks = testHooks
         self.logger = logger
+    }
+
+    /// Proxies whose `X-Forwarded-For` is believed (`RECIPROCITY_TRUSTED_PROXIES`). Empty: the TCP peer is the
+    /// client.
+    public var trustedProxies: Set<String> = []
+
+    /// The client's address: the TCP peer, or behind a trusted proxy the last address in `X-Forwarded-For` that is
+    /// not itself a trusted proxy. Consent proof and the per-IP limits use it.
+    public func clientIP(_ request: Request, _ context: AppContext) -> String {
+        guard trustedProxies.contains(context.peerIP), let header = request.headers[HTTPField.Name("X-Forwarded-For")!]
+        else {
+            return context.peerIP
+        }
+        let hops = header.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        return hops.last { !trustedProxies.contains($0) } ?? context.peerIP
     }
 
     /// Cookies get `Secure` when the public URL is https.

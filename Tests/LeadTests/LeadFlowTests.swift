@@ -320,3 +320,59 @@ import Testing
         }
     }
 }
+
+extension LeadFlowTests {
+    @Test(arguments: Engine.available)
+    func aNewSignupAfterAWithdrawalKeepsTheOldProofAndExpiresCleanly(engine: Engine) async throws {
+        try await withKit(engine) { kit in
+            let m = try await magnet(kit, kind: .voucher)
+            _ = try await kit.store.addVouchers(
+                workspaceID: kit.shop.id, magnetID: m.id, codes: ["A", "B"], actor: "t")
+            try await signup(kit, m, "anna@example.org")
+            _ = try await confirm(kit, "anna@example.org")
+            let contact = try #require(
+                try await kit.store.contact(workspaceID: kit.shop.id, email: try EmailAddress("anna@example.org")))
+            try await kit.store.db.transaction { tx in
+                try await kit.store.withdrawAllConsents(
+                    tx, workspaceID: kit.shop.id, contactID: contact.id, source: "unsubscribe")
+            }
+            kit.clock.advance(by: 60)
+            // Someone types the address again (and a different name): a new DOI; the old proof and name stay.
+            try await kit.leads.service.signup(
+                workspace: kit.shop, magnet: m, input: SignupInput(email: "anna@example.org", firstName: "Betrüger"),
+                locale: "en", context: context(kit))
+            let proofs = try await kit.store.signupProofs(workspaceID: kit.shop.id, contactID: contact.id)
+            #expect(proofs.map(\.signup.state) == [.confirmed, .pending])
+            #expect(proofs.first?.signup.confirmation?.ip == "198.51.100.9")
+            let after = try await kit.store.contact(workspaceID: kit.shop.id, id: contact.id)
+            #expect(after?.firstName == "Anna" && after?.locale == "de")
+            kit.clock.advance(by: m.pendingLifetime + 1)
+            #expect(try await kit.leads.service.expire() == 1)
+            #expect(
+                try await kit.store.consents(workspaceID: kit.shop.id, contactID: contact.id).map(\.state) == [
+                    .withdrawn
+                ])
+            #expect(try await kit.store.signupProofs(workspaceID: kit.shop.id, contactID: contact.id).count == 1)
+        }
+    }
+
+    @Test(arguments: Engine.available)
+    func theProofRecordsTheVersionTheFormShowedNotTheNewestOne(engine: Engine) async throws {
+        try await withKit(engine) { kit in
+            var m = try await magnet(kit)
+            let shown = try #require(try await kit.store.currentConsentText(m))
+            m.consentText = "Neue Fassung des Einwilligungstexts."
+            m = try await kit.store.updateLeadMagnet(m, actor: "test")
+            var ctx = context(kit)
+            ctx.shownTextID = shown.id
+            try await kit.leads.service.signup(
+                workspace: kit.shop, magnet: m, input: SignupInput(email: "old-page@example.org"), locale: "de",
+                context: ctx)
+            let contact = try #require(
+                try await kit.store.contact(workspaceID: kit.shop.id, email: try EmailAddress("old-page@example.org")))
+            let proof = try #require(
+                try await kit.store.signupProofs(workspaceID: kit.shop.id, contactID: contact.id).first)
+            #expect(proof.text.version == 1 && proof.text.body == Self.consentText)
+        }
+    }
+}

@@ -203,6 +203,15 @@ public struct LeadMagnet: Sendable, Equatable {
         guard unitCost.minor >= 0, fixedCost.minor >= 0 else {
             throw .invalid("cost_negative", "Costs are 0 or more.", field: "unit_cost_minor")
         }
+        guard unitCost.minor <= 100_000_000, fixedCost.minor <= 100_000_000_000 else {
+            throw .invalid(
+                "cost_too_high", "A unit cost is at most 1,000,000.00 and a fixed cost at most 1,000,000,000.00.",
+                field: "unit_cost_minor")
+        }
+        // Follow-ups and the confirmation speak of the newsletter; other purposes have their own consent flows.
+        guard purpose == .newsletter else {
+            throw .invalid("purpose_invalid", "A lead magnet asks for newsletter consent.", field: "purpose")
+        }
         guard downloadLinkLifetime >= 1, downloadLinkLifetime <= 366 * 86_400 else {
             throw .invalid(
                 "download_link_seconds_invalid", "A download link lives 1 second to 366 days.",

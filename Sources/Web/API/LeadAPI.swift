@@ -145,11 +145,12 @@ struct LeadAPI {
         guard let workspace = try await env.store.workspace(id: m.workspaceID), let leads = env.leads else {
             throw DomainError.notFound("Workspace")
         }
+        let text = try await env.store.currentConsentText(m)
         return MagnetDTO(
             id: m.id, slug: m.slug, name: m.name, locale: m.locale, headline: m.headline, body: m.body,
             imageURL: m.imageURL, giftKind: m.giftKind.rawValue, giftTitle: m.giftTitle, giftURL: m.giftURL,
             sampleStock: m.sampleStock, consentText: m.consentText,
-            consentVersion: try await env.store.consentTextVersionNumber(m), purpose: m.purpose.rawValue,
+            consentVersion: text?.version, purpose: m.purpose.rawValue,
             askName: m.askName, fields: m.fields, allowedOrigins: m.allowedOrigins, unitCostMinor: m.unitCost.minor,
             fixedCostMinor: m.fixedCost.minor, currency: m.unitCost.currency.code,
             downloadLinkSeconds: Int64(m.downloadLinkLifetime), pendingSeconds: Int64(m.pendingLifetime),
@@ -158,7 +159,7 @@ struct LeadAPI {
             fileSize: m.file?.size, fileSha256: m.file?.sha256,
             vouchersAvailable: try await env.store.availableVouchers(magnetID: m.id),
             landingURL: leads.links.landingURL(workspaceSlug: workspace.slug, magnetSlug: m.slug),
-            embedHTML: EmbedSnippet.html(m, workspace: workspace, links: leads.links),
+            embedHTML: EmbedSnippet.html(m, workspace: workspace, links: leads.links, textID: text?.id),
             createdAt: m.createdAt, updatedAt: m.updatedAt)
     }
 
@@ -296,13 +297,13 @@ enum VoucherPool {
 
 /// The embeddable plain-HTML form: posts to the landing URL with a static embed token; the origin is checked.
 enum EmbedSnippet {
-    static func html(_ m: LeadMagnet, workspace: Workspace, links: LeadLinks) -> String {
+    static func html(_ m: LeadMagnet, workspace: Workspace, links: LeadLinks, textID: Int64?) -> String {
         let t = Strings.table(m.locale)
         let action = links.landingURL(workspaceSlug: workspace.slug, magnetSlug: m.slug)
         func e(_ s: String) -> String { HTMLText.escape(s) }
         var lines = [
             "<form method=\"post\" action=\"\(e(action))\" accept-charset=\"utf-8\" data-reciprocity-lead>",
-            "  <input type=\"hidden\" name=\"form_token\" value=\"\(e(links.embedToken(magnetID: m.id)))\">",
+            "  <input type=\"hidden\" name=\"form_token\" value=\"\(e(links.embedToken(magnetID: m.id, textID: textID)))\">",
             "  <label>\(e(t["lead_email"] ?? "")) <input type=\"email\" name=\"email\" required autocomplete=\"email\"></label>",
         ]
         if m.askName {

@@ -146,6 +146,10 @@ extension AdminRoutes {
         if let file = saved.file {
             model["file"] = ["name": file.name, "size": file.size, "type": file.contentType, "sha256": file.sha256]
         }
+        // "Shipped" marks only what the merchant could have exported when the page was shown.
+        model["shipped_up_to"] =
+            try await store.shipments(workspaceID: admin.workspace.id, magnetID: saved.id)
+            .filter { $0.state == "queued" }.map(\.signupID).max() ?? 0
         let available = try await store.availableVouchers(magnetID: saved.id)
         model["vouchers_available"] = available
         model["vouchers_low"] = saved.giftKind == .voucher && available <= Int64(saved.voucherLowWater)
@@ -168,7 +172,9 @@ extension AdminRoutes {
             "shipped": SiteURL.adminMagnetShipped(id: saved.id).path,
             "landing": leads.links.landingURL(workspaceSlug: admin.workspace.slug, magnetSlug: saved.slug),
         ]
-        model["embed_html"] = EmbedSnippet.html(saved, workspace: admin.workspace, links: leads.links)
+        model["embed_html"] = EmbedSnippet.html(
+            saved, workspace: admin.workspace, links: leads.links,
+            textID: try await store.currentConsentText(saved)?.id)
         if let message { model["message"] = message }
         if let error { model["error"] = error }
         return env.templates.page("magnet", model, status: error == nil ? .ok : .unprocessableContent)
@@ -319,10 +325,11 @@ extension AdminRoutes {
     func markShipped(_ request: Request, _ context: AppContext) async throws -> Response {
         let admin = try admin(context)
         try require(admin.role.canEditMail, context)
-        _ = try await form(request, context)
+        let f = try await form(request, context)
         let m = try await loadMagnet(context)
+        let upTo = Int64(f["up_to"] ?? "") ?? 0
         let queued = try await store.shipments(workspaceID: admin.workspace.id, magnetID: m.id).filter {
-            $0.state == "queued"
+            $0.state == "queued" && $0.signupID <= upTo
         }
         try await store.markShipped(
             workspaceID: admin.workspace.id, magnetID: m.id, signupIDs: queued.map(\.signupID),

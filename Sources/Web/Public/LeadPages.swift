@@ -73,18 +73,18 @@ struct LeadPages: Sendable {
         guard let workspace = try await env.store.workspace(slug: ws),
             let magnet = try await env.store.leadMagnet(workspaceID: workspace.id, slug: slug), magnet.active
         else { throw DomainError.notFound("Page") }
-        let version = try await env.store.consentTextVersionNumber(magnet)
+        let text = try await env.store.currentConsentText(magnet)
         let html = env.templates.render(
             "lead_landing",
-            landingModel(magnet, workspace: workspace, version: version, token: LandingCache.tokenMark))
-        return leads.pages.put(key, page: html, magnet: magnet, workspace: workspace)
+            landingModel(magnet, workspace: workspace, version: text?.version, token: LandingCache.tokenMark))
+        return leads.pages.put(key, page: html, magnet: magnet, workspace: workspace, textID: text?.id)
     }
 
     func landing(_ request: Request, _ context: AppContext) async throws -> Response {
         let entry = try await entry(context)
         let leads = try leads
         leads.views.count(entry.magnet.id)
-        let token = leads.links.formToken(magnetID: entry.magnet.id, issuedAt: env.clock.now())
+        let token = leads.links.formToken(magnetID: entry.magnet.id, issuedAt: env.clock.now(), textID: entry.textID)
         return Response(
             status: .ok,
             headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
@@ -154,7 +154,8 @@ struct LeadPages: Sendable {
         let entry = try await entry(context)
         let leads = try leads
         let magnet = entry.magnet
-        guard env.publicFormLimiter.allow("lead:\(context.peerIP)") else {
+        let ip = env.clientIP(request, context)
+        guard env.publicFormLimiter.allow("lead:\(ip)") else {
             throw DomainError(
                 .rateLimited, code: "rate_limited", "Too many sign-ups from this address. Please wait a minute.")
         }
@@ -166,8 +167,8 @@ struct LeadPages: Sendable {
             origin.map { o in magnet.allowsOrigin(o) || LeadMagnet.normalizedOrigin(o) == ourOrigin } ?? false
         let cors = origin.flatMap { magnet.allowsOrigin($0) ? $0 : nil }
         var verdict = FormGuard.check(
-            honeypot: form["website"] ?? "", issuedAt: { if case .issued(let d) = token { d } else { nil } }(),
-            embedded: token == .embedded, originAllowed: originAllowed, minimumFillTime: magnet.minimumFillTime,
+            honeypot: form["website"] ?? "", issuedAt: token.issuedAt,
+            embedded: token.isEmbedded, originAllowed: originAllowed, minimumFillTime: magnet.minimumFillTime,
             now: env.clock.now())
         // A landing-page token posted from a foreign site is a scraped token.
         if verdict == .pass, case .issued = token, let origin, !originAllowed, origin != "null" {
@@ -200,7 +201,7 @@ struct LeadPages: Sendable {
             env.logger.info("lead signup: address limit", metadata: ["magnet": "\(magnet.slug)"])
             return try pending(request, entry, cors: cors)
         }
-        let embedded = token == .embedded
+        let embedded = token.isEmbedded
         let pageURL =
             request.headers[.referer].map { String($0.prefix(2048)) }
             ?? (embedded
@@ -208,8 +209,8 @@ struct LeadPages: Sendable {
         let signupContext = SignupContext(
             formID: "lead_magnet:\(magnet.slug)" + (embedded ? ":embed" : ""), pageURL: pageURL,
             evidence: ConsentEvidence(
-                at: env.clock.now(), ip: context.peerIP,
-                userAgent: request.headers[.userAgent].map { String($0.prefix(512)) }))
+                at: env.clock.now(), ip: ip,
+                userAgent: request.headers[.userAgent].map { String($0.prefix(512)) }), shownTextID: token.textID)
         do {
             try await leads.service.signup(
                 workspace: entry.workspace, magnet: magnet, input: input, locale: magnet.locale,
@@ -237,7 +238,8 @@ struct LeadPages: Sendable {
             if let cors { r.headers[.accessControlAllowOrigin] = cors; r.headers[.vary] = "Origin" }
             return r
         }
-        let token = try leads.links.formToken(magnetID: entry.magnet.id, issuedAt: env.clock.now())
+        let token = try leads.links.formToken(
+            magnetID: entry.magnet.id, issuedAt: env.clock.now(), textID: entry.textID)
         return env.templates.page(
             "lead_landing",
             landingModel(
@@ -250,7 +252,10 @@ struct LeadPages: Sendable {
     func formToken(_ request: Request, _ context: AppContext) async throws -> Response {
         let entry = try await entry(context)
         var r = try Bodies.jsonResponse(
-            ["form_token": try leads.links.formToken(magnetID: entry.magnet.id, issuedAt: env.clock.now())])
+            [
+                "form_token": try leads.links.formToken(
+                    magnetID: entry.magnet.id, issuedAt: env.clock.now(), textID: entry.textID)
+            ])
         r.headers[.cacheControl] = "no-store"
         if let origin = request.headers[.origin], entry.magnet.allowsOrigin(origin) {
             r.headers[.accessControlAllowOrigin] = origin
@@ -353,7 +358,7 @@ struct LeadPages: Sendable {
         let token = try token(context)
         _ = try await Bodies.form(request, limit: 4096)
         let evidence = ConsentEvidence(
-            at: env.clock.now(), ip: context.peerIP,
+            at: env.clock.now(), ip: env.clientIP(request, context),
             userAgent: request.headers[.userAgent].map { String($0.prefix(512)) })
         switch try await leads.service.confirm(token: token, evidence: evidence) {
         case .confirmed(let gift):
@@ -434,7 +439,7 @@ struct LeadPages: Sendable {
 
     func renew(_ request: Request, _ context: AppContext) async throws -> Response {
         let token = try token(context)
-        guard env.publicFormLimiter.allow("lead-renew:\(context.peerIP)") else {
+        guard env.publicFormLimiter.allow("lead-renew:\(env.clientIP(request, context))") else {
             throw DomainError(.rateLimited, code: "rate_limited", "Too many requests. Please wait a minute.")
         }
         _ = try await Bodies.form(request, limit: 4096)
