@@ -213,9 +213,12 @@ public struct LeadService: Sendable {
     /// way; the token already names the signup, so it reveals nothing new.
     public func renew(token: String) async throws -> Bool {
         guard case .expired(let gift) = try await gift(token: token) else { return false }
+        // Once the last mail's link has expired too, a new one may go out at once; otherwise at most one per
+        // resend window (a still-valid link is already in the inbox, so "we have sent you a link" stays true).
+        let wait = min(gift.magnet.resendWindow, gift.magnet.downloadLinkLifetime)
         let claimed = try await store.db.execute(
             "UPDATE lead_signups SET delivery_mail_at = ? WHERE id = ? AND (delivery_mail_at IS NULL OR delivery_mail_at <= ?)",
-            store.clock.now(), gift.signup.id, store.clock.now().addingTimeInterval(-gift.magnet.resendWindow))
+            store.clock.now(), gift.signup.id, store.clock.now().addingTimeInterval(-wait))
         guard claimed == 1 else { return true }
         try await deliver(signup: gift.signup, magnet: gift.magnet, workspace: gift.workspace)
         return true
