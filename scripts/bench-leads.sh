@@ -73,9 +73,11 @@ run bare "http://127.0.0.1:$PORT/_/redirect"
 run landing "$LANDING"
 run signup "$LANDING" -s "$WORK/signup.lua"
 RSS=$(awk '/VmRSS/ {print $2}' "/proc/$SERVER_PID/status")
-SIGNUPS=$(curl -fs -H "Authorization: Bearer $KEY" "http://127.0.0.1:$PORT/api/v1/lead-magnets/1/stats" | python3 -c 'import sys,json; print(json.load(sys.stdin)["signups"])')
-MAILS=$(python3 -c "import sqlite3; print(sqlite3.connect('$WORK/data/reciprocity.sqlite').execute(\"select count(*) from outbox where kind='doi_confirmation'\").fetchone()[0])")
+# Counted after the server stopped: requests still in flight when wrk ends commit during the shutdown.
 kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=
+count() { python3 -c "import sqlite3; print(sqlite3.connect('$WORK/data/reciprocity.sqlite').execute(\"$1\").fetchone()[0])"; }
+SIGNUPS=$(count "select sum(signups) from lead_stats")
+MAILS=$(count "select count(*) from outbox where kind='doi_confirmation'")
 base=${RPS[bare]}
 {
     echo

@@ -74,7 +74,29 @@ public final class LandingCache: @unchecked Sendable {
     }
 
     public func invalidate(magnetID: LeadMagnetID) {
-        lock.withLock { entries = entries.filter { $0.value.magnet.id != magnetID } }
+        lock.withLock {
+            let keys = entries.filter { $0.value.magnet.id == magnetID }.map(\.key)
+            for k in keys {
+                entries[k] = nil
+                stamped[k] = nil
+            }
+        }
+    }
+
+    private var stamped: [String: (tick: Int64, body: ByteBuffer)] = [:]
+
+    /// The page with a form token issued at the end of the current tenth of a second, shared by every response in
+    /// that tenth: one HMAC and one copy per 100 ms, not per request. Rounding the issue time up can only make a
+    /// form look younger (by at most 0.1 s), so the minimum fill time is never shortened.
+    public func body(_ entry: Entry, key: String, token: (Date) -> String) -> ByteBuffer {
+        let tick = Int64((clock.now().timeIntervalSince1970 * 10).rounded(.down)) + 1
+        if let hit = lock.withLock({ stamped[key] }), hit.tick == tick { return hit.body }
+        let body = Self.body(entry, token: token(Date(timeIntervalSince1970: TimeInterval(tick) / 10)))
+        lock.withLock {
+            if stamped.count >= 10_000 { stamped.removeAll(keepingCapacity: true) }
+            stamped[key] = (tick, body)
+        }
+        return body
     }
 
     /// The page with `token` in its place: one copy of the bytes, no rendering.

@@ -152,7 +152,8 @@ public struct LeadService: Sendable {
         guard let contact = try await store.contact(workspaceID: signup.workspaceID, id: signup.contactID),
             contact.erasedAt == nil
         else { return }
-        let expires = store.clock.now().addingTimeInterval(magnet.downloadLinkLifetime)
+        let issued = store.clock.now()
+        let expires = issued.addingTimeInterval(magnet.downloadLinkLifetime)
         let draft = try await mailer.draft(
             workspace: workspace, kind: .giftDelivery, to: try MailRecipient(contact),
             values: [
@@ -163,7 +164,7 @@ public struct LeadService: Sendable {
             ])
         try await store.db.transaction { tx in
             let id = try await store.enqueueMail(tx, draft)
-            try await store.noteDeliveryMail(tx, signupID: signup.id, outboxID: id)
+            try await store.noteDeliveryMail(tx, signupID: signup.id, outboxID: id, at: issued)
         }
     }
 
@@ -215,7 +216,8 @@ public struct LeadService: Sendable {
         guard case .expired(let gift) = try await gift(token: token) else { return false }
         // Once the last mail's link has expired too, a new one may go out at once; otherwise at most one per
         // resend window (a still-valid link is already in the inbox, so "we have sent you a link" stays true).
-        let wait = min(gift.magnet.resendWindow, gift.magnet.downloadLinkLifetime)
+        // Token expiries are whole seconds (rounded down), so a link may die up to a second early.
+        let wait = max(0, min(gift.magnet.resendWindow, gift.magnet.downloadLinkLifetime) - 1)
         let claimed = try await store.db.execute(
             "UPDATE lead_signups SET delivery_mail_at = ? WHERE id = ? AND (delivery_mail_at IS NULL OR delivery_mail_at <= ?)",
             store.clock.now(), gift.signup.id, store.clock.now().addingTimeInterval(-wait))

@@ -427,10 +427,11 @@ extension Store {
         ).map(Self.signup)
     }
 
-    public func noteDeliveryMail(_ tx: any SQLExecutor, signupID: Int64, outboxID: Int64) async throws {
+    /// `at`: when the mail's link started to count (its expiry is `at` + the link lifetime), so that a renewal can
+    /// tell exactly when the link in the last mail died.
+    public func noteDeliveryMail(_ tx: any SQLExecutor, signupID: Int64, outboxID: Int64, at: Date) async throws {
         try await tx.execute(
-            "UPDATE lead_signups SET delivery_outbox_id = ?, delivery_mail_at = ? WHERE id = ?", outboxID, now, signupID
-        )
+            "UPDATE lead_signups SET delivery_outbox_id = ?, delivery_mail_at = ? WHERE id = ?", outboxID, at, signupID)
     }
 
     /// pending → confirmed, at most once and only before expiry; grants the consent with the confirmation's

@@ -239,6 +239,7 @@ extension AdminRoutes {
                 m, workspace: admin.workspace, version: try await store.consentTextVersionNumber(m),
                 token: "preview", preview: true))
         r.headers[.cacheControl] = "no-store"
+        r.headers[.contentSecurityPolicy] = LeadPages.landingPolicy
         return r
     }
 

@@ -84,12 +84,21 @@ struct LeadPages: Sendable {
         let entry = try await entry(context)
         let leads = try leads
         leads.views.count(entry.magnet.id)
-        let token = leads.links.formToken(magnetID: entry.magnet.id, issuedAt: env.clock.now(), textID: entry.textID)
+        let (ws, slug) = try parameters(context)
+        let body = leads.pages.body(entry, key: ws + "/" + slug) { issued in
+            leads.links.formToken(magnetID: entry.magnet.id, issuedAt: issued, textID: entry.textID)
+        }
         return Response(
             status: .ok,
-            headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
-            body: .init(byteBuffer: LandingCache.body(entry, token: token)))
+            headers: [
+                .contentType: "text/html; charset=utf-8", .cacheControl: "no-store",
+                .contentSecurityPolicy: Self.landingPolicy, HTTPField.Name("X-Frame-Options")!: "DENY",
+            ], body: .init(byteBuffer: body))
     }
+
+    /// The public pages' policy, plus images from any https origin: the merchant's image URL.
+    static let landingPolicy =
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data: https:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
     func landingModel(
         _ m: LeadMagnet, workspace: Workspace, version: Int?, token: String, values: [String: String] = [:],
@@ -240,12 +249,15 @@ struct LeadPages: Sendable {
         }
         let token = try leads.links.formToken(
             magnetID: entry.magnet.id, issuedAt: env.clock.now(), textID: entry.textID)
-        return env.templates.page(
+        var response = env.templates.page(
             "lead_landing",
             landingModel(
                 entry.magnet, workspace: entry.workspace, version: nil, token: token, values: values, errors: errors,
                 retry: retry),
             status: .unprocessableContent)
+        response.headers[.contentSecurityPolicy] = Self.landingPolicy
+        response.headers[HTTPField.Name("X-Frame-Options")!] = "DENY"
+        return response
     }
 
     /// A fresh time-stamped token for the optional script of an embedded form (CORS for the allowed origins).
