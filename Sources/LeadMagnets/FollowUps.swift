@@ -19,11 +19,12 @@ public struct FollowUps: Sendable {
         self.logger = logger
     }
 
-    static func job(signup: LeadSignup, step: Int, after seconds: Int64, from start: Date? = nil) -> JobRequest {
+    /// The job of a step, `seconds` after `start` (the confirmation).
+    static func job(signup: LeadSignup, step: Int, after seconds: Int64, from start: Date) -> JobRequest {
         JobRequest(
             kind: Store.leadFollowUpJob, workspaceID: signup.workspaceID,
             payload: #"{"signup_id":\#(signup.id),"step":\#(step)}"#,
-            runAt: (start ?? signup.confirmation?.at ?? Date()).addingTimeInterval(TimeInterval(seconds)),
+            runAt: start.addingTimeInterval(TimeInterval(seconds)),
             idempotencyKey: "lead-follow-up:\(signup.id):\(step)")
     }
 
@@ -57,7 +58,7 @@ public struct FollowUps: Sendable {
             values: [
                 "step": [
                     "subject": s.subject.replacingOccurrences(of: "\n", with: " "),
-                    "paragraphs": Self.paragraphs(s.body).map { ["text": $0] as [String: Any] },
+                    "paragraphs": LeadMagnet.paragraphs(s.body).map { ["text": $0] as [String: Any] },
                 ] as [String: Any]
             ])
         let id = try await store.db.transaction { tx in
@@ -78,11 +79,5 @@ public struct FollowUps: Sendable {
         try await store.stopFollowUps(signupID: signup.id, reason: reason)
         logger.info("lead follow-ups stopped", metadata: ["signup": "\(signup.id)", "reason": "\(reason)"])
         return .stopped(reason)
-    }
-
-    /// Paragraphs of a plain-text body: blank lines separate them.
-    static func paragraphs(_ body: String) -> [String] {
-        body.replacingOccurrences(of: "\r\n", with: "\n").components(separatedBy: "\n\n")
-            .map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.filter { !$0.isEmpty }
     }
 }

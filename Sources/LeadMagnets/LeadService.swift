@@ -84,32 +84,46 @@ public struct LeadService: Sendable {
         /// Confirmed now or before: the gift page's token.
         case confirmed(giftToken: String)
         /// The link is genuine but too old, superseded, or its signup expired: offer to sign up again.
-        case expired(landingURL: String?)
+        case expired(Expired)
         case invalid
     }
 
-    /// The signup a confirmation link points to, without confirming (the page shows a button first).
-    public func pendingSignup(token: String) async throws -> (LeadSignup, LeadMagnet, Workspace)? {
-        guard case .valid(let t) = links.checkConfirm(token),
-            let signup = try await store.leadSignup(workspaceID: t.workspaceID, doiNonce: t.nonce),
-            let magnet = try await store.leadMagnet(workspaceID: t.workspaceID, id: signup.magnetID),
-            let workspace = try await store.workspace(id: t.workspaceID)
-        else { return nil }
-        return (signup, magnet, workspace)
+    public struct Expired: Sendable, Equatable {
+        public var workspace: Workspace?
+        /// The magnet's landing page, while its signup is still known.
+        public var landingURL: String?
+    }
+
+    public enum Opened: Sendable {
+        /// Waiting for the button: the page shows the consent text first.
+        case pending(LeadSignup, LeadMagnet, Workspace)
+        case confirmed(giftToken: String)
+        case expired(Expired)
+        case invalid
+    }
+
+    /// What a confirmation link points to, without confirming (the page shows a button first).
+    public func open(token: String) async throws -> Opened {
+        switch links.checkConfirm(token) {
+        case .invalid: return .invalid
+        case .expired(let t): return .expired(try await expired(t))
+        case .valid(let t):
+            guard let (signup, magnet, workspace) = try await target(t) else { return .expired(try await expired(t)) }
+            return signup.state == .confirmed
+                ? .confirmed(giftToken: giftToken(signup, magnet)) : .pending(signup, magnet, workspace)
+        }
     }
 
     public func confirm(token: String, evidence: ConsentEvidence) async throws -> Confirmation {
         let target: LeadLinks.DOITarget
         switch links.checkConfirm(token) {
         case .invalid: return .invalid
-        case .expired(let t):
-            return .expired(landingURL: try await landingURL(workspaceID: t.workspaceID, nonce: t.nonce))
+        case .expired(let t): return .expired(try await expired(t))
         case .valid(let t): target = t
         }
-        guard let signup = try await store.leadSignup(workspaceID: target.workspaceID, doiNonce: target.nonce),
-            let magnet = try await store.leadMagnet(workspaceID: target.workspaceID, id: signup.magnetID),
-            let workspace = try await store.workspace(id: target.workspaceID)
-        else { return .expired(landingURL: nil) }
+        guard let (signup, magnet, workspace) = try await self.target(target) else {
+            return .expired(try await expired(target))
+        }
         if signup.state == .confirmed {
             return .confirmed(giftToken: giftToken(signup, magnet))
         }
@@ -121,7 +135,7 @@ public struct LeadService: Sendable {
             if let now = try await store.leadSignup(id: signup.id), now.state == .confirmed {
                 return .confirmed(giftToken: giftToken(now, magnet))
             }
-            return .expired(landingURL: links.landingURL(workspaceSlug: workspace.slug, magnetSlug: magnet.slug))
+            return .expired(Expired(workspace: workspace, landingURL: landingURL(magnet, workspace)))
         }
         logger.info(
             "lead signup confirmed", metadata: ["signup": "\(signup.id)", "magnet": "\(magnet.slug)"])
@@ -130,12 +144,24 @@ public struct LeadService: Sendable {
         return .confirmed(giftToken: giftToken(confirmed, magnet))
     }
 
-    func landingURL(workspaceID: WorkspaceID, nonce: String) async throws -> String? {
-        guard let signup = try await store.leadSignup(workspaceID: workspaceID, doiNonce: nonce),
-            let magnet = try await store.leadMagnet(workspaceID: workspaceID, id: signup.magnetID),
-            let workspace = try await store.workspace(id: workspaceID)
+    /// The signup a confirmation link names, with its magnet and workspace; nil once superseded or deleted.
+    func target(_ t: LeadLinks.DOITarget) async throws -> (LeadSignup, LeadMagnet, Workspace)? {
+        guard let signup = try await store.leadSignup(workspaceID: t.workspaceID, doiNonce: t.nonce),
+            let magnet = try await store.leadMagnet(workspaceID: t.workspaceID, id: signup.magnetID),
+            let workspace = try await store.workspace(id: t.workspaceID)
         else { return nil }
-        return links.landingURL(workspaceSlug: workspace.slug, magnetSlug: magnet.slug)
+        return (signup, magnet, workspace)
+    }
+
+    func expired(_ t: LeadLinks.DOITarget) async throws -> Expired {
+        if let (_, magnet, workspace) = try await target(t) {
+            return Expired(workspace: workspace, landingURL: landingURL(magnet, workspace))
+        }
+        return Expired(workspace: try await store.workspace(id: t.workspaceID), landingURL: nil)
+    }
+
+    func landingURL(_ magnet: LeadMagnet, _ workspace: Workspace) -> String {
+        links.landingURL(workspaceSlug: workspace.slug, magnetSlug: magnet.slug)
     }
 
     func giftToken(_ signup: LeadSignup, _ magnet: LeadMagnet) -> String {
@@ -214,16 +240,20 @@ public struct LeadService: Sendable {
     /// way; the token already names the signup, so it reveals nothing new.
     public func renew(token: String) async throws -> Bool {
         guard case .expired(let gift) = try await gift(token: token) else { return false }
-        // Once the last mail's link has expired too, a new one may go out at once; otherwise at most one per
-        // resend window (a still-valid link is already in the inbox, so "we have sent you a link" stays true).
-        // Token expiries are whole seconds (rounded down), so a link may die up to a second early.
-        let wait = max(0, min(gift.magnet.resendWindow, gift.magnet.downloadLinkLifetime) - 1)
-        let claimed = try await store.db.execute(
-            "UPDATE lead_signups SET delivery_mail_at = ? WHERE id = ? AND (delivery_mail_at IS NULL OR delivery_mail_at <= ?)",
-            store.clock.now(), gift.signup.id, store.clock.now().addingTimeInterval(-wait))
-        guard claimed == 1 else { return true }
-        try await deliver(signup: gift.signup, magnet: gift.magnet, workspace: gift.workspace)
+        try await renew(gift)
         return true
+    }
+
+    /// Once the last mail's link has expired too, a new one may go out at once; otherwise at most one per resend
+    /// window (a still-valid link is already in the inbox, so "we have sent you a link" stays true). Token
+    /// expiries are whole seconds (rounded down), so a link may die up to a second early.
+    public func renew(_ gift: Gift) async throws {
+        let wait = max(0, min(gift.magnet.resendWindow, gift.magnet.downloadLinkLifetime) - 1)
+        guard
+            try await store.claimDeliveryMail(
+                store.db, signupID: gift.signup.id, notSince: store.clock.now().addingTimeInterval(-wait)) != nil
+        else { return }
+        try await deliver(signup: gift.signup, magnet: gift.magnet, workspace: gift.workspace)
     }
 
     /// The file's bytes for a valid gift link; counts the download.
@@ -280,7 +310,11 @@ public struct LeadService: Sendable {
     func scheduleFollowUps(signup: LeadSignup, magnet: LeadMagnet) async throws {
         guard let first = magnet.followUps.first else { return }
         try await store.db.transaction { tx in
-            _ = try await store.enqueue(tx, FollowUps.job(signup: signup, step: 0, after: first.afterSeconds))
+            _ = try await store.enqueue(
+                tx,
+                FollowUps.job(
+                    signup: signup, step: 0, after: first.afterSeconds,
+                    from: signup.confirmation?.at ?? store.clock.now()))
         }
     }
 
@@ -290,22 +324,6 @@ public struct LeadService: Sendable {
         let n = try await store.expirePendingSignups()
         if n > 0 { logger.info("expired unconfirmed lead signups", metadata: ["count": "\(n)"]) }
         return n
-    }
-}
-
-extension Store {
-    /// Runs `body` again when it lost a race on a unique index (two identical submissions at once): the retry
-    /// finds the row the winner wrote.
-    public func retryingUniqueViolations<T: Sendable>(attempts: Int = 3, _ body: () async throws -> T) async throws -> T
-    {
-        var attempt = 1
-        while true {
-            do {
-                return try await body()
-            } catch StorageError.uniqueViolation where attempt < attempts {
-                attempt += 1
-            }
-        }
     }
 }
 

@@ -119,30 +119,7 @@ extension Store {
         guard let workspace = try await workspace(id: workspaceID),
             let c = try await contact(workspaceID: workspaceID, id: contactID)
         else { throw DomainError.notFound("Contact") }
-        let texts = Dictionary(
-            uniqueKeysWithValues: try await db.query(
-                "SELECT id, version, body FROM consent_texts WHERE workspace_id = ?", workspaceID
-            ).map { ($0.int("id"), (Int($0.int("version")), $0.text("body"))) })
-        let consents = try await consents(workspaceID: workspaceID, contactID: contactID).map { k in
-            ContactExport.ConsentData(
-                purpose: k.purpose.rawValue, state: k.state.rawValue, legalBasis: k.legalBasis.rawValue,
-                source: k.source, formId: k.formID, pageUrl: k.pageURL, textVersion: k.textID.flatMap { texts[$0]?.0 },
-                text: k.textID.flatMap { texts[$0]?.1 }, requested: k.requested, granted: k.granted,
-                withdrawnAt: k.withdrawnAt)
-        }
-        let history = try await db.query(
-            """
-            SELECT purpose, action, state, legal_basis, source, text_id, ip, user_agent, at FROM consent_events
-            WHERE workspace_id = ? AND contact_id = ? ORDER BY at, id
-            """, workspaceID, contactID
-        ).map { r in
-            let textID = r.optionalInt("text_id")
-            return ContactExport.ConsentEventData(
-                purpose: r.text("purpose"), action: r.text("action"), state: r.text("state"),
-                legalBasis: r.text("legal_basis"), source: r.text("source"),
-                textVersion: textID.flatMap { texts[$0]?.0 }, text: textID.flatMap { texts[$0]?.1 },
-                ip: r.optionalText("ip"), userAgent: r.optionalText("user_agent"), at: r.date("at"))
-        }
+        let (consents, history) = try await consentRecord(workspaceID: workspaceID, contactID: contactID)
         var orders: [ContactExport.OrderData] = []
         var offset = 0
         while true {
@@ -162,10 +139,7 @@ extension Store {
         let suppressed = try await isSuppressed(c)
         var export = ContactExport(
             exportedAt: now, workspace: workspace.name,
-            contact: .init(
-                id: c.id, email: c.email, firstName: c.firstName, lastName: c.lastName, locale: c.locale,
-                source: c.source, sourceRef: c.sourceRef, createdAt: c.createdAt, updatedAt: c.updatedAt,
-                erasedAt: c.erasedAt),
+            contact: .init(c),
             consents: consents, consentHistory: history, orders: orders, suppressed: suppressed)
         for r in try await db.query(
             "SELECT \(Self.reviewColumns) FROM \(Self.reviewFrom) WHERE r.workspace_id = ? AND r.contact_id = ? ORDER BY r.id",
@@ -201,5 +175,45 @@ extension Store {
                 signup: $0.signup.signup, confirmation: $0.signup.confirmation, downloads: $0.signup.downloads)
         }
         return export
+    }
+
+    /// A contact's consents and their history, each with the text version shown: the consent part of the export,
+    /// and of the proof of consent.
+    public func consentRecord(workspaceID: WorkspaceID, contactID: ContactID) async throws -> (
+        consents: [ContactExport.ConsentData], history: [ContactExport.ConsentEventData]
+    ) {
+        let texts = Dictionary(
+            uniqueKeysWithValues: try await db.query(
+                "SELECT id, version, body FROM consent_texts WHERE workspace_id = ?", workspaceID
+            ).map { ($0.int("id"), (Int($0.int("version")), $0.text("body"))) })
+        let consents = try await consents(workspaceID: workspaceID, contactID: contactID).map { k in
+            ContactExport.ConsentData(
+                purpose: k.purpose.rawValue, state: k.state.rawValue, legalBasis: k.legalBasis.rawValue,
+                source: k.source, formId: k.formID, pageUrl: k.pageURL, textVersion: k.textID.flatMap { texts[$0]?.0 },
+                text: k.textID.flatMap { texts[$0]?.1 }, requested: k.requested, granted: k.granted,
+                withdrawnAt: k.withdrawnAt)
+        }
+        let history = try await db.query(
+            """
+            SELECT purpose, action, state, legal_basis, source, text_id, ip, user_agent, at FROM consent_events
+            WHERE workspace_id = ? AND contact_id = ? ORDER BY at, id
+            """, workspaceID, contactID
+        ).map { r in
+            let textID = r.optionalInt("text_id")
+            return ContactExport.ConsentEventData(
+                purpose: r.text("purpose"), action: r.text("action"), state: r.text("state"),
+                legalBasis: r.text("legal_basis"), source: r.text("source"),
+                textVersion: textID.flatMap { texts[$0]?.0 }, text: textID.flatMap { texts[$0]?.1 },
+                ip: r.optionalText("ip"), userAgent: r.optionalText("user_agent"), at: r.date("at"))
+        }
+        return (consents, history)
+    }
+}
+
+extension ContactExport.ContactData {
+    public init(_ c: Contact) {
+        self.init(
+            id: c.id, email: c.email, firstName: c.firstName, lastName: c.lastName, locale: c.locale, source: c.source,
+            sourceRef: c.sourceRef, createdAt: c.createdAt, updatedAt: c.updatedAt, erasedAt: c.erasedAt)
     }
 }

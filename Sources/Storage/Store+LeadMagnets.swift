@@ -321,15 +321,9 @@ extension Store {
         if consent == ConsentState.granted.rawValue {
             if let confirmed {
                 // Claimed with a condition: of two identical posts at once, one sends.
-                guard
-                    let row = try await tx.first(
-                        """
-                        UPDATE lead_signups SET delivery_mail_at = ?
-                        WHERE id = ? AND (delivery_mail_at IS NULL OR delivery_mail_at <= ?)
-                        RETURNING \(Self.signupColumns)
-                        """, t, confirmed.id, windowStart)
+                guard let claimed = try await claimDeliveryMail(tx, signupID: confirmed.id, notSince: windowStart)
                 else { return .nothing }
-                return .deliver(Self.signup(row), newlyConfirmed: false)
+                return .deliver(claimed, newlyConfirmed: false)
             }
             // Consent on record: the gift without a new DOI. The signup records what this form showed.
             let row: SQLRow?
@@ -412,6 +406,17 @@ extension Store {
             change: ConsentChange(
                 purpose: magnet.purpose, action: .request, text: text.body, textLocale: text.locale,
                 source: "lead_magnet", formID: context.formID, pageURL: context.pageURL, evidence: context.evidence))
+    }
+
+    /// Claims the next delivery mail of a signup, unless one went out after `notSince`: a conditional UPDATE, so of
+    /// two claims at once only one wins. Returns the signup when claimed.
+    public func claimDeliveryMail(_ tx: any SQLExecutor, signupID: Int64, notSince: Date) async throws -> LeadSignup? {
+        try await tx.first(
+            """
+            UPDATE lead_signups SET delivery_mail_at = ?
+            WHERE id = ? AND (delivery_mail_at IS NULL OR delivery_mail_at <= ?) RETURNING \(Self.signupColumns)
+            """, now, signupID, notSince
+        ).map(Self.signup)
     }
 
     /// Records the confirmation mail that went into the outbox for a pending signup.
@@ -792,7 +797,8 @@ extension Store {
         var out: [SignupProof] = []
         for r in rows {
             let signup = Self.signup(r)
-            let mail = try await signup.confirmOutboxID.asyncMap { try await self.outboxMail(id: $0) } ?? nil
+            var mail: OutboxMail?
+            if let id = signup.confirmOutboxID { mail = try await outboxMail(id: id) }
             out.append(
                 SignupProof(
                     signup: signup, magnetSlug: r.text("magnet_slug"), magnetName: r.text("magnet_name"),
@@ -823,12 +829,5 @@ extension Store {
             }
             return added
         }
-    }
-}
-
-extension Optional {
-    func asyncMap<T>(_ transform: (Wrapped) async throws -> T) async rethrows -> T? {
-        guard let self else { return nil }
-        return try await transform(self)
     }
 }

@@ -78,14 +78,9 @@ extension Store {
     public func upsertOrder(workspaceID: WorkspaceID, submission: OrderSubmission, fingerprint: String) async throws
         -> OrderUpsertResult
     {
-        var attempt = 0
-        while true {
-            do {
-                return try await db.transaction { tx in
-                    try await upsertOrderOnce(tx, workspaceID: workspaceID, s: submission, fingerprint: fingerprint)
-                }
-            } catch StorageError.uniqueViolation where attempt < 3 {
-                attempt += 1
+        try await retryingUniqueViolations(attempts: 4) {
+            try await db.transaction { tx in
+                try await upsertOrderOnce(tx, workspaceID: workspaceID, s: submission, fingerprint: fingerprint)
             }
         }
     }

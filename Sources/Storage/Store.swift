@@ -85,3 +85,19 @@ extension Store {
         }
     }
 }
+
+extension Store {
+    /// Runs `body` again when it lost a race on a unique index (two identical submissions at once): the retry
+    /// finds the row the winner wrote.
+    public func retryingUniqueViolations<T: Sendable>(attempts: Int = 3, _ body: () async throws -> T) async throws -> T
+    {
+        var attempt = 1
+        while true {
+            do {
+                return try await body()
+            } catch StorageError.uniqueViolation where attempt < attempts {
+                attempt += 1
+            }
+        }
+    }
+}

@@ -12,7 +12,7 @@ import Testing
         {
             FormGuard.check(
                 honeypot: hp, issuedAt: age.map { now.addingTimeInterval(-$0) }, embedded: embedded,
-                originAllowed: origin, minimumFillTime: 2, now: now)
+                origin: origin ? .allowed : .unknown, minimumFillTime: 2, now: now)
         }
         #expect(check() == .pass)
         #expect(check("http://spam") == .honeypot)

@@ -103,8 +103,8 @@ public struct LeadMagnet: Sendable, Equatable {
         pendingLifetime: TimeInterval = LeadMagnet.defaultPendingLifetime,
         resendWindow: TimeInterval = LeadMagnet.defaultResendWindow,
         minimumFillTime: TimeInterval = LeadMagnet.defaultMinimumFillTime, voucherLowWater: Int = 20,
-        followUps: [FollowUpStep] = [], active: Bool = true, file: StoredFile? = nil, createdAt: Date = Date(),
-        updatedAt: Date = Date()
+        followUps: [FollowUpStep] = [], active: Bool = true, file: StoredFile? = nil, createdAt: Date = .distantPast,
+        updatedAt: Date = .distantPast
     ) {
         self.id = id
         self.workspaceID = workspaceID
@@ -273,6 +273,19 @@ public struct LeadMagnet: Sendable, Equatable {
             let host = url.host?.lowercased(), !host.isEmpty, url.path.isEmpty || url.path == "/", url.query == nil
         else { return nil }
         return "\(scheme)://\(host)" + (url.port.map { ":\($0)" } ?? "")
+    }
+
+    /// An `Origin` header judged for this magnet: `ownOrigin` is the installation's public URL.
+    public func origin(_ header: String?, ownOrigin: String) -> FormGuard.Origin {
+        guard let header, header != "null" else { return .unknown }
+        return allowsOrigin(header) || Self.normalizedOrigin(header) == Self.normalizedOrigin(ownOrigin)
+            ? .allowed : .foreign
+    }
+
+    /// Plain text as paragraphs: blank lines separate them (landing page text, follow-up mails).
+    public static func paragraphs(_ text: String) -> [String] {
+        text.replacingOccurrences(of: "\r\n", with: "\n").components(separatedBy: "\n\n")
+            .map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.filter { !$0.isEmpty }
     }
 
     public func allowsOrigin(_ origin: String) -> Bool {

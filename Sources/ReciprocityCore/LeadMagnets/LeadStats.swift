@@ -90,6 +90,21 @@ public enum VoucherCodes {
         return prefix.isEmpty ? body : "\(prefix)-\(body)"
     }
 
+    /// The codes for a pool: `given` ones cleaned, or `generate` new ones (1–100,000) with an A–Z/0–9 prefix.
+    public static func batch(given: [String]?, generate: Int?, prefix: String?, random: any RandomSource)
+        throws(DomainError) -> [String]
+    {
+        if let given { return try clean(given) }
+        guard let n = generate, (1...100_000).contains(n) else {
+            throw .invalid("vouchers_missing", "Give codes, or generate 1 to 100,000.", field: "generate")
+        }
+        let p = (prefix ?? "").uppercased()
+        guard validPrefix(p) else {
+            throw .invalid("prefix_invalid", "A prefix has up to 20 letters A–Z and digits.", field: "prefix")
+        }
+        return (0..<n).map { _ in VoucherCodes.generate(prefix: p, random: random.bytes(16)) }
+    }
+
     public static func validPrefix(_ prefix: String) -> Bool {
         prefix.count <= 20 && prefix.unicodeScalars.allSatisfy { ("A"..."Z").contains($0) || ("0"..."9").contains($0) }
     }

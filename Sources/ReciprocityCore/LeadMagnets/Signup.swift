@@ -105,20 +105,29 @@ public enum FormGuard {
 
     public static let maxAge: TimeInterval = 86_400
 
+    /// Where a post came from, by its `Origin` header.
+    public enum Origin: Sendable, Equatable {
+        /// No header, or `null` (privacy settings, file pages).
+        case unknown
+        /// This installation, or a site the magnet allows.
+        case allowed
+        case foreign
+    }
+
     /// - Parameters:
     ///   - issuedAt: when the form token was issued (nil: the token is missing or forged).
-    ///   - embedded: the static token of an embedded form (no issue time; the origin is checked instead).
+    ///   - embedded: the static token of an embedded form (no issue time; the origin must be allowed instead).
+    ///   - origin: a landing-page token posted from a foreign site is a scraped token.
     public static func check(
-        honeypot: String, issuedAt: Date?, embedded: Bool, originAllowed: Bool, minimumFillTime: TimeInterval,
-        now: Date
+        honeypot: String, issuedAt: Date?, embedded: Bool, origin: Origin, minimumFillTime: TimeInterval, now: Date
     ) -> Verdict {
         if !honeypot.isEmpty { return .honeypot }
-        if embedded { return originAllowed ? .pass : .foreignOrigin }
+        if embedded { return origin == .allowed ? .pass : .foreignOrigin }
         guard let issuedAt else { return .badToken }
         let age = now.timeIntervalSince(issuedAt)
         if age < minimumFillTime { return .tooFast }
         if age > maxAge { return .badToken }
-        return .pass
+        return origin == .foreign ? .foreignOrigin : .pass
     }
 }
 

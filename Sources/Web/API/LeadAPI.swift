@@ -16,7 +16,7 @@ struct LeadAPI {
             try await save(request, context, id: nil)
         }
         router.get(SiteURL.Route.apiLeadMagnet.routerPath) { _, context in
-            try Self.json(try await dto(try await magnet(context), context))
+            try Bodies.jsonResponse(try await dto(try await magnet(context), context))
         }
         router.put(SiteURL.Route.apiLeadMagnet.routerPath) { request, context in
             try await save(request, context, id: try id(context))
@@ -29,7 +29,7 @@ struct LeadAPI {
         router.get(SiteURL.Route.apiLeadMagnetStats.routerPath) { _, context in try await stats(context) }
         router.get(SiteURL.Route.apiContactConsentProof.routerPath) { _, context in
             let principal = try context.principal()
-            return try Self.json(
+            return try Bodies.jsonResponse(
                 try await LeadProof.document(env.store, workspaceID: principal.workspaceID, contactID: try id(context)))
         }
     }
@@ -184,7 +184,7 @@ struct LeadAPI {
         for m in try await env.store.leadMagnets(workspaceID: principal.workspaceID) {
             items.append(try await dto(m, context))
         }
-        return try Self.json(["items": items])
+        return try Bodies.jsonResponse(["items": items])
     }
 
     func save(_ request: Request, _ context: AppContext, id: LeadMagnetID?) async throws -> Response {
@@ -201,7 +201,7 @@ struct LeadAPI {
         } else {
             magnet = try await env.store.createLeadMagnet(magnet, actor: actor)
         }
-        return try Self.json(try await dto(magnet, context), status: id == nil ? .created : .ok)
+        return try Bodies.jsonResponse(try await dto(magnet, context), status: id == nil ? .created : .ok)
     }
 
     func upload(_ request: Request, _ context: AppContext) async throws -> Response {
@@ -214,7 +214,7 @@ struct LeadAPI {
             workspaceID: principal.workspaceID, magnetID: m.id, name: name,
             contentType: request.headers[.contentType] ?? "application/octet-stream",
             bytes: Array(buffer: body), actor: "apikey:\(principal.keyID)")
-        return try Self.json(try await dto(updated, context))
+        return try Bodies.jsonResponse(try await dto(updated, context))
     }
 
     struct VoucherInput: Decodable {
@@ -227,11 +227,11 @@ struct LeadAPI {
         let principal = try context.principal()
         let m = try await magnet(context)
         let input = try await Bodies.json(VoucherInput.self, from: request, limit: 4 * 1_048_576)
-        let codes = try VoucherPool.codes(
+        let codes = try VoucherCodes.batch(
             given: input.codes, generate: input.generate, prefix: input.prefix, random: env.random)
         let (added, duplicates) = try await env.store.addVouchers(
             workspaceID: principal.workspaceID, magnetID: m.id, codes: codes, actor: "apikey:\(principal.keyID)")
-        return try Self.json(
+        return try Bodies.jsonResponse(
             [
                 "added": Int64(added), "duplicates": Int64(duplicates),
                 "available": try await env.store.availableVouchers(magnetID: m.id),
@@ -242,7 +242,7 @@ struct LeadAPI {
         let m = try await magnet(context)
         try await env.leads?.views.flush()
         let s = try await env.store.leadStats(m)
-        return try Self.json(StatsDTO(s))
+        return try Bodies.jsonResponse(StatsDTO(s))
     }
 
     struct StatsDTO: Encodable {
@@ -270,28 +270,6 @@ struct LeadAPI {
             case totalCostMinor = "total_cost_minor", doiRate = "doi_rate", costPerLeadMinor = "cost_per_lead_minor"
             case costPerBuyerMinor = "cost_per_buyer_minor"
         }
-    }
-
-    static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
-        Response(
-            status: status, headers: [.contentType: "application/json; charset=utf-8"],
-            body: .init(byteBuffer: ByteBuffer(bytes: try LeadProof.encoder.encode(value))))
-    }
-}
-
-/// Codes for a pool: given (cleaned) or generated with a prefix.
-enum VoucherPool {
-    static func codes(given: [String]?, generate: Int?, prefix: String?, random: any RandomSource) throws -> [String] {
-        if let given { return try VoucherCodes.clean(given) }
-        guard let n = generate, (1...100_000).contains(n) else {
-            throw DomainError.invalid("vouchers_missing", "Give codes, or generate 1 to 100,000.", field: "generate")
-        }
-        let p = (prefix ?? "").uppercased()
-        guard VoucherCodes.validPrefix(p) else {
-            throw DomainError.invalid(
-                "prefix_invalid", "A prefix has up to 20 letters A–Z and digits.", field: "prefix")
-        }
-        return (0..<n).map { _ in VoucherCodes.generate(prefix: p, random: random.bytes(16)) }
     }
 }
 

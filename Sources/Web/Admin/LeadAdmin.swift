@@ -29,7 +29,7 @@ extension AdminRoutes {
         router.get(SiteURL.Route.adminContactProof.routerPath) { _, context in try await proofPage(context) }
         router.get(SiteURL.Route.adminContactProofJSON.routerPath) { _, context in
             let admin = try admin(context)
-            return try LeadAPI.json(
+            return try Bodies.jsonResponse(
                 try await LeadProof.document(store, workspaceID: admin.workspace.id, contactID: try magnetID(context)))
         }
     }
@@ -284,7 +284,7 @@ extension AdminRoutes {
                 let table = try CSV.parse(pasted.trimmingCharacters(in: .whitespacesAndNewlines))
                 given = [table.header.first ?? ""] + table.rows.compactMap(\.fields.first)
             }
-            let codes = try VoucherPool.codes(
+            let codes = try VoucherCodes.batch(
                 given: given, generate: given == nil ? nonEmpty(form["generate"]).flatMap { Int($0) } : nil,
                 prefix: form["prefix"], random: env.random)
             let (added, duplicates) = try await store.addVouchers(
@@ -348,7 +348,7 @@ extension AdminRoutes {
             throw DomainError.notFound("Contact")
         }
         let proofs = try await store.signupProofs(workspaceID: admin.workspace.id, contactID: id)
-        let export = try await store.exportContact(workspaceID: admin.workspace.id, contactID: id)
+        let record = try await store.consentRecord(workspaceID: admin.workspace.id, contactID: id)
         func evidence(_ e: ConsentEvidence?) -> [String: Any] {
             ["at": when(e?.at, context), "ip": e?.ip ?? "–", "ua": e?.userAgent ?? "–"]
         }
@@ -379,7 +379,7 @@ extension AdminRoutes {
             return s
         }
         model["has_signups"] = !proofs.isEmpty
-        model["events"] = export.consentHistory.map { e -> [String: Any] in
+        model["events"] = record.history.map { e -> [String: Any] in
             [
                 "at": when(e.at, context), "purpose": e.purpose, "action": e.action, "state": e.state,
                 "source": e.source, "version": e.textVersion.map(String.init) ?? "–", "ip": e.ip ?? "–",
@@ -393,14 +393,6 @@ extension AdminRoutes {
 /// text version shown, the form and page, signup and confirmation time, IP and user agent, and the confirmation
 /// mail as it went into the outbox; plus the consents and their history.
 enum LeadProof {
-    static let encoder: JSONEncoder = {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        e.dateEncodingStrategy = .iso8601
-        e.keyEncodingStrategy = .convertToSnakeCase
-        return e
-    }()
-
     struct Document: Encodable {
         var generatedAt: Date
         var workspace: String
@@ -440,10 +432,13 @@ enum LeadProof {
     }
 
     static func document(_ store: Store, workspaceID: WorkspaceID, contactID: ContactID) async throws -> Document {
-        let export = try await store.exportContact(workspaceID: workspaceID, contactID: contactID)
+        guard let workspace = try await store.workspace(id: workspaceID),
+            let contact = try await store.contact(workspaceID: workspaceID, id: contactID)
+        else { throw DomainError.notFound("Contact") }
+        let record = try await store.consentRecord(workspaceID: workspaceID, contactID: contactID)
         let proofs = try await store.signupProofs(workspaceID: workspaceID, contactID: contactID)
         return Document(
-            generatedAt: store.clock.now(), workspace: export.workspace, contact: export.contact,
+            generatedAt: store.clock.now(), workspace: workspace.name, contact: .init(contact),
             signups: proofs.map { p in
                 Signup(
                     magnet: p.magnetSlug, purpose: p.signup.purpose.rawValue, state: p.signup.state.rawValue,
@@ -456,7 +451,7 @@ enum LeadProof {
                             outboxId: $0.id, messageId: $0.messageID, subject: $0.subject, state: $0.state.rawValue,
                             sentAt: $0.sentAt, message: $0.message)
                     })
-            }, consents: export.consents, events: export.consentHistory)
+            }, consents: record.consents, events: record.history)
     }
 }
 

@@ -65,6 +65,12 @@ struct LeadPages: Sendable {
     }
 
     /// The magnet behind a landing URL, from the page cache or the database.
+    /// The cache key of a landing URL: workspace and magnet slug.
+    func key(_ context: AppContext) throws -> String {
+        let (ws, slug) = try parameters(context)
+        return ws + "/" + slug
+    }
+
     func entry(_ context: AppContext) async throws -> LandingCache.Entry {
         let (ws, slug) = try parameters(context)
         let leads = try leads
@@ -84,8 +90,7 @@ struct LeadPages: Sendable {
         let entry = try await entry(context)
         let leads = try leads
         leads.views.count(entry.magnet.id)
-        let (ws, slug) = try parameters(context)
-        let body = leads.pages.body(entry, key: ws + "/" + slug) { issued in
+        let body = leads.pages.body(entry, key: try key(context)) { issued in
             leads.links.formToken(magnetID: entry.magnet.id, issuedAt: issued, textID: entry.textID)
         }
         return Response(
@@ -137,8 +142,7 @@ struct LeadPages: Sendable {
     }
 
     func paragraphs(_ text: String) -> [[String: Any]] {
-        text.replacingOccurrences(of: "\r\n", with: "\n").components(separatedBy: "\n\n")
-            .map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.filter { !$0.isEmpty }.map { ["text": $0] }
+        LeadMagnet.paragraphs(text).map { ["text": $0] }
     }
 
     // MARK: Signup
@@ -171,18 +175,11 @@ struct LeadPages: Sendable {
         let form = try await Bodies.form(request, limit: 16 * 1024)
         let origin = request.headers[.origin]
         let token = leads.links.readFormToken(form["form_token"] ?? "", magnetID: magnet.id)
-        let ourOrigin = LeadMagnet.normalizedOrigin(env.baseURL)
-        let originAllowed =
-            origin.map { o in magnet.allowsOrigin(o) || LeadMagnet.normalizedOrigin(o) == ourOrigin } ?? false
         let cors = origin.flatMap { magnet.allowsOrigin($0) ? $0 : nil }
-        var verdict = FormGuard.check(
-            honeypot: form["website"] ?? "", issuedAt: token.issuedAt,
-            embedded: token.isEmbedded, originAllowed: originAllowed, minimumFillTime: magnet.minimumFillTime,
+        let verdict = FormGuard.check(
+            honeypot: form["website"] ?? "", issuedAt: token.issuedAt, embedded: token.isEmbedded,
+            origin: magnet.origin(origin, ownOrigin: env.baseURL), minimumFillTime: magnet.minimumFillTime,
             now: env.clock.now())
-        // A landing-page token posted from a foreign site is a scraped token.
-        if verdict == .pass, case .issued = token, let origin, !originAllowed, origin != "null" {
-            verdict = .foreignOrigin
-        }
         switch verdict {
         case .honeypot:
             env.logger.info("lead signup: honeypot filled", metadata: ["magnet": "\(magnet.slug)"])
@@ -333,37 +330,32 @@ struct LeadPages: Sendable {
 
     func doiPage(_ context: AppContext) async throws -> Response {
         let token = try token(context)
-        let leads = try leads
-        guard let (signup, magnet, workspace) = try await leads.service.pendingSignup(token: token) else {
-            return try await doiUnavailable(token, context)
-        }
-        if signup.state == .confirmed {
-            let gift = leads.links.giftToken(
-                workspaceID: workspace.id, signupID: signup.id,
-                expires: env.clock.now().addingTimeInterval(magnet.downloadLinkLifetime))
+        switch try await leads.service.open(token: token) {
+        case .invalid:
+            throw DomainError.notFound("Link")
+        case .expired(let e):
+            return expiredPage(e, context)
+        case .confirmed(let gift):
             return Response(status: .seeOther, headers: [.location: SiteURL.publicGift(token: gift).path])
+        case .pending(let signup, let magnet, let workspace):
+            let t = Strings.table(magnet.locale)
+            let text = (t["doi_text"] ?? "").replacingOccurrences(of: "{gift}", with: magnet.giftTitle)
+                .replacingOccurrences(of: "{shop}", with: workspace.name)
+            let consent = try await env.store.consentText(id: signup.textID)
+            return page(
+                "lead_doi", locale: magnet.locale, title: "doi_title",
+                [
+                    "text": text, "consent_text": consent?.body ?? magnet.consentText,
+                    "action": SiteURL.publicDOI(token: token).path,
+                ], workspace: workspace)
         }
-        let t = Strings.table(magnet.locale)
-        let text = (t["doi_text"] ?? "").replacingOccurrences(of: "{gift}", with: magnet.giftTitle)
-            .replacingOccurrences(of: "{shop}", with: workspace.name)
-        let consent = try await env.store.consentText(id: signup.textID)
-        return page(
-            "lead_doi", locale: magnet.locale, title: "doi_title",
-            [
-                "text": text, "consent_text": consent?.body ?? magnet.consentText,
-                "action": SiteURL.publicDOI(token: token).path,
-            ], workspace: workspace)
     }
 
-    func doiUnavailable(_ token: String, _ context: AppContext) async throws -> Response {
-        switch try leads.links.checkConfirm(token) {
-        case .invalid: throw DomainError.notFound("Link")
-        case .valid(let t), .expired(let t):
-            let workspace = try await env.store.workspace(id: t.workspaceID)
-            return page(
-                "lead_doi_expired", locale: workspace?.locale ?? context.locale, title: "doi_expired_title", [:],
-                workspace: workspace, status: .gone)
-        }
+    /// 410 with a way back to the landing page while the signup is still known.
+    func expiredPage(_ e: LeadService.Expired, _ context: AppContext) -> Response {
+        page(
+            "lead_doi_expired", locale: e.workspace?.locale ?? context.locale, title: "doi_expired_title",
+            e.landingURL.map { ["landing_url": $0] } ?? [:], workspace: e.workspace, status: .gone)
     }
 
     func confirm(_ request: Request, _ context: AppContext) async throws -> Response {
@@ -375,18 +367,8 @@ struct LeadPages: Sendable {
         switch try await leads.service.confirm(token: token, evidence: evidence) {
         case .confirmed(let gift):
             return Response(status: .seeOther, headers: [.location: SiteURL.publicGift(token: gift).path])
-        case .expired(let landing):
-            let t = try leads.links.checkConfirm(token)
-            let wsID: WorkspaceID? = {
-                switch t {
-                case .valid(let x), .expired(let x): x.workspaceID
-                case .invalid: nil
-                }
-            }()
-            let workspace = try await wsID.asyncFlatMap { try await env.store.workspace(id: $0) }
-            return page(
-                "lead_doi_expired", locale: workspace?.locale ?? context.locale, title: "doi_expired_title",
-                landing.map { ["landing_url": $0] } ?? [:], workspace: workspace, status: .gone)
+        case .expired(let e):
+            return expiredPage(e, context)
         case .invalid:
             throw DomainError.notFound("Link")
         }
@@ -456,22 +438,16 @@ struct LeadPages: Sendable {
         }
         _ = try await Bodies.form(request, limit: 4096)
         let leads = try leads
-        guard case .expired(let gift) = try await leads.service.gift(token: token) else {
-            // A valid link needs no renewal: show the gift.
-            if case .valid = try await leads.service.gift(token: token) {
-                return Response(status: .seeOther, headers: [.location: SiteURL.publicGift(token: token).path])
-            }
+        switch try await leads.service.gift(token: token) {
+        case .invalid:
             throw DomainError.notFound("Link")
+        case .valid:
+            // A valid link needs no renewal: show the gift.
+            return Response(status: .seeOther, headers: [.location: SiteURL.publicGift(token: token).path])
+        case .expired(let gift):
+            try await leads.service.renew(gift)
+            return page(
+                "lead_gift_renewed", locale: gift.magnet.locale, title: "gift_title", [:], workspace: gift.workspace)
         }
-        _ = try await leads.service.renew(token: token)
-        return page(
-            "lead_gift_renewed", locale: gift.magnet.locale, title: "gift_title", [:], workspace: gift.workspace)
-    }
-}
-
-extension Optional {
-    func asyncFlatMap<T>(_ transform: (Wrapped) async throws -> T?) async rethrows -> T? {
-        guard let self else { return nil }
-        return try await transform(self)
     }
 }
