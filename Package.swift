@@ -126,11 +126,20 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Kunden werben Kunden: advocates, attribution, fraud checks, the reward lifecycle, payouts.
+        .target(
+            name: "Referrals",
+            dependencies: [
+                "ReciprocityCore", "Storage", "Messaging",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // HTTP adapters: JSON API, admin pages, public pages.
         .target(
             name: "Web",
             dependencies: [
-                "ReciprocityCore", "Storage", "Jobs", "Mail", "Messaging", "Reviews", "LeadMagnets",
+                "ReciprocityCore", "Storage", "Jobs", "Mail", "Messaging", "Reviews", "LeadMagnets", "Referrals",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                 .product(name: "Mustache", package: "swift-mustache"),
@@ -146,7 +155,7 @@ let package = Package(
             name: "App",
             dependencies: [
                 "ReciprocityCore", "Storage", "StorageSQLite", "StoragePostgres", "Jobs", "Web", "Mail", "SMTP",
-                "Messaging", "Reviews", "LeadMagnets",
+                "Messaging", "Reviews", "LeadMagnets", "Referrals",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -203,6 +212,11 @@ let package = Package(
         .testTarget(
             name: "LeadTests",
             dependencies: ["ReciprocityCore", "Storage", "Messaging", "LeadMagnets", "TestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ReferralTests",
+            dependencies: ["ReciprocityCore", "Storage", "Messaging", "Referrals", "TestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -175,6 +175,23 @@ public enum MailSamples {
                 en
                 ? "Thank you for recommending us to a friend. That means a lot to a small roastery."
                 : "Danke, dass Sie uns weiterempfohlen haben. Für eine kleine Rösterei bedeutet das sehr viel."
+        case .referralWelcome:
+            m["code"] = "ANNA-7K3Q"
+            m["page_url"] = "https://shop.example/a/SAMPLE"
+            m["share_url"] = "https://shop.example/r/ANNA-7K3Q"
+            m["incentive"] = en ? "10 € off the first order" : "10 € Rabatt auf die erste Bestellung"
+        case .referralReward:
+            m["is_milestone"] = false
+            m["is_voucher"] = true
+            m["is_credit"] = false
+            m["is_cash"] = false
+            m["is_premium"] = false
+            m["needs_bank"] = false
+            m["needs_choice"] = false
+            m["premium_name"] = ""
+            m["value"] = en ? "€10.00" : "10,00 €"
+            m["voucher_code"] = "DANKE-7K3Q-M2PX"
+            m["page_url"] = "https://shop.example/a/SAMPLE"
         case .leadFollowUp:
             m["step"] =
                 [

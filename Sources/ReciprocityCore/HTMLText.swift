@@ -45,3 +45,27 @@ public enum HTMLText {
 
     static func isSpecial(_ s: Unicode.Scalar) -> Bool { s.isASCII && isSpecial(UInt8(s.value)) }
 }
+
+/// Text for XML documents (review feed, SEPA files, SVG).
+public enum XMLText {
+    /// XML 1.0 text: the five entities escaped and characters XML cannot carry dropped.
+    public static func escape(_ s: String) -> String {
+        var out = ""
+        out.reserveCapacity(s.utf8.count)
+        for scalar in s.unicodeScalars {
+            switch scalar {
+            case "&": out += "&amp;"
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "\"": out += "&quot;"
+            case "'": out += "&apos;"
+            default:
+                let v = scalar.value
+                if v == 0x9 || v == 0xA || v == 0xD || (v >= 0x20 && v != 0xFFFE && v != 0xFFFF) {
+                    out.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        return out
+    }
+}

@@ -13,6 +13,8 @@ public struct OrderPayload: Codable, Sendable, Equatable {
         case referredBy = "referred_by"
         case paymentFingerprint = "payment_fingerprint"
         case existingCustomerNotice = "existing_customer_notice"
+        case clientIP = "client_ip"
+        case clientUserAgent = "client_user_agent"
     }
     public struct Customer: Codable, Sendable, Equatable {
         enum CodingKeys: String, CodingKey {
@@ -120,13 +122,20 @@ public struct OrderPayload: Codable, Sendable, Equatable {
     public var consents: [CheckoutConsent]?
     /// The §7(3) UWG notice the checkout showed ("you may object at any time…"), if the shop shows one.
     public var existingCustomerNotice: String?
+    /// The buyer's IP address and user agent at checkout, if the shop sends them: kept only as a keyed hash, to
+    /// recognise an advocate ordering through their own link.
+    public var clientIP: String?
+    public var clientUserAgent: String?
 
     public init(
         customer: Customer?, currency: String?, items: [Item]?, totals: Totals?, status: String?,
         statusTimes: [String: String]? = nil, shippingAddress: Address? = nil, couponCode: String? = nil,
         referralCode: String? = nil, referredBy: String? = nil, paymentFingerprint: String? = nil,
-        consents: [CheckoutConsent]? = nil, existingCustomerNotice: String? = nil
+        consents: [CheckoutConsent]? = nil, existingCustomerNotice: String? = nil, clientIP: String? = nil,
+        clientUserAgent: String? = nil
     ) {
+        self.clientIP = clientIP
+        self.clientUserAgent = clientUserAgent
         self.customer = customer
         self.currency = currency
         self.items = items
@@ -161,6 +170,8 @@ public struct OrderSubmission: Sendable, Equatable {
     public var paymentFingerprint: String?
     public var consents: [(purpose: ConsentPurpose, text: String, evidence: ConsentEvidence)]
     public var existingCustomerNotice: String?
+    public var clientIP: String?
+    public var clientUserAgent: String?
 
     public static func == (a: OrderSubmission, b: OrderSubmission) -> Bool {
         a.externalID == b.externalID && a.email == b.email && a.status == b.status && a.items == b.items
@@ -314,7 +325,9 @@ public struct OrderSubmission: Sendable, Equatable {
             referredBy: try text(p.referredBy, field: "referred_by", max: 254),
             paymentFingerprint: try text(p.paymentFingerprint, field: "payment_fingerprint", max: 128),
             consents: consents,
-            existingCustomerNotice: try text(p.existingCustomerNotice, field: "existing_customer_notice", max: 10_000))
+            existingCustomerNotice: try text(p.existingCustomerNotice, field: "existing_customer_notice", max: 10_000),
+            clientIP: try text(p.clientIP, field: "client_ip", max: 45),
+            clientUserAgent: try text(p.clientUserAgent, field: "client_user_agent", max: 500))
     }
 
     static func missing(_ field: String) -> DomainError {

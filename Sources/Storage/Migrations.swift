@@ -17,7 +17,9 @@ public struct Migration: Sendable {
 
 public enum Migrator {
     /// Every migration, in order.
-    public static let all: [Migration] = [Schema.v1Foundation, Schema.v2Mail, Schema.v3Reviews, Schema.v4LeadMagnets]
+    public static let all: [Migration] = [
+        Schema.v1Foundation, Schema.v2Mail, Schema.v3Reviews, Schema.v4LeadMagnets, Schema.v5Referrals,
+    ]
 
     /// The newest migration id, which `/readyz` compares against the database.
     public static var latest: Int { all.last?.id ?? 0 }
@@ -631,6 +633,189 @@ enum Schema {
             CREATE TABLE disposable_domains (
               domain TEXT PRIMARY KEY,
               added_at BIGINT NOT NULL
+            )
+            """,
+        ]
+    }
+
+    /// The referral programme (issue 6): settings, advocates and their codes, clicks, referred orders with their
+    /// decision, rewards through their lifecycle, and what issuing writes (vouchers, credit, payouts, premiums).
+    /// Exactly once is carried by unique constraints: one referral per order, one reward per referral and side,
+    /// one milestone reward per advocate and count, one ledger entry per reward and kind.
+    static let v5Referrals = Migration(id: 5, name: "referrals") { _ in
+        [
+            "ALTER TABLE orders ADD COLUMN client_device TEXT",
+            "CREATE INDEX orders_device ON orders (workspace_id, client_device)",
+            """
+            CREATE TABLE referral_programmes (
+              workspace_id BIGINT PRIMARY KEY REFERENCES workspaces(id),
+              settings TEXT NOT NULL,
+              updated_at BIGINT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE referral_premiums (
+              id {pk},
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              name TEXT NOT NULL,
+              description TEXT NOT NULL,
+              image_url TEXT,
+              cost_minor BIGINT NOT NULL,
+              shipping_minor BIGINT NOT NULL,
+              currency TEXT NOT NULL,
+              stock BIGINT NOT NULL CHECK (stock >= 0),
+              active BIGINT NOT NULL,
+              created_at BIGINT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE advocates (
+              id {pk},
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              contact_id BIGINT NOT NULL REFERENCES contacts(id),
+              code TEXT NOT NULL UNIQUE,
+              state TEXT NOT NULL CHECK (state IN ('active', 'left')),
+              link_version BIGINT NOT NULL,
+              premium_id BIGINT REFERENCES referral_premiums(id),
+              payout_name TEXT,
+              payout_iban TEXT,
+              devices TEXT NOT NULL,
+              joined_at BIGINT NOT NULL,
+              left_at BIGINT,
+              UNIQUE (workspace_id, contact_id)
+            )
+            """,
+            """
+            CREATE TABLE referral_clicks (
+              id {pk},
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              advocate_id BIGINT NOT NULL REFERENCES advocates(id),
+              at BIGINT NOT NULL,
+              ip_hash TEXT NOT NULL,
+              ua_family TEXT NOT NULL,
+              device TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX referral_clicks_advocate ON referral_clicks (advocate_id, at)",
+            "CREATE INDEX referral_clicks_device ON referral_clicks (workspace_id, device, at)",
+            "CREATE INDEX referral_clicks_day ON referral_clicks (workspace_id, at)",
+            """
+            CREATE TABLE referrals (
+              id {pk},
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              advocate_id BIGINT NOT NULL REFERENCES advocates(id),
+              order_id BIGINT NOT NULL UNIQUE REFERENCES orders(id),
+              friend_contact_id BIGINT NOT NULL REFERENCES contacts(id),
+              via TEXT NOT NULL,
+              status TEXT NOT NULL,
+              reasons TEXT NOT NULL,
+              base_minor BIGINT NOT NULL,
+              revenue_minor BIGINT NOT NULL,
+              currency TEXT NOT NULL,
+              created_at BIGINT NOT NULL,
+              decided_at BIGINT,
+              decided_by TEXT,
+              confirmed_at BIGINT
+            )
+            """,
+            "CREATE INDEX referrals_advocate ON referrals (advocate_id, created_at)",
+            "CREATE INDEX referrals_status ON referrals (workspace_id, status, created_at)",
+            """
+            CREATE TABLE referral_rewards (
+              id {pk},
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              referral_id BIGINT REFERENCES referrals(id),
+              advocate_id BIGINT NOT NULL REFERENCES advocates(id),
+              contact_id BIGINT NOT NULL REFERENCES contacts(id),
+              beneficiary TEXT NOT NULL CHECK (beneficiary IN ('advocate', 'friend')),
+              reason TEXT NOT NULL,
+              milestone BIGINT NOT NULL,
+              type TEXT NOT NULL,
+              value_minor BIGINT NOT NULL,
+              currency TEXT NOT NULL,
+              state TEXT NOT NULL,
+              held_until BIGINT,
+              approved_at BIGINT,
+              approved_by TEXT,
+              issued_at BIGINT,
+              tax_year BIGINT,
+              voucher_code TEXT,
+              premium_id BIGINT REFERENCES referral_premiums(id),
+              outbox_id BIGINT,
+              ended_at BIGINT,
+              end_reason TEXT,
+              created_at BIGINT NOT NULL
+            )
+            """,
+            """
+            CREATE UNIQUE INDEX referral_rewards_once ON referral_rewards (referral_id, beneficiary)
+              WHERE reason = 'referral'
+            """,
+            """
+            CREATE UNIQUE INDEX referral_rewards_milestone ON referral_rewards (advocate_id, milestone)
+              WHERE reason = 'milestone'
+            """,
+            "CREATE INDEX referral_rewards_state ON referral_rewards (workspace_id, state, held_until)",
+            "CREATE INDEX referral_rewards_contact ON referral_rewards (workspace_id, contact_id, tax_year)",
+            """
+            CREATE TABLE referral_vouchers (
+              id {pk},
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              code TEXT NOT NULL,
+              reward_id BIGINT UNIQUE REFERENCES referral_rewards(id),
+              redeemed_at BIGINT,
+              invalidated_at BIGINT,
+              added_at BIGINT NOT NULL,
+              UNIQUE (workspace_id, code)
+            )
+            """,
+            "CREATE INDEX referral_vouchers_free ON referral_vouchers (workspace_id, reward_id, id)",
+            """
+            CREATE TABLE referral_credit (
+              id {pk},
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              contact_id BIGINT NOT NULL REFERENCES contacts(id),
+              reward_id BIGINT NOT NULL REFERENCES referral_rewards(id),
+              kind TEXT NOT NULL CHECK (kind IN ('booking', 'reversal')),
+              delta_minor BIGINT NOT NULL,
+              currency TEXT NOT NULL,
+              at BIGINT NOT NULL,
+              UNIQUE (reward_id, kind)
+            )
+            """,
+            "CREATE INDEX referral_credit_contact ON referral_credit (workspace_id, contact_id)",
+            """
+            CREATE TABLE referral_payout_batches (
+              id {pk},
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              message_id TEXT NOT NULL UNIQUE,
+              count BIGINT NOT NULL,
+              total_minor BIGINT NOT NULL,
+              created_by TEXT NOT NULL,
+              created_at BIGINT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE referral_payouts (
+              reward_id BIGINT PRIMARY KEY REFERENCES referral_rewards(id),
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              advocate_id BIGINT NOT NULL REFERENCES advocates(id),
+              amount_minor BIGINT NOT NULL,
+              currency TEXT NOT NULL,
+              state TEXT NOT NULL CHECK (state IN ('open', 'exported', 'cancelled', 'owed_back')),
+              batch_id BIGINT REFERENCES referral_payout_batches(id),
+              created_at BIGINT NOT NULL
+            )
+            """,
+            "CREATE INDEX referral_payouts_state ON referral_payouts (workspace_id, state)",
+            """
+            CREATE TABLE referral_fulfilments (
+              reward_id BIGINT PRIMARY KEY REFERENCES referral_rewards(id),
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              premium_id BIGINT REFERENCES referral_premiums(id),
+              state TEXT NOT NULL CHECK (state IN ('awaiting_choice', 'queued', 'shipped', 'cancelled')),
+              created_at BIGINT NOT NULL,
+              shipped_at BIGINT
             )
             """,
         ]

@@ -373,7 +373,7 @@ extension Store {
             try await tx.execute(
                 """
                 UPDATE orders SET shipping_name = NULL, shipping_street = NULL, shipping_postal_code = NULL,
-                  shipping_city = NULL, payment_fingerprint = NULL, referred_by = NULL
+                  shipping_city = NULL, payment_fingerprint = NULL, referred_by = NULL, client_device = NULL
                 WHERE workspace_id = ? AND contact_id = ?
                 """, workspaceID, contactID)
             // Mail copies go too; a mail not yet sent never will be.
@@ -386,6 +386,7 @@ extension Store {
                 """, now, workspaceID, contactID)
             try await eraseReviews(tx, workspaceID: workspaceID, contactID: contactID)
             try await eraseLeadSignups(tx, workspaceID: workspaceID, contactID: contactID)
+            try await eraseAdvocate(tx, workspaceID: workspaceID, contactID: contactID)
             try await audit(
                 tx, workspaceID: workspaceID, actor: actor, action: "contact.erase", subject: "contact:\(contactID)")
         }

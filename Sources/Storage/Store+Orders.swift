@@ -110,6 +110,7 @@ extension Store {
         let t = now
         let a = s.shippingAddress
         let timeBinds: [any SQLBindable] = OrderStatus.allCases.map { s.statusTimes[$0] }
+        let device = s.clientIP.map { deviceHash(ip: $0, userAgent: s.clientUserAgent ?? "") }
         let orderID: Int64
         let orderRow: SQLRow
         if let existing {
@@ -122,7 +123,8 @@ extension Store {
                 UPDATE orders SET contact_id = ?, status = ?, currency = ?, subtotal_minor = ?, shipping_minor = ?,
                   tax_minor = ?, discount_minor = ?, total_minor = ?, shipping_name = ?, shipping_street = ?,
                   shipping_postal_code = ?, shipping_city = ?, shipping_country = ?, coupon_code = ?,
-                  referral_code = ?, referred_by = ?, payment_fingerprint = ?, \(timeSets), body_hash = ?,
+                  referral_code = ?, referred_by = ?, payment_fingerprint = ?,
+                  client_device = COALESCE(?, client_device), \(timeSets), body_hash = ?,
                   updated_at = ?
                 WHERE id = ? AND workspace_id = ? RETURNING \(Self.orderColumns)
                 """,
@@ -130,26 +132,26 @@ extension Store {
                     contactID, s.status.rawValue, s.totals.total.currency.code, s.totals.subtotal.minor,
                     s.totals.shipping.minor, s.totals.tax.minor, s.totals.discount.minor, s.totals.total.minor,
                     a?.name, a?.street, a?.postalCode, a?.city, a?.country, s.couponCode, s.referralCode,
-                    s.referredBy, s.paymentFingerprint,
+                    s.referredBy, s.paymentFingerprint, device,
                 ] + timeBinds + [fingerprint, t, orderID, workspaceID])[0]
             try await tx.execute(
                 "DELETE FROM order_items WHERE order_id = ? AND workspace_id = ?", orderID, workspaceID)
         } else {
             let timeCols = OrderStatus.allCases.map(\.timeColumn).joined(separator: ", ")
-            let marks = Array(repeating: "?", count: 19 + OrderStatus.allCases.count + 3).joined(separator: ", ")
+            let marks = Array(repeating: "?", count: 20 + OrderStatus.allCases.count + 3).joined(separator: ", ")
             orderRow = try await tx.query(
                 """
                 INSERT INTO orders (workspace_id, external_id, contact_id, status, currency, subtotal_minor,
                   shipping_minor, tax_minor, discount_minor, total_minor, shipping_name, shipping_street,
                   shipping_postal_code, shipping_city, shipping_country, coupon_code, referral_code, referred_by,
-                  payment_fingerprint, \(timeCols), body_hash, created_at, updated_at)
+                  payment_fingerprint, client_device, \(timeCols), body_hash, created_at, updated_at)
                 VALUES (\(marks)) RETURNING \(Self.orderColumns)
                 """,
                 [
                     workspaceID, s.externalID, contactID, s.status.rawValue, s.totals.total.currency.code,
                     s.totals.subtotal.minor, s.totals.shipping.minor, s.totals.tax.minor, s.totals.discount.minor,
                     s.totals.total.minor, a?.name, a?.street, a?.postalCode, a?.city, a?.country, s.couponCode,
-                    s.referralCode, s.referredBy, s.paymentFingerprint,
+                    s.referralCode, s.referredBy, s.paymentFingerprint, device,
                 ] + timeBinds + [fingerprint, t, t])[0]
             orderID = orderRow.int("id")
         }
@@ -206,6 +208,18 @@ extension Store {
         // The row as written (RETURNING) and the items as sent: no second read.
         return OrderUpsertResult(
             order: Self.order(orderRow, items: s.items), outcome: existing == nil ? .created : .updated, events: events)
+    }
+
+    /// A keyed hash of an IP address and a user agent: the same device is recognised, the address is not kept.
+    public func deviceHash(ip: String, userAgent: String) -> String {
+        let mac = HMAC<SHA256>.authenticationCode(for: Array("device|\(ip)|\(userAgent)".utf8), using: hashKey)
+        return Hex.encode(Array(mac.prefix(16)))
+    }
+
+    /// A keyed hash of an IP address alone, as a click keeps it.
+    public func ipHash(_ ip: String) -> String {
+        let mac = HMAC<SHA256>.authenticationCode(for: Array("ip|\(ip)".utf8), using: hashKey)
+        return Hex.encode(Array(mac.prefix(16)))
     }
 
     /// One order with its items, by id or by the shop's external id.

@@ -272,7 +272,10 @@ struct MailCommand: AsyncParsableCommand {
             commandName: "send-test",
             abstract: "Send one mail of a kind with sample values, through the outbox and RECIPROCITY_SMTP_URL.")
         @Option(help: "Workspace slug.") var workspace = "shop"
-        @Option(help: "doi_confirmation, gift_delivery, review_request, review_reminder, thank_you or lead_follow_up.")
+        @Option(
+            help:
+                "doi_confirmation, gift_delivery, review_request, review_reminder, thank_you, lead_follow_up, referral_welcome or referral_reward."
+        )
         var kind: String
         @Option(help: "Recipient address.") var to: String
         @Option(help: "de or en.") var locale = "de"

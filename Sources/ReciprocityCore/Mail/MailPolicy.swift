@@ -15,10 +15,14 @@ public enum MessageKind: String, Sendable, Codable, CaseIterable {
     case thankYou = "thank_you"
     /// A step of a lead magnet's "give, then ask" sequence.
     case leadFollowUp = "lead_follow_up"
+    /// The advocate's personal link and code, right after joining the referral programme.
+    case referralWelcome = "referral_welcome"
+    /// A referral reward was issued (voucher, credit, payout or premium).
+    case referralReward = "referral_reward"
 
     public var mailClass: MailClass {
         switch self {
-        case .doiConfirmation, .giftDelivery: .transactional
+        case .doiConfirmation, .giftDelivery, .referralWelcome, .referralReward: .transactional
         case .reviewRequest, .reviewReminder, .thankYou, .leadFollowUp: .marketing
         }
     }
@@ -26,7 +30,7 @@ public enum MessageKind: String, Sendable, Codable, CaseIterable {
     /// The consent purpose a marketing mail of this kind needs.
     public var purpose: ConsentPurpose? {
         switch self {
-        case .doiConfirmation, .giftDelivery: nil
+        case .doiConfirmation, .giftDelivery, .referralWelcome, .referralReward: nil
         case .reviewRequest, .reviewReminder: .reviewRequest
         case .thankYou, .leadFollowUp: .newsletter
         }

@@ -97,26 +97,8 @@ public enum ReviewFeed {
         return x + "    </review>\n"
     }
 
-    /// XML 1.0 text: the five entities escaped and characters XML cannot carry dropped.
-    public static func escape(_ s: String) -> String {
-        var out = ""
-        out.reserveCapacity(s.utf8.count)
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            case "\"": out += "&quot;"
-            case "'": out += "&apos;"
-            default:
-                let v = scalar.value
-                if v == 0x9 || v == 0xA || v == 0xD || (v >= 0x20 && v != 0xFFFE && v != 0xFFFF) {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return out
-    }
+    /// XML 1.0 text (see `XMLText.escape`).
+    static func escape(_ s: String) -> String { XMLText.escape(s) }
 
     static func timestamp(_ date: Date) -> String {
         var cal = Calendar(identifier: .gregorian)

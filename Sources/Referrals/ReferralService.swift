@@ -1,0 +1,354 @@
+import Foundation
+import Logging
+import Messaging
+import ReciprocityCore
+import Storage
+
+/// The referral programme's operations: joining, attribution, the reward lifecycle and its files.
+/// Decisions live in `ReferralRules` (core); what must happen exactly once is guarded by the store's constraints.
+public struct ReferralService: Sendable {
+    public let store: Store
+    let mailer: Mailer
+    let links: ReferralLinks
+    let disposable: @Sendable () async -> DisposableDomains
+    let random: any RandomSource
+    let logger: Logger
+    let targets: RedirectCache
+
+    init(
+        store: Store, mailer: Mailer, links: ReferralLinks,
+        disposable: @escaping @Sendable () async -> DisposableDomains,
+        random: any RandomSource, logger: Logger, targets: RedirectCache
+    ) {
+        self.store = store
+        self.mailer = mailer
+        self.links = links
+        self.disposable = disposable
+        self.random = random
+        self.logger = logger
+        self.targets = targets
+    }
+
+    // MARK: Programme
+
+    public func saveProgramme(workspaceID: WorkspaceID, _ p: ReferralProgramme, actor: String) async throws {
+        try await store.saveReferralProgramme(workspaceID: workspaceID, p, actor: actor)
+        targets.drop(workspaceID: workspaceID)
+    }
+
+    // MARK: Joining
+
+    /// How a person asks to join: the consent text they saw and the evidence of their click.
+    public struct JoinRequest: Sendable {
+        public var email: EmailAddress
+        /// The number of one of their orders, which proves the address is theirs (public form); nil from the API,
+        /// where the shop vouches for its logged-in customer.
+        public var orderNumber: String?
+        public var consentText: String
+        public var locale: String
+        public var evidence: ConsentEvidence
+        public var source: String
+        public var pageURL: String?
+        public var device: String?
+
+        public init(
+            email: EmailAddress, orderNumber: String?, consentText: String, locale: String, evidence: ConsentEvidence,
+            source: String, pageURL: String? = nil, device: String? = nil
+        ) {
+            self.email = email
+            self.orderNumber = orderNumber
+            self.consentText = consentText
+            self.locale = locale
+            self.evidence = evidence
+            self.source = source
+            self.pageURL = pageURL
+            self.device = device
+        }
+    }
+
+    /// A customer with a delivered order joins, opting in to programme mails. The welcome mail with the personal
+    /// page's link goes out once, on joining. Errors never tell a stranger whether an address is a customer.
+    public func join(workspace: Workspace, _ r: JoinRequest) async throws -> Advocate {
+        let notFound = DomainError.invalid(
+            "join_not_found", "We could not find a delivered order for this address and order number.",
+            field: "email")
+        guard let contact = try await store.contact(workspaceID: workspace.id, email: r.email), contact.erasedAt == nil
+        else { throw notFound }
+        if let number = r.orderNumber {
+            guard let order = try await store.order(workspaceID: workspace.id, externalID: number),
+                order.contactID == contact.id
+            else { throw notFound }
+        }
+        let programme = try await store.referralProgramme(workspaceID: workspace.id)
+        guard programme.active else {
+            throw DomainError.conflict("programme_inactive", "The referral programme is not open at the moment.")
+        }
+        let change = ConsentChange(
+            purpose: .referralProgram, action: .grant, text: r.consentText, textLocale: r.locale, source: r.source,
+            formID: "referral-join", pageURL: r.pageURL, evidence: r.evidence)
+        let random = self.random
+        let first = contact.firstName
+        let result: (advocate: Advocate, joined: Bool)
+        do {
+            result = try await store.joinReferrals(
+                workspaceID: workspace.id, contactID: contact.id, consent: change, device: r.device,
+                code: { ReferralCode.make(firstName: first, random: random.bytes(4)) })
+        } catch Store.JoinError.noDeliveredOrder {
+            throw r.orderNumber == nil
+                ? DomainError.conflict(
+                    "no_delivered_order", "Only a customer with a delivered order can join the programme.",
+                    field: "email") : notFound
+        }
+        if result.joined {
+            try await mailer.enqueue(
+                workspace: workspace, kind: .referralWelcome, to: try MailRecipient(contact),
+                values: [
+                    "code": result.advocate.code, "page_url": links.pageURL(result.advocate),
+                    "share_url": links.shareURL(code: result.advocate.code),
+                    "incentive": programme.friendIncentive,
+                ])
+        }
+        targets.drop(code: result.advocate.code)
+        return result.advocate
+    }
+
+    // MARK: Order events (jobs, inside the job's transaction)
+
+    func orderOf(eventID: Int64, _ tx: any SQLExecutor) async throws -> (WorkspaceID, OrderID)? {
+        guard
+            let row = try await tx.first(
+                "SELECT workspace_id, subject_id FROM domain_events WHERE id = ? AND subject_type = 'order'", eventID)
+        else { return nil }
+        return (row.int("workspace_id"), row.int("subject_id"))
+    }
+
+    /// `OrderPlaced`: attribute the order, decide on it, create its rewards; redeem a referral voucher it uses.
+    public func attribute(eventID: Int64, tx: any SQLExecutor, disposable list: DisposableDomains) async throws {
+        guard let (workspaceID, orderID) = try await orderOf(eventID: eventID, tx) else { return }
+        if let coupon = try await tx.first("SELECT coupon_code FROM orders WHERE id = ?", orderID)?.optionalText(
+            "coupon_code")
+        {
+            try await store.redeemVoucher(tx, workspaceID: workspaceID, code: coupon)
+        }
+        if let referral = try await store.attributeOrder(
+            tx, workspaceID: workspaceID, orderID: orderID, isDisposable: { list.contains(domain: $0) })
+        {
+            logger.info(
+                "referral decided",
+                metadata: [
+                    "referral": "\(referral.id)", "status": "\(referral.status.rawValue)",
+                    "reasons": "\(referral.reasons.map(\.rawValue).joined(separator: ","))",
+                ])
+        }
+    }
+
+    public func currentDisposable() async -> DisposableDomains { await disposable() }
+
+    /// `OrderDelivered`: the return window starts.
+    public func hold(eventID: Int64, tx: any SQLExecutor) async throws {
+        guard let (workspaceID, orderID) = try await orderOf(eventID: eventID, tx),
+            let delivered = try await tx.first("SELECT delivered_at FROM orders WHERE id = ?", orderID)?.optionalDate(
+                "delivered_at")
+        else { return }
+        try await store.holdRewards(tx, workspaceID: workspaceID, orderID: orderID, deliveredAt: delivered)
+    }
+
+    /// `OrderReturned` / `OrderCancelled`: void before issue, claw back after.
+    public func void(eventID: Int64, tx: any SQLExecutor) async throws {
+        guard let (workspaceID, orderID) = try await orderOf(eventID: eventID, tx),
+            let status = try await tx.first("SELECT status FROM orders WHERE id = ?", orderID)?.text("status")
+        else { return }
+        try await store.voidReferral(tx, workspaceID: workspaceID, orderID: orderID, reason: "order_\(status)")
+    }
+
+    // MARK: Lifecycle
+
+    /// `referrals.release`: a reward's window has passed. Approves it when the programme approves by itself and
+    /// the referral is clean, then issues it. Safe to run any number of times.
+    public func release(rewardID: Int64) async throws {
+        guard let reward = try await store.reward(id: rewardID) else { return }
+        let programme = try await store.referralProgramme(workspaceID: reward.workspaceID)
+        switch reward.state {
+        case .held:
+            guard programme.autoApprove,
+                try await store.approveReward(workspaceID: reward.workspaceID, id: rewardID, actor: "rules")
+            else { return }
+            try await issue(rewardID: rewardID, workspaceID: reward.workspaceID)
+        case .approved:
+            try await issue(rewardID: rewardID, workspaceID: reward.workspaceID)
+        case .issued where reward.outboxID == nil:
+            try await mail(reward)
+        default:
+            return
+        }
+    }
+
+    /// A person approves a held reward whose window has passed; it is issued at once.
+    public func approve(workspaceID: WorkspaceID, rewardID: Int64, actor: String) async throws {
+        try await store.approveReward(workspaceID: workspaceID, id: rewardID, actor: actor)
+        try await issue(rewardID: rewardID, workspaceID: workspaceID)
+    }
+
+    func issue(rewardID: Int64, workspaceID: WorkspaceID) async throws {
+        guard let workspace = try await store.workspace(id: workspaceID) else { return }
+        let programme = try await store.referralProgramme(workspaceID: workspaceID)
+        let reward = try await store.reward(id: rewardID)
+        let prefix =
+            reward?.reason == "milestone"
+            ? programme.milestones.first { Int64($0.count) == reward?.milestone }?.reward.voucherPrefix
+            : programme.advocateReward.voucherPrefix
+        let code = VoucherCodes.generate(prefix: prefix ?? "", random: random.bytes(16))
+        guard
+            let issued = try await store.issueReward(
+                workspaceID: workspaceID, id: rewardID, generatedCode: code, timeZone: workspace.timeZone)
+        else { return }
+        try await mail(issued.reward)
+        for milestone in issued.milestones { try await issue(rewardID: milestone, workspaceID: workspaceID) }
+    }
+
+    /// The reward mail to the advocate (transactional: it tells them what they are owed). The friend is never
+    /// mailed.
+    func mail(_ reward: Reward) async throws {
+        guard reward.beneficiary == "advocate",
+            let workspace = try await store.workspace(id: reward.workspaceID),
+            let advocate = try await store.advocate(workspaceID: reward.workspaceID, id: reward.advocateID),
+            let contact = try await store.contact(workspaceID: reward.workspaceID, id: reward.contactID),
+            contact.erasedAt == nil
+        else {
+            try await store.db.transaction { tx in
+                try await store.noteRewardMail(workspaceID: reward.workspaceID, rewardID: reward.id, outboxID: nil, tx)
+            }
+            return
+        }
+        let currency = (try? Currency(reward.currency)) ?? .eur
+        var premium: Premium?
+        if let id = reward.premiumID {
+            premium = try await store.premiums(workspaceID: reward.workspaceID).first { $0.id == id }
+        }
+        let payoutDetailsMissing = reward.type == .cash && advocate.payoutIBAN == nil
+        let draft = try await mailer.draft(
+            workspace: workspace, kind: .referralReward, to: try MailRecipient(contact),
+            values: [
+                "is_milestone": reward.reason == "milestone",
+                "is_voucher": reward.type == .voucher, "is_credit": reward.type == .credit,
+                "is_cash": reward.type == .cash, "is_premium": reward.type == .premium,
+                "value": Money(minor: reward.valueMinor, currency: currency).formatted(locale: contact.locale),
+                "voucher_code": reward.voucherCode ?? "",
+                "premium_name": premium?.name ?? "",
+                "needs_choice": reward.type == .premium && premium == nil,
+                "needs_bank": payoutDetailsMissing,
+                "page_url": links.pageURL(advocate),
+            ])
+        try await store.db.transaction { tx in
+            let id = try await store.enqueueMail(tx, draft)
+            try await store.noteRewardMail(workspaceID: reward.workspaceID, rewardID: reward.id, outboxID: id, tx)
+        }
+    }
+
+    /// `referrals.sweep`: backs up the per-reward jobs (a node that died, a reward approved in review).
+    public func sweep() async throws -> Int {
+        var done = 0
+        for due in try await store.dueRewards() {
+            do {
+                try await release(rewardID: due.id)
+                done += 1
+            } catch {
+                logger.warning("referral release failed", metadata: ["reward": "\(due.id)", "error": "\(error)"])
+            }
+        }
+        return done
+    }
+
+    // MARK: Files
+
+    /// A SEPA credit-transfer file (pain.001.001.09) for every open payout with bank details; they move to a
+    /// new batch, so the next file does not pay them again.
+    public func exportPayouts(workspace: Workspace, actor: String) async throws -> (batchID: Int64, xml: String) {
+        let programme = try await store.referralProgramme(workspaceID: workspace.id)
+        guard let payerIBAN = IBAN(programme.payerIBAN), !programme.payerName.isEmpty else {
+            throw DomainError.invalid(
+                "payer_missing", "Enter the account the rewards are paid from (name and IBAN) first.",
+                field: "payer_iban")
+        }
+        let messageID =
+            "RCP-\(workspace.id)-\(Int64(store.clock.now().timeIntervalSince1970))-"
+            + VoucherCodes.generate(prefix: "", random: random.bytes(16)).replacingOccurrences(of: "-", with: "")
+        let (batchID, payouts) = try await store.createPayoutBatch(
+            workspaceID: workspace.id, messageID: messageID, actor: actor)
+        return (
+            batchID, try await payoutFile(workspace: workspace, batchID: batchID, payouts: payouts, payer: payerIBAN)
+        )
+    }
+
+    /// The file of a batch written before (the same transfers, the same message id).
+    public func payoutFile(workspace: Workspace, batchID: Int64) async throws -> String {
+        let programme = try await store.referralProgramme(workspaceID: workspace.id)
+        guard let payer = IBAN(programme.payerIBAN) else {
+            throw DomainError.invalid("payer_missing", "Enter the account the rewards are paid from first.")
+        }
+        let payouts = try await store.payouts(workspaceID: workspace.id).filter { $0.batchID == batchID }
+        return try await payoutFile(workspace: workspace, batchID: batchID, payouts: payouts, payer: payer)
+    }
+
+    func payoutFile(workspace: Workspace, batchID: Int64, payouts: [Store.Payout], payer: IBAN) async throws -> String {
+        guard let batch = try await store.payoutBatch(workspaceID: workspace.id, id: batchID) else {
+            throw DomainError.notFound("Payout batch")
+        }
+        let programme = try await store.referralProgramme(workspaceID: workspace.id)
+        let transfers = payouts.compactMap { p -> SEPA.Transfer? in
+            guard let iban = p.iban.flatMap(IBAN.init) else { return nil }
+            return SEPA.Transfer(
+                endToEndID: "RCP-R\(p.rewardID)", creditorName: p.name ?? p.code, creditorIBAN: iban,
+                amount: Money(minor: p.amountMinor, currency: .eur),
+                remittance: "\(workspace.name) Empfehlungspraemie \(p.code)")
+        }
+        do {
+            return try SEPA.creditTransfer(
+                messageID: batch.messageID, createdAt: batch.createdAt,
+                executionDate: batch.createdAt.addingTimeInterval(86_400),
+                debtor: SEPA.Debtor(name: programme.payerName, iban: payer, bic: BIC(programme.payerBIC)),
+                transfers: transfers, timeZone: TimeZone(identifier: workspace.timeZone) ?? .current)
+        } catch {
+            throw DomainError.invalid("payout_file_invalid", "The payout file could not be written: \(error.reason)")
+        }
+    }
+
+    public func payoutsCSV(workspaceID: WorkspaceID) async throws -> String {
+        let rows = try await store.payouts(workspaceID: workspaceID).map { p in
+            [
+                String(p.rewardID), p.code, p.name ?? "", p.iban.flatMap(IBAN.init)?.formatted ?? "",
+                Money(minor: p.amountMinor, currency: (try? Currency(p.currency)) ?? .eur).decimalString, p.currency,
+                p.state, p.batchID.map(String.init) ?? "", ISO8601.format(p.createdAt),
+            ]
+        }
+        return CSV.write(
+            [["reward_id", "code", "name", "iban", "amount", "currency", "state", "batch", "created_at"]] + rows)
+    }
+
+    /// §22 Nr. 3 EStG: reward value per person in a year, with the €256 threshold marked.
+    public func taxCSV(workspaceID: WorkspaceID, year: Int) async throws -> String {
+        let rows = try await store.rewardTax(workspaceID: workspaceID, year: year).map { r in
+            [
+                String(year), String(r.contactID), r.name, r.email, String(r.rewards),
+                Money(minor: r.totalMinor, currency: .eur).decimalString, r.reachesThreshold ? "yes" : "no",
+            ]
+        }
+        return CSV.write([["year", "contact_id", "name", "email", "rewards", "total", "reaches_256_eur"]] + rows)
+    }
+
+    public func fulfilmentCSV(workspaceID: WorkspaceID) async throws -> String {
+        let rows = try await store.fulfilments(workspaceID: workspaceID).map { f in
+            [
+                String(f.rewardID), f.state, f.premium ?? "", f.name, f.email, f.street ?? "", f.postalCode ?? "",
+                f.city ?? "", f.country ?? "", ISO8601.format(f.createdAt),
+            ]
+        }
+        return CSV.write(
+            [
+                [
+                    "reward_id", "state", "premium", "name", "email", "street", "postal_code", "city", "country",
+                    "created_at",
+                ]
+            ] + rows)
+    }
+}

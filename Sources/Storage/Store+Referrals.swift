@@ -1,0 +1,1321 @@
+import Foundation
+import ReciprocityCore
+
+public typealias AdvocateID = Int64
+
+/// A customer who joined the referral programme.
+public struct Advocate: Sendable, Equatable, Codable {
+    public var id: AdvocateID
+    public var workspaceID: WorkspaceID
+    public var contactID: ContactID
+    public var code: String
+    public var active: Bool
+    /// Part of the personal page's signed link; raising it revokes every earlier link.
+    public var linkVersion: Int64
+    public var premiumID: Int64?
+    public var payoutName: String?
+    public var payoutIBAN: String?
+    public var joinedAt: Date
+    public var email: String
+    public var firstName: String?
+    public var lastName: String?
+    public var locale: String
+}
+
+public struct Referral: Sendable, Equatable, Codable {
+    public var id: Int64
+    public var workspaceID: WorkspaceID
+    public var advocateID: AdvocateID
+    public var advocateCode: String
+    public var orderID: OrderID
+    public var orderExternalID: String
+    public var friendContactID: ContactID
+    /// How the order named the advocate: `ref`, `coupon`, `asked` (the "who referred you?" field) or `click`.
+    public var via: String
+    public var status: ReferralStatus
+    public var reasons: [ReferralReason]
+    public var baseMinor: Int64
+    public var revenueMinor: Int64
+    public var currency: String
+    public var createdAt: Date
+    public var decidedBy: String?
+}
+
+public struct Reward: Sendable, Equatable, Codable {
+    public var id: Int64
+    public var workspaceID: WorkspaceID
+    public var referralID: Int64?
+    public var advocateID: AdvocateID
+    public var contactID: ContactID
+    public var beneficiary: String
+    /// `referral` or `milestone`.
+    public var reason: String
+    public var milestone: Int64
+    public var type: RewardType
+    public var valueMinor: Int64
+    public var currency: String
+    public var state: RewardState
+    public var heldUntil: Date?
+    public var approvedBy: String?
+    public var issuedAt: Date?
+    public var taxYear: Int64?
+    public var voucherCode: String?
+    public var premiumID: Int64?
+    public var outboxID: Int64?
+    public var endReason: String?
+    public var createdAt: Date
+}
+
+public struct Premium: Sendable, Equatable, Codable {
+    public var id: Int64
+    public var workspaceID: WorkspaceID
+    public var name: String
+    public var description: String
+    public var imageURL: String?
+    public var costMinor: Int64
+    public var shippingMinor: Int64
+    public var currency: String
+    public var stock: Int64
+    public var active: Bool
+
+    public init(
+        id: Int64, workspaceID: WorkspaceID, name: String, description: String, imageURL: String?, costMinor: Int64,
+        shippingMinor: Int64, currency: String, stock: Int64, active: Bool
+    ) {
+        self.id = id
+        self.workspaceID = workspaceID
+        self.name = name
+        self.description = description
+        self.imageURL = imageURL
+        self.costMinor = costMinor
+        self.shippingMinor = shippingMinor
+        self.currency = currency
+        self.stock = stock
+        self.active = active
+    }
+}
+
+/// One click on `/r/{code}`, as the redirect saw it: no address is kept, only keyed hashes and a browser family.
+public struct ReferralClick: Sendable {
+    public var workspaceID: WorkspaceID
+    public var advocateID: AdvocateID
+    public var at: Date
+    public var ipHash: String
+    public var uaFamily: String
+    public var device: String
+    public init(
+        workspaceID: WorkspaceID, advocateID: AdvocateID, at: Date, ipHash: String, uaFamily: String, device: String
+    ) {
+        self.workspaceID = workspaceID
+        self.advocateID = advocateID
+        self.at = at
+        self.ipHash = ipHash
+        self.uaFamily = uaFamily
+        self.device = device
+    }
+}
+
+/// What `/r/{code}` needs to answer, cached by the redirect.
+public struct ReferralTarget: Sendable {
+    public var workspaceID: WorkspaceID
+    public var advocateID: AdvocateID
+    public var code: String
+    public var programme: ReferralProgramme
+}
+
+extension Store {
+    public static let referralAttributeJob = "referrals.attribute"
+    public static let referralHoldJob = "referrals.hold"
+    public static let referralVoidJob = "referrals.void"
+    public static let referralReleaseJob = "referrals.release"
+    public static let referralSweepJob = "referrals.sweep"
+
+    // MARK: Programme
+
+    public func referralProgramme(workspaceID: WorkspaceID, _ tx: (any SQLExecutor)? = nil) async throws
+        -> ReferralProgramme
+    {
+        guard
+            let row = try await (tx ?? db).first(
+                "SELECT settings FROM referral_programmes WHERE workspace_id = ?", workspaceID)
+        else { return ReferralProgramme() }
+        return (try? JSONDecoder().decode(ReferralProgramme.self, from: Data(row.text("settings").utf8)))
+            ?? ReferralProgramme()
+    }
+
+    public func saveReferralProgramme(workspaceID: WorkspaceID, _ p: ReferralProgramme, actor: String) async throws {
+        if let first = p.validate().first { throw first }
+        let json = String(decoding: try JSONEncoder.sorted.encode(p), as: UTF8.self)
+        try await db.transaction { tx in
+            try await tx.execute(
+                """
+                INSERT INTO referral_programmes (workspace_id, settings, updated_at) VALUES (?, ?, ?)
+                ON CONFLICT (workspace_id) DO UPDATE SET settings = excluded.settings, updated_at = excluded.updated_at
+                """, workspaceID, json, self.now)
+            try await self.audit(
+                tx, workspaceID: workspaceID, actor: actor, action: "referrals.programme.save",
+                subject: "referral_programme", detail: json)
+        }
+    }
+
+    // MARK: Advocates
+
+    static let advocateColumns = """
+        a.id, a.workspace_id, a.contact_id, a.code, a.state, a.link_version, a.premium_id, a.payout_name,
+        a.payout_iban, a.joined_at, c.email, c.first_name, c.last_name, c.locale
+        """
+
+    static func advocate(_ r: SQLRow) -> Advocate {
+        Advocate(
+            id: r.int("id"), workspaceID: r.int("workspace_id"), contactID: r.int("contact_id"), code: r.text("code"),
+            active: r.text("state") == "active", linkVersion: r.int("link_version"),
+            premiumID: r.optionalInt("premium_id"), payoutName: r.optionalText("payout_name"),
+            payoutIBAN: r.optionalText("payout_iban"), joinedAt: r.date("joined_at"), email: r.text("email"),
+            firstName: r.optionalText("first_name"), lastName: r.optionalText("last_name"), locale: r.text("locale"))
+    }
+
+    public func advocate(workspaceID: WorkspaceID, id: AdvocateID, _ tx: (any SQLExecutor)? = nil) async throws
+        -> Advocate?
+    {
+        try await (tx ?? db).first(
+            """
+            SELECT \(Self.advocateColumns) FROM advocates a JOIN contacts c ON c.id = a.contact_id
+            WHERE a.workspace_id = ? AND a.id = ?
+            """, workspaceID, id
+        ).map(Self.advocate)
+    }
+
+    public func advocate(workspaceID: WorkspaceID, contactID: ContactID) async throws -> Advocate? {
+        try await db.first(
+            """
+            SELECT \(Self.advocateColumns) FROM advocates a JOIN contacts c ON c.id = a.contact_id
+            WHERE a.workspace_id = ? AND a.contact_id = ?
+            """, workspaceID, contactID
+        ).map(Self.advocate)
+    }
+
+    /// The redirect's lookup: an active advocate by code, with the programme.
+    public func referralTarget(code: String) async throws -> ReferralTarget? {
+        guard
+            let row = try await db.first(
+                """
+                SELECT a.id, a.workspace_id, a.code FROM advocates a
+                WHERE a.code = ? AND a.state = 'active'
+                """, code)
+        else { return nil }
+        let programme = try await referralProgramme(workspaceID: row.int("workspace_id"))
+        return ReferralTarget(
+            workspaceID: row.int("workspace_id"), advocateID: row.int("id"), code: row.text("code"),
+            programme: programme)
+    }
+
+    public enum JoinError: Error, Sendable, Equatable {
+        case noDeliveredOrder
+    }
+
+    /// Makes a customer an advocate, with their consent to programme mails. Only customers with a delivered order
+    /// may join. Joining again returns the existing advocate (re-activated if they had left).
+    /// `code` proposes a personal code; on a collision it is asked again.
+    public func joinReferrals(
+        workspaceID: WorkspaceID, contactID: ContactID, consent: ConsentChange, device: String?,
+        code: @Sendable () -> String
+    ) async throws -> (advocate: Advocate, joined: Bool) {
+        try await retryingUniqueViolations(attempts: 6) {
+            let proposed = code()
+            return try await db.transaction { tx in
+                let delivered = try await tx.scalar(
+                    """
+                    SELECT COUNT(*) FROM orders WHERE workspace_id = ? AND contact_id = ? AND delivered_at IS NOT NULL
+                      AND status NOT IN ('returned', 'cancelled')
+                    """, workspaceID, contactID)
+                guard delivered > 0 else { throw JoinError.noDeliveredOrder }
+                _ = try await self.applyConsent(tx, workspaceID: workspaceID, contactID: contactID, change: consent)
+                let existing = try await tx.first(
+                    "SELECT id, state FROM advocates WHERE workspace_id = ? AND contact_id = ?", workspaceID, contactID)
+                let id: AdvocateID
+                var joined = false
+                if let existing {
+                    id = existing.int("id")
+                    if existing.text("state") != "active" {
+                        try await tx.execute(
+                            "UPDATE advocates SET state = 'active', left_at = NULL WHERE id = ?", id)
+                        joined = true
+                    }
+                } else {
+                    id = try await tx.query(
+                        """
+                        INSERT INTO advocates (workspace_id, contact_id, code, state, link_version, devices, joined_at)
+                        VALUES (?, ?, ?, 'active', 1, '[]', ?) RETURNING id
+                        """, workspaceID, contactID, proposed, self.now)[0].int("id")
+                    joined = true
+                }
+                if let device { try await self.noteAdvocateDevice(tx, advocateID: id, device: device) }
+                if joined {
+                    try await self.audit(
+                        tx, workspaceID: workspaceID, actor: "contact:\(contactID)", action: "referrals.join",
+                        subject: "advocate:\(id)")
+                }
+                return (try await self.advocate(workspaceID: workspaceID, id: id, tx)!, joined)
+            }
+        }
+    }
+
+    /// An advocate leaves: the code stops working; earned rewards stay.
+    public func leaveReferrals(workspaceID: WorkspaceID, advocateID: AdvocateID, actor: String) async throws {
+        try await db.transaction { tx in
+            try await tx.execute(
+                "UPDATE advocates SET state = 'left', left_at = ? WHERE workspace_id = ? AND id = ? AND state = 'active'",
+                self.now, workspaceID, advocateID)
+            try await self.audit(
+                tx, workspaceID: workspaceID, actor: actor, action: "referrals.leave", subject: "advocate:\(advocateID)"
+            )
+        }
+    }
+
+    /// Remembers a device the advocate used (their page, their join), so an order from it is recognised.
+    public func noteAdvocateDevice(_ tx: (any SQLExecutor)? = nil, advocateID: AdvocateID, device: String)
+        async throws
+    {
+        let ex = tx ?? db
+        guard let row = try await ex.first("SELECT devices FROM advocates WHERE id = ?", advocateID) else { return }
+        var devices = (try? JSONDecoder().decode([String].self, from: Data(row.text("devices").utf8))) ?? []
+        guard !devices.contains(device) else { return }
+        devices = Array((devices + [device]).suffix(20))
+        let json = String(decoding: try JSONEncoder().encode(devices), as: UTF8.self)
+        try await ex.execute("UPDATE advocates SET devices = ? WHERE id = ?", json, advocateID)
+    }
+
+    public func setPremiumChoice(workspaceID: WorkspaceID, advocateID: AdvocateID, premiumID: Int64) async throws {
+        try await db.transaction { tx in
+            guard
+                try await tx.scalar(
+                    "SELECT COUNT(*) FROM referral_premiums WHERE workspace_id = ? AND id = ? AND active = 1",
+                    workspaceID, premiumID) == 1
+            else { throw DomainError.invalid("premium_unknown", "This premium is not offered.", field: "premium_id") }
+            try await tx.execute(
+                "UPDATE advocates SET premium_id = ? WHERE workspace_id = ? AND id = ?", premiumID, workspaceID,
+                advocateID)
+            // A premium reward that waited for a choice is queued now, if stock allows.
+            let waiting = try await tx.query(
+                """
+                SELECT f.reward_id FROM referral_fulfilments f JOIN referral_rewards r ON r.id = f.reward_id
+                WHERE r.advocate_id = ? AND f.state = 'awaiting_choice'
+                """, advocateID)
+            for w in waiting {
+                try await self.queuePremium(tx, rewardID: w.int("reward_id"), premiumID: premiumID)
+            }
+        }
+    }
+
+    public func setPayoutDetails(workspaceID: WorkspaceID, advocateID: AdvocateID, name: String, iban: IBAN)
+        async throws
+    {
+        try await db.transaction { tx in
+            try await tx.execute(
+                "UPDATE advocates SET payout_name = ?, payout_iban = ? WHERE workspace_id = ? AND id = ?", name,
+                iban.value, workspaceID, advocateID)
+            try await self.audit(
+                tx, workspaceID: workspaceID, actor: "advocate:\(advocateID)", action: "referrals.payout_details",
+                subject: "advocate:\(advocateID)", detail: iban.masked)
+        }
+    }
+
+    public struct AdvocateRow: Sendable, Equatable, Codable {
+        public var advocate: Advocate
+        public var clicks: Int64
+        public var pending: Int64
+        public var confirmed: Int64
+        public var rewardsMinor: Int64
+    }
+
+    public func advocates(workspaceID: WorkspaceID, limit: Int = 100, offset: Int = 0) async throws -> Page<AdvocateRow>
+    {
+        let total = try await db.scalar("SELECT COUNT(*) FROM advocates WHERE workspace_id = ?", workspaceID)
+        let rows = try await db.query(
+            """
+            SELECT \(Self.advocateColumns),
+              (SELECT COUNT(*) FROM referral_clicks k WHERE k.advocate_id = a.id) AS clicks,
+              (SELECT COUNT(*) FROM referrals r WHERE r.advocate_id = a.id AND r.status IN ('accepted', 'flagged'))
+                AS pending,
+              (SELECT COUNT(*) FROM referrals r WHERE r.advocate_id = a.id AND r.status = 'confirmed') AS confirmed,
+              (SELECT COALESCE(SUM(w.value_minor), 0) FROM referral_rewards w WHERE w.advocate_id = a.id
+                AND w.beneficiary = 'advocate' AND w.state = 'issued') AS rewards
+            FROM advocates a JOIN contacts c ON c.id = a.contact_id
+            WHERE a.workspace_id = ? ORDER BY a.id DESC LIMIT ? OFFSET ?
+            """, workspaceID, min(max(limit, 1), 500), max(offset, 0))
+        return Page(
+            items: rows.map {
+                AdvocateRow(
+                    advocate: Self.advocate($0), clicks: $0.int("clicks"), pending: $0.int("pending"),
+                    confirmed: $0.int("confirmed"), rewardsMinor: $0.int("rewards"))
+            }, total: Int(total), limit: limit, offset: offset)
+    }
+
+    func eraseAdvocate(_ tx: any SQLExecutor, workspaceID: WorkspaceID, contactID: ContactID) async throws {
+        try await tx.execute(
+            """
+            UPDATE advocates SET state = 'left', left_at = COALESCE(left_at, ?), payout_name = NULL,
+              payout_iban = NULL, devices = '[]', link_version = link_version + 1
+            WHERE workspace_id = ? AND contact_id = ?
+            """, now, workspaceID, contactID)
+    }
+
+    // MARK: Clicks
+
+    /// Writes a batch of clicks in one statement (the redirect's group commit).
+    public func recordClicks(_ clicks: [ReferralClick]) async throws {
+        for chunk in stride(from: 0, to: clicks.count, by: 400).map({ Array(clicks[$0..<min($0 + 400, clicks.count)]) })
+        {
+            let marks = chunk.map { _ in "(?, ?, ?, ?, ?, ?)" }.joined(separator: ", ")
+            var binds: [any SQLBindable] = []
+            binds.reserveCapacity(chunk.count * 6)
+            for c in chunk { binds += [c.workspaceID, c.advocateID, c.at, c.ipHash, c.uaFamily, c.device] }
+            _ = try await db.execute(
+                "INSERT INTO referral_clicks (workspace_id, advocate_id, at, ip_hash, ua_family, device) VALUES \(marks)",
+                binds)
+        }
+    }
+
+    // MARK: Referrals
+
+    static let referralColumns = """
+        r.id, r.workspace_id, r.advocate_id, a.code, r.order_id, o.external_id, r.friend_contact_id, r.via,
+        r.status, r.reasons, r.base_minor, r.revenue_minor, r.currency, r.created_at, r.decided_by
+        """
+
+    static func referral(_ r: SQLRow) -> Referral {
+        let reasons = (try? JSONDecoder().decode([ReferralReason].self, from: Data(r.text("reasons").utf8))) ?? []
+        return Referral(
+            id: r.int("id"), workspaceID: r.int("workspace_id"), advocateID: r.int("advocate_id"),
+            advocateCode: r.text("code"), orderID: r.int("order_id"), orderExternalID: r.text("external_id"),
+            friendContactID: r.int("friend_contact_id"), via: r.text("via"),
+            status: ReferralStatus(rawValue: r.text("status")) ?? .flagged, reasons: reasons,
+            baseMinor: r.int("base_minor"), revenueMinor: r.int("revenue_minor"), currency: r.text("currency"),
+            createdAt: r.date("created_at"), decidedBy: r.optionalText("decided_by"))
+    }
+
+    static let referralFrom = """
+        FROM referrals r JOIN advocates a ON a.id = r.advocate_id JOIN orders o ON o.id = r.order_id
+        """
+
+    public func referrals(
+        workspaceID: WorkspaceID, status: ReferralStatus? = nil, advocateID: AdvocateID? = nil, limit: Int = 100
+    ) async throws -> [Referral] {
+        var filter = "r.workspace_id = ?"
+        var binds: [any SQLBindable] = [workspaceID]
+        if let status {
+            filter += " AND r.status = ?"
+            binds.append(status.rawValue)
+        }
+        if let advocateID {
+            filter += " AND r.advocate_id = ?"
+            binds.append(advocateID)
+        }
+        return try await db.query(
+            "SELECT \(Self.referralColumns) \(Self.referralFrom) WHERE \(filter) ORDER BY r.id DESC LIMIT ?",
+            binds + [min(max(limit, 1), 1000)]
+        ).map(Self.referral)
+    }
+
+    public func referral(workspaceID: WorkspaceID, id: Int64, _ tx: (any SQLExecutor)? = nil) async throws
+        -> Referral?
+    {
+        try await (tx ?? db).first(
+            "SELECT \(Self.referralColumns) \(Self.referralFrom) WHERE r.workspace_id = ? AND r.id = ?", workspaceID,
+            id
+        ).map(Self.referral)
+    }
+
+    /// Attributes a placed order to an advocate, decides on it and creates its rewards, once per order (the
+    /// unique order id on `referrals` carries "exactly once", however often the order arrives).
+    /// Returns the referral, or nil when the order names no advocate or was attributed before.
+    @discardableResult
+    public func attributeOrder(
+        _ tx: any SQLExecutor, workspaceID: WorkspaceID, orderID: OrderID, isDisposable: (String) -> Bool
+    ) async throws -> Referral? {
+        let programme = try await referralProgramme(workspaceID: workspaceID, tx)
+        guard programme.active,
+            let order = try await loadOrder(tx, workspaceID: workspaceID, id: orderID),
+            order.status.isSale,
+            try await tx.scalar("SELECT COUNT(*) FROM referrals WHERE order_id = ?", orderID) == 0
+        else { return nil }
+        let placedAt = order.statusTimes[.placed] ?? order.createdAt
+        let device = try await tx.first("SELECT client_device FROM orders WHERE id = ?", orderID)?
+            .optionalText("client_device")
+
+        // Candidates: codes the order carries, the "who referred you?" answer, and clicks from the same device.
+        var touches: [AdvocateID: (via: String, at: Date)] = [:]
+        func touch(_ id: AdvocateID, _ via: String, _ at: Date) {
+            if let old = touches[id] {
+                let keep = programme.touch == .first ? old.at <= at : old.at >= at
+                if keep { return }
+            }
+            touches[id] = (via, at)
+        }
+        for (value, via) in [(order.referralCode, "ref"), (order.couponCode, "coupon"), (order.referredBy, "asked")] {
+            guard let value else { continue }
+            if let code = ReferralCode.normalize(value),
+                let a = try await tx.first(
+                    "SELECT id FROM advocates WHERE workspace_id = ? AND code = ? AND state = 'active'", workspaceID,
+                    code)
+            {
+                touch(a.int("id"), via, placedAt)
+            } else if via == "asked", value.contains("@"),
+                let a = try await tx.first(
+                    """
+                    SELECT a.id FROM advocates a JOIN contacts c ON c.id = a.contact_id
+                    WHERE a.workspace_id = ? AND c.email_normalized = ? AND a.state = 'active'
+                    """, workspaceID, value.lowercased())
+            {
+                touch(a.int("id"), via, placedAt)
+            }
+        }
+        if let device {
+            let since = placedAt.addingTimeInterval(-Double(programme.attributionDays) * 86_400)
+            for c in try await tx.query(
+                """
+                SELECT k.advocate_id, MIN(k.at) AS first_at, MAX(k.at) AS last_at FROM referral_clicks k
+                JOIN advocates a ON a.id = k.advocate_id AND a.state = 'active'
+                WHERE k.workspace_id = ? AND k.device = ? AND k.at >= ? AND k.at <= ? GROUP BY k.advocate_id
+                """, workspaceID, device, since, placedAt)
+            {
+                let id = c.int("advocate_id")
+                // A click dates the touch of a code the order carries, too.
+                let at = programme.touch == .first ? c.date("first_at") : c.date("last_at")
+                let via = touches[id]?.via ?? "click"
+                touches[id] = nil
+                touch(id, via, at)
+            }
+        }
+        let chosen = touches.sorted {
+            programme.touch == .first
+                ? ($0.value.at, $0.key) < ($1.value.at, $1.key)
+                : ($0.value.at, $0.key) > ($1.value.at, $1.key)
+        }.first
+        guard let (advocateID, how) = chosen,
+            let advocate = try await advocate(workspaceID: workspaceID, id: advocateID, tx),
+            let friend = try await tx.first(
+                "SELECT email FROM contacts WHERE id = ?", order.contactID)
+        else { return nil }
+
+        // The facts the rules look at.
+        let advocateOrders = try await tx.query(
+            """
+            SELECT shipping_street, shipping_postal_code, shipping_city, shipping_country, payment_fingerprint,
+              client_device FROM orders WHERE workspace_id = ? AND contact_id = ? AND id <> ?
+            """, workspaceID, advocate.contactID, orderID)
+        var addresses = Set<String>()
+        var payments = Set<String>()
+        var devices = Set<String>()
+        for o in advocateOrders {
+            if let street = o.optionalText("shipping_street") {
+                addresses.insert(
+                    ReferralRules.addressKey(
+                        PostalAddress(
+                            name: nil, street: street, postalCode: o.text("shipping_postal_code"),
+                            city: o.text("shipping_city"), country: o.text("shipping_country"))))
+            }
+            if let p = o.optionalText("payment_fingerprint") { payments.insert(p) }
+            if let d = o.optionalText("client_device") { devices.insert(d) }
+        }
+        if let row = try await tx.first("SELECT devices FROM advocates WHERE id = ?", advocateID),
+            let known = try? JSONDecoder().decode([String].self, from: Data(row.text("devices").utf8))
+        {
+            devices.formUnion(known)
+        }
+        let t = now
+        let friendEmail = (try? EmailAddress(friend.text("email"))) ?? .placeholder
+        let facts = ReferralFacts(
+            advocateEmail: (try? EmailAddress(advocate.email)) ?? .placeholder, friendEmail: friendEmail,
+            advocateAddresses: addresses, friendAddress: order.shippingAddress.map(ReferralRules.addressKey),
+            advocatePayments: payments, friendPayment: order.paymentFingerprint, advocateDevices: devices,
+            orderDevice: device, friendDomainDisposable: isDisposable(friendEmail.domain),
+            advocateReferralsLast24h: Int(
+                try await tx.scalar(
+                    "SELECT COUNT(*) FROM referrals WHERE advocate_id = ? AND created_at >= ?", advocateID,
+                    t.addingTimeInterval(-86_400))),
+            friendHadEarlierOrder: try await tx.scalar(
+                """
+                SELECT COUNT(*) FROM orders WHERE workspace_id = ? AND contact_id = ? AND id <> ?
+                  AND status <> 'cancelled' AND COALESCE(placed_at, created_at) <= ?
+                """, workspaceID, order.contactID, orderID, placedAt) > 0,
+            advocateRewardsInCapPeriod: Int(
+                try await tx.scalar(
+                    """
+                    SELECT COUNT(*) FROM referral_rewards WHERE advocate_id = ? AND beneficiary = 'advocate'
+                      AND reason = 'referral' AND state NOT IN ('void', 'clawed_back') AND created_at >= ?
+                    """, advocateID, t.addingTimeInterval(-Double(programme.capDays) * 86_400))),
+            items: order.items)
+        let decision = ReferralRules.decide(facts, programme: programme)
+        let reasons = String(decoding: try JSONEncoder().encode(decision.reasons), as: UTF8.self)
+        guard
+            let id = try await tx.query(
+                """
+                INSERT INTO referrals (workspace_id, advocate_id, order_id, friend_contact_id, via, status, reasons,
+                  base_minor, revenue_minor, currency, created_at, decided_at, decided_by)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'rules') ON CONFLICT (order_id) DO NOTHING RETURNING id
+                """, workspaceID, advocateID, orderID, order.contactID, how.via, decision.status.rawValue, reasons,
+                decision.baseMinor, order.totals.total.minor, order.totals.total.currency.code, t, t
+            ).first?.int("id")
+        else { return nil }
+        try await audit(
+            tx, workspaceID: workspaceID, actor: "rules", action: "referrals.decide", subject: "referral:\(id)",
+            detail:
+                "order \(order.externalID) via \(how.via) → \(decision.status.rawValue)"
+                + (decision.reasons.isEmpty ? "" : ": " + decision.reasons.map(\.rawValue).joined(separator: ", ")))
+        if decision.status == .accepted || decision.status == .flagged {
+            try await createRewards(
+                tx, workspaceID: workspaceID, referralID: id, advocate: advocate, friendContactID: order.contactID,
+                programme: programme)
+            if let delivered = order.statusTimes[.delivered] {
+                try await holdRewards(tx, workspaceID: workspaceID, orderID: orderID, deliveredAt: delivered)
+            }
+        }
+        return try await referral(workspaceID: workspaceID, id: id, tx)
+    }
+
+    func createRewards(
+        _ tx: any SQLExecutor, workspaceID: WorkspaceID, referralID: Int64, advocate: Advocate,
+        friendContactID: ContactID, programme p: ReferralProgramme
+    ) async throws {
+        var sides: [(String, ContactID, RewardSpec)] = [("advocate", advocate.contactID, p.advocateReward)]
+        if let f = p.friendReward { sides.append(("friend", friendContactID, f)) }
+        for (beneficiary, contact, spec) in sides {
+            try await tx.execute(
+                """
+                INSERT INTO referral_rewards (workspace_id, referral_id, advocate_id, contact_id, beneficiary, reason,
+                  milestone, type, value_minor, currency, state, created_at)
+                VALUES (?, ?, ?, ?, ?, 'referral', 0, ?, ?, ?, 'pending', ?) ON CONFLICT DO NOTHING
+                """, workspaceID, referralID, advocate.id, contact, beneficiary, spec.type.rawValue,
+                p.value(of: spec), p.currency, now)
+        }
+    }
+
+    /// Delivery starts the return window of the order's rewards. Returns the rewards now held, with their end.
+    @discardableResult
+    public func holdRewards(_ tx: any SQLExecutor, workspaceID: WorkspaceID, orderID: OrderID, deliveredAt: Date)
+        async throws -> [(id: Int64, until: Date)]
+    {
+        let programme = try await referralProgramme(workspaceID: workspaceID, tx)
+        let until = deliveredAt.addingTimeInterval(Double(programme.returnWindowSeconds))
+        let held = try await tx.query(
+            """
+            UPDATE referral_rewards SET state = 'held', held_until = ?
+            WHERE state = 'pending' AND referral_id IN (SELECT id FROM referrals WHERE order_id = ?)
+            RETURNING id
+            """, until, orderID)
+        for r in held {
+            try await enqueue(
+                tx,
+                JobRequest(
+                    kind: Self.referralReleaseJob, workspaceID: workspaceID,
+                    payload: #"{"reward_id":\#(r.int("id"))}"#, runAt: until,
+                    idempotencyKey: "referral-release:\(r.int("id"))"))
+        }
+        return held.map { ($0.int("id"), until) }
+    }
+
+    /// A person's decision on a flagged referral: `accepted` lets its rewards continue, `blocked` voids them.
+    public func decideReferral(workspaceID: WorkspaceID, id: Int64, accept: Bool, actor: String) async throws {
+        try await db.transaction { tx in
+            let changed = try await tx.execute(
+                """
+                UPDATE referrals SET status = ?, decided_at = ?, decided_by = ?
+                WHERE workspace_id = ? AND id = ? AND status = 'flagged'
+                """, accept ? "accepted" : "blocked", self.now, actor, workspaceID, id)
+            guard changed == 1 else {
+                throw DomainError.conflict("referral_not_flagged", "Only a flagged referral waits for a decision.")
+            }
+            if !accept {
+                try await tx.execute(
+                    """
+                    UPDATE referral_rewards SET state = 'void', ended_at = ?, end_reason = 'blocked'
+                    WHERE referral_id = ? AND state IN ('pending', 'held', 'approved')
+                    """, self.now, id)
+            } else {
+                // Rewards already past their window go on at once.
+                for r in try await tx.query(
+                    "SELECT id FROM referral_rewards WHERE referral_id = ? AND state = 'held' AND held_until <= ?", id,
+                    self.now)
+                {
+                    try await self.enqueue(
+                        tx,
+                        JobRequest(
+                            kind: Self.referralReleaseJob, workspaceID: workspaceID,
+                            payload: #"{"reward_id":\#(r.int("id"))}"#,
+                            idempotencyKey: "referral-release:\(r.int("id")):review"))
+                }
+            }
+            try await self.audit(
+                tx, workspaceID: workspaceID, actor: actor,
+                action: accept ? "referrals.review.accept" : "referrals.review.block", subject: "referral:\(id)")
+        }
+    }
+
+    // MARK: Rewards
+
+    static let rewardColumns = """
+        id, workspace_id, referral_id, advocate_id, contact_id, beneficiary, reason, milestone, type, value_minor,
+        currency, state, held_until, approved_by, issued_at, tax_year, voucher_code, premium_id, outbox_id,
+        end_reason, created_at
+        """
+
+    static func reward(_ r: SQLRow) -> Reward {
+        Reward(
+            id: r.int("id"), workspaceID: r.int("workspace_id"), referralID: r.optionalInt("referral_id"),
+            advocateID: r.int("advocate_id"), contactID: r.int("contact_id"), beneficiary: r.text("beneficiary"),
+            reason: r.text("reason"), milestone: r.int("milestone"),
+            type: RewardType(rawValue: r.text("type")) ?? .voucher, valueMinor: r.int("value_minor"),
+            currency: r.text("currency"), state: RewardState(rawValue: r.text("state")) ?? .pending,
+            heldUntil: r.optionalDate("held_until"), approvedBy: r.optionalText("approved_by"),
+            issuedAt: r.optionalDate("issued_at"), taxYear: r.optionalInt("tax_year"),
+            voucherCode: r.optionalText("voucher_code"), premiumID: r.optionalInt("premium_id"),
+            outboxID: r.optionalInt("outbox_id"), endReason: r.optionalText("end_reason"),
+            createdAt: r.date("created_at"))
+    }
+
+    public func reward(id: Int64, _ tx: (any SQLExecutor)? = nil) async throws -> Reward? {
+        try await (tx ?? db).first("SELECT \(Self.rewardColumns) FROM referral_rewards WHERE id = ?", id)
+            .map(Self.reward)
+    }
+
+    public func rewards(
+        workspaceID: WorkspaceID, state: RewardState? = nil, advocateID: AdvocateID? = nil,
+        referralID: Int64? = nil, limit: Int = 200
+    ) async throws -> [Reward] {
+        var filter = "workspace_id = ?"
+        var binds: [any SQLBindable] = [workspaceID]
+        if let state {
+            filter += " AND state = ?"
+            binds.append(state.rawValue)
+        }
+        if let advocateID {
+            filter += " AND advocate_id = ?"
+            binds.append(advocateID)
+        }
+        if let referralID {
+            filter += " AND referral_id = ?"
+            binds.append(referralID)
+        }
+        return try await db.query(
+            "SELECT \(Self.rewardColumns) FROM referral_rewards WHERE \(filter) ORDER BY id DESC LIMIT ?",
+            binds + [min(max(limit, 1), 1000)]
+        ).map(Self.reward)
+    }
+
+    /// Held rewards whose window has passed, for the sweep that backs up the per-reward release jobs.
+    public func dueRewards(limit: Int = 200) async throws -> [(id: Int64, workspaceID: WorkspaceID)] {
+        try await db.query(
+            """
+            SELECT id, workspace_id FROM referral_rewards
+            WHERE (state = 'held' AND held_until <= ?) OR (state IN ('approved', 'issued') AND outbox_id IS NULL
+              AND beneficiary = 'advocate' AND created_at <= ?)
+            ORDER BY id LIMIT ?
+            """, now, now.addingTimeInterval(-60), limit
+        ).map { ($0.int("id"), $0.int("workspace_id")) }
+    }
+
+    /// Approves a held reward whose window has passed: automatically (`actor` = "rules") when the referral is
+    /// clean and the programme approves by itself, or by a person. Returns false when nothing was due.
+    @discardableResult
+    public func approveReward(workspaceID: WorkspaceID, id: Int64, actor: String) async throws -> Bool {
+        try await db.transaction { tx in
+            guard let reward = try await self.reward(id: id, tx), reward.workspaceID == workspaceID else {
+                throw DomainError.notFound("Reward")
+            }
+            if reward.state == .approved { return true }
+            guard reward.state == .held, let until = reward.heldUntil else {
+                if actor == "rules" { return false }
+                throw DomainError.conflict(
+                    "reward_not_held", "Only a held reward can be approved (this one is \(reward.state.rawValue)).")
+            }
+            guard until <= self.now else {
+                if actor == "rules" { return false }
+                throw DomainError.conflict("return_window_open", "The return window has not passed yet.")
+            }
+            if let referralID = reward.referralID,
+                let status = try await tx.first("SELECT status FROM referrals WHERE id = ?", referralID)?.text(
+                    "status"), status != "accepted" && status != "confirmed"
+            {
+                if actor == "rules" { return false }
+                throw DomainError.conflict(
+                    "referral_not_accepted", "The referral is \(status); decide on it in the review queue first.")
+            }
+            let changed = try await tx.execute(
+                """
+                UPDATE referral_rewards SET state = 'approved', approved_at = ?, approved_by = ?
+                WHERE id = ? AND state = 'held'
+                """, self.now, actor, id)
+            if changed == 1 {
+                try await self.audit(
+                    tx, workspaceID: workspaceID, actor: actor, action: "referrals.reward.approve",
+                    subject: "reward:\(id)")
+            }
+            return changed == 1
+        }
+    }
+
+    /// Voids a reward before issue, by hand.
+    public func voidReward(workspaceID: WorkspaceID, id: Int64, actor: String, reason: String) async throws {
+        try await db.transaction { tx in
+            let changed = try await tx.execute(
+                """
+                UPDATE referral_rewards SET state = 'void', ended_at = ?, end_reason = ?
+                WHERE workspace_id = ? AND id = ? AND state IN ('pending', 'held', 'approved')
+                """, self.now, reason, workspaceID, id)
+            guard changed == 1 else {
+                throw DomainError.conflict("reward_not_voidable", "Only a reward not yet issued can be voided.")
+            }
+            try await self.audit(
+                tx, workspaceID: workspaceID, actor: actor, action: "referrals.reward.void", subject: "reward:\(id)",
+                detail: reason)
+        }
+    }
+
+    /// What issuing wrote, for the mail that tells the advocate.
+    public struct Issued: Sendable {
+        public var reward: Reward
+        /// Milestone rewards the confirmed referral unlocked, approved and waiting to be issued.
+        public var milestones: [Int64]
+    }
+
+    /// Issues an approved reward, once: the state change from `approved` is the guard. A voucher comes from the pool
+    /// (or is generated), credit is booked, cash goes on the payout list, a premium is queued for fulfilment.
+    /// The advocate's referral is confirmed and recorded as a favour.
+    public func issueReward(workspaceID: WorkspaceID, id: Int64, generatedCode: String, timeZone: String)
+        async throws -> Issued?
+    {
+        try await db.transaction { tx in
+            let t = self.now
+            guard
+                try await tx.execute(
+                    "UPDATE referral_rewards SET state = 'issued', issued_at = ?, tax_year = ? WHERE id = ? AND state = 'approved'",
+                    t, RewardTax.year(of: t, timeZone: timeZone), id) == 1,
+                var reward = try await self.reward(id: id, tx)
+            else { return nil }
+            switch reward.type {
+            case .voucher:
+                if reward.beneficiary == "friend" {
+                    // The friend's voucher is the advocate's code, already used at checkout: recorded, not sent.
+                    let code = try await tx.first("SELECT code FROM advocates WHERE id = ?", reward.advocateID)?.text(
+                        "code")
+                    reward.voucherCode = code
+                } else {
+                    let pooled = try await tx.query(
+                        """
+                        UPDATE referral_vouchers SET reward_id = ? WHERE id = (
+                          SELECT id FROM referral_vouchers WHERE workspace_id = ? AND reward_id IS NULL
+                            AND invalidated_at IS NULL ORDER BY id LIMIT 1\(tx.dialect.skipLockedClause))
+                        RETURNING code
+                        """, id, workspaceID)
+                    if let code = pooled.first?.text("code") {
+                        reward.voucherCode = code
+                    } else {
+                        try await tx.execute(
+                            "INSERT INTO referral_vouchers (workspace_id, code, reward_id, added_at) VALUES (?, ?, ?, ?)",
+                            workspaceID, generatedCode, id, t)
+                        reward.voucherCode = generatedCode
+                    }
+                }
+                try await tx.execute(
+                    "UPDATE referral_rewards SET voucher_code = ? WHERE id = ?", reward.voucherCode, id)
+            case .credit:
+                try await tx.execute(
+                    """
+                    INSERT INTO referral_credit (workspace_id, contact_id, reward_id, kind, delta_minor, currency, at)
+                    VALUES (?, ?, ?, 'booking', ?, ?, ?)
+                    """, workspaceID, reward.contactID, id, reward.valueMinor, reward.currency, t)
+            case .cash:
+                try await tx.execute(
+                    """
+                    INSERT INTO referral_payouts (reward_id, workspace_id, advocate_id, amount_minor, currency, state,
+                      created_at) VALUES (?, ?, ?, ?, ?, 'open', ?)
+                    """, id, workspaceID, reward.advocateID, reward.valueMinor, reward.currency, t)
+            case .premium:
+                try await tx.execute(
+                    """
+                    INSERT INTO referral_fulfilments (reward_id, workspace_id, state, created_at)
+                    VALUES (?, ?, 'awaiting_choice', ?)
+                    """, id, workspaceID, t)
+                if let choice = try await tx.first("SELECT premium_id FROM advocates WHERE id = ?", reward.advocateID)?
+                    .optionalInt("premium_id")
+                {
+                    try await self.queuePremium(tx, rewardID: id, premiumID: choice)
+                }
+                reward = try await self.reward(id: id, tx) ?? reward
+            }
+            try await self.audit(
+                tx, workspaceID: workspaceID, actor: "rules", action: "referrals.reward.issue", subject: "reward:\(id)",
+                detail: "\(reward.type.rawValue) \(reward.valueMinor) \(reward.currency)")
+            var milestones: [Int64] = []
+            if reward.beneficiary == "advocate", reward.reason == "referral", let referralID = reward.referralID {
+                let confirmed = try await tx.execute(
+                    "UPDATE referrals SET status = 'confirmed', confirmed_at = ? WHERE id = ? AND status = 'accepted'",
+                    t, referralID)
+                if confirmed == 1 {
+                    try await self.recordFavour(
+                        tx, workspaceID: workspaceID, contactID: reward.contactID, kind: "referral",
+                        subjectType: "referral", subjectID: referralID)
+                    milestones = try await self.reachMilestones(tx, workspaceID: workspaceID, reward: reward)
+                }
+            }
+            return Issued(reward: reward, milestones: milestones)
+        }
+    }
+
+    /// Milestone bonuses the advocate's confirmed referrals have reached, created approved, once each.
+    func reachMilestones(_ tx: any SQLExecutor, workspaceID: WorkspaceID, reward: Reward) async throws -> [Int64] {
+        let programme = try await referralProgramme(workspaceID: workspaceID, tx)
+        guard !programme.milestones.isEmpty else { return [] }
+        let count = try await tx.scalar(
+            "SELECT COUNT(*) FROM referrals WHERE advocate_id = ? AND status = 'confirmed'", reward.advocateID)
+        var created: [Int64] = []
+        for m in programme.milestones where Int64(m.count) <= count {
+            if let id = try await tx.query(
+                """
+                INSERT INTO referral_rewards (workspace_id, referral_id, advocate_id, contact_id, beneficiary, reason,
+                  milestone, type, value_minor, currency, state, approved_at, approved_by, created_at)
+                VALUES (?, NULL, ?, ?, 'advocate', 'milestone', ?, ?, ?, ?, 'approved', ?, 'rules', ?)
+                ON CONFLICT DO NOTHING RETURNING id
+                """, workspaceID, reward.advocateID, reward.contactID, m.count, m.reward.type.rawValue,
+                programme.value(of: m.reward), programme.currency, now, now
+            ).first?.int("id") {
+                created.append(id)
+            }
+        }
+        return created
+    }
+
+    /// Queues a premium reward for fulfilment when the item is in stock (a conditional decrement: never below 0).
+    func queuePremium(_ tx: any SQLExecutor, rewardID: Int64, premiumID: Int64) async throws {
+        guard
+            let item = try await tx.query(
+                "UPDATE referral_premiums SET stock = stock - 1 WHERE id = ? AND stock > 0 AND active = 1 RETURNING cost_minor, shipping_minor",
+                premiumID
+            ).first
+        else { return }
+        try await tx.execute(
+            "UPDATE referral_fulfilments SET state = 'queued', premium_id = ? WHERE reward_id = ? AND state = 'awaiting_choice'",
+            premiumID, rewardID)
+        // A premium counts with its cost and shipping (the VAT base, and the advocate's tax figure).
+        try await tx.execute(
+            "UPDATE referral_rewards SET premium_id = ?, value_minor = ? WHERE id = ?", premiumID,
+            item.int("cost_minor") + item.int("shipping_minor"), rewardID)
+    }
+
+    public func noteRewardMail(workspaceID: WorkspaceID, rewardID: Int64, outboxID: Int64?, _ tx: any SQLExecutor)
+        async throws
+    {
+        // -1 marks "no mail due" (a friend's reward, an erased advocate), so the sweep does not try again.
+        try await tx.execute(
+            "UPDATE referral_rewards SET outbox_id = ? WHERE id = ? AND outbox_id IS NULL", outboxID ?? -1, rewardID)
+    }
+
+    /// A return or cancellation: the referral is void, rewards not yet issued are voided, issued ones clawed back
+    /// (credit reversed, an unused voucher invalidated, an open payout cancelled or an exported one owed back,
+    /// a queued premium cancelled and its stock restored).
+    public func voidReferral(_ tx: any SQLExecutor, workspaceID: WorkspaceID, orderID: OrderID, reason: String)
+        async throws
+    {
+        guard let ref = try await tx.first("SELECT id FROM referrals WHERE order_id = ?", orderID) else { return }
+        let referralID = ref.int("id")
+        let t = now
+        try await tx.execute(
+            "UPDATE referrals SET status = 'void', decided_at = ?, decided_by = 'rules' WHERE id = ? AND status <> 'void'",
+            t, referralID)
+        try await tx.execute(
+            """
+            UPDATE referral_rewards SET state = 'void', ended_at = ?, end_reason = ?
+            WHERE referral_id = ? AND state IN ('pending', 'held', 'approved')
+            """, t, reason, referralID)
+        let issued = try await tx.query(
+            """
+            UPDATE referral_rewards SET state = 'clawed_back', ended_at = ?, end_reason = ?
+            WHERE referral_id = ? AND state = 'issued' RETURNING \(Self.rewardColumns)
+            """, t, reason, referralID
+        ).map(Self.reward)
+        for r in issued {
+            switch r.type {
+            case .credit:
+                try await tx.execute(
+                    """
+                    INSERT INTO referral_credit (workspace_id, contact_id, reward_id, kind, delta_minor, currency, at)
+                    VALUES (?, ?, ?, 'reversal', ?, ?, ?) ON CONFLICT DO NOTHING
+                    """, workspaceID, r.contactID, r.id, -r.valueMinor, r.currency, t)
+            case .voucher:
+                try await tx.execute(
+                    "UPDATE referral_vouchers SET invalidated_at = ? WHERE reward_id = ? AND redeemed_at IS NULL", t,
+                    r.id)
+            case .cash:
+                try await tx.execute(
+                    """
+                    UPDATE referral_payouts SET state = CASE state WHEN 'open' THEN 'cancelled' ELSE 'owed_back' END
+                    WHERE reward_id = ? AND state IN ('open', 'exported')
+                    """, r.id)
+            case .premium:
+                let queued = try await tx.query(
+                    """
+                    UPDATE referral_fulfilments SET state = 'cancelled' WHERE reward_id = ?
+                      AND state IN ('queued', 'awaiting_choice') RETURNING premium_id
+                    """, r.id)
+                if let premium = queued.first?.optionalInt("premium_id") {
+                    try await tx.execute("UPDATE referral_premiums SET stock = stock + 1 WHERE id = ?", premium)
+                }
+            }
+        }
+        try await audit(
+            tx, workspaceID: workspaceID, actor: "rules", action: "referrals.void", subject: "referral:\(referralID)",
+            detail: "\(reason); clawed back: \(issued.map { "reward:\($0.id)" }.joined(separator: ", "))")
+    }
+
+    /// An order that uses an issued referral voucher as its coupon redeems it (an unused voucher is what a
+    /// clawback can still invalidate).
+    public func redeemVoucher(_ tx: any SQLExecutor, workspaceID: WorkspaceID, code: String) async throws {
+        try await tx.execute(
+            """
+            UPDATE referral_vouchers SET redeemed_at = ? WHERE workspace_id = ? AND code = ? AND reward_id IS NOT NULL
+              AND redeemed_at IS NULL AND invalidated_at IS NULL
+            """, now, workspaceID, code)
+    }
+
+    public struct VoucherState: Sendable, Equatable, Codable {
+        public var code: String
+        public var redeemed: Bool
+        public var invalidated: Bool
+    }
+
+    public func voucher(workspaceID: WorkspaceID, code: String) async throws -> VoucherState? {
+        try await db.first(
+            "SELECT code, redeemed_at, invalidated_at FROM referral_vouchers WHERE workspace_id = ? AND code = ?",
+            workspaceID, code
+        ).map {
+            VoucherState(
+                code: $0.text("code"), redeemed: $0.optionalInt("redeemed_at") != nil,
+                invalidated: $0.optionalInt("invalidated_at") != nil)
+        }
+    }
+
+    /// Codes for the reward voucher pool; codes already present are skipped. Returns how many were added.
+    public func addReferralVouchers(workspaceID: WorkspaceID, codes: [String]) async throws -> Int {
+        try await db.transaction { tx in
+            var added = 0
+            for code in codes {
+                added += try await tx.execute(
+                    """
+                    INSERT INTO referral_vouchers (workspace_id, code, added_at) VALUES (?, ?, ?)
+                    ON CONFLICT (workspace_id, code) DO NOTHING
+                    """, workspaceID, code, self.now)
+            }
+            return added
+        }
+    }
+
+    public func freeReferralVouchers(workspaceID: WorkspaceID) async throws -> Int64 {
+        try await db.scalar(
+            "SELECT COUNT(*) FROM referral_vouchers WHERE workspace_id = ? AND reward_id IS NULL AND invalidated_at IS NULL",
+            workspaceID)
+    }
+
+    /// The credit balance of a contact, in minor units.
+    public func creditBalance(workspaceID: WorkspaceID, contactID: ContactID) async throws -> Int64 {
+        try await db.scalar(
+            "SELECT CAST(COALESCE(SUM(delta_minor), 0) AS BIGINT) FROM referral_credit WHERE workspace_id = ? AND contact_id = ?",
+            workspaceID, contactID)
+    }
+
+    // MARK: Premiums
+
+    static let premiumColumns =
+        "id, workspace_id, name, description, image_url, cost_minor, shipping_minor, currency, stock, active"
+
+    static func premium(_ r: SQLRow) -> Premium {
+        Premium(
+            id: r.int("id"), workspaceID: r.int("workspace_id"), name: r.text("name"),
+            description: r.text("description"), imageURL: r.optionalText("image_url"), costMinor: r.int("cost_minor"),
+            shippingMinor: r.int("shipping_minor"), currency: r.text("currency"), stock: r.int("stock"),
+            active: r.bool("active"))
+    }
+
+    public func premiums(workspaceID: WorkspaceID, activeOnly: Bool = false) async throws -> [Premium] {
+        try await db.query(
+            "SELECT \(Self.premiumColumns) FROM referral_premiums WHERE workspace_id = ?\(activeOnly ? " AND active = 1" : "") ORDER BY id",
+            workspaceID
+        ).map(Self.premium)
+    }
+
+    /// Creates (id nil) or updates a catalogue item.
+    @discardableResult
+    public func savePremium(_ p: Premium, id: Int64?, actor: String) async throws -> Premium {
+        guard !p.name.trimmingCharacters(in: .whitespaces).isEmpty, p.name.count <= 200 else {
+            throw DomainError.invalid(
+                "premium_name_invalid", "A premium needs a name (at most 200 characters).", field: "name")
+        }
+        guard p.costMinor >= 0, p.shippingMinor >= 0 else {
+            throw DomainError.invalid(
+                "premium_cost_invalid", "Cost and shipping cannot be negative.", field: "cost_minor")
+        }
+        guard p.stock >= 0 else {
+            throw DomainError.invalid("premium_stock_invalid", "Stock cannot be negative.", field: "stock")
+        }
+        if let url = p.imageURL, !(url.hasPrefix("https://") || url.hasPrefix("http://")) {
+            throw DomainError.invalid("premium_image_invalid", "The picture is an http(s) address.", field: "image_url")
+        }
+        return try await db.transaction { tx in
+            let row: SQLRow
+            if let id {
+                guard
+                    let r = try await tx.query(
+                        """
+                        UPDATE referral_premiums SET name = ?, description = ?, image_url = ?, cost_minor = ?,
+                          shipping_minor = ?, currency = ?, stock = ?, active = ?
+                        WHERE workspace_id = ? AND id = ? RETURNING \(Self.premiumColumns)
+                        """, p.name, p.description, p.imageURL, p.costMinor, p.shippingMinor, p.currency, p.stock,
+                        p.active, p.workspaceID, id
+                    ).first
+                else { throw DomainError.notFound("Premium") }
+                row = r
+            } else {
+                row = try await tx.query(
+                    """
+                    INSERT INTO referral_premiums (workspace_id, name, description, image_url, cost_minor,
+                      shipping_minor, currency, stock, active, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    RETURNING \(Self.premiumColumns)
+                    """, p.workspaceID, p.name, p.description, p.imageURL, p.costMinor, p.shippingMinor, p.currency,
+                    p.stock, p.active, self.now)[0]
+            }
+            let saved = Self.premium(row)
+            try await self.audit(
+                tx, workspaceID: p.workspaceID, actor: actor, action: "referrals.premium.save",
+                subject: "premium:\(saved.id)", detail: "stock \(saved.stock)")
+            return saved
+        }
+    }
+
+    public struct Fulfilment: Sendable, Equatable, Codable {
+        public var rewardID: Int64
+        public var state: String
+        public var premium: String?
+        public var name: String
+        public var email: String
+        public var street: String?
+        public var postalCode: String?
+        public var city: String?
+        public var country: String?
+        public var createdAt: Date
+    }
+
+    /// The fulfilment list: premiums to send, with the advocate's last shipping address.
+    public func fulfilments(workspaceID: WorkspaceID) async throws -> [Fulfilment] {
+        try await db.query(
+            """
+            SELECT f.reward_id, f.state, p.name AS premium, c.first_name, c.last_name, c.email, f.created_at,
+              (SELECT o.id FROM orders o WHERE o.contact_id = c.id AND o.shipping_street IS NOT NULL
+                ORDER BY o.id DESC LIMIT 1) AS order_id
+            FROM referral_fulfilments f JOIN referral_rewards r ON r.id = f.reward_id
+            JOIN contacts c ON c.id = r.contact_id LEFT JOIN referral_premiums p ON p.id = f.premium_id
+            WHERE f.workspace_id = ? ORDER BY f.created_at
+            """, workspaceID
+        ).asyncMap { row in
+            var address: SQLRow?
+            if let orderID = row.optionalInt("order_id") {
+                address = try await self.db.first(
+                    "SELECT shipping_street, shipping_postal_code, shipping_city, shipping_country FROM orders WHERE id = ?",
+                    orderID)
+            }
+            return Fulfilment(
+                rewardID: row.int("reward_id"), state: row.text("state"), premium: row.optionalText("premium"),
+                name: [row.optionalText("first_name"), row.optionalText("last_name")].compactMap { $0 }
+                    .joined(separator: " "), email: row.text("email"),
+                street: address?.optionalText("shipping_street"),
+                postalCode: address?.optionalText("shipping_postal_code"),
+                city: address?.optionalText("shipping_city"), country: address?.optionalText("shipping_country"),
+                createdAt: row.date("created_at"))
+        }
+    }
+
+    public func markFulfilmentShipped(workspaceID: WorkspaceID, rewardID: Int64, actor: String) async throws {
+        try await db.transaction { tx in
+            guard
+                try await tx.execute(
+                    "UPDATE referral_fulfilments SET state = 'shipped', shipped_at = ? WHERE workspace_id = ? AND reward_id = ? AND state = 'queued'",
+                    self.now, workspaceID, rewardID) == 1
+            else { throw DomainError.conflict("fulfilment_not_queued", "Only a queued premium can be shipped.") }
+            try await self.audit(
+                tx, workspaceID: workspaceID, actor: actor, action: "referrals.premium.shipped",
+                subject: "reward:\(rewardID)")
+        }
+    }
+
+    // MARK: Payouts
+
+    public struct Payout: Sendable, Equatable, Codable {
+        public var rewardID: Int64
+        public var advocateID: AdvocateID
+        public var code: String
+        public var amountMinor: Int64
+        public var currency: String
+        public var state: String
+        public var name: String?
+        public var iban: String?
+        public var batchID: Int64?
+        public var createdAt: Date
+    }
+
+    public func payouts(workspaceID: WorkspaceID, state: String? = nil) async throws -> [Payout] {
+        try await db.query(
+            """
+            SELECT p.reward_id, p.advocate_id, a.code, p.amount_minor, p.currency, p.state, a.payout_name,
+              a.payout_iban, p.batch_id, p.created_at
+            FROM referral_payouts p JOIN advocates a ON a.id = p.advocate_id
+            WHERE p.workspace_id = ?\(state == nil ? "" : " AND p.state = ?") ORDER BY p.created_at, p.reward_id
+            """, [workspaceID] + (state.map { [$0] } ?? [])
+        ).map {
+            Payout(
+                rewardID: $0.int("reward_id"), advocateID: $0.int("advocate_id"), code: $0.text("code"),
+                amountMinor: $0.int("amount_minor"), currency: $0.text("currency"), state: $0.text("state"),
+                name: $0.optionalText("payout_name"), iban: $0.optionalText("payout_iban"),
+                batchID: $0.optionalInt("batch_id"), createdAt: $0.date("created_at"))
+        }
+    }
+
+    /// Moves every open payout whose advocate gave bank details into a new batch. The caller writes the SEPA
+    /// file from the returned payouts; the batch's message id makes a repeated download the same file.
+    public func createPayoutBatch(workspaceID: WorkspaceID, messageID: String, actor: String) async throws
+        -> (batchID: Int64, payouts: [Payout])
+    {
+        let batchID = try await db.transaction { tx in
+            let open = try await tx.query(
+                """
+                SELECT p.reward_id, p.amount_minor FROM referral_payouts p JOIN advocates a ON a.id = p.advocate_id
+                WHERE p.workspace_id = ? AND p.state = 'open' AND a.payout_iban IS NOT NULL AND p.currency = 'EUR'
+                ORDER BY p.reward_id
+                """, workspaceID)
+            guard !open.isEmpty else {
+                throw DomainError.conflict("no_open_payouts", "No open payout has bank details yet.")
+            }
+            let total = open.reduce(Int64(0)) { $0 + $1.int("amount_minor") }
+            let batch = try await tx.query(
+                """
+                INSERT INTO referral_payout_batches (workspace_id, message_id, count, total_minor, created_by, created_at)
+                VALUES (?, ?, ?, ?, ?, ?) RETURNING id
+                """, workspaceID, messageID, open.count, total, actor, self.now)[0].int("id")
+            for r in open {
+                try await tx.execute(
+                    "UPDATE referral_payouts SET state = 'exported', batch_id = ? WHERE reward_id = ? AND state = 'open'",
+                    batch, r.int("reward_id"))
+            }
+            try await self.audit(
+                tx, workspaceID: workspaceID, actor: actor, action: "referrals.payouts.export",
+                subject: "payout_batch:\(batch)", detail: "\(open.count) transfers, \(total)")
+            return batch
+        }
+        return (batchID, try await payouts(workspaceID: workspaceID).filter { $0.batchID == batchID })
+    }
+
+    public func payoutBatch(workspaceID: WorkspaceID, id: Int64) async throws -> (messageID: String, createdAt: Date)? {
+        try await db.first(
+            "SELECT message_id, created_at FROM referral_payout_batches WHERE workspace_id = ? AND id = ?",
+            workspaceID, id
+        ).map { ($0.text("message_id"), $0.date("created_at")) }
+    }
+
+    // MARK: Tax and figures
+
+    public struct TaxRow: Sendable, Equatable, Codable {
+        public var contactID: ContactID
+        public var name: String
+        public var email: String
+        public var rewards: Int64
+        public var totalMinor: Int64
+        public var reachesThreshold: Bool
+    }
+
+    /// Reward value per person in a calendar year: issued rewards, not clawed back.
+    public func rewardTax(workspaceID: WorkspaceID, year: Int) async throws -> [TaxRow] {
+        try await db.query(
+            """
+            SELECT r.contact_id, c.first_name, c.last_name, c.email, COUNT(*) AS n,
+              CAST(SUM(r.value_minor) AS BIGINT) AS total
+            FROM referral_rewards r JOIN contacts c ON c.id = r.contact_id
+            WHERE r.workspace_id = ? AND r.state = 'issued' AND r.tax_year = ?
+            GROUP BY r.contact_id, c.first_name, c.last_name, c.email ORDER BY total DESC, r.contact_id
+            """, workspaceID, year
+        ).map {
+            TaxRow(
+                contactID: $0.int("contact_id"),
+                name: [$0.optionalText("first_name"), $0.optionalText("last_name")].compactMap { $0 }
+                    .joined(separator: " "), email: $0.text("email"), rewards: $0.int("n"),
+                totalMinor: $0.int("total"), reachesThreshold: RewardTax.reachesThreshold($0.int("total")))
+        }
+    }
+
+    public func referralFigures(workspaceID: WorkspaceID, since: Date) async throws -> ReferralFigures {
+        let programme = try await referralProgramme(workspaceID: workspaceID)
+        let clicks = try await db.scalar(
+            "SELECT COUNT(*) FROM referral_clicks WHERE workspace_id = ? AND at >= ?", workspaceID, since)
+        let advocates = try await db.scalar(
+            "SELECT COUNT(*) FROM advocates WHERE workspace_id = ? AND state = 'active'", workspaceID)
+        let customers = try await db.scalar(
+            "SELECT COUNT(DISTINCT contact_id) FROM orders WHERE workspace_id = ? AND delivered_at IS NOT NULL",
+            workspaceID)
+        let referred = try await db.first(
+            """
+            SELECT COUNT(*) AS n, CAST(COALESCE(SUM(revenue_minor), 0) AS BIGINT) AS revenue FROM referrals
+            WHERE workspace_id = ? AND status IN ('accepted', 'flagged', 'confirmed') AND created_at >= ?
+            """, workspaceID, since)
+        let cost = try await db.scalar(
+            """
+            SELECT CAST(COALESCE(SUM(value_minor), 0) AS BIGINT) FROM referral_rewards
+            WHERE workspace_id = ? AND state IN ('approved', 'issued') AND created_at >= ?
+            """, workspaceID, since)
+        return ReferralFigures(
+            clicks: clicks, advocates: advocates, customers: customers, referredOrders: referred?.int("n") ?? 0,
+            revenueMinor: referred?.int("revenue") ?? 0, rewardCostMinor: cost, currency: programme.currency)
+    }
+
+    /// Clicks and referred orders per UTC day since `since`.
+    public func referralDays(workspaceID: WorkspaceID, since: Date) async throws -> [(
+        day: Date, clicks: Int64, orders: Int64
+    )] {
+        var days: [Int64: (Int64, Int64)] = [:]
+        for r in try await db.query(
+            "SELECT at / 86400000 AS d, COUNT(*) AS n FROM referral_clicks WHERE workspace_id = ? AND at >= ? GROUP BY at / 86400000",
+            workspaceID, since)
+        {
+            days[r.int("d"), default: (0, 0)].0 = r.int("n")
+        }
+        for r in try await db.query(
+            """
+            SELECT created_at / 86400000 AS d, COUNT(*) AS n FROM referrals
+            WHERE workspace_id = ? AND created_at >= ? AND status IN ('accepted', 'flagged', 'confirmed')
+            GROUP BY created_at / 86400000
+            """, workspaceID, since)
+        {
+            days[r.int("d"), default: (0, 0)].1 = r.int("n")
+        }
+        return days.keys.sorted().map { (Date(epochMillis: $0 * 86_400_000), days[$0]!.0, days[$0]!.1) }
+    }
+
+    /// Advocates by confirmed referrals, for the optional leaderboard (pseudonymized by the caller).
+    public func referralLeaders(workspaceID: WorkspaceID, limit: Int = 10) async throws
+        -> [(advocateID: AdvocateID, firstName: String?, confirmed: Int64)]
+    {
+        try await db.query(
+            """
+            SELECT a.id, c.first_name, COUNT(*) AS n FROM referrals r JOIN advocates a ON a.id = r.advocate_id
+            JOIN contacts c ON c.id = a.contact_id
+            WHERE r.workspace_id = ? AND r.status = 'confirmed' AND a.state = 'active'
+            GROUP BY a.id, c.first_name ORDER BY n DESC, a.id LIMIT ?
+            """, workspaceID, limit
+        ).map { ($0.int("id"), $0.optionalText("first_name"), $0.int("n")) }
+    }
+}
+
+extension Array {
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var out: [T] = []
+        out.reserveCapacity(count)
+        for e in self { out.append(try await transform(e)) }
+        return out
+    }
+}

@@ -1,0 +1,443 @@
+import Foundation
+import Messaging
+import ReciprocityCore
+import Referrals
+import Storage
+import TestSupport
+import Testing
+
+/// The referral programme on both engines: joining, attribution by code, the reward lifecycle through the return
+/// window, exactly once under concurrent identical orders, fraud decisions, clawbacks, milestones, payouts, tax.
+@Suite struct ReferralFlowTests {
+    struct Kit {
+        var store: Store
+        var shop: Workspace
+        var clock: ManualClock
+        var referrals: ReferralModule
+    }
+
+    static let window: Int64 = 60
+
+    func withKit(
+        _ engine: Engine, programme: (inout ReferralProgramme) -> Void = { _ in }, _ body: (Kit) async throws -> Void
+    ) async throws {
+        var subscriptions = EventSubscriptions()
+        ReferralModule.subscribe(&subscriptions)
+        try await engine.withStore(subscriptions: subscriptions) { store, shop, clock in
+            let mailer = Mailer(
+                store: store,
+                composer: MailComposer(
+                    catalog: try MailTemplateCatalog.load(), store: store, baseURL: "https://shop.example"),
+                delivery: MailDelivery(store: store, transport: DevOutboxTransport(), logger: Engine.logger))
+            let referrals = ReferralModule(
+                store: store, mailer: mailer, baseURL: "https://shop.example", random: SystemRandom(),
+                disposable: { DisposableDomains(["wegwerf.example"]) }, logger: Engine.logger)
+            var p = ReferralProgramme(
+                active: true, targetURL: "https://shop.example/", returnWindowSeconds: Self.window)
+            programme(&p)
+            try await referrals.service.saveProgramme(workspaceID: shop.id, p, actor: "test")
+            try await body(Kit(store: store, shop: shop, clock: clock, referrals: referrals))
+        }
+    }
+
+    // MARK: Helpers
+
+    func order(
+        email: String, status: String = "placed", ref: String? = nil, coupon: String? = nil, asked: String? = nil,
+        street: String = "Hauptstraße 1", payment: String? = nil, category: String? = nil, price: String = "40.00",
+        firstName: String = "Friederike"
+    ) -> OrderPayload {
+        OrderPayload(
+            customer: .init(email: email, firstName: firstName, lastName: "Muster", locale: "de-DE"), currency: "EUR",
+            items: [.init(sku: "KAFFEE-1", name: "Kaffee", quantity: 1, unitPrice: price, category: category)],
+            totals: .init(total: price), status: status,
+            shippingAddress: .init(
+                name: "X", street: street, postalCode: "10115", city: "Berlin", country: "DE"),
+            couponCode: coupon, referralCode: ref, referredBy: asked, paymentFingerprint: payment)
+    }
+
+    /// Runs the referral jobs the order's events raised, as the worker would.
+    func process(_ kit: Kit, _ result: OrderUpsertResult) async throws {
+        let list = await kit.referrals.service.currentDisposable()
+        for event in result.events {
+            try await kit.store.db.transaction { tx in
+                switch event.type {
+                case "OrderPlaced":
+                    try await kit.referrals.service.attribute(eventID: event.id, tx: tx, disposable: list)
+                case "OrderDelivered": try await kit.referrals.service.hold(eventID: event.id, tx: tx)
+                case "OrderReturned", "OrderCancelled": try await kit.referrals.service.void(eventID: event.id, tx: tx)
+                default: break
+                }
+            }
+        }
+    }
+
+    @discardableResult
+    func put(_ kit: Kit, _ id: String, _ payload: OrderPayload) async throws -> OrderUpsertResult {
+        let r = try await kit.store.put(kit.shop, id, payload)
+        try await process(kit, r)
+        return r
+    }
+
+    /// A customer with a delivered order who joins.
+    func advocate(_ kit: Kit, email: String = "anna@example.com", firstName: String = "Anna") async throws -> Advocate {
+        try await put(kit, "A-\(email)", order(email: email, status: "delivered", firstName: firstName))
+        return try await kit.referrals.service.join(
+            workspace: kit.shop,
+            .init(
+                email: try EmailAddress(email), orderNumber: "A-\(email)",
+                consentText: "Ja, ich möchte am Empfehlungsprogramm teilnehmen und Mails dazu erhalten.",
+                locale: "de", evidence: ConsentEvidence(at: kit.clock.now(), ip: "203.0.113.5"), source: "test"))
+    }
+
+    func referral(_ kit: Kit) async throws -> Referral? {
+        try await kit.store.referrals(workspaceID: kit.shop.id).first
+    }
+
+    func count(_ kit: Kit, _ sql: String) async throws -> Int64 { try await kit.store.db.scalar(sql) }
+
+    /// Delivers the friend's order and lets the window pass; returns the advocate's reward afterwards.
+    func deliverAndRelease(_ kit: Kit, _ id: String, _ payload: OrderPayload) async throws -> Reward? {
+        var delivered = payload
+        delivered.status = "delivered"
+        try await put(kit, id, delivered)
+        kit.clock.advance(by: Double(Self.window) + 1)
+        for r in try await kit.store.rewards(workspaceID: kit.shop.id) {
+            try await kit.referrals.service.release(rewardID: r.id)
+        }
+        return try await kit.store.rewards(workspaceID: kit.shop.id).first { $0.beneficiary == "advocate" }
+    }
+
+    // MARK: Tests
+
+    @Test(arguments: Engine.available)
+    func shareToRewardExactlyOnce(engine: Engine) async throws {
+        try await withKit(engine) { kit in
+            let anna = try await advocate(kit)
+            #expect(anna.code.hasPrefix("ANNA-"))
+            #expect(try await count(kit, "SELECT COUNT(*) FROM outbox WHERE kind = 'referral_welcome'") == 1)
+            // Joining again changes nothing and sends nothing.
+            _ = try await kit.referrals.service.join(
+                workspace: kit.shop,
+                .init(
+                    email: try EmailAddress("anna@example.com"), orderNumber: nil, consentText: "Ja.", locale: "de",
+                    evidence: ConsentEvidence(at: kit.clock.now()), source: "test"))
+            #expect(try await count(kit, "SELECT COUNT(*) FROM outbox WHERE kind = 'referral_welcome'") == 1)
+
+            let friendOrder = order(email: "ben@example.org", ref: anna.code.lowercased(), street: "Ringstr. 9")
+            try await put(kit, "F-1", friendOrder)
+            let ref = try #require(try await referral(kit))
+            #expect(ref.status == .accepted)
+            #expect(ref.via == "ref")
+            #expect(try await kit.store.rewards(workspaceID: kit.shop.id).map(\.state) == [.pending])
+
+            var delivered = friendOrder
+            delivered.status = "delivered"
+            try await put(kit, "F-1", delivered)
+            let held = try #require(try await kit.store.rewards(workspaceID: kit.shop.id).first)
+            #expect(held.state == .held)
+            // Not before the window has passed.
+            try await kit.referrals.service.release(rewardID: held.id)
+            #expect(try await kit.store.reward(id: held.id)?.state == .held)
+            kit.clock.advance(by: Double(Self.window) + 1)
+            try await kit.referrals.service.release(rewardID: held.id)
+            try await kit.referrals.service.release(rewardID: held.id)
+            #expect(try await kit.referrals.service.sweep() == 0)
+            let issued = try #require(try await kit.store.reward(id: held.id))
+            #expect(issued.state == .issued)
+            #expect(issued.voucherCode?.hasPrefix("DANKE-") == true)
+            #expect(try await count(kit, "SELECT COUNT(*) FROM outbox WHERE kind = 'referral_reward'") == 1)
+            let mail = try #require(
+                try await kit.store.db.first("SELECT recipient, message FROM outbox WHERE kind = 'referral_reward'"))
+            #expect(mail.text("recipient") == "anna@example.com")
+            #expect(mail.text("message").replacingOccurrences(of: "=\r\n", with: "").contains(issued.voucherCode!))
+            #expect(try await referral(kit)?.status == .confirmed)
+            // The favour, for the thank-you capability; the friend was never mailed.
+            #expect(
+                try await kit.store.favours(workspaceID: kit.shop.id, contactID: anna.contactID).map { $0.kind } == [
+                    "referral"
+                ])
+            #expect(try await count(kit, "SELECT COUNT(*) FROM domain_events WHERE type = 'FavourRecorded'") == 1)
+            #expect(try await count(kit, "SELECT COUNT(*) FROM outbox WHERE recipient = 'ben@example.org'") == 0)
+            let decisions = try await kit.store.auditEntries(workspaceID: kit.shop.id, subject: "referral:\(ref.id)")
+            #expect(decisions.contains { $0.action == "referrals.decide" && $0.detail.contains("accepted") })
+        }
+    }
+
+    @Test(arguments: Engine.available)
+    func tenConcurrentIdenticalOrdersGiveOneReferral(engine: Engine) async throws {
+        try await withKit(engine) { kit in
+            let anna = try await advocate(kit)
+            let payload = order(email: "ben@example.org", status: "delivered", ref: anna.code, street: "Ringstr. 9")
+            let results = try await withThrowingTaskGroup(of: OrderUpsertResult.self) { group in
+                for _ in 0..<10 { group.addTask { try await kit.store.put(kit.shop, "F-10", payload) } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            // Every placed event's job runs, even twice at once.
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for r in results + results { group.addTask { try await process(kit, r) } }
+                try await group.waitForAll()
+            }
+            #expect(try await count(kit, "SELECT COUNT(*) FROM referrals") == 1)
+            #expect(try await count(kit, "SELECT COUNT(*) FROM referral_rewards") == 1)
+            #expect(try await count(kit, "SELECT COUNT(*) FROM jobs WHERE kind = 'referrals.release'") == 1)
+        }
+    }
+
+    @Test(arguments: Engine.available)
+    func gmailAliasIsBlockedSameAddressIsFlagged(engine: Engine) async throws {
+        try await withKit(engine) { kit in
+            let alex = try await advocate(kit, email: "a.b+x@gmail.com", firstName: "Alex")
+            try await put(kit, "F-1", order(email: "ab@googlemail.com", ref: alex.code, street: "Weg 3"))
+            let blocked = try #require(try await referral(kit))
+            #expect(blocked.status == .blocked)
+            #expect(blocked.reasons.contains(.sameEmail))
+            #expect(try await count(kit, "SELECT COUNT(*) FROM referral_rewards") == 0)
+
+            // Another person, shipping to the advocate's own address ("Hauptstraße 1" = "hauptstr. 1"): flagged.
+            try await put(kit, "F-2", order(email: "cleo@example.net", ref: alex.code, street: "hauptstr. 1"))
+            let flagged = try #require(try await kit.store.referrals(workspaceID: kit.shop.id, status: .flagged).first)
+            #expect(flagged.reasons == [.sameAddress])
+            let reward = try #require(
+                try await deliverAndRelease(
+                    kit, "F-2", order(email: "cleo@example.net", ref: alex.code, street: "hauptstr. 1")))
+            // A flagged referral's reward waits for a person.
+            #expect(reward.state == .held)
+            try await kit.store.decideReferral(workspaceID: kit.shop.id, id: flagged.id, accept: true, actor: "user:1")
+            try await kit.referrals.service.release(rewardID: reward.id)
+            #expect(try await kit.store.reward(id: reward.id)?.state == .issued)
+        }
+    }
+
+    @Test(arguments: Engine.available)
+    func samePaymentAndDeviceAndDisposable(engine: Engine) async throws {
+        try await withKit(engine) { kit in
+            let anna = try await advocate(kit)
+            try await kit.store.db.execute("UPDATE orders SET payment_fingerprint = 'card-42'")
+            try await put(
+                kit, "F-1", order(email: "ben@example.org", ref: anna.code, street: "Weg 3", payment: "card-42"))
+            #expect(try await referral(kit)?.reasons == [.samePayment])
+            #expect(try await referral(kit)?.status == .blocked)
+
+            try await kit.store.noteAdvocateDevice(
+                advocateID: anna.id, device: kit.store.deviceHash(ip: "203.0.113.5", userAgent: "UA"))
+            var p = order(email: "cleo@wegwerf.example", ref: anna.code, street: "Weg 4")
+            p.clientIP = "203.0.113.5"
+            p.clientUserAgent = "UA"
+            try await put(kit, "F-2", p)
+            let r = try #require(try await kit.store.referrals(workspaceID: kit.shop.id).first)
+            #expect(r.status == .flagged)
+            #expect(Set(r.reasons) == [.sameDevice, .disposableEmail])
+        }
+    }
+
+    @Test(arguments: Engine.available)
+    func conditionsRejectWithoutReward(engine: Engine) async throws {
+        try await withKit(
+            engine,
+            programme: { p in
+                p.minimumOrderMinor = 3000
+                p.excludedCategories = ["Bücher"]
+            }
+        ) { kit in
+            let anna = try await advocate(kit)
+            try await put(
+                kit, "F-1", order(email: "ben@example.org", coupon: anna.code, street: "Weg 3", price: "20.00"))
+            #expect(try await referral(kit)?.reasons == [.belowMinimum])
+            try await put(
+                kit, "F-2",
+                order(email: "cleo@example.org", asked: "ANNA@example.com", street: "Weg 4", category: "bücher"))
+            let second = try #require(try await kit.store.referrals(workspaceID: kit.shop.id).first)
+            #expect(second.via == "asked")
+            #expect(second.reasons == [.onlyExcludedItems])
+            // Ben ordered before: now an existing customer.
+            try await put(kit, "F-3", order(email: "ben@example.org", ref: anna.code, street: "Weg 3", price: "50.00"))
+            let third = try #require(try await kit.store.referrals(workspaceID: kit.shop.id).first)
+            #expect(third.reasons == [.existingCustomer])
+            #expect(Set(try await kit.store.referrals(workspaceID: kit.shop.id).map(\.status)) == [.rejected])
+            #expect(try await count(kit, "SELECT COUNT(*) FROM referral_rewards") == 0)
+        }
+    }
+
+    @Test(arguments: Engine.available)
+    func returnBeforeIssueVoidsAfterIssueClawsBack(engine: Engine) async throws {
+        try await withKit(
+            engine,
+            programme: { p in
+                p.advocateReward = RewardSpec(type: .credit, valueMinor: 1500)
+            }
+        ) { kit in
+            let anna = try await advocate(kit)
+            let friend = order(email: "ben@example.org", ref: anna.code, street: "Weg 3")
+            try await put(kit, "F-1", friend)
+            let reward = try #require(try await deliverAndRelease(kit, "F-1", friend))
+            #expect(reward.state == .issued)
+            #expect(try await kit.store.creditBalance(workspaceID: kit.shop.id, contactID: anna.contactID) == 1500)
+            var returned = friend
+            returned.status = "returned"
+            try await put(kit, "F-1", returned)
+            #expect(try await kit.store.reward(id: reward.id)?.state == .clawedBack)
+            #expect(try await kit.store.creditBalance(workspaceID: kit.shop.id, contactID: anna.contactID) == 0)
+            #expect(try await referral(kit)?.status == .void)
+
+            // Returned before the window passed: void, nothing issued.
+            let other = order(email: "cleo@example.org", ref: anna.code, street: "Weg 4")
+            try await put(kit, "F-2", other)
+            var back = other
+            back.status = "delivered"
+            try await put(kit, "F-2", back)
+            back.status = "returned"
+            try await put(kit, "F-2", back)
+            let voided = try #require(try await kit.store.rewards(workspaceID: kit.shop.id).first)
+            #expect(voided.state == .void)
+            #expect(voided.endReason == "order_returned")
+        }
+    }
+
+    @Test(arguments: Engine.available)
+    func clawedBackVoucherIsInvalidatedUnlessUsed(engine: Engine) async throws {
+        try await withKit(engine) { kit in
+            let anna = try await advocate(kit)
+            let friend = order(email: "ben@example.org", ref: anna.code, street: "Weg 3")
+            try await put(kit, "F-1", friend)
+            let reward = try #require(try await deliverAndRelease(kit, "F-1", friend))
+            let code = try #require(reward.voucherCode)
+            var returned = friend
+            returned.status = "returned"
+            try await put(kit, "F-1", returned)
+            #expect(try await kit.store.voucher(workspaceID: kit.shop.id, code: code)?.invalidated == true)
+        }
+    }
+
+    @Test(arguments: Engine.available)
+    func milestoneCapAndPremiumStock(engine: Engine) async throws {
+        try await withKit(
+            engine,
+            programme: { p in
+                p.advocateReward = RewardSpec(type: .premium, valueMinor: 0)
+                p.milestones = [Milestone(count: 2, reward: RewardSpec(type: .credit, valueMinor: 2000))]
+                p.capCount = 2
+            }
+        ) { kit in
+            let anna = try await advocate(kit)
+            let mug = try await kit.store.savePremium(
+                Premium(
+                    id: 0, workspaceID: kit.shop.id, name: "Tasse", description: "Emaille", imageURL: nil,
+                    costMinor: 800, shippingMinor: 490, currency: "EUR", stock: 1, active: true), id: nil, actor: "t")
+            for (i, friend) in ["ben@example.org", "cleo@example.org", "dora@example.org"].enumerated() {
+                let p = order(email: friend, ref: anna.code, street: "Weg \(i + 10)")
+                try await put(kit, "F-\(i)", p)
+                _ = try await deliverAndRelease(kit, "F-\(i)", p)
+            }
+            // The third is over the cap of two.
+            #expect(try await referral(kit)?.reasons == [.capReached])
+            let rewards = try await kit.store.rewards(workspaceID: kit.shop.id)
+            #expect(rewards.filter { $0.reason == "referral" }.count == 2)
+            let milestone = try #require(rewards.first { $0.reason == "milestone" })
+            #expect(milestone.state == .issued && milestone.milestone == 2 && milestone.type == .credit)
+            // No choice yet: both premiums wait; choosing queues one (stock 1), the other keeps waiting.
+            #expect(
+                try await kit.store.fulfilments(workspaceID: kit.shop.id).map(\.state) == [
+                    "awaiting_choice", "awaiting_choice",
+                ])
+            try await kit.store.setPremiumChoice(workspaceID: kit.shop.id, advocateID: anna.id, premiumID: mug.id)
+            #expect(
+                try await kit.store.fulfilments(workspaceID: kit.shop.id).map(\.state).sorted() == [
+                    "awaiting_choice", "queued",
+                ])
+            #expect(try await kit.store.premiums(workspaceID: kit.shop.id).first?.stock == 0)
+            let queued = try await kit.store.rewards(workspaceID: kit.shop.id).first { $0.premiumID == mug.id }
+            #expect(queued?.valueMinor == 1290)
+        }
+    }
+
+    @Test(arguments: Engine.available)
+    func cashPayoutsAndTaxThreshold(engine: Engine) async throws {
+        try await withKit(
+            engine,
+            programme: { p in
+                p.advocateReward = RewardSpec(type: .cash, valueMinor: 10_000)
+                p.payerName = "Kaffee & Co. GmbH"
+                p.payerIBAN = "DE89 3704 0044 0532 0130 00"
+            }
+        ) { kit in
+            let anna = try await advocate(kit)
+            for (i, friend) in ["ben@example.org", "cleo@example.org", "dora@example.org"].enumerated() {
+                let p = order(email: friend, ref: anna.code, street: "Weg \(i + 10)")
+                try await put(kit, "F-\(i)", p)
+                _ = try await deliverAndRelease(kit, "F-\(i)", p)
+            }
+            await #expect(throws: DomainError.self) {
+                _ = try await kit.referrals.service.exportPayouts(workspace: kit.shop, actor: "t")
+            }
+            try await kit.store.setPayoutDetails(
+                workspaceID: kit.shop.id, advocateID: anna.id, name: "Anna Muster",
+                iban: try #require(IBAN("DE02120300000000202051")))
+            let (batch, xml) = try await kit.referrals.service.exportPayouts(workspace: kit.shop, actor: "t")
+            #expect(xml.contains("<NbOfTxs>3</NbOfTxs>"))
+            #expect(xml.contains("<CtrlSum>300.00</CtrlSum>"))
+            #expect(xml.contains("DE02120300000000202051"))
+            #expect(try await kit.referrals.service.payoutFile(workspace: kit.shop, batchID: batch) == xml)
+            #expect(try await kit.store.payouts(workspaceID: kit.shop.id, state: "open").isEmpty)
+            let year = RewardTax.year(of: kit.clock.now(), timeZone: kit.shop.timeZone)
+            let tax = try await kit.store.rewardTax(workspaceID: kit.shop.id, year: year)
+            #expect(tax.count == 1 && tax[0].totalMinor == 30_000 && tax[0].reachesThreshold)
+            #expect(try await kit.referrals.service.taxCSV(workspaceID: kit.shop.id, year: year).contains("300.00"))
+        }
+    }
+
+    @Test(arguments: Engine.available)
+    func onlyCustomersWithADeliveredOrderJoin(engine: Engine) async throws {
+        try await withKit(engine) { kit in
+            try await put(kit, "P-1", order(email: "paul@example.com"))
+            await #expect(throws: DomainError.self) {
+                _ = try await kit.referrals.service.join(
+                    workspace: kit.shop,
+                    .init(
+                        email: try EmailAddress("paul@example.com"), orderNumber: "P-1", consentText: "Ja.",
+                        locale: "de", evidence: ConsentEvidence(at: kit.clock.now()), source: "test"))
+            }
+            // A wrong order number says the same as an unknown address.
+            try await put(kit, "Q-1", order(email: "quinn@example.com", status: "delivered"))
+            do {
+                _ = try await kit.referrals.service.join(
+                    workspace: kit.shop,
+                    .init(
+                        email: try EmailAddress("quinn@example.com"), orderNumber: "P-1", consentText: "Ja.",
+                        locale: "de", evidence: ConsentEvidence(at: kit.clock.now()), source: "test"))
+                Issue.record("joined with someone else's order number")
+            } catch let e as DomainError {
+                #expect(e.code == "join_not_found")
+            }
+            #expect(try await count(kit, "SELECT COUNT(*) FROM advocates") == 0)
+        }
+    }
+
+    @Test(arguments: Engine.available)
+    func clicksAreBatchedAndAttributeByDevice(engine: Engine) async throws {
+        try await withKit(engine, programme: { $0.touch = .first }) { kit in
+            let anna = try await advocate(kit)
+            let bert = try await advocate(kit, email: "bert@example.com", firstName: "Bert")
+            let device = kit.store.deviceHash(ip: "198.51.100.20", userAgent: "Mozilla/5.0 Friend")
+            for (a, offset) in [(anna, -3600.0), (bert, -60.0)] {
+                kit.referrals.clicks.record(
+                    ReferralClick(
+                        workspaceID: kit.shop.id, advocateID: a.id, at: kit.clock.now().addingTimeInterval(offset),
+                        ipHash: kit.store.ipHash("198.51.100.20"), uaFamily: "chrome", device: device))
+            }
+            #expect(try await count(kit, "SELECT COUNT(*) FROM referral_clicks") == 0)
+            try await kit.referrals.clicks.flush()
+            #expect(try await count(kit, "SELECT COUNT(*) FROM referral_clicks") == 2)
+            var p = order(email: "ben@example.org", street: "Weg 3")
+            p.clientIP = "198.51.100.20"
+            p.clientUserAgent = "Mozilla/5.0 Friend"
+            try await put(kit, "F-1", p)
+            // First touch: Anna's click an hour ago wins over Bert's a minute ago.
+            let r = try #require(try await referral(kit))
+            #expect(r.advocateID == anna.id && r.via == "click")
+            let figures = try await kit.store.referralFigures(
+                workspaceID: kit.shop.id, since: kit.clock.now().addingTimeInterval(-86_400))
+            #expect(figures.clicks == 2 && figures.referredOrders == 1)
+        }
+    }
+}
