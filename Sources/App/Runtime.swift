@@ -6,6 +6,7 @@ import Messaging
 import Metrics
 import Prometheus
 import ReciprocityCore
+import Referrals
 import Reviews
 import Storage
 import StoragePostgres
@@ -25,6 +26,8 @@ public struct Runtime: Sendable {
     public let reviews: ReviewModule
     /// The lead magnet capability: landing pages, double opt-in, gifts, follow-ups.
     public let leads: LeadModule
+    /// The referral programme: advocates, the tracked redirect, attribution, rewards, payouts.
+    public let referrals: ReferralModule
 
     /// Opens the database, creates the data folder and secret key if needed, and migrates unless told not to.
     public static func open(
@@ -60,9 +63,13 @@ public struct Runtime: Sendable {
         let leads = LeadModule(
             store: store, mailer: mailer, baseURL: config.baseURL, blobs: try LocalDiskBlobStore(root: files),
             random: random, logger: logger)
+        let disposable = DisposableList(store: store)
+        let referrals = ReferralModule(
+            store: store, mailer: mailer, baseURL: config.baseURL, random: random,
+            disposable: { await disposable.current() }, logger: logger)
         return Runtime(
             config: config, logger: logger, db: db, store: store, clock: clock, random: random, mailer: mailer,
-            reviews: reviews, leads: leads)
+            reviews: reviews, leads: leads, referrals: referrals)
     }
 
     public func close() async {

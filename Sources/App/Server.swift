@@ -5,6 +5,7 @@ import LeadMagnets
 import Logging
 import Messaging
 import ReciprocityCore
+import Referrals
 import Reviews
 import ServiceLifecycle
 import Storage
@@ -29,6 +30,7 @@ public enum BuiltInJobs {
         ]
         handlers += reviewHandlers(runtime)
         handlers += leadHandlers(runtime)
+        handlers += referralHandlers(runtime)
         if runtime.config.testHooks {
             handlers.append(
                 JobHandler(kind: TestHooks.jobKind) { job, tx in
@@ -42,6 +44,7 @@ public enum BuiltInJobs {
     public static var subscriptions: EventSubscriptions {
         var s = EventSubscriptions()
         ReviewModule.subscribe(&s)
+        ReferralModule.subscribe(&s)
         return s
     }
 
@@ -73,6 +76,28 @@ public enum BuiltInJobs {
         ]
     }
 
+    static func referralHandlers(_ runtime: Runtime) -> [JobHandler] {
+        let service = runtime.referrals.service
+        return [
+            JobHandler(kind: Store.referralAttributeJob) { job, tx in
+                // The disposable-domain list is read before; the decision runs inside the job's transaction.
+                let list = await service.currentDisposable()
+                try await service.attribute(eventID: try field(job, "event_id"), tx: tx, disposable: list)
+            },
+            JobHandler(kind: Store.referralHoldJob) { job, tx in
+                try await service.hold(eventID: try field(job, "event_id"), tx: tx)
+            },
+            JobHandler(kind: Store.referralVoidJob) { job, tx in
+                try await service.void(eventID: try field(job, "event_id"), tx: tx)
+            },
+            // Issuing composes a mail: outside the job's transaction, guarded by the reward's state.
+            JobHandler(kind: Store.referralReleaseJob) { job in
+                try await service.release(rewardID: try field(job, "reward_id"))
+            },
+            JobHandler(kind: Store.referralSweepJob) { _ in _ = try await service.sweep() },
+        ]
+    }
+
     /// One integer field of a job's JSON payload.
     static func field(_ job: Job, _ name: String) throws -> Int64 {
         guard let object = try? JSONSerialization.jsonObject(with: Data(job.payload.utf8)) as? [String: Any],
@@ -90,6 +115,8 @@ public enum BuiltInJobs {
         PeriodicTask(name: "purge-sessions", kind: purgeSessions, interval: 3600),
         // Unconfirmed lead signups past their expiry are deleted (their lifetime may be as short as seconds).
         PeriodicTask(name: "expire-lead-signups", kind: Store.leadExpireJob, interval: 60),
+        // Backs up the per-reward release jobs (a reward approved in review, a node that died mid-issue).
+        PeriodicTask(name: "referral-sweep", kind: Store.referralSweepJob, interval: 60),
     ]
 }
 
@@ -106,8 +133,12 @@ public func buildApplication(runtime: Runtime, workers: Bool = true) async throw
         reviews: runtime.reviews, leads: runtime.leads, publicFormBurst: runtime.config.publicFormBurst,
         logger: runtime.logger)
     env.trustedProxies = runtime.config.trustedProxies
+    env.referrals = runtime.referrals
     _ = MetricsBootstrap.registry
-    var services: [any Service] = [ViewFlusher(views: runtime.leads.views, logger: runtime.logger)]
+    var services: [any Service] = [
+        ViewFlusher(views: runtime.leads.views, logger: runtime.logger),
+        ClickFlusher(clicks: runtime.referrals.clicks, logger: runtime.logger),
+    ]
     if workers {
         services.append(worker)
         services.append(
@@ -161,6 +192,21 @@ public func runWorkers(runtime: Runtime) async throws {
 }
 
 /// Writes the landing page views counted in memory every few seconds, and once more at shutdown.
+/// Writes the referral clicks gathered in memory once a second (group commit), and at shutdown.
+struct ClickFlusher: Service {
+    let clicks: ClickRecorder
+    let logger: Logger
+    var interval: Duration = .seconds(1)
+
+    func run() async throws {
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+            do { try await clicks.flush() } catch { logger.warning("referral clicks not written yet: \(error)") }
+        }
+        try? await clicks.flush()
+    }
+}
+
 struct ViewFlusher: Service {
     let views: ViewCounter
     let logger: Logger

@@ -83,11 +83,17 @@ public struct ReferralLinks: Sendable {
     }
 }
 
-/// Codes the redirect has looked up, for `ttl` seconds (a saved programme drops its workspace's entries at once on
-/// this node). Unknown codes are remembered too, so a flood of made-up codes does not reach the database each time.
+/// Codes the redirect has looked up, with the answer ready (the shop URL carrying the code), for `ttl` seconds
+/// (saving the programme drops its workspace's entries at once on this node). Unknown codes are remembered too, so
+/// a flood of made-up codes does not reach the database each time.
 public final class RedirectCache: @unchecked Sendable {
+    public struct Resolved: Sendable {
+        public var target: ReferralTarget
+        /// `targetURL?ref=CODE`.
+        public var location: String
+    }
     private struct Entry {
-        var target: ReferralTarget?
+        var resolved: Resolved?
         var expires: Date
     }
     private let lock = NSLock()
@@ -100,29 +106,39 @@ public final class RedirectCache: @unchecked Sendable {
         self.ttl = ttl
     }
 
-    public func target(code: String) async throws -> ReferralTarget? {
+    public func resolve(code: String) async throws -> Resolved? {
         let now = store.clock.now()
-        if let hit = lock.withLock({ entries[code] }), hit.expires > now { return hit.target }
-        let target = try await store.referralTarget(code: code)
+        if let hit = lock.withLock({ entries[code] }), hit.expires > now { return hit.resolved }
+        let resolved = try await store.referralTarget(code: code).map {
+            Resolved(target: $0, location: ShareLinks.withRef($0.programme.targetURL, code: $0.code))
+        }
         lock.withLock {
             if entries.count > 100_000 { entries.removeAll(keepingCapacity: true) }
-            entries[code] = Entry(target: target, expires: now.addingTimeInterval(ttl))
+            entries[code] = Entry(resolved: resolved, expires: now.addingTimeInterval(ttl))
         }
-        return target
+        return resolved
     }
 
     public func drop(workspaceID: WorkspaceID) {
-        lock.withLock { entries = entries.filter { $0.value.target?.workspaceID != workspaceID } }
+        lock.withLock { entries = entries.filter { $0.value.resolved?.target.workspaceID != workspaceID } }
     }
 
     public func drop(code: String) { _ = lock.withLock { entries.removeValue(forKey: code) } }
 }
 
-/// Clicks gathered in memory and written in one statement every second (group commit). A crash loses at most the
-/// last second of clicks; orders are never batched: an acknowledged order is committed before the answer.
+/// Clicks gathered in memory and written in one statement every second (group commit). The request only appends
+/// the raw address and user agent; hashing happens at the flush, off the redirect's path. A crash loses at most
+/// the last second of clicks; orders are never batched: an acknowledged order is committed before the answer.
 public final class ClickRecorder: @unchecked Sendable {
+    struct Raw {
+        var workspaceID: WorkspaceID
+        var advocateID: AdvocateID
+        var at: Date
+        var ip: String
+        var userAgent: String
+    }
     private let lock = NSLock()
-    private var pending: [ReferralClick] = []
+    private var pending: [Raw] = []
     private let store: Store
     /// Above this many waiting clicks new ones are dropped (and counted) rather than growing without bound.
     public let limit: Int
@@ -133,9 +149,10 @@ public final class ClickRecorder: @unchecked Sendable {
         self.limit = limit
     }
 
-    public func record(_ click: ReferralClick) {
+    public func record(workspaceID: WorkspaceID, advocateID: AdvocateID, at: Date, ip: String, userAgent: String) {
+        let raw = Raw(workspaceID: workspaceID, advocateID: advocateID, at: at, ip: ip, userAgent: userAgent)
         lock.withLock {
-            if pending.count < limit { pending.append(click) } else { dropped += 1 }
+            if pending.count < limit { pending.append(raw) } else { dropped += 1 }
         }
     }
 
@@ -149,8 +166,14 @@ public final class ClickRecorder: @unchecked Sendable {
             return b
         }
         guard !batch.isEmpty else { return }
+        let clicks = batch.map {
+            ReferralClick(
+                workspaceID: $0.workspaceID, advocateID: $0.advocateID, at: $0.at, ipHash: store.ipHash($0.ip),
+                uaFamily: UserAgentFamily.of($0.userAgent), device: store.deviceHash(ip: $0.ip, userAgent: $0.userAgent)
+            )
+        }
         do {
-            try await store.recordClicks(batch)
+            try await store.recordClicks(clicks)
         } catch {
             lock.withLock { pending = batch + pending }
             throw error

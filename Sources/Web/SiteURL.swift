@@ -78,6 +78,33 @@ public enum SiteURL: Equatable, Sendable {
     case apiLeadMagnetVouchers(id: Int64)
     case apiLeadMagnetStats(id: Int64)
     case apiContactConsentProof(id: Int64)
+    case referralRedirect(code: String)
+    case referralJoin(workspace: String)
+    case advocatePage(token: String)
+    case advocateQR(token: String)
+    case advocateCard(token: String)
+    case advocatePremium(token: String)
+    case advocatePayout(token: String)
+    case apiReferralProgramme
+    case apiAdvocates
+    case apiReferrals
+    case apiReferralDecision(id: Int64)
+    case apiRewards
+    case apiRewardApprove(id: Int64)
+    case apiRewardVoid(id: Int64)
+    case apiPremiums
+    case apiReferralVouchers
+    case apiPayoutExport
+    case apiReferralTax
+    case apiReferralFigures
+    case adminReferrals
+    case adminReferralSettings
+    case adminReferralDecision(id: Int64)
+    case adminReward(id: Int64)
+    case adminPremiums
+    case adminPayoutExport
+    case adminReferralTax
+    case adminFulfilment
 
     /// The route shapes, with `{name}` for a path parameter.
     public enum Route: String, CaseIterable, Sendable {
@@ -163,6 +190,33 @@ public enum SiteURL: Equatable, Sendable {
         case apiLeadMagnetVouchers = "/api/v1/lead-magnets/{id}/vouchers"
         case apiLeadMagnetStats = "/api/v1/lead-magnets/{id}/stats"
         case apiContactConsentProof = "/api/v1/contacts/{id}/consent-proof"
+        case referralRedirect = "/r/{code}"
+        case referralJoin = "/join/{workspace}"
+        case advocatePage = "/a/{token}"
+        case advocateQR = "/a/{token}/qr.svg"
+        case advocateCard = "/a/{token}/card"
+        case advocatePremium = "/a/{token}/premium"
+        case advocatePayout = "/a/{token}/payout"
+        case apiReferralProgramme = "/api/v1/referrals/programme"
+        case apiAdvocates = "/api/v1/referrals/advocates"
+        case apiReferrals = "/api/v1/referrals"
+        case apiReferralDecision = "/api/v1/referrals/{id}/decision"
+        case apiRewards = "/api/v1/referrals/rewards"
+        case apiRewardApprove = "/api/v1/referrals/rewards/{id}/approve"
+        case apiRewardVoid = "/api/v1/referrals/rewards/{id}/void"
+        case apiPremiums = "/api/v1/referrals/premiums"
+        case apiReferralVouchers = "/api/v1/referrals/vouchers"
+        case apiPayoutExport = "/api/v1/referrals/payouts/export"
+        case apiReferralTax = "/api/v1/referrals/tax"
+        case apiReferralFigures = "/api/v1/referrals/figures"
+        case adminReferrals = "/admin/referrals"
+        case adminReferralSettings = "/admin/referrals/settings"
+        case adminReferralDecision = "/admin/referrals/{id}/decision"
+        case adminReward = "/admin/referrals/rewards/{id}"
+        case adminPremiums = "/admin/referrals/premiums"
+        case adminPayoutExport = "/admin/referrals/payouts.xml"
+        case adminReferralTax = "/admin/referrals/tax.csv"
+        case adminFulfilment = "/admin/referrals/fulfilment.csv"
 
         public var pattern: String { rawValue }
         /// Hummingbird's syntax for the same pattern.
@@ -255,6 +309,33 @@ public enum SiteURL: Equatable, Sendable {
         case .apiLeadMagnetVouchers: .apiLeadMagnetVouchers
         case .apiLeadMagnetStats: .apiLeadMagnetStats
         case .apiContactConsentProof: .apiContactConsentProof
+        case .referralRedirect: .referralRedirect
+        case .referralJoin: .referralJoin
+        case .advocatePage: .advocatePage
+        case .advocateQR: .advocateQR
+        case .advocateCard: .advocateCard
+        case .advocatePremium: .advocatePremium
+        case .advocatePayout: .advocatePayout
+        case .apiReferralProgramme: .apiReferralProgramme
+        case .apiAdvocates: .apiAdvocates
+        case .apiReferrals: .apiReferrals
+        case .apiReferralDecision: .apiReferralDecision
+        case .apiRewards: .apiRewards
+        case .apiRewardApprove: .apiRewardApprove
+        case .apiRewardVoid: .apiRewardVoid
+        case .apiPremiums: .apiPremiums
+        case .apiReferralVouchers: .apiReferralVouchers
+        case .apiPayoutExport: .apiPayoutExport
+        case .apiReferralTax: .apiReferralTax
+        case .apiReferralFigures: .apiReferralFigures
+        case .adminReferrals: .adminReferrals
+        case .adminReferralSettings: .adminReferralSettings
+        case .adminReferralDecision: .adminReferralDecision
+        case .adminReward: .adminReward
+        case .adminPremiums: .adminPremiums
+        case .adminPayoutExport: .adminPayoutExport
+        case .adminReferralTax: .adminReferralTax
+        case .adminFulfilment: .adminFulfilment
         }
     }
 
@@ -288,6 +369,12 @@ public enum SiteURL: Equatable, Sendable {
             .adminAPIKeyRevoke(let id), .adminContact(let id), .adminContactExport(let id),
             .adminContactErase(let id), .adminContactObject(let id), .adminJobRetry(let id), .adminOutboxMail(let id),
             .adminOutboxRaw(let id), .adminOutboxHTML(let id):
+            String(id)
+        case .referralRedirect(let e), .referralJoin(let e), .advocatePage(let e), .advocateQR(let e),
+            .advocateCard(let e), .advocatePremium(let e), .advocatePayout(let e):
+            e
+        case .apiReferralDecision(let id), .apiRewardApprove(let id), .apiRewardVoid(let id),
+            .adminReferralDecision(let id), .adminReward(let id):
             String(id)
         default: nil
         }
@@ -434,6 +521,33 @@ public enum SiteURL: Equatable, Sendable {
         case .apiLeadMagnetVouchers: return id.map { .apiLeadMagnetVouchers(id: $0) }
         case .apiLeadMagnetStats: return id.map { .apiLeadMagnetStats(id: $0) }
         case .apiContactConsentProof: return id.map { .apiContactConsentProof(id: $0) }
+        case .referralRedirect: return value.map { .referralRedirect(code: $0) }
+        case .referralJoin: return value.map { .referralJoin(workspace: $0) }
+        case .advocatePage: return value.map { .advocatePage(token: $0) }
+        case .advocateQR: return value.map { .advocateQR(token: $0) }
+        case .advocateCard: return value.map { .advocateCard(token: $0) }
+        case .advocatePremium: return value.map { .advocatePremium(token: $0) }
+        case .advocatePayout: return value.map { .advocatePayout(token: $0) }
+        case .apiReferralProgramme: return .apiReferralProgramme
+        case .apiAdvocates: return .apiAdvocates
+        case .apiReferrals: return .apiReferrals
+        case .apiReferralDecision: return id.map { .apiReferralDecision(id: $0) }
+        case .apiRewards: return .apiRewards
+        case .apiRewardApprove: return id.map { .apiRewardApprove(id: $0) }
+        case .apiRewardVoid: return id.map { .apiRewardVoid(id: $0) }
+        case .apiPremiums: return .apiPremiums
+        case .apiReferralVouchers: return .apiReferralVouchers
+        case .apiPayoutExport: return .apiPayoutExport
+        case .apiReferralTax: return .apiReferralTax
+        case .apiReferralFigures: return .apiReferralFigures
+        case .adminReferrals: return .adminReferrals
+        case .adminReferralSettings: return .adminReferralSettings
+        case .adminReferralDecision: return id.map { .adminReferralDecision(id: $0) }
+        case .adminReward: return id.map { .adminReward(id: $0) }
+        case .adminPremiums: return .adminPremiums
+        case .adminPayoutExport: return .adminPayoutExport
+        case .adminReferralTax: return .adminReferralTax
+        case .adminFulfilment: return .adminFulfilment
         }
     }
 }

@@ -19,10 +19,12 @@ public enum WebApp {
         APIRoutes(env: env).register(on: router)
         ReviewAPI(env: env).register(on: router)
         LeadAPI(env: env).register(on: router)
+        ReferralAPI(env: env).register(on: router)
         AdminRoutes(env: env).register(on: router)
         MailPages(env: env).register(on: router)
         ReviewPages(env: env).register(on: router)
         LeadPages(env: env).register(on: router)
+        ReferralPages(env: env).register(on: router)
         if env.testHooks { TestHooks.register(on: router, env: env) }
         router.get("/") { _, _ in Response(status: .seeOther, headers: [.location: SiteURL.adminHome.path]) }
         return router

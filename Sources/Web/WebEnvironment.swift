@@ -5,6 +5,7 @@ import LeadMagnets
 import Logging
 import Messaging
 import ReciprocityCore
+import Referrals
 import Reviews
 import Storage
 
@@ -33,6 +34,8 @@ public struct WebEnvironment: Sendable {
     public var reviews: ReviewModule?
     /// The lead magnet capability (landing pages, double opt-in, gifts). Nil only in routing-only tests.
     public var leads: LeadModule?
+    /// The referral programme (redirect, join form, personal pages). Nil only in routing-only tests.
+    public var referrals: ReferralModule?
     /// Public forms (review form, open form, lead magnet signups): per IP, to slow bots and abuse.
     public var publicFormLimiter: RateLimiter
     /// Lead magnet signups per address: a person cannot be flooded with confirmation mails.

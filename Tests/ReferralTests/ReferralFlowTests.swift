@@ -418,12 +418,10 @@ import Testing
         try await withKit(engine, programme: { $0.touch = .first }) { kit in
             let anna = try await advocate(kit)
             let bert = try await advocate(kit, email: "bert@example.com", firstName: "Bert")
-            let device = kit.store.deviceHash(ip: "198.51.100.20", userAgent: "Mozilla/5.0 Friend")
             for (a, offset) in [(anna, -3600.0), (bert, -60.0)] {
                 kit.referrals.clicks.record(
-                    ReferralClick(
-                        workspaceID: kit.shop.id, advocateID: a.id, at: kit.clock.now().addingTimeInterval(offset),
-                        ipHash: kit.store.ipHash("198.51.100.20"), uaFamily: "chrome", device: device))
+                    workspaceID: kit.shop.id, advocateID: a.id, at: kit.clock.now().addingTimeInterval(offset),
+                    ip: "198.51.100.20", userAgent: "Mozilla/5.0 Friend")
             }
             #expect(try await count(kit, "SELECT COUNT(*) FROM referral_clicks") == 0)
             try await kit.referrals.clicks.flush()

@@ -171,7 +171,7 @@ func seedShop(_ app: TestApp) async throws -> String {
                 ("home", "/admin"), ("contacts", "/admin/contacts"), ("contact", "/admin/contacts/\(contact.id)"),
                 ("orders", "/admin/orders"), ("order", "/admin/orders/BG-1"), ("jobs", "/admin/jobs?state=queued"),
                 ("apikeys", "/admin/api-keys"), ("users", "/admin/users"), ("workspaces", "/admin/workspaces"),
-                ("not-found", "/admin/orders/NOPE"),
+                ("not-found", "/admin/orders/NOPE"), ("referrals", "/admin/referrals"),
             ]
             for (name, path) in pages {
                 try assertSnapshot(try await admin.get(path).text, named: "admin-\(name).de.html")

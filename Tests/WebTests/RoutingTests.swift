@@ -30,7 +30,13 @@ import Web
         .adminMagnetFile(id: 2), .adminMagnetVouchers(id: 2), .adminMagnetShipments(id: 2),
         .adminMagnetShipped(id: 2), .adminContactProof(id: 9), .adminContactProofJSON(id: 9), .apiLeadMagnets,
         .apiLeadMagnet(id: 2), .apiLeadMagnetFile(id: 2), .apiLeadMagnetVouchers(id: 2), .apiLeadMagnetStats(id: 2),
-        .apiContactConsentProof(id: 9),
+        .apiContactConsentProof(id: 9), .referralRedirect(code: "ANNA-7K3Q"), .referralJoin(workspace: "shop"),
+        .advocatePage(token: "a.b"), .advocateQR(token: "a.b"), .advocateCard(token: "a.b"),
+        .advocatePremium(token: "a.b"), .advocatePayout(token: "a.b"), .apiReferralProgramme, .apiAdvocates,
+        .apiReferrals, .apiReferralDecision(id: 4), .apiRewards, .apiRewardApprove(id: 4), .apiRewardVoid(id: 4),
+        .apiPremiums, .apiReferralVouchers, .apiPayoutExport, .apiReferralTax, .apiReferralFigures, .adminReferrals,
+        .adminReferralSettings, .adminReferralDecision(id: 4), .adminReward(id: 4), .adminPremiums,
+        .adminPayoutExport, .adminReferralTax, .adminFulfilment,
     ]
 
     @Test func everyRouteHasAnExample() {

@@ -48,6 +48,7 @@ struct AdminRoutes {
         registerMail(on: router)
         registerReviews(on: router)
         registerLeads(on: router)
+        registerReferrals(on: router)
     }
 
     // MARK: Shared page model
@@ -90,6 +91,7 @@ struct AdminRoutes {
         "home": SiteURL.adminHome.path, "contacts": SiteURL.adminContacts.path, "orders": SiteURL.adminOrders.path,
         "jobs": SiteURL.adminJobs.path, "outbox": SiteURL.adminOutbox.path, "mail": SiteURL.adminMail.path,
         "reviews": SiteURL.adminReviews.path, "magnets": SiteURL.adminMagnets.path,
+        "referrals": SiteURL.adminReferrals.path,
         "users": SiteURL.adminUsers.path, "apikeys": SiteURL.adminAPIKeys.path,
         "workspaces": SiteURL.adminWorkspaces.path, "switch": SiteURL.adminWorkspaceSwitch.path,
         "password": SiteURL.adminPassword.path, "logout": SiteURL.adminLogout.path, "login": SiteURL.adminLogin.path,

@@ -456,8 +456,10 @@ enum LeadProof {
 }
 
 /// Sign-ups per day as bars and confirmations as a line, inline SVG without script.
+/// Bars for the first series (`signups`), a line for the second (`confirmations`); the referral figures use it for
+/// clicks and referred orders.
 enum LeadChart {
-    static func svg(days: [LeadDay], label: String) -> String {
+    static func svg(days: [LeadDay], label: String, id: String = "magnet-chart") -> String {
         guard !days.isEmpty else { return "" }
         let (width, height, pad) = (640.0, 200.0, 30.0)
         let top = Double(max(1, days.map { max($0.signups, $0.confirmations) }.max() ?? 1))
@@ -476,6 +478,6 @@ enum LeadChart {
         let last =
             "<text x=\"\(Int(width - pad))\" y=\"\(Int(height - 8))\" font-size=\"10\" text-anchor=\"end\">\(days.last!.day)</text>"
         return
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 \(Int(width)) \(Int(height))\" role=\"img\" aria-label=\"\(HTMLText.escape(label))\" id=\"magnet-chart\">\(bars)<polyline points=\"\(points.joined(separator: " "))\" fill=\"none\" stroke=\"#1d6b3a\" stroke-width=\"2\"/>\(first)\(last)</svg>"
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 \(Int(width)) \(Int(height))\" role=\"img\" aria-label=\"\(HTMLText.escape(label))\" id=\"\(id)\">\(bars)<polyline points=\"\(points.joined(separator: " "))\" fill=\"none\" stroke=\"#1d6b3a\" stroke-width=\"2\"/>\(first)\(last)</svg>"
     }
 }

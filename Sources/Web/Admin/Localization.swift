@@ -7,7 +7,10 @@ public enum Strings {
     }
 
     static let deTable = de.merging(reviewsDE) { a, _ in a }.merging(leadsDE) { a, _ in a }
-    static let enTable = deTable.merging(en.merging(reviewsEN) { a, _ in a }.merging(leadsEN) { a, _ in a }) { $1 }
+        .merging(referralsDE) { a, _ in a }
+    static let enTable = deTable.merging(
+        en.merging(reviewsEN) { a, _ in a }.merging(leadsEN) { a, _ in a }.merging(referralsEN) { a, _ in a }
+    ) { $1 }
 
     static let de: [String: String] = [
         "app": "Reciprocity", "lang_switch": "English", "lang_other": "en", "nav_label": "Hauptnavigation",
@@ -97,7 +100,8 @@ public enum Strings {
         "kind_doi_confirmation": "Bestätigung (Double-Opt-in)", "kind_gift_delivery": "Geschenk-Zustellung",
         "kind_review_request": "Bewertungsanfrage", "kind_review_reminder": "Bewertungs-Erinnerung",
         "kind_thank_you": "Dankeschön", "kind_lead_follow_up": "Lead-Magnet: Folgemail",
-        "kind_referral_welcome": "Empfehlungsprogramm: Willkommen", "kind_referral_reward": "Empfehlungsprogramm: Prämie",
+        "kind_referral_welcome": "Empfehlungsprogramm: Willkommen",
+        "kind_referral_reward": "Empfehlungsprogramm: Prämie",
         "mail_title": "E-Mail", "mail_settings": "Versand-Regeln",
         "cap": "Höchstens so viele Werbe-E-Mails pro Kontakt",
         "cap_in": "in", "days": "Tagen", "quiet_hours": "Ruhezeit (Zeitzone des Arbeitsbereichs)", "quiet_end": "Ende",

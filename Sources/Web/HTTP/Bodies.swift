@@ -53,6 +53,16 @@ enum Bodies {
             body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 
+    /// A file to download (CSV, XML), never cached.
+    static func download(_ text: String, contentType: String, filename: String) -> Response {
+        Response(
+            status: .ok,
+            headers: [
+                .contentType: contentType, .contentDisposition: "attachment; filename=\"\(filename)\"",
+                .cacheControl: "no-store",
+            ], body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+
     /// Parses `application/x-www-form-urlencoded`.
     static func form(_ request: Request, limit: Int = 65_536) async throws -> [String: String] {
         let buffer = try await collect(request, limit: limit)

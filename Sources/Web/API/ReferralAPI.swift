@@ -1,0 +1,275 @@
+import Foundation
+import Hummingbird
+import ReciprocityCore
+import Referrals
+import Storage
+
+/// The referral API: the programme settings, advocates (the shop enrols a logged-in customer who ticked the
+/// opt-in), referrals with their decisions and the review queue, rewards (approve, void), the premium catalogue,
+/// the voucher pool, the SEPA payout file, the tax list and the figures.
+struct ReferralAPI {
+    let env: WebEnvironment
+
+    func register(on router: Router<AppContext>) {
+        router.get(SiteURL.Route.apiReferralProgramme.routerPath) { _, context in
+            try Bodies.jsonResponse(
+                try await env.store.referralProgramme(workspaceID: try context.principal().workspaceID))
+        }
+        router.put(SiteURL.Route.apiReferralProgramme.routerPath) { request, context in
+            let principal = try context.principal()
+            let p = try await Bodies.json(ReferralProgramme.self, from: request, limit: 64 * 1024)
+            try await module.service.saveProgramme(
+                workspaceID: principal.workspaceID, p, actor: "apikey:\(principal.keyID)")
+            return try Bodies.jsonResponse(try await env.store.referralProgramme(workspaceID: principal.workspaceID))
+        }
+        router.get(SiteURL.Route.apiAdvocates.routerPath) { request, context in
+            let principal = try context.principal()
+            let q = request.uri.queryParameters
+            let page = try await env.store.advocates(
+                workspaceID: principal.workspaceID, limit: q.get("limit").flatMap(Int.init) ?? 100,
+                offset: q.get("offset").flatMap(Int.init) ?? 0)
+            let links = try module.links
+            return try Bodies.jsonResponse(
+                Page(items: page.items.map { AdvocateDTO($0.advocate, links: links, row: $0) }, total: page.total))
+        }
+        router.post(SiteURL.Route.apiAdvocates.routerPath) { request, context in try await join(request, context) }
+        router.get(SiteURL.Route.apiReferrals.routerPath) { request, context in
+            let principal = try context.principal()
+            let status = try request.uri.queryParameters.get("status").map { raw -> ReferralStatus in
+                guard let s = ReferralStatus(rawValue: raw) else {
+                    throw DomainError.invalid("status_unknown", "Unknown status '\(raw)'.", field: "status")
+                }
+                return s
+            }
+            return try Bodies.jsonResponse(
+                ["items": try await env.store.referrals(workspaceID: principal.workspaceID, status: status)])
+        }
+        router.post(SiteURL.Route.apiReferralDecision.routerPath) { request, context in
+            let principal = try context.principal()
+            struct Decision: Decodable { var accept: Bool }
+            let d = try await Bodies.json(Decision.self, from: request, limit: 1024)
+            let id = try context.int64Parameter("id")
+            try await env.store.decideReferral(
+                workspaceID: principal.workspaceID, id: id, accept: d.accept, actor: "apikey:\(principal.keyID)")
+            env.wakeWorkers()
+            guard let r = try await env.store.referral(workspaceID: principal.workspaceID, id: id) else {
+                throw DomainError.notFound("Referral")
+            }
+            return try Bodies.jsonResponse(r)
+        }
+        router.get(SiteURL.Route.apiRewards.routerPath) { request, context in
+            let principal = try context.principal()
+            let q = request.uri.queryParameters
+            let state = try q.get("state").map { raw -> RewardState in
+                guard let s = RewardState(rawValue: raw) else {
+                    throw DomainError.invalid("state_unknown", "Unknown state '\(raw)'.", field: "state")
+                }
+                return s
+            }
+            return try Bodies.jsonResponse(
+                [
+                    "items": try await env.store.rewards(
+                        workspaceID: principal.workspaceID, state: state,
+                        advocateID: q.get("advocate_id").flatMap(Int64.init))
+                ])
+        }
+        router.post(SiteURL.Route.apiRewardApprove.routerPath) { _, context in
+            let principal = try context.principal()
+            let id = try context.int64Parameter("id")
+            try await module.service.approve(
+                workspaceID: principal.workspaceID, rewardID: id, actor: "apikey:\(principal.keyID)")
+            return try Bodies.jsonResponse(try await reward(principal.workspaceID, id))
+        }
+        router.post(SiteURL.Route.apiRewardVoid.routerPath) { _, context in
+            let principal = try context.principal()
+            let id = try context.int64Parameter("id")
+            try await env.store.voidReward(
+                workspaceID: principal.workspaceID, id: id, actor: "apikey:\(principal.keyID)", reason: "by_hand")
+            return try Bodies.jsonResponse(try await reward(principal.workspaceID, id))
+        }
+        router.get(SiteURL.Route.apiPremiums.routerPath) { _, context in
+            try Bodies.jsonResponse(
+                ["items": try await env.store.premiums(workspaceID: try context.principal().workspaceID)])
+        }
+        router.post(SiteURL.Route.apiPremiums.routerPath) { request, context in
+            let principal = try context.principal()
+            let input = try await Bodies.json(PremiumInput.self, from: request, limit: 16 * 1024)
+            let saved = try await env.store.savePremium(
+                Premium(
+                    id: 0, workspaceID: principal.workspaceID, name: input.name, description: input.description ?? "",
+                    imageURL: input.imageURL, costMinor: input.costMinor, shippingMinor: input.shippingMinor ?? 0,
+                    currency: "EUR", stock: input.stock, active: input.active ?? true), id: nil,
+                actor: "apikey:\(principal.keyID)")
+            return try Bodies.jsonResponse(saved, status: .created)
+        }
+        router.post(SiteURL.Route.apiReferralVouchers.routerPath) { request, context in
+            let principal = try context.principal()
+            struct Input: Decodable {
+                var codes: [String]?
+                var generate: Int?
+                var prefix: String?
+            }
+            let input = try await Bodies.json(Input.self, from: request, limit: 4 * 1_048_576)
+            let codes = try VoucherCodes.batch(
+                given: input.codes, generate: input.generate, prefix: input.prefix, random: env.random)
+            let added = try await env.store.addReferralVouchers(workspaceID: principal.workspaceID, codes: codes)
+            return try Bodies.jsonResponse(
+                [
+                    "added": Int64(added),
+                    "available": try await env.store.freeReferralVouchers(workspaceID: principal.workspaceID),
+                ])
+        }
+        router.post(SiteURL.Route.apiPayoutExport.routerPath) { _, context in
+            let principal = try context.principal()
+            guard let w = try await env.store.workspace(id: principal.workspaceID) else {
+                throw DomainError.notFound("Workspace")
+            }
+            let (batch, xml) = try await module.service.exportPayouts(workspace: w, actor: "apikey:\(principal.keyID)")
+            return Bodies.download(xml, contentType: "application/xml; charset=utf-8", filename: "payouts-\(batch).xml")
+        }
+        router.get(SiteURL.Route.apiReferralTax.routerPath) { request, context in
+            let principal = try context.principal()
+            guard let w = try await env.store.workspace(id: principal.workspaceID) else {
+                throw DomainError.notFound("Workspace")
+            }
+            let year =
+                request.uri.queryParameters.get("year").flatMap(Int.init)
+                ?? RewardTax.year(of: env.clock.now(), timeZone: w.timeZone)
+            return Bodies.download(
+                try await module.service.taxCSV(workspaceID: w.id, year: year), contentType: "text/csv; charset=utf-8",
+                filename: "referral-rewards-\(year).csv")
+        }
+        router.get(SiteURL.Route.apiReferralFigures.routerPath) { request, context in
+            let principal = try context.principal()
+            try await module.clicks.flush()
+            let days = request.uri.queryParameters.get("days").flatMap(Double.init) ?? 90
+            let f = try await env.store.referralFigures(
+                workspaceID: principal.workspaceID, since: env.clock.now().addingTimeInterval(-days * 86_400))
+            return try Bodies.jsonResponse(FiguresDTO(f))
+        }
+    }
+
+    var module: ReferralModule {
+        get throws {
+            guard let r = env.referrals else {
+                throw DomainError(.unavailable, code: "referrals_unavailable", "Referrals are not configured.")
+            }
+            return r
+        }
+    }
+
+    func reward(_ workspaceID: WorkspaceID, _ id: Int64) async throws -> Reward {
+        guard let r = try await env.store.reward(id: id), r.workspaceID == workspaceID else {
+            throw DomainError.notFound("Reward")
+        }
+        return r
+    }
+
+    struct Page: Encodable {
+        var items: [AdvocateDTO]
+        var total: Int
+    }
+
+    struct AdvocateDTO: Encodable {
+        var id: Int64
+        var contactID: Int64
+        var email: String
+        var code: String
+        var active: Bool
+        var shareURL: String
+        var pageURL: String
+        var clicks, pending, confirmed, rewardsMinor: Int64?
+        var joinedAt: Date
+
+        init(_ a: Advocate, links: ReferralLinks, row: Store.AdvocateRow? = nil) {
+            id = a.id
+            contactID = a.contactID
+            email = a.email
+            code = a.code
+            active = a.active
+            shareURL = links.shareURL(code: a.code)
+            pageURL = links.pageURL(a)
+            clicks = row?.clicks
+            pending = row?.pending
+            confirmed = row?.confirmed
+            rewardsMinor = row?.rewardsMinor
+            joinedAt = a.joinedAt
+        }
+    }
+
+    struct JoinInput: Decodable {
+        var email: String
+        var consentText: String
+        var locale: String?
+        var ip: String?
+        var userAgent: String?
+        var grantedAt: String?
+        enum CodingKeys: String, CodingKey {
+            case email, locale, ip
+            case consentText = "consent_text"
+            case userAgent = "user_agent"
+            case grantedAt = "granted_at"
+        }
+    }
+
+    /// The shop enrols a customer who ticked the programme's opt-in in their account: the text they saw and the
+    /// evidence come with it. A customer without a delivered order cannot join (409).
+    func join(_ request: Request, _ context: AppContext) async throws -> Response {
+        let principal = try context.principal()
+        let input = try await Bodies.json(JoinInput.self, from: request, limit: 16 * 1024)
+        guard let w = try await env.store.workspace(id: principal.workspaceID) else {
+            throw DomainError.notFound("Workspace")
+        }
+        let at = try input.grantedAt.map { raw -> Date in
+            guard let d = ISO8601.parse(raw) else {
+                throw DomainError.invalid("time_invalid", "'\(raw)' is not an ISO 8601 time.", field: "granted_at")
+            }
+            return d
+        }
+        let advocate = try await module.service.join(
+            workspace: w,
+            .init(
+                email: try EmailAddress(input.email), orderNumber: nil, consentText: input.consentText,
+                locale: Locale.resolve(input.locale),
+                evidence: ConsentEvidence(
+                    at: at ?? env.clock.now(), ip: input.ip.map { String($0.prefix(45)) },
+                    userAgent: input.userAgent.map { String($0.prefix(500)) }), source: "api",
+                device: input.ip.map { env.store.deviceHash(ip: $0, userAgent: input.userAgent ?? "") }))
+        return try Bodies.jsonResponse(AdvocateDTO(advocate, links: try module.links), status: .created)
+    }
+
+    struct PremiumInput: Decodable {
+        var name: String
+        var description: String?
+        var imageURL: String?
+        var costMinor: Int64
+        var shippingMinor: Int64?
+        var stock: Int64
+        var active: Bool?
+        enum CodingKeys: String, CodingKey {
+            case name, description, stock, active
+            case imageURL = "image_url"
+            case costMinor = "cost_minor"
+            case shippingMinor = "shipping_minor"
+        }
+    }
+
+    struct FiguresDTO: Encodable {
+        var clicks, advocates, customers, referredOrders, revenueMinor, rewardCostMinor: Int64
+        var conversion, sharesPerCustomer, kFactor, roi: Double?
+        var currency: String
+        init(_ f: ReferralFigures) {
+            clicks = f.clicks
+            advocates = f.advocates
+            customers = f.customers
+            referredOrders = f.referredOrders
+            revenueMinor = f.revenueMinor
+            rewardCostMinor = f.rewardCostMinor
+            conversion = f.conversion
+            sharesPerCustomer = f.sharesPerCustomer
+            kFactor = f.kFactor
+            roi = f.roi
+            currency = f.currency
+        }
+    }
+}

@@ -1,0 +1,251 @@
+import Foundation
+import Hummingbird
+import NIOCore
+import ReciprocityCore
+import Referrals
+import Storage
+
+/// The admin page of the referral programme: figures with a chart, the review queue, the reward queue, advocates,
+/// the premium catalogue, payouts (SEPA file), the tax list and the settings. One page, each part a section.
+extension AdminRoutes {
+    func registerReferrals(on router: Router<AppContext>) {
+        router.get(SiteURL.Route.adminReferrals.routerPath) { _, context in try await referralsPage(context) }
+        router.post(SiteURL.Route.adminReferralSettings.routerPath) { request, context in
+            try await saveReferralSettings(request, context)
+        }
+        router.post(SiteURL.Route.adminReferralDecision.routerPath) { request, context -> Response in
+            let admin = try admin(context)
+            try require(admin.role.canEditMail, context)
+            let f = try await form(request, context)
+            try await store.decideReferral(
+                workspaceID: admin.workspace.id, id: try magnetID(context), accept: f["decision"] == "accept",
+                actor: "user:\(admin.user.id)")
+            env.wakeWorkers()
+            throw Redirect(to: SiteURL.adminReferrals.path)
+        }
+        router.post(SiteURL.Route.adminReward.routerPath) { request, context -> Response in
+            let admin = try admin(context)
+            try require(admin.role.canEditMail, context)
+            let f = try await form(request, context)
+            let id = try magnetID(context)
+            if f["action"] == "approve" {
+                try await referralModule.service.approve(
+                    workspaceID: admin.workspace.id, rewardID: id, actor: "user:\(admin.user.id)")
+            } else {
+                try await store.voidReward(
+                    workspaceID: admin.workspace.id, id: id, actor: "user:\(admin.user.id)", reason: "by_hand")
+            }
+            throw Redirect(to: SiteURL.adminReferrals.path)
+        }
+        router.post(SiteURL.Route.adminPremiums.routerPath) { request, context in
+            let admin = try admin(context)
+            try require(admin.role.canEditMail, context)
+            let f = try await form(request, context)
+            do {
+                try await store.savePremium(
+                    Premium(
+                        id: 0, workspaceID: admin.workspace.id, name: f["name"] ?? "",
+                        description: f["description"] ?? "", imageURL: nonEmpty(f["image_url"]),
+                        costMinor: try minor(f["cost"], field: "cost"),
+                        shippingMinor: try minor(f["shipping"], field: "shipping"), currency: "EUR",
+                        stock: Int64(f["stock"] ?? "") ?? -1, active: true),
+                    id: nil, actor: "user:\(admin.user.id)")
+            } catch let e as DomainError {
+                return try await referralsPage(context, error: e.message)
+            }
+            throw Redirect(to: SiteURL.adminReferrals.path)
+        }
+        router.post(SiteURL.Route.adminPayoutExport.routerPath) { request, context in
+            let admin = try admin(context)
+            try require(admin.role.canEditMail, context)
+            _ = try await form(request, context)
+            do {
+                let (batch, xml) = try await referralModule.service.exportPayouts(
+                    workspace: admin.workspace, actor: "user:\(admin.user.id)")
+                return Bodies.download(
+                    xml, contentType: "application/xml; charset=utf-8", filename: "payouts-\(batch).xml")
+            } catch let e as DomainError {
+                return try await referralsPage(context, error: e.message)
+            }
+        }
+        router.get(SiteURL.Route.adminReferralTax.routerPath) { request, context in
+            let admin = try admin(context)
+            let year =
+                request.uri.queryParameters.get("year").flatMap(Int.init)
+                ?? RewardTax.year(of: env.clock.now(), timeZone: admin.workspace.timeZone)
+            return Bodies.download(
+                try await referralModule.service.taxCSV(workspaceID: admin.workspace.id, year: year),
+                contentType: "text/csv; charset=utf-8", filename: "referral-rewards-\(year).csv")
+        }
+        router.get(SiteURL.Route.adminFulfilment.routerPath) { _, context in
+            let admin = try admin(context)
+            return Bodies.download(
+                try await referralModule.service.fulfilmentCSV(workspaceID: admin.workspace.id),
+                contentType: "text/csv; charset=utf-8", filename: "premium-fulfilment.csv")
+        }
+    }
+
+    var referralModule: ReferralModule {
+        get throws {
+            guard let r = env.referrals else {
+                throw DomainError(.unavailable, code: "referrals_unavailable", "Referrals are not configured.")
+            }
+            return r
+        }
+    }
+
+    /// "12,50" or "12.50" in major units, to minor units.
+    func minor(_ text: String?, field: String) throws -> Int64 {
+        let raw = (text ?? "").trimmingCharacters(in: .whitespaces).replacingOccurrences(of: ",", with: ".")
+        return try Money(decimal: raw.isEmpty ? "0" : raw, currency: .eur, field: field).minor
+    }
+
+    func money(_ minor: Int64, _ context: AppContext) -> String {
+        Money(minor: minor, currency: .eur).formatted(locale: context.locale)
+    }
+
+    func referralsPage(_ context: AppContext, error: String? = nil, message: String? = nil) async throws -> Response {
+        let admin = try admin(context)
+        let ws = admin.workspace.id
+        let t = Strings.table(context.locale)
+        var model = try base(context, title: "referrals_title", nav: "referrals")
+        let p = try await store.referralProgramme(workspaceID: ws)
+        try await referralModule.clicks.flush()
+        let since = env.clock.now().addingTimeInterval(-90 * 86_400)
+        let f = try await store.referralFigures(workspaceID: ws, since: since)
+        func pct(_ v: Double?) -> String { v.map { String(format: "%.1f %%", $0 * 100) } ?? "–" }
+        model["figures"] = [
+            "clicks": String(f.clicks), "orders": String(f.referredOrders), "conversion": pct(f.conversion),
+            "kfactor": f.kFactor.map { String(format: "%.3f", $0) } ?? "–", "revenue": money(f.revenueMinor, context),
+            "cost": money(f.rewardCostMinor, context), "roi": pct(f.roi), "advocates": String(f.advocates),
+        ]
+        let days = try await store.referralDays(
+            workspaceID: ws, since: env.clock.now().addingTimeInterval(-30 * 86_400))
+        let dayFormat = Date.ISO8601FormatStyle().year().month().day()
+        model["chart"] = LeadChart.svg(
+            days: days.map {
+                LeadDay(
+                    day: $0.day.formatted(dayFormat), views: 0, signups: $0.clicks, confirmations: $0.orders,
+                    downloads: 0)
+            }, label: t["ref_chart"] ?? "", id: "referral-chart")
+        model["review"] = try await store.referrals(workspaceID: ws, status: .flagged).map { r in
+            [
+                "id": String(r.id), "code": r.advocateCode, "order": r.orderExternalID,
+                "reasons": r.reasons.map(\.rawValue).joined(separator: ", "),
+                "action": SiteURL.adminReferralDecision(id: r.id).path,
+            ] as [String: Any]
+        }
+        model["rewards"] = try await store.rewards(workspaceID: ws, limit: 100).map { r in
+            [
+                "id": String(r.id), "type": t["ref_type_\(r.type.rawValue)"] ?? r.type.rawValue,
+                "value": money(r.valueMinor, context), "state": t["ref_state_\(r.state.rawValue)"] ?? r.state.rawValue,
+                "beneficiary": r.beneficiary, "held_until": when(r.heldUntil, context),
+                "can_approve": r.state == .held, "can_void": [.pending, .held, .approved].contains(r.state),
+                "action": SiteURL.adminReward(id: r.id).path, "voucher": r.voucherCode ?? "",
+            ] as [String: Any]
+        }
+        model["advocates"] = try await store.advocates(workspaceID: ws, limit: 100).items.map { row in
+            [
+                "code": row.advocate.code, "email": row.advocate.email, "clicks": String(row.clicks),
+                "pending": String(row.pending), "confirmed": String(row.confirmed),
+                "rewards": money(row.rewardsMinor, context), "active": row.advocate.active,
+            ] as [String: Any]
+        }
+        model["premiums"] = try await store.premiums(workspaceID: ws).map { pr in
+            [
+                "name": pr.name, "cost": money(pr.costMinor, context), "shipping": money(pr.shippingMinor, context),
+                "stock": String(pr.stock), "active": pr.active,
+            ] as [String: Any]
+        }
+        model["payouts"] = try await store.payouts(workspaceID: ws).map { po in
+            [
+                "code": po.code, "name": po.name ?? "–", "iban": po.iban.flatMap(IBAN.init)?.masked ?? "–",
+                "amount": money(po.amountMinor, context), "state": po.state,
+            ] as [String: Any]
+        }
+        let year = RewardTax.year(of: env.clock.now(), timeZone: admin.workspace.timeZone)
+        model["tax_warnings"] = try await store.rewardTax(workspaceID: ws, year: year).filter(\.reachesThreshold).map {
+            ["email": $0.email, "total": money($0.totalMinor, context)]
+        }
+        model["settings"] = settingsModel(p)
+        model["urls_ref"] = [
+            "settings": SiteURL.adminReferralSettings.path, "premiums": SiteURL.adminPremiums.path,
+            "payouts": SiteURL.adminPayoutExport.path, "tax": SiteURL.adminReferralTax.path,
+            "fulfilment": SiteURL.adminFulfilment.path,
+            "join": env.baseURL + SiteURL.referralJoin(workspace: admin.workspace.slug).path,
+        ]
+        if let error { model["error"] = error }
+        if let message { model["message"] = message }
+        return env.templates.page("referrals", model, status: error == nil ? .ok : .unprocessableContent)
+    }
+
+    func settingsModel(_ p: ReferralProgramme) -> [String: Any] {
+        func decimal(_ minor: Int64) -> String { Money(minor: minor, currency: .eur).decimalString }
+        return [
+            "active": p.active, "target_url": p.targetURL, "incentive": p.friendIncentive,
+            "reward_types": RewardType.allCases.map {
+                ["value": $0.rawValue, "selected": $0 == p.advocateReward.type] as [String: Any]
+            },
+            "friend_types": ["", "voucher", "credit"].map {
+                ["value": $0, "selected": $0 == (p.friendReward?.type.rawValue ?? "")] as [String: Any]
+            },
+            "reward_value": decimal(p.advocateReward.valueMinor),
+            "voucher_prefix": p.advocateReward.voucherPrefix ?? "",
+            "friend_value": decimal(p.friendReward?.valueMinor ?? 0), "new_only": p.newCustomersOnly,
+            "minimum": decimal(p.minimumOrderMinor),
+            "excluded_categories": p.excludedCategories.joined(separator: ", "),
+            "excluded_skus": p.excludedSKUs.joined(separator: ", "), "cap": p.capCount.map(String.init) ?? "",
+            "cap_days": String(p.capDays), "window": String(p.returnWindowSeconds),
+            "attribution_days": String(p.attributionDays), "touch_first": p.touch == .first,
+            "auto_approve": p.autoApprove, "cookie": p.cookie, "landing": p.landingPage,
+            "leaderboard": p.leaderboard, "velocity": String(p.velocityPerDay), "payer_name": p.payerName,
+            "payer_iban": p.payerIBAN, "payer_bic": p.payerBIC,
+        ]
+    }
+
+    func saveReferralSettings(_ request: Request, _ context: AppContext) async throws -> Response {
+        let admin = try admin(context)
+        try require(admin.role.canEditMail, context)
+        let f = try await form(request, context)
+        var p = try await store.referralProgramme(workspaceID: admin.workspace.id)
+        func list(_ key: String) -> [String] {
+            (f[key] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter {
+                !$0.isEmpty
+            }
+        }
+        do {
+            p.active = f["active"] == "on"
+            p.targetURL = (f["target_url"] ?? "").trimmingCharacters(in: .whitespaces)
+            p.friendIncentive = f["incentive"] ?? ""
+            p.advocateReward = RewardSpec(
+                type: RewardType(rawValue: f["reward_type"] ?? "") ?? .voucher,
+                valueMinor: try minor(f["reward_value"], field: "reward_value"),
+                voucherPrefix: nonEmpty(f["voucher_prefix"]?.uppercased()))
+            p.friendReward = try RewardType(rawValue: f["friend_type"] ?? "").map {
+                RewardSpec(type: $0, valueMinor: try minor(f["friend_value"], field: "friend_value"))
+            }
+            p.newCustomersOnly = f["new_only"] == "on"
+            p.minimumOrderMinor = try minor(f["minimum"], field: "minimum")
+            p.excludedCategories = list("excluded_categories")
+            p.excludedSKUs = list("excluded_skus")
+            p.capCount = f["cap"].flatMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+            p.capDays = Int(f["cap_days"] ?? "") ?? p.capDays
+            p.returnWindowSeconds = Int64(f["window"] ?? "") ?? p.returnWindowSeconds
+            p.attributionDays = Int(f["attribution_days"] ?? "") ?? p.attributionDays
+            p.touch = f["touch"] == "first" ? .first : .last
+            p.autoApprove = f["auto_approve"] == "on"
+            p.cookie = f["cookie"] == "on"
+            p.landingPage = f["landing"] == "on"
+            p.leaderboard = f["leaderboard"] == "on"
+            p.velocityPerDay = Int(f["velocity"] ?? "") ?? p.velocityPerDay
+            p.payerName = f["payer_name"] ?? ""
+            p.payerIBAN = (f["payer_iban"] ?? "").replacingOccurrences(of: " ", with: "").uppercased()
+            p.payerBIC = (f["payer_bic"] ?? "").uppercased()
+            try await referralModule.service.saveProgramme(
+                workspaceID: admin.workspace.id, p, actor: "user:\(admin.user.id)")
+        } catch let e as DomainError {
+            return try await referralsPage(context, error: e.message)
+        }
+        return try await referralsPage(context, message: Strings.table(context.locale)["ref_saved"] ?? "Gespeichert.")
+    }
+}
