@@ -438,4 +438,36 @@ import Testing
             #expect(figures.clicks == 2 && figures.referredOrders == 1)
         }
     }
+
+    @Test(arguments: Engine.available)
+    func blockingInReviewVoidsAndErasureRevokesThePage(engine: Engine) async throws {
+        try await withKit(engine) { kit in
+            let anna = try await advocate(kit)
+            try await kit.store.setPayoutDetails(
+                workspaceID: kit.shop.id, advocateID: anna.id, name: "Anna Muster",
+                iban: try #require(IBAN("DE02120300000000202051")))
+            try await put(kit, "F-1", order(email: "cleo@example.net", ref: anna.code, street: "Hauptstraße 1"))
+            let flagged = try #require(try await referral(kit))
+            #expect(flagged.status == .flagged)
+            try await kit.store.decideReferral(workspaceID: kit.shop.id, id: flagged.id, accept: false, actor: "user:1")
+            #expect(try await referral(kit)?.status == .blocked)
+            #expect(try await kit.store.rewards(workspaceID: kit.shop.id).map(\.state) == [.void])
+            // A second decision is refused: only flagged referrals wait for one.
+            await #expect(throws: DomainError.self) {
+                try await kit.store.decideReferral(
+                    workspaceID: kit.shop.id, id: flagged.id, accept: true, actor: "user:1")
+            }
+
+            let page = try #require(
+                try await kit.store.advocate(workspaceID: kit.shop.id, id: anna.id).map {
+                    kit.referrals.links.pageToken($0)
+                })
+            #expect(try await kit.referrals.links.advocate(pageToken: page)?.id == anna.id)
+            try await kit.store.erase(workspaceID: kit.shop.id, contactID: anna.contactID, actor: "test")
+            #expect(try await kit.referrals.links.advocate(pageToken: page) == nil)
+            let erased = try #require(try await kit.store.advocate(workspaceID: kit.shop.id, id: anna.id))
+            #expect(!erased.active && erased.payoutIBAN == nil && erased.payoutName == nil)
+            #expect(try await kit.store.referralTarget(code: anna.code) == nil)
+        }
+    }
 }

@@ -76,12 +76,16 @@ public struct Redirect: Error {
 
 /// Baseline security headers on every response.
 struct SecurityHeadersMiddleware: RouterMiddleware {
+    static let contentTypeOptions = HTTPField.Name("X-Content-Type-Options")!
+    static let referrerPolicy = HTTPField.Name("Referrer-Policy")!
+
     func handle(_ request: Request, context: AppContext, next: (Request, AppContext) async throws -> Response)
         async throws -> Response
     {
         var response = try await next(request, context)
-        response.headers[HTTPField.Name("X-Content-Type-Options")!] = "nosniff"
-        response.headers[HTTPField.Name("Referrer-Policy")!] = "same-origin"
+        response.headers[Self.contentTypeOptions] = "nosniff"
+        // A route that sets a stricter policy (the referral redirect and personal page: no-referrer) keeps it.
+        if response.headers[Self.referrerPolicy] == nil { response.headers[Self.referrerPolicy] = "same-origin" }
         if request.uri.path.hasPrefix("/admin") {
             // A route that sets its own policy (the sandboxed mail HTML, framed by the outbox page) keeps it.
             if response.headers[.contentSecurityPolicy] == nil {

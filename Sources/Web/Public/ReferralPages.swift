@@ -55,6 +55,8 @@ struct ReferralPages: Sendable {
 
     // MARK: Redirect
 
+    static let referrerPolicy = HTTPField.Name("Referrer-Policy")!
+
     /// Records the click (in memory; written by the group commit) and sends the friend to the shop with the code
     /// as a first-party parameter. A cookie only when the merchant enabled it (shops with a cookie consent).
     func redirect(_ request: Request, _ context: AppContext) async throws -> Response {
@@ -78,12 +80,11 @@ struct ReferralPages: Sendable {
                     "continue_url": resolved.location,
                 ], workspace: workspace)
             r.headers[.cacheControl] = "no-store"
-            r.headers[HTTPField.Name("Referrer-Policy")!] = "no-referrer"
+            r.headers[Self.referrerPolicy] = "no-referrer"
             return r
         }
         var headers: HTTPFields = [
-            .location: resolved.location, .cacheControl: "no-store",
-            HTTPField.Name("Referrer-Policy")!: "no-referrer",
+            .location: resolved.location, .cacheControl: "no-store", Self.referrerPolicy: "no-referrer",
         ]
         if target.programme.cookie {
             headers[.setCookie] =
@@ -218,7 +219,8 @@ struct ReferralPages: Sendable {
         try await env.store.noteAdvocateDevice(
             advocateID: a.id, device: env.store.deviceHash(ip: ip, userAgent: request.headers[.userAgent] ?? ""))
         let link = try referrals.links.shareURL(code: a.code)
-        var text = String((request.uri.queryParameters.get("text") ?? "").prefix(1000))
+        // Parsed as a form (`+` is a space): the share-text form submits with GET.
+        var text = String((Bodies.parseForm(request.uri.query ?? "")["text"] ?? "").prefix(1000))
         if text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
             text = Self.defaultShareText(t, shop: w.name, incentive: programme.friendIncentive, link: link)
         } else if !text.contains(link) {
@@ -282,7 +284,7 @@ struct ReferralPages: Sendable {
         }
         var response = render("referral_page", locale: locale, title: "ref_page_title", model, workspace: w)
         response.headers[.cacheControl] = "no-store"
-        response.headers[HTTPField.Name("Referrer-Policy")!] = "no-referrer"
+        response.headers[Self.referrerPolicy] = "no-referrer"
         response.headers[.contentSecurityPolicy] = Self.pagePolicy
         response.headers[HTTPField.Name("X-Frame-Options")!] = "DENY"
         return response

@@ -1,0 +1,153 @@
+"""What issuing a reward writes, and undoing it (issue 6, contract /tmp/refs/SPEC.md).
+
+- Store credit: a booking when issued; a return after issue claws the reward back with a reversal row of the
+  negative amount, and the referral becomes void.
+- Cash: the advocate enters an IBAN on the personal page; the SEPA credit transfer file (pain.001.001.09)
+  validates against the vendored XSD, pays exactly that reward, and is written once.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import xml.etree.ElementTree as ET
+from urllib.parse import parse_qs, urljoin, urlsplit
+
+import requests
+
+from tests.conftest import REPO_ROOT
+from tests.referrals.reftools import (
+    KAFFEE,
+    PAYER_IBAN,
+    Customer,
+    RefShop,
+    element_text,
+    order_body,
+    personal_page,
+)
+from tests.reviews.reviewtools import parse_form, submit_form
+
+PAIN_XSD = REPO_ROOT / "Tests" / "ReciprocityCoreTests" / "Fixtures" / "pain.001.001.09.xsd"
+PAIN_NS = {"p": "urn:iso:std:iso:20022:tech:xsd:pain.001.001.09"}
+ANNA = Customer("anna.berger@kunde.example", "Anna", "Berger")
+BERT = Customer("bert.freund@andere.example", "Bert", "Freund")
+ANNA_IBAN = "DE02120300000000202051"
+
+
+def referred_and_delivered(shop: RefShop, code: str, external_id: str = "F-1") -> tuple[dict, dict]:
+    """The friend's order with the code, placed then delivered; returns (referral, order body)."""
+    body = order_body(BERT, [KAFFEE], status="placed", referral_code=code)
+    shop.order(external_id, body)
+    referral = shop.wait_for_referral(external_id)
+    assert referral["status"] == "accepted", referral
+    body = dict(body, status="delivered")
+    shop.order(external_id, body)
+    return referral, body
+
+
+def credit_rows(shop: RefShop, reward_id: int) -> list[tuple]:
+    return shop.rows(f"SELECT kind, delta_minor, currency FROM referral_credit WHERE reward_id = {int(reward_id)} "
+                     "ORDER BY id")
+
+
+# =========================================================================== clawback
+
+
+def test_return_after_issue_claws_back_the_credit(make_ref_shop):
+    """Credit of 15 € is booked when the reward is issued; the order returned afterwards claws it back: the
+    reward is clawed_back, the referral void, and the ledger has a reversal of -15 € (the balance is 0)."""
+    shop = make_ref_shop(advocate_reward={"type": "credit", "value_minor": 1500})
+    shop.delivered_customer("10001", ANNA)
+    advocate = shop.join_api(ANNA.email)
+    referral, body = referred_and_delivered(shop, advocate["code"])
+
+    issued = shop.wait_for_reward_state(referral["id"], "issued")
+    assert (issued["type"], issued["value_minor"], issued.get("voucher_code")) == ("credit", 1500, None), issued
+    assert credit_rows(shop, issued["id"]) == [("booking", 1500, "EUR")], credit_rows(shop, issued["id"])
+    shop.wait_for_mails(ANNA.email, "referral_reward")
+
+    returned = shop.order("F-1", dict(body, status="returned"))
+    assert returned["order"]["status"] == "returned", returned
+    clawed = shop.wait_for_reward_state(referral["id"], "clawed_back")
+    assert clawed["id"] == issued["id"], clawed
+    assert shop.wait_for_referral("F-1", ok=lambda r: r["status"] == "void", what="to be void")
+    assert credit_rows(shop, issued["id"]) == [("booking", 1500, "EUR"), ("reversal", -1500, "EUR")], (
+        credit_rows(shop, issued["id"]))
+    contact = issued["contact_id"]
+    assert shop.count(f"SELECT COALESCE(SUM(delta_minor), 0) FROM referral_credit WHERE contact_id = {contact}") == 0
+
+    # The same return again changes nothing.
+    shop.order("F-1", dict(body, status="returned"))
+    assert [r["state"] for r in shop.rewards()] == ["clawed_back"], shop.rewards()
+    assert len(credit_rows(shop, issued["id"])) == 2
+    assert len(shop.outbox(ANNA.email, "referral_reward")) == 1
+
+
+# =========================================================================== SEPA payout file
+
+
+def test_cash_reward_pain001_export(make_ref_shop, tmp_path):
+    """A 25 € cash reward: Anna enters her IBAN through #payout-form (a wrong one first: ?error=iban with
+    #page-error); after issue the export is a pain.001.001.09 file valid against the XSD with one transfer of
+    25.00 EUR to her IBAN from the shop's account; a second export is 409 no_open_payouts."""
+    assert PAIN_XSD.is_file(), f"the vendored pain.001 schema is missing: {PAIN_XSD}"
+    shop = make_ref_shop(advocate_reward={"type": "cash", "value_minor": 2500}, payer_name="Mein Shop GmbH",
+                         payer_iban=PAYER_IBAN)
+    shop.delivered_customer("10001", ANNA)
+    advocate = shop.join_api(ANNA.email)
+    page_url = advocate["page_url"]
+
+    def post_payout(name: str, iban: str) -> dict:
+        page = personal_page(page_url)
+        form = parse_form(page, "payout-form")
+        assert {"name", "iban"} <= form.names(), form.fields
+        form.set("name", name)
+        form.set("iban", iban)
+        r = submit_form(requests.Session(), page_url, form, allow_redirects=False)
+        assert r.status_code == 303, (r.status_code, r.headers, r.text[:1000])
+        back = urljoin(page_url, r.headers["Location"])
+        assert urlsplit(back).path == urlsplit(page_url).path, back
+        return {"query": parse_qs(urlsplit(back).query), "page": personal_page(back)}
+
+    wrong = post_payout("Anna Berger", "DE02120300000000202052")  # check digits do not match
+    assert wrong["query"] == {"error": ["iban"]}, wrong["query"]
+    assert element_text(wrong["page"], "page-error"), wrong["page"][:2000]
+    assert shop.rows("SELECT payout_iban FROM advocates") == [(None,)], shop.rows("SELECT payout_iban FROM advocates")
+
+    saved = post_payout("Anna Berger", ANNA_IBAN)
+    assert saved["query"] == {"saved": ["1"]}, saved["query"]
+    assert element_text(saved["page"], "page-error") is None, element_text(saved["page"], "page-error")
+
+    referral, _ = referred_and_delivered(shop, advocate["code"])
+    issued = shop.wait_for_reward_state(referral["id"], "issued")
+    assert (issued["type"], issued["value_minor"]) == ("cash", 2500), issued
+    assert shop.rows(f"SELECT amount_minor, state FROM referral_payouts WHERE reward_id = {issued['id']}") == [
+        (2500, "open")]
+
+    r = shop.api("POST", "/api/v1/referrals/payouts/export")
+    assert r.status_code == 200, (r.status_code, r.text[:1000])
+    assert r.headers["Content-Type"].split(";")[0].strip() == "application/xml", r.headers
+    path = tmp_path / "pain.001.xml"
+    path.write_bytes(r.content)
+    lint = subprocess.run(["xmllint", "--noout", "--schema", str(PAIN_XSD), str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert lint.returncode == 0, f"pain.001 does not validate:\n{lint.stderr}\n{r.text[:3000]}"
+
+    root = ET.fromstring(r.content)
+    assert root.tag == "{urn:iso:std:iso:20022:tech:xsd:pain.001.001.09}Document", root.tag
+    assert root.findtext("p:CstmrCdtTrfInitn/p:GrpHdr/p:NbOfTxs", namespaces=PAIN_NS) == "1"
+    assert root.findtext("p:CstmrCdtTrfInitn/p:GrpHdr/p:CtrlSum", namespaces=PAIN_NS) == "25.00"
+    infos = root.findall("p:CstmrCdtTrfInitn/p:PmtInf", PAIN_NS)
+    assert len(infos) == 1, len(infos)
+    assert infos[0].findtext("p:DbtrAcct/p:Id/p:IBAN", namespaces=PAIN_NS) == PAYER_IBAN
+    txs = infos[0].findall("p:CdtTrfTxInf", PAIN_NS)
+    assert len(txs) == 1, len(txs)
+    tx = txs[0]
+    assert tx.findtext("p:CdtrAcct/p:Id/p:IBAN", namespaces=PAIN_NS) == ANNA_IBAN
+    assert tx.findtext("p:Cdtr/p:Nm", namespaces=PAIN_NS) == "Anna Berger"
+    amount = tx.find("p:Amt/p:InstdAmt", PAIN_NS)
+    assert amount is not None and (amount.text, amount.get("Ccy")) == ("25.00", "EUR"), ET.tostring(tx)
+    assert shop.rows(f"SELECT state FROM referral_payouts WHERE reward_id = {issued['id']}") == [("exported",)]
+
+    again = shop.api("POST", "/api/v1/referrals/payouts/export")
+    assert again.status_code == 409 and again.json().get("code") == "no_open_payouts", (again.status_code,
+                                                                                         again.text[:500])
