@@ -9,6 +9,8 @@
 #   referral GET /r/{code}            the tracked redirect: code lookup (cached), click appended for the group
 #                                     commit (written once a second), 302 to the shop with ?ref=CODE
 #   nginx    GET /                    nginx `return 302` (static, own temp config)
+#   distinct GET /r/{code}            as `referral`, but every request with its own User-Agent, so no two clicks
+#                                     share a device hash (the flush hashes each click)
 # Afterwards the clicks in the database are counted against the requests wrk made (none may be lost).
 # Results go to bench/results/referrals-<UTC timestamp>.txt; the table is printed at the end.
 set -euo pipefail
@@ -81,16 +83,26 @@ for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/" &&
 } >"$OUT"
 declare -A RPS P99
 SENT=0 # requests wrk completed against /r/{code}, warm-ups included
-run() { # name url
+cat >"$WORK/distinct.lua" <<'LUA'
+local n = 0
+local id = 0
+function setup(thread) id = id + 1; thread:set("tid", id) end
+request = function()
+  n = n + 1
+  return wrk.format("GET", nil, {["User-Agent"] = "Mozilla/5.0 (bench " .. tid .. "-" .. n .. ")"})
+end
+LUA
+run() { # name url [wrk args]
     local name=$1 url=$2 warm
-    warm=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "$url" 2>/dev/null || true)
-    [[ "$name" == referral* ]] && SENT=$((SENT + $(awk '/requests in/ {print $1}' <<<"$warm")))
+    shift 2
+    warm=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "$@" "$url" 2>/dev/null || true)
+    [[ "$name" == referral* || "$name" == distinct* ]] && SENT=$((SENT + $(awk '/requests in/ {print $1}' <<<"$warm")))
     local res
-    res=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$url")
+    res=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url")
     printf '\n## %s\n%s\n' "$name" "$res" >>"$OUT"
     RPS[$name]=$(awk '/Requests\/sec/ {print $2}' <<<"$res")
     P99[$name]=$(awk '$1 == "99%" {print $2}' <<<"$res")
-    [[ "$name" == referral* ]] && SENT=$((SENT + $(awk '/requests in/ {print $1}' <<<"$res")))
+    [[ "$name" == referral* || "$name" == distinct* ]] && SENT=$((SENT + $(awk '/requests in/ {print $1}' <<<"$res")))
     local non
     non=$(awk '/Non-2xx/ {print $5}' <<<"$res")
     [[ -z "$non" ]] || echo "note: $name answered $non non-2xx (302 counts as non-2xx in wrk)" >>"$OUT"
@@ -100,6 +112,7 @@ for round in 1 2; do
     run "bare$round" "http://127.0.0.1:$PORT/_/redirect"
     run "referral$round" "http://127.0.0.1:$PORT/r/$CODE"
     run "nginx$round" "http://127.0.0.1:$NGINX_PORT/"
+    run "distinct$round" "http://127.0.0.1:$PORT/r/$CODE" -s "$WORK/distinct.lua"
 done
 sleep 2
 RSS=$(awk '/VmRSS/ {print $2}' "/proc/$SERVER_PID/status")
@@ -113,7 +126,7 @@ fi
     echo
     printf '%-10s %12s %10s %9s %9s\n' run req/s p99 "vs bare" "vs nginx"
     for round in 1 2; do
-        for name in bare referral nginx; do
+        for name in bare referral nginx distinct; do
             n="$name$round"
             printf '%-10s %12s %10s %8.2fx %8.2fx\n' "$n" "${RPS[$n]}" "${P99[$n]}" \
                 "$(python3 -c "print(${RPS[$n]} / ${RPS[bare$round]})")" \

@@ -25,6 +25,12 @@ public enum ReferralCode {
 
     /// A code as typed by a person or carried in a URL: trimmed and upper-cased; nil when it cannot be a code.
     public static func normalize(_ input: String) -> String? {
+        // The usual case (a code from a link, already upper-case) without allocating.
+        if (3...24).contains(input.utf8.count),
+            input.utf8.allSatisfy({ (65...90).contains($0) || (48...57).contains($0) || $0 == 45 })
+        {
+            return input
+        }
         let code = input.trimmingCharacters(in: .whitespacesAndNewlines).uppercased()
         guard (3...24).contains(code.count),
             code.unicodeScalars.allSatisfy({ ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "-" })
