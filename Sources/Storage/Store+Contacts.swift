@@ -231,6 +231,10 @@ extension Store {
               ip, user_agent, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """, workspaceID, contactID, change.purpose.rawValue, change.action.rawValue, state.rawValue,
             change.legalBasis.rawValue, textID, change.source, e.ip, e.userAgent, e.at)
+        // Withdrawing the programme's consent is leaving it: the code stops working, earned rewards stay.
+        if change.purpose == .referralProgram && state == .withdrawn {
+            try await leaveReferrals(tx, workspaceID: workspaceID, contactID: contactID)
+        }
         return Self.consent(row)
     }
 

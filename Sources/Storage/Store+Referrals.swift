@@ -272,6 +272,14 @@ extension Store {
         }
     }
 
+    func leaveReferrals(_ tx: any SQLExecutor, workspaceID: WorkspaceID, contactID: ContactID) async throws {
+        try await tx.execute(
+            """
+            UPDATE advocates SET state = 'left', left_at = ?
+            WHERE workspace_id = ? AND contact_id = ? AND state = 'active'
+            """, now, workspaceID, contactID)
+    }
+
     /// Remembers a device the advocate used (their page, their join), so an order from it is recognised.
     public func noteAdvocateDevice(_ tx: (any SQLExecutor)? = nil, advocateID: AdvocateID, device: String)
         async throws

@@ -470,4 +470,29 @@ import Testing
             #expect(try await kit.store.referralTarget(code: anna.code) == nil)
         }
     }
+
+    @Test(arguments: Engine.available)
+    func withdrawingTheConsentLeavesTheProgramme(engine: Engine) async throws {
+        try await withKit(engine) { kit in
+            let anna = try await advocate(kit)
+            #expect(try await kit.store.referralTarget(code: anna.code) != nil)
+            _ = try await kit.store.db.transaction { tx in
+                try await kit.store.applyConsent(
+                    tx, workspaceID: kit.shop.id, contactID: anna.contactID,
+                    change: ConsentChange(
+                        purpose: .referralProgram, action: .withdraw, text: nil, source: "preferences",
+                        evidence: ConsentEvidence(at: kit.clock.now())))
+            }
+            #expect(try await kit.store.referralTarget(code: anna.code) == nil)
+            #expect(try await kit.store.advocate(workspaceID: kit.shop.id, id: anna.id)?.active == false)
+            // Joining again is a new opt-in: active again, and the welcome mail once more.
+            _ = try await kit.referrals.service.join(
+                workspace: kit.shop,
+                .init(
+                    email: try EmailAddress("anna@example.com"), orderNumber: nil, consentText: "Ja.", locale: "de",
+                    evidence: ConsentEvidence(at: kit.clock.now()), source: "test"))
+            #expect(try await kit.store.referralTarget(code: anna.code) != nil)
+            #expect(try await count(kit, "SELECT COUNT(*) FROM outbox WHERE kind = 'referral_welcome'") == 2)
+        }
+    }
 }
