@@ -135,9 +135,15 @@ public func buildApplication(runtime: Runtime, workers: Bool = true) async throw
     env.trustedProxies = runtime.config.trustedProxies
     env.referrals = runtime.referrals
     _ = MetricsBootstrap.registry
+    let (views, clicks) = (runtime.leads.views, runtime.referrals.clicks)
     var services: [any Service] = [
-        ViewFlusher(views: runtime.leads.views, logger: runtime.logger),
-        ClickFlusher(clicks: runtime.referrals.clicks, logger: runtime.logger),
+        PeriodicFlush(what: "lead page views", interval: .seconds(5), logger: runtime.logger) {
+            try await views.flush()
+        },
+        // The referral clicks' group commit.
+        PeriodicFlush(what: "referral clicks", interval: .seconds(1), logger: runtime.logger) {
+            try await clicks.flush()
+        },
     ]
     if workers {
         services.append(worker)
@@ -192,31 +198,19 @@ public func runWorkers(runtime: Runtime) async throws {
 }
 
 /// Writes the landing page views counted in memory every few seconds, and once more at shutdown.
-/// Writes the referral clicks gathered in memory once a second (group commit), and at shutdown.
-struct ClickFlusher: Service {
-    let clicks: ClickRecorder
+/// Writes what a capability gathers in memory (lead page views, referral clicks) every `interval`, and once more at
+/// shutdown.
+struct PeriodicFlush: Service {
+    let what: String
+    let interval: Duration
     let logger: Logger
-    var interval: Duration = .seconds(1)
+    let flush: @Sendable () async throws -> Void
 
     func run() async throws {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
-            do { try await clicks.flush() } catch { logger.warning("referral clicks not written yet: \(error)") }
+            do { try await flush() } catch { logger.warning("\(what) not written yet: \(error)") }
         }
-        try? await clicks.flush()
-    }
-}
-
-struct ViewFlusher: Service {
-    let views: ViewCounter
-    let logger: Logger
-    var interval: Duration = .seconds(5)
-
-    func run() async throws {
-        while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
-            do { try await views.flush() } catch { logger.warning("view counts not written yet: \(error)") }
-        }
-        try? await views.flush()
+        try? await flush()
     }
 }

@@ -264,37 +264,37 @@ public struct ReferralService: Sendable {
     /// A SEPA credit-transfer file (pain.001.001.09) for every open payout with bank details; they move to a
     /// new batch, so the next file does not pay them again.
     public func exportPayouts(workspace: Workspace, actor: String) async throws -> (batchID: Int64, xml: String) {
-        let programme = try await store.referralProgramme(workspaceID: workspace.id)
-        guard let payerIBAN = IBAN(programme.payerIBAN), !programme.payerName.isEmpty else {
-            throw DomainError.invalid(
-                "payer_missing", "Enter the account the rewards are paid from (name and IBAN) first.",
-                field: "payer_iban")
-        }
+        let payer = try await payer(workspaceID: workspace.id)
         let messageID =
             "RCP-\(workspace.id)-\(Int64(store.clock.now().timeIntervalSince1970))-"
             + VoucherCodes.generate(prefix: "", random: random.bytes(16)).replacingOccurrences(of: "-", with: "")
         let (batchID, payouts) = try await store.createPayoutBatch(
             workspaceID: workspace.id, messageID: messageID, actor: actor)
-        return (
-            batchID, try await payoutFile(workspace: workspace, batchID: batchID, payouts: payouts, payer: payerIBAN)
-        )
+        return (batchID, try await payoutFile(workspace: workspace, batchID: batchID, payouts: payouts, payer: payer))
     }
 
     /// The file of a batch written before (the same transfers, the same message id).
     public func payoutFile(workspace: Workspace, batchID: Int64) async throws -> String {
-        let programme = try await store.referralProgramme(workspaceID: workspace.id)
-        guard let payer = IBAN(programme.payerIBAN) else {
-            throw DomainError.invalid("payer_missing", "Enter the account the rewards are paid from first.")
-        }
+        let payer = try await payer(workspaceID: workspace.id)
         let payouts = try await store.payouts(workspaceID: workspace.id).filter { $0.batchID == batchID }
         return try await payoutFile(workspace: workspace, batchID: batchID, payouts: payouts, payer: payer)
     }
 
-    func payoutFile(workspace: Workspace, batchID: Int64, payouts: [Store.Payout], payer: IBAN) async throws -> String {
+    func payer(workspaceID: WorkspaceID) async throws -> SEPA.Debtor {
+        guard let payer = try await store.referralProgramme(workspaceID: workspaceID).payer else {
+            throw DomainError.invalid(
+                "payer_missing", "Enter the account the rewards are paid from (name and IBAN) first.",
+                field: "payer_iban")
+        }
+        return payer
+    }
+
+    func payoutFile(workspace: Workspace, batchID: Int64, payouts: [Store.Payout], payer: SEPA.Debtor)
+        async throws -> String
+    {
         guard let batch = try await store.payoutBatch(workspaceID: workspace.id, id: batchID) else {
             throw DomainError.notFound("Payout batch")
         }
-        let programme = try await store.referralProgramme(workspaceID: workspace.id)
         let transfers = payouts.compactMap { p -> SEPA.Transfer? in
             guard let iban = p.iban.flatMap(IBAN.init) else { return nil }
             return SEPA.Transfer(
@@ -305,24 +305,11 @@ public struct ReferralService: Sendable {
         do {
             return try SEPA.creditTransfer(
                 messageID: batch.messageID, createdAt: batch.createdAt,
-                executionDate: batch.createdAt.addingTimeInterval(86_400),
-                debtor: SEPA.Debtor(name: programme.payerName, iban: payer, bic: BIC(programme.payerBIC)),
-                transfers: transfers, timeZone: TimeZone(identifier: workspace.timeZone) ?? .current)
+                executionDate: batch.createdAt.addingTimeInterval(86_400), debtor: payer, transfers: transfers,
+                timeZone: TimeZone(identifier: workspace.timeZone) ?? .current)
         } catch {
             throw DomainError.invalid("payout_file_invalid", "The payout file could not be written: \(error.reason)")
         }
-    }
-
-    public func payoutsCSV(workspaceID: WorkspaceID) async throws -> String {
-        let rows = try await store.payouts(workspaceID: workspaceID).map { p in
-            [
-                String(p.rewardID), p.code, p.name ?? "", p.iban.flatMap(IBAN.init)?.formatted ?? "",
-                Money(minor: p.amountMinor, currency: (try? Currency(p.currency)) ?? .eur).decimalString, p.currency,
-                p.state, p.batchID.map(String.init) ?? "", ISO8601.format(p.createdAt),
-            ]
-        }
-        return CSV.write(
-            [["reward_id", "code", "name", "iban", "amount", "currency", "state", "batch", "created_at"]] + rows)
     }
 
     /// §22 Nr. 3 EStG: reward value per person in a year, with the €256 threshold marked.

@@ -210,18 +210,6 @@ extension Store {
             order: Self.order(orderRow, items: s.items), outcome: existing == nil ? .created : .updated, events: events)
     }
 
-    /// A keyed hash of an IP address and a user agent: the same device is recognised, the address is not kept.
-    public func deviceHash(ip: String, userAgent: String) -> String {
-        let mac = HMAC<SHA256>.authenticationCode(for: Array("device|\(ip)|\(userAgent)".utf8), using: hashKey)
-        return Hex.encode(Array(mac.prefix(16)))
-    }
-
-    /// A keyed hash of an IP address alone, as a click keeps it.
-    public func ipHash(_ ip: String) -> String {
-        let mac = HMAC<SHA256>.authenticationCode(for: Array("ip|\(ip)".utf8), using: hashKey)
-        return Hex.encode(Array(mac.prefix(16)))
-    }
-
     /// One order with its items, by id or by the shop's external id.
     func loadOrder(_ tx: any SQLExecutor, workspaceID: WorkspaceID, id: OrderID? = nil, externalID: String? = nil)
         async throws -> Order?

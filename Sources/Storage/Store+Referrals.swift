@@ -130,6 +130,14 @@ extension Store {
     public static let referralReleaseJob = "referrals.release"
     public static let referralSweepJob = "referrals.sweep"
 
+    /// A SQL `IN` list of states named by the core (fixed identifiers, never user input).
+    static func sqlList<S: RawRepresentable<String>>(_ values: [S]) -> String {
+        "(" + values.map { "'\($0.rawValue)'" }.joined(separator: ", ") + ")"
+    }
+
+    /// The reward states a void may leave: whatever `RewardState.canTransition(to: .void)` allows.
+    static let voidable = sqlList(RewardState.allCases.filter { $0.canTransition(to: .void) })
+
     // MARK: Programme
 
     public func referralProgramme(workspaceID: WorkspaceID, _ tx: (any SQLExecutor)? = nil) async throws
@@ -343,7 +351,7 @@ extension Store {
             """
             SELECT \(Self.advocateColumns),
               (SELECT COUNT(*) FROM referral_clicks k WHERE k.advocate_id = a.id) AS clicks,
-              (SELECT COUNT(*) FROM referrals r WHERE r.advocate_id = a.id AND r.status IN ('accepted', 'flagged'))
+              (SELECT COUNT(*) FROM referrals r WHERE r.advocate_id = a.id AND r.status IN \(Self.sqlList(ReferralStatus.open)))
                 AS pending,
               (SELECT COUNT(*) FROM referrals r WHERE r.advocate_id = a.id AND r.status = 'confirmed') AS confirmed,
               (SELECT COALESCE(SUM(w.value_minor), 0) FROM referral_rewards w WHERE w.advocate_id = a.id
@@ -571,7 +579,7 @@ extension Store {
             detail:
                 "order \(order.externalID) via \(how.via) → \(decision.status.rawValue)"
                 + (decision.reasons.isEmpty ? "" : ": " + decision.reasons.map(\.rawValue).joined(separator: ", ")))
-        if decision.status == .accepted || decision.status == .flagged {
+        if ReferralStatus.open.contains(decision.status) {
             try await createRewards(
                 tx, workspaceID: workspaceID, referralID: id, advocate: advocate, friendContactID: order.contactID,
                 programme: programme)
@@ -638,7 +646,7 @@ extension Store {
                 try await tx.execute(
                     """
                     UPDATE referral_rewards SET state = 'void', ended_at = ?, end_reason = 'blocked'
-                    WHERE referral_id = ? AND state IN ('pending', 'held', 'approved')
+                    WHERE referral_id = ? AND state IN \(Self.voidable)
                     """, self.now, id)
             } else {
                 // Rewards already past their window go on at once.
@@ -769,7 +777,7 @@ extension Store {
             let changed = try await tx.execute(
                 """
                 UPDATE referral_rewards SET state = 'void', ended_at = ?, end_reason = ?
-                WHERE workspace_id = ? AND id = ? AND state IN ('pending', 'held', 'approved')
+                WHERE workspace_id = ? AND id = ? AND state IN \(Self.voidable)
                 """, self.now, reason, workspaceID, id)
             guard changed == 1 else {
                 throw DomainError.conflict("reward_not_voidable", "Only a reward not yet issued can be voided.")
@@ -934,7 +942,7 @@ extension Store {
         try await tx.execute(
             """
             UPDATE referral_rewards SET state = 'void', ended_at = ?, end_reason = ?
-            WHERE referral_id = ? AND state IN ('pending', 'held', 'approved')
+            WHERE referral_id = ? AND state IN \(Self.voidable)
             """, t, reason, referralID)
         let issued = try await tx.query(
             """
@@ -1269,7 +1277,7 @@ extension Store {
         let referred = try await db.first(
             """
             SELECT COUNT(*) AS n, CAST(COALESCE(SUM(revenue_minor), 0) AS BIGINT) AS revenue FROM referrals
-            WHERE workspace_id = ? AND status IN ('accepted', 'flagged', 'confirmed') AND created_at >= ?
+            WHERE workspace_id = ? AND status IN \(Self.sqlList(ReferralStatus.referred)) AND created_at >= ?
             """, workspaceID, since)
         let cost = try await db.scalar(
             """
@@ -1295,7 +1303,7 @@ extension Store {
         for r in try await db.query(
             """
             SELECT created_at / 86400000 AS d, COUNT(*) AS n FROM referrals
-            WHERE workspace_id = ? AND created_at >= ? AND status IN ('accepted', 'flagged', 'confirmed')
+            WHERE workspace_id = ? AND created_at >= ? AND status IN \(Self.sqlList(ReferralStatus.referred))
             GROUP BY created_at / 86400000
             """, workspaceID, since)
         {

@@ -27,8 +27,19 @@ public struct Store: Sendable {
     var now: Date { clock.now() }
 
     /// The salted hash by which an address is remembered on the suppression list.
-    public func suppressionHash(_ normalizedEmail: String) -> String {
-        Hex.encode(Array(HMAC<SHA256>.authenticationCode(for: Array(normalizedEmail.utf8), using: hashKey)))
+    public func suppressionHash(_ normalizedEmail: String) -> String { keyedHash(normalizedEmail) }
+
+    /// A keyed hash of an IP address and a user agent: the same device is recognised, the address is not kept.
+    public func deviceHash(ip: String, userAgent: String) -> String {
+        keyedHash("device|\(ip)|\(userAgent)", bytes: 16)
+    }
+
+    /// A keyed hash of an IP address alone, as a referral click keeps it.
+    public func ipHash(_ ip: String) -> String { keyedHash("ip|\(ip)", bytes: 16) }
+
+    /// HMAC-SHA256 under the store's hash key, hex, truncated to `bytes`.
+    func keyedHash(_ text: String, bytes: Int = 32) -> String {
+        Hex.encode(Array(HMAC<SHA256>.authenticationCode(for: Array(text.utf8), using: hashKey).prefix(bytes)))
     }
 }
 

@@ -86,6 +86,43 @@ public struct WebEnvironment: Sendable {
         return hops.last { !trustedProxies.contains($0) } ?? context.peerIP
     }
 
+    /// The lead magnet capability, or a 503 problem when this build was wired without it (routing-only tests).
+    public func requireLeads() throws -> LeadModule {
+        guard let leads else {
+            throw DomainError(.unavailable, code: "leads_unavailable", "Lead magnets are not configured.")
+        }
+        return leads
+    }
+
+    /// The referral programme, or a 503 problem when this build was wired without it.
+    public func requireReferrals() throws -> ReferralModule {
+        guard let referrals else {
+            throw DomainError(.unavailable, code: "referrals_unavailable", "Referrals are not configured.")
+        }
+        return referrals
+    }
+
+    /// A public page (`{{<public}}` templates): the UI strings, the title, the shop's name and its legal links.
+    func publicPage(
+        _ name: String, locale: String, title: String, _ extra: [String: Any], workspace: Workspace? = nil,
+        status: HTTPResponse.Status = .ok
+    ) -> Response {
+        templates.page(name, publicModel(locale: locale, title: title, extra, workspace: workspace), status: status)
+    }
+
+    func publicModel(locale: String, title: String, _ extra: [String: Any], workspace: Workspace?) -> [String: Any] {
+        let t = Strings.table(locale)
+        var model: [String: Any] = ["t": t, "lang": locale, "title": t[title] ?? title]
+        if let w = workspace {
+            model["shop"] = w.name
+            if !w.privacyURL.isEmpty { model["privacy_url"] = w.privacyURL }
+            if !w.imprintURL.isEmpty { model["imprint_url"] = w.imprintURL }
+            model["has_legal"] = !w.privacyURL.isEmpty || !w.imprintURL.isEmpty
+        }
+        for (k, v) in extra { model[k] = v }
+        return model
+    }
+
     /// Cookies get `Secure` when the public URL is https.
     public var secureCookies: Bool { baseURL.hasPrefix("https://") }
 

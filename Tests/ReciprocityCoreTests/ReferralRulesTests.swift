@@ -51,6 +51,13 @@ import Testing
                 == "https://shop.example/kaffee?ref=ANNA-7K3Q")
     }
 
+    @Test func theSharedTextAlwaysCarriesTheLink() {
+        let link = "https://shop.example/r/ANNA-7K3Q"
+        #expect(ShareLinks.text(custom: "  \n", suggestion: "Tipp!", link: link) == "Tipp! " + link)
+        #expect(ShareLinks.text(custom: "Schau mal", suggestion: "Tipp!", link: link) == "Schau mal " + link)
+        #expect(ShareLinks.text(custom: "Hier: \(link) !", suggestion: "Tipp!", link: link) == "Hier: \(link) !")
+    }
+
     @Test func selfReferralByGmailAliasIsBlocked() throws {
         let d = ReferralRules.decide(
             try facts(advocate: "a.b+x@gmail.com", friend: "ab@googlemail.com"), programme: programme)

@@ -143,6 +143,13 @@ class RefShop(LeadShop):
                           describe=lambda: f"rewards: {self.rewards()}\nreferrals: {self.referrals()}\n"
                                            f"{self.srv.output_tail(30)}")
 
+    def wait_for_release(self, reward_id: int, timeout: float = 30.0) -> None:
+        """Waits until the worker has run the reward's release job (due at the end of its return window)."""
+        sql = ("SELECT COUNT(*) FROM jobs WHERE kind = 'referrals.release' AND state = 'succeeded' "
+               f"AND payload = '{{\"reward_id\":{int(reward_id)}}}'")
+        wait_until(lambda: self.count(sql) >= 1, timeout, f"the release job of reward {reward_id}", interval=0.2,
+                   describe=lambda: f"rewards: {self.rewards()}\n{self.srv.output_tail(30)}")
+
     def mail_text(self, outbox_id: int) -> str:
         return text_part(self.stored_message(outbox_id))
 

@@ -277,9 +277,7 @@ public struct LeadMagnet: Sendable, Equatable {
 
     /// An `Origin` header judged for this magnet: `ownOrigin` is the installation's public URL.
     public func origin(_ header: String?, ownOrigin: String) -> FormGuard.Origin {
-        guard let header, header != "null" else { return .unknown }
-        return allowsOrigin(header) || Self.normalizedOrigin(header) == Self.normalizedOrigin(ownOrigin)
-            ? .allowed : .foreign
+        FormGuard.origin(header, ownOrigin: ownOrigin, allowed: allowsOrigin)
     }
 
     /// Plain text as paragraphs: blank lines separate them (landing page text, follow-up mails).

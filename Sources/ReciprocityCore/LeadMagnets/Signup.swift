@@ -105,6 +105,16 @@ public enum FormGuard {
 
     public static let maxAge: TimeInterval = 86_400
 
+    /// A post's `Origin` header against this installation's own origin and, for embedded forms, the sites
+    /// `allowed` accepts.
+    public static func origin(
+        _ header: String?, ownOrigin: String, allowed: (String) -> Bool = { _ in false }
+    ) -> Origin {
+        guard let header, header != "null" else { return .unknown }
+        return allowed(header) || LeadMagnet.normalizedOrigin(header) == LeadMagnet.normalizedOrigin(ownOrigin)
+            ? .allowed : .foreign
+    }
+
     /// Where a post came from, by its `Origin` header.
     public enum Origin: Sendable, Equatable {
         /// No header, or `null` (privacy settings, file pages).

@@ -61,6 +61,13 @@ public enum ShareLinks {
                     .replacingOccurrences(of: "\n", with: "\r\n"))
     }
 
+    /// The text an advocate shares: theirs if they wrote one, else the shop's suggestion; the link is always in it.
+    public static func text(custom: String, suggestion: String, link: String) -> String {
+        let custom = String(custom.prefix(1000))
+        if custom.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty { return suggestion + " " + link }
+        return custom.contains(link) ? custom : custom + " " + link
+    }
+
     /// `url` with the referral code as a first-party query parameter (`ref`), replacing an existing `ref`.
     public static func withRef(_ url: String, code: String) -> String {
         guard var parts = URLComponents(string: url) else { return url }

@@ -177,16 +177,11 @@ public struct ReferralProgramme: Sendable, Codable, Equatable {
         if (try? Currency(currency)) == nil {
             errors.append(.invalid("currency_unknown", "Unknown currency '\(currency)'.", field: "currency"))
         }
-        if active {
-            if let url = URL(string: targetURL), let scheme = url.scheme?.lowercased(),
-                scheme == "https" || scheme == "http", url.host != nil
-            {
-            } else {
-                errors.append(
-                    .invalid(
-                        "target_url_invalid", "An active programme needs the shop's http(s) address.",
-                        field: "target_url"))
-            }
+        let url = URL(string: targetURL)
+        if active && !(["http", "https"].contains(url?.scheme?.lowercased()) && url?.host != nil) {
+            errors.append(
+                .invalid(
+                    "target_url_invalid", "An active programme needs the shop's http(s) address.", field: "target_url"))
         }
         for (field, spec) in [("advocate_reward", advocateReward)]
             + (friendReward.map { [("friend_reward", $0)] } ?? [])
@@ -251,6 +246,17 @@ public struct ReferralProgramme: Sendable, Codable, Equatable {
             errors.append(.invalid("incentive_too_long", "At most 300 characters.", field: "friend_incentive"))
         }
         return errors
+    }
+
+    /// The merchant's account for the SEPA file, when a name and a valid IBAN are set.
+    public var payer: SEPA.Debtor? {
+        guard let iban = IBAN(payerIBAN), !payerName.isEmpty else { return nil }
+        return SEPA.Debtor(name: payerName, iban: iban, bic: BIC(payerBIC))
+    }
+
+    /// Whether the advocate can earn a reward of this type (the referral reward or a milestone bonus).
+    public func offers(_ type: RewardType) -> Bool {
+        advocateReward.type == type || milestones.contains { $0.reward.type == type }
     }
 
     /// The value a reward counts with (tax report, cost): the spec's value, or a premium's cost plus shipping.

@@ -40,6 +40,11 @@ public enum ReferralStatus: String, Sendable, Codable, CaseIterable {
     case void
     /// The return window passed and the reward was approved: the advocate did the shop a favour.
     case confirmed
+
+    /// Attributed and still on its way to a reward (the advocate's "open" referrals).
+    public static let open: [ReferralStatus] = [.accepted, .flagged]
+    /// What counts as a referred order in the figures: open or confirmed.
+    public static let referred: [ReferralStatus] = open + [.confirmed]
 }
 
 public struct ReferralDecision: Sendable, Equatable {
@@ -193,7 +198,7 @@ public enum RewardTax {
 /// The programme's figures for a period.
 public struct ReferralFigures: Sendable, Equatable, Codable {
     public var clicks: Int64
-    /// Advocates who shared (clicked links of at least one advocate count as one share each).
+    /// Active advocates.
     public var advocates: Int64
     /// Customers with a delivered order: the base a K-factor is measured against.
     public var customers: Int64

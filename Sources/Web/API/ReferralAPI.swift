@@ -149,14 +149,7 @@ struct ReferralAPI {
         }
     }
 
-    var module: ReferralModule {
-        get throws {
-            guard let r = env.referrals else {
-                throw DomainError(.unavailable, code: "referrals_unavailable", "Referrals are not configured.")
-            }
-            return r
-        }
-    }
+    var module: ReferralModule { get throws { try env.requireReferrals() } }
 
     func reward(_ workspaceID: WorkspaceID, _ id: Int64) async throws -> Reward {
         guard let r = try await env.store.reward(id: id), r.workspaceID == workspaceID else {

@@ -34,14 +34,7 @@ extension AdminRoutes {
         }
     }
 
-    var leads: LeadModule {
-        get throws {
-            guard let l = env.leads else {
-                throw DomainError(.unavailable, code: "leads_unavailable", "Lead magnets are not configured.")
-            }
-            return l
-        }
-    }
+    var leads: LeadModule { get throws { try env.requireLeads() } }
 
     func magnetID(_ context: AppContext) throws -> Int64 {
         guard let raw = context.parameters.get("id"), let id = Int64(raw) else { throw DomainError.notFound("Page") }
@@ -315,12 +308,8 @@ extension AdminRoutes {
                 iso.string(from: s.createdAt), s.shippedAt.map(iso.string) ?? "",
             ])
         }
-        return Response(
-            status: .ok,
-            headers: [
-                .contentType: "text/csv; charset=utf-8",
-                .contentDisposition: "attachment; filename=\"\(m.slug)-shipments.csv\"", .cacheControl: "no-store",
-            ], body: .init(byteBuffer: ByteBuffer(string: CSV.write(rows))))
+        return Bodies.download(
+            CSV.write(rows), contentType: "text/csv; charset=utf-8", filename: "\(m.slug)-shipments.csv")
     }
 
     func markShipped(_ request: Request, _ context: AppContext) async throws -> Response {

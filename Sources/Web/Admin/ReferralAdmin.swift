@@ -18,7 +18,8 @@ extension AdminRoutes {
             try require(admin.role.canEditMail, context)
             let f = try await form(request, context)
             try await store.decideReferral(
-                workspaceID: admin.workspace.id, id: try magnetID(context), accept: f["decision"] == "accept",
+                workspaceID: admin.workspace.id, id: try context.int64Parameter("id"),
+                accept: f["decision"] == "accept",
                 actor: "user:\(admin.user.id)")
             env.wakeWorkers()
             throw Redirect(to: SiteURL.adminReferrals.path)
@@ -27,7 +28,7 @@ extension AdminRoutes {
             let admin = try admin(context)
             try require(admin.role.canEditMail, context)
             let f = try await form(request, context)
-            let id = try magnetID(context)
+            let id = try context.int64Parameter("id")
             if f["action"] == "approve" {
                 try await referralModule.service.approve(
                     workspaceID: admin.workspace.id, rewardID: id, actor: "user:\(admin.user.id)")
@@ -85,14 +86,7 @@ extension AdminRoutes {
         }
     }
 
-    var referralModule: ReferralModule {
-        get throws {
-            guard let r = env.referrals else {
-                throw DomainError(.unavailable, code: "referrals_unavailable", "Referrals are not configured.")
-            }
-            return r
-        }
-    }
+    var referralModule: ReferralModule { get throws { try env.requireReferrals() } }
 
     /// "12,50" or "12.50" in major units, to minor units.
     func minor(_ text: String?, field: String) throws -> Int64 {

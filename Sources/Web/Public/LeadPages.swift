@@ -26,33 +26,13 @@ struct LeadPages: Sendable {
         router.post(SiteURL.Route.publicGiftRenew.routerPath) { request, context in try await renew(request, context) }
     }
 
-    var leads: LeadModule {
-        get throws {
-            guard let l = env.leads else {
-                throw DomainError(.unavailable, code: "leads_unavailable", "Lead magnets are not configured.")
-            }
-            return l
-        }
-    }
+    var leads: LeadModule { get throws { try env.requireLeads() } }
 
     func page(
         _ name: String, locale: String, title: String, _ extra: [String: Any], workspace: Workspace? = nil,
         status: HTTPResponse.Status = .ok
     ) -> Response {
-        env.templates.page(name, model(locale: locale, title: title, extra, workspace: workspace), status: status)
-    }
-
-    func model(locale: String, title: String, _ extra: [String: Any], workspace: Workspace?) -> [String: Any] {
-        let t = Strings.table(locale)
-        var model: [String: Any] = ["t": t, "lang": locale, "title": t[title] ?? title]
-        if let w = workspace {
-            model["shop"] = w.name
-            if !w.privacyURL.isEmpty { model["privacy_url"] = w.privacyURL }
-            if !w.imprintURL.isEmpty { model["imprint_url"] = w.imprintURL }
-            model["has_legal"] = !w.privacyURL.isEmpty || !w.imprintURL.isEmpty
-        }
-        for (k, v) in extra { model[k] = v }
-        return model
+        env.publicPage(name, locale: locale, title: title, extra, workspace: workspace, status: status)
     }
 
     // MARK: Landing page
@@ -138,7 +118,7 @@ struct LeadPages: Sendable {
                 ["field": field, "message": t["lead_error_\(code)"] ?? code]
             }
         }
-        return self.model(locale: m.locale, title: m.headline, model, workspace: workspace)
+        return env.publicModel(locale: m.locale, title: m.headline, model, workspace: workspace)
     }
 
     func paragraphs(_ text: String) -> [[String: Any]] {

@@ -31,27 +31,7 @@ struct ReferralPages: Sendable {
         }
     }
 
-    var referrals: ReferralModule {
-        get throws {
-            guard let r = env.referrals else {
-                throw DomainError(.unavailable, code: "referrals_unavailable", "Referrals are not configured.")
-            }
-            return r
-        }
-    }
-
-    func render(
-        _ name: String, locale: String, title: String, _ extra: [String: Any], workspace: Workspace,
-        status: HTTPResponse.Status = .ok
-    ) -> Response {
-        let t = Strings.table(locale)
-        var model: [String: Any] = ["t": t, "lang": locale, "title": t[title] ?? title, "shop": workspace.name]
-        if !workspace.privacyURL.isEmpty { model["privacy_url"] = workspace.privacyURL }
-        if !workspace.imprintURL.isEmpty { model["imprint_url"] = workspace.imprintURL }
-        model["has_legal"] = !workspace.privacyURL.isEmpty || !workspace.imprintURL.isEmpty
-        for (k, v) in extra { model[k] = v }
-        return env.templates.page(name, model, status: status)
-    }
+    var referrals: ReferralModule { get throws { try env.requireReferrals() } }
 
     // MARK: Redirect
 
@@ -72,7 +52,7 @@ struct ReferralPages: Sendable {
             guard let workspace = try await env.store.workspace(id: target.workspaceID) else {
                 throw DomainError.notFound("Referral link")
             }
-            var r = render(
+            var r = env.publicPage(
                 "referral_landing", locale: workspace.locale, title: "ref_landing_title",
                 [
                     "incentive": target.programme.friendIncentive,
@@ -128,7 +108,8 @@ struct ReferralPages: Sendable {
             "incentive": programme.friendIncentive, "has_incentive": !programme.friendIncentive.isEmpty,
         ]
         if let error { model["error"] = error }
-        return render("referral_join", locale: w.locale, title: "ref_join_title", model, workspace: w, status: status)
+        return env.publicPage(
+            "referral_join", locale: w.locale, title: "ref_join_title", model, workspace: w, status: status)
     }
 
     func join(_ request: Request, _ context: AppContext) async throws -> Response {
@@ -145,7 +126,8 @@ struct ReferralPages: Sendable {
         let verdict = FormGuard.check(
             honeypot: form["website"] ?? "",
             issuedAt: referrals.links.joinIssuedAt(form["form_token"] ?? "", workspaceID: w.id), embedded: false,
-            origin: originOf(request), minimumFillTime: Self.minimumFillTime, now: env.clock.now())
+            origin: FormGuard.origin(request.headers[.origin], ownOrigin: env.baseURL),
+            minimumFillTime: Self.minimumFillTime, now: env.clock.now())
         switch verdict {
         case .honeypot:
             // Answer like a failed lookup: a bot learns nothing and nothing is stored.
@@ -190,11 +172,6 @@ struct ReferralPages: Sendable {
         }
     }
 
-    func originOf(_ request: Request) -> FormGuard.Origin {
-        guard let origin = request.headers[.origin], origin != "null" else { return .unknown }
-        return env.baseURL.hasPrefix(origin) ? .allowed : .foreign
-    }
-
     // MARK: Personal page
 
     func advocate(_ context: AppContext) async throws -> (Advocate, Workspace, ReferralProgramme) {
@@ -205,10 +182,10 @@ struct ReferralPages: Sendable {
         return (a, w, try await env.store.referralProgramme(workspaceID: w.id))
     }
 
-    static func defaultShareText(_ t: [String: String], shop: String, incentive: String, link: String) -> String {
-        var text = (t["ref_share_text"] ?? "").replacingOccurrences(of: "{shop}", with: shop)
-        if !incentive.isEmpty { text += " " + incentive + "." }
-        return text + " " + link
+    /// The shop's suggested share text, in the advocate's language, with the friend's incentive.
+    static func suggestion(_ t: [String: String], shop: String, incentive: String) -> String {
+        let text = (t["ref_share_text"] ?? "").replacingOccurrences(of: "{shop}", with: shop)
+        return incentive.isEmpty ? text : text + " " + incentive + "."
     }
 
     func page(_ request: Request, _ context: AppContext) async throws -> Response {
@@ -220,12 +197,9 @@ struct ReferralPages: Sendable {
             advocateID: a.id, device: env.store.deviceHash(ip: ip, userAgent: request.headers[.userAgent] ?? ""))
         let link = try referrals.links.shareURL(code: a.code)
         // Parsed as a form (`+` is a space): the share-text form submits with GET.
-        var text = String((Bodies.parseForm(request.uri.query ?? "")["text"] ?? "").prefix(1000))
-        if text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
-            text = Self.defaultShareText(t, shop: w.name, incentive: programme.friendIncentive, link: link)
-        } else if !text.contains(link) {
-            text += " " + link
-        }
+        let text = ShareLinks.text(
+            custom: Bodies.parseForm(request.uri.query ?? "")["text"] ?? "",
+            suggestion: Self.suggestion(t, shop: w.name, incentive: programme.friendIncentive), link: link)
         let subject = (t["ref_share_subject"] ?? "").replacingOccurrences(of: "{shop}", with: w.name)
         let referrals = try await env.store.referrals(workspaceID: w.id, advocateID: a.id)
         let rewards = try await env.store.rewards(workspaceID: w.id, advocateID: a.id).filter {
@@ -233,10 +207,6 @@ struct ReferralPages: Sendable {
         }
         let currency = (try? Currency(programme.currency)) ?? .eur
         let premiums = try await env.store.premiums(workspaceID: w.id, activeOnly: true)
-        let offersPremium =
-            programme.advocateReward.type == .premium || programme.milestones.contains { $0.reward.type == .premium }
-        let paysCash =
-            programme.advocateReward.type == .cash || programme.milestones.contains { $0.reward.type == .cash }
         let token = context.parameters.get("token") ?? ""
         var model: [String: Any] = [
             "code": a.code, "link": link, "share_text": text, "copy_script": Self.copyScript,
@@ -246,7 +216,7 @@ struct ReferralPages: Sendable {
             "page_url": SiteURL.advocatePage(token: token).path,
             "premium_action": SiteURL.advocatePremium(token: token).path,
             "payout_action": SiteURL.advocatePayout(token: token).path,
-            "pending": referrals.filter { $0.status == .accepted || $0.status == .flagged }.count,
+            "pending": referrals.filter { ReferralStatus.open.contains($0.status) }.count,
             "confirmed": referrals.filter { $0.status == .confirmed }.count,
             "incentive": programme.friendIncentive, "has_incentive": !programme.friendIncentive.isEmpty,
             "rewards": rewards.map { r in
@@ -259,14 +229,14 @@ struct ReferralPages: Sendable {
                 ] as [String: Any]
             },
             "has_rewards": !rewards.isEmpty,
-            "offers_premium": offersPremium && !premiums.isEmpty,
+            "offers_premium": programme.offers(.premium) && !premiums.isEmpty,
             "premiums": premiums.map { p in
                 [
                     "id": String(p.id), "name": p.name, "description": p.description, "image_url": p.imageURL ?? "",
                     "has_image": p.imageURL != nil, "chosen": p.id == a.premiumID, "in_stock": p.stock > 0,
                 ] as [String: Any]
             },
-            "pays_cash": paysCash, "payout_name": a.payoutName ?? "",
+            "pays_cash": programme.offers(.cash), "payout_name": a.payoutName ?? "",
             "payout_iban": a.payoutIBAN.flatMap(IBAN.init)?.masked ?? "", "has_payout": a.payoutIBAN != nil,
         ]
         if request.uri.queryParameters.get("saved") != nil { model["saved"] = true }
@@ -282,7 +252,7 @@ struct ReferralPages: Sendable {
             }
             model["has_leaders"] = true
         }
-        var response = render("referral_page", locale: locale, title: "ref_page_title", model, workspace: w)
+        var response = env.publicPage("referral_page", locale: locale, title: "ref_page_title", model, workspace: w)
         response.headers[.cacheControl] = "no-store"
         response.headers[Self.referrerPolicy] = "no-referrer"
         response.headers[.contentSecurityPolicy] = Self.pagePolicy
@@ -317,7 +287,7 @@ struct ReferralPages: Sendable {
     func card(_ context: AppContext) async throws -> Response {
         let (a, w, programme) = try await advocate(context)
         let token = context.parameters.get("token") ?? ""
-        return render(
+        return env.publicPage(
             "referral_card", locale: w.locale, title: "ref_card_title",
             [
                 "code": a.code, "link": try referrals.links.shareURL(code: a.code),
