@@ -101,11 +101,7 @@ public enum LoggingBootstrap {
         lock.withLock {
             guard !done else { return }
             done = true
-            LoggingSystem.bootstrap { label in
-                var handler = StreamLogHandler.standardError(label: label)
-                handler.logLevel = level
-                return handler
-            }
+            LoggingSystem.bootstrap { label in LineLogHandler(label: label, level: level) }
         }
     }
 }

@@ -8,7 +8,7 @@ public enum WebApp {
     public static func buildRouter(_ env: WebEnvironment) -> Router<AppContext> {
         let router = Router(context: AppContext.self)
         router.add(middleware: RequestIDMiddleware(random: env.random))
-        router.add(middleware: MetricsMiddleware())
+        router.add(middleware: RequestMetricsMiddleware())
         // Outside the error edge, so error pages get the headers and the chosen language too.
         router.add(middleware: SecurityHeadersMiddleware())
         router.add(middleware: LocaleMiddleware())

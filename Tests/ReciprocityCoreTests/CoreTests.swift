@@ -171,3 +171,18 @@ import Testing
         #expect(APIKeyFormat.split("Bearer nonsense") == nil)
     }
 }
+
+@Suite struct SystemRandomRules {
+    @Test func givesExactlyTheBytesAskedFor() {
+        let random = SystemRandom()
+        for count in [0, 1, 7, 8, 9, 10, 16, 33] { #expect(random.bytes(count).count == count) }
+    }
+
+    @Test func drawsDifferAndUseEveryByte() {
+        let random = SystemRandom()
+        let draws = (0..<64).map { _ in random.bytes(10) }
+        #expect(Set(draws).count == 64)
+        // Each of the ten positions takes many values across draws: no byte is left constant (e.g. zero padding).
+        for position in 0..<10 { #expect(Set(draws.map { $0[position] }).count > 16) }
+    }
+}

@@ -188,6 +188,11 @@ import Web
             let metrics = try await app.request(.get, "/metrics").text
             #expect(metrics.contains("reciprocity_jobs"))
             #expect(metrics.contains("http_server_request_duration"))
+            // Labelled by route and status (the error edge has already turned the missing key into a 401).
+            #expect(
+                metrics.contains(
+                    #"hb_requests{http_route="/api/v1/orders",http_request_method="GET",http_response_status_code="401"}"#
+                ))
             let spec = try await app.request(.get, "/api/v1/openapi.yaml")
             #expect(spec.status == .ok)
             #expect(spec.text.hasPrefix("openapi: 3.1.0"))

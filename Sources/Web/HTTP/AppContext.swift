@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import Logging
+import NIOCore
 import ReciprocityCore
 import Storage
 
@@ -27,12 +28,14 @@ public struct AppContext: RequestContext {
     public var api: APIPrincipal?
     public var admin: AdminPrincipal?
     public var locale = "de"
-    /// The TCP peer's address. Proxies' X-Forwarded-For is not trusted for security decisions.
-    public let peerIP: String
+    /// The TCP peer's address. Proxies' X-Forwarded-For is not trusted for security decisions. Formatted when asked
+    /// for: most requests never need it.
+    public var peerIP: String { peer?.ipAddress ?? "unknown" }
+    private let peer: SocketAddress?
 
     public init(source: Source) {
         coreContext = .init(source: source)
-        peerIP = source.channel.remoteAddress?.ipAddress ?? "unknown"
+        peer = source.channel.remoteAddress
     }
 
     /// Bodies are read explicitly with a limit (`JSONBody`); this caps everything else.
