@@ -166,11 +166,21 @@ public final class ClickRecorder: @unchecked Sendable {
             return b
         }
         guard !batch.isEmpty else { return }
-        let clicks = batch.map {
-            ReferralClick(
-                workspaceID: $0.workspaceID, advocateID: $0.advocateID, at: $0.at, ipHash: store.ipHash($0.ip),
-                uaFamily: UserAgentFamily.of($0.userAgent), device: store.deviceHash(ip: $0.ip, userAgent: $0.userAgent)
-            )
+        // Clicks repeat their address and browser (one person, reloads, a shared office line): each distinct one is
+        // hashed once per flush.
+        var ipHashes: [String: String] = [:]
+        var devices: [String: (family: String, device: String)] = [:]
+        let clicks = batch.map { raw in
+            let ipHash = ipHashes[raw.ip] ?? store.ipHash(raw.ip)
+            ipHashes[raw.ip] = ipHash
+            let deviceKey = raw.ip + "\u{0}" + raw.userAgent
+            let device =
+                devices[deviceKey]
+                ?? (UserAgentFamily.of(raw.userAgent), store.deviceHash(ip: raw.ip, userAgent: raw.userAgent))
+            devices[deviceKey] = device
+            return ReferralClick(
+                workspaceID: raw.workspaceID, advocateID: raw.advocateID, at: raw.at, ipHash: ipHash,
+                uaFamily: device.family, device: device.device)
         }
         do {
             try await store.recordClicks(clicks)

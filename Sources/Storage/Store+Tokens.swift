@@ -47,29 +47,32 @@ extension Store {
     }
 
     private func mac(purpose: String, payload: String) -> [UInt8] {
-        Array(HMAC<SHA256>.authenticationCode(for: Array(payload.utf8), using: tokenKey(purpose)).prefix(16))
+        tokenHasher(purpose).mac(Array(payload.utf8), bytes: 16)
     }
 
-    /// The purpose's key, derived once per store and purpose.
-    private func tokenKey(_ purpose: String) -> SymmetricKey {
-        tokenKeys.key(purpose) {
-            SymmetricKey(
-                data: HKDF<SHA256>.deriveKey(
-                    inputKeyMaterial: hashKey, info: Array("reciprocity.token.\(purpose)".utf8), outputByteCount: 32))
+    /// HMAC under the purpose's key (derived once per store and purpose), with the key already absorbed.
+    private func tokenHasher(_ purpose: String) -> PreparedHMAC {
+        tokenKeys.hasher(purpose) {
+            PreparedHMAC(
+                key: SymmetricKey(
+                    data: HKDF<SHA256>.deriveKey(
+                        inputKeyMaterial: hashKey, info: Array("reciprocity.token.\(purpose)".utf8),
+                        outputByteCount: 32)))
         }
     }
 }
 
-/// Derived token keys, memoised (HKDF per link was measurable when composing mail in bulk).
+/// Keyed token hashers per purpose, memoised (HKDF per link was measurable when composing mail in bulk, and so was
+/// HMAC's key schedule).
 final class TokenKeys: @unchecked Sendable {
     private let lock = NSLock()
-    private var keys: [String: SymmetricKey] = [:]
-    func key(_ purpose: String, derive: () -> SymmetricKey) -> SymmetricKey {
+    private var hashers: [String: PreparedHMAC] = [:]
+    func hasher(_ purpose: String, make: () -> PreparedHMAC) -> PreparedHMAC {
         lock.withLock {
-            if let k = keys[purpose] { return k }
-            let k = derive()
-            keys[purpose] = k
-            return k
+            if let h = hashers[purpose] { return h }
+            let h = make()
+            hashers[purpose] = h
+            return h
         }
     }
 }

@@ -9,6 +9,9 @@ public struct Store: Sendable {
     public let clock: any WallClock
     /// Keys the salted hashes kept after erasure (suppression list), so they cannot be reversed by guessing.
     let hashKey: SymmetricKey
+    /// HMAC under `hashKey` with the key already absorbed: copied per hash, it skips the key schedule, which was the
+    /// larger part of hashing a short text (referral clicks hash two per click).
+    let keyedHasher: PreparedHMAC
     let tokenKeys = TokenKeys()
     /// Which jobs each domain event fans out to; set at wiring time.
     public let subscriptions: EventSubscriptions
@@ -21,6 +24,7 @@ public struct Store: Sendable {
             data: HKDF<SHA256>.deriveKey(
                 inputKeyMaterial: SymmetricKey(data: secret), info: Array("reciprocity.suppression.v1".utf8),
                 outputByteCount: 32))
+        self.keyedHasher = PreparedHMAC(key: hashKey)
         self.subscriptions = subscriptions
     }
 
@@ -39,7 +43,18 @@ public struct Store: Sendable {
 
     /// HMAC-SHA256 under the store's hash key, hex, truncated to `bytes`.
     func keyedHash(_ text: String, bytes: Int = 32) -> String {
-        Hex.encode(Array(HMAC<SHA256>.authenticationCode(for: Array(text.utf8), using: hashKey).prefix(bytes)))
+        Hex.encode(keyedHasher.mac(Array(text.utf8), bytes: bytes))
+    }
+}
+
+/// HMAC-SHA256 with its key already absorbed; each use starts from a copy of that state.
+final class PreparedHMAC: Sendable {
+    private let keyed: HMAC<SHA256>
+    init(key: SymmetricKey) { keyed = HMAC<SHA256>(key: key) }
+    func mac(_ data: [UInt8], bytes: Int = 32) -> [UInt8] {
+        var hasher = keyed
+        hasher.update(data: data)
+        return Array(hasher.finalize().prefix(bytes))
     }
 }
 
