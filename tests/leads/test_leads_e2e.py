@@ -119,7 +119,9 @@ def test_doi_flow_in_chromium(make_lead_shop, chromium, download_dir, engine):
     by_id(chromium, "gift-download").click()
 
     def downloaded():
-        done = [p for p in download_dir.iterdir() if not p.name.endswith(".crdownload")]
+        # Chromium writes to "x.crdownload" or a hidden ".org.chromium.Chromium.*" file, then renames it: only a
+        # visible, finished name counts, or the full-size temporary file wins the race with the rename.
+        done = [p for p in download_dir.iterdir() if not p.name.endswith(".crdownload") and not p.name.startswith(".")]
         return done if done and all(p.stat().st_size == len(data) for p in done) else None
 
     files = wait_until(downloaded, 30, "the download in Chromium's download folder",
