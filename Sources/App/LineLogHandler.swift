@@ -10,8 +10,8 @@ import Logging
 /// `2026-11-22T10:00:00+0100 info reciprocity: request_id=… [Web] message`.
 ///
 /// `StreamLogHandler` formats its metadata again on every change, and every request changes it twice (Hummingbird's
-/// request id and ours): about 5% of the bare route's CPU (docs/decisions/0007-request-path-costs.md). This handler formats only when it
-/// writes a line.
+/// request id and ours): about 5% of the bare route's CPU (docs/decisions/0007-request-path-costs.md). This handler
+/// formats only when it writes a line.
 struct LineLogHandler: LogHandler {
     let label: String
     var logLevel: Logger.Level

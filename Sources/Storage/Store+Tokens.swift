@@ -52,7 +52,7 @@ extension Store {
 
     /// HMAC under the purpose's key (derived once per store and purpose), with the key already absorbed.
     private func tokenHasher(_ purpose: String) -> PreparedHMAC {
-        tokenKeys.hasher(purpose) {
+        tokenHashers.hasher(purpose) {
             PreparedHMAC(
                 key: SymmetricKey(
                     data: HKDF<SHA256>.deriveKey(
@@ -64,7 +64,7 @@ extension Store {
 
 /// Keyed token hashers per purpose, memoised (HKDF per link was measurable when composing mail in bulk, and so was
 /// HMAC's key schedule).
-final class TokenKeys: @unchecked Sendable {
+final class TokenHashers: @unchecked Sendable {
     private let lock = NSLock()
     private var hashers: [String: PreparedHMAC] = [:]
     func hasher(_ purpose: String, make: () -> PreparedHMAC) -> PreparedHMAC {

@@ -12,7 +12,7 @@ public struct Store: Sendable {
     /// HMAC under `hashKey` with the key already absorbed: copied per hash, it skips the key schedule, which was the
     /// larger part of hashing a short text (referral clicks hash two per click).
     let keyedHasher: PreparedHMAC
-    let tokenKeys = TokenKeys()
+    let tokenHashers = TokenHashers()
     /// Which jobs each domain event fans out to; set at wiring time.
     public let subscriptions: EventSubscriptions
 

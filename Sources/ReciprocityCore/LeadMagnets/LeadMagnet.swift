@@ -195,7 +195,7 @@ public struct LeadMagnet: Sendable, Equatable {
         guard fields.count <= 10 else {
             throw .invalid("too_many_fields", "A form has at most 10 extra fields.", field: "fields")
         }
-        for (i, origin) in allowedOrigins.enumerated() where Self.normalizedOrigin(origin) == nil {
+        for (i, origin) in allowedOrigins.enumerated() where FormGuard.normalizedOrigin(origin) == nil {
             throw .invalid(
                 "origin_invalid", "An allowed origin looks like https://shop.example (no path).",
                 field: "allowed_origins[\(i)]")
@@ -266,15 +266,6 @@ public struct LeadMagnet: Sendable, Equatable {
         else { throw .invalid("\(field)_invalid", "\(field) must be an http(s) URL.", field: field) }
     }
 
-    /// `scheme://host[:port]`, lower-cased, or nil when `value` is not a bare origin.
-    public static func normalizedOrigin(_ value: String) -> String? {
-        guard let url = URL(string: value.trimmingCharacters(in: .whitespaces)),
-            let scheme = url.scheme?.lowercased(), ["http", "https"].contains(scheme),
-            let host = url.host?.lowercased(), !host.isEmpty, url.path.isEmpty || url.path == "/", url.query == nil
-        else { return nil }
-        return "\(scheme)://\(host)" + (url.port.map { ":\($0)" } ?? "")
-    }
-
     /// An `Origin` header judged for this magnet: `ownOrigin` is the installation's public URL.
     public func origin(_ header: String?, ownOrigin: String) -> FormGuard.Origin {
         FormGuard.origin(header, ownOrigin: ownOrigin, allowed: allowsOrigin)
@@ -287,7 +278,7 @@ public struct LeadMagnet: Sendable, Equatable {
     }
 
     public func allowsOrigin(_ origin: String) -> Bool {
-        guard let given = Self.normalizedOrigin(origin) else { return false }
-        return allowedOrigins.contains { Self.normalizedOrigin($0) == given }
+        guard let given = FormGuard.normalizedOrigin(origin) else { return false }
+        return allowedOrigins.contains { FormGuard.normalizedOrigin($0) == given }
     }
 }

@@ -111,8 +111,16 @@ public enum FormGuard {
         _ header: String?, ownOrigin: String, allowed: (String) -> Bool = { _ in false }
     ) -> Origin {
         guard let header, header != "null" else { return .unknown }
-        return allowed(header) || LeadMagnet.normalizedOrigin(header) == LeadMagnet.normalizedOrigin(ownOrigin)
-            ? .allowed : .foreign
+        return allowed(header) || normalizedOrigin(header) == normalizedOrigin(ownOrigin) ? .allowed : .foreign
+    }
+
+    /// `scheme://host[:port]`, lower-cased, or nil when `value` is not a bare origin.
+    public static func normalizedOrigin(_ value: String) -> String? {
+        guard let url = URL(string: value.trimmingCharacters(in: .whitespaces)),
+            let scheme = url.scheme?.lowercased(), ["http", "https"].contains(scheme),
+            let host = url.host?.lowercased(), !host.isEmpty, url.path.isEmpty || url.path == "/", url.query == nil
+        else { return nil }
+        return "\(scheme)://\(host)" + (url.port.map { ":\($0)" } ?? "")
     }
 
     /// Where a post came from, by its `Origin` header.

@@ -25,17 +25,19 @@ public enum ReferralCode {
 
     /// A code as typed by a person or carried in a URL: trimmed and upper-cased; nil when it cannot be a code.
     public static func normalize(_ input: String) -> String? {
-        // The usual case (a code from a link, already upper-case) without allocating.
-        if (3...24).contains(input.utf8.count),
-            input.utf8.allSatisfy({ (65...90).contains($0) || (48...57).contains($0) || $0 == 45 })
-        {
-            return input
-        }
+        // The usual case (a code from a link, already upper-case) is returned as it is, without allocating.
+        if isCode(input) { return input }
         let code = input.trimmingCharacters(in: .whitespacesAndNewlines).uppercased()
-        guard (3...24).contains(code.count),
-            code.unicodeScalars.allSatisfy({ ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "-" })
-        else { return nil }
-        return code
+        return isCode(code) ? code : nil
+    }
+
+    /// 3 to 24 characters, each A–Z, 0–9 or a hyphen.
+    static func isCode(_ text: String) -> Bool {
+        (3...24).contains(text.utf8.count)
+            && text.utf8.allSatisfy {
+                (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains($0)
+                    || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || $0 == UInt8(ascii: "-")
+            }
     }
 }
 
