@@ -89,25 +89,45 @@ extension Store {
                   last_error = COALESCE(last_error, 'lease expired on the last attempt')
                 WHERE state = 'running' AND lease_expires_at < ? AND attempts >= max_attempts
                 """, t, t, t)
-            var kindFilter = ""
-            var binds: [any SQLBindable] = [t.addingTimeInterval(lease), worker, t, t, t]
-            if let kinds, !kinds.isEmpty {
-                kindFilter = " AND kind IN (\(kinds.map { _ in "?" }.joined(separator: ", ")))"
-                binds += kinds.map { $0 as any SQLBindable }
+            let kindBinds = (kinds ?? []).map { $0 as any SQLBindable }
+            func claim(_ source: ClaimSource, limit: Int) async throws -> [Job] {
+                try await tx.query(
+                    """
+                    UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_expires_at = ?, locked_by = ?,
+                      updated_at = ?
+                    WHERE id IN (\(Self.claimCandidates(source, kinds: kindBinds.count, dialect: tx.dialect)))
+                    RETURNING \(Self.jobColumns)
+                    """, [t.addingTimeInterval(lease), worker, t, t] + kindBinds + [limit]
+                ).map(Self.job)
             }
-            binds.append(limit)
-            return try await tx.query(
-                """
-                UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_expires_at = ?, locked_by = ?,
-                  updated_at = ?
-                WHERE id IN (
-                  SELECT id FROM jobs
-                  WHERE ((state = 'queued' AND run_at <= ?) OR (state = 'running' AND lease_expires_at < ?))\(kindFilter)
-                  ORDER BY run_at, id LIMIT ?\(tx.dialect.skipLockedClause))
-                RETURNING \(Self.jobColumns)
-                """, binds
-            ).map(Self.job).sorted { ($0.runAt, $0.id) < ($1.runAt, $1.id) }
+            // Expired leases first: their jobs are older than anything still queued.
+            var jobs = try await claim(.expiredLease, limit: limit)
+            if jobs.count < limit { jobs += try await claim(.queued, limit: limit - jobs.count) }
+            return jobs.sorted { ($0.runAt, $0.id) < ($1.runAt, $1.id) }
         }
+    }
+
+    /// Where a claim takes jobs from. Each source is one statement that walks the `(state, run_at)` index in order
+    /// and stops at its limit. One statement with `queued OR lease expired` made SQLite collect and sort every due
+    /// job on every claim, so a backlog made each claim slower than the last.
+    enum ClaimSource {
+        case expiredLease, queued
+
+        var condition: String {
+            switch self {
+            case .expiredLease: "state = 'running' AND lease_expires_at < ?"
+            case .queued: "state = 'queued' AND run_at <= ?"
+            }
+        }
+    }
+
+    /// The ids one claim statement leases. Binds: the time, then `kinds` kind names (none: every kind), then the
+    /// limit.
+    static func claimCandidates(_ source: ClaimSource, kinds: Int, dialect: SQLDialect) -> String {
+        let kindFilter =
+            kinds == 0 ? "" : " AND kind IN (\(Array(repeating: "?", count: kinds).joined(separator: ", ")))"
+        return "SELECT id FROM jobs WHERE \(source.condition)\(kindFilter) ORDER BY run_at, id LIMIT ?"
+            + dialect.skipLockedClause
     }
 
     /// The fence: true only if `job` is still leased by its claimer for this attempt. Handlers run their effects

@@ -2,9 +2,10 @@ import Foundation
 import Jobs
 import Logging
 import ReciprocityCore
-import Storage
 import TestSupport
 import Testing
+
+@testable import Storage
 
 @Suite struct JobQueueContract {
     @Test(arguments: Engine.available)
@@ -82,6 +83,36 @@ import Testing
             }
             #expect(ids.count == 60)
             #expect(Set(ids).count == 60)
+        }
+    }
+
+    @Test(arguments: Engine.available)
+    func aClaimTakesExpiredLeasesFirstThenDueJobsInOrderUpToItsLimit(engine: Engine) async throws {
+        try await engine.withStore { store, shop, clock in
+            let t = clock.now()
+            let ids = try await store.db.transaction { tx in
+                var ids: [Int64] = []
+                for (key, offset, kind) in [("a", -30.0, "k"), ("b", -20, "k"), ("c", -10, "k"), ("x", -40, "other")] {
+                    ids.append(
+                        try #require(
+                            try await store.enqueue(
+                                tx,
+                                JobRequest(
+                                    kind: kind, workspaceID: shop.id, runAt: t.addingTimeInterval(offset),
+                                    idempotencyKey: key))))
+                }
+                return ids
+            }
+            let (a, b, c) = (ids[0], ids[1], ids[2])
+            #expect(try await store.claimJobs(worker: "w1", limit: 1, lease: 30, kinds: ["k"]).map(\.id) == [a])
+            clock.advance(by: 31)  // w1's lease on a runs out
+            let second = try await store.claimJobs(worker: "w2", limit: 2, lease: 30, kinds: ["k"])
+            #expect(second.map(\.id) == [a, b], "the expired lease, then the oldest queued job")
+            #expect(second.map(\.attempts) == [2, 1])
+            #expect(try await store.claimJobs(worker: "w3", limit: 5, lease: 30, kinds: ["k"]).map(\.id) == [c])
+            #expect(try await store.claimJobs(worker: "w3", limit: 5, lease: 30, kinds: ["k"]).isEmpty)
+            // A worker for every kind finds the job of the other kind, which was due first of all.
+            #expect(try await store.claimJobs(worker: "w4", limit: 5, lease: 30).map(\.id) == [ids[3]])
         }
     }
 
@@ -174,6 +205,34 @@ import Testing
             #expect(counts[.succeeded] == 3)
             #expect(counts[.dead] == 1)
             #expect(try await store.db.scalar("SELECT COUNT(*) FROM effects") == 3)
+        }
+    }
+}
+
+/// A claim must not cost more as the backlog grows: each of its statements walks the `(state, run_at)` index and
+/// stops at the limit, rather than collecting and sorting every due job (which made a 47,000-job backlog turn each
+/// claim into a sort, and the worker fall further behind).
+@Suite struct JobClaimPlan {
+    @Test func sqliteWalksTheIndexInOrderWithoutSortingTheBacklog() async throws {
+        try await Engine.sqlite.withStore { store, _, _ in
+            for source in [Store.ClaimSource.expiredLease, .queued] {
+                for kinds in [0, 2] {
+                    let sql = Store.claimCandidates(source, kinds: kinds, dialect: .sqlite)
+                    let binds: [any SQLBindable] = [Int64(0)] + Array(repeating: "k", count: kinds) + [10]
+                    let plan = try await store.db.query("EXPLAIN QUERY PLAN " + sql, binds).map { $0.text("detail") }
+                    #expect(plan.contains { $0.contains("INDEX jobs_due") }, "\(source) \(kinds): \(plan)")
+                    #expect(!plan.contains { $0.contains("TEMP B-TREE") }, "\(source) \(kinds): \(plan)")
+                }
+            }
+            // The check can fail: the former single statement sorted the backlog.
+            let former = try await store.db.query(
+                """
+                EXPLAIN QUERY PLAN SELECT id FROM jobs
+                WHERE (state = 'queued' AND run_at <= ?) OR (state = 'running' AND lease_expires_at < ?)
+                ORDER BY run_at, id LIMIT ?
+                """, Int64(0), Int64(0), 10
+            ).map { $0.text("detail") }
+            #expect(former.contains { $0.contains("TEMP B-TREE") }, "\(former)")
         }
     }
 }
