@@ -186,3 +186,30 @@ import Testing
         for position in 0..<10 { #expect(Set(draws.map { $0[position] }).count > 16) }
     }
 }
+
+@Suite struct InstantRules {
+    @Test func wholeMillisecondsSurviveTheTripThroughDate() {
+        let random = SeededRandom(seed: 24)
+        for _ in 0..<200_000 {
+            let ms = Int64(random.unit() * 4_102_444_800_000)  // 1970 to 2100
+            #expect(Date(epochMillis: ms).epochMillis == ms, "\(ms)")
+        }
+    }
+
+    @Test func theWireFormatIsUTCToTheMillisecondAndParsesBack() {
+        #expect(ISO8601.format(Date(epochMillis: 0)) == "1970-01-01T00:00:00.000Z")
+        #expect(ISO8601.format(Date(epochMillis: -1)) == "1969-12-31T23:59:59.999Z")
+        #expect(ISO8601.format(Date(epochMillis: 951_868_799_999)) == "2000-02-29T23:59:59.999Z")
+        #expect(ISO8601.format(Date(epochMillis: 1_795_393_772_893)) == "2026-11-23T00:29:32.893Z")
+        let wholeSeconds = Date.ISO8601FormatStyle()
+        let random = SeededRandom(seed: 8601)
+        for _ in 0..<20_000 {
+            let ms = Int64(random.unit() * 4_102_444_800_000)
+            let text = ISO8601.format(Date(epochMillis: ms))
+            // Foundation agrees on everything but the fraction, which it cuts instead of rounding.
+            let seconds = Date(timeIntervalSince1970: Double(ms / 1000))
+            #expect(text == seconds.formatted(wholeSeconds).dropLast() + "." + String(format: "%03d", ms % 1000) + "Z")
+            #expect(ISO8601.parse(text)?.epochMillis == ms, "\(text)")
+        }
+    }
+}
