@@ -385,10 +385,23 @@ public enum SiteURL: Equatable, Sendable {
         var out = route.pattern
         for value in parameters {
             guard let open = out.firstIndex(of: "{"), let close = out[open...].firstIndex(of: "}") else { break }
-            let encoded = value.addingPercentEncoding(withAllowedCharacters: Self.segmentAllowed) ?? value
+            let encoded =
+                value.utf8.allSatisfy(Self.isSegmentByte)
+                ? value : value.addingPercentEncoding(withAllowedCharacters: Self.segmentAllowed) ?? value
             out.replaceSubrange(open...close, with: encoded)
         }
         return out
+    }
+
+    /// `segmentAllowed` for one byte, without Foundation: most values (ids, codes, tokens) need no encoding, and
+    /// asking `addingPercentEncoding` cost more than building the rest of the path.
+    static func isSegmentByte(_ b: UInt8) -> Bool {
+        switch b {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+            UInt8(ascii: "0")...UInt8(ascii: "9"):
+            true
+        default: "!$&'()*+,-.:=@_~".utf8.contains(b)
+        }
     }
 
     static let segmentAllowed: CharacterSet = {

@@ -4,7 +4,8 @@ import ReciprocityCore
 import Storage
 import TestSupport
 import Testing
-import Web
+
+@testable import Web
 
 @Suite struct TypedRoutes {
     static let examples: [SiteURL] = [
@@ -38,6 +39,13 @@ import Web
         .adminReferralSettings, .adminReferralDecision(id: 4), .adminReward(id: 4), .adminPremiums,
         .adminPayoutExport, .adminReferralTax, .adminFulfilment,
     ]
+
+    @Test func theFastSegmentCheckAgreesWithFoundationOnEveryByte() {
+        for b in UInt8.min...UInt8.max {
+            let foundation = b < 128 && SiteURL.segmentAllowed.contains(Unicode.Scalar(b))
+            #expect(SiteURL.isSegmentByte(b) == foundation, "byte \(b)")
+        }
+    }
 
     @Test func everyRouteHasAnExample() {
         #expect(Set(Self.examples.map(\.route)) == Set(SiteURL.Route.allCases))

@@ -63,12 +63,8 @@ struct APIRoutes {
         let result = try await store.upsertOrder(
             workspaceID: principal.workspaceID, submission: submission, fingerprint: Store.fingerprint(body: body))
         if !result.events.isEmpty { env.wakeWorkers() }
-        struct Body: Encodable {
-            var outcome: String
-            var order: OrderDTO
-        }
-        var response = try Bodies.jsonResponse(
-            Body(outcome: result.outcome.rawValue, order: OrderDTO(result.order)),
+        var response = Bodies.jsonResponse(
+            bytes: OrderDTO.upsertResponse(OrderDTO(result.order), outcome: result.outcome.rawValue),
             status: result.outcome == .created ? .created : .ok)
         if result.outcome == .created {
             response.headers[.location] = SiteURL.apiOrder(externalID: result.order.externalID).path
@@ -82,7 +78,7 @@ struct APIRoutes {
             let order = try await store.order(
                 workspaceID: principal.workspaceID, externalID: context.parameters.get("external_id") ?? "")
         else { throw DomainError.notFound("Order") }
-        return try Bodies.jsonResponse(OrderDTO(order))
+        return Bodies.jsonResponse(bytes: OrderDTO(order).json)
     }
 
     func listOrders(_ request: Request, _ context: AppContext) async throws -> Response {

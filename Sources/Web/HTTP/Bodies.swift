@@ -47,10 +47,14 @@ enum Bodies {
     }()
 
     static func jsonResponse<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) throws -> Response {
-        let data = try encoder.encode(value)
-        return Response(
+        jsonResponse(bytes: try encoder.encode(value), status: status)
+    }
+
+    /// JSON already written (`JSONWriter`).
+    static func jsonResponse<Bytes: Sequence<UInt8>>(bytes: Bytes, status: HTTPResponse.Status = .ok) -> Response {
+        Response(
             status: status, headers: [.contentType: "application/json; charset=utf-8"],
-            body: .init(byteBuffer: ByteBuffer(bytes: data)))
+            body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
     }
 
     /// A file to download (CSV, XML), never cached.
