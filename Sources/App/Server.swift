@@ -197,7 +197,6 @@ public func runWorkers(runtime: Runtime) async throws {
     await runtime.close()
 }
 
-/// Writes the landing page views counted in memory every few seconds, and once more at shutdown.
 /// Writes what a capability gathers in memory (lead page views, referral clicks) every `interval`, and once more at
 /// shutdown.
 struct PeriodicFlush: Service {
