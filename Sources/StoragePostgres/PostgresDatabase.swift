@@ -11,9 +11,13 @@ public final class PostgresDatabase: SQLDatabase {
     public let dialect = SQLDialect.postgres
     let client: PostgresClient
     let logger: Logger
+    /// Statements go out as named prepared statements, parsed and planned once per connection
+    /// (`prepared_statements=off` in the URL turns this off, e.g. behind PgBouncer in transaction mode).
+    let prepared: Bool
     private let runTask: Task<Void, Never>
 
-    /// Opens a pool for a URL like `postgres://user:pass@host:5432/db?sslmode=disable&pool_size=20`.
+    /// Opens a pool for a URL like `postgres://user:pass@host:5432/db?sslmode=disable&pool_size=20`
+    /// (`&prepared_statements=off` sends every statement unnamed).
     public init(url: String, logger: Logger) throws {
         guard let components = URLComponents(string: url), ["postgres", "postgresql"].contains(components.scheme),
             let host = components.host, !host.isEmpty
@@ -34,6 +38,13 @@ public final class PostgresDatabase: SQLDatabase {
         if let size = query["pool_size"].flatMap(Int.init), size > 0 {
             config.options.maximumConnections = size
         }
+        let prepared: Bool
+        switch query["prepared_statements"] ?? "on" {
+        case "on": prepared = true
+        case "off": prepared = false
+        case let other: throw StorageError.badURL("prepared_statements must be on or off, got '\(other)'")
+        }
+        self.prepared = prepared
         self.logger = logger
         let client = PostgresClient(configuration: config, backgroundLogger: logger)
         self.client = client
@@ -41,24 +52,29 @@ public final class PostgresDatabase: SQLDatabase {
     }
 
     public func query(_ sql: String, _ binds: [any SQLBindable]) async throws -> [SQLRow] {
-        try await client.withConnection { conn in try await PostgresRunner.run(conn, sql, binds, logger).rows }
+        try await client.withConnection { conn in
+            try await PostgresRunner.run(conn, sql, binds, logger, prepared: prepared, wantsRows: true).rows
+        }
     }
 
     public func execute(_ sql: String, _ binds: [any SQLBindable]) async throws -> Int {
-        try await client.withConnection { conn in try await PostgresRunner.run(conn, sql, binds, logger).affected }
+        try await client.withConnection { conn in
+            try await PostgresRunner.run(conn, sql, binds, logger, prepared: prepared, wantsRows: false).affected
+        }
     }
 
     public func transaction<T: Sendable>(_ body: @escaping @Sendable (any SQLExecutor) async throws -> T) async throws
         -> T
     {
         try await client.withConnection { conn in
-            _ = try await PostgresRunner.run(conn, "BEGIN", [], logger)
+            _ = try await PostgresRunner.run(conn, "BEGIN", [], logger, prepared: false)
             do {
-                let result = try await body(PostgresTransaction(connection: conn, logger: logger))
-                _ = try await PostgresRunner.run(conn, "COMMIT", [], logger)
+                let result = try await body(
+                    PostgresTransaction(connection: conn, logger: logger, prepared: prepared))
+                _ = try await PostgresRunner.run(conn, "COMMIT", [], logger, prepared: false)
                 return result
             } catch {
-                _ = try? await PostgresRunner.run(conn, "ROLLBACK", [], logger)
+                _ = try? await PostgresRunner.run(conn, "ROLLBACK", [], logger, prepared: false)
                 throw error
             }
         }
@@ -77,13 +93,36 @@ public final class PostgresDatabase: SQLDatabase {
 struct PostgresTransaction: SQLExecutor {
     let connection: PostgresConnection
     let logger: Logger
+    let prepared: Bool
+    /// Set once a statement failed: PostgreSQL refuses everything else in the transaction until ROLLBACK, and a
+    /// statement's first preparation refused that way would stay refused on this connection (PostgresNIO keeps a
+    /// failed preparation's error for the name). So the rest of a failed transaction goes out unnamed.
+    private let failed = NIOLockedValueBox(false)
     var dialect: SQLDialect { .postgres }
 
+    init(connection: PostgresConnection, logger: Logger, prepared: Bool) {
+        self.connection = connection
+        self.logger = logger
+        self.prepared = prepared
+    }
+
     func query(_ sql: String, _ binds: [any SQLBindable]) async throws -> [SQLRow] {
-        try await PostgresRunner.run(connection, sql, binds, logger).rows
+        try await run(sql, binds, wantsRows: true).rows
     }
     func execute(_ sql: String, _ binds: [any SQLBindable]) async throws -> Int {
-        try await PostgresRunner.run(connection, sql, binds, logger).affected
+        try await run(sql, binds, wantsRows: false).affected
+    }
+
+    private func run(_ sql: String, _ binds: [any SQLBindable], wantsRows: Bool) async throws
+        -> (rows: [SQLRow], affected: Int)
+    {
+        do {
+            let named = prepared && !failed.withLockedValue { $0 }
+            return try await PostgresRunner.run(connection, sql, binds, logger, prepared: named, wantsRows: wantsRows)
+        } catch {
+            failed.withLockedValue { $0 = true }
+            throw error
+        }
     }
 }
 
@@ -122,31 +161,61 @@ enum PostgresRunner {
 
     static let placeholderCache = NIOLockedValueBox<[String: String]>([:])
 
-    static func run(_ conn: PostgresConnection, _ sql: String, _ binds: [any SQLBindable], _ logger: Logger)
-        async throws -> (rows: [SQLRow], affected: Int)
-    {
+    static func run(
+        _ conn: PostgresConnection, _ sql: String, _ binds: [any SQLBindable], _ logger: Logger, prepared: Bool,
+        wantsRows: Bool = false
+    ) async throws -> (rows: [SQLRow], affected: Int) {
         var bindings = PostgresBindings(capacity: binds.count)
+        var types: [PostgresDataType] = []
+        types.reserveCapacity(binds.count)
         for bind in binds {
             switch bind.sqlValue {
-            case .null: bindings.appendNull()
-            case .int(let v): bindings.append(v)
-            case .double(let v): bindings.append(v)
-            case .text(let v): bindings.append(v)
-            case .blob(let v): bindings.append(ByteBuffer(bytes: v))
+            case .null:
+                bindings.appendNull()
+                types.append(.null)
+            case .int(let v):
+                bindings.append(v)
+                types.append(.int8)
+            case .double(let v):
+                bindings.append(v)
+                types.append(.float8)
+            case .text(let v):
+                bindings.append(v)
+                types.append(.text)
+            case .blob(let v):
+                bindings.append(ByteBuffer(bytes: v))
+                types.append(.bytea)
             }
         }
-        let query = PostgresQuery(unsafeSQL: numberPlaceholders(sql), binds: bindings)
-        let result: PostgresQueryResult
+        let numbered = numberPlaceholders(sql)
         do {
-            result = try await conn.query(query, logger: logger).get()
+            if prepared, let kind = PreparedSQL.kind(of: numbered, wantsRows: wantsRows),
+                case let sent = kind == .count ? numbered + " RETURNING 1" : numbered,
+                let name = PreparedSQL.name(sent, types: types)
+            {
+                return try await PreparedSQL.run(
+                    conn, PreparedSQL.Current(name: name, sql: sent, types: types), kind: kind,
+                    bindings: bindings, logger: logger)
+            }
+            let result = try await conn.query(PostgresQuery(unsafeSQL: numbered, binds: bindings), logger: logger)
+                .get()
+            let rows = try self.rows(result.rows)
+            return (rows, result.metadata.rows ?? rows.count)
         } catch let error as PSQLError {
             throw translate(error)
         }
-        guard let first = result.rows.first else { return ([], result.metadata.rows ?? 0) }
-        var columns: [String: Int] = [:]
-        for cell in first where columns[cell.columnName] == nil { columns[cell.columnName] = cell.columnIndex }
-        let rows = try result.rows.map { row in SQLRow(columns: columns, values: try row.map(value)) }
-        return (rows, result.metadata.rows ?? rows.count)
+    }
+
+    static func rows(_ rows: some Sequence<PostgresRow>) throws -> [SQLRow] {
+        var columns: [String: Int]?
+        return try rows.map { row in
+            if columns == nil {
+                var names: [String: Int] = [:]
+                for cell in row where names[cell.columnName] == nil { names[cell.columnName] = cell.columnIndex }
+                columns = names
+            }
+            return SQLRow(columns: columns!, values: try row.map(value))
+        }
     }
 
     static func value(_ cell: PostgresCell) throws -> SQLValue {
@@ -174,6 +243,92 @@ enum PostgresRunner {
         case "23505": return StorageError.uniqueViolation(constraint: info[.constraintName] ?? message)
         case "23503": return StorageError.foreignKeyViolation(message)
         default: return StorageError.database("\(state): \(message)")
+        }
+    }
+}
+
+/// Named prepared statements for SQL built at run time. PostgresNIO prepares a statement once per connection and
+/// then only binds and executes it, but it takes the name, SQL and parameter types from static requirements of a
+/// `PostgresPreparedStatement` type. `Statement` and `Command` answer them from a task-local value that `run` sets
+/// around the call; PostgresNIO reads them when the call starts (docs/decisions/0008-postgres-prepared-statements.md).
+enum PreparedSQL {
+    struct Current: Sendable {
+        var name: String
+        var sql: String
+        var types: [PostgresDataType]
+    }
+    @TaskLocal static var current: Current?
+
+    /// A statement that returns rows (SELECT, or a write with RETURNING).
+    struct Statement: PostgresPreparedStatement {
+        typealias Row = PostgresRow
+        static var name: String { current!.name }
+        static var sql: String { current!.sql }
+        static var bindingDataTypes: [PostgresDataType] { current!.types }
+        let bindings: PostgresBindings
+        func makeBindings() throws -> PostgresBindings { bindings }
+        func decodeRow(_ row: PostgresRow) throws -> PostgresRow { row }
+    }
+
+    /// `rows`: the statement as written. `count`: a write without RETURNING, sent with `RETURNING 1` appended and
+    /// answered with the number of rows (PostgresNIO 1.33's prepared path has no working command tag for writes:
+    /// reading it traps before the rows are consumed).
+    enum Kind { case rows, count }
+
+    /// Only plain data statements are prepared; transaction control and DDL go out unnamed. What the caller asked
+    /// for decides the kind: rows (`query`), or the row count (`execute`, then only for writes without RETURNING,
+    /// whose rows the command tag would not account for).
+    static func kind(of sql: String, wantsRows: Bool) -> Kind? {
+        let head = sql.utf8.drop(while: { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\n") })
+            .prefix(while: { $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "\n") && $0 != UInt8(ascii: "(") })
+        switch String(decoding: head, as: UTF8.self).uppercased() {
+        case "SELECT", "WITH": return wantsRows ? .rows : nil
+        case "INSERT", "UPDATE", "DELETE":
+            if wantsRows { return .rows }
+            // Appending must stay safe: no RETURNING of its own, no comment or second statement at the end.
+            let appendable = ["returning", "--", ";", "/*"].allSatisfy {
+                sql.range(of: $0, options: .caseInsensitive) == nil
+            }
+            return appendable ? .count : nil
+        default: return nil
+        }
+    }
+
+    /// One name per statement text and parameter types: the same SQL with a NULL where a value was before is a
+    /// different statement to PostgreSQL's type inference. A name, once given, always means the same statement
+    /// (connections keep what they prepared), so the registry only grows; past `limit` statements (SQL built with a
+    /// varying `IN (?, ?, …)` list) new ones go out unnamed.
+    static func name(_ sql: String, types: [PostgresDataType]) -> String? {
+        var key = sql
+        key.unicodeScalars.append("\u{0}")
+        for t in types { key += String(t.rawValue, radix: 36) + "," }
+        return names.withLockedValue { names in
+            if let name = names[key] { return name }
+            guard names.count < limit else { return nil }
+            let name = "rcp_\(names.count + 1)"
+            names[key] = name
+            return name
+        }
+    }
+
+    static let limit = 4_000
+    static let names = NIOLockedValueBox<[String: String]>([:])
+
+    static func run(
+        _ conn: PostgresConnection, _ current: Current, kind: Kind, bindings: PostgresBindings, logger: Logger
+    ) async throws -> (rows: [SQLRow], affected: Int) {
+        try await $current.withValue(current) {
+            var rows: [PostgresRow] = []
+            for try await row in try await conn.execute(Statement(bindings: bindings), logger: logger) {
+                rows.append(row)
+            }
+            switch kind {
+            case .rows:
+                let converted = try PostgresRunner.rows(rows)
+                return (converted, converted.count)
+            case .count:
+                return ([], rows.count)
+            }
         }
     }
 }
