@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import GRDBSQLite
 import Logging
 import Storage
 
@@ -200,28 +201,76 @@ struct SQLiteTransaction: SQLExecutor {
 }
 
 enum SQLiteRunner {
-    static func arguments(_ binds: [any SQLBindable]) -> StatementArguments {
-        // Optional existentials on purpose: GRDB's initializer for a sequence of concrete values maps them with a
-        // key path, which an unspecialised generic builds at run time on every call (5% of an order PUT's CPU).
-        StatementArguments(
-            binds.map { bind -> (any DatabaseValueConvertible)? in
-                switch bind.sqlValue {
-                case .null: nil
-                case .int(let v): v
-                case .double(let v): v
-                case .text(let v): v
-                case .blob(let v): Data(v)
-                }
-            })
-    }
+    /// SQLite's `SQLITE_TRANSIENT`: SQLite copies a bound value before the call returns.
+    private static let transient = unsafeBitCast(OpaquePointer(bitPattern: -1), to: sqlite3_destructor_type.self)
 
     static func query(_ db: Database, _ sql: String, _ binds: [any SQLBindable]) throws -> [SQLRow] {
+        try run(db, sql, binds).rows
+    }
+
+    static func execute(_ db: Database, _ sql: String, _ binds: [any SQLBindable]) throws -> Int {
+        if binds.isEmpty && !sql.contains("?") {
+            // Possibly several statements (migrations, set-up): GRDB splits and runs them.
+            try db.execute(sql: sql)
+            return db.changesCount
+        }
+        return try run(db, sql, binds).changes
+    }
+
+    /// One statement through SQLite's C API, on the statement GRDB prepared and caches for this SQL. GRDB's own
+    /// execution (argument values, validation, `Row` objects) cost more than SQLite's work for the small statements
+    /// of an order, and on the writer every microsecond is spent while the whole batch waits (decision 0005).
+    /// GRDB still owns the connection, the statement cache, transactions and savepoints.
+    static func run(_ db: Database, _ sql: String, _ binds: [any SQLBindable]) throws -> (rows: [SQLRow], changes: Int)
+    {
         let statement = try db.cachedStatement(sql: sql)
-        // A cursor reads each value straight from the statement; `fetchAll` would copy every row first.
-        let cursor = try Row.fetchCursor(statement, arguments: arguments(binds))
+        let handle = statement.sqliteStatement
+        func failure(_ code: CInt) -> DatabaseError {
+            let connection = db.sqliteConnection
+            let extended = connection.map { sqlite3_extended_errcode($0) } ?? code
+            let message = connection.flatMap { sqlite3_errmsg($0) }.map { String(cString: $0) }
+            return DatabaseError(resultCode: ResultCode(rawValue: extended), message: message, sql: sql)
+        }
+        guard Int(sqlite3_bind_parameter_count(handle)) == binds.count else {
+            throw DatabaseError(
+                resultCode: .SQLITE_MISUSE, message: "wrong number of statement arguments: \(binds.count)", sql: sql)
+        }
+        sqlite3_reset(handle)
+        defer {
+            sqlite3_reset(handle)
+            sqlite3_clear_bindings(handle)
+        }
+        for (offset, bind) in binds.enumerated() {
+            let index = CInt(offset + 1)
+            let code: CInt
+            switch bind.sqlValue {
+            case .null: code = sqlite3_bind_null(handle, index)
+            case .int(let v): code = sqlite3_bind_int64(handle, index, v)
+            case .double(let v): code = sqlite3_bind_double(handle, index, v)
+            case .text(var v):
+                // By byte count, so a NUL inside the text is kept; "" stays text, not NULL.
+                code = v.withUTF8 { utf8 in
+                    guard let base = utf8.baseAddress, !utf8.isEmpty else {
+                        return sqlite3_bind_text(handle, index, "", 0, transient)
+                    }
+                    return base.withMemoryRebound(to: CChar.self, capacity: utf8.count) {
+                        sqlite3_bind_text(handle, index, $0, CInt(utf8.count), transient)
+                    }
+                }
+            case .blob(let v):
+                code =
+                    v.isEmpty
+                    ? sqlite3_bind_zeroblob(handle, index, 0)
+                    : v.withUnsafeBytes { sqlite3_bind_blob(handle, index, $0.baseAddress, CInt($0.count), transient) }
+            }
+            guard code == SQLITE_OK else { throw failure(code) }
+        }
         var rows: [SQLRow] = []
         var columns: [String: Int]?
-        while let row = try cursor.next() {
+        while true {
+            let code = sqlite3_step(handle)
+            if code == SQLITE_DONE { break }
+            guard code == SQLITE_ROW else { throw failure(code) }
             if columns == nil {
                 var names: [String: Int] = [:]
                 for (index, name) in statement.columnNames.enumerated() where names[name] == nil {
@@ -229,30 +278,31 @@ enum SQLiteRunner {
                 }
                 columns = names
             }
+            let count = sqlite3_column_count(handle)
             var values: [SQLValue] = []
-            values.reserveCapacity(row.count)
-            for value in row.databaseValues {
-                switch value.storage {
-                case .null: values.append(.null)
-                case .int64(let v): values.append(.int(v))
-                case .double(let v): values.append(.double(v))
-                case .string(let v): values.append(.text(v))
-                case .blob(let v): values.append(.blob([UInt8](v)))
+            values.reserveCapacity(Int(count))
+            for column in 0..<count {
+                switch sqlite3_column_type(handle, column) {
+                case SQLITE_INTEGER: values.append(.int(sqlite3_column_int64(handle, column)))
+                case SQLITE_FLOAT: values.append(.double(sqlite3_column_double(handle, column)))
+                case SQLITE_TEXT:
+                    let bytes = Int(sqlite3_column_bytes(handle, column))
+                    let text = sqlite3_column_text(handle, column).map {
+                        String(decoding: UnsafeBufferPointer(start: $0, count: bytes), as: UTF8.self)
+                    }
+                    values.append(.text(text ?? ""))
+                case SQLITE_BLOB:
+                    let bytes = Int(sqlite3_column_bytes(handle, column))
+                    let blob = sqlite3_column_blob(handle, column).map {
+                        [UInt8](UnsafeRawBufferPointer(start: $0, count: bytes))
+                    }
+                    values.append(.blob(blob ?? []))
+                default: values.append(.null)
                 }
             }
             rows.append(SQLRow(columns: columns!, values: values))
         }
-        return rows
-    }
-
-    static func execute(_ db: Database, _ sql: String, _ binds: [any SQLBindable]) throws -> Int {
-        if binds.isEmpty && !sql.contains("?") {
-            try db.execute(sql: sql)
-        } else {
-            let statement = try db.cachedStatement(sql: sql)
-            try statement.execute(arguments: arguments(binds))
-        }
-        return db.changesCount
+        return (rows, Int(sqlite3_changes(db.sqliteConnection)))
     }
 
     @Sendable static func translate(_ error: any Error) -> any Error {

@@ -91,3 +91,74 @@ import Testing
         }
     }
 }
+
+/// Every kind of value comes back from both engines exactly as it was bound.
+@Suite struct SQLValueRoundTrips {
+    @Test(arguments: Engine.available)
+    func valuesComeBackExactlyAsBound(engine: Engine) async throws {
+        try await engine.withDatabase { db in
+            let blob = db.dialect == .postgres ? "BYTEA" : "BLOB"
+            try await db.execute("CREATE TABLE probe (n BIGINT, d DOUBLE PRECISION, t TEXT, b \(blob))")
+            let texts = ["", "a\u{0}b", "Grüße 😀 'quoted' \"double\" ?", String(repeating: "x", count: 100_000)]
+            let blobs: [[UInt8]] = [[], [0, 1, 255], Array(repeating: 7, count: 70_000)]
+            for (i, t) in texts.enumerated() where db.dialect == .sqlite || !t.contains("\u{0}") {
+                let b = blobs[i % blobs.count]
+                let n: Int64 = i == 0 ? .min : .max - Int64(i)
+                try await db.execute(
+                    "INSERT INTO probe (n, d, t, b) VALUES (?, ?, ?, ?)", n, 0.1 + Double(i), t, SQLValue.blob(b))
+                let row = try #require(try await db.first("SELECT n, d, t, b FROM probe WHERE t = ?", t))
+                #expect(row["n"] == .int(n))
+                #expect(row["d"] == .double(0.1 + Double(i)))
+                #expect(row["t"] == .text(t))
+                #expect(row["b"] == .blob(b))
+            }
+            let nulls: String? = nil
+            #expect(try await db.execute("INSERT INTO probe (n, t) VALUES (?, ?)", 1, nulls) == 1)
+            let row = try #require(try await db.first("SELECT t, b FROM probe WHERE n = ?", 1))
+            #expect(row["t"] == .null)
+            #expect(row["b"] == .null)
+            #expect(
+                try await db.execute("UPDATE probe SET d = ? WHERE n <> ?", 2.5, 1) == texts.count
+                    - (db.dialect == .sqlite ? 0 : 1))
+            await #expect(throws: (any Error).self) { try await db.execute("INSERT INTO probe (n) VALUES (?, ?)", 1) }
+        }
+    }
+}
+
+@Suite struct TransactionContract {
+    /// Concurrent transactions share one commit on SQLite (group commit); one that fails must leave nothing behind,
+    /// whatever it wrote first, and must not take the others with it.
+    @Test(arguments: Engine.available)
+    func aFailedTransactionLeavesNothingAndTheConcurrentOnesCommit(engine: Engine) async throws {
+        struct Refused: Error {}
+        try await engine.withDatabase { db in
+            try await db.execute("CREATE TABLE probe (id BIGINT PRIMARY KEY, note TEXT)")
+            try await db.execute("INSERT INTO probe (id, note) VALUES (?, ?)", 1000, "taken")
+            let outcomes = await withTaskGroup(of: (Int, Bool).self) { group in
+                for i in 0..<40 {
+                    group.addTask {
+                        do {
+                            try await db.transaction { tx in
+                                try await tx.execute("INSERT INTO probe (id, note) VALUES (?, ?)", i, "kept")
+                                switch i % 4 {
+                                case 1: throw Refused()  // the body gives up after writing
+                                case 2: try await tx.execute("INSERT INTO probe (id, note) VALUES (?, ?)", 1000, "dup")
+                                default: try await tx.execute("UPDATE probe SET note = ? WHERE id = ?", "updated", i)
+                                }
+                            }
+                            return (i, true)
+                        } catch {
+                            return (i, false)
+                        }
+                    }
+                }
+                return await group.reduce(into: [Int: Bool]()) { $0[$1.0] = $1.1 }
+            }
+            let rows = try await db.query("SELECT id, note FROM probe WHERE id < ? ORDER BY id", 1000)
+            let expected = (0..<40).filter { $0 % 4 == 0 || $0 % 4 == 3 }
+            #expect(rows.map { Int($0.int("id")) } == expected)
+            #expect(rows.allSatisfy { $0.text("note") == "updated" })
+            #expect(outcomes.filter(\.value).keys.sorted() == expected)
+        }
+    }
+}
