@@ -38,7 +38,7 @@ public struct Money: Sendable, Hashable, Codable {
 
     /// Parses a decimal string like `"19.99"` exactly (no floating point). At most the currency's minor digits.
     public init(decimal: String, currency: Currency, field: String, allowNegative: Bool = false) throws(DomainError) {
-        var s = Substring(decimal.trimmingCharacters(in: .whitespaces))
+        var s = Substring(decimal.trimming(.whitespaces))
         var negative = false
         if s.hasPrefix("-") { negative = true; s = s.dropFirst() }
         let pieces = s.split(separator: ".", omittingEmptySubsequences: false)

@@ -184,7 +184,7 @@ public struct OrderSubmission: Sendable, Equatable {
     public static func validate(externalID: String, payload p: OrderPayload, receivedAt: Date) throws(DomainError)
         -> OrderSubmission
     {
-        let externalID = externalID.trimmingCharacters(in: .whitespaces)
+        let externalID = externalID.trimming(.whitespaces)
         guard (1...128).contains(externalID.count),
             externalID.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7F && $0 != "/" })
         else {
@@ -337,7 +337,7 @@ public struct OrderSubmission: Sendable, Equatable {
     /// Trims; empty becomes nil; refuses control characters (except in long texts, newlines) and over-long values.
     static func text(_ value: String?, field: String, max: Int) throws(DomainError) -> String? {
         guard let value else { return nil }
-        let trimmed = value.trimmingCharacters(in: .whitespacesAndNewlines)
+        let trimmed = value.trimming(.whitespacesAndNewlines)
         if trimmed.isEmpty { return nil }
         guard trimmed.count <= max else {
             throw .invalid("text_too_long", "At most \(max) characters.", field: field)

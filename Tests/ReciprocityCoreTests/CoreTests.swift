@@ -213,3 +213,20 @@ import Testing
         }
     }
 }
+
+@Suite struct TrimmingRules {
+    @Test func trimmingAgreesWithFoundation() {
+        let ends = ["", " ", "\t", "\n", "\r\n", "\u{A0}", "\u{2003}", "\u{3000}", "\u{85}", "x", "ä", "😀", "\u{301}"]
+        let middles = ["", "a", "a b", " ", "Grüße\nWelt", "\u{0}", "e\u{301}"]
+        for set in [CharacterSet.whitespaces, .whitespacesAndNewlines] {
+            for lead in ends {
+                for middle in middles {
+                    for trail in ends {
+                        let s = lead + middle + trail
+                        #expect(s.trimming(set) == s.trimmingCharacters(in: set), "\(Array(s.unicodeScalars))")
+                    }
+                }
+            }
+        }
+    }
+}
