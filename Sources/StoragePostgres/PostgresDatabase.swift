@@ -11,13 +11,15 @@ public final class PostgresDatabase: SQLDatabase {
     public let dialect = SQLDialect.postgres
     let client: PostgresClient
     let logger: Logger
-    /// Statements go out as named prepared statements, parsed and planned once per connection
-    /// (`prepared_statements=off` in the URL turns this off, e.g. behind PgBouncer in transaction mode).
+    /// Data statements go out as named prepared statements, parsed once per connection (`prepared_statements=on` in
+    /// the URL). Off by default: on a freshly created database PostgreSQL's cached generic plans can pick the wrong
+    /// index until autovacuum analyses the tables, and in the standard benchmark that cost what the saved planning
+    /// won (docs/decisions/0008-postgres-prepared-statements.md).
     let prepared: Bool
     private let runTask: Task<Void, Never>
 
     /// Opens a pool for a URL like `postgres://user:pass@host:5432/db?sslmode=disable&pool_size=20`
-    /// (`&prepared_statements=off` sends every statement unnamed).
+    /// (`&prepared_statements=on` prepares data statements per connection).
     public init(url: String, logger: Logger) throws {
         guard let components = URLComponents(string: url), ["postgres", "postgresql"].contains(components.scheme),
             let host = components.host, !host.isEmpty
@@ -39,7 +41,7 @@ public final class PostgresDatabase: SQLDatabase {
             config.options.maximumConnections = size
         }
         let prepared: Bool
-        switch query["prepared_statements"] ?? "on" {
+        switch query["prepared_statements"] ?? "off" {
         case "on": prepared = true
         case "off": prepared = false
         case let other: throw StorageError.badURL("prepared_statements must be on or off, got '\(other)'")

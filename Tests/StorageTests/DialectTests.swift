@@ -53,9 +53,16 @@ import Testing
         #expect(PreparedSQL.name("SELECT $1::text AS probe_b", types: [.text]) != a)
     }
 
-    @Test func theURLCanTurnThemOff() throws {
+    @Test func theyAreOptInAndTheURLRefusesNonsense() async throws {
+        let base = "postgres://u@localhost/db"
+        for (suffix, expected) in [("", false), ("?prepared_statements=on", true), ("?prepared_statements=off", false)]
+        {
+            let db = try PostgresDatabase(url: base + suffix, logger: Engine.logger)
+            #expect(db.prepared == expected, "\(suffix)")
+            await db.close()
+        }
         #expect(throws: StorageError.self) {
-            _ = try PostgresDatabase(url: "postgres://u@localhost/db?prepared_statements=maybe", logger: Engine.logger)
+            _ = try PostgresDatabase(url: base + "?prepared_statements=maybe", logger: Engine.logger)
         }
     }
 
@@ -65,7 +72,9 @@ import Testing
     func aStatementFirstSeenInAFailedTransactionStillWorksAfterwards() async throws {
         try await Engine.postgres.withDatabaseURL { url in
             var components = try #require(URLComponents(string: url))
-            components.queryItems = [URLQueryItem(name: "pool_size", value: "1")]
+            components.queryItems = [
+                URLQueryItem(name: "pool_size", value: "1"), URLQueryItem(name: "prepared_statements", value: "on"),
+            ]
             let db = try PostgresDatabase(url: try #require(components.string), logger: Engine.logger)
             do {
                 try await db.execute("CREATE TABLE probe (id BIGINT PRIMARY KEY)")

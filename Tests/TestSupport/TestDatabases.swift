@@ -45,7 +45,10 @@ public enum Engine: String, CaseIterable, Sendable, CustomStringConvertible {
             return try await use(SQLiteDatabase(path: dir.appendingPathComponent("test.sqlite").path))
         case .postgres:
             return try await Self.withFreshPostgresDatabase(prefix: "rcp_t_") { url in
-                try await use(PostgresDatabase(url: url, logger: Self.logger))
+                // The contract suite runs the opt-in prepared path; the application tests (withDatabaseURL) run the
+                // default, unnamed one.
+                let on = (url.contains("?") ? "&" : "?") + "prepared_statements=on"
+                return try await use(PostgresDatabase(url: url + on, logger: Self.logger))
             }
         }
     }
