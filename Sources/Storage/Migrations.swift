@@ -643,20 +643,6 @@ enum Schema {
     /// decision, rewards through their lifecycle, and what issuing writes (vouchers, credit, payouts, premiums).
     /// Exactly once is carried by unique constraints: one referral per order, one reward per referral and side,
     /// one milestone reward per advocate and count, one ledger entry per reward and kind.
-    /// Indexes that let hot statements stop early whatever the planner knows about the table (PostgreSQL plans a
-    /// statement on a table it still thinks empty by tie-breaking between indexes):
-    /// - the job claim's `ORDER BY run_at, id` is the index order, so PostgreSQL need not sort the whole backlog
-    ///   (SQLite had the id for free as the rowid);
-    /// - `orders_device` goes: no statement filters on the device, and PostgreSQL took it for the external-id
-    ///   look-up of every order PUT, scanning the workspace's orders.
-    static let v6QueryPaths = Migration(id: 6, name: "query_paths") { _ in
-        [
-            "DROP INDEX jobs_due",
-            "CREATE INDEX jobs_due ON jobs (state, run_at, id)",
-            "DROP INDEX orders_device",
-        ]
-    }
-
     static let v5Referrals = Migration(id: 5, name: "referrals") { _ in
         [
             "ALTER TABLE orders ADD COLUMN client_device TEXT",
@@ -833,6 +819,20 @@ enum Schema {
               shipped_at BIGINT
             )
             """,
+        ]
+    }
+
+    /// Indexes that let hot statements stop early whatever the planner knows about the table (PostgreSQL plans a
+    /// statement on a table it still thinks empty by tie-breaking between indexes):
+    /// - the job claim's `ORDER BY run_at, id` is the index order, so PostgreSQL need not sort the whole backlog
+    ///   (SQLite had the id for free as the rowid);
+    /// - `orders_device` goes: no statement filters on the device, and PostgreSQL took it for the external-id
+    ///   look-up of every order PUT, scanning the workspace's orders.
+    static let v6QueryPaths = Migration(id: 6, name: "query_paths") { _ in
+        [
+            "DROP INDEX jobs_due",
+            "CREATE INDEX jobs_due ON jobs (state, run_at, id)",
+            "DROP INDEX orders_device",
         ]
     }
 }
