@@ -35,6 +35,13 @@ public struct SQLRow: Sendable {
         self.values = values
     }
 
+    /// The `columns` of a result whose columns carry these names, in order. A repeated name means its first column.
+    public static func columnIndexes(_ names: some Sequence<String>) -> [String: Int] {
+        var columns: [String: Int] = [:]
+        for (index, name) in names.enumerated() where columns[name] == nil { columns[name] = index }
+        return columns
+    }
+
     public subscript(_ name: String) -> SQLValue {
         guard let index = columns[name] else { preconditionFailure("no column \(name) in result") }
         return values[index]

@@ -168,31 +168,20 @@ enum PostgresRunner {
         wantsRows: Bool = false
     ) async throws -> (rows: [SQLRow], affected: Int) {
         var bindings = PostgresBindings(capacity: binds.count)
-        var types: [PostgresDataType] = []
-        types.reserveCapacity(binds.count)
         for bind in binds {
             switch bind.sqlValue {
-            case .null:
-                bindings.appendNull()
-                types.append(.null)
-            case .int(let v):
-                bindings.append(v)
-                types.append(.int8)
-            case .double(let v):
-                bindings.append(v)
-                types.append(.float8)
-            case .text(let v):
-                bindings.append(v)
-                types.append(.text)
-            case .blob(let v):
-                bindings.append(ByteBuffer(bytes: v))
-                types.append(.bytea)
+            case .null: bindings.appendNull()
+            case .int(let v): bindings.append(v)
+            case .double(let v): bindings.append(v)
+            case .text(let v): bindings.append(v)
+            case .blob(let v): bindings.append(ByteBuffer(bytes: v))
             }
         }
         let numbered = numberPlaceholders(sql)
         do {
             if prepared, let kind = PreparedSQL.kind(of: numbered, wantsRows: wantsRows),
                 case let sent = kind == .count ? numbered + " RETURNING 1" : numbered,
+                case let types = binds.map({ PreparedSQL.type(of: $0.sqlValue) }),
                 let name = PreparedSQL.name(sent, types: types)
             {
                 return try await PreparedSQL.run(
@@ -211,11 +200,7 @@ enum PostgresRunner {
     static func rows(_ rows: some Sequence<PostgresRow>) throws -> [SQLRow] {
         var columns: [String: Int]?
         return try rows.map { row in
-            if columns == nil {
-                var names: [String: Int] = [:]
-                for cell in row where names[cell.columnName] == nil { names[cell.columnName] = cell.columnIndex }
-                columns = names
-            }
+            if columns == nil { columns = SQLRow.columnIndexes(row.map(\.columnName)) }
             return SQLRow(columns: columns!, values: try row.map(value))
         }
     }
@@ -251,8 +236,8 @@ enum PostgresRunner {
 
 /// Named prepared statements for SQL built at run time. PostgresNIO prepares a statement once per connection and
 /// then only binds and executes it, but it takes the name, SQL and parameter types from static requirements of a
-/// `PostgresPreparedStatement` type. `Statement` and `Command` answer them from a task-local value that `run` sets
-/// around the call; PostgresNIO reads them when the call starts (docs/decisions/0008-postgres-prepared-statements.md).
+/// `PostgresPreparedStatement` type. `Statement` answers them from a task-local value that `run` sets around the
+/// call; PostgresNIO reads them when the call starts (docs/decisions/0008-postgres-prepared-statements.md).
 enum PreparedSQL {
     struct Current: Sendable {
         var name: String
@@ -310,6 +295,17 @@ enum PreparedSQL {
             let name = "rcp_\(names.count + 1)"
             names[key] = name
             return name
+        }
+    }
+
+    /// The parameter type the bindings above declare for a value (`appendNull` declares none).
+    static func type(of value: SQLValue) -> PostgresDataType {
+        switch value {
+        case .null: .null
+        case .int: .int8
+        case .double: .float8
+        case .text: .text
+        case .blob: .bytea
         }
     }
 

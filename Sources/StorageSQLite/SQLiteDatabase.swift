@@ -271,13 +271,7 @@ enum SQLiteRunner {
             let code = sqlite3_step(handle)
             if code == SQLITE_DONE { break }
             guard code == SQLITE_ROW else { throw failure(code) }
-            if columns == nil {
-                var names: [String: Int] = [:]
-                for (index, name) in statement.columnNames.enumerated() where names[name] == nil {
-                    names[name] = index
-                }
-                columns = names
-            }
+            if columns == nil { columns = SQLRow.columnIndexes(statement.columnNames) }
             let count = sqlite3_column_count(handle)
             var values: [SQLValue] = []
             values.reserveCapacity(Int(count))
