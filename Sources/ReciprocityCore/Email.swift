@@ -40,13 +40,12 @@ public struct EmailAddress: Sendable, Hashable, Codable, CustomStringConvertible
     private static let localAllowed = CharacterSet.alphanumerics.union(
         CharacterSet(charactersIn: "!#$%&'*+/=?^_`{|}~.-"))
     private static let labelAllowed = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "-"))
-    // The same sets for ASCII as tables, taken from the sets themselves: asking a CharacterSet per character was
-    // most of the cost of checking an address.
-    private static let localASCII = (0..<128).map { localAllowed.contains(Unicode.Scalar(UInt8($0))) }
-    private static let labelASCII = (0..<128).map { labelAllowed.contains(Unicode.Scalar(UInt8($0))) }
+    // Asking a CharacterSet per character was most of the cost of checking an address.
+    private static let localASCII = ASCIIMembership(localAllowed)
+    private static let labelASCII = ASCIIMembership(labelAllowed)
 
-    private static func allowed(_ scalar: Unicode.Scalar, _ set: CharacterSet, _ ascii: [Bool]) -> Bool {
-        scalar.isASCII ? ascii[Int(scalar.value)] : set.contains(scalar)
+    private static func allowed(_ scalar: Unicode.Scalar, _ set: CharacterSet, _ ascii: ASCIIMembership) -> Bool {
+        scalar.isASCII ? ascii.contains(UInt8(scalar.value)) : set.contains(scalar)
     }
 
     public var domain: String { String(normalized.split(separator: "@").last ?? "") }

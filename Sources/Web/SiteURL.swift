@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import ReciprocityCore
 
 /// Every URL the product serves, in one place. The router registers `Route.pattern`; pages, mails and redirects
 /// build links with `SiteURL.path`, so links cannot drift from the routes. `parse` is the inverse of `path`.
@@ -395,14 +396,9 @@ public enum SiteURL: Equatable, Sendable {
 
     /// `segmentAllowed` for one byte, without Foundation: most values (ids, codes, tokens) need no encoding, and
     /// asking `addingPercentEncoding` cost more than building the rest of the path.
-    static func isSegmentByte(_ b: UInt8) -> Bool {
-        switch b {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
-            UInt8(ascii: "0")...UInt8(ascii: "9"):
-            true
-        default: "!$&'()*+,-.:=@_~".utf8.contains(b)
-        }
-    }
+    static func isSegmentByte(_ b: UInt8) -> Bool { segmentASCII.contains(b) }
+
+    static let segmentASCII = ASCIIMembership(segmentAllowed)
 
     static let segmentAllowed: CharacterSet = {
         var set = CharacterSet.urlPathAllowed
