@@ -6,7 +6,8 @@ import NIOSSL
 import NIOTLS
 
 /// One SMTP session on a NIO channel: greeting, EHLO, STARTTLS (EHLO again), AUTH, then any number of
-/// transactions, each pipelined (RSET, MAIL, RCPT…, DATA in one write) when the server offers PIPELINING.
+/// transactions. With PIPELINING, a transaction is one trip onto the event loop: MAIL, RCPT… and DATA in one write
+/// (RSET first after a refusal), then the message as soon as the replies accept it.
 ///
 /// Not thread-safe: one task uses a connection at a time (the pool hands it out).
 public final class SMTPConnection: @unchecked Sendable {
@@ -17,8 +18,9 @@ public final class SMTPConnection: @unchecked Sendable {
     public private(set) var extensions: [String: String] = [:]
     public private(set) var isTLS = false
     public private(set) var messagesSent = 0
-    /// Whether a transaction ran on this session, so the next one starts with RSET.
-    private var used = false
+    /// Whether the last transaction ended without a reply to its message (refused, or never finished), so the next
+    /// one starts with RSET. After a completed transaction the server is ready for MAIL again (RFC 5321 §4.1.4).
+    private var needsReset = false
     private var broken = false
 
     init(channel: any Channel, handler: SMTPClientHandler, config: SMTPConfiguration, logger: Logger) {
@@ -165,37 +167,79 @@ public final class SMTPConnection: @unchecked Sendable {
         }
         if extensions["8BITMIME"] != nil && envelope.needsSMTPUTF8 { mailParams += " BODY=8BITMIME" }
         var lines: [String] = []
-        if used { lines.append("RSET") }
+        if needsReset { lines.append("RSET") }
+        let mailIndex = lines.count
         lines.append("MAIL FROM:<\(envelope.mailFrom)>\(mailParams)")
         for r in envelope.recipients { lines.append("RCPT TO:<\(r)>") }
         lines.append("DATA")
-        used = true
-        let replies: [SMTPReply]
+        // Until the server answers the message itself, the next transaction must reset the session first.
+        needsReset = true
+        let stuffed = DotStuffing.stuff(envelope.data)
+
         if extensions["PIPELINING"] != nil {
-            replies = try await pipeline(lines)
-        } else {
-            var r: [SMTPReply] = []
-            for line in lines {
-                let reply = try await command(line, phase: Self.phase(of: line))
-                r.append(reply)
-                if !reply.isPositive { break }
+            // One trip onto the event loop: the commands go out in one write, and the message follows as soon as
+            // the replies accept it, without waking this task in between.
+            let outcome: SMTPClientHandler.PipelinedOutcome
+            do {
+                outcome = try await handler.transaction(
+                    lines, mailIndex: mailIndex, message: stuffed, on: channel, timeout: config.timeouts.command,
+                    dataTimeout: config.timeouts.dataEnd
+                ).get()
+            } catch {
+                broken = true
+                throw SMTPError.connection(phase: "mail", reason: "\(error)")
             }
-            replies = r
+            if let failure = outcome.failure {
+                broken = true
+                throw Self.channelFailure(failure.error, phase: Self.phase(of: lines[failure.index]))
+            }
+            try await checkReplies(outcome.replies, lines: lines, mailIndex: mailIndex)
+            guard let final = outcome.final else {
+                // The handler sends the message exactly when the checks above pass.
+                broken = true
+                throw SMTPError.connection(phase: "data", reason: "the message was not sent after 354")
+            }
+            return try finish(final, written: outcome.written)
         }
-        var index = 0
-        if lines.first == "RSET" {
-            guard replies[0].code == 250 else { throw Self.failure("rset", replies[0]) }
-            index = 1
+
+        var replies: [SMTPReply] = []
+        for line in lines {
+            let reply = try await command(line, phase: Self.phase(of: line))
+            replies.append(reply)
+            if !reply.isPositive { break }
         }
-        let mail = replies[index]
+        try await checkReplies(replies, lines: lines, mailIndex: mailIndex)
+        // Whether the whole message reached the socket decides what a failure now means: before that, the
+        // server cannot have the final dot (retry is safe); after it, it may have accepted the mail (RFC 1047).
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        let replyFuture = handler.write(stuffed, on: channel, timeout: config.timeouts.dataEnd, written: written)
+        do {
+            return try finish(.success(try await replyFuture.get()), written: true)
+        } catch let error as SMTPError {
+            throw error
+        } catch {
+            let flushed = (try? await written.futureResult.get()) != nil
+            return try finish(.failure(error), written: flushed)
+        }
+    }
+
+    /// Throws unless RSET, MAIL, every RCPT and DATA were accepted; a server left waiting for data after a refusal
+    /// gets its lone dot first.
+    private func checkReplies(_ replies: [SMTPReply], lines: [String], mailIndex: Int) async throws {
+        for i in 0..<min(mailIndex, replies.count) where replies[i].code != 250 {
+            try await abortData(replies: replies, lines: lines)
+            throw Self.failure("rset", replies[i])
+        }
+        guard replies.count > mailIndex else { throw SMTPError.connection(phase: "mail", reason: "missing reply") }
+        let mail = replies[mailIndex]
         guard mail.code == 250 else {
             try await abortData(replies: replies, lines: lines)
             throw Self.failure("mail", mail)
         }
         var rejected: SMTPReply?
-        for i in 0..<envelope.recipients.count {
-            let reply = index + 1 + i < replies.count ? replies[index + 1 + i] : nil
-            if let reply, reply.code != 250 && reply.code != 251 { rejected = rejected ?? reply }
+        for i in (mailIndex + 1)..<max(mailIndex + 1, lines.count - 1) where i < replies.count {
+            let reply = replies[i]
+            if reply.code != 250 && reply.code != 251 { rejected = rejected ?? reply }
         }
         if let rejected {
             try await abortData(replies: replies, lines: lines)
@@ -205,27 +249,26 @@ public final class SMTPConnection: @unchecked Sendable {
             throw SMTPError.connection(phase: "data", reason: "missing reply")
         }
         guard dataReply.code == 354 else { throw Self.failure("data", dataReply) }
-        // Whether the whole message reached the socket decides what a failure now means: before that, the
-        // server cannot have the final dot (retry is safe); after it, it may have accepted the mail (RFC 1047).
-        let written = channel.eventLoop.makePromise(of: Void.self)
-        let replyFuture = handler.write(
-            DotStuffing.stuff(envelope.data), on: channel, timeout: config.timeouts.dataEnd, written: written)
-        let final: SMTPReply
-        do {
-            final = try await replyFuture.get()
-        } catch {
+    }
+
+    /// The reply to the message, or what its absence means.
+    private func finish(_ final: Result<SMTPReply, any Error>, written: Bool) throws -> SMTPReply {
+        switch final {
+        case .success(let reply):
+            // Any reply to the message ends the transaction (RFC 5321 §4.1.1.4): the next MAIL needs no RSET.
+            needsReset = false
+            guard reply.code == 250 else { throw Self.failure("data-end", reply) }
+            return reply
+        case .failure(let error):
             broken = true
-            let flushed = (try? await written.futureResult.get()) != nil
             // Not written out: the server cannot have the final dot. Closed without a reply: a server that takes a
             // message answers before it hangs up (RFC 5321 §4.1.1.4), so this is a drop mid-DATA, not an
             // acceptance. Only silence (a timeout) after the whole message leaves the outcome truly unknown.
-            if !flushed || (error as? SMTPChannelError) == .closed {
+            if !written || (error as? SMTPChannelError) == .closed {
                 throw SMTPError.connection(phase: "data", reason: "\(error) before the server answered the message")
             }
             throw SMTPError.outcomeUnknown(reason: "\(error)")
         }
-        guard final.code == 250 else { throw Self.failure("data-end", final) }
-        return final
     }
 
     /// After a refused MAIL or RCPT in a pipeline, a server that still said 354 to DATA waits for data:
@@ -241,15 +284,6 @@ public final class SMTPConnection: @unchecked Sendable {
         String(line.prefix(while: { $0 != " " && $0 != ":" })).lowercased()
     }
 
-    private func pipeline(_ lines: [String]) async throws -> [SMTPReply] {
-        let futures = handler.pipeline(lines, on: channel, timeout: config.timeouts.command)
-        var replies: [SMTPReply] = []
-        for (line, future) in zip(lines, try await futures.get()) {
-            replies.append(try await awaitReply(future, Self.phase(of: line)))
-        }
-        return replies
-    }
-
     private func command(_ line: String, phase: String, upgradeToTLS: Bool = false, redact: Bool = false)
         async throws -> SMTPReply
     {
@@ -261,14 +295,17 @@ public final class SMTPConnection: @unchecked Sendable {
     private func awaitReply(_ future: EventLoopFuture<SMTPReply>, _ phase: String) async throws -> SMTPReply {
         do {
             return try await future.get()
-        } catch let error as SMTPError {
-            broken = true
-            throw error
         } catch {
             broken = true
-            if phase == "data-end" { throw SMTPError.outcomeUnknown(reason: "\(error)") }
-            throw SMTPError.connection(phase: phase, reason: "\(error)")
+            throw Self.channelFailure(error, phase: phase)
         }
+    }
+
+    /// A reply that never came, as the error of the phase that waited for it.
+    static func channelFailure(_ error: any Error, phase: String) -> SMTPError {
+        if let error = error as? SMTPError { return error }
+        if phase == "data-end" { return SMTPError.outcomeUnknown(reason: "\(error)") }
+        return SMTPError.connection(phase: phase, reason: "\(error)")
     }
 
     static func failure(_ phase: String, _ reply: SMTPReply) -> SMTPError {
@@ -357,16 +394,68 @@ final class SMTPClientHandler: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
-    func pipeline(_ lines: [String], on channel: any Channel, timeout: Duration)
-        -> EventLoopFuture<[EventLoopFuture<SMTPReply>]>
-    {
-        channel.eventLoop.submit {
-            let futures = lines.map { _ in
-                self.register(timeout: timeout, upgradeToTLS: false, on: channel.eventLoop)
-            }
+    /// What a pipelined transaction got back: the replies to its commands, in order, and the reply to the
+    /// message when the commands' replies accepted it.
+    struct PipelinedOutcome: Sendable {
+        var replies: [SMTPReply] = []
+        /// The first command whose reply never came (timeout, closed connection), and why.
+        var failure: (index: Int, error: any Error)?
+        /// Set when the message was sent: RSET (if any) 250, MAIL 250, every RCPT 250/251, DATA 354.
+        var final: Result<SMTPReply, any Error>?
+        /// Whether the whole message reached the socket.
+        var written = false
+    }
+
+    /// Writes `lines` at once (RFC 2920) and, when their replies accept the message, writes `message` (dot-stuffed,
+    /// with its final dot) straight from the event loop. One hop onto the loop and one completion per transaction.
+    func transaction(
+        _ lines: [String], mailIndex: Int, message: [UInt8], on channel: any Channel, timeout: Duration,
+        dataTimeout: Duration
+    ) -> EventLoopFuture<PipelinedOutcome> {
+        let loop = channel.eventLoop
+        return loop.flatSubmit {
+            let futures = lines.map { _ in self.register(timeout: timeout, upgradeToTLS: false, on: loop) }
             self.writeLines(lines)
-            return futures
+            return EventLoopFuture.whenAllComplete(futures, on: loop).flatMap { results in
+                var outcome = PipelinedOutcome()
+                for (index, result) in results.enumerated() {
+                    switch result {
+                    case .success(let reply): outcome.replies.append(reply)
+                    case .failure(let error): if outcome.failure == nil { outcome.failure = (index, error) }
+                    }
+                }
+                guard outcome.failure == nil, Self.acceptsMessage(outcome.replies, mailIndex: mailIndex) else {
+                    return loop.makeSucceededFuture(outcome)
+                }
+                let written = loop.makePromise(of: Void.self)
+                let final = self.register(timeout: dataTimeout, upgradeToTLS: false, on: loop)
+                self.writeBytes(message, promise: written)
+                let commands = outcome
+                return final.map { reply in
+                    var done = commands
+                    done.final = .success(reply)
+                    done.written = true
+                    return done
+                }.flatMapError { error in
+                    written.futureResult.map { true }.recover { _ in false }.map { flushed in
+                        var done = commands
+                        done.final = .failure(error)
+                        done.written = flushed
+                        return done
+                    }
+                }
+            }
         }
+    }
+
+    /// RSET (when sent) and MAIL 250, every RCPT 250 or 251, DATA 354.
+    static func acceptsMessage(_ replies: [SMTPReply], mailIndex: Int) -> Bool {
+        guard replies.count >= mailIndex + 3, replies.last?.code == 354 else { return false }
+        for i in 0...mailIndex where replies[i].code != 250 { return false }
+        for i in (mailIndex + 1)..<(replies.count - 1) where replies[i].code != 250 && replies[i].code != 251 {
+            return false
+        }
+        return true
     }
 
     func write(
@@ -374,13 +463,7 @@ final class SMTPClientHandler: ChannelInboundHandler, @unchecked Sendable {
     ) -> EventLoopFuture<SMTPReply> {
         channel.eventLoop.flatSubmit {
             let future = self.register(timeout: timeout, upgradeToTLS: false, on: channel.eventLoop)
-            if let context = self.context {
-                var buf = context.channel.allocator.buffer(capacity: bytes.count)
-                buf.writeBytes(bytes)
-                context.writeAndFlush(self.wrapOutboundOut(buf), promise: written)
-            } else {
-                written?.fail(SMTPChannelError.closed)
-            }
+            self.writeBytes(bytes, promise: written)
             return future
         }
     }
@@ -413,6 +496,16 @@ final class SMTPClientHandler: ChannelInboundHandler, @unchecked Sendable {
             buf.writeStaticString("\r\n")
         }
         context.writeAndFlush(wrapOutboundOut(buf), promise: nil)
+    }
+
+    private func writeBytes(_ bytes: [UInt8], promise: EventLoopPromise<Void>?) {
+        guard let context else {
+            promise?.fail(SMTPChannelError.closed)
+            return
+        }
+        var buf = context.channel.allocator.buffer(capacity: bytes.count)
+        buf.writeBytes(bytes)
+        context.writeAndFlush(wrapOutboundOut(buf), promise: promise)
     }
 
     private func register(timeout: Duration, upgradeToTLS: Bool, on loop: any EventLoop) -> EventLoopFuture<SMTPReply> {

@@ -49,7 +49,39 @@ import Testing
         let log = server.commandLog()
         #expect(log.filter { $0.hasSuffix(": STARTTLS") }.count == 2)
         #expect(log.filter { $0.contains(": EHLO client.example") }.count == 4, "EHLO again after STARTTLS")
-        #expect(log.contains { $0.hasSuffix(": RSET") }, "RSET between messages on a reused session")
+        // A completed transaction leaves the session ready for MAIL (RFC 5321 §4.1.4): no RSET in between. The
+        // scripted server answers a MAIL inside an open transaction with 503, so a missing reset would show.
+        #expect(!log.contains { $0.hasSuffix(": RSET") }, "no RSET after a completed transaction")
+        try await server.shutdown()
+    }
+
+    @Test(.timeLimit(.minutes(1))) func concurrentSendersShareAtMostPoolSizeSessionsAndShutdownReleasesWaiters()
+        async throws
+    {
+        let server = try await ScriptedSMTPServer.start(try tlsScript())
+        var c = config(server)
+        c.maxMessagesPerConnection = 1000
+        let pool = try SMTPPool(config: c, logger: Self.logger)
+        // 24 senders, 2 sessions: 22 wait for a free one at any time.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for n in 1...24 { group.addTask { try await pool.send(self.envelope(n)) } }
+            try await group.waitForAll()
+        }
+        #expect(server.messages().count == 24)
+        #expect(server.connectionCount() == 2, "never more sessions than poolSize")
+        // Senders waiting when the pool shuts down get an error, not a hang; later sends are refused.
+        let waiting = Task {
+            try await withThrowingTaskGroup(of: Bool.self) { group in
+                for n in 25...40 {
+                    group.addTask { (try? await pool.send(self.envelope(n))) != nil }
+                }
+                return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+            }
+        }
+        await pool.shutdown()
+        // In-flight sends may still finish; every waiter returns (a waiter left suspended would hit the time limit).
+        _ = try await waiting.value
+        await #expect(throws: SMTPError.self) { try await pool.send(self.envelope(41)) }
         try await server.shutdown()
     }
 
@@ -148,6 +180,10 @@ import Testing
             Issue.record("554 at end")
         }
         #expect(server.messages().map(\.recipients) == [["kunde4@example.test"]], "the session stays in step")
+        // RSET after the refused RCPT and the refused MAIL; none after the 554 to the message, which ended it.
+        let verbs = server.commandLog().compactMap { $0.split(separator: ": ", maxSplits: 1).last }
+            .map { String($0.prefix(4)) }.filter { ["RSET", "MAIL"].contains($0) }
+        #expect(verbs == ["MAIL", "RSET", "MAIL", "RSET", "MAIL", "MAIL"])
         try await server.shutdown()
     }
 
