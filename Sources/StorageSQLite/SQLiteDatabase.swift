@@ -85,6 +85,10 @@ public final class SQLiteDatabase: SQLDatabase {
             committer.submit(
                 GroupCommitter.Member(
                     run: { tx in
+                        // A body can run twice: once optimistically, and again with a savepoint when another body
+                        // of its batch failed (SQLiteWriter.commitBatch). The last run is its outcome.
+                        outcome.value = nil
+                        outcome.error = nil
                         do { outcome.value = try await body(tx) } catch { outcome.error = error }
                         return outcome.error == nil
                     },
@@ -133,6 +137,7 @@ public final class SQLiteDatabase: SQLDatabase {
 struct SQLiteWriter: Sendable {
     let pool: DatabasePool
     let lock: AsyncLock
+    let failures = RecentFailures()
 
     /// Runs on the writer connection from the calling thread. Only while holding `lock`: the writer queue is then
     /// idle, so GRDB's synchronous access runs in place, without a thread hop. Statements take microseconds; the
@@ -155,35 +160,81 @@ struct SQLiteWriter: Sendable {
     }
 
     /// Runs one batch: the writer lock is held from BEGIN to COMMIT.
+    ///
+    /// Optimistically first: the bodies run one after another in the open transaction, with no savepoints (a
+    /// SAVEPOINT and RELEASE around every body cost a fifth of the order PUT's throughput). When every body
+    /// succeeds, that is the batch. When one throws, the whole transaction is rolled back and the batch runs again,
+    /// each body in its own savepoint, so a failed body undoes only itself and the others are answered as if it had
+    /// never run. After such a failure the next `savepointBatchesAfterFailure` batches go straight to savepoints,
+    /// so a workload with many failing bodies does not pay twice for every batch.
     func commitBatch(_ members: [GroupCommitter.Member]) async {
         await lock.lock()
         var batchError: (any Error)? = nil
         do {
-            try inPlace { db in try db.execute(sql: "BEGIN IMMEDIATE") }
-            let tx = SQLiteTransaction(writer: self)
-            for member in members {
-                try inPlace { db in try db.execute(sql: "SAVEPOINT member") }
-                if await member.run(tx) {
-                    try inPlace { db in try db.execute(sql: "RELEASE member") }
-                } else {
-                    // Undo this member only. If SQLite already rolled back the whole transaction (I/O error, full
-                    // disk), the savepoint is gone: then the batch fails as a whole and nobody is acknowledged.
-                    try inPlace { db in
-                        guard db.isInsideTransaction else {
-                            throw StorageError.database("the transaction was rolled back by SQLite")
-                        }
-                        try db.execute(sql: "ROLLBACK TO member")
-                        try db.execute(sql: "RELEASE member")
-                    }
-                }
-            }
-            try await onWriter { db in try db.execute(sql: "COMMIT") }
+            let optimistic = members.count == 1 || !failures.recent()
+            var committed = false
+            if optimistic { committed = try await runOptimistically(members) }
+            if !committed { try await runWithSavepoints(members) }
         } catch {
             batchError = error
             try? await onWriter { db in if db.isInsideTransaction { try db.execute(sql: "ROLLBACK") } }
         }
         await lock.unlock()
         for member in members { member.finish(batchError) }
+    }
+
+    /// True when every body succeeded and the batch committed; false when one threw (nothing is left of the batch).
+    /// A batch of one needs no second run: its body's failure is its whole outcome.
+    private func runOptimistically(_ members: [GroupCommitter.Member]) async throws -> Bool {
+        try inPlace { db in try db.execute(sql: "BEGIN IMMEDIATE") }
+        let tx = SQLiteTransaction(writer: self)
+        for member in members {
+            if await member.run(tx) { continue }
+            try inPlace { db in if db.isInsideTransaction { try db.execute(sql: "ROLLBACK") } }
+            if members.count == 1 { return true }
+            failures.record()
+            return false
+        }
+        try await onWriter { db in try db.execute(sql: "COMMIT") }
+        return true
+    }
+
+    private func runWithSavepoints(_ members: [GroupCommitter.Member]) async throws {
+        try inPlace { db in try db.execute(sql: "BEGIN IMMEDIATE") }
+        let tx = SQLiteTransaction(writer: self)
+        for member in members {
+            try inPlace { db in try db.execute(sql: "SAVEPOINT member") }
+            if await member.run(tx) {
+                try inPlace { db in try db.execute(sql: "RELEASE member") }
+            } else {
+                // Undo this member only. If SQLite already rolled back the whole transaction (I/O error, full
+                // disk), the savepoint is gone: then the batch fails as a whole and nobody is acknowledged.
+                try inPlace { db in
+                    guard db.isInsideTransaction else {
+                        throw StorageError.database("the transaction was rolled back by SQLite")
+                    }
+                    try db.execute(sql: "ROLLBACK TO member")
+                    try db.execute(sql: "RELEASE member")
+                }
+            }
+        }
+        try await onWriter { db in try db.execute(sql: "COMMIT") }
+    }
+}
+
+/// How many of the coming batches run with savepoints from the start, because a body failed recently. Touched only
+/// while the writer lock is held.
+final class RecentFailures: @unchecked Sendable {
+    static let savepointBatchesAfterFailure = 16
+    private var left = 0
+
+    func record() { left = Self.savepointBatchesAfterFailure }
+
+    /// Whether this batch should use savepoints from the start; counts the batch.
+    func recent() -> Bool {
+        guard left > 0 else { return false }
+        left -= 1
+        return true
     }
 }
 
