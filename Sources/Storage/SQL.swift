@@ -36,9 +36,12 @@ public struct SQLRow: Sendable {
     }
 
     /// The `columns` of a result whose columns carry these names, in order. A repeated name means its first column.
-    public static func columnIndexes(_ names: some Sequence<String>) -> [String: Int] {
+    /// Concrete, not generic over the sequence: called once per result from the engines' modules, where an
+    /// unspecialized generic paid for metadata look-ups on every call.
+    public static func columnIndexes(_ names: [String]) -> [String: Int] {
         var columns: [String: Int] = [:]
-        for (index, name) in names.enumerated() where columns[name] == nil { columns[name] = index }
+        columns.reserveCapacity(names.count)
+        for index in names.indices where columns[names[index]] == nil { columns[names[index]] = index }
         return columns
     }
 
