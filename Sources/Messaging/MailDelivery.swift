@@ -120,10 +120,20 @@ public struct MailDelivery: Sendable {
         } catch {
             result = .failure(error)
         }
-        // 3. Record the outcome.
-        return try await store.db.transaction { tx in
+        // 3. Record the outcome. Counted after the commit: a transaction body can run more than once.
+        let outcome = try await store.db.transaction { tx in
             try await self.record(tx, mail: mail, result: result, random: random)
         }
+        switch (result, outcome) {
+        case (.success, .sent):
+            Counter(label: "reciprocity_mail_sent_total", dimensions: [("class", mail.mailClass.rawValue)]).increment()
+        case (.failure, _):
+            Counter(label: "reciprocity_mail_failures_total", dimensions: [("class", mail.mailClass.rawValue)])
+                .increment()
+        default:
+            break
+        }
+        return outcome
     }
 
     /// Runs `body`, or fails with a connection error once `deadline` passes (the send is then abandoned).
@@ -282,7 +292,6 @@ public struct MailDelivery: Sendable {
                     tx, id: mail.id, from: [.sending, .failed], to: .sent, reason: "", smtpReply: reply.description,
                     transport: transport.name)
             else { return .alreadyDone(try await store.outboxMail(id: mail.id, in: tx)?.state ?? .sent) }
-            Counter(label: "reciprocity_mail_sent_total", dimensions: [("class", mail.mailClass.rawValue)]).increment()
             return .sent(reply)
         case .failure(let error):
             let smtp = error as? SMTPError
@@ -290,8 +299,6 @@ public struct MailDelivery: Sendable {
             try await store.recordMailEvent(
                 tx, workspaceID: mail.workspaceID, outboxID: mail.id, type: "attempt_failed", detail: reason,
                 source: transport.name)
-            Counter(label: "reciprocity_mail_failures_total", dimensions: [("class", mail.mailClass.rawValue)])
-                .increment()
             // A refusal of the session itself (greeting, EHLO, AUTH) says nothing about this mail: retry it.
             if case .permanent(let phase, let reply) = smtp, !["greeting", "ehlo", "auth", "starttls"].contains(phase) {
                 if phase == "rcpt" || phase == "data-end" {

@@ -186,9 +186,11 @@ public final class SMTPConnection: @unchecked Sendable {
                     dataTimeout: config.timeouts.dataEnd
                 ).get()
             } catch {
+                // The event loop refused the work. "data", not "mail": the pool never resends after this.
                 broken = true
-                throw SMTPError.connection(phase: "mail", reason: "\(error)")
+                throw SMTPError.connection(phase: "data", reason: "\(error)")
             }
+            try closing(outcome.replies, lines: lines)
             if let failure = outcome.failure {
                 broken = true
                 throw Self.channelFailure(failure.error, phase: Self.phase(of: lines[failure.index]))
@@ -226,8 +228,11 @@ public final class SMTPConnection: @unchecked Sendable {
     /// Throws unless RSET, MAIL, every RCPT and DATA were accepted; a server left waiting for data after a refusal
     /// gets its lone dot first.
     private func checkReplies(_ replies: [SMTPReply], lines: [String], mailIndex: Int) async throws {
+        try closing(replies, lines: lines)
         for i in 0..<min(mailIndex, replies.count) where replies[i].code != 250 {
-            try await abortData(replies: replies, lines: lines)
+            // A server that refused RSET but then took MAIL, RCPT and DATA waits for a message: a lone dot would
+            // deliver an empty one. Closing the session makes it drop the transaction.
+            if replies.count == lines.count, replies.last?.code == 354 { close() }
             throw Self.failure("rset", replies[i])
         }
         guard replies.count > mailIndex else { throw SMTPError.connection(phase: "mail", reason: "missing reply") }
@@ -249,6 +254,15 @@ public final class SMTPConnection: @unchecked Sendable {
             throw SMTPError.connection(phase: "data", reason: "missing reply")
         }
         guard dataReply.code == 354 else { throw Self.failure("data", dataReply) }
+    }
+
+    /// 421: the server is closing the session. Nothing of the message went out, so this is the session's failure at
+    /// that command (on a reused session, the pool then retries on a fresh one), not the mail's. The commands after
+    /// it fail as "closed", which must not hide it.
+    private func closing(_ replies: [SMTPReply], lines: [String]) throws {
+        guard let i = replies.firstIndex(where: { $0.code == 421 }) else { return }
+        close()
+        throw SMTPError.connection(phase: Self.phase(of: lines[i]), reason: "\(replies[i])")
     }
 
     /// The reply to the message, or what its absence means.

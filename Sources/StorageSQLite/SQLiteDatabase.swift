@@ -93,7 +93,9 @@ public final class SQLiteDatabase: SQLDatabase {
                         return outcome.error == nil
                     },
                     finish: { batchError in
-                        if let error = outcome.error ?? batchError {
+                        // A failed batch is everyone's outcome: a body's own error may be from a run that the
+                        // batch's later failure left behind.
+                        if let error = batchError ?? outcome.error {
                             continuation.resume(throwing: error)
                         } else if let value = outcome.value {
                             continuation.resume(returning: value)
@@ -189,7 +191,16 @@ struct SQLiteWriter: Sendable {
         try inPlace { db in try db.execute(sql: "BEGIN IMMEDIATE") }
         let tx = SQLiteTransaction(writer: self)
         for member in members {
-            if await member.run(tx) { continue }
+            if await member.run(tx) {
+                // A body that swallowed an error after SQLite rolled the transaction back (full disk, I/O error)
+                // must not let the next bodies write in autocommit mode.
+                try inPlace { db in
+                    guard db.isInsideTransaction else {
+                        throw StorageError.database("the transaction was rolled back by SQLite")
+                    }
+                }
+                continue
+            }
             try inPlace { db in if db.isInsideTransaction { try db.execute(sql: "ROLLBACK") } }
             if members.count == 1 { return true }
             failures.record()

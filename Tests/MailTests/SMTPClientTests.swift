@@ -187,6 +187,40 @@ import Testing
         try await server.shutdown()
     }
 
+    @Test func a421ToMAILOnAReusedSessionIsRetriedOnAFreshOne() async throws {
+        // The server closes an idle session as it is handed out: its 421 answers the pipelined MAIL.
+        let server = try await ScriptedSMTPServer.start(
+            try tlsScript([.reply(verb: "MAIL", occurrence: 2, code: 421, text: "4.4.2 Idle timeout")]))
+        var c = config(server)
+        c.poolSize = 1
+        let pool = try SMTPPool(config: c, logger: Self.logger)
+        try await pool.send(envelope(1))
+        try await pool.send(envelope(2))
+        await pool.shutdown()
+        #expect(server.messages().map(\.recipients) == [["kunde1@example.test"], ["kunde2@example.test"]])
+        #expect(server.connectionCount() == 2)
+        try await server.shutdown()
+    }
+
+    @Test func aRefusedRSETBeforeAnAcceptedDATASendsNoEmptyMessage() async throws {
+        // Message 1 is refused at RCPT, so message 2 starts with RSET, which is refused too. The server keeps the
+        // old sender (MAIL gets 503) but takes the new recipient and says 354 to DATA: a lone dot now would deliver
+        // an empty mail to kunde2. The client closes the session instead.
+        let server = try await ScriptedSMTPServer.start(
+            try tlsScript([
+                .reply(verb: "RCPT", occurrence: 1, code: 550, text: "5.1.1 No such user"),
+                .reply(verb: "RSET", occurrence: 1, code: 500, text: "5.5.1 Not now"),
+            ]))
+        let pool = try SMTPPool(config: config(server), logger: Self.logger)
+        for n in 1...2 {
+            await #expect(throws: SMTPError.self) { try await pool.send(self.envelope(n)) }
+        }
+        try await pool.send(envelope(3))
+        await pool.shutdown()
+        #expect(server.messages().map(\.recipients) == [["kunde3@example.test"]], "no message for kunde2")
+        try await server.shutdown()
+    }
+
     @Test func aStallTimesOutAndADropAfterTheDotIsAnUnknownOutcome() async throws {
         let server = try await ScriptedSMTPServer.start(
             try tlsScript([.stall(verb: "MAIL", occurrence: 1), .stall(verb: "DOT", occurrence: 1)]))
