@@ -24,6 +24,18 @@ public enum SQLDialect: String, Sendable {
         }
     }
 
+    /// Run first in a job claim's transaction, where the engine needs it, so that the claim walks `jobs_due` in order
+    /// and stops at its limit. A burst of orders fills `jobs` faster than autovacuum analyzes it; with statistics
+    /// that still say "a few queued jobs", PostgreSQL bitmap-scanned and sorted every queued job on each claim
+    /// (10 ms per claim with 12,600 queued). Sorting off for this transaction only (`set_config(…, true)` is
+    /// `SET LOCAL`) leaves the ordered index scan as the plan whatever the statistics say. A query, not a command.
+    public var orderedClaimSetup: String? {
+        switch self {
+        case .sqlite: nil
+        case .postgres: "SELECT set_config('enable_sort', 'off', true) AS setting"
+        }
+    }
+
     /// A statement that takes a transaction-scoped advisory lock, or nil where the engine's single writer already
     /// serialises (SQLite). Without `wait` it returns one row with one column: 1 if the lock was taken.
     public func advisoryLockSQL(key: Int64, wait: Bool) -> String? {

@@ -82,6 +82,7 @@ extension Store {
     {
         let t = now
         return try await db.transaction { tx in
+            if let setup = tx.dialect.orderedClaimSetup { _ = try await tx.query(setup, []) }
             // Jobs whose lease ran out on their last allowed attempt are dead: their worker crashed every time.
             try await tx.execute(
                 """
