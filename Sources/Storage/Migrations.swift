@@ -31,9 +31,17 @@ public enum Migrator {
     public static func migrate(
         _ db: any SQLDatabase, logger: Logger, clock: any WallClock = SystemClock()
     ) async throws -> [Migration] {
-        try await db.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (id BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
-        )
+        // Under the same lock as the migrations: PostgreSQL's CREATE TABLE IF NOT EXISTS is not safe against a
+        // concurrent one (the loser fails on pg_type's unique index), and nodes starting together on a fresh
+        // database all run it.
+        _ = try await db.transaction { tx in
+            if let lock = tx.dialect.advisoryLockSQL(key: AdvisoryLockKey.migrations, wait: true) {
+                _ = try await tx.query(lock, [])
+            }
+            try await tx.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (id BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+            )
+        }
         var applied: [Migration] = []
         for migration in all {
             let didApply = try await db.transaction { tx in
