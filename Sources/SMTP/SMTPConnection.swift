@@ -210,25 +210,22 @@ public final class SMTPConnection: @unchecked Sendable {
             replies.append(reply)
             if !reply.isPositive { break }
         }
+        try closing(replies, lines: lines)
         try await checkReplies(replies, lines: lines, mailIndex: mailIndex)
         // Whether the whole message reached the socket decides what a failure now means: before that, the
         // server cannot have the final dot (retry is safe); after it, it may have accepted the mail (RFC 1047).
         let written = channel.eventLoop.makePromise(of: Void.self)
         let replyFuture = handler.write(stuffed, on: channel, timeout: config.timeouts.dataEnd, written: written)
-        do {
-            return try finish(.success(try await replyFuture.get()), written: true)
-        } catch let error as SMTPError {
-            throw error
-        } catch {
-            let flushed = (try? await written.futureResult.get()) != nil
-            return try finish(.failure(error), written: flushed)
-        }
+        let final: Result<SMTPReply, any Error>
+        do { final = .success(try await replyFuture.get()) } catch { final = .failure(error) }
+        var flushed = true
+        if case .failure = final { flushed = (try? await written.futureResult.get()) != nil }
+        return try finish(final, written: flushed)
     }
 
     /// Throws unless RSET, MAIL, every RCPT and DATA were accepted; a server left waiting for data after a refusal
     /// gets its lone dot first.
     private func checkReplies(_ replies: [SMTPReply], lines: [String], mailIndex: Int) async throws {
-        try closing(replies, lines: lines)
         for i in 0..<min(mailIndex, replies.count) where replies[i].code != 250 {
             // A server that refused RSET but then took MAIL, RCPT and DATA waits for a message: a lone dot would
             // deliver an empty one. Closing the session makes it drop the transaction.

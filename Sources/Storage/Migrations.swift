@@ -35,9 +35,7 @@ public enum Migrator {
         // concurrent one (the loser fails on pg_type's unique index), and nodes starting together on a fresh
         // database all run it.
         _ = try await db.transaction { tx in
-            if let lock = tx.dialect.advisoryLockSQL(key: AdvisoryLockKey.migrations, wait: true) {
-                _ = try await tx.query(lock, [])
-            }
+            try await waitForOtherMigrators(tx)
             try await tx.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (id BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
             )
@@ -45,10 +43,7 @@ public enum Migrator {
         var applied: [Migration] = []
         for migration in all {
             let didApply = try await db.transaction { tx in
-                // Wait for a concurrent migrator rather than skip it.
-                if let lock = tx.dialect.advisoryLockSQL(key: AdvisoryLockKey.migrations, wait: true) {
-                    _ = try await tx.query(lock, [])
-                }
+                try await waitForOtherMigrators(tx)
                 let done = try await tx.scalar("SELECT COUNT(*) FROM schema_migrations WHERE id = ?", migration.id)
                 guard done == 0 else { return false }
                 for statement in migration.statements(tx.dialect) {
@@ -65,6 +60,14 @@ public enum Migrator {
             }
         }
         return applied
+    }
+
+    /// Takes the migrations' transaction-scoped advisory lock, waiting for a concurrent migrator rather than skipping
+    /// its work. SQLite's single writer already serialises, so there it does nothing.
+    private static func waitForOtherMigrators(_ tx: any SQLExecutor) async throws {
+        if let lock = tx.dialect.advisoryLockSQL(key: AdvisoryLockKey.migrations, wait: true) {
+            _ = try await tx.query(lock, [])
+        }
     }
 
     /// The id of the newest applied migration, 0 if none.

@@ -192,13 +192,8 @@ struct SQLiteWriter: Sendable {
         let tx = SQLiteTransaction(writer: self)
         for member in members {
             if await member.run(tx) {
-                // A body that swallowed an error after SQLite rolled the transaction back (full disk, I/O error)
-                // must not let the next bodies write in autocommit mode.
-                try inPlace { db in
-                    guard db.isInsideTransaction else {
-                        throw StorageError.database("the transaction was rolled back by SQLite")
-                    }
-                }
+                // Even a body that succeeded: it may have swallowed the error of that rollback.
+                try inPlace(Self.requireOpenTransaction)
                 continue
             }
             try inPlace { db in if db.isInsideTransaction { try db.execute(sql: "ROLLBACK") } }
@@ -218,18 +213,22 @@ struct SQLiteWriter: Sendable {
             if await member.run(tx) {
                 try inPlace { db in try db.execute(sql: "RELEASE member") }
             } else {
-                // Undo this member only. If SQLite already rolled back the whole transaction (I/O error, full
-                // disk), the savepoint is gone: then the batch fails as a whole and nobody is acknowledged.
+                // Undo this member only (if SQLite rolled everything back, the savepoint is gone: nobody is
+                // acknowledged).
                 try inPlace { db in
-                    guard db.isInsideTransaction else {
-                        throw StorageError.database("the transaction was rolled back by SQLite")
-                    }
+                    try Self.requireOpenTransaction(db)
                     try db.execute(sql: "ROLLBACK TO member")
                     try db.execute(sql: "RELEASE member")
                 }
             }
         }
         try await onWriter { db in try db.execute(sql: "COMMIT") }
+    }
+
+    /// After an I/O error or a full disk SQLite may have rolled the whole transaction back by itself: then the batch
+    /// fails as a whole, and no later body may write in autocommit mode.
+    private static func requireOpenTransaction(_ db: Database) throws {
+        guard db.isInsideTransaction else { throw StorageError.database("the transaction was rolled back by SQLite") }
     }
 }
 
