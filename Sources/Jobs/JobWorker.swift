@@ -4,6 +4,7 @@ import Metrics
 import ReciprocityCore
 import ServiceLifecycle
 import Storage
+import Synchronization
 
 /// Handles one kind of job. `run` gets the job and an open transaction: effects written through it commit
 /// together with the job's completion, and only if this worker still holds the job's lease.
@@ -51,8 +52,10 @@ public final class JobWorker: Service, @unchecked Sendable {
     let random: any RandomSource
     let logger: Logger
     public let workerID: String
-    let wakeups: AsyncStream<Void>
-    let wakeContinuation: AsyncStream<Void>.Continuation
+    let wakeups = WakeSignal()
+    /// Claim rounds so far (each is one claim statement or transaction); an idle worker adds one per `idlePoll`.
+    var claimRounds: Int { rounds.load(ordering: .relaxed) }
+    private let rounds = Atomic<Int>(0)
 
     public init(
         store: Store, handlers: [JobHandler], options: Options = Options(), random: any RandomSource = SystemRandom(),
@@ -66,11 +69,10 @@ public final class JobWorker: Service, @unchecked Sendable {
         self.workerID =
             workerID
             ?? "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier):\(random.token(bytes: 4))"
-        (wakeups, wakeContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
 
     /// Asks an idle worker to look for work now (after an enqueue in this process).
-    public func wake() { wakeContinuation.yield() }
+    public func wake() { wakeups.signal() }
 
     public func run() async throws {
         logger.info("job worker started", metadata: ["worker": "\(workerID)", "kinds": "\(handlers.keys.sorted())"])
@@ -84,6 +86,7 @@ public final class JobWorker: Service, @unchecked Sendable {
                         continue
                     }
                     var claimed: [Job] = []
+                    rounds.add(1, ordering: .relaxed)
                     do {
                         claimed = try await store.claimJobs(
                             worker: workerID, limit: free, lease: options.lease, kinds: Array(handlers.keys))
@@ -97,12 +100,12 @@ public final class JobWorker: Service, @unchecked Sendable {
                             await slots.release()
                         }
                     }
-                    if claimed.isEmpty { await waitForWork() }
+                    if claimed.isEmpty { await wakeups.wait(upTo: options.idlePoll) }
                 }
                 // Leaving the group waits for the jobs still running: they finish and commit.
             }
         } onGracefulShutdown: {
-            self.wakeContinuation.yield()
+            self.wakeups.signal()
         }
         logger.info("job worker stopped", metadata: ["worker": "\(workerID)"])
     }
@@ -121,18 +124,6 @@ public final class JobWorker: Service, @unchecked Sendable {
         func waitForRelease() async {
             guard free == 0 else { return }
             await withCheckedContinuation { waiter = $0 }
-        }
-    }
-
-    private func waitForWork() async {
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { [wakeups] in
-                var it = wakeups.makeAsyncIterator()
-                _ = await it.next()
-            }
-            group.addTask { [idlePoll = options.idlePoll] in try? await Task.sleep(for: idlePoll) }
-            await group.next()
-            group.cancelAll()
         }
     }
 
@@ -179,4 +170,51 @@ public final class JobWorker: Service, @unchecked Sendable {
     }
 
     struct LeaseLost: Error {}
+}
+
+/// Ends an idle worker's wait early. A signal that finds no one waiting is kept for the next wait, so an enqueue
+/// that lands between an empty claim and the wait is not lost.
+///
+/// The wait is a plain sleep that `signal` cancels. (It used to race the sleep against an `AsyncStream` of
+/// wake-ups; cancelling the losing `next()` finishes an `AsyncStream` for good, so after the first quiet
+/// `idlePoll` every wait returned at once and an idle worker claimed in a busy loop.)
+final class WakeSignal: Sendable {
+    private struct State {
+        var pending = false
+        var sleeper: Task<Void, Never>?
+    }
+    private let state = Mutex(State())
+
+    func signal() {
+        state.withLock { s in
+            if let sleeper = s.sleeper {
+                sleeper.cancel()
+                s.sleeper = nil
+            } else {
+                s.pending = true
+            }
+        }
+    }
+
+    /// Returns after `timeout`, on a signal, or when the calling task is cancelled; at once if a signal is pending.
+    func wait(upTo timeout: Duration) async {
+        let sleeper: Task<Void, Never>? = state.withLock { s in
+            if s.pending {
+                s.pending = false
+                return nil
+            }
+            let task = Task { _ = try? await Task.sleep(for: timeout) }
+            s.sleeper = task
+            return task
+        }
+        guard let sleeper else { return }
+        await withTaskCancellationHandler {
+            await sleeper.value
+        } onCancel: {
+            sleeper.cancel()
+        }
+        state.withLock { s in
+            if s.sleeper == sleeper { s.sleeper = nil }
+        }
+    }
 }

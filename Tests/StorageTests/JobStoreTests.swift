@@ -1,10 +1,10 @@
 import Foundation
-import Jobs
 import Logging
 import ReciprocityCore
 import TestSupport
 import Testing
 
+@testable import Jobs
 @testable import Storage
 
 @Suite struct JobQueueContract {
@@ -207,6 +207,65 @@ import Testing
             #expect(try await store.db.scalar("SELECT COUNT(*) FROM effects") == 3)
         }
     }
+}
+
+/// An idle worker polls once per `idlePoll` and wakes at once when asked; it must never spin. (It did: the wait
+/// raced a sleep against an `AsyncStream` of wake-ups, and cancelling the losing `next()` ends such a stream for
+/// good, so after the first quiet poll every wait returned at once and the idle server used a core claiming.)
+@Suite(.timeLimit(.minutes(1))) struct JobWorkerIdling {
+    @Test(arguments: Engine.available)
+    func anIdleWorkerClaimsOncePerPollAndAWakeStartsNewWorkAtOnce(engine: Engine) async throws {
+        try await engine.withStore { store, shop, _ in
+            var quick = JobWorker.Options()
+            quick.idlePoll = .milliseconds(20)
+            let idle = JobWorker(
+                store: store, handlers: [JobHandler(kind: "none") { _, _ in }], options: quick, logger: Engine.logger,
+                workerID: "idle")
+            let started = ContinuousClock.now
+            let idleRun = Task { try await idle.run() }
+            while idle.claimRounds < 3 { try await Task.sleep(for: .milliseconds(10)) }  // it polls again
+            try await Task.sleep(for: .milliseconds(200))
+            let elapsed = ContinuousClock.now - started
+            idleRun.cancel()
+            _ = try await idleRun.value
+            // One round per 20 ms poll at most (the test may run on a loaded machine, hence measured time); a
+            // spinning worker makes dozens per poll (963 in 400 ms).
+            #expect(idle.claimRounds <= Int(elapsed / .milliseconds(20)) + 2)
+
+            var slow = JobWorker.Options()
+            slow.idlePoll = .seconds(3600)
+            let done = JobDone()
+            let worker = JobWorker(
+                store: store, handlers: [JobHandler(kind: "ping") { _, _ in await done.mark() }], options: slow,
+                logger: Engine.logger, workerID: "w")
+            let run = Task { try await worker.run() }
+            while worker.claimRounds < 1 { try await Task.sleep(for: .milliseconds(5)) }
+            try await Task.sleep(for: .milliseconds(50))  // now waiting out its hour-long poll
+            try await store.db.transaction { tx in
+                try await store.enqueue(tx, JobRequest(kind: "ping", workspaceID: shop.id, maxAttempts: 1))
+            }
+            worker.wake()
+            while await !done.isDone { try await Task.sleep(for: .milliseconds(5)) }
+            run.cancel()
+            _ = try await run.value
+            #expect(worker.claimRounds <= 3)
+        }
+    }
+
+    @Test func aSignalThatFindsNoWaiterEndsTheNextWait() async {
+        let signal = WakeSignal()
+        signal.signal()
+        await signal.wait(upTo: .seconds(3600))  // returns at once, or the time limit fails the test
+        let waiting = Task { await signal.wait(upTo: .seconds(3600)) }
+        try? await Task.sleep(for: .milliseconds(50))
+        signal.signal()
+        await waiting.value
+    }
+}
+
+actor JobDone {
+    private(set) var isDone = false
+    func mark() { isDone = true }
 }
 
 /// A claim must not cost more as the backlog grows: each of its statements walks the `(state, run_at)` index and
