@@ -12,7 +12,7 @@
 #   --warmup S          seconds of unmeasured load before each measured run (default 2; 0 = none)
 #   --connections N     wrk connections (default 64)
 #   --threads N         wrk threads (default 2)
-#   --no-build          skip `swift build -c release`
+#   --no-build          skip the release build (scripts/lib/release-build.sh)
 #   --no-nginx          skip the nginx reference
 #   --nginx-only        only the nginx reference (no build, no server)
 #   --unique-customers  every PUT by a new customer (default: all by a@example.com)
@@ -255,10 +255,12 @@ CONF
 BIN=""
 if ((${#ENGINES[@]})); then
     if ((BUILD)); then
-        log "swift build -c release"
-        swift build -c release 2>&1 | tail -n 20
-        ((PIPESTATUS[0] == 0)) || die "swift build -c release failed"
-        BIN="$(swift build -c release --show-bin-path)/reciprocity"
+        # shellcheck source=scripts/lib/release-build.sh
+        source "$REPO_ROOT/scripts/lib/release-build.sh"
+        log "swift build ${RELEASE_BUILD_FLAGS[*]}"
+        release_build --product reciprocity 2>&1 | tail -n 20
+        ((PIPESTATUS[0] == 0)) || die "swift build ${RELEASE_BUILD_FLAGS[*]} failed"
+        BIN="$(release_bin_path)/reciprocity"
     fi
     BIN=${RECIPROCITY_BIN:-${BIN:-$REPO_ROOT/.build/release/reciprocity}}
     [[ -x "$BIN" ]] || die "no server binary at $BIN (drop --no-build, or set RECIPROCITY_BIN)"

@@ -5,14 +5,14 @@
 #   bash scripts/bench-mail.sh                      # 20000 mails of 2048 bytes over 8 connections
 #   MEMORY=1 bash scripts/bench-mail.sh             # 100000 mails: the memory flatness check
 #   REFERENCE_ONLY=1 bash scripts/bench-mail.sh     # only smtp-source -> smtp-sink (checks postfix's tools)
-#   BUILD=1 bash scripts/bench-mail.sh              # `swift build -c release` first if $BIN is missing
+#   BUILD=1 bash scripts/bench-mail.sh              # the release build first if $BIN is missing
 #
 # Environment (defaults in brackets):
 #   N               mails per measured run [20000; 100000 with MEMORY=1]
 #   SIZE            message payload bytes [2048]
 #   CONNECTIONS     parallel SMTP sessions, ours and smtp-source's [8]
 #   BIN             the binary [.build/release/reciprocity]
-#   BUILD           1 = `swift build -c release` when $BIN is missing [0]
+#   BUILD           1 = the release build (scripts/lib/release-build.sh) when $BIN is missing [0]
 #   MEMORY          1 = N defaults to 100000 [0]
 #   REFERENCE_ONLY  1 = skip our side [0]
 #   SOURCE_REUSE    1 = smtp-source -d: each session sends all its mails over one connection, as
@@ -276,11 +276,13 @@ bench_reference() {
 check_ours() {
     if [[ ! -x "$BIN" ]]; then
         if ((BUILD)); then
-            log "swift build -c release"
-            swift build -c release 2>&1 | tail -n 20
-            ((PIPESTATUS[0] == 0)) || die "swift build -c release failed"
+            # shellcheck source=scripts/lib/release-build.sh
+            source "$REPO_ROOT/scripts/lib/release-build.sh"
+            log "swift build ${RELEASE_BUILD_FLAGS[*]}"
+            release_build --product reciprocity 2>&1 | tail -n 20
+            ((PIPESTATUS[0] == 0)) || die "swift build ${RELEASE_BUILD_FLAGS[*]} failed"
         fi
-        [[ -x "$BIN" ]] || die "no binary at $BIN: build it (BUILD=1, or swift build -c release), set BIN=..., or run with REFERENCE_ONLY=1"
+        [[ -x "$BIN" ]] || die "no binary at $BIN: build it (BUILD=1, or bash -c 'source scripts/lib/release-build.sh; release_build'), set BIN=..., or run with REFERENCE_ONLY=1"
     fi
     log "binary: $BIN"
 

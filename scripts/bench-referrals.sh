@@ -23,8 +23,10 @@ for tool in wrk nginx curl; do
     command -v "$tool" >/dev/null || [[ -x /usr/sbin/$tool ]] || apt-get install -y -qq "$tool" >/dev/null
 done
 NGINX_BIN=$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)
-if [[ -z "${NO_BUILD:-}" ]]; then swift build -c release --product reciprocity >&2; fi
-BIN=${RECIPROCITY_BIN:-$(swift build -c release --show-bin-path)/reciprocity}
+# shellcheck source=scripts/lib/release-build.sh
+source scripts/lib/release-build.sh
+if [[ -z "${NO_BUILD:-}" ]]; then release_build --product reciprocity >&2; fi
+BIN=${RECIPROCITY_BIN:-$(release_bin_path)/reciprocity}
 WORK=$(mktemp -d)
 SERVER_PID=
 NGINX_PID=

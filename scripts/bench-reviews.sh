@@ -19,8 +19,10 @@ CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 ORDERS=${ORDERS:-100000}
 command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null; }
-if [[ -z "${NO_BUILD:-}" ]]; then swift build -c release --product reciprocity >&2; fi
-BIN=${RECIPROCITY_BIN:-$(swift build -c release --show-bin-path)/reciprocity}
+# shellcheck source=scripts/lib/release-build.sh
+source scripts/lib/release-build.sh
+if [[ -z "${NO_BUILD:-}" ]]; then release_build --product reciprocity >&2; fi
+BIN=${RECIPROCITY_BIN:-$(release_bin_path)/reciprocity}
 WORK=$(mktemp -d)
 SERVER_PID=
 cleanup() { [[ -n "$SERVER_PID" ]] && kill "$SERVER_PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
