@@ -8,8 +8,8 @@ let swiftSettings: [SwiftSetting] = [
 
 // The release executable's link on Linux (docs/decisions/0009-release-link.md): lld, relative relocations packed
 // (DT_RELR, glibc >= 2.36), and no dynamic symbol table for the statically linked standard library. With
-// `--static-swift-stdlib` this takes the idle RSS from 50 MB to 40 MB: the dynamic linker no longer reads 3.3 MB of
-// relocations and 2 MB of exported symbols at every start.
+// `--static-swift-stdlib` this takes the idle RSS from about 50 MiB to 38-39 MiB: the dynamic linker no longer reads
+// 3.3 MiB of relocations and 2.2 MiB of exported symbols at every start.
 let releaseLinkerSettings: [LinkerSetting] = [
     .unsafeFlags(
         ["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs", "-Xlinker", "--no-export-dynamic"],

@@ -258,12 +258,16 @@ if ((${#ENGINES[@]})); then
         # shellcheck source=scripts/lib/release-build.sh
         source "$REPO_ROOT/scripts/lib/release-build.sh"
         log "swift build ${RELEASE_BUILD_FLAGS[*]}"
-        release_build --product reciprocity 2>&1 | tail -n 20
-        ((PIPESTATUS[0] == 0)) || die "swift build ${RELEASE_BUILD_FLAGS[*]} failed"
+        if ! release_build --product reciprocity 2>&1 | tail -n 20; then
+            die "swift build ${RELEASE_BUILD_FLAGS[*]} failed"
+        fi
         BIN="$(release_bin_path)/reciprocity"
     fi
     BIN=${RECIPROCITY_BIN:-${BIN:-$REPO_ROOT/.build/release/reciprocity}}
     [[ -x "$BIN" ]] || die "no server binary at $BIN (drop --no-build, or set RECIPROCITY_BIN)"
+    # shellcheck source=scripts/lib/release-build.sh
+    source "$REPO_ROOT/scripts/lib/release-build.sh"
+    release_bin_check "$BIN"
     log "server binary: $BIN"
     raw "# server binary: $BIN"
 fi

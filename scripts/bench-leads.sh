@@ -22,6 +22,7 @@ command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null; }
 source scripts/lib/release-build.sh
 if [[ -z "${NO_BUILD:-}" ]]; then release_build --product reciprocity >&2; fi
 BIN=${RECIPROCITY_BIN:-$(release_bin_path)/reciprocity}
+release_bin_check "$BIN"
 WORK=$(mktemp -d)
 SERVER_PID=
 cleanup() { [[ -n "$SERVER_PID" ]] && kill "$SERVER_PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }

@@ -282,8 +282,11 @@ check_ours() {
             release_build --product reciprocity 2>&1 | tail -n 20
             ((PIPESTATUS[0] == 0)) || die "swift build ${RELEASE_BUILD_FLAGS[*]} failed"
         fi
-        [[ -x "$BIN" ]] || die "no binary at $BIN: build it (BUILD=1, or bash -c 'source scripts/lib/release-build.sh; release_build'), set BIN=..., or run with REFERENCE_ONLY=1"
+        [[ -x "$BIN" ]] || die "no binary at $BIN: build it (BUILD=1, or bash -c 'source $REPO_ROOT/scripts/lib/release-build.sh; release_build'), set BIN=..., or run with REFERENCE_ONLY=1"
     fi
+    # shellcheck source=scripts/lib/release-build.sh
+    source "$REPO_ROOT/scripts/lib/release-build.sh"
+    release_bin_check "$BIN"
     log "binary: $BIN"
 
     # Does this binary have the subcommands at all? They are new, and an older build answers any

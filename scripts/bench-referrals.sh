@@ -27,6 +27,7 @@ NGINX_BIN=$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)
 source scripts/lib/release-build.sh
 if [[ -z "${NO_BUILD:-}" ]]; then release_build --product reciprocity >&2; fi
 BIN=${RECIPROCITY_BIN:-$(release_bin_path)/reciprocity}
+release_bin_check "$BIN"
 WORK=$(mktemp -d)
 SERVER_PID=
 NGINX_PID=

@@ -173,7 +173,7 @@ public final class JobWorker: Service, @unchecked Sendable {
 }
 
 /// Ends an idle worker's wait early. A signal that finds no one waiting is kept for the next wait, so an enqueue
-/// that lands between an empty claim and the wait is not lost.
+/// that lands between an empty claim and the wait is not lost. One task waits at a time (the worker's loop).
 ///
 /// The wait is a plain sleep that `signal` cancels. (It used to race the sleep against an `AsyncStream` of
 /// wake-ups; cancelling the losing `next()` finishes an `AsyncStream` for good, so after the first quiet
@@ -184,6 +184,9 @@ final class WakeSignal: Sendable {
         var sleeper: Task<Void, Never>?
     }
     private let state = Mutex(State())
+
+    /// Whether a wait is sleeping now (for tests).
+    var isWaiting: Bool { state.withLock { $0.sleeper != nil } }
 
     func signal() {
         state.withLock { s in
@@ -199,6 +202,7 @@ final class WakeSignal: Sendable {
     /// Returns after `timeout`, on a signal, or when the calling task is cancelled; at once if a signal is pending.
     func wait(upTo timeout: Duration) async {
         let sleeper: Task<Void, Never>? = state.withLock { s in
+            assert(s.sleeper == nil, "WakeSignal supports one waiter at a time")
             if s.pending {
                 s.pending = false
                 return nil

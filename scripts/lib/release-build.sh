@@ -12,3 +12,12 @@ RELEASE_BUILD_FLAGS=(-c release --static-swift-stdlib)
 release_build() { swift build "${RELEASE_BUILD_FLAGS[@]}" "$@"; }
 
 release_bin_path() { swift build "${RELEASE_BUILD_FLAGS[@]}" --show-bin-path; }
+
+# release_bin_check BIN: warn when BIN is not the static release build (a stale dynamic binary shares .build/release,
+# and would measure about 10 MiB more idle memory).
+release_bin_check() {
+    if readelf -d "$1" 2>/dev/null | grep -q 'libswiftCore'; then
+        echo "warning: $1 links the Swift runtime dynamically; it is not the release build of" \
+            "scripts/lib/release-build.sh (rebuild without NO_BUILD / --no-build)" >&2
+    fi
+}
