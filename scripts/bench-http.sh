@@ -38,6 +38,8 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO_ROOT=$(pwd)
+# shellcheck source=scripts/lib/release-build.sh
+source "$REPO_ROOT/scripts/lib/release-build.sh"
 
 ENGINE_ARG=both
 DURATION=10
@@ -255,8 +257,6 @@ CONF
 BIN=""
 if ((${#ENGINES[@]})); then
     if ((BUILD)); then
-        # shellcheck source=scripts/lib/release-build.sh
-        source "$REPO_ROOT/scripts/lib/release-build.sh"
         log "swift build ${RELEASE_BUILD_FLAGS[*]}"
         if ! release_build --product reciprocity 2>&1 | tail -n 20; then
             die "swift build ${RELEASE_BUILD_FLAGS[*]} failed"
@@ -265,8 +265,6 @@ if ((${#ENGINES[@]})); then
     fi
     BIN=${RECIPROCITY_BIN:-${BIN:-$REPO_ROOT/.build/release/reciprocity}}
     [[ -x "$BIN" ]] || die "no server binary at $BIN (drop --no-build, or set RECIPROCITY_BIN)"
-    # shellcheck source=scripts/lib/release-build.sh
-    source "$REPO_ROOT/scripts/lib/release-build.sh"
     release_bin_check "$BIN"
     log "server binary: $BIN"
     raw "# server binary: $BIN"

@@ -49,6 +49,8 @@ set -euo pipefail
 CALLER_PWD=$(pwd)
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO_ROOT=$(pwd)
+# shellcheck source=scripts/lib/release-build.sh
+source "$REPO_ROOT/scripts/lib/release-build.sh"
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 die() { echo "bench-mail: $*" >&2; exit 1; }
@@ -276,16 +278,12 @@ bench_reference() {
 check_ours() {
     if [[ ! -x "$BIN" ]]; then
         if ((BUILD)); then
-            # shellcheck source=scripts/lib/release-build.sh
-            source "$REPO_ROOT/scripts/lib/release-build.sh"
             log "swift build ${RELEASE_BUILD_FLAGS[*]}"
             release_build --product reciprocity 2>&1 | tail -n 20
             ((PIPESTATUS[0] == 0)) || die "swift build ${RELEASE_BUILD_FLAGS[*]} failed"
         fi
         [[ -x "$BIN" ]] || die "no binary at $BIN: build it (BUILD=1, or bash -c 'source $REPO_ROOT/scripts/lib/release-build.sh; release_build'), set BIN=..., or run with REFERENCE_ONLY=1"
     fi
-    # shellcheck source=scripts/lib/release-build.sh
-    source "$REPO_ROOT/scripts/lib/release-build.sh"
     release_bin_check "$BIN"
     log "binary: $BIN"
 

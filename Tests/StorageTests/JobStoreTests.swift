@@ -223,8 +223,8 @@ import Testing
                 workerID: "idle")
             let started = ContinuousClock.now
             let idleRun = Task { try await idle.run() }
-            while idle.claimRounds < 3 { try await Task.sleep(for: .milliseconds(10)) }  // it polls again
-            try await Task.sleep(for: .milliseconds(200))
+            try await waitUntil("the idle worker has polled again") { idle.claimRounds >= 3 }
+            try await Task.sleep(for: .milliseconds(200))  // the window in which a spinning worker would show
             idleRun.cancel()
             _ = try await idleRun.value
             let elapsed = ContinuousClock.now - started  // after the last round, so every round is inside it
@@ -239,24 +239,24 @@ import Testing
                 store: store, handlers: [JobHandler(kind: "ping") { _, _ in await done.mark() }], options: slow,
                 logger: Engine.logger, workerID: "w")
             let run = Task { try await worker.run() }
-            while !worker.wakeups.isWaiting { try await Task.sleep(for: .milliseconds(5)) }  // its hour-long poll
+            try await waitUntil("the worker sleeps out its hour-long poll") { worker.wakeups.isWaiting }
             try await store.db.transaction { tx in
                 try await store.enqueue(tx, JobRequest(kind: "ping", workspaceID: shop.id, maxAttempts: 1))
             }
             worker.wake()
-            while await !done.isDone { try await Task.sleep(for: .milliseconds(5)) }
+            try await waitUntil("the woken worker ran the job") { await done.isDone }
             run.cancel()
             _ = try await run.value
             #expect(worker.claimRounds <= 3)
         }
     }
 
-    @Test func aSignalEndsTheCurrentWaitOrTheNextOne() async {
+    @Test func aSignalEndsTheCurrentWaitOrTheNextOne() async throws {
         let signal = WakeSignal()
         signal.signal()
         await signal.wait(upTo: .seconds(3600))  // returns at once, or the time limit fails the test
         let waiting = Task { await signal.wait(upTo: .seconds(3600)) }
-        while !signal.isWaiting { try? await Task.sleep(for: .milliseconds(5)) }
+        try await waitUntil("a wait sleeps") { signal.isWaiting }
         signal.signal()
         // If the signal did not end the wait, the time limit cancels this task, and with it the waiting one.
         await withTaskCancellationHandler {
@@ -264,6 +264,15 @@ import Testing
         } onCancel: {
             waiting.cancel()
         }
+    }
+}
+
+/// Polls `condition` until it holds; throws, naming `what`, if it does not within `timeout`.
+private func waitUntil(_ what: String, timeout: Duration = .seconds(20), _ condition: () async -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while await !condition() {
+        guard ContinuousClock.now < deadline else { throw TestSetupError("timed out waiting until \(what)") }
+        try await Task.sleep(for: .milliseconds(5))
     }
 }
 
