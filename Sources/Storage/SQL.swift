@@ -140,3 +140,58 @@ public protocol SQLDatabase: SQLExecutor {
     func ping() async throws
     func close() async
 }
+
+/// Statements over many rows at once (multi-row `VALUES`, `IN` lists), in a few fixed shapes.
+///
+/// Row counts are cut into powers of two up to `maxRows`, so a statement kind has at most seven texts (1, 2, 4, …
+/// 64 rows), and no statement comes near an engine's bind limit.
+public enum MultiRow {
+    public static let maxRows = 64
+
+    /// Row counts that add up to `count`: the largest power of two that fits (at most `maxRows`), then the rest.
+    public static func chunkSizes(_ count: Int) -> [Int] {
+        var sizes: [Int] = []
+        var left = count
+        while left > 0 {
+            var size = 1
+            while size * 2 <= min(left, maxRows) { size *= 2 }
+            sizes.append(size)
+            left -= size
+        }
+        return sizes
+    }
+
+    /// `(?, ?, ?), (?, ?, ?)`: `rows` groups of `columns` marks.
+    public static func values(rows: Int, columns: Int) -> String {
+        values(rows: rows, row: "(" + list(columns) + ")")
+    }
+
+    /// `rows` copies of one row's text, e.g. `(?, ?, 'queued', 0)`.
+    public static func values(rows: Int, row: String) -> String {
+        Array(repeating: row, count: rows).joined(separator: ", ")
+    }
+
+    /// A multi-row `VALUES` of `columns` marks per row, split into chunks: each chunk's row range and its marks.
+    public static func chunks(rows: Int, columns: Int) -> [(range: Range<Int>, marks: String)] {
+        chunks(rows: rows, row: "(" + list(columns) + ")")
+    }
+
+    /// A multi-row `VALUES` split into chunks, with `row` as one row's text (e.g. `(?, ?, 'queued', 0)`).
+    public static func chunks(rows: Int, row: String) -> [(range: Range<Int>, marks: String)] {
+        chunks(Array(0..<rows)).map { ($0.startIndex..<$0.endIndex, values(rows: $0.count, row: row)) }
+    }
+
+    /// `items` cut into slices of `chunkSizes(items.count)`.
+    public static func chunks<T>(_ items: [T]) -> [ArraySlice<T>] {
+        var start = 0
+        return chunkSizes(items.count).map { size in
+            defer { start += size }
+            return items[start..<start + size]
+        }
+    }
+
+    /// `?, ?, ?`: the marks of an `IN (…)` list of `count` values.
+    public static func list(_ count: Int) -> String {
+        Array(repeating: "?", count: count).joined(separator: ", ")
+    }
+}

@@ -23,30 +23,90 @@ extension Store {
         _ tx: any SQLExecutor, workspaceID: WorkspaceID, email: EmailAddress, firstName: String?, lastName: String?,
         locale: String, source: String, sourceRef: String?
     ) async throws -> ContactID {
+        try await upsertContacts(
+            tx, workspaceID: workspaceID,
+            [
+                ContactUpsert(
+                    email: email, firstName: firstName, lastName: lastName, locale: locale, source: source,
+                    sourceRef: sourceRef)
+            ])[0]
+    }
+
+    /// `upsertContact` for many at once: one look-up per chunk of addresses, one insert per chunk of new contacts,
+    /// and an update only for contacts whose names or locale change. Answers the ids in the list's order.
+    ///
+    /// Several entries for one address end as they would one after another: a name given replaces the one before,
+    /// a name left out keeps it, the last locale counts, and a new contact keeps its first entry's source.
+    public func upsertContacts(_ tx: any SQLExecutor, workspaceID: WorkspaceID, _ list: [ContactUpsert])
+        async throws -> [ContactID]
+    {
         let t = now
-        if let row = try await tx.first(
-            "SELECT id, first_name, last_name, locale FROM contacts WHERE workspace_id = ? AND email_normalized = ?",
-            workspaceID, email.normalized)
-        {
-            let id = row.int("id")
-            let newFirst = firstName ?? row.optionalText("first_name")
-            let newLast = lastName ?? row.optionalText("last_name")
-            if newFirst != row.optionalText("first_name") || newLast != row.optionalText("last_name")
-                || locale != row.text("locale")
-            {
-                try await tx.execute(
-                    "UPDATE contacts SET first_name = ?, last_name = ?, locale = ?, updated_at = ? WHERE id = ?",
-                    newFirst, newLast, locale, t, id)
+        // Keyed by the address's bytes: the database compares bytes, Swift's `==` canonical equivalence.
+        var addresses: [[UInt8]] = []
+        var folded: [[UInt8]: ContactUpsert] = [:]
+        for c in list {
+            let key = Array(c.email.normalized.utf8)
+            if var f = folded[key] {
+                f.firstName = c.firstName ?? f.firstName
+                f.lastName = c.lastName ?? f.lastName
+                f.locale = c.locale
+                folded[key] = f
+            } else {
+                addresses.append(key)
+                folded[key] = c
+            }
+        }
+        // Sorted, so that transactions touching the same contacts lock them in the same order.
+        addresses.sort { $0.lexicographicallyPrecedes($1) }
+        var ids: [[UInt8]: ContactID] = [:]
+        for chunk in MultiRow.chunks(addresses) {
+            let rows = try await tx.query(
+                """
+                SELECT id, email_normalized, first_name, last_name, locale FROM contacts
+                WHERE workspace_id = ? AND email_normalized IN (\(MultiRow.list(chunk.count)))
+                """, [workspaceID] + chunk.map { String(decoding: $0, as: UTF8.self) as any SQLBindable })
+            let found = rows.map { (Array($0.text("email_normalized").utf8), $0) }
+                .sorted { $0.0.lexicographicallyPrecedes($1.0) }
+            for (key, row) in found {
+                guard let f = folded[key] else { continue }
+                let id = row.int("id")
+                ids[key] = id
+                let newFirst = f.firstName ?? row.optionalText("first_name")
+                let newLast = f.lastName ?? row.optionalText("last_name")
+                if newFirst != row.optionalText("first_name") || newLast != row.optionalText("last_name")
+                    || f.locale != row.text("locale")
+                {
+                    try await tx.execute(
+                        "UPDATE contacts SET first_name = ?, last_name = ?, locale = ?, updated_at = ? WHERE id = ?",
+                        newFirst, newLast, f.locale, t, id)
+                }
+            }
+        }
+        let missing = addresses.filter { ids[$0] == nil }
+        for chunk in MultiRow.chunks(rows: missing.count, columns: 10) {
+            var binds: [any SQLBindable] = []
+            binds.reserveCapacity(chunk.range.count * 10)
+            for key in missing[chunk.range] {
+                let c = folded[key]!
+                binds += [
+                    workspaceID, c.email.raw, c.email.normalized, c.firstName, c.lastName, c.locale, c.source,
+                    c.sourceRef, t, t,
+                ]
+            }
+            let rows = try await tx.query(
+                """
+                INSERT INTO contacts (workspace_id, email, email_normalized, first_name, last_name, locale, source,
+                  source_ref, created_at, updated_at)
+                VALUES \(chunk.marks) RETURNING id, email_normalized
+                """, binds)
+            for row in rows { ids[Array(row.text("email_normalized").utf8)] = row.int("id") }
+        }
+        return try list.map { c in
+            guard let id = ids[Array(c.email.normalized.utf8)] else {
+                throw StorageError.database("contact \(c.email.normalized) was neither found nor created")
             }
             return id
         }
-        let rows = try await tx.query(
-            """
-            INSERT INTO contacts (workspace_id, email, email_normalized, first_name, last_name, locale, source,
-              source_ref, created_at, updated_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id
-            """, workspaceID, email.raw, email.normalized, firstName, lastName, locale, source, sourceRef, t, t)
-        return rows[0].int("id")
     }
 
     public func contact(workspaceID: WorkspaceID, id: ContactID) async throws -> Contact? {
@@ -394,5 +454,26 @@ extension Store {
             try await audit(
                 tx, workspaceID: workspaceID, actor: actor, action: "contact.erase", subject: "contact:\(contactID)")
         }
+    }
+}
+
+/// A contact to create or update by address: see `Store.upsertContacts`.
+public struct ContactUpsert: Sendable {
+    public var email: EmailAddress
+    public var firstName: String?
+    public var lastName: String?
+    public var locale: String
+    public var source: String
+    public var sourceRef: String?
+
+    public init(
+        email: EmailAddress, firstName: String?, lastName: String?, locale: String, source: String, sourceRef: String?
+    ) {
+        self.email = email
+        self.firstName = firstName
+        self.lastName = lastName
+        self.locale = locale
+        self.source = source
+        self.sourceRef = sourceRef
     }
 }

@@ -31,24 +31,51 @@ extension Store {
         _ tx: any SQLExecutor, workspaceID: WorkspaceID, type: String, subjectType: String, subjectID: Int64,
         payload: String, dedupeKey: String, occurredAt: Date
     ) async throws -> DomainEvent? {
-        let rows = try await tx.query(
-            """
-            INSERT INTO domain_events (workspace_id, type, subject_type, subject_id, payload, dedupe_key, occurred_at,
-              recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-            ON CONFLICT (dedupe_key) DO NOTHING RETURNING id
-            """, workspaceID, type, subjectType, subjectID, payload, dedupeKey, occurredAt, now)
-        guard let id = rows.first?.int("id") else { return nil }
-        let event = DomainEvent(
-            id: id, workspaceID: workspaceID, type: type, subjectType: subjectType, subjectID: subjectID,
-            payload: payload, occurredAt: occurredAt)
-        for kind in subscriptions.subscribers(of: type) {
-            try await enqueue(
-                tx,
-                JobRequest(
-                    kind: kind, workspaceID: workspaceID, payload: #"{"event_id":\#(id)}"#,
-                    idempotencyKey: "event:\(id):\(kind)"))
+        try await recordEvents(
+            tx,
+            [
+                EventDraft(
+                    workspaceID: workspaceID, type: type, subjectType: subjectType, subjectID: subjectID,
+                    payload: payload, dedupeKey: dedupeKey, occurredAt: occurredAt)
+            ]
+        ).first
+    }
+
+    /// Records events, each at most once by its dedupe key, and enqueues their subscribers' jobs in the same
+    /// transaction. Answers the events recorded now (not those recorded before), in the drafts' order.
+    public func recordEvents(_ tx: any SQLExecutor, _ drafts: [EventDraft]) async throws -> [DomainEvent] {
+        let t = now
+        var ids: [String: Int64] = [:]
+        for chunk in MultiRow.chunks(rows: drafts.count, columns: 8) {
+            var binds: [any SQLBindable] = []
+            binds.reserveCapacity(chunk.range.count * 8)
+            for d in drafts[chunk.range] {
+                binds += [d.workspaceID, d.type, d.subjectType, d.subjectID, d.payload, d.dedupeKey, d.occurredAt, t]
+            }
+            let rows = try await tx.query(
+                """
+                INSERT INTO domain_events (workspace_id, type, subject_type, subject_id, payload, dedupe_key, occurred_at,
+                  recorded_at) VALUES \(chunk.marks)
+                ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key
+                """, binds)
+            for r in rows { ids[r.text("dedupe_key")] = r.int("id") }
         }
-        return event
+        let events = drafts.compactMap { d in
+            ids.removeValue(forKey: d.dedupeKey).map {
+                DomainEvent(
+                    id: $0, workspaceID: d.workspaceID, type: d.type, subjectType: d.subjectType,
+                    subjectID: d.subjectID, payload: d.payload, occurredAt: d.occurredAt)
+            }
+        }
+        let jobs = events.flatMap { event in
+            subscriptions.subscribers(of: event.type).map { kind in
+                JobRequest(
+                    kind: kind, workspaceID: event.workspaceID, payload: #"{"event_id":\#(event.id)}"#,
+                    idempotencyKey: "event:\(event.id):\(kind)")
+            }
+        }
+        _ = try await enqueue(tx, jobs)
+        return events
     }
 
     public func events(workspaceID: WorkspaceID, subjectType: String, subjectID: Int64) async throws -> [DomainEvent] {
@@ -72,5 +99,29 @@ extension Store {
             id: r.int("id"), workspaceID: r.int("workspace_id"), type: r.text("type"),
             subjectType: r.text("subject_type"), subjectID: r.int("subject_id"), payload: r.text("payload"),
             occurredAt: r.date("occurred_at"))
+    }
+}
+
+/// An event to record: what happened to which subject, once per dedupe key.
+public struct EventDraft: Sendable {
+    public var workspaceID: WorkspaceID
+    public var type: String
+    public var subjectType: String
+    public var subjectID: Int64
+    public var payload: String
+    public var dedupeKey: String
+    public var occurredAt: Date
+
+    public init(
+        workspaceID: WorkspaceID, type: String, subjectType: String, subjectID: Int64, payload: String,
+        dedupeKey: String, occurredAt: Date
+    ) {
+        self.workspaceID = workspaceID
+        self.type = type
+        self.subjectType = subjectType
+        self.subjectID = subjectID
+        self.payload = payload
+        self.dedupeKey = dedupeKey
+        self.occurredAt = occurredAt
     }
 }

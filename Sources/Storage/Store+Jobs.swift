@@ -64,15 +64,31 @@ extension Store {
     /// Returns the new job's id, or nil when a job with the same idempotency key exists already.
     @discardableResult
     public func enqueue(_ tx: any SQLExecutor, _ job: JobRequest) async throws -> Int64? {
+        try await enqueue(tx, [job])[0]
+    }
+
+    /// Enqueues jobs in one statement per chunk. A job whose idempotency key is taken is not enqueued again: its
+    /// answer is nil; the others answer their new ids, in the requests' order.
+    public func enqueue(_ tx: any SQLExecutor, _ jobs: [JobRequest]) async throws -> [Int64?] {
         let t = now
-        let key = job.idempotencyKey ?? "anon:\(UUID().uuidString)"
-        let rows = try await tx.query(
-            """
-            INSERT INTO jobs (workspace_id, kind, payload, state, attempts, max_attempts, run_at, idempotency_key,
-              created_at, updated_at) VALUES (?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?)
-            ON CONFLICT (idempotency_key) DO NOTHING RETURNING id
-            """, job.workspaceID, job.kind, job.payload, job.maxAttempts, job.runAt ?? t, key, t, t)
-        return rows.first?.int("id")
+        let keys = jobs.map { $0.idempotencyKey ?? "anon:\(UUID().uuidString)" }
+        var ids: [String: Int64] = [:]
+        for chunk in MultiRow.chunks(rows: jobs.count, row: "(?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?)") {
+            var binds: [any SQLBindable] = []
+            binds.reserveCapacity(chunk.range.count * 8)
+            for i in chunk.range {
+                let job = jobs[i]
+                binds += [job.workspaceID, job.kind, job.payload, job.maxAttempts, job.runAt ?? t, keys[i], t, t]
+            }
+            let rows = try await tx.query(
+                """
+                INSERT INTO jobs (workspace_id, kind, payload, state, attempts, max_attempts, run_at, idempotency_key,
+                  created_at, updated_at) VALUES \(chunk.marks)
+                ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key
+                """, binds)
+            for r in rows { ids[r.text("idempotency_key")] = r.int("id") }
+        }
+        return keys.map { ids.removeValue(forKey: $0) }
     }
 
     /// Leases up to `limit` due jobs to `worker`: queued ones whose time has come, and running ones whose lease

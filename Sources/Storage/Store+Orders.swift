@@ -75,96 +75,198 @@ extension Store {
     /// - A status change is checked against `OrderStatus.canTransition`, recorded, and raised as a domain event
     ///   whose subscribers' jobs are enqueued in the same transaction.
     /// - Concurrent first PUTs of one order race on the unique index; the loser retries and sees the winner's row.
+    /// - Concurrent upserts are written together (`Store+OrderBatches.swift`): the answer is the same as if each
+    ///   had run alone, and it comes after the shared commit.
     public func upsertOrder(workspaceID: WorkspaceID, submission: OrderSubmission, fingerprint: String) async throws
         -> OrderUpsertResult
     {
+        try await upsertOrderBatched(
+            OrderUpsert(workspaceID: workspaceID, submission: submission, fingerprint: fingerprint))
+    }
+
+    /// One upsert in a transaction of its own, retried when it loses a race on a unique index.
+    func upsertOrderAlone(_ u: OrderUpsert) async throws -> OrderUpsertResult {
         try await retryingUniqueViolations(attempts: 4) {
             try await db.transaction { tx in
-                try await upsertOrderOnce(tx, workspaceID: workspaceID, s: submission, fingerprint: fingerprint)
+                try await upsertOrderOnce(tx, workspaceID: u.workspaceID, s: u.submission, fingerprint: u.fingerprint)
             }
         }
     }
 
-    private func upsertOrderOnce(
+    /// The columns `SELECT … FOR UPDATE` reads to decide an upsert: which row, where it stands, and which body
+    /// it was written from.
+    static let orderStateColumns = ["id", "external_id", "status", "body_hash"]
+
+    /// Why an order that stands at `previous` cannot take `next`, or nil if it can.
+    static func refusedTransition(from previous: OrderStatus, to next: OrderStatus) -> DomainError? {
+        previous.canTransition(to: next)
+            ? nil
+            : DomainError.conflict(
+                "transition_impossible", "An order cannot go from '\(previous.rawValue)' to '\(next.rawValue)'.",
+                field: "status")
+    }
+
+    func upsertOrderOnce(
         _ tx: any SQLExecutor, workspaceID: WorkspaceID, s: OrderSubmission, fingerprint: String
     )
         async throws -> OrderUpsertResult
     {
         let forUpdate = tx.dialect == .postgres ? " FOR UPDATE" : ""
         let existing = try await tx.first(
-            "SELECT id, status, body_hash FROM orders WHERE workspace_id = ? AND external_id = ?\(forUpdate)",
+            "SELECT \(Self.orderStateColumns.joined(separator: ", ")) FROM orders WHERE workspace_id = ? AND external_id = ?\(forUpdate)",
             workspaceID, s.externalID)
         if let existing, existing.text("body_hash") == fingerprint {
             let order = try await loadOrder(tx, workspaceID: workspaceID, id: existing.int("id"))
             return OrderUpsertResult(order: order!, outcome: .unchanged, events: [])
         }
         let previous = existing.flatMap { OrderStatus(rawValue: $0.text("status")) }
-        if let previous, !previous.canTransition(to: s.status) {
-            throw DomainError.conflict(
-                "transition_impossible", "An order cannot go from '\(previous.rawValue)' to '\(s.status.rawValue)'.",
-                field: "status")
+        if let previous, let refusal = Self.refusedTransition(from: previous, to: s.status) { throw refusal }
+        let t = now
+        guard let existing else {
+            return try await insertNewOrders(tx, workspaceID: workspaceID, [(s, fingerprint)])[0]
         }
         let contactID = try await upsertContact(
             tx, workspaceID: workspaceID, email: s.email, firstName: s.firstName, lastName: s.lastName,
             locale: s.locale, source: "order", sourceRef: s.externalID)
-        let t = now
         let a = s.shippingAddress
-        let timeBinds: [any SQLBindable] = OrderStatus.allCases.map { s.statusTimes[$0] }
-        let device = s.clientIP.map { deviceHash(ip: $0, userAgent: s.clientUserAgent ?? "") }
-        let orderID: Int64
-        let orderRow: SQLRow
-        if let existing {
-            orderID = existing.int("id")
-            // Times already known are kept: the first report of a status is the one that counts.
-            let timeSets = OrderStatus.allCases.map { "\($0.timeColumn) = COALESCE(\($0.timeColumn), ?)" }
-                .joined(separator: ", ")
-            orderRow = try await tx.query(
-                """
-                UPDATE orders SET contact_id = ?, status = ?, currency = ?, subtotal_minor = ?, shipping_minor = ?,
-                  tax_minor = ?, discount_minor = ?, total_minor = ?, shipping_name = ?, shipping_street = ?,
-                  shipping_postal_code = ?, shipping_city = ?, shipping_country = ?, coupon_code = ?,
-                  referral_code = ?, referred_by = ?, payment_fingerprint = ?,
-                  client_device = COALESCE(?, client_device), \(timeSets), body_hash = ?,
-                  updated_at = ?
-                WHERE id = ? AND workspace_id = ? RETURNING \(Self.orderColumns)
-                """,
-                [
-                    contactID, s.status.rawValue, s.totals.total.currency.code, s.totals.subtotal.minor,
-                    s.totals.shipping.minor, s.totals.tax.minor, s.totals.discount.minor, s.totals.total.minor,
-                    a?.name, a?.street, a?.postalCode, a?.city, a?.country, s.couponCode, s.referralCode,
-                    s.referredBy, s.paymentFingerprint, device,
-                ] + timeBinds + [fingerprint, t, orderID, workspaceID])[0]
-            try await tx.execute(
-                "DELETE FROM order_items WHERE order_id = ? AND workspace_id = ?", orderID, workspaceID)
-        } else {
-            let timeCols = OrderStatus.allCases.map(\.timeColumn).joined(separator: ", ")
-            let marks = Array(repeating: "?", count: 20 + OrderStatus.allCases.count + 3).joined(separator: ", ")
-            orderRow = try await tx.query(
+        let orderID = existing.int("id")
+        // Times already known are kept: the first report of a status is the one that counts.
+        let timeSets = OrderStatus.allCases.map { "\($0.timeColumn) = COALESCE(\($0.timeColumn), ?)" }
+            .joined(separator: ", ")
+        let orderRow = try await tx.query(
+            """
+            UPDATE orders SET contact_id = ?, status = ?, currency = ?, subtotal_minor = ?, shipping_minor = ?,
+              tax_minor = ?, discount_minor = ?, total_minor = ?, shipping_name = ?, shipping_street = ?,
+              shipping_postal_code = ?, shipping_city = ?, shipping_country = ?, coupon_code = ?,
+              referral_code = ?, referred_by = ?, payment_fingerprint = ?,
+              client_device = COALESCE(?, client_device), \(timeSets), body_hash = ?,
+              updated_at = ?
+            WHERE id = ? AND workspace_id = ? RETURNING \(Self.orderColumns)
+            """,
+            [
+                contactID, s.status.rawValue, s.totals.total.currency.code, s.totals.subtotal.minor,
+                s.totals.shipping.minor, s.totals.tax.minor, s.totals.discount.minor, s.totals.total.minor,
+                a?.name, a?.street, a?.postalCode, a?.city, a?.country, s.couponCode, s.referralCode,
+                s.referredBy, s.paymentFingerprint, device(s),
+            ] + OrderStatus.allCases.map { s.statusTimes[$0] } + [fingerprint, t, orderID, workspaceID])[0]
+        try await tx.execute(
+            "DELETE FROM order_items WHERE order_id = ? AND workspace_id = ?", orderID, workspaceID)
+        try await insertItems(tx, workspaceID: workspaceID, [(orderID, s.items)])
+        let events = try await recordStatusChanges(
+            tx, workspaceID: workspaceID,
+            Self.statusChanges(orderID: orderID, contactID: contactID, s: s, previous: previous, now: t))
+        try await recordCheckoutConsents(tx, workspaceID: workspaceID, contactID: contactID, s: s, isNew: false, at: t)
+        // The row as written (RETURNING) and the items as sent: no second read.
+        return OrderUpsertResult(order: Self.order(orderRow, items: s.items), outcome: .updated, events: events)
+    }
+
+    /// Writes orders that do not exist yet, with one statement per table and chunk: their contacts, rows, items,
+    /// status history and events. Answers each order's result, in the given order.
+    func insertNewOrders(
+        _ tx: any SQLExecutor, workspaceID: WorkspaceID, _ orders: [(s: OrderSubmission, fingerprint: String)]
+    ) async throws -> [OrderUpsertResult] {
+        let t = now
+        let contactIDs = try await upsertContacts(
+            tx, workspaceID: workspaceID,
+            orders.map {
+                ContactUpsert(
+                    email: $0.s.email, firstName: $0.s.firstName, lastName: $0.s.lastName, locale: $0.s.locale,
+                    source: "order", sourceRef: $0.s.externalID)
+            })
+        let timeCols = OrderStatus.allCases.map(\.timeColumn).joined(separator: ", ")
+        let columns = 20 + OrderStatus.allCases.count + 3
+        var rowsByExternalID: [String: SQLRow] = [:]
+        for chunk in MultiRow.chunks(rows: orders.count, columns: columns) {
+            var binds: [any SQLBindable] = []
+            binds.reserveCapacity(chunk.range.count * columns)
+            for i in chunk.range {
+                let (s, fingerprint) = orders[i]
+                let a = s.shippingAddress
+                binds += [
+                    workspaceID, s.externalID, contactIDs[i], s.status.rawValue, s.totals.total.currency.code,
+                    s.totals.subtotal.minor, s.totals.shipping.minor, s.totals.tax.minor, s.totals.discount.minor,
+                    s.totals.total.minor, a?.name, a?.street, a?.postalCode, a?.city, a?.country, s.couponCode,
+                    s.referralCode, s.referredBy, s.paymentFingerprint, device(s),
+                ]
+                binds += OrderStatus.allCases.map { s.statusTimes[$0] }
+                binds += [fingerprint, t, t]
+            }
+            let rows = try await tx.query(
                 """
                 INSERT INTO orders (workspace_id, external_id, contact_id, status, currency, subtotal_minor,
                   shipping_minor, tax_minor, discount_minor, total_minor, shipping_name, shipping_street,
                   shipping_postal_code, shipping_city, shipping_country, coupon_code, referral_code, referred_by,
                   payment_fingerprint, client_device, \(timeCols), body_hash, created_at, updated_at)
-                VALUES (\(marks)) RETURNING \(Self.orderColumns)
-                """,
-                [
-                    workspaceID, s.externalID, contactID, s.status.rawValue, s.totals.total.currency.code,
-                    s.totals.subtotal.minor, s.totals.shipping.minor, s.totals.tax.minor, s.totals.discount.minor,
-                    s.totals.total.minor, a?.name, a?.street, a?.postalCode, a?.city, a?.country, s.couponCode,
-                    s.referralCode, s.referredBy, s.paymentFingerprint, device,
-                ] + timeBinds + [fingerprint, t, t])[0]
-            orderID = orderRow.int("id")
+                VALUES \(chunk.marks) RETURNING \(Self.orderColumns)
+                """, binds)
+            for row in rows { rowsByExternalID[row.text("external_id")] = row }
         }
-        for (position, item) in s.items.enumerated() {
+        let rows = try orders.map { o in
+            guard let row = rowsByExternalID[o.s.externalID] else {
+                throw StorageError.database("order \(o.s.externalID) was not written")
+            }
+            return row
+        }
+        try await insertItems(tx, workspaceID: workspaceID, zip(rows, orders).map { ($0.int("id"), $1.s.items) })
+        let changes = zip(rows, zip(orders, contactIDs)).flatMap { row, o in
+            Self.statusChanges(orderID: row.int("id"), contactID: o.1, s: o.0.s, previous: nil, now: t)
+        }
+        let events = try await recordStatusChanges(tx, workspaceID: workspaceID, changes)
+        let eventsByOrder = Dictionary(grouping: events, by: \.subjectID)
+        var results: [OrderUpsertResult] = []
+        results.reserveCapacity(orders.count)
+        for (i, row) in rows.enumerated() {
+            let s = orders[i].s
+            try await recordCheckoutConsents(
+                tx, workspaceID: workspaceID, contactID: contactIDs[i], s: s, isNew: true, at: t)
+            // The row as written (RETURNING) and the items as sent: no second read.
+            results.append(
+                OrderUpsertResult(
+                    order: Self.order(row, items: s.items), outcome: .created,
+                    events: eventsByOrder[row.int("id")] ?? []))
+        }
+        return results
+    }
+
+    private func device(_ s: OrderSubmission) -> String? {
+        s.clientIP.map { deviceHash(ip: $0, userAgent: s.clientUserAgent ?? "") }
+    }
+
+    private func insertItems(
+        _ tx: any SQLExecutor, workspaceID: WorkspaceID, _ orders: [(orderID: OrderID, items: [OrderItem])]
+    ) async throws {
+        let rows = orders.flatMap { o in o.items.enumerated().map { (o.orderID, $0.offset, $0.element) } }
+        for chunk in MultiRow.chunks(rows: rows.count, columns: 8) {
+            var binds: [any SQLBindable] = []
+            binds.reserveCapacity(chunk.range.count * 8)
+            for (orderID, position, item) in rows[chunk.range] {
+                binds += [
+                    workspaceID, orderID, position, item.sku, item.name, item.quantity, item.unitPrice.minor,
+                    item.category,
+                ]
+            }
             try await tx.execute(
                 """
                 INSERT INTO order_items (workspace_id, order_id, position, sku, name, quantity, unit_price_minor,
-                  category) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                """, workspaceID, orderID, position, item.sku, item.name, item.quantity, item.unitPrice.minor,
-                item.category)
+                  category) VALUES \(chunk.marks)
+                """, binds)
         }
+    }
 
-        // Status history and events: a new order has been placed (and may already be further along).
+    /// A status an order reached in this upsert.
+    struct StatusReached {
+        var orderID: OrderID
+        var externalID: String
+        var contactID: ContactID
+        var from: OrderStatus?
+        var to: OrderStatus
+        var at: Date
+    }
+
+    /// The statuses an upsert moves through: a new order has been placed (and may already be further along).
+    static func statusChanges(
+        orderID: OrderID, contactID: ContactID, s: OrderSubmission, previous: OrderStatus?, now: Date
+    ) -> [StatusReached] {
         var reached: [OrderStatus] = []
         if previous == nil {
             reached.append(.placed)
@@ -172,42 +274,70 @@ extension Store {
         } else if previous != s.status {
             reached.append(s.status)
         }
-        var events: [DomainEvent] = []
         var from = previous
-        for status in reached {
-            let at = s.statusTimes[status] ?? t
+        return reached.map { status in
+            defer { from = status }
+            return StatusReached(
+                orderID: orderID, externalID: s.externalID, contactID: contactID, from: from, to: status,
+                at: s.statusTimes[status] ?? now)
+        }
+    }
+
+    /// The status history rows, and the domain events they raise (each once per order and status).
+    private func recordStatusChanges(_ tx: any SQLExecutor, workspaceID: WorkspaceID, _ changes: [StatusReached])
+        async throws -> [DomainEvent]
+    {
+        for chunk in MultiRow.chunks(rows: changes.count, columns: 5) {
+            var binds: [any SQLBindable] = []
+            binds.reserveCapacity(chunk.range.count * 5)
+            for c in changes[chunk.range] { binds += [workspaceID, c.orderID, c.from?.rawValue, c.to.rawValue, c.at] }
             try await tx.execute(
                 """
                 INSERT INTO order_status_changes (workspace_id, order_id, from_status, to_status, at)
-                VALUES (?, ?, ?, ?, ?) ON CONFLICT (order_id, to_status) DO NOTHING
-                """, workspaceID, orderID, from?.rawValue, status.rawValue, at)
-            let payload =
-                #"{"order_id":\#(orderID),"external_id":"\#(JSONText.escape(s.externalID))","contact_id":\#(contactID),"status":"\#(status.rawValue)"}"#
-            if let event = try await recordEvent(
-                tx, workspaceID: workspaceID, type: status.eventType, subjectType: "order", subjectID: orderID,
-                payload: payload, dedupeKey: "order:\(orderID):\(status.rawValue)", occurredAt: at)
-            {
-                events.append(event)
-            }
-            from = status
+                VALUES \(chunk.marks) ON CONFLICT (order_id, to_status) DO NOTHING
+                """, binds)
         }
+        return try await recordEvents(
+            tx,
+            changes.map { c in
+                EventDraft(
+                    workspaceID: workspaceID, type: c.to.eventType, subjectType: "order", subjectID: c.orderID,
+                    payload:
+                        #"{"order_id":\#(c.orderID),"external_id":"\#(JSONText.escape(c.externalID))","contact_id":\#(c.contactID),"status":"\#(c.to.rawValue)"}"#,
+                    dedupeKey: "order:\(c.orderID):\(c.to.rawValue)", occurredAt: c.at)
+            })
+    }
 
-        for consent in s.consents {
-            try await applyConsent(
-                tx, workspaceID: workspaceID, contactID: contactID,
-                change: ConsentChange(
-                    purpose: consent.purpose, action: .grant, legalBasis: .consent, text: consent.text,
-                    textLocale: s.locale, source: "checkout", formID: "order:\(s.externalID)",
-                    evidence: consent.evidence))
+    /// The consent changes an order's checkout consents make.
+    static func checkoutConsentChanges(_ s: OrderSubmission) -> [ConsentChange] {
+        s.consents.map { consent in
+            ConsentChange(
+                purpose: consent.purpose, action: .grant, legalBasis: .consent, text: consent.text,
+                textLocale: s.locale, source: "checkout", formID: "order:\(s.externalID)", evidence: consent.evidence)
         }
-        if let notice = s.existingCustomerNotice, previous == nil {
+    }
+
+    /// Why writing the order's checkout consents would fail (and with it the whole upsert), or nil.
+    static func refusedCheckoutConsent(_ s: OrderSubmission) -> DomainError? {
+        for change in checkoutConsentChanges(s) {
+            do { try ConsentRules.validate(change) } catch { return error }
+        }
+        return nil
+    }
+
+    /// Consents captured at checkout, and the existing-customer notice shown with a new order.
+    private func recordCheckoutConsents(
+        _ tx: any SQLExecutor, workspaceID: WorkspaceID, contactID: ContactID, s: OrderSubmission, isNew: Bool,
+        at t: Date
+    ) async throws {
+        for change in Self.checkoutConsentChanges(s) {
+            try await applyConsent(tx, workspaceID: workspaceID, contactID: contactID, change: change)
+        }
+        if let notice = s.existingCustomerNotice, isNew {
             try await recordNotice(
                 tx, workspaceID: workspaceID, contactID: contactID, kind: "existing_customer_notice", text: notice,
                 locale: s.locale, source: "order:\(s.externalID)", at: s.statusTimes[.placed] ?? t)
         }
-        // The row as written (RETURNING) and the items as sent: no second read.
-        return OrderUpsertResult(
-            order: Self.order(orderRow, items: s.items), outcome: existing == nil ? .created : .updated, events: events)
     }
 
     /// One order with its items, by id or by the shop's external id.

@@ -13,6 +13,8 @@ public struct Store: Sendable {
     /// larger part of hashing a short text (referral clicks hash two per click).
     let keyedHasher: PreparedHMAC
     let tokenHashers = TokenHashers()
+    /// Concurrent order upserts, written together (`Store+OrderBatches.swift`).
+    let orderBatches = OrderBatchQueue(lanes: 2, maxBatch: MultiRow.maxRows)
     /// Which jobs each domain event fans out to; set at wiring time.
     public let subscriptions: EventSubscriptions
 

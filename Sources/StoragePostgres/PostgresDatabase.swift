@@ -286,6 +286,9 @@ enum PreparedSQL {
     /// (connections keep what they prepared), so the registry only grows; past `limit` statements (SQL built with a
     /// varying `IN (?, ?, …)` list) new ones go out unnamed.
     static func name(_ sql: String, types: [PostgresDataType]) -> String? {
+        // A multi-row write (`MultiRow`) declares a NULL wherever one of its many cells is empty, and which cells
+        // are empty changes from one batch to the next: named, nearly every batch would be a new statement.
+        if types.count > maxParametersWithNulls, types.contains(.null) { return nil }
         var key = sql
         key.unicodeScalars.append("\u{0}")
         for t in types { key += String(t.rawValue, radix: 36) + "," }
@@ -310,6 +313,7 @@ enum PreparedSQL {
     }
 
     static let limit = 4_000
+    static let maxParametersWithNulls = 32
     static let names = NIOLockedValueBox<[String: String]>([:])
 
     static func run(

@@ -1,4 +1,5 @@
 import Foundation
+import PostgresNIO
 import Storage
 import TestSupport
 import Testing
@@ -51,6 +52,18 @@ import Testing
         #expect(PreparedSQL.name("SELECT $1::text AS probe_a", types: [.text]) == a)
         #expect(PreparedSQL.name("SELECT $1::text AS probe_a", types: [.null]) != a)
         #expect(PreparedSQL.name("SELECT $1::text AS probe_b", types: [.text]) != a)
+    }
+
+    /// A multi-row write's NULL cells vary from batch to batch; named, nearly every batch would take a new name
+    /// until the registry is full.
+    @Test func manyParametersWithANullGoOutUnnamed() {
+        let wide = MultiRow.values(rows: 8, columns: 5)
+        let types = Array(repeating: PostgresDataType.text, count: 40)
+        #expect(PreparedSQL.name("INSERT INTO probe_wide VALUES \(wide)", types: types) != nil)
+        var withNull = types
+        withNull[17] = .null
+        #expect(PreparedSQL.name("INSERT INTO probe_wide VALUES \(wide)", types: withNull) == nil)
+        #expect(PreparedSQL.name("INSERT INTO probe_narrow VALUES ($1, $2)", types: [.text, .null]) != nil)
     }
 
     @Test func theyAreOptInAndTheURLRefusesNonsense() async throws {
