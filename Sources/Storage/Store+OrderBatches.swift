@@ -43,21 +43,16 @@ extension Store {
         }
     }
 
-    /// How many order batches ran and how many upserts they held: tests read whether coalescing happened.
-    public var orderBatchCounts: (batches: Int, orders: Int) {
-        let c = orderBatches.counts
-        return (c.batches, c.items)
-    }
-
     func runOrderBatch(_ batch: [OrderUpsert]) async -> [Result<OrderUpsertResult, any Error>] {
         if batch.count > 1 {
             do {
                 return try await db.transaction { tx in
                     var results = Self.unanswered(batch.count)
-                    // One workspace after the other, each in arrival order.
-                    let byWorkspace = Dictionary(grouping: batch.indices, by: { batch[$0].workspaceID })
-                    for workspaceID in batch.map(\.workspaceID).uniqued() {
-                        let indices = byWorkspace[workspaceID] ?? []
+                    // One workspace after the other, in the order they first came, each in arrival order.
+                    var workspaces: [WorkspaceID] = []
+                    for u in batch where !workspaces.contains(u.workspaceID) { workspaces.append(u.workspaceID) }
+                    for workspaceID in workspaces {
+                        let indices = batch.indices.filter { batch[$0].workspaceID == workspaceID }
                         let answers = try await upsertOrdersTogether(tx, indices.map { batch[$0] })
                         for (i, answer) in zip(indices, answers) { results[i] = answer }
                     }
@@ -127,13 +122,5 @@ extension Store {
     /// Answers to fill in, one per member; one left unfilled is an error, not a crash.
     static func unanswered(_ count: Int) -> [Result<OrderUpsertResult, any Error>] {
         Array(repeating: .failure(StorageError.database("the order batch gave this order no answer")), count: count)
-    }
-}
-
-extension Sequence where Element: Hashable {
-    /// The elements in their order, each once.
-    func uniqued() -> [Element] {
-        var seen = Set<Element>()
-        return filter { seen.insert($0).inserted }
     }
 }

@@ -267,15 +267,6 @@ import Testing
     }
 }
 
-/// Polls `condition` until it holds; throws, naming `what`, if it does not within `timeout`.
-private func waitUntil(_ what: String, timeout: Duration = .seconds(20), _ condition: () async -> Bool) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while await !condition() {
-        guard ContinuousClock.now < deadline else { throw TestSetupError("timed out waiting until \(what)") }
-        try await Task.sleep(for: .milliseconds(5))
-    }
-}
-
 actor JobDone {
     private(set) var isDone = false
     func mark() { isDone = true }

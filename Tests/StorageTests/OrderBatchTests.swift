@@ -51,14 +51,6 @@ import Testing
         var value: Int
     }
 
-    func waitUntil(_ what: String, _ condition: () -> Bool) async throws {
-        let deadline = ContinuousClock.now + .seconds(10)
-        while !condition() {
-            if ContinuousClock.now > deadline { throw TestSetupError("timed out waiting for \(what)") }
-            try await Task.sleep(for: .milliseconds(2))
-        }
-    }
-
     /// Submits `items` in order, each once the one before is queued or running, and answers their results.
     func submitInOrder(
         _ queue: BatchQueue<String, Item, Int>, _ items: [Item], log: Log, gate: Gate
@@ -75,7 +67,7 @@ import Testing
                     return (i, value)
                 }
                 // The first call starts a lane; the rest must be queued behind it, in this order.
-                try await waitUntil("call \(i) to be queued") {
+                try await waitUntil("call \(i) is queued") {
                     queue.waitingCount + queue.counts.items == i + 1
                 }
             }
@@ -344,8 +336,8 @@ import Testing
             #expect(Set(results.values.map(\.order.id)).count == n)
             #expect(try await store.db.scalar("SELECT COUNT(*) FROM contacts") == 14)
             #expect(try await store.db.scalar("SELECT COUNT(*) FROM jobs WHERE kind = 'test.placed'") == Int64(n))
-            let counts = store.orderBatchCounts
-            #expect(counts.orders == n)
+            let counts = store.orderBatches.counts
+            #expect(counts.items == n)
             #expect(counts.batches < n, "concurrent upserts were not batched: \(counts)")
         }
     }

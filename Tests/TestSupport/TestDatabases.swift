@@ -134,3 +134,12 @@ extension Store {
             workspaceID: workspace.id, submission: submission, fingerprint: Store.fingerprint(payload))
     }
 }
+
+/// Polls `condition` until it holds; throws, naming `what`, if it does not within `timeout`.
+public func waitUntil(_ what: String, timeout: Duration = .seconds(20), _ condition: () async -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while await !condition() {
+        guard ContinuousClock.now < deadline else { throw TestSetupError("timed out waiting until \(what)") }
+        try await Task.sleep(for: .milliseconds(5))
+    }
+}
