@@ -142,6 +142,7 @@ let package = Package(
             dependencies: [
                 "ReciprocityCore", "Storage", "Messaging",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -235,6 +236,7 @@ let package = Package(
             dependencies: [
                 "App", "Web", "Storage", "ReciprocityCore", "Reviews", "TestSupport",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             exclude: ["__Snapshots__"],
             swiftSettings: swiftSettings

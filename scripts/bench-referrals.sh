@@ -95,9 +95,19 @@ request = function()
   return wrk.format("GET", nil, {["User-Agent"] = "Mozilla/5.0 (bench " .. tid .. "-" .. n .. ")"})
 end
 LUA
+# Each run starts on a quiet server: the clicks an earlier run left in memory are written first (otherwise the next
+# run, whatever its route, pays for the last run's flush).
+drained() {
+    for _ in $(seq 1 300); do
+        curl -fs "http://127.0.0.1:$PORT/metrics" | grep -Eq '^reciprocity_referral_clicks_waiting 0(\.0)?$' && return
+        sleep 0.1
+    done
+    echo "note: clicks still waiting after 30 s" >>"$OUT"
+}
 run() { # name url [wrk args]
     local name=$1 url=$2 warm
     shift 2
+    drained
     warm=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "$@" "$url" 2>/dev/null || true)
     [[ "$name" == referral* || "$name" == distinct* ]] && SENT=$((SENT + $(awk '/requests in/ {print $1}' <<<"$warm")))
     local res

@@ -37,6 +37,8 @@ public struct AppConfig: Sendable {
     public var publicFormBurst: Int
     /// Reverse proxies whose X-Forwarded-For names the client (comma-separated IPs).
     public var trustedProxies: Set<String>
+    /// Answer the cached redirects on the event loop, before the router (docs/decisions/0011-event-loop-routes.md).
+    public var httpFastPath: Bool
 
     public static func load(environment: [String: String] = ProcessInfo.processInfo.environment) async throws
         -> AppConfig
@@ -103,6 +105,7 @@ public struct AppConfig: Sendable {
             c.string(forKey: "trusted.proxies", default: "").split(separator: ",")
                 .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
         publicFormBurst = min(1_000_000, max(1, c.int(forKey: "public.form.burst", default: 20)))
+        httpFastPath = c.bool(forKey: "http.fast.path", default: true)
     }
 
     static func parseDatabase(_ url: String) throws -> Database {

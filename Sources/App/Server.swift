@@ -152,10 +152,12 @@ public func buildApplication(runtime: Runtime, workers: Bool = true) async throw
                 store: runtime.store, tasks: BuiltInJobs.periodic, logger: runtime.logger, onEnqueue: { worker.wake() })
         )
     }
+    let fastPath = runtime.config.httpFastPath ? WebApp.buildFastPath(env) : nil
     return Application(
         router: WebApp.buildRouter(env),
+        server: .http1(configuration: .init(additionalChannelHandlers: fastPath.map { [$0.handler()] } ?? [])),
         configuration: .init(
-            address: .hostname(runtime.config.host, port: runtime.config.port), serverName: "reciprocity"),
+            address: .hostname(runtime.config.host, port: runtime.config.port), serverName: WebApp.serverName),
         services: services,
         onServerRunning: { channel in
             runtime.logger.info("serving", metadata: ["address": "\(channel.localAddress?.description ?? "?")"])

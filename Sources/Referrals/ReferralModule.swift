@@ -1,8 +1,10 @@
 import Foundation
 import Logging
 import Messaging
+import Metrics
 import ReciprocityCore
 import Storage
+import Synchronization
 
 /// The referral capability's parts, built once at wiring time and shared by jobs, pages and commands.
 public struct ReferralModule: Sendable {
@@ -19,7 +21,7 @@ public struct ReferralModule: Sendable {
         let base = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
         links = ReferralLinks(store: store, baseURL: base)
         targets = RedirectCache(store: store, ttl: cacheTTL)
-        clicks = ClickRecorder(store: store)
+        clicks = ClickRecorder(store: store, logger: logger)
         service = ReferralService(
             store: store, mailer: mailer, links: links, disposable: disposable, random: random, logger: logger,
             targets: targets)
@@ -86,18 +88,21 @@ public struct ReferralLinks: Sendable {
 /// Codes the redirect has looked up, with the answer ready (the shop URL carrying the code), for `ttl` seconds
 /// (saving the programme drops its workspace's entries at once on this node). Unknown codes are remembered too, so
 /// a flood of made-up codes does not reach the database each time.
-public final class RedirectCache: @unchecked Sendable {
+public final class RedirectCache: Sendable {
     public struct Resolved: Sendable {
         public var target: ReferralTarget
         /// `targetURL?ref=CODE`.
         public var location: String
     }
+    /// What a caller made of a resolved target (the web layer's ready response), kept with the cache entry so that
+    /// it goes when the entry goes.
+    public typealias Prepared = AnyObject & Sendable
     private struct Entry {
         var resolved: Resolved?
         var expires: Date
+        var prepared: (any Prepared)?
     }
-    private let lock = NSLock()
-    private var entries: [String: Entry] = [:]
+    private let entries = Mutex<[String: Entry]>([:])
     private let store: Store
     public let ttl: TimeInterval
 
@@ -108,28 +113,41 @@ public final class RedirectCache: @unchecked Sendable {
 
     public func resolve(code: String) async throws -> Resolved? {
         let now = store.clock.now()
-        if let hit = lock.withLock({ entries[code] }), hit.expires > now { return hit.resolved }
+        if let hit = entries.withLock({ $0[code] }), hit.expires > now { return hit.resolved }
         let resolved = try await store.referralTarget(code: code).map {
             Resolved(target: $0, location: ShareLinks.withRef($0.programme.targetURL, code: $0.code))
         }
-        lock.withLock {
-            if entries.count > 100_000 { entries.removeAll(keepingCapacity: true) }
-            entries[code] = Entry(resolved: resolved, expires: now.addingTimeInterval(ttl))
+        entries.withLock {
+            if $0.count > 100_000 { $0.removeAll(keepingCapacity: true) }
+            $0[code] = Entry(resolved: resolved, expires: now.addingTimeInterval(ttl))
         }
         return resolved
     }
 
-    public func drop(workspaceID: WorkspaceID) {
-        lock.withLock { entries = entries.filter { $0.value.resolved?.target.workspaceID != workspaceID } }
+    /// The cached target of a known code, without asking the database, and `prepare`'s result for it, made once per
+    /// cache entry. Nil when the code is not cached, expired or unknown.
+    public func cached(code: String, prepare: (Resolved) -> any Prepared) -> (Resolved, any Prepared)? {
+        let now = store.clock.now()
+        return entries.withLock { entries in
+            guard let hit = entries[code], hit.expires > now, let resolved = hit.resolved else { return nil }
+            if let prepared = hit.prepared { return (resolved, prepared) }
+            let prepared = prepare(resolved)
+            entries[code]?.prepared = prepared
+            return (resolved, prepared)
+        }
     }
 
-    public func drop(code: String) { _ = lock.withLock { entries.removeValue(forKey: code) } }
+    public func drop(workspaceID: WorkspaceID) {
+        entries.withLock { $0 = $0.filter { $0.value.resolved?.target.workspaceID != workspaceID } }
+    }
+
+    public func drop(code: String) { _ = entries.withLock { $0.removeValue(forKey: code) } }
 }
 
 /// Clicks gathered in memory and written in one statement every second (group commit). The request only appends
 /// the raw address and user agent; hashing happens at the flush, off the redirect's path. A crash loses at most
 /// the last second of clicks; orders are never batched: an acknowledged order is committed before the answer.
-public final class ClickRecorder: @unchecked Sendable {
+public final class ClickRecorder: Sendable {
     struct Raw {
         var workspaceID: WorkspaceID
         var advocateID: AdvocateID
@@ -137,33 +155,99 @@ public final class ClickRecorder: @unchecked Sendable {
         var ip: String
         var userAgent: String
     }
-    private let lock = NSLock()
-    private var pending: [Raw] = []
+    private struct Pending {
+        var raw: [Raw] = []
+        var dropped = 0
+        var droppedUnreported = 0
+        /// Redirects waiting for room (`recordWaiting`): while there are any, `record` refuses, so that the waiting
+        /// ones get the room a flush makes, in turn.
+        var waiters = 0
+        /// The last flush failed: the database is not taking clicks.
+        var failing = false
+    }
+    private let pending = Mutex(Pending())
     private let store: Store
-    /// Above this many waiting clicks new ones are dropped (and counted) rather than growing without bound.
+    private let logger: Logger
+    /// At most this many clicks wait for the flush; beyond it the redirect waits for room (`recordWaiting`), so that
+    /// memory stays bounded and a redirect faster than the database cannot lose clicks.
     public let limit: Int
-    public private(set) var dropped = 0
+    /// How long `recordWaiting` waits for room while the flush is failing before it drops the click (counted, and
+    /// logged at the next flush). While the flush works, the redirect waits for it however long it takes.
+    public let patience: Duration
+    /// Clicks dropped since start-up.
+    public var dropped: Int { pending.withLock { $0.dropped } }
 
-    public init(store: Store, limit: Int = 200_000) {
+    public init(store: Store, limit: Int = 200_000, patience: Duration = .seconds(2), logger: Logger) {
         self.store = store
         self.limit = limit
+        self.patience = patience
+        self.logger = logger
     }
 
-    public func record(workspaceID: WorkspaceID, advocateID: AdvocateID, at: Date, ip: String, userAgent: String) {
+    /// Appends the click unless the buffer is full (or redirects wait for room); then nothing is recorded and the
+    /// answer is false.
+    @discardableResult
+    public func record(workspaceID: WorkspaceID, advocateID: AdvocateID, at: Date, ip: String, userAgent: String)
+        -> Bool
+    {
         let raw = Raw(workspaceID: workspaceID, advocateID: advocateID, at: at, ip: ip, userAgent: userAgent)
-        lock.withLock {
-            if pending.count < limit { pending.append(raw) } else { dropped += 1 }
+        return pending.withLock {
+            guard $0.waiters == 0, $0.raw.count < limit else { return false }
+            $0.raw.append(raw)
+            return true
         }
     }
 
-    public var waiting: Int { lock.withLock { pending.count } }
+    /// Appends the click; while the buffer is full, waits for the flush to make room. Only while the flush is
+    /// failing, and after `patience`, is the click dropped and counted.
+    public func recordWaiting(
+        workspaceID: WorkspaceID, advocateID: AdvocateID, at: Date, ip: String, userAgent: String
+    ) async {
+        let raw = Raw(workspaceID: workspaceID, advocateID: advocateID, at: at, ip: ip, userAgent: userAgent)
+        let start = ContinuousClock.now
+        var waiting = false
+        while true {
+            let done: Bool = pending.withLock {
+                // The first try queues behind earlier waiters; a waiter takes room whenever there is some.
+                if (waiting || $0.waiters == 0) && $0.raw.count < limit {
+                    $0.raw.append(raw)
+                    if waiting { $0.waiters -= 1 }
+                    return true
+                }
+                let giveUp = $0.failing && ContinuousClock.now - start >= patience
+                if giveUp {
+                    $0.dropped += 1
+                    $0.droppedUnreported += 1
+                    if waiting { $0.waiters -= 1 }
+                } else if !waiting {
+                    $0.waiters += 1
+                }
+                return giveUp
+            }
+            if done { return }
+            waiting = true
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
+    public var waiting: Int { pending.withLock { $0.raw.count } }
+    /// Redirects waiting for room in the buffer.
+    public var redirectsWaiting: Int { pending.withLock { $0.waiters } }
 
     /// Writes the clicks gathered so far; on failure they are put back for the next flush.
     public func flush() async throws {
-        let batch = lock.withLock {
-            let b = pending
-            pending.removeAll(keepingCapacity: true)
-            return b
+        let (batch, dropped) = pending.withLock {
+            let taken = ($0.raw, $0.droppedUnreported)
+            $0.raw.removeAll(keepingCapacity: true)
+            $0.droppedUnreported = 0
+            return taken
+        }
+        if dropped > 0 {
+            // Made here rather than at start-up: a metric made before the metrics backend exists counts nowhere.
+            Counter(label: "reciprocity_referral_clicks_dropped_total").increment(by: dropped)
+            logger.warning(
+                "referral clicks dropped: the database did not take them in time",
+                metadata: ["dropped": "\(dropped)", "limit": "\(limit)"])
         }
         guard !batch.isEmpty else { return }
         // Clicks repeat their address and browser (one person, reloads, a shared office line): each distinct one is
@@ -184,8 +268,12 @@ public final class ClickRecorder: @unchecked Sendable {
         }
         do {
             try await store.recordClicks(clicks)
+            pending.withLock { $0.failing = false }
         } catch {
-            lock.withLock { pending = batch + pending }
+            pending.withLock {
+                $0.raw = batch + $0.raw
+                $0.failing = true
+            }
             throw error
         }
     }

@@ -378,17 +378,20 @@ extension Store {
 
     // MARK: Clicks
 
-    /// Writes a batch of clicks in one statement (the redirect's group commit).
+    /// Writes a batch of clicks (the redirect's group commit) in one transaction, 400 rows per statement: all of
+    /// them or none, so a batch that failed can be written again without doubles.
     public func recordClicks(_ clicks: [ReferralClick]) async throws {
-        for chunk in stride(from: 0, to: clicks.count, by: 400).map({ Array(clicks[$0..<min($0 + 400, clicks.count)]) })
-        {
-            let marks = chunk.map { _ in "(?, ?, ?, ?, ?, ?)" }.joined(separator: ", ")
-            var binds: [any SQLBindable] = []
-            binds.reserveCapacity(chunk.count * 6)
-            for c in chunk { binds += [c.workspaceID, c.advocateID, c.at, c.ipHash, c.uaFamily, c.device] }
-            _ = try await db.execute(
-                "INSERT INTO referral_clicks (workspace_id, advocate_id, at, ip_hash, ua_family, device) VALUES \(marks)",
-                binds)
+        try await db.transaction { tx in
+            for start in stride(from: 0, to: clicks.count, by: 400) {
+                let chunk = clicks[start..<min(start + 400, clicks.count)]
+                let marks = chunk.map { _ in "(?, ?, ?, ?, ?, ?)" }.joined(separator: ", ")
+                var binds: [any SQLBindable] = []
+                binds.reserveCapacity(chunk.count * 6)
+                for c in chunk { binds += [c.workspaceID, c.advocateID, c.at, c.ipHash, c.uaFamily, c.device] }
+                _ = try await tx.execute(
+                    "INSERT INTO referral_clicks (workspace_id, advocate_id, at, ip_hash, ua_family, device) VALUES \(marks)",
+                    binds)
+            }
         }
     }
 

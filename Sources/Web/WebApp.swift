@@ -7,8 +7,8 @@ import Storage
 public enum WebApp {
     public static func buildRouter(_ env: WebEnvironment) -> Router<AppContext> {
         let router = Router(context: AppContext.self)
-        router.add(middleware: RequestIDMiddleware(random: env.random))
-        router.add(middleware: RequestMetricsMiddleware())
+        router.add(middleware: RequestIDMiddleware(ids: env.requestIDs))
+        router.add(middleware: RequestMetricsMiddleware(cache: env.requestMetrics))
         // Outside the error edge, so error pages get the headers and the chosen language too.
         router.add(middleware: SecurityHeadersMiddleware())
         router.add(middleware: LocaleMiddleware())
@@ -28,6 +28,17 @@ public enum WebApp {
         if env.testHooks { TestHooks.register(on: router, env: env) }
         router.get("/") { _, _ in Response(status: .seeOther, headers: [.location: SiteURL.adminHome.path]) }
         return router
+    }
+
+    /// The `Server` header of every response.
+    public static let serverName = "reciprocity"
+
+    /// The GET routes answered on the event loop when memory has the answer, before the router (which has them too):
+    /// the bare redirect and the referral redirect (docs/decisions/0011-event-loop-routes.md).
+    public static func buildFastPath(_ env: WebEnvironment) -> FastPath {
+        FastPath(
+            routes: SystemRoutes(env: env).fastRoutes() + ReferralPages(env: env).fastRoutes(),
+            requestIDs: env.requestIDs, metrics: env.requestMetrics)
     }
 
     /// The operations the router serves that the OpenAPI document must describe: the API and the system endpoints,

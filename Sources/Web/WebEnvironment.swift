@@ -41,6 +41,9 @@ public struct WebEnvironment: Sendable {
     /// Lead magnet signups per address: a person cannot be flooded with confirmation mails.
     public var signupEmailLimiter: RateLimiter
     public var logger: Logger
+    /// Shared by the router's middleware and the fast path, so both count and name requests alike.
+    let requestIDs: RequestIDs
+    let requestMetrics = RequestMetricsCache()
 
     public init(
         store: Store, clock: any WallClock, random: any RandomSource, baseURL: String, templates: Templates,
@@ -60,6 +63,7 @@ public struct WebEnvironment: Sendable {
         self.store = store
         self.clock = clock
         self.random = random
+        self.requestIDs = RequestIDs(random: random)
         self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
         self.templates = templates
         self.metricsText = metricsText
@@ -78,12 +82,16 @@ public struct WebEnvironment: Sendable {
     /// The client's address: the TCP peer, or behind a trusted proxy the last address in `X-Forwarded-For` that is
     /// not itself a trusted proxy. Consent proof and the per-IP limits use it.
     public func clientIP(_ request: Request, _ context: AppContext) -> String {
-        guard trustedProxies.contains(context.peerIP), let header = request.headers[HTTPField.Name("X-Forwarded-For")!]
-        else {
-            return context.peerIP
-        }
+        clientIP(peer: context.peerIP, forwardedFor: request.headers[Self.forwardedFor])
+    }
+
+    static let forwardedFor = HTTPField.Name("X-Forwarded-For")!
+
+    /// `clientIP` from the TCP peer's address and the `X-Forwarded-For` header.
+    public func clientIP(peer: String, forwardedFor header: String?) -> String {
+        guard trustedProxies.contains(peer), let header else { return peer }
         let hops = header.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-        return hops.last { !trustedProxies.contains($0) } ?? context.peerIP
+        return hops.last { !trustedProxies.contains($0) } ?? peer
     }
 
     /// The lead magnet capability, or a 503 problem when this build was wired without it (routing-only tests).

@@ -181,5 +181,16 @@ import Testing
         #expect(UserAgentFamily.of("WhatsApp/2.23") == "whatsapp")
         #expect(UserAgentFamily.of("Googlebot/2.1") == "bot")
         #expect(UserAgentFamily.of("") == "unknown")
+        // Every branch, case-insensitive, with a needle at the very start and the very end of the agent.
+        let cases = [
+            ("Mozilla/5.0 (compatible; bingbot/2.0)", "bot"), ("SPIDER", "bot"), ("x crawl", "bot"),
+            ("Slack Link Preview", "bot"), ("curl/8.5.0", "tool"), ("Wget/1.21", "tool"), ("python-requests/2", "tool"),
+            ("x wrk", "tool"), ("my curl", "other"), ("WhatsApp/2.23", "whatsapp"),
+            ("Mozilla/5.0 Chrome/120 Safari/537.36 Edg/120.0", "edge"),
+            ("Mozilla/5.0 Gecko/20100101 Firefox/130.0", "firefox"),
+            ("Chromium/119", "chrome"), ("Mozilla/5.0 (iPhone) Version/17.0 Mobile Safari/604.1", "safari"),
+            ("Mozilla/5.0", "other"), ("b", "other"), ("bo", "other"), ("🙂 bot", "bot"), ("Ärger", "other"),
+        ]
+        for (agent, family) in cases { #expect(UserAgentFamily.of(agent) == family, "\(agent)") }
     }
 }

@@ -439,6 +439,44 @@ import Testing
         }
     }
 
+    /// A full click buffer refuses (the fast path then leaves the request to the router), and the router's redirect
+    /// waits for the flush to make room instead of losing the click, however long a working flush takes. Only while
+    /// the flush fails, and after the patience, is a click dropped.
+    @Test func aFullClickBufferWaitsForTheFlush() async throws {
+        try await withKit(.sqlite) { kit in
+            let anna = try await advocate(kit)
+            let clicks = ClickRecorder(
+                store: kit.store, limit: 2, patience: .milliseconds(200), logger: Engine.logger)
+            @Sendable func click() -> Bool {
+                clicks.record(
+                    workspaceID: kit.shop.id, advocateID: anna.id, at: kit.clock.now(), ip: "198.51.100.7",
+                    userAgent: "Mozilla/5.0 Firefox/130.0")
+            }
+            @Sendable func waitingClick() async {
+                await clicks.recordWaiting(
+                    workspaceID: kit.shop.id, advocateID: anna.id, at: kit.clock.now(), ip: "198.51.100.7",
+                    userAgent: "Mozilla/5.0 Firefox/130.0")
+            }
+            #expect(click() && click())
+            #expect(!click())
+            #expect(clicks.waiting == 2)
+            // Longer than the patience: a working flush is waited for, nothing is dropped.
+            async let waited: Void = waitingClick()
+            try await Task.sleep(for: .milliseconds(400))
+            #expect(clicks.redirectsWaiting == 1 && clicks.dropped == 0)
+            try await clicks.flush()
+            await waited
+            #expect(clicks.waiting == 1 && clicks.redirectsWaiting == 0 && clicks.dropped == 0)
+            #expect(click())
+            // The database takes nothing: the flush fails and keeps its clicks, and a waiting click is dropped.
+            _ = try await kit.store.db.execute("DROP TABLE referral_clicks")
+            await #expect(throws: (any Error).self) { try await clicks.flush() }
+            #expect(clicks.waiting == 2)
+            await waitingClick()
+            #expect(clicks.dropped == 1 && clicks.redirectsWaiting == 0 && clicks.waiting == 2)
+        }
+    }
+
     @Test(arguments: Engine.available)
     func blockingInReviewVoidsAndErasureRevokesThePage(engine: Engine) async throws {
         try await withKit(engine) { kit in

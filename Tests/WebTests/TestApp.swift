@@ -20,23 +20,29 @@ struct TestApp {
     let client: any TestClientProtocol
     var store: Store { runtime.store }
 
+    /// `live`: through a real server on a free port (the fast path, the connection handling) rather than straight
+    /// into the router. `environment` adds to or overrides the configuration.
     static func run(
         _ engine: Engine = .sqlite, clock: ManualClock = ManualClock(Date(timeIntervalSince1970: 1_790_000_000)),
+        live: Bool = false, environment: [String: String] = [:],
         _ body: @Sendable (TestApp) async throws -> Void
     ) async throws {
         try await engine.withDatabaseURL { url in
             let dataDir = FileManager.default.temporaryDirectory.appendingPathComponent("rcp-data-\(UUID().uuidString)")
                 .path
             defer { try? FileManager.default.removeItem(atPath: dataDir) }
-            let config = try await AppConfig.load(environment: [
-                "RECIPROCITY_DATABASE_URL": url, "RECIPROCITY_DATA_DIR": dataDir, "RECIPROCITY_BCRYPT_COST": "4",
-                "RECIPROCITY_BASE_URL": "https://shop.example", "RECIPROCITY_LOG_LEVEL": "error",
-                "RECIPROCITY_MAX_BODY_BYTES": "65536",
-            ])
+            let config = try await AppConfig.load(
+                environment: [
+                    "RECIPROCITY_DATABASE_URL": url, "RECIPROCITY_DATA_DIR": dataDir, "RECIPROCITY_BCRYPT_COST": "4",
+                    "RECIPROCITY_BASE_URL": "https://shop.example", "RECIPROCITY_LOG_LEVEL": "error",
+                    "RECIPROCITY_MAX_BODY_BYTES": "65536",
+                ].merging(environment) { _, given in given })
             let runtime = try await Runtime.open(config, clock: clock, random: SeededRandom(seed: 77))
             let app = try await buildApplication(runtime: runtime, workers: false)
             do {
-                try await app.test(.router) { client in try await body(TestApp(runtime: runtime, client: client)) }
+                try await app.test(live ? .live : .router) { client in
+                    try await body(TestApp(runtime: runtime, client: client))
+                }
                 await runtime.close()
             } catch {
                 await runtime.close()

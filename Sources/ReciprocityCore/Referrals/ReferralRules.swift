@@ -245,16 +245,28 @@ public enum Pseudonym {
 
 /// A user agent reduced to its family, the only part of it a click keeps.
 public enum UserAgentFamily {
+    /// Byte-wise on the ASCII-lowercased agent: every click is classified at the flush, and Foundation's `contains`
+    /// on `String` cost tens of microseconds per agent (docs/decisions/0011-event-loop-routes.md).
     public static func of(_ ua: String) -> String {
-        let u = ua.lowercased()
-        if u.isEmpty { return "unknown" }
-        if u.contains("bot") || u.contains("spider") || u.contains("crawl") || u.contains("preview") { return "bot" }
-        if u.hasPrefix("curl") || u.hasPrefix("wget") || u.hasPrefix("python") || u.contains("wrk") { return "tool" }
-        if u.contains("whatsapp") { return "whatsapp" }
-        if u.contains("edg/") { return "edge" }
-        if u.contains("firefox") { return "firefox" }
-        if u.contains("chrome") || u.contains("chromium") { return "chrome" }
-        if u.contains("safari") { return "safari" }
+        if ua.isEmpty { return "unknown" }
+        var u = Array(ua.utf8)
+        for i in u.indices where (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(u[i]) { u[i] |= 0x20 }
+        func has(_ needle: StaticString) -> Bool {
+            let n = UnsafeBufferPointer(start: needle.utf8Start, count: needle.utf8CodeUnitCount)
+            guard n.count <= u.count else { return false }
+            return (0...(u.count - n.count)).contains { i in n.indices.allSatisfy { u[i + $0] == n[$0] } }
+        }
+        func starts(_ needle: StaticString) -> Bool {
+            let n = UnsafeBufferPointer(start: needle.utf8Start, count: needle.utf8CodeUnitCount)
+            return u.starts(with: n)
+        }
+        if has("bot") || has("spider") || has("crawl") || has("preview") { return "bot" }
+        if starts("curl") || starts("wget") || starts("python") || has("wrk") { return "tool" }
+        if has("whatsapp") { return "whatsapp" }
+        if has("edg/") { return "edge" }
+        if has("firefox") { return "firefox" }
+        if has("chrome") || has("chromium") { return "chrome" }
+        if has("safari") { return "safari" }
         return "other"
     }
 }

@@ -38,6 +38,15 @@ struct SystemRoutes {
         }
     }
 
+    /// The bare redirect on the fast path too: it is the reference the referral redirect is measured against, so
+    /// both take the same way through the server.
+    func fastRoutes() -> [FastRoute] {
+        let response = FastPath.prepare(
+            HTTPResponse(status: .found, headerFields: [.location: env.baseURL + "/"]),
+            path: SiteURL.Route.bareRedirect.rawValue)
+        return [FastRoute(path: SiteURL.Route.bareRedirect.rawValue) { _ in response }]
+    }
+
     /// Ready when the database answers and every migration this binary knows has been applied.
     func readiness() async throws -> Response {
         struct Status: Encodable {
@@ -63,6 +72,9 @@ struct SystemRoutes {
 
     /// Queue depth per state, sampled when Prometheus scrapes.
     func sampleGauges() async {
+        if let clicks = env.referrals?.clicks {
+            Gauge(label: "reciprocity_referral_clicks_waiting").record(clicks.waiting)
+        }
         guard let counts = try? await env.store.jobCounts(workspaceID: nil) else { return }
         for (state, n) in counts {
             Gauge(label: "reciprocity_jobs", dimensions: [("state", state.rawValue)]).record(n)

@@ -7,27 +7,28 @@ import Synchronization
 
 /// Gives every request an id (the caller's `X-Request-Id` if sane), puts it in the logs and the response.
 struct RequestIDMiddleware: RouterMiddleware {
+    static let header = HTTPField.Name("X-Request-Id")!
     let ids: RequestIDs
-
-    init(random: any RandomSource) { ids = RequestIDs(random: random) }
 
     func handle(_ request: Request, context: AppContext, next: (Request, AppContext) async throws -> Response)
         async throws -> Response
     {
         var context = context
-        let given = request.headers[HTTPField.Name("X-Request-Id")!]
-        let id =
-            if let given, (8...64).contains(given.count), given.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" })
-            {
-                given
-            } else {
-                ids.next()
-            }
+        let id = Self.id(given: request.headers[Self.header], ids: ids)
         context.requestID = id
         context.logger[metadataKey: "request_id"] = "\(id)"
         var response = try await next(request, context)
-        response.headers[HTTPField.Name("X-Request-Id")!] = id
+        response.headers[Self.header] = id
         return response
+    }
+
+    /// The caller's id when it is 8 to 64 letters, digits and hyphens; otherwise a new one.
+    static func id(given: String?, ids: RequestIDs) -> String {
+        if let given, (8...64).contains(given.count), given.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" }) {
+            given
+        } else {
+            ids.next()
+        }
     }
 }
 
@@ -104,25 +105,30 @@ struct SecurityHeadersMiddleware: RouterMiddleware {
         async throws -> Response
     {
         var response = try await next(request, context)
-        response.headers[Self.contentTypeOptions] = "nosniff"
+        Self.apply(to: &response.headers, path: request.uri.path[...])
+        return response
+    }
+
+    /// The headers for a response on `path` (also used by the fast path, docs/decisions/0011-event-loop-routes.md).
+    static func apply(to headers: inout HTTPFields, path: Substring) {
+        headers[Self.contentTypeOptions] = "nosniff"
         // A route that sets a stricter policy (the referral redirect and personal page: no-referrer) keeps it.
-        if response.headers[Self.referrerPolicy] == nil { response.headers[Self.referrerPolicy] = "same-origin" }
-        if request.uri.path.hasPrefix("/admin") {
+        if headers[Self.referrerPolicy] == nil { headers[Self.referrerPolicy] = "same-origin" }
+        if path.hasPrefix("/admin") {
             // A route that sets its own policy (the sandboxed mail HTML, framed by the outbox page) keeps it.
-            if response.headers[.contentSecurityPolicy] == nil {
-                response.headers[HTTPField.Name("X-Frame-Options")!] = "DENY"
-                response.headers[.contentSecurityPolicy] =
+            if headers[.contentSecurityPolicy] == nil {
+                headers[HTTPField.Name("X-Frame-Options")!] = "DENY"
+                headers[.contentSecurityPolicy] =
                     "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'"
             }
-            response.headers[.cacheControl] = "no-store"
-        } else if response.headers[.contentSecurityPolicy] == nil,
-            response.headers[.contentType]?.hasPrefix("text/html") == true
+            headers[.cacheControl] = "no-store"
+        } else if headers[.contentSecurityPolicy] == nil,
+            headers[.contentType]?.hasPrefix("text/html") == true
         {
             // Public pages (review form, unsubscribe, preferences): no script at all, and not framable.
-            response.headers[HTTPField.Name("X-Frame-Options")!] = "DENY"
-            response.headers[.contentSecurityPolicy] =
+            headers[HTTPField.Name("X-Frame-Options")!] = "DENY"
+            headers[.contentSecurityPolicy] =
                 "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
         }
-        return response
     }
 }

@@ -12,7 +12,7 @@ import Metrics
 /// request instead of one (docs/decisions/0007-request-path-costs.md). A streamed body's duration is therefore the
 /// time to its head.
 struct RequestMetricsMiddleware: RouterMiddleware {
-    let cache = RequestMetricsCache()
+    let cache: RequestMetricsCache
 
     func handle(_ request: Request, context: AppContext, next: (Request, AppContext) async throws -> Response)
         async throws -> Response

@@ -45,7 +45,7 @@ struct ReferralPages: Sendable {
             let resolved = try await referrals.targets.resolve(code: code), resolved.target.programme.active
         else { throw DomainError.notFound("Referral link") }
         let target = resolved.target
-        referrals.clicks.record(
+        await referrals.clicks.recordWaiting(
             workspaceID: target.workspaceID, advocateID: target.advocateID, at: env.clock.now(),
             ip: env.clientIP(request, context), userAgent: request.headers[.userAgent] ?? "")
         if target.programme.landingPage {
@@ -63,6 +63,12 @@ struct ReferralPages: Sendable {
             r.headers[Self.referrerPolicy] = "no-referrer"
             return r
         }
+        return Response(status: .found, headers: redirectHeaders(resolved))
+    }
+
+    /// The 302 to the shop, with the referral cookie when the merchant enabled it.
+    func redirectHeaders(_ resolved: RedirectCache.Resolved) -> HTTPFields {
+        let target = resolved.target
         var headers: HTTPFields = [
             .location: resolved.location, .cacheControl: "no-store", Self.referrerPolicy: "no-referrer",
         ]
@@ -71,7 +77,46 @@ struct ReferralPages: Sendable {
                 "rcp_ref=\(target.code); Max-Age=\(target.programme.attributionDays * 86_400); Path=/; SameSite=Lax"
                 + (env.secureCookies ? "; Secure" : "")
         }
-        return Response(status: .found, headers: headers)
+        return headers
+    }
+
+    /// The redirect on the event loop (docs/decisions/0011-event-loop-routes.md) when the code's target is cached and
+    /// needs no landing page; otherwise `redirect` answers through the router and fills the cache.
+    func fastRoutes() -> [FastRoute] {
+        guard let referrals = env.referrals else { return [] }
+        return [
+            FastRoute(path: SiteURL.Route.referralRedirect.rawValue) { request in
+                guard let code = ReferralCode.normalize(String(request.parameter)),
+                    let (resolved, prepared) = referrals.targets.cached(
+                        code: code,
+                        prepare: {
+                            PreparedRedirect(
+                                FastPath.prepare(
+                                    HTTPResponse(status: .found, headerFields: redirectHeaders($0)),
+                                    path: SiteURL.referralRedirect(code: $0.target.code).path))
+                        }),
+                    let response = (prepared as? PreparedRedirect)?.response,
+                    resolved.target.programme.active, !resolved.target.programme.landingPage
+                else { return nil }
+                let target = resolved.target
+                // A full click buffer: the router's redirect waits for room, so the friend is still sent on and the
+                // click is not lost.
+                guard
+                    referrals.clicks.record(
+                        workspaceID: target.workspaceID, advocateID: target.advocateID, at: env.clock.now(),
+                        ip: env.clientIP(
+                            peer: request.peerIP, forwardedFor: request.headers[WebEnvironment.forwardedFor]),
+                        userAgent: request.headers[.userAgent] ?? "")
+                else { return nil }
+                return response
+            }
+        ]
+    }
+
+    /// The fast path's answer for a cached code, kept in the redirect cache's entry.
+    final class PreparedRedirect: Sendable {
+        let response: HTTPResponse
+        init(_ response: HTTPResponse) { self.response = response }
     }
 
     // MARK: Joining

@@ -1,0 +1,256 @@
+import Foundation
+import HTTPTypes
+import HummingbirdTesting
+import NIOCore
+import NIOPosix
+import Storage
+import TestSupport
+import Testing
+
+@testable import Web
+
+/// The redirects answered on the event loop (docs/decisions/0011-event-loop-routes.md) answer exactly what the router
+/// answers, count and record the same, keep pipelined responses in order, and leave what they cannot answer to the
+/// router. Serialized: the fast path counter is process-wide.
+@Suite(.serialized) struct FastPathTests {
+    static let target = "https://kaffee.example/bohnen?utm_source=ref"
+
+    /// A workspace with an active programme and one advocate; returns the API key and the advocate's code.
+    static func programme(_ app: TestApp, slug: String = "shop", extra: String = "") async throws -> (String, String) {
+        let (_, key) = try await app.workspaceWithKey(slug)
+        try #require(
+            try await app.request(
+                .put, "/api/v1/referrals/programme", key: key,
+                json: #"{"active":true,"target_url":"\#(target)"\#(extra)}"#
+            ).status == .ok)
+        try #require(
+            try await app.request(.put, "/api/v1/orders/A-1", key: key, json: orderJSON(status: "delivered")).status
+                == .created)
+        let joined = try await app.request(
+            .post, "/api/v1/referrals/advocates", key: key,
+            json: #"{"email":"anna@example.com","consent_text":"Ja, ich mache mit."}"#)
+        try #require(joined.status == .created, "\(joined.text)")
+        return (key, try #require(try joined.json()["code"] as? String))
+    }
+
+    /// `reciprocity_http_fast_path_total` for a route, from `/metrics`.
+    static func answered(_ app: TestApp, route: String) async throws -> Int {
+        let text = try await app.request(.get, "/metrics").text
+        let prefix = #"reciprocity_http_fast_path_total{http_route="\#(route)"} "#
+        return text.split(separator: "\n").first { $0.hasPrefix(prefix) }.flatMap { Int($0.dropFirst(prefix.count)) }
+            ?? 0
+    }
+
+    /// The response's header fields without the request id (new per request) and the date (checked apart).
+    static func fields(_ response: TestResponse) -> [String] {
+        response.headers.filter { $0.name != HTTPField.Name("X-Request-Id")! && $0.name != .date }
+            .map { "\($0.name): \($0.value)" }.sorted()
+    }
+
+    /// The `Date` header, within a few seconds of now.
+    static func hasCurrentDate(_ response: TestResponse) -> Bool {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "GMT")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
+        guard let text = response.headers[.date], let date = formatter.date(from: text) else { return false }
+        return abs(date.timeIntervalSinceNow) < 5 && formatter.string(from: date) == text
+    }
+
+    @Test func httpDatesAreIMFFixdates() {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "GMT")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
+        #expect(HTTPDate.format(epochSeconds: 784_111_777) == "Sun, 06 Nov 1994 08:49:37 GMT")
+        for seconds: Int64 in [0, -1, 59, 86_399, 86_400, 951_782_400, 1_709_164_800, 1_790_000_000, 4_102_444_799] {
+            let expected = formatter.string(from: Date(timeIntervalSince1970: TimeInterval(seconds)))
+            #expect(HTTPDate.format(epochSeconds: seconds) == expected, "\(seconds)")
+        }
+    }
+
+    @Test func routesMatchOnePlainSegment() {
+        let referral = FastRoute(path: "/r/{code}") { _ in nil }
+        #expect(referral.match("/r/ANNA-7K3Q") == "ANNA-7K3Q")
+        #expect(referral.match("/r/anna_7") == "anna_7")
+        for path in ["/r/", "/r", "/r/A/B", "/r/%41NNA", "/r/ANNA.7", "/x/ANNA", "/rr/ANNA", "/r/ÄNNA", "//r/ANNA"] {
+            #expect(referral.match(path[...]) == nil, "\(path)")
+        }
+        let suffixed = FastRoute(path: "/a/{id}/b") { _ in nil }
+        #expect(suffixed.match("/a/42/b") == "42")
+        #expect(suffixed.match("/a//b") == nil && suffixed.match("/a/42/c") == nil && suffixed.match("/a/4/2/b") == nil)
+        let bare = FastRoute(path: "/_/redirect") { _ in nil }
+        #expect(bare.match("/_/redirect") == "")
+        #expect(bare.match("/_/redirect/") == nil && bare.match("/_/redirec") == nil)
+    }
+
+    @Test func referralRedirectAnswersAsTheRouterDoes() async throws {
+        try await TestApp.run(live: true) { app in
+            let (_, code) = try await Self.programme(app)
+            let before = try await Self.answered(app, route: "/r/{code}")
+            // The first request fills the cache through the router; the second is answered on the event loop.
+            let routed = try await app.request(.get, "/r/\(code)", headers: [.userAgent: "Mozilla/5.0 Firefox/130.0"])
+            #expect(try await Self.answered(app, route: "/r/{code}") == before)
+            let fast = try await app.request(
+                .get, "/r/\(code)?utm_campaign=x", headers: [.userAgent: "Mozilla/5.0 Firefox/130.0"])
+            #expect(try await Self.answered(app, route: "/r/{code}") == before + 1)
+            #expect(routed.status == .found && fast.status == .found)
+            #expect(fast.headers[.location] == Self.target + "&ref=\(code)")
+            #expect(Self.fields(fast) == Self.fields(routed))
+            #expect(Self.fields(fast).contains("X-Content-Type-Options: nosniff"))
+            #expect(Self.fields(fast).contains("Referrer-Policy: no-referrer"))
+            #expect(Self.fields(fast).contains("Server: reciprocity"))
+            #expect(Self.hasCurrentDate(fast) && Self.hasCurrentDate(routed))
+            // A sane request id of the caller is echoed, a new one made otherwise.
+            let given = try await app.request(
+                .get, "/r/\(code)", headers: [HTTPField.Name("X-Request-Id")!: "abc-123-def"])
+            #expect(given.headers[HTTPField.Name("X-Request-Id")!] == "abc-123-def")
+            #expect(fast.headers[HTTPField.Name("X-Request-Id")!]?.count ?? 0 >= 8)
+            // Every answer is a click, whichever way it went; both counted in the request metrics.
+            try await app.runtime.referrals.clicks.flush()
+            let clicks = try await app.store.db.scalar("SELECT COUNT(*) FROM referral_clicks")
+            #expect(clicks == 3)
+            let metrics = try await app.request(.get, "/metrics").text
+            let requests = metrics.split(separator: "\n").first {
+                $0.hasPrefix("hb_requests{") && $0.contains(#"http_route="/r/{code}""#)
+                    && $0.contains(#"http_response_status_code="302""#)
+            }
+            #expect(requests.map { $0.hasSuffix(" 3") } == true, "\(requests ?? "no series")")
+            // Unknown, malformed and lower-case codes go to the router: a 404 page, or the same redirect.
+            #expect(try await app.request(.get, "/r/NOPE-0000").status == .notFound)
+            #expect(
+                try await app.request(.get, "/r/\(code.lowercased())").headers[.location] == fast.headers[.location])
+            #expect(try await app.request(.get, "/r/%41NNA").status == .notFound)
+        }
+    }
+
+    @Test func cookieAndLandingPageSettingsHold() async throws {
+        try await TestApp.run(live: true) { app in
+            let (_, code) = try await Self.programme(app, extra: #","cookie":true"#)
+            let first = try await app.request(.get, "/r/\(code)")
+            let second = try await app.request(.get, "/r/\(code)")
+            #expect(second.headers[.setCookie] == first.headers[.setCookie])
+            #expect(second.headers[.setCookie]?.hasPrefix("rcp_ref=\(code);") == true)
+            #expect(second.headers[.setCookie]?.hasSuffix("; Secure") == true)
+            // With the landing page on, the friend sees the page: the router renders it every time.
+            let (key2, code2) = try await Self.programme(app, slug: "zwei", extra: #","landing_page":true"#)
+            _ = key2
+            let before = try await Self.answered(app, route: "/r/{code}")
+            for _ in 0..<2 {
+                let page = try await app.request(.get, "/r/\(code2)")
+                #expect(page.status == .ok)
+                #expect(page.headers[.contentType]?.hasPrefix("text/html") == true)
+            }
+            #expect(try await Self.answered(app, route: "/r/{code}") == before)
+        }
+    }
+
+    @Test func bareRedirectIsTheSameWithAndWithoutTheFastPath() async throws {
+        let answers = Answers()
+        for enabled in [true, false] {
+            try await TestApp.run(live: true, environment: ["RECIPROCITY_HTTP_FAST_PATH": "\(enabled)"]) { app in
+                let before = try await Self.answered(app, route: "/_/redirect")
+                let response = try await app.request(.get, "/_/redirect")
+                #expect(response.status == .found)
+                #expect(try await Self.answered(app, route: "/_/redirect") == before + (enabled ? 1 : 0))
+                answers.add(Self.fields(response))
+            }
+        }
+        let both = answers.all
+        #expect(both.count == 2 && both[0] == both[1])
+        #expect(both.first?.contains("Location: https://shop.example/") == true)
+    }
+
+    /// Requests the fast path leaves to the router: a body, another method, `Connection: close`, and whatever
+    /// follows a `Connection: close` on the same connection (Hummingbird reads no further request there).
+    @Test func bodiesMethodsAndClosingGoToTheRouter() async throws {
+        try await TestApp.run(live: true) { app in
+            let before = try await Self.answered(app, route: "/_/redirect")
+            let withBody = try await app.request(.get, "/_/redirect", json: "{}")
+            #expect(withBody.status == .found)
+            #expect(try await Self.answered(app, route: "/_/redirect") == before)
+            // The next request on the connection is the fast path's again.
+            #expect(try await app.request(.get, "/_/redirect").status == .found)
+            let fast = try await Self.answered(app, route: "/_/redirect")
+            #expect(fast == before + 1)
+            let port = try #require(app.client.port)
+            let body = try await Self.exchange(
+                port: port, "GET /_/redirect HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nab")
+            #expect(body.hasPrefix("HTTP/1.1 302 Found"))
+            let head = try await Self.exchange(
+                port: port, "HEAD /_/redirect HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            #expect(head.hasPrefix("HTTP/1.1 "))
+            let closing = try await Self.exchange(
+                port: port,
+                "GET /_/redirect HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                    + "GET /_/redirect HTTP/1.1\r\nHost: x\r\n\r\n")
+            #expect(closing.components(separatedBy: "HTTP/1.1 302").count == 2, "\(closing)")
+            // The same after the answer to `Connection: close` has been read: the next request on that connection
+            // is not answered (and not counted) any more. (Hummingbird also stops asking the connection for more
+            // input then, so this holds even without the handler's `routerOnly`; it guards the behaviour.)
+            let channel = try await Self.connect(port: port)
+            try await channel.executeThenClose { inbound, outbound in
+                try await outbound.write(
+                    ByteBuffer(string: "GET /_/redirect HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+                var text = ""
+                for try await chunk in inbound {
+                    text += String(buffer: chunk)
+                    if text.contains("\r\n\r\n") { break }
+                }
+                #expect(text.hasPrefix("HTTP/1.1 302"))
+                try await outbound.write(ByteBuffer(string: "GET /_/redirect HTTP/1.1\r\nHost: x\r\n\r\n"))
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            #expect(try await Self.answered(app, route: "/_/redirect") == fast)
+        }
+    }
+
+    /// Pipelined requests: a request for the router (`/readyz` waits for the database), then a fast one, then one that
+    /// closes the connection. The answers must come in the same order, so the fast one waits for the router.
+    @Test func pipelinedAnswersKeepTheirOrder() async throws {
+        try await TestApp.run(live: true) { app in
+            let port = try #require(app.client.port)
+            let text = try await Self.exchange(
+                port: port,
+                "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n" + "GET /_/redirect HTTP/1.1\r\nHost: x\r\n\r\n"
+                    + "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            // A status line follows the previous body directly (no line break after a body).
+            let statuses = text.matches(of: /HTTP\/1\.1 \d{3}/).map { String(text[$0.range]) }
+            #expect(statuses == ["HTTP/1.1 200", "HTTP/1.1 302", "HTTP/1.1 200"], "\(text)")
+            #expect(text.contains(#""status":"ready""#))
+            #expect(text.hasSuffix("ok\n"))
+            // `Connection: close` is the router's to honour: it answers, then closes.
+            let alone = try await Self.exchange(
+                port: port, "GET /_/redirect HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            #expect(alone.hasPrefix("HTTP/1.1 302 Found"))
+        }
+    }
+
+    static func connect(port: Int) async throws -> NIOAsyncChannel<ByteBuffer, ByteBuffer> {
+        try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connect(host: "127.0.0.1", port: port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                }
+            }
+    }
+
+    /// Writes `request` on a new connection and reads until the server closes it.
+    static func exchange(port: Int, _ request: String) async throws -> String {
+        let channel = try await connect(port: port)
+        return try await channel.executeThenClose { inbound, outbound in
+            try await outbound.write(ByteBuffer(string: request))
+            var text = ""
+            for try await chunk in inbound { text += String(buffer: chunk) }
+            return text
+        }
+    }
+}
+
+/// Answers gathered across two test apps.
+final class Answers: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [[String]] = []
+    func add(_ item: [String]) { lock.withLock { items.append(item) } }
+    var all: [[String]] { lock.withLock { items } }
+}
