@@ -93,27 +93,13 @@ fi
 # ---------------------------------------------------------------- tools
 
 install_missing() {
-    local need=()
-    command -v wrk >/dev/null 2>&1 || need+=(wrk)
-    command -v curl >/dev/null 2>&1 || need+=(curl)
-    if ((NGINX)) && ! command -v nginx >/dev/null 2>&1 && [[ ! -x /usr/sbin/nginx ]]; then need+=(nginx); fi
-    ((${#need[@]})) || return 0
-    [[ "$(id -u)" == 0 ]] || die "missing ${need[*]}: install them (apt-get install ${need[*]}) or run as root"
-    log "apt-get install ${need[*]}"
-    # Keep the nginx package from starting its own daemon on port 80: we run our own.
-    local policy=/usr/sbin/policy-rc.d made_policy=0
-    if [[ ! -e "$policy" ]]; then
-        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 0755 "$policy" && made_policy=1
-    fi
-    local rc=0
-    {
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null &&
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-                -o DPkg::Lock::Timeout=300 "${need[@]}" </dev/null >/dev/null
-    } || rc=$?
-    ((made_policy)) && rm -f "$policy"
-    ((rc == 0)) || die "apt-get install ${need[*]} failed"
+    local need=(wrk curl)
+    ((NGINX)) && need+=(nginx)
+    # shellcheck disable=SC2046
+    bench_install $(bench_missing "${need[@]}") || die "could not install what the benchmark needs"
 }
+# shellcheck source=scripts/lib/bench-tools.sh
+source scripts/lib/bench-tools.sh
 install_missing
 NGINX_BIN=$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)
 

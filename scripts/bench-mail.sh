@@ -111,29 +111,10 @@ install_missing() {
     local need=()
     [[ -n "$(find_postfix_tool smtp-sink)" && -n "$(find_postfix_tool smtp-source)" ]] || need+=(postfix)
     command -v python3 >/dev/null 2>&1 || need+=(python3)
-    ((${#need[@]})) || return 0
-    [[ "$(id -u)" == 0 ]] || die "missing ${need[*]}: install them (apt-get install ${need[*]}) or run as root"
-    log "apt-get install ${need[*]}"
-    # postfix asks what kind of mail server this is: none. Its package must not start a daemon either.
-    if [[ " ${need[*]} " == *" postfix "* ]]; then
-        printf '%s\n' \
-            "postfix postfix/main_mailer_type select No configuration" \
-            "postfix postfix/mailname string localhost" | debconf-set-selections ||
-            die "debconf-set-selections failed"
-    fi
-    local policy=/usr/sbin/policy-rc.d made_policy=0
-    if [[ ! -e "$policy" ]]; then
-        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 0755 "$policy" && made_policy=1
-    fi
-    local rc=0
-    {
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null &&
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-                -o DPkg::Lock::Timeout=300 "${need[@]}" </dev/null >/dev/null
-    } || rc=$?
-    ((made_policy)) && rm -f "$policy"
-    ((rc == 0)) || die "apt-get install ${need[*]} failed"
+    bench_install "${need[@]}" || die "could not install ${need[*]}"
 }
+# shellcheck source=scripts/lib/bench-tools.sh
+source scripts/lib/bench-tools.sh
 install_missing
 SINK_BIN=$(find_postfix_tool smtp-sink)
 SOURCE_BIN=$(find_postfix_tool smtp-source)

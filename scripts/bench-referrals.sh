@@ -19,9 +19,10 @@ DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 ENGINE=${ENGINE:-sqlite}
-for tool in wrk nginx curl; do
-    command -v "$tool" >/dev/null || [[ -x /usr/sbin/$tool ]] || apt-get install -y -qq "$tool" >/dev/null
-done
+# shellcheck source=scripts/lib/bench-tools.sh
+source scripts/lib/bench-tools.sh
+# shellcheck disable=SC2046
+bench_install $(bench_missing wrk nginx curl)
 NGINX_BIN=$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)
 # shellcheck source=scripts/lib/release-build.sh
 source scripts/lib/release-build.sh

@@ -18,7 +18,10 @@ DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 ORDERS=${ORDERS:-100000}
-command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null; }
+# shellcheck source=scripts/lib/bench-tools.sh
+source scripts/lib/bench-tools.sh
+# shellcheck disable=SC2046
+bench_install $(bench_missing wrk curl)
 # shellcheck source=scripts/lib/release-build.sh
 source scripts/lib/release-build.sh
 if [[ -z "${NO_BUILD:-}" ]]; then release_build --product reciprocity >&2; fi

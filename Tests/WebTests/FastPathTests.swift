@@ -185,22 +185,6 @@ import Testing
                 "GET /_/redirect HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
                     + "GET /_/redirect HTTP/1.1\r\nHost: x\r\n\r\n")
             #expect(closing.components(separatedBy: "HTTP/1.1 302").count == 2, "\(closing)")
-            // The same after the answer to `Connection: close` has been read: the next request on that connection
-            // is not answered (and not counted) any more. (Hummingbird also stops asking the connection for more
-            // input then, so this holds even without the handler's `routerOnly`; it guards the behaviour.)
-            let channel = try await Self.connect(port: port)
-            try await channel.executeThenClose { inbound, outbound in
-                try await outbound.write(
-                    ByteBuffer(string: "GET /_/redirect HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
-                var text = ""
-                for try await chunk in inbound {
-                    text += String(buffer: chunk)
-                    if text.contains("\r\n\r\n") { break }
-                }
-                #expect(text.hasPrefix("HTTP/1.1 302"))
-                try await outbound.write(ByteBuffer(string: "GET /_/redirect HTTP/1.1\r\nHost: x\r\n\r\n"))
-                try await Task.sleep(for: .milliseconds(200))
-            }
             #expect(try await Self.answered(app, route: "/_/redirect") == fast)
         }
     }
