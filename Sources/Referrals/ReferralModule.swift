@@ -166,6 +166,9 @@ public final class ClickRecorder: Sendable {
         var failing = false
     }
     private let pending = Mutex(Pending())
+    /// One flush at a time, so that a flush returns only once every click recorded before it is written (a second
+    /// flush that found the buffer emptied by a running one used to return while that one was still writing).
+    private let flushing = AsyncLock()
     private let store: Store
     private let logger: Logger
     /// At most this many clicks wait for the flush; beyond it the redirect waits for room (`recordWaiting`), so that
@@ -234,8 +237,13 @@ public final class ClickRecorder: Sendable {
     /// Redirects waiting for room in the buffer.
     public var redirectsWaiting: Int { pending.withLock { $0.waiters } }
 
-    /// Writes the clicks gathered so far; on failure they are put back for the next flush.
+    /// Writes the clicks gathered so far, after any flush already running; on failure they are put back for the next
+    /// flush.
     public func flush() async throws {
+        try await flushing.withLock { try await flushBuffer() }
+    }
+
+    private func flushBuffer() async throws {
         let (batch, dropped) = pending.withLock {
             let taken = ($0.raw, $0.droppedUnreported)
             $0.raw.removeAll(keepingCapacity: true)

@@ -477,6 +477,39 @@ import Testing
         }
     }
 
+    /// Two flushes at once (the periodic one, and one at shutdown): the second returns only once the first has written
+    /// what it took. (It returned at once, finding the buffer empty, and a click seemed lost.)
+    @Test func aFlushWaitsForTheOneRunning() async throws {
+        try await withKit(.sqlite) { kit in
+            let anna = try await advocate(kit)
+            let clicks = ClickRecorder(store: kit.store, logger: Engine.logger)
+            #expect(
+                clicks.record(
+                    workspaceID: kit.shop.id, advocateID: anna.id, at: kit.clock.now(), ip: "198.51.100.7",
+                    userAgent: "Mozilla/5.0 Firefox/130.0"))
+            // A transaction holds the writer, so the first flush takes the click and then waits to write it.
+            let (held, holding) = AsyncStream<Void>.makeStream()
+            let (gate, open) = AsyncStream<Void>.makeStream()
+            let writer = Task {
+                try await kit.store.db.transaction { _ in
+                    holding.yield()
+                    for await _ in gate {}
+                    return 0
+                }
+            }
+            for await _ in held { break }
+            let first = Task { try await clicks.flush() }
+            try await waitUntil("the first flush took the click") { clicks.waiting == 0 }
+            let release = Task {
+                try await Task.sleep(for: .milliseconds(200))
+                open.finish()
+            }
+            try await clicks.flush()
+            #expect(try await kit.store.db.scalar("SELECT COUNT(*) FROM referral_clicks") == 1)
+            _ = try await (writer.value, first.value, release.value)
+        }
+    }
+
     @Test(arguments: Engine.available)
     func blockingInReviewVoidsAndErasureRevokesThePage(engine: Engine) async throws {
         try await withKit(engine) { kit in
