@@ -39,6 +39,8 @@ public struct AppConfig: Sendable {
     public var trustedProxies: Set<String>
     /// Answer the cached redirects on the event loop, before the router (docs/decisions/0011-event-loop-routes.md).
     public var httpFastPath: Bool
+    /// How often the referral clicks gathered in memory are written (their group commit).
+    public var referralClickFlush: Duration
 
     public static func load(environment: [String: String] = ProcessInfo.processInfo.environment) async throws
         -> AppConfig
@@ -106,6 +108,11 @@ public struct AppConfig: Sendable {
                 .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
         publicFormBurst = min(1_000_000, max(1, c.int(forKey: "public.form.burst", default: 20)))
         httpFastPath = c.bool(forKey: "http.fast.path", default: true)
+        let flushMS = c.int(forKey: "referral.click.flush.ms", default: 1000)
+        guard (10...60_000).contains(flushMS) else {
+            throw ConfigError("RECIPROCITY_REFERRAL_CLICK_FLUSH_MS must be from 10 to 60000, got \(flushMS).")
+        }
+        referralClickFlush = .milliseconds(flushMS)
     }
 
     static func parseDatabase(_ url: String) throws -> Database {

@@ -141,7 +141,7 @@ public func buildApplication(runtime: Runtime, workers: Bool = true) async throw
             try await views.flush()
         },
         // The referral clicks' group commit.
-        PeriodicFlush(what: "referral clicks", interval: .seconds(1), logger: runtime.logger) {
+        PeriodicFlush(what: "referral clicks", interval: runtime.config.referralClickFlush, logger: runtime.logger) {
             try await clicks.flush()
         },
     ]

@@ -27,4 +27,14 @@ import Testing
         #expect(await error(["RECIPROCITY_SMTP_URL": "smtp://u:p@mail.example.com:587?tls=starttls"]) == nil)
         #expect(await error([:]) == nil, "no SMTP URL: the development outbox")
     }
+
+    @Test func theClickFlushIntervalIsBounded() async throws {
+        for bad in ["0", "9", "60001"] {
+            let message = try #require(await error(["RECIPROCITY_REFERRAL_CLICK_FLUSH_MS": bad]), "\(bad)")
+            #expect(message.contains("RECIPROCITY_REFERRAL_CLICK_FLUSH_MS must be from 10 to 60000"))
+        }
+        let config = try await AppConfig.load(environment: ["RECIPROCITY_REFERRAL_CLICK_FLUSH_MS": "250"])
+        #expect(config.referralClickFlush == .milliseconds(250))
+        #expect(try await AppConfig.load(environment: [:]).referralClickFlush == .seconds(1))
+    }
 }
