@@ -234,7 +234,7 @@ let package = Package(
         .testTarget(
             name: "WebTests",
             dependencies: [
-                "App", "Web", "Storage", "ReciprocityCore", "Reviews", "TestSupport",
+                "App", "Web", "Storage", "ReciprocityCore", "Reviews", "Referrals", "TestSupport",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

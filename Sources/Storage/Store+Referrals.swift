@@ -1102,12 +1102,36 @@ extension Store {
                     """, p.workspaceID, p.name, p.description, p.imageURL, p.costMinor, p.shippingMinor, p.currency,
                     p.stock, p.active, self.now)[0]
             }
-            let saved = Self.premium(row)
+            var saved = Self.premium(row)
             try await self.audit(
                 tx, workspaceID: p.workspaceID, actor: actor, action: "referrals.premium.save",
                 subject: "premium:\(saved.id)", detail: "stock \(saved.stock)")
+            // Restocked: rewards whose advocate chose this item and waited for stock are queued, oldest first.
+            if id != nil && saved.active && saved.stock > 0 {
+                let waiting = try await tx.query(
+                    """
+                    SELECT f.reward_id FROM referral_fulfilments f JOIN referral_rewards r ON r.id = f.reward_id
+                    JOIN advocates a ON a.id = r.advocate_id
+                    WHERE f.workspace_id = ? AND f.state = 'awaiting_choice' AND a.premium_id = ?
+                    ORDER BY f.created_at, f.reward_id LIMIT ?
+                    """, p.workspaceID, saved.id, saved.stock)
+                for w in waiting {
+                    try await self.queuePremium(tx, rewardID: w.int("reward_id"), premiumID: saved.id)
+                }
+                if !waiting.isEmpty {
+                    saved = Self.premium(
+                        try await tx.query(
+                            "SELECT \(Self.premiumColumns) FROM referral_premiums WHERE id = ?", saved.id)[0])
+                }
+            }
             return saved
         }
+    }
+
+    public func premium(workspaceID: WorkspaceID, id: Int64) async throws -> Premium? {
+        try await db.first(
+            "SELECT \(Self.premiumColumns) FROM referral_premiums WHERE workspace_id = ? AND id = ?", workspaceID, id
+        ).map(Self.premium)
     }
 
     public struct Fulfilment: Sendable, Equatable, Codable {
@@ -1121,6 +1145,7 @@ extension Store {
         public var city: String?
         public var country: String?
         public var createdAt: Date
+        public var shippedAt: Date?
     }
 
     /// The fulfilment list: premiums to send, with the advocate's last shipping address.
@@ -1128,11 +1153,12 @@ extension Store {
         try await db.query(
             """
             SELECT f.reward_id, f.state, p.name AS premium, c.first_name, c.last_name, c.email, f.created_at,
+              f.shipped_at,
               (SELECT o.id FROM orders o WHERE o.contact_id = c.id AND o.shipping_street IS NOT NULL
                 ORDER BY o.id DESC LIMIT 1) AS order_id
             FROM referral_fulfilments f JOIN referral_rewards r ON r.id = f.reward_id
             JOIN contacts c ON c.id = r.contact_id LEFT JOIN referral_premiums p ON p.id = f.premium_id
-            WHERE f.workspace_id = ? ORDER BY f.created_at
+            WHERE f.workspace_id = ? ORDER BY f.created_at, f.reward_id
             """, workspaceID
         ).asyncMap { row in
             var address: SQLRow?
@@ -1148,17 +1174,25 @@ extension Store {
                 street: address?.optionalText("shipping_street"),
                 postalCode: address?.optionalText("shipping_postal_code"),
                 city: address?.optionalText("shipping_city"), country: address?.optionalText("shipping_country"),
-                createdAt: row.date("created_at"))
+                createdAt: row.date("created_at"), shippedAt: row.optionalDate("shipped_at"))
         }
     }
 
+    /// Records that a queued premium went out: 404 for a reward of no premium in this workspace, 409 unless queued.
     public func markFulfilmentShipped(workspaceID: WorkspaceID, rewardID: Int64, actor: String) async throws {
         try await db.transaction { tx in
             guard
                 try await tx.execute(
                     "UPDATE referral_fulfilments SET state = 'shipped', shipped_at = ? WHERE workspace_id = ? AND reward_id = ? AND state = 'queued'",
                     self.now, workspaceID, rewardID) == 1
-            else { throw DomainError.conflict("fulfilment_not_queued", "Only a queued premium can be shipped.") }
+            else {
+                guard
+                    try await tx.first(
+                        "SELECT state FROM referral_fulfilments WHERE workspace_id = ? AND reward_id = ?", workspaceID,
+                        rewardID) != nil
+                else { throw DomainError.notFound("Premium shipment") }
+                throw DomainError.conflict("fulfilment_not_queued", "Only a queued premium can be shipped.")
+            }
             try await self.audit(
                 tx, workspaceID: workspaceID, actor: actor, action: "referrals.premium.shipped",
                 subject: "reward:\(rewardID)")

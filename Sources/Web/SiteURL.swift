@@ -94,6 +94,9 @@ public enum SiteURL: Equatable, Sendable {
     case apiRewardApprove(id: Int64)
     case apiRewardVoid(id: Int64)
     case apiPremiums
+    case apiPremium(id: Int64)
+    case apiFulfilments
+    case apiFulfilmentShipped(rewardID: Int64)
     case apiReferralVouchers
     case apiPayoutExport
     case apiReferralTax
@@ -103,6 +106,8 @@ public enum SiteURL: Equatable, Sendable {
     case adminReferralDecision(id: Int64)
     case adminReward(id: Int64)
     case adminPremiums
+    case adminPremium(id: Int64)
+    case adminFulfilmentShipped(rewardID: Int64)
     case adminPayoutExport
     case adminReferralTax
     case adminFulfilment
@@ -206,6 +211,9 @@ public enum SiteURL: Equatable, Sendable {
         case apiRewardApprove = "/api/v1/referrals/rewards/{id}/approve"
         case apiRewardVoid = "/api/v1/referrals/rewards/{id}/void"
         case apiPremiums = "/api/v1/referrals/premiums"
+        case apiPremium = "/api/v1/referrals/premiums/{id}"
+        case apiFulfilments = "/api/v1/referrals/fulfilments"
+        case apiFulfilmentShipped = "/api/v1/referrals/fulfilments/{id}/shipped"
         case apiReferralVouchers = "/api/v1/referrals/vouchers"
         case apiPayoutExport = "/api/v1/referrals/payouts/export"
         case apiReferralTax = "/api/v1/referrals/tax"
@@ -215,6 +223,8 @@ public enum SiteURL: Equatable, Sendable {
         case adminReferralDecision = "/admin/referrals/{id}/decision"
         case adminReward = "/admin/referrals/rewards/{id}"
         case adminPremiums = "/admin/referrals/premiums"
+        case adminPremium = "/admin/referrals/premiums/{id}"
+        case adminFulfilmentShipped = "/admin/referrals/fulfilments/{id}/shipped"
         case adminPayoutExport = "/admin/referrals/payouts.xml"
         case adminReferralTax = "/admin/referrals/tax.csv"
         case adminFulfilment = "/admin/referrals/fulfilment.csv"
@@ -325,6 +335,9 @@ public enum SiteURL: Equatable, Sendable {
         case .apiRewardApprove: .apiRewardApprove
         case .apiRewardVoid: .apiRewardVoid
         case .apiPremiums: .apiPremiums
+        case .apiPremium: .apiPremium
+        case .apiFulfilments: .apiFulfilments
+        case .apiFulfilmentShipped: .apiFulfilmentShipped
         case .apiReferralVouchers: .apiReferralVouchers
         case .apiPayoutExport: .apiPayoutExport
         case .apiReferralTax: .apiReferralTax
@@ -334,6 +347,8 @@ public enum SiteURL: Equatable, Sendable {
         case .adminReferralDecision: .adminReferralDecision
         case .adminReward: .adminReward
         case .adminPremiums: .adminPremiums
+        case .adminPremium: .adminPremium
+        case .adminFulfilmentShipped: .adminFulfilmentShipped
         case .adminPayoutExport: .adminPayoutExport
         case .adminReferralTax: .adminReferralTax
         case .adminFulfilment: .adminFulfilment
@@ -375,7 +390,8 @@ public enum SiteURL: Equatable, Sendable {
             .advocateCard(let e), .advocatePremium(let e), .advocatePayout(let e):
             e
         case .apiReferralDecision(let id), .apiRewardApprove(let id), .apiRewardVoid(let id),
-            .adminReferralDecision(let id), .adminReward(let id):
+            .adminReferralDecision(let id), .adminReward(let id), .apiPremium(let id), .adminPremium(let id),
+            .apiFulfilmentShipped(let id), .adminFulfilmentShipped(let id):
             String(id)
         default: nil
         }
@@ -557,6 +573,11 @@ public enum SiteURL: Equatable, Sendable {
         case .adminPayoutExport: return .adminPayoutExport
         case .adminReferralTax: return .adminReferralTax
         case .adminFulfilment: return .adminFulfilment
+        case .apiPremium: return id.map { .apiPremium(id: $0) }
+        case .apiFulfilments: return .apiFulfilments
+        case .apiFulfilmentShipped: return id.map { .apiFulfilmentShipped(rewardID: $0) }
+        case .adminPremium: return id.map { .adminPremium(id: $0) }
+        case .adminFulfilmentShipped: return id.map { .adminFulfilmentShipped(rewardID: $0) }
         }
     }
 }

@@ -348,6 +348,28 @@ import Testing
             #expect(try await kit.store.premiums(workspaceID: kit.shop.id).first?.stock == 0)
             let queued = try await kit.store.rewards(workspaceID: kit.shop.id).first { $0.premiumID == mug.id }
             #expect(queued?.valueMinor == 1290)
+            // Restocking two queues the one that waited, oldest first, and one stays in stock.
+            var restocked = mug
+            restocked.stock = 2
+            let saved = try await kit.store.savePremium(restocked, id: mug.id, actor: "t")
+            #expect(saved.stock == 1)
+            let fulfilments = try await kit.store.fulfilments(workspaceID: kit.shop.id)
+            #expect(fulfilments.map(\.state) == ["queued", "queued"])
+            #expect(fulfilments.allSatisfy { $0.premium == "Tasse" && $0.shippedAt == nil })
+            // Shipping is recorded once; a second time, or another workspace's reward, is refused.
+            let first = try #require(fulfilments.first?.rewardID)
+            try await kit.store.markFulfilmentShipped(workspaceID: kit.shop.id, rewardID: first, actor: "t")
+            #expect(try await kit.store.fulfilments(workspaceID: kit.shop.id).first?.shippedAt == kit.clock.now())
+            let again = await #expect(throws: DomainError.self) {
+                try await kit.store.markFulfilmentShipped(workspaceID: kit.shop.id, rewardID: first, actor: "t")
+            }
+            #expect(again?.kind == .conflict)
+            let elsewhere = await #expect(throws: DomainError.self) {
+                try await kit.store.markFulfilmentShipped(
+                    workspaceID: kit.shop.id + 1000, rewardID: fulfilments[1].rewardID, actor: "t")
+            }
+            #expect(elsewhere?.kind == .notFound)
+            #expect(try await kit.store.fulfilments(workspaceID: kit.shop.id).map(\.state) == ["shipped", "queued"])
         }
     }
 

@@ -94,13 +94,54 @@ struct ReferralAPI {
         router.post(SiteURL.Route.apiPremiums.routerPath) { request, context in
             let principal = try context.principal()
             let input = try await Bodies.json(PremiumInput.self, from: request, limit: 16 * 1024)
+            for (field, given) in [("name", input.name != nil), ("cost_minor", input.costMinor != nil)]
+            where !given {
+                throw DomainError.invalid("field_missing", "'\(field)' is required.", field: field)
+            }
+            guard let stock = input.stock else {
+                throw DomainError.invalid("field_missing", "'stock' is required.", field: "stock")
+            }
             let saved = try await env.store.savePremium(
                 Premium(
-                    id: 0, workspaceID: principal.workspaceID, name: input.name, description: input.description ?? "",
-                    imageURL: input.imageURL, costMinor: input.costMinor, shippingMinor: input.shippingMinor ?? 0,
-                    currency: "EUR", stock: input.stock, active: input.active ?? true), id: nil,
+                    id: 0, workspaceID: principal.workspaceID, name: input.name ?? "",
+                    description: input.description ?? "", imageURL: input.imageURL, costMinor: input.costMinor ?? 0,
+                    shippingMinor: input.shippingMinor ?? 0, currency: "EUR", stock: stock,
+                    active: input.active ?? true), id: nil,
                 actor: "apikey:\(principal.keyID)")
             return try Bodies.jsonResponse(saved, status: .created)
+        }
+        router.patch(SiteURL.Route.apiPremium.routerPath) { request, context in
+            let principal = try context.principal()
+            let id = try context.int64Parameter("id")
+            guard var premium = try await env.store.premium(workspaceID: principal.workspaceID, id: id) else {
+                throw DomainError.notFound("Premium")
+            }
+            let input = try await Bodies.json(PremiumInput.self, from: request, limit: 16 * 1024)
+            premium.name = input.name ?? premium.name
+            premium.description = input.description ?? premium.description
+            premium.imageURL = input.imageURL ?? premium.imageURL
+            premium.costMinor = input.costMinor ?? premium.costMinor
+            premium.shippingMinor = input.shippingMinor ?? premium.shippingMinor
+            premium.stock = input.stock ?? premium.stock
+            premium.active = input.active ?? premium.active
+            return try Bodies.jsonResponse(
+                try await env.store.savePremium(premium, id: id, actor: "apikey:\(principal.keyID)"))
+        }
+        router.get(SiteURL.Route.apiFulfilments.routerPath) { _, context in
+            try Bodies.jsonResponse(
+                ["items": try await env.store.fulfilments(workspaceID: try context.principal().workspaceID)])
+        }
+        router.post(SiteURL.Route.apiFulfilmentShipped.routerPath) { _, context in
+            let principal = try context.principal()
+            let id = try context.int64Parameter("id")
+            try await env.store.markFulfilmentShipped(
+                workspaceID: principal.workspaceID, rewardID: id, actor: "apikey:\(principal.keyID)")
+            guard
+                let shipped = try await env.store.fulfilments(workspaceID: principal.workspaceID).first(where: {
+                    $0.rewardID == id
+                })
+            else { throw DomainError.notFound("Premium shipment") }
+            return try Bodies.jsonResponse(shipped)
         }
         router.post(SiteURL.Route.apiReferralVouchers.routerPath) { request, context in
             let principal = try context.principal()
@@ -231,13 +272,15 @@ struct ReferralAPI {
         return try Bodies.jsonResponse(AdvocateDTO(advocate, links: try module.links), status: .created)
     }
 
+    /// A catalogue item as POST creates it (name, cost_minor and stock required) or PATCH changes it (keys left out
+    /// keep their value).
     struct PremiumInput: Decodable {
-        var name: String
+        var name: String?
         var description: String?
         var imageURL: String?
-        var costMinor: Int64
+        var costMinor: Int64?
         var shippingMinor: Int64?
-        var stock: Int64
+        var stock: Int64?
         var active: Bool?
         enum CodingKeys: String, CodingKey {
             case name, description, stock, active

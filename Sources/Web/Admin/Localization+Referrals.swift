@@ -63,6 +63,11 @@ extension Strings {
         "ref_premiums": "Prämienkatalog", "ref_add_premium": "Prämie anlegen", "ref_payouts": "Auszahlungen",
         "ref_export_sepa": "SEPA-Datei erzeugen (pain.001)", "ref_tax_export": "Steuerliste (§ 22 Nr. 3 EStG)",
         "ref_fulfilment": "Versandliste Sachprämien", "ref_none": "Keine Einträge.",
+        "ref_stock": "Bestand", "ref_active": "angeboten", "ref_premium_saved": "Prämie gespeichert.",
+        "ref_fulfilments": "Sachprämien zum Versand", "ref_mark_shipped": "Als versendet markieren",
+        "ref_shipped_saved": "Als versendet vermerkt.", "ref_fulfil_awaiting_choice": "wartet auf Wahl oder Bestand",
+        "ref_fulfil_queued": "zu versenden", "ref_fulfil_shipped": "versendet", "ref_fulfil_cancelled": "storniert",
+        "ref_no_address": "keine Lieferadresse",
         "ref_join_link": "Teilnahme-Seite für Kunden:",
         "ref_tax_warning": "Empfehler mit 256 € oder mehr im Jahr", "ref_chart": "Klicks und Bestellungen pro Tag",
     ]
@@ -115,6 +120,11 @@ extension Strings {
         "ref_premiums": "Premium catalogue", "ref_add_premium": "Add premium", "ref_payouts": "Payouts",
         "ref_export_sepa": "Create SEPA file (pain.001)", "ref_tax_export": "Tax list (§22 No. 3 EStG)",
         "ref_fulfilment": "Premium fulfilment list", "ref_none": "Nothing here.",
+        "ref_stock": "Stock", "ref_active": "offered", "ref_premium_saved": "Premium saved.",
+        "ref_fulfilments": "Premiums to ship", "ref_mark_shipped": "Mark as shipped",
+        "ref_shipped_saved": "Marked as shipped.", "ref_fulfil_awaiting_choice": "waiting for a choice or stock",
+        "ref_fulfil_queued": "to ship", "ref_fulfil_shipped": "shipped", "ref_fulfil_cancelled": "cancelled",
+        "ref_no_address": "no shipping address",
         "ref_join_link": "Join page for customers:", "ref_tax_warning": "Advocates at €256 or more this year",
         "ref_chart": "Clicks and orders per day",
     ]

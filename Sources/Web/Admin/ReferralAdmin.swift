@@ -56,6 +56,36 @@ extension AdminRoutes {
             }
             throw Redirect(to: SiteURL.adminReferrals.path)
         }
+        router.post(SiteURL.Route.adminPremium.routerPath) { request, context in
+            let admin = try admin(context)
+            try require(admin.role.canEditMail, context)
+            let f = try await form(request, context)
+            let id = try context.int64Parameter("id")
+            guard var premium = try await store.premium(workspaceID: admin.workspace.id, id: id) else {
+                throw DomainError.notFound("Premium")
+            }
+            premium.stock = Int64((f["stock"] ?? "").trimmingCharacters(in: .whitespaces)) ?? -1
+            premium.active = f["active"] != nil
+            do {
+                try await store.savePremium(premium, id: id, actor: "user:\(admin.user.id)")
+            } catch let e as DomainError {
+                return try await referralsPage(context, error: e.message)
+            }
+            return try await referralsPage(context, message: Strings.table(context.locale)["ref_premium_saved"])
+        }
+        router.post(SiteURL.Route.adminFulfilmentShipped.routerPath) { request, context in
+            let admin = try admin(context)
+            try require(admin.role.canEditMail, context)
+            _ = try await form(request, context)
+            do {
+                try await store.markFulfilmentShipped(
+                    workspaceID: admin.workspace.id, rewardID: try context.int64Parameter("id"),
+                    actor: "user:\(admin.user.id)")
+            } catch let e as DomainError where e.kind == .conflict {
+                return try await referralsPage(context, error: e.message)
+            }
+            return try await referralsPage(context, message: Strings.table(context.locale)["ref_shipped_saved"])
+        }
         router.post(SiteURL.Route.adminPayoutExport.routerPath) { request, context in
             let admin = try admin(context)
             try require(admin.role.canEditMail, context)
@@ -148,9 +178,25 @@ extension AdminRoutes {
         model["premiums"] = try await store.premiums(workspaceID: ws).map { pr in
             [
                 "name": pr.name, "cost": money(pr.costMinor, context), "shipping": money(pr.shippingMinor, context),
-                "stock": String(pr.stock), "active": pr.active,
+                "stock": String(pr.stock), "active": pr.active, "action": SiteURL.adminPremium(id: pr.id).path,
             ] as [String: Any]
         }
+        // Open ones first (to ship, then waiting), then the shipped and cancelled ones.
+        let rank = ["queued": 0, "awaiting_choice": 1]
+        model["fulfilments"] = try await store.fulfilments(workspaceID: ws).enumerated()
+            .sorted { (rank[$0.element.state] ?? 2, $0.offset) < (rank[$1.element.state] ?? 2, $1.offset) }
+            .prefix(200).map(\.element).map { fu in
+                let place = [fu.postalCode, fu.city].compactMap { $0 }.joined(separator: " ")
+                let address = [fu.street, place.isEmpty ? nil : place, fu.country].compactMap { $0 }
+                return [
+                    "reward": String(fu.rewardID), "premium": fu.premium ?? "–", "name": fu.name,
+                    "address": address.isEmpty ? (t["ref_no_address"] ?? "") : address.joined(separator: ", "),
+                    "state": t["ref_fulfil_\(fu.state)"] ?? fu.state,
+                    "when": when(fu.shippedAt ?? fu.createdAt, context),
+                    "can_ship": fu.state == "queued",
+                    "action": SiteURL.adminFulfilmentShipped(rewardID: fu.rewardID).path,
+                ] as [String: Any]
+            }
         model["payouts"] = try await store.payouts(workspaceID: ws).map { po in
             [
                 "code": po.code, "name": po.name ?? "–", "iban": po.iban.flatMap(IBAN.init)?.masked ?? "–",
