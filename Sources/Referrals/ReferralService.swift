@@ -112,6 +112,19 @@ public struct ReferralService: Sendable {
         return result.advocate
     }
 
+    /// The advocate leaves from the personal page: the programme's consent is withdrawn (with its evidence), so the
+    /// code stops working at once on this node (the others' caches follow within their TTL). Earned rewards stay.
+    public func leave(_ advocate: Advocate, evidence: ConsentEvidence) async throws {
+        _ = try await store.db.transaction { tx in
+            try await self.store.applyConsent(
+                tx, workspaceID: advocate.workspaceID, contactID: advocate.contactID,
+                change: ConsentChange(
+                    purpose: .referralProgram, action: .withdraw, text: nil, source: "referral_page",
+                    evidence: evidence))
+        }
+        targets.drop(code: advocate.code)
+    }
+
     // MARK: Order events (jobs, inside the job's transaction)
 
     func orderOf(eventID: Int64, _ tx: any SQLExecutor) async throws -> (WorkspaceID, OrderID)? {

@@ -86,6 +86,7 @@ public enum SiteURL: Equatable, Sendable {
     case advocateCard(token: String)
     case advocatePremium(token: String)
     case advocatePayout(token: String)
+    case advocateLeave(token: String)
     case apiReferralProgramme
     case apiAdvocates
     case apiReferrals
@@ -203,6 +204,7 @@ public enum SiteURL: Equatable, Sendable {
         case advocateCard = "/a/{token}/card"
         case advocatePremium = "/a/{token}/premium"
         case advocatePayout = "/a/{token}/payout"
+        case advocateLeave = "/a/{token}/leave"
         case apiReferralProgramme = "/api/v1/referrals/programme"
         case apiAdvocates = "/api/v1/referrals/advocates"
         case apiReferrals = "/api/v1/referrals"
@@ -327,6 +329,7 @@ public enum SiteURL: Equatable, Sendable {
         case .advocateCard: .advocateCard
         case .advocatePremium: .advocatePremium
         case .advocatePayout: .advocatePayout
+        case .advocateLeave: .advocateLeave
         case .apiReferralProgramme: .apiReferralProgramme
         case .apiAdvocates: .apiAdvocates
         case .apiReferrals: .apiReferrals
@@ -387,7 +390,7 @@ public enum SiteURL: Equatable, Sendable {
             .adminOutboxRaw(let id), .adminOutboxHTML(let id):
             String(id)
         case .referralRedirect(let e), .referralJoin(let e), .advocatePage(let e), .advocateQR(let e),
-            .advocateCard(let e), .advocatePremium(let e), .advocatePayout(let e):
+            .advocateCard(let e), .advocatePremium(let e), .advocatePayout(let e), .advocateLeave(let e):
             e
         case .apiReferralDecision(let id), .apiRewardApprove(let id), .apiRewardVoid(let id),
             .adminReferralDecision(let id), .adminReward(let id), .apiPremium(let id), .adminPremium(let id),
@@ -553,6 +556,7 @@ public enum SiteURL: Equatable, Sendable {
         case .advocateCard: return value.map { .advocateCard(token: $0) }
         case .advocatePremium: return value.map { .advocatePremium(token: $0) }
         case .advocatePayout: return value.map { .advocatePayout(token: $0) }
+        case .advocateLeave: return value.map { .advocateLeave(token: $0) }
         case .apiReferralProgramme: return .apiReferralProgramme
         case .apiAdvocates: return .apiAdvocates
         case .apiReferrals: return .apiReferrals

@@ -39,6 +39,7 @@ import Testing
         .adminReferralSettings, .adminReferralDecision(id: 4), .adminReward(id: 4), .adminPremiums,
         .adminPayoutExport, .adminReferralTax, .adminFulfilment, .apiPremium(id: 5), .apiFulfilments,
         .apiFulfilmentShipped(rewardID: 6), .adminPremium(id: 5), .adminFulfilmentShipped(rewardID: 6),
+        .advocateLeave(token: "a.b"),
     ]
 
     @Test func theFastSegmentCheckAgreesWithFoundationOnEveryByte() {

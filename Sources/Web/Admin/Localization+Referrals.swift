@@ -44,6 +44,14 @@ extension Strings {
         "ref_state_clawed_back": "zurückgebucht",
         "ref_premium_title": "Ihre Wunschprämie", "ref_premium_choose": "Wählen Sie eine Prämie",
         "ref_premium_save": "Prämie speichern", "ref_out_of_stock": "vergriffen",
+        "ref_leave_title": "Programm verlassen",
+        "ref_leave_text":
+            "Danach führt Ihr Link nicht mehr zu Ihnen. Prämien, die Sie schon verdient haben, behalten Sie; nur dazu schreiben wir Ihnen noch.",
+        "ref_leave_button": "Empfehlungsprogramm verlassen",
+        "ref_left_title": "Sie haben das Empfehlungsprogramm verlassen",
+        "ref_left_text":
+            "Ihr Empfehlungslink ist abgeschaltet, und Ihre Einwilligung ist widerrufen. Bereits verdiente Prämien behalten Sie.",
+        "ref_rejoin": "Wieder teilnehmen",
         "ref_payout_title": "Auszahlung", "ref_payout_current": "Hinterlegt:", "ref_payout_name": "Kontoinhaber",
         "ref_payout_save": "Bankverbindung speichern", "ref_saved": "Gespeichert.",
         "ref_error_iban": "Bitte prüfen Sie Kontoinhaber und IBAN.",
@@ -105,6 +113,14 @@ extension Strings {
         "ref_state_void": "cancelled", "ref_state_clawed_back": "reversed",
         "ref_premium_title": "Your premium", "ref_premium_choose": "Choose a premium",
         "ref_premium_save": "Save premium",
+        "ref_leave_title": "Leave the programme",
+        "ref_leave_text":
+            "Your link will no longer lead to you. Rewards you have already earned stay yours; we will write to you only about those.",
+        "ref_leave_button": "Leave the referral programme",
+        "ref_left_title": "You have left the referral programme",
+        "ref_left_text":
+            "Your referral link is switched off and your consent is withdrawn. Rewards you have earned stay yours.",
+        "ref_rejoin": "Join again",
         "ref_out_of_stock": "out of stock", "ref_payout_title": "Payout", "ref_payout_current": "On file:",
         "ref_payout_name": "Account holder", "ref_payout_save": "Save bank details", "ref_saved": "Saved.",
         "ref_error_iban": "Please check the account holder and IBAN.", "ref_error_premium": "Please choose a premium.",

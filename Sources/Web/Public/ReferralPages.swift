@@ -29,6 +29,7 @@ struct ReferralPages: Sendable {
         router.post(SiteURL.Route.advocatePayout.routerPath) { request, context in
             try await payoutDetails(request, context)
         }
+        router.post(SiteURL.Route.advocateLeave.routerPath) { request, context in try await leave(request, context) }
     }
 
     var referrals: ReferralModule { get throws { try env.requireReferrals() } }
@@ -261,6 +262,7 @@ struct ReferralPages: Sendable {
             "page_url": SiteURL.advocatePage(token: token).path,
             "premium_action": SiteURL.advocatePremium(token: token).path,
             "payout_action": SiteURL.advocatePayout(token: token).path,
+            "leave_action": SiteURL.advocateLeave(token: token).path,
             "pending": referrals.filter { ReferralStatus.open.contains($0.status) }.count,
             "confirmed": referrals.filter { $0.status == .confirmed }.count,
             "incentive": programme.friendIncentive, "has_incentive": !programme.friendIncentive.isEmpty,
@@ -354,6 +356,28 @@ struct ReferralPages: Sendable {
             return Response(status: .seeOther, headers: [.location: back + "?error=premium"])
         }
         return Response(status: .seeOther, headers: [.location: back + "?saved=1"])
+    }
+
+    /// Leaving is as easy as joining (Art. 7(3) DSGVO): one button on the personal page, no login, no mail round trip.
+    func leave(_ request: Request, _ context: AppContext) async throws -> Response {
+        let (a, w, _) = try await advocate(context)
+        let form = try await Bodies.form(request, limit: 4096)
+        guard form["leave"] == "yes" else {
+            return Response(
+                status: .seeOther,
+                headers: [.location: SiteURL.advocatePage(token: context.parameters.get("token") ?? "").path])
+        }
+        try await referrals.service.leave(
+            a,
+            evidence: ConsentEvidence(
+                at: env.clock.now(), ip: env.clientIP(request, context),
+                userAgent: request.headers[.userAgent].map { String($0.prefix(500)) }))
+        let locale = Locale.resolve(a.locale) == "en" ? "en" : "de"
+        var response = env.publicPage(
+            "referral_left", locale: locale, title: "ref_left_title",
+            ["join_url": SiteURL.referralJoin(workspace: w.slug).path], workspace: w)
+        response.headers[.cacheControl] = "no-store"
+        return response
     }
 
     func payoutDetails(_ request: Request, _ context: AppContext) async throws -> Response {

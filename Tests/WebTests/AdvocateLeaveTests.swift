@@ -1,0 +1,60 @@
+import Foundation
+import HTTPTypes
+import ReciprocityCore
+import Storage
+import TestSupport
+import Testing
+
+/// Leaving the referral programme is as easy as joining it (Art. 7(3) DSGVO): a button on the personal page.
+@Suite struct AdvocateLeaveTests {
+    @Test func theButtonWithdrawsTheConsentAndTheCodeStopsAtOnce() async throws {
+        try await TestApp.run { app in
+            let (shop, key) = try await app.workspaceWithKey("shop")
+            try await app.request(
+                .put, "/api/v1/referrals/programme", key: key,
+                json: #"{"active":true,"target_url":"https://shop.example/kaffee"}"#)
+            try await app.request(
+                .put, "/api/v1/orders/A-1", key: key, json: orderJSON(email: "anna@example.com", status: "delivered"))
+            let joined = try await app.request(
+                .post, "/api/v1/referrals/advocates", key: key,
+                json: #"{"email":"anna@example.com","consent_text":"Ja, ich möchte teilnehmen."}"#)
+            #expect(joined.status == .created)
+            let code = try #require(try joined.json()["code"] as? String)
+            let pageURL = try #require(try joined.json()["page_url"] as? String)
+            let page = String(pageURL.dropFirst("https://shop.example".count))
+            let shown = try await app.request(.get, page)
+            #expect(shown.status == .ok)
+            #expect(shown.text.contains(#"<form method="post" action="\#(page)/leave" id="leave-form">"#))
+            #expect(shown.text.contains("Empfehlungsprogramm verlassen"))
+            // The redirect is cached before leaving, so a stale cache would still send clicks to Anna.
+            #expect(try await app.request(.get, "/r/\(code)").status == .found)
+
+            // A POST without the button's value (a bot, a prefetch) changes nothing.
+            let stray = try await app.request(.post, page + "/leave", form: "")
+            #expect(stray.status == .seeOther && stray.headers[.location] == page)
+            #expect(try await app.request(.get, "/r/\(code)").status == .found)
+
+            let left = try await app.request(
+                .post, page + "/leave", headers: [.userAgent: "Mozilla/5.0 Firefox/130.0"], form: "leave=yes")
+            #expect(left.status == .ok)
+            #expect(left.text.contains("Sie haben das Empfehlungsprogramm verlassen"))
+            #expect(left.text.contains(#"href="/join/shop""#))
+            #expect(try await app.request(.get, "/r/\(code)").status == .notFound)
+            #expect(try await app.request(.get, page).status == .notFound)
+            #expect(try await app.request(.post, page + "/leave", form: "leave=yes").status == .notFound)
+            let contact = try #require(
+                try await app.store.contact(workspaceID: shop.id, email: EmailAddress("anna@example.com")))
+            let consent = try #require(
+                try await app.store.consents(workspaceID: shop.id, contactID: contact.id).first {
+                    $0.purpose == .referralProgram
+                })
+            #expect(consent.state == .withdrawn)
+            let event = try #require(
+                try await app.store.db.first(
+                    "SELECT source, user_agent FROM consent_events WHERE contact_id = ? AND action = 'withdraw'",
+                    contact.id))
+            #expect(event.text("source") == "referral_page")
+            #expect(event.optionalText("user_agent") == "Mozilla/5.0 Firefox/130.0")
+        }
+    }
+}
