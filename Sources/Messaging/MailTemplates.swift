@@ -192,6 +192,9 @@ public enum MailSamples {
             m["value"] = en ? "€10.00" : "10,00 €"
             m["voucher_code"] = "DANKE-7K3Q-M2PX"
             m["page_url"] = "https://shop.example/a/SAMPLE"
+        case .referralPremiumShipped:
+            m["premium_name"] = en ? "Enamel mug “Bohnenglück”" : "Emaille-Tasse „Bohnenglück“"
+            m["page_url"] = "https://shop.example/a/SAMPLE"
         case .leadFollowUp:
             m["step"] =
                 [

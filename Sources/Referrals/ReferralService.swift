@@ -258,6 +258,25 @@ public struct ReferralService: Sendable {
         }
     }
 
+    /// Marks a queued premium as shipped and tells the advocate (transactional: it is what they are owed). The
+    /// notice is drafted first and committed with the state change; an erased advocate gets none.
+    public func markShipped(workspaceID: WorkspaceID, rewardID: Int64, actor: String) async throws {
+        var notice: OutboxDraft?
+        if let reward = try await store.reward(id: rewardID), reward.workspaceID == workspaceID,
+            reward.beneficiary == "advocate", let premiumID = reward.premiumID,
+            let premium = try await store.premium(workspaceID: workspaceID, id: premiumID),
+            let workspace = try await store.workspace(id: workspaceID),
+            let advocate = try await store.advocate(workspaceID: workspaceID, id: reward.advocateID),
+            let contact = try await store.contact(workspaceID: workspaceID, id: reward.contactID),
+            contact.erasedAt == nil
+        {
+            notice = try await mailer.draft(
+                workspace: workspace, kind: .referralPremiumShipped, to: try MailRecipient(contact),
+                values: ["premium_name": premium.name, "page_url": links.pageURL(advocate)])
+        }
+        try await store.markFulfilmentShipped(workspaceID: workspaceID, rewardID: rewardID, actor: actor, mail: notice)
+    }
+
     /// `referrals.sweep`: backs up the per-reward jobs (a node that died, a reward approved in review).
     public func sweep() async throws -> Int {
         var done = 0

@@ -1179,7 +1179,10 @@ extension Store {
     }
 
     /// Records that a queued premium went out: 404 for a reward of no premium in this workspace, 409 unless queued.
-    public func markFulfilmentShipped(workspaceID: WorkspaceID, rewardID: Int64, actor: String) async throws {
+    /// `mail` (the advocate's notice) is enqueued in the same transaction, so it goes exactly when the state changes.
+    public func markFulfilmentShipped(
+        workspaceID: WorkspaceID, rewardID: Int64, actor: String, mail: OutboxDraft? = nil
+    ) async throws {
         try await db.transaction { tx in
             guard
                 try await tx.execute(
@@ -1196,6 +1199,7 @@ extension Store {
             try await self.audit(
                 tx, workspaceID: workspaceID, actor: actor, action: "referrals.premium.shipped",
                 subject: "reward:\(rewardID)")
+            if let mail { _ = try await self.enqueueMail(tx, mail) }
         }
     }
 

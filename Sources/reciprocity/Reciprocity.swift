@@ -274,7 +274,7 @@ struct MailCommand: AsyncParsableCommand {
         @Option(help: "Workspace slug.") var workspace = "shop"
         @Option(
             help:
-                "doi_confirmation, gift_delivery, review_request, review_reminder, thank_you, lead_follow_up, referral_welcome or referral_reward."
+                "doi_confirmation, gift_delivery, review_request, review_reminder, thank_you, lead_follow_up, referral_welcome, referral_reward or referral_premium_shipped."
         )
         var kind: String
         @Option(help: "Recipient address.") var to: String

@@ -117,6 +117,11 @@ import Testing
             #expect(try conflict.json()["code"] as? String == "fulfilment_not_queued")
             #expect(
                 try await app.store.fulfilments(workspaceID: shop.id).map(\.state) == ["shipped", "shipped"])
+            // Each shipment told Anna once, whichever way it was marked; the refused second tries sent nothing.
+            let notices = try await app.store.db.query(
+                "SELECT recipient, subject FROM outbox WHERE kind = 'referral_premium_shipped' ORDER BY id")
+            #expect(notices.map { $0.optionalText("recipient") } == ["anna@example.com", "anna@example.com"])
+            #expect(notices.allSatisfy { $0.text("subject") == "Ihre Prämie von Shop shop ist unterwegs" })
 
             // PATCH changes only what it names; bad values and other shops' items change nothing.
             let patched = try await app.request(

@@ -19,10 +19,12 @@ public enum MessageKind: String, Sendable, Codable, CaseIterable {
     case referralWelcome = "referral_welcome"
     /// A referral reward was issued (voucher, credit, payout or premium).
     case referralReward = "referral_reward"
+    /// A premium in kind the advocate earned went out (marked as shipped).
+    case referralPremiumShipped = "referral_premium_shipped"
 
     public var mailClass: MailClass {
         switch self {
-        case .doiConfirmation, .giftDelivery, .referralWelcome, .referralReward: .transactional
+        case .doiConfirmation, .giftDelivery, .referralWelcome, .referralReward, .referralPremiumShipped: .transactional
         case .reviewRequest, .reviewReminder, .thankYou, .leadFollowUp: .marketing
         }
     }
@@ -30,7 +32,7 @@ public enum MessageKind: String, Sendable, Codable, CaseIterable {
     /// The consent purpose a marketing mail of this kind needs.
     public var purpose: ConsentPurpose? {
         switch self {
-        case .doiConfirmation, .giftDelivery, .referralWelcome, .referralReward: nil
+        case .doiConfirmation, .giftDelivery, .referralWelcome, .referralReward, .referralPremiumShipped: nil
         case .reviewRequest, .reviewReminder: .reviewRequest
         case .thankYou, .leadFollowUp: .newsletter
         }

@@ -134,7 +134,7 @@ struct ReferralAPI {
         router.post(SiteURL.Route.apiFulfilmentShipped.routerPath) { _, context in
             let principal = try context.principal()
             let id = try context.int64Parameter("id")
-            try await env.store.markFulfilmentShipped(
+            try await module.service.markShipped(
                 workspaceID: principal.workspaceID, rewardID: id, actor: "apikey:\(principal.keyID)")
             guard
                 let shipped = try await env.store.fulfilments(workspaceID: principal.workspaceID).first(where: {

@@ -78,7 +78,7 @@ extension AdminRoutes {
             try require(admin.role.canEditMail, context)
             _ = try await form(request, context)
             do {
-                try await store.markFulfilmentShipped(
+                try await referralModule.service.markShipped(
                     workspaceID: admin.workspace.id, rewardID: try context.int64Parameter("id"),
                     actor: "user:\(admin.user.id)")
             } catch let e as DomainError where e.kind == .conflict {
