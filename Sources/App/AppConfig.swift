@@ -108,9 +108,12 @@ public struct AppConfig: Sendable {
                 .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
         publicFormBurst = min(1_000_000, max(1, c.int(forKey: "public.form.burst", default: 20)))
         httpFastPath = c.bool(forKey: "http.fast.path", default: true)
-        let flushMS = c.int(forKey: "referral.click.flush.ms", default: 1000)
-        guard (10...60_000).contains(flushMS) else {
-            throw ConfigError("RECIPROCITY_REFERRAL_CLICK_FLUSH_MS must be from 10 to 60000, got \(flushMS).")
+        // Read as text: an unparsable number ("250ms") must stop the start, not fall back to the default.
+        let flushText =
+            c.int(forKey: "referral.click.flush.ms").map(String.init)
+            ?? c.string(forKey: "referral.click.flush.ms", default: "1000")
+        guard let flushMS = Int(flushText.trimmingCharacters(in: .whitespaces)), (10...60_000).contains(flushMS) else {
+            throw ConfigError("RECIPROCITY_REFERRAL_CLICK_FLUSH_MS must be from 10 to 60000, got '\(flushText)'.")
         }
         referralClickFlush = .milliseconds(flushMS)
     }

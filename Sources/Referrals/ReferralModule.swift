@@ -144,9 +144,10 @@ public final class RedirectCache: Sendable {
     public func drop(code: String) { _ = entries.withLock { $0.removeValue(forKey: code) } }
 }
 
-/// Clicks gathered in memory and written in one statement every second (group commit). The request only appends
-/// the raw address and user agent; hashing happens at the flush, off the redirect's path. A crash loses at most
-/// the last second of clicks; orders are never batched: an acknowledged order is committed before the answer.
+/// Clicks gathered in memory and written together every `RECIPROCITY_REFERRAL_CLICK_FLUSH_MS` (one second by
+/// default; group commit). The request only appends the raw address and user agent; hashing happens at the flush,
+/// off the redirect's path. A crash loses the clicks not yet written (about one interval's worth while the database
+/// keeps up); orders are never batched: an acknowledged order is committed before the answer.
 public final class ClickRecorder: Sendable {
     struct Raw {
         var workspaceID: WorkspaceID

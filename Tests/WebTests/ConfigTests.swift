@@ -29,7 +29,7 @@ import Testing
     }
 
     @Test func theClickFlushIntervalIsBounded() async throws {
-        for bad in ["0", "9", "60001"] {
+        for bad in ["0", "9", "60001", "250ms", "soon"] {
             let message = try #require(await error(["RECIPROCITY_REFERRAL_CLICK_FLUSH_MS": bad]), "\(bad)")
             #expect(message.contains("RECIPROCITY_REFERRAL_CLICK_FLUSH_MS must be from 10 to 60000"))
         }
