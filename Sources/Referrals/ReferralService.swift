@@ -253,7 +253,7 @@ public struct ReferralService: Sendable {
                 "page_url": links.pageURL(advocate),
             ])
         try await store.db.transaction { tx in
-            let id = try await store.enqueueMail(tx, draft)
+            let id = try await store.enqueueMailUnlessErased(tx, draft)
             try await store.noteRewardMail(workspaceID: reward.workspaceID, rewardID: reward.id, outboxID: id, tx)
         }
     }

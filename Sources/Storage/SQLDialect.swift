@@ -16,6 +16,15 @@ public enum SQLDialect: String, Sendable {
         }
     }
 
+    /// Appended to a `SELECT` whose rows the transaction is about to change from what it read. SQLite serialises
+    /// writers, so needs none.
+    public var rowLockClause: String {
+        switch self {
+        case .sqlite: ""
+        case .postgres: " FOR UPDATE"
+        }
+    }
+
     /// Appended to a `SELECT … FOR` sub-query that picks rows to claim. SQLite serialises writers, so needs none.
     public var skipLockedClause: String {
         switch self {

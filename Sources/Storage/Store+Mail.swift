@@ -292,6 +292,17 @@ extension Store {
     /// Puts a rendered mail in the outbox and enqueues its delivery, in the caller's transaction: the mail exists
     /// exactly when the change that caused it does.
     @discardableResult
+    /// Enqueues a mail drafted before its transaction began, unless its contact was erased in between (the erasure
+    /// emptied the outbox of their mails; a late one would bring the address back). Nil when skipped.
+    public func enqueueMailUnlessErased(_ tx: any SQLExecutor, _ d: OutboxDraft) async throws -> Int64? {
+        if let contactID = d.contactID,
+            try await tx.first("SELECT id FROM contacts WHERE id = ? AND erased_at IS NULL", contactID) == nil
+        {
+            return nil
+        }
+        return try await enqueueMail(tx, d)
+    }
+
     public func enqueueMail(_ tx: any SQLExecutor, _ d: OutboxDraft) async throws -> Int64 {
         let t = now
         let notBefore = d.notBefore ?? t

@@ -905,17 +905,25 @@ extension Store {
         return created
     }
 
-    /// Queues a premium reward for fulfilment when the item is in stock (a conditional decrement: never below 0).
+    /// Queues a premium reward for fulfilment when the item is in stock: the fulfilment is claimed first (it must
+    /// still wait), then a unit taken by a conditional decrement (never below 0); without a unit the claim is undone.
     func queuePremium(_ tx: any SQLExecutor, rewardID: Int64, premiumID: Int64) async throws {
+        guard
+            try await tx.execute(
+                "UPDATE referral_fulfilments SET state = 'queued', premium_id = ? WHERE reward_id = ? AND state = 'awaiting_choice'",
+                premiumID, rewardID) == 1
+        else { return }
         guard
             let item = try await tx.query(
                 "UPDATE referral_premiums SET stock = stock - 1 WHERE id = ? AND stock > 0 AND active = 1 RETURNING cost_minor, shipping_minor",
                 premiumID
             ).first
-        else { return }
-        try await tx.execute(
-            "UPDATE referral_fulfilments SET state = 'queued', premium_id = ? WHERE reward_id = ? AND state = 'awaiting_choice'",
-            premiumID, rewardID)
+        else {
+            try await tx.execute(
+                "UPDATE referral_fulfilments SET state = 'awaiting_choice', premium_id = NULL WHERE reward_id = ?",
+                rewardID)
+            return
+        }
         // A premium counts with its cost and shipping (the VAT base, and the advocate's tax figure).
         try await tx.execute(
             "UPDATE referral_rewards SET premium_id = ?, value_minor = ? WHERE id = ?", premiumID,
@@ -1062,9 +1070,88 @@ extension Store {
         ).map(Self.premium)
     }
 
-    /// Creates (id nil) or updates a catalogue item.
+    /// Creates (id nil) or replaces a catalogue item (with `id`: every field, as given).
     @discardableResult
     public func savePremium(_ p: Premium, id: Int64?, actor: String) async throws -> Premium {
+        if let id {
+            return try await updatePremium(workspaceID: p.workspaceID, id: id, actor: actor) { current in
+                current = Premium(
+                    id: current.id, workspaceID: current.workspaceID, name: p.name, description: p.description,
+                    imageURL: p.imageURL, costMinor: p.costMinor, shippingMinor: p.shippingMinor,
+                    currency: p.currency, stock: p.stock, active: p.active)
+            }
+        }
+        try Self.validate(p)
+        return try await db.transaction { tx in
+            let saved = Self.premium(
+                try await tx.query(
+                    """
+                    INSERT INTO referral_premiums (workspace_id, name, description, image_url, cost_minor,
+                      shipping_minor, currency, stock, active, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    RETURNING \(Self.premiumColumns)
+                    """, p.workspaceID, p.name, p.description, p.imageURL, p.costMinor, p.shippingMinor, p.currency,
+                    p.stock, p.active, self.now)[0])
+            try await self.audit(
+                tx, workspaceID: p.workspaceID, actor: actor, action: "referrals.premium.save",
+                subject: "premium:\(saved.id)", detail: "stock \(saved.stock)")
+            return saved
+        }
+    }
+
+    /// Changes a catalogue item: `change` sees the row as it is now (locked on PostgreSQL), so fields it leaves alone
+    /// keep what other writers (a reward taking a unit) gave them. `expectedStock`: the stock the merchant saw; if a
+    /// reward took a unit since, the change is refused (409) instead of writing the old count back.
+    @discardableResult
+    public func updatePremium(
+        workspaceID: WorkspaceID, id: Int64, actor: String, expectedStock: Int64? = nil,
+        _ change: @escaping @Sendable (inout Premium) throws -> Void
+    ) async throws -> Premium {
+        try await db.transaction { tx in
+            guard
+                let row = try await tx.first(
+                    "SELECT \(Self.premiumColumns) FROM referral_premiums WHERE workspace_id = ? AND id = ?"
+                        + tx.dialect.rowLockClause, workspaceID, id)
+            else { throw DomainError.notFound("Premium") }
+            var p = Self.premium(row)
+            if let expectedStock, expectedStock != p.stock {
+                throw DomainError.conflict(
+                    "premium_stock_changed",
+                    "The stock changed meanwhile (now \(p.stock)): rewards took items. Check it and save again.",
+                    field: "stock")
+            }
+            try change(&p)
+            try Self.validate(p)
+            try await tx.execute(
+                """
+                UPDATE referral_premiums SET name = ?, description = ?, image_url = ?, cost_minor = ?,
+                  shipping_minor = ?, currency = ?, stock = ?, active = ?
+                WHERE workspace_id = ? AND id = ?
+                """, p.name, p.description, p.imageURL, p.costMinor, p.shippingMinor, p.currency, p.stock, p.active,
+                workspaceID, id)
+            try await self.audit(
+                tx, workspaceID: workspaceID, actor: actor, action: "referrals.premium.save",
+                subject: "premium:\(id)", detail: "stock \(p.stock)")
+            // Restocked (or offered again): rewards whose advocate chose this item and waited are queued, oldest
+            // first. Erased advocates keep no claim on stock.
+            if p.active && p.stock > 0 {
+                let waiting = try await tx.query(
+                    """
+                    SELECT f.reward_id FROM referral_fulfilments f JOIN referral_rewards r ON r.id = f.reward_id
+                    JOIN advocates a ON a.id = r.advocate_id JOIN contacts c ON c.id = r.contact_id
+                    WHERE f.workspace_id = ? AND f.state = 'awaiting_choice' AND a.premium_id = ?
+                      AND c.erased_at IS NULL
+                    ORDER BY f.created_at, f.reward_id LIMIT ?
+                    """, workspaceID, id, p.stock)
+                for w in waiting {
+                    try await self.queuePremium(tx, rewardID: w.int("reward_id"), premiumID: id)
+                }
+            }
+            return Self.premium(
+                try await tx.query("SELECT \(Self.premiumColumns) FROM referral_premiums WHERE id = ?", id)[0])
+        }
+    }
+
+    static func validate(_ p: Premium) throws {
         guard !p.name.trimmingCharacters(in: .whitespaces).isEmpty, p.name.count <= 200 else {
             throw DomainError.invalid(
                 "premium_name_invalid", "A premium needs a name (at most 200 characters).", field: "name")
@@ -1078,53 +1165,6 @@ extension Store {
         }
         if let url = p.imageURL, !(url.hasPrefix("https://") || url.hasPrefix("http://")) {
             throw DomainError.invalid("premium_image_invalid", "The picture is an http(s) address.", field: "image_url")
-        }
-        return try await db.transaction { tx in
-            let row: SQLRow
-            if let id {
-                guard
-                    let r = try await tx.query(
-                        """
-                        UPDATE referral_premiums SET name = ?, description = ?, image_url = ?, cost_minor = ?,
-                          shipping_minor = ?, currency = ?, stock = ?, active = ?
-                        WHERE workspace_id = ? AND id = ? RETURNING \(Self.premiumColumns)
-                        """, p.name, p.description, p.imageURL, p.costMinor, p.shippingMinor, p.currency, p.stock,
-                        p.active, p.workspaceID, id
-                    ).first
-                else { throw DomainError.notFound("Premium") }
-                row = r
-            } else {
-                row = try await tx.query(
-                    """
-                    INSERT INTO referral_premiums (workspace_id, name, description, image_url, cost_minor,
-                      shipping_minor, currency, stock, active, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    RETURNING \(Self.premiumColumns)
-                    """, p.workspaceID, p.name, p.description, p.imageURL, p.costMinor, p.shippingMinor, p.currency,
-                    p.stock, p.active, self.now)[0]
-            }
-            var saved = Self.premium(row)
-            try await self.audit(
-                tx, workspaceID: p.workspaceID, actor: actor, action: "referrals.premium.save",
-                subject: "premium:\(saved.id)", detail: "stock \(saved.stock)")
-            // Restocked: rewards whose advocate chose this item and waited for stock are queued, oldest first.
-            if id != nil && saved.active && saved.stock > 0 {
-                let waiting = try await tx.query(
-                    """
-                    SELECT f.reward_id FROM referral_fulfilments f JOIN referral_rewards r ON r.id = f.reward_id
-                    JOIN advocates a ON a.id = r.advocate_id
-                    WHERE f.workspace_id = ? AND f.state = 'awaiting_choice' AND a.premium_id = ?
-                    ORDER BY f.created_at, f.reward_id LIMIT ?
-                    """, p.workspaceID, saved.id, saved.stock)
-                for w in waiting {
-                    try await self.queuePremium(tx, rewardID: w.int("reward_id"), premiumID: saved.id)
-                }
-                if !waiting.isEmpty {
-                    saved = Self.premium(
-                        try await tx.query(
-                            "SELECT \(Self.premiumColumns) FROM referral_premiums WHERE id = ?", saved.id)[0])
-                }
-            }
-            return saved
         }
     }
 
@@ -1199,7 +1239,7 @@ extension Store {
             try await self.audit(
                 tx, workspaceID: workspaceID, actor: actor, action: "referrals.premium.shipped",
                 subject: "reward:\(rewardID)")
-            if let mail { _ = try await self.enqueueMail(tx, mail) }
+            if let mail { _ = try await self.enqueueMailUnlessErased(tx, mail) }
         }
     }
 

@@ -82,10 +82,16 @@ import Testing
             #expect(refused.text.contains("Stock cannot be negative."))
             #expect(try await app.store.premium(workspaceID: shop.id, id: mug)?.stock == 0)
             // Restocking three queues both, and one stays in stock.
-            let restocked = try await admin.post("/admin/referrals/premiums/\(mug)", "stock=3&active=on")
+            let restocked = try await admin.post("/admin/referrals/premiums/\(mug)", "stock=3&active=on&stock_seen=0")
             #expect(restocked.status == .ok && restocked.text.contains("Prämie gespeichert."))
             #expect(restocked.text.components(separatedBy: "Als versendet markieren").count == 3)
             #expect(restocked.text.contains("Hauptstraße 1, 10115 Berlin, DE"))
+            #expect(try await app.store.premium(workspaceID: shop.id, id: mug)?.stock == 1)
+            #expect(restocked.text.contains(#"name="stock_seen" value="1""#))
+            // A form from before the queueing (it showed 3) must not write the old count back over the 1 left.
+            let stale = try await admin.post("/admin/referrals/premiums/\(mug)", "stock=3&stock_seen=3")
+            #expect(stale.status == .unprocessableContent && stale.text.contains("The stock changed meanwhile (now 1)"))
+            #expect(try await app.store.premium(workspaceID: shop.id, id: mug)?.active == true)
             #expect(try await app.store.premium(workspaceID: shop.id, id: mug)?.stock == 1)
 
             let listed = try #require(

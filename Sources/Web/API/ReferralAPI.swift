@@ -113,19 +113,21 @@ struct ReferralAPI {
         router.patch(SiteURL.Route.apiPremium.routerPath) { request, context in
             let principal = try context.principal()
             let id = try context.int64Parameter("id")
-            guard var premium = try await env.store.premium(workspaceID: principal.workspaceID, id: id) else {
-                throw DomainError.notFound("Premium")
-            }
             let input = try await Bodies.json(PremiumInput.self, from: request, limit: 16 * 1024)
-            premium.name = input.name ?? premium.name
-            premium.description = input.description ?? premium.description
-            premium.imageURL = input.imageURL ?? premium.imageURL
-            premium.costMinor = input.costMinor ?? premium.costMinor
-            premium.shippingMinor = input.shippingMinor ?? premium.shippingMinor
-            premium.stock = input.stock ?? premium.stock
-            premium.active = input.active ?? premium.active
-            return try Bodies.jsonResponse(
-                try await env.store.savePremium(premium, id: id, actor: "apikey:\(principal.keyID)"))
+            // Merged into the row as it is inside the transaction: a stock a reward lowered meanwhile is kept
+            // unless the body names the stock.
+            let saved = try await env.store.updatePremium(
+                workspaceID: principal.workspaceID, id: id, actor: "apikey:\(principal.keyID)"
+            ) { premium in
+                premium.name = input.name ?? premium.name
+                premium.description = input.description ?? premium.description
+                premium.imageURL = input.imageURL ?? premium.imageURL
+                premium.costMinor = input.costMinor ?? premium.costMinor
+                premium.shippingMinor = input.shippingMinor ?? premium.shippingMinor
+                premium.stock = input.stock ?? premium.stock
+                premium.active = input.active ?? premium.active
+            }
+            return try Bodies.jsonResponse(saved)
         }
         router.get(SiteURL.Route.apiFulfilments.routerPath) { _, context in
             try Bodies.jsonResponse(

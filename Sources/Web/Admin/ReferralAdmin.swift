@@ -61,14 +61,18 @@ extension AdminRoutes {
             try require(admin.role.canEditMail, context)
             let f = try await form(request, context)
             let id = try context.int64Parameter("id")
-            guard var premium = try await store.premium(workspaceID: admin.workspace.id, id: id) else {
-                throw DomainError.notFound("Premium")
-            }
-            premium.stock = Int64((f["stock"] ?? "").trimmingCharacters(in: .whitespaces)) ?? -1
-            premium.active = f["active"] != nil
+            let stock = Int64((f["stock"] ?? "").trimmingCharacters(in: .whitespaces)) ?? -1
+            let active = f["active"] != nil
             do {
-                try await store.savePremium(premium, id: id, actor: "user:\(admin.user.id)")
-            } catch let e as DomainError {
+                // The stock shown when the page loaded: a reward that took a unit since makes this a conflict.
+                try await store.updatePremium(
+                    workspaceID: admin.workspace.id, id: id, actor: "user:\(admin.user.id)",
+                    expectedStock: f["stock_seen"].flatMap { Int64($0) }
+                ) { premium in
+                    premium.stock = stock
+                    premium.active = active
+                }
+            } catch let e as DomainError where e.kind != .notFound {
                 return try await referralsPage(context, error: e.message)
             }
             return try await referralsPage(context, message: Strings.table(context.locale)["ref_premium_saved"])
