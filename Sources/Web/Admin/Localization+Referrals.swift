@@ -46,12 +46,14 @@ extension Strings {
         "ref_premium_save": "Prämie speichern", "ref_out_of_stock": "vergriffen",
         "ref_leave_title": "Programm verlassen",
         "ref_leave_text":
-            "Danach führt Ihr Link nicht mehr zu Ihnen. Prämien, die Sie schon verdient haben, behalten Sie; nur dazu schreiben wir Ihnen noch.",
+            "Ihr Empfehlungslink funktioniert danach nicht mehr. Prämien, die Sie schon verdient haben, behalten Sie: Diese Seite zeigt sie weiter, und wir schreiben Ihnen weiter dazu.",
         "ref_leave_button": "Empfehlungsprogramm verlassen",
         "ref_left_title": "Sie haben das Empfehlungsprogramm verlassen",
         "ref_left_text":
-            "Ihr Empfehlungslink ist abgeschaltet, und Ihre Einwilligung ist widerrufen. Bereits verdiente Prämien behalten Sie.",
-        "ref_rejoin": "Wieder teilnehmen",
+            "Ihr Empfehlungslink ist abgeschaltet, und Ihre Einwilligung zum Programm ist widerrufen. Prämien, die Sie schon verdient haben, behalten Sie.",
+        "ref_rejoin": "Wieder teilnehmen", "ref_left_page": "Ihre verdienten Prämien",
+        "ref_left_notice":
+            "Sie haben das Empfehlungsprogramm verlassen; Ihr Link funktioniert nicht mehr. Hier finden Sie weiter die Prämien, die Sie schon verdient haben.",
         "ref_payout_title": "Auszahlung", "ref_payout_current": "Hinterlegt:", "ref_payout_name": "Kontoinhaber",
         "ref_payout_save": "Bankverbindung speichern", "ref_saved": "Gespeichert.",
         "ref_error_iban": "Bitte prüfen Sie Kontoinhaber und IBAN.",
@@ -115,12 +117,14 @@ extension Strings {
         "ref_premium_save": "Save premium",
         "ref_leave_title": "Leave the programme",
         "ref_leave_text":
-            "Your link will no longer lead to you. Rewards you have already earned stay yours; we will write to you only about those.",
+            "Your referral link will stop working. Rewards you have already earned stay yours: this page keeps showing them, and we will still write to you about them.",
         "ref_leave_button": "Leave the referral programme",
         "ref_left_title": "You have left the referral programme",
         "ref_left_text":
-            "Your referral link is switched off and your consent is withdrawn. Rewards you have earned stay yours.",
-        "ref_rejoin": "Join again",
+            "Your referral link is switched off and your consent to the programme is withdrawn. Rewards you have already earned stay yours.",
+        "ref_rejoin": "Join again", "ref_left_page": "Your earned rewards",
+        "ref_left_notice":
+            "You have left the referral programme; your link no longer works. Rewards you have already earned are still shown here.",
         "ref_out_of_stock": "out of stock", "ref_payout_title": "Payout", "ref_payout_current": "On file:",
         "ref_payout_name": "Account holder", "ref_payout_save": "Save bank details", "ref_saved": "Saved.",
         "ref_error_iban": "Please check the account holder and IBAN.", "ref_error_premium": "Please choose a premium.",

@@ -220,9 +220,13 @@ struct ReferralPages: Sendable {
 
     // MARK: Personal page
 
-    func advocate(_ context: AppContext) async throws -> (Advocate, Workspace, ReferralProgramme) {
+    /// The advocate of the page token. `afterLeaving`: also one who left the programme, for what they still have
+    /// (earned rewards, the premium choice, the bank details); their code, QR and card are gone.
+    func advocate(_ context: AppContext, afterLeaving: Bool = false) async throws
+        -> (Advocate, Workspace, ReferralProgramme)
+    {
         guard let token = context.parameters.get("token"),
-            let a = try await referrals.links.advocate(pageToken: token), a.active,
+            let a = try await referrals.links.advocate(pageToken: token), a.active || afterLeaving,
             let w = try await env.store.workspace(id: a.workspaceID)
         else { throw DomainError.notFound("Referral page") }
         return (a, w, try await env.store.referralProgramme(workspaceID: w.id))
@@ -235,7 +239,7 @@ struct ReferralPages: Sendable {
     }
 
     func page(_ request: Request, _ context: AppContext) async throws -> Response {
-        let (a, w, programme) = try await advocate(context)
+        let (a, w, programme) = try await advocate(context, afterLeaving: true)
         let locale = Locale.resolve(a.locale) == "en" ? "en" : "de"
         let t = Strings.table(locale)
         let ip = env.clientIP(request, context)
@@ -262,7 +266,7 @@ struct ReferralPages: Sendable {
             "page_url": SiteURL.advocatePage(token: token).path,
             "premium_action": SiteURL.advocatePremium(token: token).path,
             "payout_action": SiteURL.advocatePayout(token: token).path,
-            "leave_action": SiteURL.advocateLeave(token: token).path,
+            "leave_action": SiteURL.advocateLeave(token: token).path, "left": !a.active,
             "pending": referrals.filter { ReferralStatus.open.contains($0.status) }.count,
             "confirmed": referrals.filter { $0.status == .confirmed }.count,
             "incentive": programme.friendIncentive, "has_incentive": !programme.friendIncentive.isEmpty,
@@ -344,7 +348,7 @@ struct ReferralPages: Sendable {
     }
 
     func choosePremium(_ request: Request, _ context: AppContext) async throws -> Response {
-        let (a, w, _) = try await advocate(context)
+        let (a, w, _) = try await advocate(context, afterLeaving: true)
         let form = try await Bodies.form(request, limit: 4096)
         let back = SiteURL.advocatePage(token: context.parameters.get("token") ?? "").path
         guard let id = form["premium_id"].flatMap(Int64.init) else {
@@ -375,13 +379,16 @@ struct ReferralPages: Sendable {
         let locale = Locale.resolve(a.locale) == "en" ? "en" : "de"
         var response = env.publicPage(
             "referral_left", locale: locale, title: "ref_left_title",
-            ["join_url": SiteURL.referralJoin(workspace: w.slug).path], workspace: w)
+            [
+                "join_url": SiteURL.referralJoin(workspace: w.slug).path,
+                "page_url": SiteURL.advocatePage(token: context.parameters.get("token") ?? "").path,
+            ], workspace: w)
         response.headers[.cacheControl] = "no-store"
         return response
     }
 
     func payoutDetails(_ request: Request, _ context: AppContext) async throws -> Response {
-        let (a, w, _) = try await advocate(context)
+        let (a, w, _) = try await advocate(context, afterLeaving: true)
         let form = try await Bodies.form(request, limit: 4096)
         let back = SiteURL.advocatePage(token: context.parameters.get("token") ?? "").path
         let name = (form["name"] ?? "").trimmingCharacters(in: .whitespaces)
