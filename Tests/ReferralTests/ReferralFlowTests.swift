@@ -373,6 +373,28 @@ import Testing
         }
     }
 
+    /// A restock serves live advocates only: an erased one keeps no claim on stock.
+    @Test(arguments: Engine.available)
+    func aRestockPassesOverErasedAdvocates(engine: Engine) async throws {
+        try await withKit(engine, programme: { $0.advocateReward = RewardSpec(type: .premium, valueMinor: 0) }) { kit in
+            let anna = try await advocate(kit)
+            let mug = try await kit.store.savePremium(
+                Premium(
+                    id: 0, workspaceID: kit.shop.id, name: "Tasse", description: "Emaille", imageURL: nil,
+                    costMinor: 800, shippingMinor: 490, currency: "EUR", stock: 0, active: true), id: nil, actor: "t")
+            try await kit.store.setPremiumChoice(workspaceID: kit.shop.id, advocateID: anna.id, premiumID: mug.id)
+            let friend = order(email: "ben@example.org", ref: anna.code, street: "Weg 10")
+            try await put(kit, "F-1", friend)
+            _ = try await deliverAndRelease(kit, "F-1", friend)
+            #expect(try await kit.store.fulfilments(workspaceID: kit.shop.id).map(\.state) == ["awaiting_choice"])
+            try await kit.store.erase(workspaceID: kit.shop.id, contactID: anna.contactID, actor: "t")
+            var restocked = mug
+            restocked.stock = 1
+            #expect(try await kit.store.savePremium(restocked, id: mug.id, actor: "t").stock == 1)
+            #expect(try await kit.store.fulfilments(workspaceID: kit.shop.id).map(\.state) == ["awaiting_choice"])
+        }
+    }
+
     @Test(arguments: Engine.available)
     func cashPayoutsAndTaxThreshold(engine: Engine) async throws {
         try await withKit(

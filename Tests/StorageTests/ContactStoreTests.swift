@@ -122,4 +122,29 @@ import Testing
             #expect(try await store.contacts(workspaceID: shop.id, search: "muster").total == 2)
         }
     }
+
+    /// A mail drafted before its contact was erased is not enqueued after: the erasure emptied the outbox of their
+    /// mails, and a late one would bring the address back (the reward mail and the premium notice draft first).
+    @Test(arguments: Engine.available)
+    func aMailDraftedBeforeAnErasureIsNotEnqueuedAfterIt(engine: Engine) async throws {
+        try await engine.withStore { store, shop, _ in
+            let id = try await store.put(shop, "E-1", samplePayload(email: "erika@example.com", status: "delivered"))
+                .order.contactID
+            func draft(_ n: Int) throws -> OutboxDraft {
+                OutboxDraft(
+                    workspaceID: shop.id, contactID: id, kind: .referralPremiumShipped,
+                    recipient: try EmailAddress("erika@example.com"), messageID: "<m\(n)@shop.example>",
+                    subject: "Ihre Prämie", message: "Subject: Ihre Prämie\r\n\r\nHallo")
+            }
+            let (early, late) = (try draft(1), try draft(2))
+            let sent = try await store.db.transaction { tx in try await store.enqueueMailUnlessErased(tx, early) }
+            #expect(sent != nil)
+            try await store.erase(workspaceID: shop.id, contactID: id, actor: "test")
+            let skipped = try await store.db.transaction { tx in try await store.enqueueMailUnlessErased(tx, late) }
+            #expect(skipped == nil)
+            #expect(
+                try await store.db.scalar("SELECT COUNT(*) FROM outbox WHERE message_id = '<m2@shop.example>'") == 0)
+            #expect(try await store.db.scalar("SELECT COUNT(*) FROM outbox WHERE recipient = 'erika@example.com'") == 0)
+        }
+    }
 }
