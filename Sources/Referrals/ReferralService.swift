@@ -236,7 +236,7 @@ public struct ReferralService: Sendable {
         let currency = (try? Currency(reward.currency)) ?? .eur
         var premium: Premium?
         if let id = reward.premiumID {
-            premium = try await store.premiums(workspaceID: reward.workspaceID).first { $0.id == id }
+            premium = try await store.premium(workspaceID: reward.workspaceID, id: id)
         }
         let payoutDetailsMissing = reward.type == .cash && advocate.payoutIBAN == nil
         let draft = try await mailer.draft(

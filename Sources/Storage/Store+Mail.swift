@@ -289,11 +289,9 @@ extension Store {
             updatedAt: r.date("updated_at"), sendingAt: r.optionalDate("sending_at"), sentAt: r.optionalDate("sent_at"))
     }
 
-    /// Puts a rendered mail in the outbox and enqueues its delivery, in the caller's transaction: the mail exists
-    /// exactly when the change that caused it does.
-    @discardableResult
     /// Enqueues a mail drafted before its transaction began, unless its contact was erased in between (the erasure
     /// emptied the outbox of their mails; a late one would bring the address back). Nil when skipped.
+    @discardableResult
     public func enqueueMailUnlessErased(_ tx: any SQLExecutor, _ d: OutboxDraft) async throws -> Int64? {
         if let contactID = d.contactID,
             try await tx.first("SELECT id FROM contacts WHERE id = ? AND erased_at IS NULL", contactID) == nil
@@ -303,6 +301,9 @@ extension Store {
         return try await enqueueMail(tx, d)
     }
 
+    /// Puts a rendered mail in the outbox and enqueues its delivery, in the caller's transaction: the mail exists
+    /// exactly when the change that caused it does.
+    @discardableResult
     public func enqueueMail(_ tx: any SQLExecutor, _ d: OutboxDraft) async throws -> Int64 {
         let t = now
         let notBefore = d.notBefore ?? t

@@ -1188,34 +1188,37 @@ extension Store {
         public var shippedAt: Date?
     }
 
-    /// The fulfilment list: premiums to send, with the advocate's last shipping address.
-    public func fulfilments(workspaceID: WorkspaceID) async throws -> [Fulfilment] {
-        try await db.query(
-            """
-            SELECT f.reward_id, f.state, p.name AS premium, c.first_name, c.last_name, c.email, f.created_at,
-              f.shipped_at,
-              (SELECT o.id FROM orders o WHERE o.contact_id = c.id AND o.shipping_street IS NOT NULL
-                ORDER BY o.id DESC LIMIT 1) AS order_id
-            FROM referral_fulfilments f JOIN referral_rewards r ON r.id = f.reward_id
-            JOIN contacts c ON c.id = r.contact_id LEFT JOIN referral_premiums p ON p.id = f.premium_id
-            WHERE f.workspace_id = ? ORDER BY f.created_at, f.reward_id
-            """, workspaceID
-        ).asyncMap { row in
-            var address: SQLRow?
-            if let orderID = row.optionalInt("order_id") {
-                address = try await self.db.first(
-                    "SELECT shipping_street, shipping_postal_code, shipping_city, shipping_country FROM orders WHERE id = ?",
-                    orderID)
+    /// The fulfilment list: premiums to send, with the advocate's last shipping address (`rewardID`: that one only).
+    public func fulfilments(workspaceID: WorkspaceID, rewardID: Int64? = nil) async throws -> [Fulfilment] {
+        var binds: [any SQLBindable] = [workspaceID]
+        if let rewardID { binds.append(rewardID) }
+        return
+            try await db.query(
+                """
+                SELECT f.reward_id, f.state, p.name AS premium, c.first_name, c.last_name, c.email, f.created_at,
+                  f.shipped_at,
+                  (SELECT o.id FROM orders o WHERE o.contact_id = c.id AND o.shipping_street IS NOT NULL
+                    ORDER BY o.id DESC LIMIT 1) AS order_id
+                FROM referral_fulfilments f JOIN referral_rewards r ON r.id = f.reward_id
+                JOIN contacts c ON c.id = r.contact_id LEFT JOIN referral_premiums p ON p.id = f.premium_id
+                WHERE f.workspace_id = ?\(rewardID == nil ? "" : " AND f.reward_id = ?") ORDER BY f.created_at, f.reward_id
+                """, binds
+            ).asyncMap { row in
+                var address: SQLRow?
+                if let orderID = row.optionalInt("order_id") {
+                    address = try await self.db.first(
+                        "SELECT shipping_street, shipping_postal_code, shipping_city, shipping_country FROM orders WHERE id = ?",
+                        orderID)
+                }
+                return Fulfilment(
+                    rewardID: row.int("reward_id"), state: row.text("state"), premium: row.optionalText("premium"),
+                    name: [row.optionalText("first_name"), row.optionalText("last_name")].compactMap { $0 }
+                        .joined(separator: " "), email: row.text("email"),
+                    street: address?.optionalText("shipping_street"),
+                    postalCode: address?.optionalText("shipping_postal_code"),
+                    city: address?.optionalText("shipping_city"), country: address?.optionalText("shipping_country"),
+                    createdAt: row.date("created_at"), shippedAt: row.optionalDate("shipped_at"))
             }
-            return Fulfilment(
-                rewardID: row.int("reward_id"), state: row.text("state"), premium: row.optionalText("premium"),
-                name: [row.optionalText("first_name"), row.optionalText("last_name")].compactMap { $0 }
-                    .joined(separator: " "), email: row.text("email"),
-                street: address?.optionalText("shipping_street"),
-                postalCode: address?.optionalText("shipping_postal_code"),
-                city: address?.optionalText("shipping_city"), country: address?.optionalText("shipping_country"),
-                createdAt: row.date("created_at"), shippedAt: row.optionalDate("shipped_at"))
-        }
     }
 
     /// Records that a queued premium went out: 404 for a reward of no premium in this workspace, 409 unless queued.
@@ -1239,7 +1242,7 @@ extension Store {
             try await self.audit(
                 tx, workspaceID: workspaceID, actor: actor, action: "referrals.premium.shipped",
                 subject: "reward:\(rewardID)")
-            if let mail { _ = try await self.enqueueMailUnlessErased(tx, mail) }
+            if let mail { try await self.enqueueMailUnlessErased(tx, mail) }
         }
     }
 

@@ -94,19 +94,18 @@ struct ReferralAPI {
         router.post(SiteURL.Route.apiPremiums.routerPath) { request, context in
             let principal = try context.principal()
             let input = try await Bodies.json(PremiumInput.self, from: request, limit: 16 * 1024)
-            for (field, given) in [("name", input.name != nil), ("cost_minor", input.costMinor != nil)]
-            where !given {
-                throw DomainError.invalid("field_missing", "'\(field)' is required.", field: field)
-            }
-            guard let stock = input.stock else {
-                throw DomainError.invalid("field_missing", "'stock' is required.", field: "stock")
+            func required<T>(_ value: T?, _ field: String) throws -> T {
+                guard let value else {
+                    throw DomainError.invalid("field_missing", "'\(field)' is required.", field: field)
+                }
+                return value
             }
             let saved = try await env.store.savePremium(
                 Premium(
-                    id: 0, workspaceID: principal.workspaceID, name: input.name ?? "",
-                    description: input.description ?? "", imageURL: input.imageURL, costMinor: input.costMinor ?? 0,
-                    shippingMinor: input.shippingMinor ?? 0, currency: "EUR", stock: stock,
-                    active: input.active ?? true), id: nil,
+                    id: 0, workspaceID: principal.workspaceID, name: try required(input.name, "name"),
+                    description: input.description ?? "", imageURL: input.imageURL,
+                    costMinor: try required(input.costMinor, "cost_minor"), shippingMinor: input.shippingMinor ?? 0,
+                    currency: "EUR", stock: try required(input.stock, "stock"), active: input.active ?? true), id: nil,
                 actor: "apikey:\(principal.keyID)")
             return try Bodies.jsonResponse(saved, status: .created)
         }
@@ -138,10 +137,7 @@ struct ReferralAPI {
             let id = try context.int64Parameter("id")
             try await module.service.markShipped(
                 workspaceID: principal.workspaceID, rewardID: id, actor: "apikey:\(principal.keyID)")
-            guard
-                let shipped = try await env.store.fulfilments(workspaceID: principal.workspaceID).first(where: {
-                    $0.rewardID == id
-                })
+            guard let shipped = try await env.store.fulfilments(workspaceID: principal.workspaceID, rewardID: id).first
             else { throw DomainError.notFound("Premium shipment") }
             return try Bodies.jsonResponse(shipped)
         }

@@ -232,6 +232,14 @@ struct ReferralPages: Sendable {
         return (a, w, try await env.store.referralProgramme(workspaceID: w.id))
     }
 
+    /// The personal page's path, for the forms' way back.
+    func pagePath(_ context: AppContext) -> String {
+        SiteURL.advocatePage(token: context.parameters.get("token") ?? "").path
+    }
+
+    /// The personal page speaks the advocate's language where the product has it, German otherwise.
+    static func pageLocale(_ a: Advocate) -> String { Locale.resolve(a.locale) == "en" ? "en" : "de" }
+
     /// The shop's suggested share text, in the advocate's language, with the friend's incentive.
     static func suggestion(_ t: [String: String], shop: String, incentive: String) -> String {
         let text = (t["ref_share_text"] ?? "").replacingOccurrences(of: "{shop}", with: shop)
@@ -240,7 +248,7 @@ struct ReferralPages: Sendable {
 
     func page(_ request: Request, _ context: AppContext) async throws -> Response {
         let (a, w, programme) = try await advocate(context, afterLeaving: true)
-        let locale = Locale.resolve(a.locale) == "en" ? "en" : "de"
+        let locale = Self.pageLocale(a)
         let t = Strings.table(locale)
         let ip = env.clientIP(request, context)
         try await env.store.noteAdvocateDevice(
@@ -350,7 +358,7 @@ struct ReferralPages: Sendable {
     func choosePremium(_ request: Request, _ context: AppContext) async throws -> Response {
         let (a, w, _) = try await advocate(context, afterLeaving: true)
         let form = try await Bodies.form(request, limit: 4096)
-        let back = SiteURL.advocatePage(token: context.parameters.get("token") ?? "").path
+        let back = pagePath(context)
         guard let id = form["premium_id"].flatMap(Int64.init) else {
             return Response(status: .seeOther, headers: [.location: back + "?error=premium"])
         }
@@ -369,19 +377,19 @@ struct ReferralPages: Sendable {
         guard form["leave"] == "yes" else {
             return Response(
                 status: .seeOther,
-                headers: [.location: SiteURL.advocatePage(token: context.parameters.get("token") ?? "").path])
+                headers: [.location: pagePath(context)])
         }
         try await referrals.service.leave(
             a,
             evidence: ConsentEvidence(
                 at: env.clock.now(), ip: env.clientIP(request, context),
                 userAgent: request.headers[.userAgent].map { String($0.prefix(500)) }))
-        let locale = Locale.resolve(a.locale) == "en" ? "en" : "de"
+        let locale = Self.pageLocale(a)
         var response = env.publicPage(
             "referral_left", locale: locale, title: "ref_left_title",
             [
                 "join_url": SiteURL.referralJoin(workspace: w.slug).path,
-                "page_url": SiteURL.advocatePage(token: context.parameters.get("token") ?? "").path,
+                "page_url": pagePath(context),
             ], workspace: w)
         response.headers[.cacheControl] = "no-store"
         return response
@@ -390,7 +398,7 @@ struct ReferralPages: Sendable {
     func payoutDetails(_ request: Request, _ context: AppContext) async throws -> Response {
         let (a, w, _) = try await advocate(context, afterLeaving: true)
         let form = try await Bodies.form(request, limit: 4096)
-        let back = SiteURL.advocatePage(token: context.parameters.get("token") ?? "").path
+        let back = pagePath(context)
         let name = (form["name"] ?? "").trimmingCharacters(in: .whitespaces)
         guard let iban = IBAN(form["iban"] ?? ""), !name.isEmpty, name.count <= 70 else {
             return Response(status: .seeOther, headers: [.location: back + "?error=iban"])
