@@ -44,6 +44,11 @@ public struct FastPath: Sendable {
         return response
     }
 
+    /// Whether the request asks to close the connection after its answer (a `Connection` other than keep-alive).
+    static func endsConnection(_ head: HTTPRequest) -> Bool {
+        head.headerFields[.connection].map { $0.lowercased() != "keep-alive" } ?? false
+    }
+
     /// One handler per connection, placed after the HTTP codec and before Hummingbird's connection handling.
     public func handler() -> FastPathHandler { FastPathHandler(self) }
 
@@ -52,7 +57,7 @@ public struct FastPath: Sendable {
         let start = DispatchTime.now().uptimeNanoseconds
         guard head.method == .get, let target = head.path else { return nil }
         // Closing the connection after the answer (`Connection: close`) stays with Hummingbird's loop.
-        if let connection = head.headerFields[.connection], connection.lowercased() != "keep-alive" { return nil }
+        if Self.endsConnection(head) { return nil }
         let path = target.utf8.firstIndex(of: UInt8(ascii: "?")).map { target[..<$0] } ?? target[...]
         for route in routes {
             guard let parameter = route.match(path) else { continue }
@@ -168,9 +173,7 @@ public final class FastPathHandler: ChannelDuplexHandler, RemovableChannelHandle
             }
             answered = false
             withRouter += 1
-            if let connection = head.headerFields[.connection], connection.lowercased() != "keep-alive" {
-                routerOnly = true
-            }
+            if FastPath.endsConnection(head) { routerOnly = true }
             context.fireChannelRead(data)
         case .body:
             if !answered { context.fireChannelRead(data) }
