@@ -37,18 +37,24 @@ public struct OrderPayload: Codable, Sendable, Equatable {
         enum CodingKeys: String, CodingKey {
             case sku, name, quantity, category
             case unitPrice = "unit_price"
+            case returnedQuantity = "returned_quantity"
         }
         public var sku: String?
         public var name: String?
         public var quantity: Int?
         public var unitPrice: String?
         public var category: String?
-        public init(sku: String?, name: String?, quantity: Int?, unitPrice: String?, category: String? = nil) {
+        public var returnedQuantity: Int?
+        public init(
+            sku: String?, name: String?, quantity: Int?, unitPrice: String?, category: String? = nil,
+            returnedQuantity: Int? = nil
+        ) {
             self.sku = sku
             self.name = name
             self.quantity = quantity
             self.unitPrice = unitPrice
             self.category = category
+            self.returnedQuantity = returnedQuantity
         }
     }
     public struct Totals: Codable, Sendable, Equatable {
@@ -247,7 +253,22 @@ public struct OrderSubmission: Sendable, Equatable {
             guard let price = item.unitPrice else { throw missing("\(base).unit_price") }
             let unitPrice = try Money(decimal: price, currency: currency, field: "\(base).unit_price")
             let category = try text(item.category, field: "\(base).category", max: 100)
-            items.append(OrderItem(sku: sku, name: name, quantity: quantity, unitPrice: unitPrice, category: category))
+            let returned = item.returnedQuantity ?? 0
+            guard returned >= 0, returned <= quantity else {
+                throw .invalid(
+                    "returned_quantity_invalid", "Returned quantity must be between 0 and the item's quantity.",
+                    field: "\(base).returned_quantity")
+            }
+            guard returned == 0 || ![.placed, .paid, .cancelled].contains(status) else {
+                throw .invalid(
+                    "returned_quantity_invalid",
+                    "Units can be returned only after the order has shipped (status '\(status.rawValue)').",
+                    field: "\(base).returned_quantity")
+            }
+            items.append(
+                OrderItem(
+                    sku: sku, name: name, quantity: quantity, unitPrice: unitPrice, category: category,
+                    returnedQuantity: returned))
         }
 
         guard let t = p.totals else { throw missing("totals") }

@@ -56,13 +56,30 @@ public struct OrderItem: Sendable, Equatable, Codable {
     public var quantity: Int
     public var unitPrice: Money
     public var category: String?
-    public init(sku: String, name: String, quantity: Int, unitPrice: Money, category: String?) {
+    /// Units of `quantity` the customer sent back (0 … quantity), as the shop reports them.
+    public var returnedQuantity: Int
+    public init(
+        sku: String, name: String, quantity: Int, unitPrice: Money, category: String?, returnedQuantity: Int = 0
+    ) {
         self.sku = sku
         self.name = name
         self.quantity = quantity
         self.unitPrice = unitPrice
         self.category = category
+        self.returnedQuantity = returnedQuantity
     }
+
+    /// The units the customer kept.
+    public var keptQuantity: Int { max(0, quantity - returnedQuantity) }
+}
+
+extension Order {
+    /// The event an order raises whenever the shop reports more returned units than before (on any status; a
+    /// partial return is the usual case). Its dedupe key carries the new total, so each increase raises one.
+    public static let itemsReturnedEvent = "OrderItemsReturned"
+
+    /// All units returned, over the items.
+    public static func returnedUnits(_ items: [OrderItem]) -> Int { items.reduce(0) { $0 + $1.returnedQuantity } }
 }
 
 public struct PostalAddress: Sendable, Equatable, Codable {

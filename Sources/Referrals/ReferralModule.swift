@@ -33,6 +33,7 @@ public struct ReferralModule: Sendable {
         s.subscribe(Store.referralHoldJob, to: OrderStatus.delivered.eventType)
         s.subscribe(Store.referralVoidJob, to: OrderStatus.returned.eventType)
         s.subscribe(Store.referralVoidJob, to: OrderStatus.cancelled.eventType)
+        s.subscribe(Store.referralVoidJob, to: Order.itemsReturnedEvent)
     }
 }
 

@@ -166,12 +166,19 @@ public struct ReferralService: Sendable {
         try await store.holdRewards(tx, workspaceID: workspaceID, orderID: orderID, deliveredAt: delivered)
     }
 
-    /// `OrderReturned` / `OrderCancelled`: void before issue, claw back after.
+    /// `OrderReturned` / `OrderCancelled`: void before issue, claw back after. `OrderItemsReturned` (a partial
+    /// return): the same, if what the friend kept no longer qualifies.
     public func void(eventID: Int64, tx: any SQLExecutor) async throws {
         guard let (workspaceID, orderID) = try await orderOf(eventID: eventID, tx),
-            let status = try await tx.first("SELECT status FROM orders WHERE id = ?", orderID)?.text("status")
+            let row = try await tx.first("SELECT status FROM orders WHERE id = ?", orderID),
+            let status = OrderStatus(rawValue: row.text("status"))
         else { return }
-        try await store.voidReferral(tx, workspaceID: workspaceID, orderID: orderID, reason: "order_\(status)")
+        if status == .returned || status == .cancelled {
+            try await store.voidReferral(
+                tx, workspaceID: workspaceID, orderID: orderID, reason: "order_\(status.rawValue)")
+        } else {
+            try await store.recheckReferral(tx, workspaceID: workspaceID, orderID: orderID)
+        }
     }
 
     // MARK: Lifecycle

@@ -19,7 +19,7 @@ public enum Migrator {
     /// Every migration, in order.
     public static let all: [Migration] = [
         Schema.v1Foundation, Schema.v2Mail, Schema.v3Reviews, Schema.v4LeadMagnets, Schema.v5Referrals,
-        Schema.v6QueryPaths,
+        Schema.v6QueryPaths, Schema.v7Returns,
     ]
 
     /// The newest migration id, which `/readyz` compares against the database.
@@ -844,6 +844,24 @@ enum Schema {
             "DROP INDEX jobs_due",
             "CREATE INDEX jobs_due ON jobs (state, run_at, id)",
             "DROP INDEX orders_device",
+        ]
+    }
+
+    /// Partial returns:
+    /// - `order_items.returned_quantity`: the units of an item the customer sent back, as the shop reports them;
+    /// - `referrals.minimum_minor`: the programme's minimum order value when the referral was decided, so a later
+    ///   partial return is judged by the rule the order was placed under;
+    /// - a milestone reward that was voided or clawed back no longer blocks the same milestone when the advocate
+    ///   reaches it again.
+    static let v7Returns = Migration(id: 7, name: "returns") { _ in
+        [
+            "ALTER TABLE order_items ADD COLUMN returned_quantity BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE referrals ADD COLUMN minimum_minor BIGINT",
+            "DROP INDEX referral_rewards_milestone",
+            """
+            CREATE UNIQUE INDEX referral_rewards_milestone ON referral_rewards (advocate_id, milestone)
+              WHERE reason = 'milestone' AND state NOT IN ('void', 'clawed_back')
+            """,
         ]
     }
 }

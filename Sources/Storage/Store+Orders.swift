@@ -149,12 +149,20 @@ extension Store {
                 a?.name, a?.street, a?.postalCode, a?.city, a?.country, s.couponCode, s.referralCode,
                 s.referredBy, s.paymentFingerprint, device(s),
             ] + OrderStatus.allCases.map { s.statusTimes[$0] } + [fingerprint, t, orderID, workspaceID])[0]
+        let returnedBefore = try await tx.scalar(
+            "SELECT COALESCE(SUM(returned_quantity), 0) FROM order_items WHERE order_id = ? AND workspace_id = ?",
+            orderID, workspaceID)
         try await tx.execute(
             "DELETE FROM order_items WHERE order_id = ? AND workspace_id = ?", orderID, workspaceID)
         try await insertItems(tx, workspaceID: workspaceID, [(orderID, s.items)])
         let events = try await recordStatusChanges(
             tx, workspaceID: workspaceID,
-            Self.statusChanges(orderID: orderID, contactID: contactID, s: s, previous: previous, now: t))
+            Self.statusChanges(orderID: orderID, contactID: contactID, s: s, previous: previous, now: t),
+            also: [
+                Self.itemsReturned(
+                    workspaceID: workspaceID, orderID: orderID, contactID: contactID, s: s, before: returnedBefore,
+                    now: t)
+            ])
         try await recordCheckoutConsents(tx, workspaceID: workspaceID, contactID: contactID, s: s, isNew: false, at: t)
         // The row as written (RETURNING) and the items as sent: no second read.
         return OrderUpsertResult(order: Self.order(orderRow, items: s.items), outcome: .updated, events: events)
@@ -211,7 +219,11 @@ extension Store {
         let changes = zip(rows, zip(orders, contactIDs)).flatMap { row, o in
             Self.statusChanges(orderID: row.int("id"), contactID: o.1, s: o.0.s, previous: nil, now: t)
         }
-        let events = try await recordStatusChanges(tx, workspaceID: workspaceID, changes)
+        let returns = zip(rows, zip(orders, contactIDs)).compactMap { row, o in
+            Self.itemsReturned(
+                workspaceID: workspaceID, orderID: row.int("id"), contactID: o.1, s: o.0.s, before: 0, now: t)
+        }
+        let events = try await recordStatusChanges(tx, workspaceID: workspaceID, changes, also: returns)
         let eventsByOrder = Dictionary(grouping: events, by: \.subjectID)
         var results: [OrderUpsertResult] = []
         results.reserveCapacity(orders.count)
@@ -236,19 +248,19 @@ extension Store {
         _ tx: any SQLExecutor, workspaceID: WorkspaceID, _ orders: [(orderID: OrderID, items: [OrderItem])]
     ) async throws {
         let rows = orders.flatMap { o in o.items.enumerated().map { (o.orderID, $0.offset, $0.element) } }
-        for chunk in MultiRow.chunks(rows: rows.count, columns: 8) {
+        for chunk in MultiRow.chunks(rows: rows.count, columns: 9) {
             var binds: [any SQLBindable] = []
-            binds.reserveCapacity(chunk.range.count * 8)
+            binds.reserveCapacity(chunk.range.count * 9)
             for (orderID, position, item) in rows[chunk.range] {
                 binds += [
                     workspaceID, orderID, position, item.sku, item.name, item.quantity, item.unitPrice.minor,
-                    item.category,
+                    item.category, item.returnedQuantity,
                 ]
             }
             try await tx.execute(
                 """
                 INSERT INTO order_items (workspace_id, order_id, position, sku, name, quantity, unit_price_minor,
-                  category) VALUES \(chunk.marks)
+                  category, returned_quantity) VALUES \(chunk.marks)
                 """, binds)
         }
     }
@@ -283,8 +295,24 @@ extension Store {
         }
     }
 
-    /// The status history rows, and the domain events they raise (each once per order and status).
-    private func recordStatusChanges(_ tx: any SQLExecutor, workspaceID: WorkspaceID, _ changes: [StatusReached])
+    /// `OrderItemsReturned` when the submission reports more returned units than the order had (`before`).
+    static func itemsReturned(
+        workspaceID: WorkspaceID, orderID: OrderID, contactID: ContactID, s: OrderSubmission, before: Int64, now: Date
+    ) -> EventDraft? {
+        let units = Int64(Order.returnedUnits(s.items))
+        guard units > before else { return nil }
+        return EventDraft(
+            workspaceID: workspaceID, type: Order.itemsReturnedEvent, subjectType: "order", subjectID: orderID,
+            payload:
+                #"{"order_id":\#(orderID),"external_id":"\#(JSONText.escape(s.externalID))","contact_id":\#(contactID),"returned_units":\#(units)}"#,
+            dedupeKey: "order:\(orderID):returned:\(units)", occurredAt: now)
+    }
+
+    /// The status history rows, and the domain events they raise (each once per order and status), with `also`
+    /// recorded in the same statement.
+    private func recordStatusChanges(
+        _ tx: any SQLExecutor, workspaceID: WorkspaceID, _ changes: [StatusReached], also: [EventDraft?] = []
+    )
         async throws -> [DomainEvent]
     {
         for chunk in MultiRow.chunks(rows: changes.count, columns: 5) {
@@ -305,7 +333,7 @@ extension Store {
                     payload:
                         #"{"order_id":\#(c.orderID),"external_id":"\#(JSONText.escape(c.externalID))","contact_id":\#(c.contactID),"status":"\#(c.to.rawValue)"}"#,
                     dedupeKey: "order:\(c.orderID):\(c.to.rawValue)", occurredAt: c.at)
-            })
+            } + also.compactMap { $0 })
     }
 
     /// The consent changes an order's checkout consents make.
@@ -362,7 +390,8 @@ extension Store {
         let marks = orderIDs.map { _ in "?" }.joined(separator: ", ")
         let rows = try await tx.query(
             """
-            SELECT i.order_id, i.sku, i.name, i.quantity, i.unit_price_minor, i.category, o.currency
+            SELECT i.order_id, i.sku, i.name, i.quantity, i.unit_price_minor, i.category, i.returned_quantity,
+              o.currency
             FROM order_items i JOIN orders o ON o.id = i.order_id
             WHERE i.workspace_id = ? AND i.order_id IN (\(marks)) ORDER BY i.order_id, i.position
             """, [workspaceID] + orderIDs.map { $0 as any SQLBindable })
@@ -373,7 +402,7 @@ extension Store {
                 OrderItem(
                     sku: r.text("sku"), name: r.text("name"), quantity: Int(r.int("quantity")),
                     unitPrice: Money(minor: r.int("unit_price_minor"), currency: currency),
-                    category: r.optionalText("category")))
+                    category: r.optionalText("category"), returnedQuantity: Int(r.int("returned_quantity"))))
         }
         return result
     }

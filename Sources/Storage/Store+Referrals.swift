@@ -571,10 +571,11 @@ extension Store {
             let id = try await tx.query(
                 """
                 INSERT INTO referrals (workspace_id, advocate_id, order_id, friend_contact_id, via, status, reasons,
-                  base_minor, revenue_minor, currency, created_at, decided_at, decided_by)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'rules') ON CONFLICT (order_id) DO NOTHING RETURNING id
+                  base_minor, minimum_minor, revenue_minor, currency, created_at, decided_at, decided_by)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'rules') ON CONFLICT (order_id) DO NOTHING RETURNING id
                 """, workspaceID, advocateID, orderID, order.contactID, how.via, decision.status.rawValue, reasons,
-                decision.baseMinor, order.totals.total.minor, order.totals.total.currency.code, t, t
+                decision.baseMinor, programme.minimumOrderMinor, order.totals.total.minor,
+                order.totals.total.currency.code, t, t
             ).first?.int("id")
         else { return nil }
         try await audit(
@@ -940,26 +941,69 @@ extension Store {
 
     /// A return or cancellation: the referral is void, rewards not yet issued are voided, issued ones clawed back
     /// (credit reversed, an unused voucher invalidated, an open payout cancelled or an exported one owed back,
-    /// a queued premium cancelled and its stock restored).
+    /// a queued premium cancelled and its stock restored). Milestone bonuses the advocate no longer reaches go
+    /// the same way.
     public func voidReferral(_ tx: any SQLExecutor, workspaceID: WorkspaceID, orderID: OrderID, reason: String)
         async throws
     {
-        guard let ref = try await tx.first("SELECT id FROM referrals WHERE order_id = ?", orderID) else { return }
+        guard let ref = try await tx.first("SELECT id, advocate_id FROM referrals WHERE order_id = ?", orderID)
+        else { return }
         let referralID = ref.int("id")
-        let t = now
         try await tx.execute(
             "UPDATE referrals SET status = 'void', decided_at = ?, decided_by = 'rules' WHERE id = ? AND status <> 'void'",
-            t, referralID)
+            now, referralID)
+        let clawedBack = try await endRewards(
+            tx, workspaceID: workspaceID, where: "referral_id = ?", [referralID], reason: reason)
+        // A referral that was confirmed counted towards milestones; those above the new count end too.
+        let confirmed = try await tx.scalar(
+            "SELECT COUNT(*) FROM referrals WHERE advocate_id = ? AND status = 'confirmed'", ref.int("advocate_id"))
+        let milestones = try await endRewards(
+            tx, workspaceID: workspaceID, where: "advocate_id = ? AND reason = 'milestone' AND milestone > ?",
+            [ref.int("advocate_id"), confirmed], reason: "milestone_lost:\(reason)")
+        try await audit(
+            tx, workspaceID: workspaceID, actor: "rules", action: "referrals.void", subject: "referral:\(referralID)",
+            detail:
+                "\(reason); clawed back: \((clawedBack + milestones).map { "reward:\($0.id)" }.joined(separator: ", "))"
+        )
+    }
+
+    /// Items came back but the order stands: the referral is judged again on what the friend kept, by the
+    /// minimum order value it was decided under and the programme's exclusions. If the kept value no longer
+    /// qualifies, it is voided or clawed back as after a full return. Safe to run any number of times.
+    public func recheckReferral(_ tx: any SQLExecutor, workspaceID: WorkspaceID, orderID: OrderID) async throws {
+        guard
+            let ref = try await tx.first(
+                "SELECT status, minimum_minor FROM referrals WHERE order_id = ? AND workspace_id = ?", orderID,
+                workspaceID),
+            let status = ReferralStatus(rawValue: ref.text("status")),
+            (ReferralStatus.open + [.confirmed]).contains(status),
+            let order = try await loadOrder(tx, workspaceID: workspaceID, id: orderID)
+        else { return }
+        var programme = try await referralProgramme(workspaceID: workspaceID, tx)
+        if let minimum = ref.optionalInt("minimum_minor") { programme.minimumOrderMinor = minimum }
+        guard case .ineligible(let why) = ReferralRules.eligibility(items: order.items, programme: programme)
+        else { return }
+        try await voidReferral(
+            tx, workspaceID: workspaceID, orderID: orderID, reason: "order_partially_returned:\(why.rawValue)")
+    }
+
+    /// Ends the rewards `condition` selects: voids those not yet issued and claws back the issued ones. Answers the
+    /// clawed-back rewards.
+    private func endRewards(
+        _ tx: any SQLExecutor, workspaceID: WorkspaceID, where condition: String, _ binds: [any SQLBindable],
+        reason: String
+    ) async throws -> [Reward] {
+        let t = now
         try await tx.execute(
             """
             UPDATE referral_rewards SET state = 'void', ended_at = ?, end_reason = ?
-            WHERE referral_id = ? AND state IN \(Self.voidable)
-            """, t, reason, referralID)
+            WHERE workspace_id = ? AND \(condition) AND state IN \(Self.voidable)
+            """, [t, reason, workspaceID] + binds)
         let issued = try await tx.query(
             """
             UPDATE referral_rewards SET state = 'clawed_back', ended_at = ?, end_reason = ?
-            WHERE referral_id = ? AND state = 'issued' RETURNING \(Self.rewardColumns)
-            """, t, reason, referralID
+            WHERE workspace_id = ? AND \(condition) AND state = 'issued' RETURNING \(Self.rewardColumns)
+            """, [t, reason, workspaceID] + binds
         ).map(Self.reward)
         for r in issued {
             switch r.type {
@@ -990,9 +1034,7 @@ extension Store {
                 }
             }
         }
-        try await audit(
-            tx, workspaceID: workspaceID, actor: "rules", action: "referrals.void", subject: "referral:\(referralID)",
-            detail: "\(reason); clawed back: \(issued.map { "reward:\($0.id)" }.joined(separator: ", "))")
+        return issued
     }
 
     /// An order that uses an issued referral voucher as its coupon redeems it (an unused voucher is what a

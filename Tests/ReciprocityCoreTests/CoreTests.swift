@@ -120,6 +120,14 @@ import Testing
         #expect(field(p) == "consents[0].text")
         p = payload(); p.customer?.firstName = "Anna\u{0}"
         #expect(field(p) == "customer.first_name")
+        p = payload(); p.status = "delivered"; p.items?[0].returnedQuantity = 3
+        #expect(field(p) == "items[0].returned_quantity", "more back than bought")
+        p = payload(); p.status = "delivered"; p.items?[0].returnedQuantity = -1
+        #expect(field(p) == "items[0].returned_quantity")
+        p = payload(); p.status = "paid"; p.items?[0].returnedQuantity = 1
+        #expect(field(p) == "items[0].returned_quantity", "nothing comes back before it has shipped")
+        p = payload(); p.status = "partially_returned"; p.items?[0].returnedQuantity = 1
+        #expect(field(p) == nil)
         #expect(field(payload(), id: "a/b") == "external_id")
         #expect(field(payload(), id: String(repeating: "x", count: 129)) == "external_id")
     }

@@ -110,6 +110,22 @@ import Testing
         #expect(ReferralRules.eligibility(items: [book, med], programme: p) == .ineligible(reason: .onlyExcludedItems))
         #expect(ReferralRules.eligibility(items: [book, coffee], programme: p) == .ineligible(reason: .belowMinimum))
         #expect(ReferralRules.eligibility(items: [book, coffee, coffee], programme: p) == .eligible(baseMinor: 3000))
+        // Returned units do not count; an order whose every unit came back has nothing left.
+        var twoCoffees = coffee
+        twoCoffees.quantity = 2
+        #expect(ReferralRules.eligibility(items: [twoCoffees], programme: p) == .eligible(baseMinor: 3000))
+        twoCoffees.returnedQuantity = 1
+        #expect(ReferralRules.eligibility(items: [twoCoffees], programme: p) == .ineligible(reason: .belowMinimum))
+        var returnedCoffee = coffee
+        returnedCoffee.returnedQuantity = 1
+        #expect(
+            ReferralRules.eligibility(items: [returnedCoffee, book], programme: p)
+                == .ineligible(reason: .onlyExcludedItems))
+        var returnedBook = book
+        returnedBook.returnedQuantity = 1
+        #expect(
+            ReferralRules.eligibility(items: [returnedCoffee, returnedBook], programme: p)
+                == .ineligible(reason: .allReturned))
         let existing = ReferralRules.decide(try facts { $0.friendHadEarlierOrder = true }, programme: p)
         #expect(existing.status == .rejected && existing.reasons == [.existingCustomer])
         p.newCustomersOnly = false

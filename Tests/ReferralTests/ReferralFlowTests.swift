@@ -65,7 +65,8 @@ import Testing
                 case "OrderPlaced":
                     try await kit.referrals.service.attribute(eventID: event.id, tx: tx, disposable: list)
                 case "OrderDelivered": try await kit.referrals.service.hold(eventID: event.id, tx: tx)
-                case "OrderReturned", "OrderCancelled": try await kit.referrals.service.void(eventID: event.id, tx: tx)
+                case "OrderReturned", "OrderCancelled", Order.itemsReturnedEvent:
+                    try await kit.referrals.service.void(eventID: event.id, tx: tx)
                 default: break
                 }
             }
@@ -291,6 +292,111 @@ import Testing
             let voided = try #require(try await kit.store.rewards(workspaceID: kit.shop.id).first)
             #expect(voided.state == .void)
             #expect(voided.endReason == "order_returned")
+        }
+    }
+
+    /// A partial return judges the referral again on what the friend kept, by the minimum it was decided under.
+    @Test(arguments: Engine.available)
+    func aPartialReturnJudgesWhatWasKept(engine: Engine) async throws {
+        try await withKit(
+            engine,
+            programme: { p in
+                p.advocateReward = RewardSpec(type: .credit, valueMinor: 1500)
+                p.minimumOrderMinor = 3000
+            }
+        ) { kit in
+            let anna = try await advocate(kit)
+            func twoItems(_ email: String, street: String) -> OrderPayload {
+                var p = order(email: email, ref: anna.code, street: street, price: "40.00")
+                p.items = [
+                    .init(sku: "KAFFEE-1", name: "Kaffee", quantity: 1, unitPrice: "20.00"),
+                    .init(sku: "TEE-1", name: "Tee", quantity: 2, unitPrice: "10.00"),
+                ]
+                return p
+            }
+            // Ben keeps the coffee and one tea (30.00): still at the minimum, the reward stays.
+            var ben = twoItems("ben@example.org", street: "Weg 3")
+            try await put(kit, "F-1", ben)
+            let bens = try #require(try await deliverAndRelease(kit, "F-1", ben))
+            #expect(bens.state == .issued)
+            ben.status = "partially_returned"
+            ben.items?[1].returnedQuantity = 1
+            try await put(kit, "F-1", ben)
+            #expect(try await kit.store.reward(id: bens.id)?.state == .issued)
+            // Sending the second tea back too leaves 20.00: below the minimum, the credit is clawed back.
+            ben.items?[1].returnedQuantity = 2
+            try await put(kit, "F-1", ben)
+            let clawed = try await kit.store.reward(id: bens.id)
+            #expect(clawed?.state == .clawedBack)
+            #expect(clawed?.endReason == "order_partially_returned:below_minimum")
+            #expect(try await kit.store.creditBalance(workspaceID: kit.shop.id, contactID: anna.contactID) == 0)
+
+            // Cleo's referral was decided under a minimum of 30.00; the shop raises it to 35.00 later. Her return
+            // leaves 30.00, which met the rule she ordered under: the pending reward stays.
+            let cleo = twoItems("cleo@example.org", street: "Weg 4")
+            try await put(kit, "F-2", cleo)
+            var raised = try await kit.store.referralProgramme(workspaceID: kit.shop.id)
+            raised.minimumOrderMinor = 3500
+            try await kit.referrals.service.saveProgramme(workspaceID: kit.shop.id, raised, actor: "test")
+            var back = cleo
+            back.status = "delivered"
+            back.items?[1].returnedQuantity = 1
+            try await put(kit, "F-2", back)
+            let cleos = try #require(
+                try await kit.store.rewards(workspaceID: kit.shop.id).first { $0.id != bens.id })
+            #expect(cleos.state == .held)
+            // Everything back under a status that is not "returned": void before issue, with its reason.
+            back.status = "partially_returned"
+            back.items = back.items?.map {
+                var i = $0; i.returnedQuantity = i.quantity; return i
+            }
+            try await put(kit, "F-2", back)
+            let voided = try await kit.store.reward(id: cleos.id)
+            #expect(voided?.state == .void)
+            #expect(voided?.endReason == "order_partially_returned:all_returned")
+        }
+    }
+
+    /// A clawback that takes the advocate below a milestone ends the milestone's bonus; reaching it again earns it
+    /// again.
+    @Test(arguments: Engine.available)
+    func aReturnBelowAMilestoneEndsItsBonus(engine: Engine) async throws {
+        try await withKit(
+            engine,
+            programme: { p in
+                p.advocateReward = RewardSpec(type: .credit, valueMinor: 1500)
+                p.milestones = [Milestone(count: 2, reward: RewardSpec(type: .credit, valueMinor: 2000))]
+            }
+        ) { kit in
+            let anna = try await advocate(kit)
+            var friends: [OrderPayload] = []
+            for (i, email) in ["ben@example.org", "cleo@example.org"].enumerated() {
+                let p = order(email: email, ref: anna.code, street: "Weg \(i + 20)")
+                friends.append(p)
+                try await put(kit, "F-\(i)", p)
+                _ = try await deliverAndRelease(kit, "F-\(i)", p)
+            }
+            let balance = { try await kit.store.creditBalance(workspaceID: kit.shop.id, contactID: anna.contactID) }
+            #expect(try await balance() == 1500 + 1500 + 2000)
+            let bonus = try #require(
+                try await kit.store.rewards(workspaceID: kit.shop.id).first { $0.reason == "milestone" })
+            #expect(bonus.state == .issued)
+
+            var returned = friends[0]
+            returned.status = "returned"
+            try await put(kit, "F-0", returned)
+            let lost = try await kit.store.reward(id: bonus.id)
+            #expect(lost?.state == .clawedBack)
+            #expect(lost?.endReason == "milestone_lost:order_returned")
+            #expect(try await balance() == 1500)
+
+            // A third friend brings the count back to two: the bonus is earned once more.
+            let dora = order(email: "dora@example.org", ref: anna.code, street: "Weg 30")
+            try await put(kit, "F-2", dora)
+            _ = try await deliverAndRelease(kit, "F-2", dora)
+            let bonuses = try await kit.store.rewards(workspaceID: kit.shop.id).filter { $0.reason == "milestone" }
+            #expect(bonuses.map(\.state).sorted { $0.rawValue < $1.rawValue } == [.clawedBack, .issued])
+            #expect(try await balance() == 1500 + 1500 + 2000)
         }
     }
 

@@ -54,6 +54,44 @@ import Testing
         }
     }
 
+    /// Returned units are kept per item, and each report of more units back raises one `OrderItemsReturned`.
+    @Test(arguments: Engine.available)
+    func moreReturnedUnitsRaiseOneEventEach(engine: Engine) async throws {
+        var subs = EventSubscriptions()
+        subs.subscribe("referrals.void", to: Order.itemsReturnedEvent)
+        try await engine.withStore(subscriptions: subs) { store, shop, _ in
+            var payload = samplePayload(status: "delivered", items: 2)
+            try await store.put(shop, "R-1", payload)
+            payload.status = "partially_returned"
+            payload.items?[1].returnedQuantity = 1
+            let first = try await store.put(shop, "R-1", payload)
+            #expect(first.events.map(\.type) == ["OrderPartiallyReturned", Order.itemsReturnedEvent])
+            #expect(first.order.items.map(\.returnedQuantity) == [0, 1])
+            #expect(
+                try await store.order(workspaceID: shop.id, externalID: "R-1")?.items.map(\.returnedQuantity)
+                    == [0, 1])
+            // The same report again, or fewer units (a correction), raises nothing; more units raise one more.
+            payload.customer?.firstName = "Anna-Lena"
+            #expect(try await store.put(shop, "R-1", payload).events.isEmpty)
+            payload.items?[1].returnedQuantity = 0
+            #expect(try await store.put(shop, "R-1", payload).events.isEmpty)
+            payload.items?[0].returnedQuantity = 1
+            payload.items?[1].returnedQuantity = 2
+            let more = try await store.put(shop, "R-1", payload)
+            #expect(more.events.map(\.type) == [Order.itemsReturnedEvent])
+            #expect(more.events.first?.payload.contains(#""returned_units":3"#) == true)
+            // An order first reported with units already back raises it at once.
+            var late = samplePayload(email: "ben@example.com", status: "partially_returned", items: 1)
+            late.items?[0].returnedQuantity = 1
+            #expect(
+                try await store.put(shop, "R-2", late).events.map(\.type) == [
+                    "OrderPlaced", "OrderPartiallyReturned", Order.itemsReturnedEvent,
+                ])
+            let jobs = try await store.jobs(workspaceID: shop.id, state: .queued)
+            #expect(jobs.filter { $0.kind == "referrals.void" }.count == 3)
+        }
+    }
+
     @Test(arguments: Engine.available)
     func anImpossibleTransitionIsRefusedAndNothingIsWritten(engine: Engine) async throws {
         try await engine.withStore { store, shop, _ in

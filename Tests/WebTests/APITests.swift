@@ -28,6 +28,7 @@ import Web
             #expect((order["status_times"] as? [String: String])?.keys.sorted() == ["delivered", "placed"])
             #expect((order["totals"] as? [String: String])?["total"] == "9.90")
             #expect(((order["items"] as? [[String: Any]])?.first?["unit_price"]) as? String == "9.90")
+            #expect(((order["items"] as? [[String: Any]])?.first?["returned_quantity"]) as? Int == 0)
             let list = try await app.request(.get, "/api/v1/orders?status=delivered&limit=10", key: key).json()
             #expect(list["total"] as? Int == 1)
         }
@@ -80,6 +81,10 @@ import Web
         .init(
             name: "negative quantity", body: orderJSON(quantity: "-2"), status: 422, code: "quantity_invalid",
             field: "items[0].quantity"),
+        .init(
+            name: "more returned than bought",
+            body: orderJSON(status: "delivered", quantity: #"1,"returned_quantity":2"#),
+            status: 422, code: "returned_quantity_invalid", field: "items[0].returned_quantity"),
         .init(
             name: "negative price", body: orderJSON(price: "\"-1.00\""), status: 422, code: "amount_negative",
             field: "items[0].unit_price"),

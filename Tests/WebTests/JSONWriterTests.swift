@@ -28,7 +28,7 @@ import Testing
                 OrderItem(
                     sku: pick(), name: pick(), quantity: i * 7 - 3,
                     unitPrice: Money(minor: Int64(random.unit() * 2_000_000) - 1_000_000, currency: eur),
-                    category: maybe())
+                    category: maybe(), returnedQuantity: Int(random.unit() * 3))
             },
             totals: OrderTotals(
                 subtotal: Money(minor: 1980, currency: eur), shipping: Money(minor: 0, currency: eur),

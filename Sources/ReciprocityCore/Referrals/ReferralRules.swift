@@ -20,6 +20,8 @@ public enum ReferralReason: String, Sendable, Codable, CaseIterable {
     case existingCustomer = "existing_customer"
     case belowMinimum = "below_minimum"
     case onlyExcludedItems = "only_excluded_items"
+    /// Every unit of the order came back (a return the shop reported with the order).
+    case allReturned = "all_returned"
     case capReached = "cap_reached"
 
     public var blocks: Bool { self == .sameEmail || self == .samePayment }
@@ -126,15 +128,18 @@ public enum ReferralRules {
         return ReferralDecision(status: status, reasons: reasons, baseMinor: base)
     }
 
-    /// The order value that counts: excluded products and categories do not (price-bound books, medical products).
+    /// The order value that counts: excluded products and categories do not (price-bound books, medical products),
+    /// and neither do returned units. An order whose every unit came back has nothing left that counts.
     public static func eligibility(items: [OrderItem], programme p: ReferralProgramme) -> ReferralEligibility {
         let skus = Set(p.excludedSKUs.map { $0.lowercased() })
         let categories = Set(p.excludedCategories.map { $0.lowercased() })
-        let counted = items.filter {
+        let kept = items.filter { $0.keptQuantity > 0 }
+        if kept.isEmpty && !items.isEmpty { return .ineligible(reason: .allReturned) }
+        let counted = kept.filter {
             !skus.contains($0.sku.lowercased()) && !categories.contains(($0.category ?? "").lowercased())
         }
-        if counted.isEmpty && !items.isEmpty { return .ineligible(reason: .onlyExcludedItems) }
-        let base = counted.reduce(Int64(0)) { $0 + $1.unitPrice.minor * Int64($1.quantity) }
+        if counted.isEmpty && !kept.isEmpty { return .ineligible(reason: .onlyExcludedItems) }
+        let base = counted.reduce(Int64(0)) { $0 + $1.unitPrice.minor * Int64($1.keptQuantity) }
         if base < p.minimumOrderMinor { return .ineligible(reason: .belowMinimum) }
         return .eligible(baseMinor: base)
     }

@@ -10,6 +10,7 @@ struct OrderDTO: Encodable {
         var quantity: Int
         var unitPrice: String
         var category: String?
+        var returnedQuantity: Int
     }
     struct Totals: Encodable {
         var subtotal: String
@@ -41,7 +42,7 @@ struct OrderDTO: Encodable {
         items = o.items.map {
             Item(
                 sku: $0.sku, name: $0.name, quantity: $0.quantity, unitPrice: $0.unitPrice.decimalString,
-                category: $0.category)
+                category: $0.category, returnedQuantity: $0.returnedQuantity)
         }
         totals = Totals(
             subtotal: o.totals.subtotal.decimalString, shipping: o.totals.shipping.decimalString,

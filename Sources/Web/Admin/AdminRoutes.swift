@@ -545,7 +545,7 @@ struct AdminRoutes {
         ]
         model["items"] = o.items.map {
             [
-                "sku": $0.sku, "name": $0.name, "quantity": $0.quantity,
+                "sku": $0.sku, "name": $0.name, "quantity": $0.quantity, "returned_quantity": $0.returnedQuantity,
                 "unit_price": $0.unitPrice.formatted(locale: context.locale),
             ]
         }

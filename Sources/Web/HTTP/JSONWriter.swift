@@ -113,6 +113,7 @@ extension OrderDTO {
                     i.member("category", item.category)
                     i.member("name", item.name)
                     i.member("quantity", Int64(item.quantity))
+                    i.member("returned_quantity", Int64(item.returnedQuantity))
                     i.member("sku", item.sku)
                     i.member("unit_price", item.unitPrice)
                 }
