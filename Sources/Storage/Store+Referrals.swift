@@ -1230,37 +1230,54 @@ extension Store {
         public var shippedAt: Date?
     }
 
-    /// The fulfilment list: premiums to send, with the advocate's last shipping address (`rewardID`: that one only).
-    public func fulfilments(workspaceID: WorkspaceID, rewardID: Int64? = nil) async throws -> [Fulfilment] {
+    /// The fulfilment list: premium shipments, oldest first (or the open ones first: to ship, then waiting for a
+    /// choice or stock), each with the address of the advocate's latest order that had one, in one statement.
+    /// `rewardID` and `state` narrow it.
+    public func fulfilments(
+        workspaceID: WorkspaceID, rewardID: Int64? = nil, state: String? = nil, openFirst: Bool = false,
+        limit: Int = Int(Int32.max), offset: Int = 0
+    ) async throws -> [Fulfilment] {
         var binds: [any SQLBindable] = [workspaceID]
-        if let rewardID { binds.append(rewardID) }
-        return
-            try await db.query(
-                """
-                SELECT f.reward_id, f.state, p.name AS premium, c.first_name, c.last_name, c.email, f.created_at,
-                  f.shipped_at,
-                  (SELECT o.id FROM orders o WHERE o.contact_id = c.id AND o.shipping_street IS NOT NULL
-                    ORDER BY o.id DESC LIMIT 1) AS order_id
-                FROM referral_fulfilments f JOIN referral_rewards r ON r.id = f.reward_id
-                JOIN contacts c ON c.id = r.contact_id LEFT JOIN referral_premiums p ON p.id = f.premium_id
-                WHERE f.workspace_id = ?\(rewardID == nil ? "" : " AND f.reward_id = ?") ORDER BY f.created_at, f.reward_id
-                """, binds
-            ).asyncMap { row in
-                var address: SQLRow?
-                if let orderID = row.optionalInt("order_id") {
-                    address = try await self.db.first(
-                        "SELECT shipping_street, shipping_postal_code, shipping_city, shipping_country FROM orders WHERE id = ?",
-                        orderID)
-                }
-                return Fulfilment(
-                    rewardID: row.int("reward_id"), state: row.text("state"), premium: row.optionalText("premium"),
-                    name: [row.optionalText("first_name"), row.optionalText("last_name")].compactMap { $0 }
-                        .joined(separator: " "), email: row.text("email"),
-                    street: address?.optionalText("shipping_street"),
-                    postalCode: address?.optionalText("shipping_postal_code"),
-                    city: address?.optionalText("shipping_city"), country: address?.optionalText("shipping_country"),
-                    createdAt: row.date("created_at"), shippedAt: row.optionalDate("shipped_at"))
-            }
+        var filter = ""
+        if let rewardID {
+            filter += " AND f.reward_id = ?"
+            binds.append(rewardID)
+        }
+        if let state {
+            filter += " AND f.state = ?"
+            binds.append(state)
+        }
+        let order =
+            (openFirst ? "CASE f.state WHEN 'queued' THEN 0 WHEN 'awaiting_choice' THEN 1 ELSE 2 END, " : "")
+            + "f.created_at, f.reward_id"
+        binds += [Int64(max(limit, 0)), Int64(max(offset, 0))]
+        return try await db.query(
+            """
+            SELECT f.reward_id, f.state, p.name AS premium, c.first_name, c.last_name, c.email, f.created_at,
+              f.shipped_at, o.shipping_street, o.shipping_postal_code, o.shipping_city, o.shipping_country
+            FROM referral_fulfilments f JOIN referral_rewards r ON r.id = f.reward_id
+            JOIN contacts c ON c.id = r.contact_id LEFT JOIN referral_premiums p ON p.id = f.premium_id
+            LEFT JOIN orders o ON o.id = (
+              SELECT MAX(l.id) FROM orders l WHERE l.workspace_id = f.workspace_id AND l.contact_id = c.id
+                AND l.shipping_street IS NOT NULL)
+            WHERE f.workspace_id = ?\(filter) ORDER BY \(order) LIMIT ? OFFSET ?
+            """, binds
+        ).map { row in
+            Fulfilment(
+                rewardID: row.int("reward_id"), state: row.text("state"), premium: row.optionalText("premium"),
+                name: [row.optionalText("first_name"), row.optionalText("last_name")].compactMap { $0 }
+                    .joined(separator: " "), email: row.text("email"),
+                street: row.optionalText("shipping_street"), postalCode: row.optionalText("shipping_postal_code"),
+                city: row.optionalText("shipping_city"), country: row.optionalText("shipping_country"),
+                createdAt: row.date("created_at"), shippedAt: row.optionalDate("shipped_at"))
+        }
+    }
+
+    /// How many shipments `fulfilments` lists with the same filter.
+    public func fulfilmentCount(workspaceID: WorkspaceID, state: String? = nil) async throws -> Int {
+        let sql = "SELECT COUNT(*) FROM referral_fulfilments WHERE workspace_id = ?"
+        guard let state else { return Int(try await db.scalar(sql, workspaceID)) }
+        return Int(try await db.scalar(sql + " AND state = ?", workspaceID, state))
     }
 
     /// Records that a queued premium went out: 404 for a reward of no premium in this workspace, 409 unless queued.

@@ -476,6 +476,14 @@ import Testing
             }
             #expect(elsewhere?.kind == .notFound)
             #expect(try await kit.store.fulfilments(workspaceID: kit.shop.id).map(\.state) == ["shipped", "queued"])
+            // The admin's view: open ones first, as far as its limit goes; the count tells how many there are.
+            #expect(
+                try await kit.store.fulfilments(workspaceID: kit.shop.id, openFirst: true, limit: 1).map(\.state)
+                    == ["queued"])
+            #expect(try await kit.store.fulfilmentCount(workspaceID: kit.shop.id) == 2)
+            #expect(try await kit.store.fulfilmentCount(workspaceID: kit.shop.id, state: "shipped") == 1)
+            #expect(
+                try await kit.store.fulfilments(workspaceID: kit.shop.id, offset: 1).first?.street == "Hauptstraße 1")
         }
     }
 

@@ -98,6 +98,19 @@ import Testing
                 try await app.request(.get, "/api/v1/referrals/fulfilments", key: key).json()["items"]
                     as? [[String: Any]])
             #expect(listed.map { $0["state"] as? String } == ["queued", "queued"])
+            // Paged and filtered like every list; an unknown state is named.
+            let paged = try await app.request(
+                .get, "/api/v1/referrals/fulfilments?state=queued&limit=1&offset=1", key: key
+            ).json()
+            #expect(paged["total"] as? Int == 2 && paged["limit"] as? Int == 1 && paged["offset"] as? Int == 1)
+            let pagedIDs = (paged["items"] as? [[String: Any]])?.map { $0["reward_id"] as? Int64 }
+            #expect(pagedIDs == [listed[1]["reward_id"] as? Int64])
+            #expect(
+                try await app.request(.get, "/api/v1/referrals/fulfilments?state=shipped", key: key).json()["total"]
+                    as? Int == 0)
+            let unknown = try await app.request(.get, "/api/v1/referrals/fulfilments?state=lost", key: key)
+            #expect(unknown.status == .unprocessableContent)
+            #expect(try unknown.json()["field"] as? String == "state")
             #expect(listed.allSatisfy { $0["premium"] as? String == "Emaille-Tasse" && $0["shipped_at"] == nil })
             let (first, second) = (
                 try #require(listed[0]["reward_id"] as? Int64), try #require(listed[1]["reward_id"] as? Int64)
@@ -150,6 +163,28 @@ import Testing
                     .status == .badRequest)
             #expect(try await app.store.premium(workspaceID: shop.id, id: mug)?.stock == 5)
             #expect(try await app.store.premiums(workspaceID: other.id).isEmpty)
+
+            // The admin row edits name, description, picture, cost and shipping too; a bad price changes nothing.
+            let page = try await admin.get("/admin/referrals").text
+            #expect(page.contains(#"name="cost" required inputmode="decimal" value="8.00""#))
+            let badPrice = try await admin.post(
+                "/admin/referrals/premiums/\(mug)",
+                "stock=5&stock_seen=5&active=on&name=Becher&description=&image_url=&cost=acht&shipping=0")
+            #expect(badPrice.status == .unprocessableContent)
+            #expect(try await app.store.premium(workspaceID: shop.id, id: mug)?.name == "Emaille-Tasse")
+            let edited = try await admin.post(
+                "/admin/referrals/premiums/\(mug)",
+                "stock=5&stock_seen=5&active=on&name=Becher+%C2%BBGro%C3%9F%C2%AB&description=Steingut"
+                    + "&image_url=https%3A%2F%2Fshop.example%2Fbecher.jpg&cost=9%2C50&shipping=3.90")
+            #expect(edited.status == .ok && edited.text.contains("Becher »Groß«"))
+            let saved = try #require(try await app.store.premium(workspaceID: shop.id, id: mug))
+            #expect(saved.name == "Becher »Groß«" && saved.description == "Steingut")
+            #expect(saved.imageURL == "https://shop.example/becher.jpg")
+            #expect(saved.costMinor == 950 && saved.shippingMinor == 390 && saved.stock == 5 && saved.active)
+            // A form without the edit fields (an older page) keeps them.
+            _ = try await admin.post("/admin/referrals/premiums/\(mug)", "stock=6&stock_seen=5&active=on")
+            let kept = try #require(try await app.store.premium(workspaceID: shop.id, id: mug))
+            #expect(kept.name == "Becher »Groß«" && kept.costMinor == 950 && kept.stock == 6)
         }
     }
 }

@@ -91,7 +91,7 @@ struct APIRoutes {
             }
             status = parsed
         }
-        let (limit, offset) = try paging(q)
+        let (limit, offset) = try q.paging()
         let page = try await store.orders(
             workspaceID: principal.workspaceID, status: status, limit: limit, offset: offset)
         return try Bodies.jsonResponse(
@@ -101,7 +101,7 @@ struct APIRoutes {
     func listContacts(_ request: Request, _ context: AppContext) async throws -> Response {
         let principal = try context.principal()
         let q = request.uri.queryParameters
-        let (limit, offset) = try paging(q)
+        let (limit, offset) = try q.paging()
         let page = try await store.contacts(
             workspaceID: principal.workspaceID, search: q.get("q"), limit: limit, offset: offset)
         return try Bodies.jsonResponse(
@@ -143,10 +143,13 @@ struct APIRoutes {
         env.reviews?.cache.invalidate(workspaceID: principal.workspaceID)
         return Response(status: .noContent)
     }
+}
 
-    func paging(_ q: Parameters) throws -> (Int, Int) {
+extension Parameters {
+    /// `limit` (1–500, default 50) and `offset` of a list operation (docs/api.md, Pagination).
+    func paging() throws -> (limit: Int, offset: Int) {
         func int(_ name: String, default value: Int, range: ClosedRange<Int>) throws -> Int {
-            guard let raw = q.get(name) else { return value }
+            guard let raw = get(name) else { return value }
             guard let n = Int(raw), range.contains(n) else {
                 throw DomainError.invalid(
                     "parameter_invalid",

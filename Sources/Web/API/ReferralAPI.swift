@@ -128,9 +128,22 @@ struct ReferralAPI {
             }
             return try Bodies.jsonResponse(saved)
         }
-        router.get(SiteURL.Route.apiFulfilments.routerPath) { _, context in
-            try Bodies.jsonResponse(
-                ["items": try await env.store.fulfilments(workspaceID: try context.principal().workspaceID)])
+        router.get(SiteURL.Route.apiFulfilments.routerPath) { request, context in
+            let workspaceID = try context.principal().workspaceID
+            let q = request.uri.queryParameters
+            let (limit, offset) = try q.paging()
+            let states = ["awaiting_choice", "queued", "shipped", "cancelled"]
+            let state = q.get("state")
+            if let state, !states.contains(state) {
+                throw DomainError.invalid(
+                    "parameter_invalid", "state must be one of \(states.joined(separator: ", ")).", field: "state")
+            }
+            return try Bodies.jsonResponse(
+                PageDTO(
+                    items: try await env.store.fulfilments(
+                        workspaceID: workspaceID, state: state, limit: limit, offset: offset),
+                    total: try await env.store.fulfilmentCount(workspaceID: workspaceID, state: state), limit: limit,
+                    offset: offset))
         }
         router.post(SiteURL.Route.apiFulfilmentShipped.routerPath) { _, context in
             let principal = try context.principal()

@@ -64,6 +64,14 @@ extension AdminRoutes {
             let stock = Int64((f["stock"] ?? "").trimmingCharacters(in: .whitespaces)) ?? -1
             let active = f["active"] != nil
             do {
+                // The catalogue fields, when the row's "edit" part was sent (a form without them keeps them).
+                let catalogue: (name: String, description: String, image: String?, cost: Int64, shipping: Int64)? =
+                    if let name = f["name"] {
+                        (
+                            name.trimmingCharacters(in: .whitespaces), f["description"] ?? "", nonEmpty(f["image_url"]),
+                            try minor(f["cost"], field: "cost"), try minor(f["shipping"], field: "shipping")
+                        )
+                    } else { nil }
                 // The stock shown when the page loaded: a reward that took a unit since makes this a conflict.
                 try await store.updatePremium(
                     workspaceID: admin.workspace.id, id: id, actor: "user:\(admin.user.id)",
@@ -71,6 +79,13 @@ extension AdminRoutes {
                 ) { premium in
                     premium.stock = stock
                     premium.active = active
+                    if let catalogue {
+                        premium.name = catalogue.name
+                        premium.description = catalogue.description
+                        premium.imageURL = catalogue.image
+                        premium.costMinor = catalogue.cost
+                        premium.shippingMinor = catalogue.shipping
+                    }
                 }
             } catch let e as DomainError where e.kind != .notFound {
                 return try await referralsPage(context, error: e.message)
@@ -183,24 +198,30 @@ extension AdminRoutes {
             [
                 "name": pr.name, "cost": money(pr.costMinor, context), "shipping": money(pr.shippingMinor, context),
                 "stock": String(pr.stock), "active": pr.active, "action": SiteURL.adminPremium(id: pr.id).path,
+                "description": pr.description, "image_url": pr.imageURL ?? "",
+                "cost_input": Money(minor: pr.costMinor, currency: .eur).decimalString,
+                "shipping_input": Money(minor: pr.shippingMinor, currency: .eur).decimalString,
             ] as [String: Any]
         }
-        // Open ones first (to ship, then waiting), then the shipped and cancelled ones.
-        let rank = ["queued": 0, "awaiting_choice": 1]
-        model["fulfilments"] = try await store.fulfilments(workspaceID: ws).enumerated()
-            .sorted { (rank[$0.element.state] ?? 2, $0.offset) < (rank[$1.element.state] ?? 2, $1.offset) }
-            .prefix(200).map(\.element).map { fu in
-                let place = [fu.postalCode, fu.city].compactMap { $0 }.joined(separator: " ")
-                let address = [fu.street, place.isEmpty ? nil : place, fu.country].compactMap { $0 }
-                return [
-                    "reward": String(fu.rewardID), "premium": fu.premium ?? "–", "name": fu.name,
-                    "address": address.isEmpty ? (t["ref_no_address"] ?? "") : address.joined(separator: ", "),
-                    "state": t["ref_fulfil_\(fu.state)"] ?? fu.state,
-                    "when": when(fu.shippedAt ?? fu.createdAt, context),
-                    "can_ship": fu.state == "queued",
-                    "action": SiteURL.adminFulfilmentShipped(rewardID: fu.rewardID).path,
-                ] as [String: Any]
-            }
+        // Open ones first (to ship, then waiting), then the shipped and cancelled ones; the CSV has them all.
+        let shown = 200
+        let total = try await store.fulfilmentCount(workspaceID: ws)
+        model["fulfilments_more"] =
+            total > shown
+            ? (t["ref_fulfilments_more"] ?? "").replacingOccurrences(of: "{shown}", with: String(shown))
+                .replacingOccurrences(of: "{total}", with: String(total)) : nil
+        model["fulfilments"] = try await store.fulfilments(workspaceID: ws, openFirst: true, limit: shown).map { fu in
+            let place = [fu.postalCode, fu.city].compactMap { $0 }.joined(separator: " ")
+            let address = [fu.street, place.isEmpty ? nil : place, fu.country].compactMap { $0 }
+            return [
+                "reward": String(fu.rewardID), "premium": fu.premium ?? "–", "name": fu.name,
+                "address": address.isEmpty ? (t["ref_no_address"] ?? "") : address.joined(separator: ", "),
+                "state": t["ref_fulfil_\(fu.state)"] ?? fu.state,
+                "when": when(fu.shippedAt ?? fu.createdAt, context),
+                "can_ship": fu.state == "queued",
+                "action": SiteURL.adminFulfilmentShipped(rewardID: fu.rewardID).path,
+            ] as [String: Any]
+        }
         model["payouts"] = try await store.payouts(workspaceID: ws).map { po in
             [
                 "code": po.code, "name": po.name ?? "–", "iban": po.iban.flatMap(IBAN.init)?.masked ?? "–",
