@@ -74,12 +74,9 @@ public struct OrderItem: Sendable, Equatable, Codable {
 }
 
 extension Order {
-    /// The event an order raises whenever the shop reports more returned units than before (on any status; a
-    /// partial return is the usual case). Its dedupe key carries the new total, so each increase raises one.
+    /// The event an order raises whenever the shop reports more returned units of some item than before (on any
+    /// status; a partial return is the usual case), once per order and set of returned units.
     public static let itemsReturnedEvent = "OrderItemsReturned"
-
-    /// All units returned, over the items.
-    public static func returnedUnits(_ items: [OrderItem]) -> Int { items.reduce(0) { $0 + $1.returnedQuantity } }
 }
 
 public struct PostalAddress: Sendable, Equatable, Codable {

@@ -851,17 +851,23 @@ enum Schema {
     /// - `order_items.returned_quantity`: the units of an item the customer sent back, as the shop reports them;
     /// - `referrals.minimum_minor`: the programme's minimum order value when the referral was decided, so a later
     ///   partial return is judged by the rule the order was placed under;
-    /// - a milestone reward that was voided or clawed back no longer blocks the same milestone when the advocate
-    ///   reaches it again.
+    /// - a milestone bonus that ended because the advocate fell below it (`end_reason` `milestone_lost:…`) no
+    ///   longer blocks the same milestone when the advocate reaches it again; one voided by hand still does;
+    /// - the fulfilment list's count and filter by state have an index.
     static let v7Returns = Migration(id: 7, name: "returns") { _ in
         [
-            "ALTER TABLE order_items ADD COLUMN returned_quantity BIGINT NOT NULL DEFAULT 0",
+            """
+            ALTER TABLE order_items ADD COLUMN returned_quantity BIGINT NOT NULL DEFAULT 0
+              CHECK (returned_quantity >= 0 AND returned_quantity <= quantity)
+            """,
             "ALTER TABLE referrals ADD COLUMN minimum_minor BIGINT",
             "DROP INDEX referral_rewards_milestone",
             """
             CREATE UNIQUE INDEX referral_rewards_milestone ON referral_rewards (advocate_id, milestone)
-              WHERE reason = 'milestone' AND state NOT IN ('void', 'clawed_back')
+              WHERE reason = 'milestone'
+                AND NOT (state IN ('void', 'clawed_back') AND COALESCE(end_reason, '') LIKE 'milestone_lost:%')
             """,
+            "CREATE INDEX referral_fulfilments_state ON referral_fulfilments (workspace_id, state, created_at)",
         ]
     }
 }

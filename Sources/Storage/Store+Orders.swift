@@ -149,9 +149,13 @@ extension Store {
                 a?.name, a?.street, a?.postalCode, a?.city, a?.country, s.couponCode, s.referralCode,
                 s.referredBy, s.paymentFingerprint, device(s),
             ] + OrderStatus.allCases.map { s.statusTimes[$0] } + [fingerprint, t, orderID, workspaceID])[0]
-        let returnedBefore = try await tx.scalar(
-            "SELECT COALESCE(SUM(returned_quantity), 0) FROM order_items WHERE order_id = ? AND workspace_id = ?",
+        var returnedBefore: [String: Int64] = [:]
+        for r in try await tx.query(
+            "SELECT sku, returned_quantity FROM order_items WHERE order_id = ? AND workspace_id = ? AND returned_quantity > 0",
             orderID, workspaceID)
+        {
+            returnedBefore[r.text("sku"), default: 0] += r.int("returned_quantity")
+        }
         try await tx.execute(
             "DELETE FROM order_items WHERE order_id = ? AND workspace_id = ?", orderID, workspaceID)
         try await insertItems(tx, workspaceID: workspaceID, [(orderID, s.items)])
@@ -221,7 +225,7 @@ extension Store {
         }
         let returns = zip(rows, zip(orders, contactIDs)).compactMap { row, o in
             Self.itemsReturned(
-                workspaceID: workspaceID, orderID: row.int("id"), contactID: o.1, s: o.0.s, before: 0, now: t)
+                workspaceID: workspaceID, orderID: row.int("id"), contactID: o.1, s: o.0.s, before: [:], now: t)
         }
         let events = try await recordStatusChanges(tx, workspaceID: workspaceID, changes, also: returns)
         let eventsByOrder = Dictionary(grouping: events, by: \.subjectID)
@@ -295,17 +299,25 @@ extension Store {
         }
     }
 
-    /// `OrderItemsReturned` when the submission reports more returned units than the order had (`before`).
+    /// `OrderItemsReturned` when the submission reports more returned units of some item (by SKU) than the order
+    /// had (`before`), even if fewer of another (a correction). Deduplicated per order and returned units per SKU.
     static func itemsReturned(
-        workspaceID: WorkspaceID, orderID: OrderID, contactID: ContactID, s: OrderSubmission, before: Int64, now: Date
+        workspaceID: WorkspaceID, orderID: OrderID, contactID: ContactID, s: OrderSubmission,
+        before: [String: Int64], now: Date
     ) -> EventDraft? {
-        let units = Int64(Order.returnedUnits(s.items))
-        guard units > before else { return nil }
+        var returned: [String: Int64] = [:]
+        for item in s.items where item.returnedQuantity > 0 {
+            returned[item.sku, default: 0] += Int64(item.returnedQuantity)
+        }
+        guard returned.contains(where: { $0.value > before[$0.key, default: 0] }) else { return nil }
+        let state = returned.sorted { $0.key < $1.key }.map { "\($0.key)\u{0}\($0.value)" }.joined(separator: "\n")
+        let units = returned.values.reduce(0, +)
         return EventDraft(
             workspaceID: workspaceID, type: Order.itemsReturnedEvent, subjectType: "order", subjectID: orderID,
             payload:
                 #"{"order_id":\#(orderID),"external_id":"\#(JSONText.escape(s.externalID))","contact_id":\#(contactID),"returned_units":\#(units)}"#,
-            dedupeKey: "order:\(orderID):returned:\(units)", occurredAt: now)
+            dedupeKey: "order:\(orderID):returned:" + fingerprint(body: Array(state.utf8)).prefix(32),
+            occurredAt: now)
     }
 
     /// The status history rows, and the domain events they raise (each once per order and status), with `also`

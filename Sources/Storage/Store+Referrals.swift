@@ -887,6 +887,7 @@ extension Store {
     func reachMilestones(_ tx: any SQLExecutor, workspaceID: WorkspaceID, reward: Reward) async throws -> [Int64] {
         let programme = try await referralProgramme(workspaceID: workspaceID, tx)
         guard !programme.milestones.isEmpty else { return [] }
+        try await lockAdvocate(tx, reward.advocateID)
         let count = try await tx.scalar(
             "SELECT COUNT(*) FROM referrals WHERE advocate_id = ? AND status = 'confirmed'", reward.advocateID)
         var created: [Int64] = []
@@ -946,20 +947,29 @@ extension Store {
     public func voidReferral(_ tx: any SQLExecutor, workspaceID: WorkspaceID, orderID: OrderID, reason: String)
         async throws
     {
-        guard let ref = try await tx.first("SELECT id, advocate_id FROM referrals WHERE order_id = ?", orderID)
+        guard
+            let ref = try await tx.first(
+                "SELECT id, advocate_id, status FROM referrals WHERE order_id = ? AND workspace_id = ?", orderID,
+                workspaceID)
         else { return }
         let referralID = ref.int("id")
+        let advocateID = ref.int("advocate_id")
+        // Milestones count the advocate's confirmed referrals: one writer per advocate at a time (PostgreSQL).
+        try await lockAdvocate(tx, advocateID)
         try await tx.execute(
             "UPDATE referrals SET status = 'void', decided_at = ?, decided_by = 'rules' WHERE id = ? AND status <> 'void'",
             now, referralID)
         let clawedBack = try await endRewards(
             tx, workspaceID: workspaceID, where: "referral_id = ?", [referralID], reason: reason)
-        // A referral that was confirmed counted towards milestones; those above the new count end too.
-        let confirmed = try await tx.scalar(
-            "SELECT COUNT(*) FROM referrals WHERE advocate_id = ? AND status = 'confirmed'", ref.int("advocate_id"))
-        let milestones = try await endRewards(
-            tx, workspaceID: workspaceID, where: "advocate_id = ? AND reason = 'milestone' AND milestone > ?",
-            [ref.int("advocate_id"), confirmed], reason: "milestone_lost:\(reason)")
+        // Only a referral that was confirmed counted towards milestones; those above the new count end too.
+        var milestones: [Reward] = []
+        if ref.text("status") == ReferralStatus.confirmed.rawValue {
+            let confirmed = try await tx.scalar(
+                "SELECT COUNT(*) FROM referrals WHERE advocate_id = ? AND status = 'confirmed'", advocateID)
+            milestones = try await endRewards(
+                tx, workspaceID: workspaceID, where: "advocate_id = ? AND reason = 'milestone' AND milestone > ?",
+                [advocateID, confirmed], reason: Self.milestoneLost + reason)
+        }
         try await audit(
             tx, workspaceID: workspaceID, actor: "rules", action: "referrals.void", subject: "referral:\(referralID)",
             detail:
@@ -967,9 +977,21 @@ extension Store {
         )
     }
 
+    /// The `end_reason` prefix of a milestone bonus ended because the advocate fell below it. Only such an end
+    /// frees the milestone to be earned again (the partial unique index of migration 7); a bonus voided by hand
+    /// stays ended.
+    static let milestoneLost = "milestone_lost:"
+
+    /// Serialises the writers that count an advocate's confirmed referrals (issue and void) on PostgreSQL; SQLite
+    /// has one writer anyway.
+    func lockAdvocate(_ tx: any SQLExecutor, _ advocateID: AdvocateID) async throws {
+        _ = try await tx.first("SELECT id FROM advocates WHERE id = ?" + tx.dialect.rowLockClause, advocateID)
+    }
+
     /// Items came back but the order stands: the referral is judged again on what the friend kept, by the
     /// minimum order value it was decided under and the programme's exclusions. If the kept value no longer
-    /// qualifies, it is voided or clawed back as after a full return. Safe to run any number of times.
+    /// qualifies, it is voided or clawed back as after a full return; if it does, the referral's value and
+    /// revenue in the figures shrink to what was kept. Safe to run any number of times.
     public func recheckReferral(_ tx: any SQLExecutor, workspaceID: WorkspaceID, orderID: OrderID) async throws {
         guard
             let ref = try await tx.first(
@@ -981,10 +1003,17 @@ extension Store {
         else { return }
         var programme = try await referralProgramme(workspaceID: workspaceID, tx)
         if let minimum = ref.optionalInt("minimum_minor") { programme.minimumOrderMinor = minimum }
-        guard case .ineligible(let why) = ReferralRules.eligibility(items: order.items, programme: programme)
-        else { return }
-        try await voidReferral(
-            tx, workspaceID: workspaceID, orderID: orderID, reason: "order_partially_returned:\(why.rawValue)")
+        switch ReferralRules.eligibility(items: order.items, programme: programme) {
+        case .eligible(let base):
+            let returned = order.items.reduce(Int64(0)) { $0 + $1.unitPrice.minor * Int64($1.returnedQuantity) }
+            try await tx.execute(
+                "UPDATE referrals SET base_minor = ?, revenue_minor = ? WHERE order_id = ? AND workspace_id = ?", base,
+                max(0, order.totals.total.minor - returned), orderID, workspaceID)
+            return
+        case .ineligible(let why):
+            try await voidReferral(
+                tx, workspaceID: workspaceID, orderID: orderID, reason: "order_partially_returned:\(why.rawValue)")
+        }
     }
 
     /// Ends the rewards `condition` selects: voids those not yet issued and claws back the issued ones. Answers the
@@ -1231,8 +1260,8 @@ extension Store {
     }
 
     /// The fulfilment list: premium shipments, oldest first (or the open ones first: to ship, then waiting for a
-    /// choice or stock), each with the address of the advocate's latest order that had one, in one statement.
-    /// `rewardID` and `state` narrow it.
+    /// choice or stock), each with the address of the advocate's latest order that had one, in one statement
+    /// that pages the shipments before it looks up names and addresses. `rewardID` and `state` narrow it.
     public func fulfilments(
         workspaceID: WorkspaceID, rewardID: Int64? = nil, state: String? = nil, openFirst: Bool = false,
         limit: Int = Int(Int32.max), offset: Int = 0
@@ -1255,12 +1284,16 @@ extension Store {
             """
             SELECT f.reward_id, f.state, p.name AS premium, c.first_name, c.last_name, c.email, f.created_at,
               f.shipped_at, o.shipping_street, o.shipping_postal_code, o.shipping_city, o.shipping_country
-            FROM referral_fulfilments f JOIN referral_rewards r ON r.id = f.reward_id
+            FROM (
+              SELECT f.reward_id, f.workspace_id, f.premium_id, f.state, f.created_at, f.shipped_at
+              FROM referral_fulfilments f WHERE f.workspace_id = ?\(filter) ORDER BY \(order) LIMIT ? OFFSET ?
+            ) f
+            JOIN referral_rewards r ON r.id = f.reward_id
             JOIN contacts c ON c.id = r.contact_id LEFT JOIN referral_premiums p ON p.id = f.premium_id
             LEFT JOIN orders o ON o.id = (
               SELECT MAX(l.id) FROM orders l WHERE l.workspace_id = f.workspace_id AND l.contact_id = c.id
                 AND l.shipping_street IS NOT NULL)
-            WHERE f.workspace_id = ?\(filter) ORDER BY \(order) LIMIT ? OFFSET ?
+            ORDER BY \(order)
             """, binds
         ).map { row in
             Fulfilment(

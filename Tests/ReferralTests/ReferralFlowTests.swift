@@ -323,6 +323,9 @@ import Testing
             ben.items?[1].returnedQuantity = 1
             try await put(kit, "F-1", ben)
             #expect(try await kit.store.reward(id: bens.id)?.state == .issued)
+            // The figures count what was kept.
+            let kept = try #require(try await referral(kit))
+            #expect(kept.baseMinor == 3000 && kept.revenueMinor == 3000)
             // Sending the second tea back too leaves 20.00: below the minimum, the credit is clawed back.
             ben.items?[1].returnedQuantity = 2
             try await put(kit, "F-1", ben)
@@ -382,6 +385,21 @@ import Testing
                 try await kit.store.rewards(workspaceID: kit.shop.id).first { $0.reason == "milestone" })
             #expect(bonus.state == .issued)
 
+            // A void of a referral that never counted leaves the bonus alone, even if the count is below it
+            // (as data from before this rule can be).
+            try await kit.store.db.execute(
+                "UPDATE referrals SET status = 'void' WHERE order_id = (SELECT id FROM orders WHERE external_id = 'F-1')"
+            )
+            let eve = order(email: "eve@example.org", ref: anna.code, street: "Weg 40")
+            try await put(kit, "F-9", eve)
+            var cancelled = eve
+            cancelled.status = "cancelled"
+            try await put(kit, "F-9", cancelled)
+            #expect(try await kit.store.reward(id: bonus.id)?.state == .issued)
+            try await kit.store.db.execute(
+                "UPDATE referrals SET status = 'confirmed' WHERE order_id = (SELECT id FROM orders WHERE external_id = 'F-1')"
+            )
+
             var returned = friends[0]
             returned.status = "returned"
             try await put(kit, "F-0", returned)
@@ -397,6 +415,16 @@ import Testing
             let bonuses = try await kit.store.rewards(workspaceID: kit.shop.id).filter { $0.reason == "milestone" }
             #expect(bonuses.map(\.state).sorted { $0.rawValue < $1.rawValue } == [.clawedBack, .issued])
             #expect(try await balance() == 1500 + 1500 + 2000)
+
+            // A bonus a person voided stays voided: the next confirmed referral does not create it again.
+            let again = try #require(bonuses.first { $0.state == .issued })
+            try await kit.store.db.execute(
+                "UPDATE referral_rewards SET state = 'void', end_reason = 'by_hand' WHERE id = ?", again.id)
+            let finn = order(email: "finn@example.org", ref: anna.code, street: "Weg 50")
+            try await put(kit, "F-3", finn)
+            _ = try await deliverAndRelease(kit, "F-3", finn)
+            #expect(
+                try await kit.store.rewards(workspaceID: kit.shop.id).filter { $0.reason == "milestone" }.count == 2)
         }
     }
 

@@ -80,6 +80,13 @@ import Testing
             let more = try await store.put(shop, "R-1", payload)
             #expect(more.events.map(\.type) == [Order.itemsReturnedEvent])
             #expect(more.events.first?.payload.contains(#""returned_units":3"#) == true)
+            // The same number of units, but another item back: that is news too.
+            payload.items?[0].returnedQuantity = 0
+            payload.items?[1].returnedQuantity = 1
+            #expect(try await store.put(shop, "R-1", payload).events.isEmpty)
+            payload.items?[0].returnedQuantity = 1
+            payload.items?[1].returnedQuantity = 0
+            #expect(try await store.put(shop, "R-1", payload).events.map(\.type) == [Order.itemsReturnedEvent])
             // An order first reported with units already back raises it at once.
             var late = samplePayload(email: "ben@example.com", status: "partially_returned", items: 1)
             late.items?[0].returnedQuantity = 1
@@ -88,7 +95,7 @@ import Testing
                     "OrderPlaced", "OrderPartiallyReturned", Order.itemsReturnedEvent,
                 ])
             let jobs = try await store.jobs(workspaceID: shop.id, state: .queued)
-            #expect(jobs.filter { $0.kind == "referrals.void" }.count == 3)
+            #expect(jobs.filter { $0.kind == "referrals.void" }.count == 4)
         }
     }
 

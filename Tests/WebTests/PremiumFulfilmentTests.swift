@@ -164,27 +164,38 @@ import Testing
             #expect(try await app.store.premium(workspaceID: shop.id, id: mug)?.stock == 5)
             #expect(try await app.store.premiums(workspaceID: other.id).isEmpty)
 
-            // The admin row edits name, description, picture, cost and shipping too; a bad price changes nothing.
+            // The admin row edits name, description, picture, cost and shipping in a form of their own; a bad
+            // price changes nothing.
             let page = try await admin.get("/admin/referrals").text
             #expect(page.contains(#"name="cost" required inputmode="decimal" value="8.00""#))
+            // The stock form carries no catalogue field, so saving the stock cannot write back an old price.
+            let stockForm = page.components(separatedBy: #"class="inline premium-edit""#).dropFirst().first?
+                .components(separatedBy: "</form>").first
+            #expect(stockForm?.contains(#"name="stock""#) == true && stockForm?.contains(#"name="cost""#) == false)
             let badPrice = try await admin.post(
                 "/admin/referrals/premiums/\(mug)",
-                "stock=5&stock_seen=5&active=on&name=Becher&description=&image_url=&cost=acht&shipping=0")
+                "part=catalogue&name=Becher&description=&image_url=&cost=acht&shipping=0")
             #expect(badPrice.status == .unprocessableContent)
             #expect(try await app.store.premium(workspaceID: shop.id, id: mug)?.name == "Emaille-Tasse")
             let edited = try await admin.post(
                 "/admin/referrals/premiums/\(mug)",
-                "stock=5&stock_seen=5&active=on&name=Becher+%C2%BBGro%C3%9F%C2%AB&description=Steingut"
+                "part=catalogue&name=Becher+%C2%BBGro%C3%9F%C2%AB&description=Steingut"
                     + "&image_url=https%3A%2F%2Fshop.example%2Fbecher.jpg&cost=9%2C50&shipping=3.90")
             #expect(edited.status == .ok && edited.text.contains("Becher »Groß«"))
             let saved = try #require(try await app.store.premium(workspaceID: shop.id, id: mug))
             #expect(saved.name == "Becher »Groß«" && saved.description == "Steingut")
             #expect(saved.imageURL == "https://shop.example/becher.jpg")
-            #expect(saved.costMinor == 950 && saved.shippingMinor == 390 && saved.stock == 5 && saved.active)
-            // A form without the edit fields (an older page) keeps them.
+            #expect(saved.costMinor == 950 && saved.shippingMinor == 390)
+            #expect(saved.stock == 5 && !saved.active, "the catalogue form leaves stock and offer alone")
+            // The stock form leaves the catalogue alone (a price changed meanwhile through the API stays), and a
+            // catalogue form that lacks a field keeps it.
+            _ = try await app.request(
+                .patch, "/api/v1/referrals/premiums/\(mug)", key: key, json: #"{"cost_minor":1100}"#)
             _ = try await admin.post("/admin/referrals/premiums/\(mug)", "stock=6&stock_seen=5&active=on")
+            _ = try await admin.post("/admin/referrals/premiums/\(mug)", "part=catalogue&description=Porzellan")
             let kept = try #require(try await app.store.premium(workspaceID: shop.id, id: mug))
-            #expect(kept.name == "Becher »Groß«" && kept.costMinor == 950 && kept.stock == 6)
+            #expect(kept.name == "Becher »Groß«" && kept.description == "Porzellan")
+            #expect(kept.costMinor == 1100 && kept.shippingMinor == 390 && kept.stock == 6 && kept.active)
         }
     }
 }

@@ -61,30 +61,33 @@ extension AdminRoutes {
             try require(admin.role.canEditMail, context)
             let f = try await form(request, context)
             let id = try context.int64Parameter("id")
-            let stock = Int64((f["stock"] ?? "").trimmingCharacters(in: .whitespaces)) ?? -1
-            let active = f["active"] != nil
             do {
-                // The catalogue fields, when the row's "edit" part was sent (a form without them keeps them).
-                let catalogue: (name: String, description: String, image: String?, cost: Int64, shipping: Int64)? =
-                    if let name = f["name"] {
-                        (
-                            name.trimmingCharacters(in: .whitespaces), f["description"] ?? "", nonEmpty(f["image_url"]),
-                            try minor(f["cost"], field: "cost"), try minor(f["shipping"], field: "shipping")
-                        )
-                    } else { nil }
-                // The stock shown when the page loaded: a reward that took a unit since makes this a conflict.
-                try await store.updatePremium(
-                    workspaceID: admin.workspace.id, id: id, actor: "user:\(admin.user.id)",
-                    expectedStock: f["stock_seen"].flatMap { Int64($0) }
-                ) { premium in
-                    premium.stock = stock
-                    premium.active = active
-                    if let catalogue {
-                        premium.name = catalogue.name
-                        premium.description = catalogue.description
-                        premium.imageURL = catalogue.image
-                        premium.costMinor = catalogue.cost
-                        premium.shippingMinor = catalogue.shipping
+                if f["part"] == "catalogue" {
+                    // The row's "change name, price and picture" form: those fields only; one it lacks is kept.
+                    let name = f["name"]?.trimmingCharacters(in: .whitespaces)
+                    let description = f["description"]
+                    let image = f["image_url"].map { nonEmpty($0) }
+                    let cost = try f["cost"].map { try minor($0, field: "cost") }
+                    let shipping = try f["shipping"].map { try minor($0, field: "shipping") }
+                    try await store.updatePremium(
+                        workspaceID: admin.workspace.id, id: id, actor: "user:\(admin.user.id)"
+                    ) { premium in
+                        premium.name = name ?? premium.name
+                        premium.description = description ?? premium.description
+                        premium.imageURL = image ?? premium.imageURL
+                        premium.costMinor = cost ?? premium.costMinor
+                        premium.shippingMinor = shipping ?? premium.shippingMinor
+                    }
+                } else {
+                    let stock = Int64((f["stock"] ?? "").trimmingCharacters(in: .whitespaces)) ?? -1
+                    let active = f["active"] != nil
+                    // The stock shown when the page loaded: a reward that took a unit since makes this a conflict.
+                    try await store.updatePremium(
+                        workspaceID: admin.workspace.id, id: id, actor: "user:\(admin.user.id)",
+                        expectedStock: f["stock_seen"].flatMap { Int64($0) }
+                    ) { premium in
+                        premium.stock = stock
+                        premium.active = active
                     }
                 }
             } catch let e as DomainError where e.kind != .notFound {
