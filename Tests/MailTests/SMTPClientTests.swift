@@ -234,7 +234,9 @@ import Testing
             if case .connection(let phase, _) = error as? SMTPError { return phase == "mail" }
             return false
         }
-        #expect(clock.now - start < .seconds(10))
+        // Ended by the 2 s command timeout, not the 60 s default; the bound leaves room for a loaded machine
+        // (12 s were seen with a full suite and a build sharing two cores).
+        #expect(clock.now - start < .seconds(30))
         await #expect {
             try await pool.send(envelope(2))
         } throws: { error in
