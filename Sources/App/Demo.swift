@@ -108,6 +108,17 @@ public enum Demo {
                     items.append(.init(sku: p.sku, name: p.name, quantity: q, unitPrice: p.price, category: p.category))
                     total += (try Money(decimal: p.price, currency: .eur, field: "price")).minor * Int64(q)
                 }
+                // What came back, item by item: everything for a return, part of the order for a partial one.
+                if status == .returned {
+                    for k in items.indices { items[k].returnedQuantity = items[k].quantity }
+                } else if status == .partiallyReturned {
+                    if items.count == 1 && items[0].quantity == 1 {
+                        // One unit cannot come back in part: this customer bought two.
+                        items[0].quantity = 2
+                        total += (try Money(decimal: items[0].unitPrice ?? "0", currency: .eur, field: "price")).minor
+                    }
+                    items[0].returnedQuantity = items.count > 1 ? items[0].quantity : 1
+                }
                 let shipping: Int64 = total >= 3900 ? 0 : 490
                 let consents: [OrderPayload.CheckoutConsent] =
                     random.unit() < 0.45

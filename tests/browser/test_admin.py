@@ -382,6 +382,15 @@ def test_start_page_counts_match_api_and_db(start, browser, engine):
     assert sum(by_status.values()) == orders_shown
     # The demo has orders in every status.
     assert all(n > 0 for n in by_status.values()), by_status
+    # Returns are itemised: every returned order has units back, every partially returned one some but not all.
+    back = db_rows(
+        srv,
+        "SELECT o.status, SUM(i.returned_quantity), SUM(i.quantity) FROM orders o JOIN order_items i ON i.order_id = o.id"
+        f" WHERE o.workspace_id = {ws} AND o.status IN ('partially_returned', 'returned') GROUP BY o.id, o.status",
+    )
+    assert back, "no returned orders in the demo"
+    for status, returned, bought in back:
+        assert (returned == bought) if status == "returned" else (0 < returned < bought), (status, returned, bought)
 
     granted = dict(
         db_rows(
