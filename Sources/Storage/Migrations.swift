@@ -865,7 +865,7 @@ enum Schema {
             """
             CREATE UNIQUE INDEX referral_rewards_milestone ON referral_rewards (advocate_id, milestone)
               WHERE reason = 'milestone'
-                AND NOT (state IN ('void', 'clawed_back') AND COALESCE(end_reason, '') LIKE 'milestone_lost:%')
+                AND NOT (state IN ('void', 'clawed_back') AND substr(COALESCE(end_reason, ''), 1, 15) = 'milestone_lost:')
             """,
             "CREATE INDEX referral_fulfilments_state ON referral_fulfilments (workspace_id, state, created_at)",
         ]

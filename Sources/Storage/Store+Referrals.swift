@@ -807,6 +807,13 @@ extension Store {
     {
         try await db.transaction { tx in
             let t = self.now
+            // Every writer that touches an advocate's rewards, stock or milestones takes the advocate first, so
+            // they queue instead of deadlocking (PostgreSQL).
+            guard
+                let owner = try await tx.first(
+                    "SELECT advocate_id FROM referral_rewards WHERE id = ? AND workspace_id = ?", id, workspaceID)
+            else { return nil }
+            try await self.lockAdvocate(tx, owner.int("advocate_id"))
             guard
                 try await tx.execute(
                     "UPDATE referral_rewards SET state = 'issued', issued_at = ?, tax_year = ? WHERE id = ? AND state = 'approved'",
@@ -948,14 +955,16 @@ extension Store {
         async throws
     {
         guard
-            let ref = try await tx.first(
-                "SELECT id, advocate_id, status FROM referrals WHERE order_id = ? AND workspace_id = ?", orderID,
-                workspaceID)
+            let owner = try await tx.first(
+                "SELECT advocate_id FROM referrals WHERE order_id = ? AND workspace_id = ?", orderID, workspaceID)
+        else { return }
+        let advocateID = owner.int("advocate_id")
+        // Milestones count the advocate's confirmed referrals: one writer per advocate at a time (PostgreSQL), and
+        // the status is read under that lock, after an issue that confirmed the referral has committed.
+        try await lockAdvocate(tx, advocateID)
+        guard let ref = try await tx.first("SELECT id, status FROM referrals WHERE order_id = ?", orderID)
         else { return }
         let referralID = ref.int("id")
-        let advocateID = ref.int("advocate_id")
-        // Milestones count the advocate's confirmed referrals: one writer per advocate at a time (PostgreSQL).
-        try await lockAdvocate(tx, advocateID)
         try await tx.execute(
             "UPDATE referrals SET status = 'void', decided_at = ?, decided_by = 'rules' WHERE id = ? AND status <> 'void'",
             now, referralID)
@@ -990,8 +999,8 @@ extension Store {
 
     /// Items came back but the order stands: the referral is judged again on what the friend kept, by the
     /// minimum order value it was decided under and the programme's exclusions. If the kept value no longer
-    /// qualifies, it is voided or clawed back as after a full return; if it does, the referral's value and
-    /// revenue in the figures shrink to what was kept. Safe to run any number of times.
+    /// qualifies, it is voided or clawed back as after a full return. Safe to run any number of times. (The
+    /// figures take the returned units off the revenue when they are read.)
     public func recheckReferral(_ tx: any SQLExecutor, workspaceID: WorkspaceID, orderID: OrderID) async throws {
         guard
             let ref = try await tx.first(
@@ -1004,12 +1013,7 @@ extension Store {
         var programme = try await referralProgramme(workspaceID: workspaceID, tx)
         if let minimum = ref.optionalInt("minimum_minor") { programme.minimumOrderMinor = minimum }
         switch ReferralRules.eligibility(items: order.items, programme: programme) {
-        case .eligible(let base):
-            let returned = order.items.reduce(Int64(0)) { $0 + $1.unitPrice.minor * Int64($1.returnedQuantity) }
-            try await tx.execute(
-                "UPDATE referrals SET base_minor = ?, revenue_minor = ? WHERE order_id = ? AND workspace_id = ?", base,
-                max(0, order.totals.total.minor - returned), orderID, workspaceID)
-            return
+        case .eligible: return
         case .ineligible(let why):
             try await voidReferral(
                 tx, workspaceID: workspaceID, orderID: orderID, reason: "order_partially_returned:\(why.rawValue)")
@@ -1452,8 +1456,11 @@ extension Store {
             workspaceID)
         let referred = try await db.first(
             """
-            SELECT COUNT(*) AS n, CAST(COALESCE(SUM(revenue_minor), 0) AS BIGINT) AS revenue FROM referrals
-            WHERE workspace_id = ? AND status IN \(Self.sqlList(ReferralStatus.referred)) AND created_at >= ?
+            SELECT COUNT(*) AS n, CAST(COALESCE(SUM(r.revenue_minor - COALESCE((
+                SELECT SUM(i.unit_price_minor * i.returned_quantity) FROM order_items i WHERE i.order_id = r.order_id
+              ), 0)), 0) AS BIGINT) AS revenue
+            FROM referrals r
+            WHERE r.workspace_id = ? AND r.status IN \(Self.sqlList(ReferralStatus.referred)) AND r.created_at >= ?
             """, workspaceID, since)
         let cost = try await db.scalar(
             """
