@@ -432,6 +432,44 @@ import Testing
         }
     }
 
+    /// Two rewards issued at the same moment confirm two referrals: the milestone at two is reached exactly once.
+    /// (On PostgreSQL, without the advocate lock, each issue counted only its own confirmation and neither
+    /// reached it.)
+    @Test(arguments: Engine.available)
+    func twoIssuesAtOnceReachAMilestoneOnce(engine: Engine) async throws {
+        try await withKit(
+            engine,
+            programme: { p in
+                p.advocateReward = RewardSpec(type: .credit, valueMinor: 1500)
+                p.milestones = [Milestone(count: 2, reward: RewardSpec(type: .credit, valueMinor: 2000))]
+                p.autoApprove = false
+            }
+        ) { kit in
+            let anna = try await advocate(kit)
+            for (i, email) in ["ben@example.org", "cleo@example.org"].enumerated() {
+                var p = order(email: email, ref: anna.code, street: "Weg \(i + 60)")
+                try await put(kit, "F-\(i)", p)
+                p.status = "delivered"
+                try await put(kit, "F-\(i)", p)
+            }
+            kit.clock.advance(by: Double(Self.window) + 1)
+            let rewards = try await kit.store.rewards(workspaceID: kit.shop.id)
+            #expect(rewards.count == 2)
+            for r in rewards {
+                #expect(try await kit.store.approveReward(workspaceID: kit.shop.id, id: r.id, actor: "test"))
+            }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for r in rewards { group.addTask { try await kit.referrals.service.release(rewardID: r.id) } }
+                try await group.waitForAll()
+            }
+            let bonuses = try await kit.store.rewards(workspaceID: kit.shop.id).filter { $0.reason == "milestone" }
+            #expect(bonuses.map(\.state) == [.issued])
+            #expect(
+                try await kit.store.creditBalance(workspaceID: kit.shop.id, contactID: anna.contactID)
+                    == 1500 + 1500 + 2000)
+        }
+    }
+
     @Test(arguments: Engine.available)
     func clawedBackVoucherIsInvalidatedUnlessUsed(engine: Engine) async throws {
         try await withKit(engine) { kit in
