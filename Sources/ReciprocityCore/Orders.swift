@@ -79,6 +79,35 @@ extension Order {
     public static let itemsReturnedEvent = "OrderItemsReturned"
 }
 
+/// The units of an order that came back, per SKU (a SKU may stand on several lines).
+public struct ReturnedUnits: Sendable, Equatable {
+    public private(set) var bySKU: [String: Int64] = [:]
+
+    public init() {}
+
+    public init(_ items: [OrderItem]) {
+        for item in items { add(sku: item.sku, units: Int64(item.returnedQuantity)) }
+    }
+
+    public mutating func add(sku: String, units: Int64) {
+        if units > 0 { bySKU[sku, default: 0] += units }
+    }
+
+    public var total: Int64 { bySKU.values.reduce(0, +) }
+
+    /// Whether some SKU has more units back than in `earlier`: news, even if fewer of another came back (a
+    /// correction). Fewer alone is not.
+    public func exceeds(_ earlier: ReturnedUnits) -> Bool {
+        bySKU.contains { $0.value > earlier.bySKU[$0.key, default: 0] }
+    }
+
+    /// One text per set of returned units, the same for the same set in any order (SKUs hold no control
+    /// characters: `OrderSubmission` refuses them).
+    public var canonical: String {
+        bySKU.sorted { $0.key < $1.key }.map { "\($0.key)\u{0}\($0.value)" }.joined(separator: "\n")
+    }
+}
+
 public struct PostalAddress: Sendable, Equatable, Codable {
     public var name: String?
     public var street: String

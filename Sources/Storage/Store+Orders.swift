@@ -149,12 +149,12 @@ extension Store {
                 a?.name, a?.street, a?.postalCode, a?.city, a?.country, s.couponCode, s.referralCode,
                 s.referredBy, s.paymentFingerprint, device(s),
             ] + OrderStatus.allCases.map { s.statusTimes[$0] } + [fingerprint, t, orderID, workspaceID])[0]
-        var returnedBefore: [String: Int64] = [:]
+        var returnedBefore = ReturnedUnits()
         for r in try await tx.query(
             "SELECT sku, returned_quantity FROM order_items WHERE order_id = ? AND workspace_id = ? AND returned_quantity > 0",
             orderID, workspaceID)
         {
-            returnedBefore[r.text("sku"), default: 0] += r.int("returned_quantity")
+            returnedBefore.add(sku: r.text("sku"), units: r.int("returned_quantity"))
         }
         try await tx.execute(
             "DELETE FROM order_items WHERE order_id = ? AND workspace_id = ?", orderID, workspaceID)
@@ -162,11 +162,9 @@ extension Store {
         let events = try await recordStatusChanges(
             tx, workspaceID: workspaceID,
             Self.statusChanges(orderID: orderID, contactID: contactID, s: s, previous: previous, now: t),
-            also: [
-                Self.itemsReturned(
-                    workspaceID: workspaceID, orderID: orderID, contactID: contactID, s: s, before: returnedBefore,
-                    now: t)
-            ])
+            also: Self.itemsReturned(
+                workspaceID: workspaceID, orderID: orderID, contactID: contactID, s: s, before: returnedBefore, now: t
+            ).map { [$0] } ?? [])
         try await recordCheckoutConsents(tx, workspaceID: workspaceID, contactID: contactID, s: s, isNew: false, at: t)
         // The row as written (RETURNING) and the items as sent: no second read.
         return OrderUpsertResult(order: Self.order(orderRow, items: s.items), outcome: .updated, events: events)
@@ -225,7 +223,8 @@ extension Store {
         }
         let returns = zip(rows, zip(orders, contactIDs)).compactMap { row, o in
             Self.itemsReturned(
-                workspaceID: workspaceID, orderID: row.int("id"), contactID: o.1, s: o.0.s, before: [:], now: t)
+                workspaceID: workspaceID, orderID: row.int("id"), contactID: o.1, s: o.0.s, before: ReturnedUnits(),
+                now: t)
         }
         let events = try await recordStatusChanges(tx, workspaceID: workspaceID, changes, also: returns)
         let eventsByOrder = Dictionary(grouping: events, by: \.subjectID)
@@ -299,31 +298,26 @@ extension Store {
         }
     }
 
-    /// `OrderItemsReturned` when the submission reports more returned units of some item (by SKU) than the order
-    /// had (`before`), even if fewer of another (a correction). Deduplicated per order and returned units per SKU.
+    /// `OrderItemsReturned` when the submission reports more returned units of some item than the order had
+    /// (`ReturnedUnits.exceeds`). Deduplicated per order and set of returned units.
     static func itemsReturned(
-        workspaceID: WorkspaceID, orderID: OrderID, contactID: ContactID, s: OrderSubmission,
-        before: [String: Int64], now: Date
+        workspaceID: WorkspaceID, orderID: OrderID, contactID: ContactID, s: OrderSubmission, before: ReturnedUnits,
+        now: Date
     ) -> EventDraft? {
-        var returned: [String: Int64] = [:]
-        for item in s.items where item.returnedQuantity > 0 {
-            returned[item.sku, default: 0] += Int64(item.returnedQuantity)
-        }
-        guard returned.contains(where: { $0.value > before[$0.key, default: 0] }) else { return nil }
-        let state = returned.sorted { $0.key < $1.key }.map { "\($0.key)\u{0}\($0.value)" }.joined(separator: "\n")
-        let units = returned.values.reduce(0, +)
+        let returned = ReturnedUnits(s.items)
+        guard returned.exceeds(before) else { return nil }
         return EventDraft(
             workspaceID: workspaceID, type: Order.itemsReturnedEvent, subjectType: "order", subjectID: orderID,
             payload:
-                #"{"order_id":\#(orderID),"external_id":"\#(JSONText.escape(s.externalID))","contact_id":\#(contactID),"returned_units":\#(units)}"#,
-            dedupeKey: "order:\(orderID):returned:" + fingerprint(body: Array(state.utf8)).prefix(32),
+                #"{"order_id":\#(orderID),"external_id":"\#(JSONText.escape(s.externalID))","contact_id":\#(contactID),"returned_units":\#(returned.total)}"#,
+            dedupeKey: "order:\(orderID):returned:" + fingerprint(body: Array(returned.canonical.utf8)).prefix(32),
             occurredAt: now)
     }
 
     /// The status history rows, and the domain events they raise (each once per order and status), with `also`
     /// recorded in the same statement.
     private func recordStatusChanges(
-        _ tx: any SQLExecutor, workspaceID: WorkspaceID, _ changes: [StatusReached], also: [EventDraft?] = []
+        _ tx: any SQLExecutor, workspaceID: WorkspaceID, _ changes: [StatusReached], also: [EventDraft] = []
     )
         async throws -> [DomainEvent]
     {
@@ -345,7 +339,7 @@ extension Store {
                     payload:
                         #"{"order_id":\#(c.orderID),"external_id":"\#(JSONText.escape(c.externalID))","contact_id":\#(c.contactID),"status":"\#(c.to.rawValue)"}"#,
                     dedupeKey: "order:\(c.orderID):\(c.to.rawValue)", occurredAt: c.at)
-            } + also.compactMap { $0 })
+            } + also)
     }
 
     /// The consent changes an order's checkout consents make.

@@ -95,6 +95,42 @@ public struct Premium: Sendable, Equatable, Codable {
     }
 }
 
+extension Premium {
+    /// Changes to a catalogue item; a field left nil keeps its value (`imageURL: .some(nil)` removes the picture).
+    public struct Change: Sendable {
+        public var name: String?
+        public var description: String?
+        public var imageURL: String??
+        public var costMinor: Int64?
+        public var shippingMinor: Int64?
+        public var stock: Int64?
+        public var active: Bool?
+
+        public init(
+            name: String? = nil, description: String? = nil, imageURL: String?? = nil, costMinor: Int64? = nil,
+            shippingMinor: Int64? = nil, stock: Int64? = nil, active: Bool? = nil
+        ) {
+            self.name = name
+            self.description = description
+            self.imageURL = imageURL
+            self.costMinor = costMinor
+            self.shippingMinor = shippingMinor
+            self.stock = stock
+            self.active = active
+        }
+
+        public func apply(to p: inout Premium) {
+            p.name = name ?? p.name
+            p.description = description ?? p.description
+            p.imageURL = imageURL ?? p.imageURL
+            p.costMinor = costMinor ?? p.costMinor
+            p.shippingMinor = shippingMinor ?? p.shippingMinor
+            p.stock = stock ?? p.stock
+            p.active = active ?? p.active
+        }
+    }
+}
+
 /// One click on `/r/{code}`, as the redirect saw it: no address is kept, only keyed hashes and a browser family.
 public struct ReferralClick: Sendable {
     public var workspaceID: WorkspaceID
@@ -891,10 +927,10 @@ extension Store {
     }
 
     /// Milestone bonuses the advocate's confirmed referrals have reached, created approved, once each.
+    /// The caller holds the advocate's lock (`issueReward`), so the count sees every confirmation before it.
     func reachMilestones(_ tx: any SQLExecutor, workspaceID: WorkspaceID, reward: Reward) async throws -> [Int64] {
         let programme = try await referralProgramme(workspaceID: workspaceID, tx)
         guard !programme.milestones.isEmpty else { return [] }
-        try await lockAdvocate(tx, reward.advocateID)
         let count = try await tx.scalar(
             "SELECT COUNT(*) FROM referrals WHERE advocate_id = ? AND status = 'confirmed'", reward.advocateID)
         var created: [Int64] = []
@@ -1007,7 +1043,7 @@ extension Store {
                 "SELECT status, minimum_minor FROM referrals WHERE order_id = ? AND workspace_id = ?", orderID,
                 workspaceID),
             let status = ReferralStatus(rawValue: ref.text("status")),
-            (ReferralStatus.open + [.confirmed]).contains(status),
+            ReferralStatus.referred.contains(status),
             let order = try await loadOrder(tx, workspaceID: workspaceID, id: orderID)
         else { return }
         var programme = try await referralProgramme(workspaceID: workspaceID, tx)
@@ -1247,6 +1283,16 @@ extension Store {
         try await db.first(
             "SELECT \(Self.premiumColumns) FROM referral_premiums WHERE workspace_id = ? AND id = ?", workspaceID, id
         ).map(Self.premium)
+    }
+
+    /// Where a premium shipment stands (the states `referral_fulfilments.state` allows).
+    public enum FulfilmentState: String, Sendable, CaseIterable {
+        /// No choice yet, or the chosen item is out of stock.
+        case awaitingChoice = "awaiting_choice"
+        /// A unit is taken: to ship.
+        case queued, shipped
+        /// A return voided the reward before it went out.
+        case cancelled
     }
 
     public struct Fulfilment: Sendable, Equatable, Codable {

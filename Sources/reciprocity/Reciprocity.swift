@@ -272,10 +272,7 @@ struct MailCommand: AsyncParsableCommand {
             commandName: "send-test",
             abstract: "Send one mail of a kind with sample values, through the outbox and RECIPROCITY_SMTP_URL.")
         @Option(help: "Workspace slug.") var workspace = "shop"
-        @Option(
-            help:
-                "doi_confirmation, gift_delivery, review_request, review_reminder, thank_you, lead_follow_up, referral_welcome, referral_reward or referral_premium_shipped."
-        )
+        @Option(help: ArgumentHelp(MessageKind.allCases.map(\.rawValue).joined(separator: ", ") + "."))
         var kind: String
         @Option(help: "Recipient address.") var to: String
         @Option(help: "de or en.") var locale = "de"

@@ -118,13 +118,11 @@ struct ReferralAPI {
             let saved = try await env.store.updatePremium(
                 workspaceID: principal.workspaceID, id: id, actor: "apikey:\(principal.keyID)"
             ) { premium in
-                premium.name = input.name ?? premium.name
-                premium.description = input.description ?? premium.description
-                premium.imageURL = input.imageURL ?? premium.imageURL
-                premium.costMinor = input.costMinor ?? premium.costMinor
-                premium.shippingMinor = input.shippingMinor ?? premium.shippingMinor
-                premium.stock = input.stock ?? premium.stock
-                premium.active = input.active ?? premium.active
+                Premium.Change(
+                    name: input.name, description: input.description, imageURL: input.imageURL.map { Optional($0) },
+                    costMinor: input.costMinor, shippingMinor: input.shippingMinor, stock: input.stock,
+                    active: input.active
+                ).apply(to: &premium)
             }
             return try Bodies.jsonResponse(saved)
         }
@@ -132,11 +130,10 @@ struct ReferralAPI {
             let workspaceID = try context.principal().workspaceID
             let q = request.uri.queryParameters
             let (limit, offset) = try q.paging()
-            let states = ["awaiting_choice", "queued", "shipped", "cancelled"]
             let state = q.get("state")
-            if let state, !states.contains(state) {
-                throw DomainError.invalid(
-                    "parameter_invalid", "state must be one of \(states.joined(separator: ", ")).", field: "state")
+            if let state, Store.FulfilmentState(rawValue: state) == nil {
+                let states = Store.FulfilmentState.allCases.map(\.rawValue).joined(separator: ", ")
+                throw DomainError.invalid("parameter_invalid", "state must be one of \(states).", field: "state")
             }
             return try Bodies.jsonResponse(
                 PageDTO(

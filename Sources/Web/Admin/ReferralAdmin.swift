@@ -64,31 +64,23 @@ extension AdminRoutes {
             do {
                 if f["part"] == "catalogue" {
                     // The row's "change name, price and picture" form: those fields only; one it lacks is kept.
-                    let name = f["name"]?.trimmingCharacters(in: .whitespaces)
-                    let description = f["description"]
-                    let image = f["image_url"].map { nonEmpty($0) }
-                    let cost = try f["cost"].map { try minor($0, field: "cost") }
-                    let shipping = try f["shipping"].map { try minor($0, field: "shipping") }
+                    let change = Premium.Change(
+                        name: f["name"]?.trimmingCharacters(in: .whitespaces), description: f["description"],
+                        imageURL: f["image_url"].map { nonEmpty($0) },
+                        costMinor: try f["cost"].map { try minor($0, field: "cost") },
+                        shippingMinor: try f["shipping"].map { try minor($0, field: "shipping") })
                     try await store.updatePremium(
                         workspaceID: admin.workspace.id, id: id, actor: "user:\(admin.user.id)"
-                    ) { premium in
-                        premium.name = name ?? premium.name
-                        premium.description = description ?? premium.description
-                        premium.imageURL = image ?? premium.imageURL
-                        premium.costMinor = cost ?? premium.costMinor
-                        premium.shippingMinor = shipping ?? premium.shippingMinor
-                    }
+                    ) { change.apply(to: &$0) }
                 } else {
-                    let stock = Int64((f["stock"] ?? "").trimmingCharacters(in: .whitespaces)) ?? -1
-                    let active = f["active"] != nil
+                    let change = Premium.Change(
+                        stock: Int64((f["stock"] ?? "").trimmingCharacters(in: .whitespaces)) ?? -1,
+                        active: f["active"] != nil)
                     // The stock shown when the page loaded: a reward that took a unit since makes this a conflict.
                     try await store.updatePremium(
                         workspaceID: admin.workspace.id, id: id, actor: "user:\(admin.user.id)",
                         expectedStock: f["stock_seen"].flatMap { Int64($0) }
-                    ) { premium in
-                        premium.stock = stock
-                        premium.active = active
-                    }
+                    ) { change.apply(to: &$0) }
                 }
             } catch let e as DomainError where e.kind != .notFound {
                 return try await referralsPage(context, error: e.message)
@@ -221,7 +213,7 @@ extension AdminRoutes {
                 "address": address.isEmpty ? (t["ref_no_address"] ?? "") : address.joined(separator: ", "),
                 "state": t["ref_fulfil_\(fu.state)"] ?? fu.state,
                 "when": when(fu.shippedAt ?? fu.createdAt, context),
-                "can_ship": fu.state == "queued",
+                "can_ship": fu.state == Store.FulfilmentState.queued.rawValue,
                 "action": SiteURL.adminFulfilmentShipped(rewardID: fu.rewardID).path,
             ] as [String: Any]
         }
