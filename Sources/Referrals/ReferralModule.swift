@@ -125,16 +125,16 @@ public final class RedirectCache: Sendable {
         return resolved
     }
 
-    /// The cached target of a known code, without asking the database, and `prepare`'s result for it, made once per
-    /// cache entry. Nil when the code is not cached, expired or unknown.
-    public func cached(code: String, prepare: (Resolved) -> any Prepared) -> (Resolved, any Prepared)? {
+    /// `prepare`'s result for the cached target of a known code, made once per cache entry, without asking the
+    /// database. Nil when the code is not cached, expired or unknown.
+    public func cached(code: String, prepare: (Resolved) -> any Prepared) -> (any Prepared)? {
         let now = store.clock.now()
         return entries.withLock { entries in
             guard let hit = entries[code], hit.expires > now, let resolved = hit.resolved else { return nil }
-            if let prepared = hit.prepared { return (resolved, prepared) }
+            if let prepared = hit.prepared { return prepared }
             let prepared = prepare(resolved)
             entries[code]?.prepared = prepared
-            return (resolved, prepared)
+            return prepared
         }
     }
 

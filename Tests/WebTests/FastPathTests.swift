@@ -33,12 +33,13 @@ import Testing
         return (key, try #require(try joined.json()["code"] as? String))
     }
 
-    /// `reciprocity_http_fast_path_total` for a route, from `/metrics`.
-    static func answered(_ app: TestApp, route: String) async throws -> Int {
+    /// `reciprocity_http_fast_path_total` for a route, from `/metrics`: both ways in, or one (`bytes`, `parsed`).
+    static func answered(_ app: TestApp, route: String, way: String? = nil) async throws -> Int {
         let text = try await app.request(.get, "/metrics").text
-        let prefix = #"reciprocity_http_fast_path_total{http_route="\#(route)"} "#
-        return text.split(separator: "\n").first { $0.hasPrefix(prefix) }.flatMap { Int($0.dropFirst(prefix.count)) }
-            ?? 0
+        return text.split(separator: "\n").filter { line in
+            line.hasPrefix("reciprocity_http_fast_path_total{") && line.contains(#"http_route="\#(route)""#)
+                && (way.map { line.contains(#"way="\#($0)""#) } ?? true)
+        }.compactMap { $0.split(separator: " ").last.flatMap { Int($0) } }.reduce(0, +)
     }
 
     /// The response's header fields without the request id (new per request) and the date (checked apart).
@@ -209,6 +210,122 @@ import Testing
             let alone = try await Self.exchange(
                 port: port, "GET /_/redirect HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             #expect(alone.hasPrefix("HTTP/1.1 302 Found"))
+        }
+    }
+
+    // MARK: The bytes way (docs/decisions/0012-fast-path-bytes.md)
+
+    static func plain(_ text: String) -> PlainGet? {
+        Array(text.utf8).withUnsafeBytes { PlainGet.parse($0) }
+    }
+
+    @Test func plainGetsAreReadFromBytes() throws {
+        let wrk = "GET /r/ANNA-7K3Q?x=1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+        let get = try #require(Self.plain(wrk + "GET /next"))
+        #expect(get.length == wrk.utf8.count)
+        #expect(get.target == 4..<20)
+        let browser =
+            "GET /r/A HTTP/1.1\r\nhost: x\r\nUSER-AGENT:  Mozilla/5.0 (X11)\t \r\nAccept: */*\r\n"
+            + "Connection: Keep-Alive\r\nContent-Length: 0\r\nx-request-id: abc-123-def\r\n"
+            + "X-Forwarded-For: 10.0.0.1, 10.0.0.2\r\n\r\n"
+        let fields = try #require(Self.plain(browser))
+        let bytes = Array(browser.utf8)
+        func text(_ range: Range<Int>?) -> String? { range.map { String(decoding: bytes[$0], as: UTF8.self) } }
+        #expect(text(fields.userAgent) == "Mozilla/5.0 (X11)")
+        #expect(text(fields.requestID) == "abc-123-def")
+        #expect(text(fields.forwardedFor) == "10.0.0.1, 10.0.0.2")
+        #expect(fields.length == bytes.count)
+        // Everything not of the plainest form is left to NIO's parser.
+        let refused = [
+            "POST /r/A HTTP/1.1\r\n\r\n", "get /r/A HTTP/1.1\r\n\r\n", "GET /r/A HTTP/1.0\r\n\r\n",
+            "GET http://x/r/A HTTP/1.1\r\n\r\n", "GET /r/A  HTTP/1.1\r\n\r\n", "GET /r/\u{C4} HTTP/1.1\r\n\r\n",
+            "GET /r/A HTTP/1.1\nHost: x\r\n\r\n", "GET /r/A HTTP/1.1\r\nHost: x\n\r\n",
+            "GET /r/A HTTP/1.1\r\nHost: x\r\n\n", "GET /r/A HTTP/1.1\r\nHost : x\r\n\r\n",
+            "GET /r/A HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", "GET /r/A HTTP/1.1\r\n: x\r\n\r\n",
+            "GET /r/A HTTP/1.1\r\nHost: a\u{0}b\r\n\r\n", "GET /r/A HTTP/1.1\r\nHost: \u{E4}\r\n\r\n",
+            "GET /r/A HTTP/1.1\r\nContent-Length: 2\r\n\r\nab", "GET /r/A HTTP/1.1\r\nContent-Length: 00\r\n\r\n",
+            "GET /r/A HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
+            "GET /r/A HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "GET /r/A HTTP/1.1\r\nConnection: close\r\n\r\n", "GET /r/A HTTP/1.1\r\nConnection: Upgrade\r\n\r\n",
+            "GET /r/A HTTP/1.1\r\nUpgrade: websocket\r\n\r\n", "GET /r/A HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            "GET /r/A HTTP/1.1\r\nUser-Agent: a\r\nuser-agent: b\r\n\r\n",
+            // Cut off by the read: the parser waits for the rest.
+            "GET /r/A HTTP/1.1\r\nHost: x\r\n", "GET /r/A HTTP/1.1\r\nHost: x\r\n\r", "GET /r/A", "GET",
+        ]
+        for request in refused { #expect(Self.plain(request) == nil, "\(request.debugDescription)") }
+        let many = "GET / HTTP/1.1\r\n" + String(repeating: "A: b\r\n", count: PlainGet.maxFields + 1) + "\r\n"
+        #expect(Self.plain(many) == nil)
+        let long = "GET / HTTP/1.1\r\nA: " + String(repeating: "b", count: PlainGet.maxLength) + "\r\n\r\n"
+        #expect(Self.plain(long) == nil)
+    }
+
+    /// A connection of plain GETs is answered from its bytes, byte for byte as the parsed way answers; at the first
+    /// request for the router the rest of the connection goes to the parser, in order.
+    @Test func plainRequestsAreAnsweredFromTheirBytes() async throws {
+        try await TestApp.run(live: true) { app in
+            let (_, code) = try await Self.programme(app)
+            let port = try #require(app.client.port)
+            // The first request fills the cache (through the router); the parsed way then answers from it.
+            _ = try await app.request(.get, "/r/\(code)")
+            let parsed = try await app.request(.get, "/r/\(code)", headers: [.userAgent: "Mozilla/5.0 Firefox/130.0"])
+            let bytesBefore = try await Self.answered(app, route: "/r/{code}", way: "bytes")
+            let parsedBefore = try await Self.answered(app, route: "/r/{code}", way: "parsed")
+            let get = "GET /r/\(code) HTTP/1.1\r\nHost: x\r\nUser-Agent: Mozilla/5.0 Firefox/130.0\r\n\r\n"
+            let text = try await Self.exchange(
+                port: port,
+                get + get + "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + get
+                    + "GET /_/redirect HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            let answers = text.components(separatedBy: "HTTP/1.1 ").dropFirst().map { "HTTP/1.1 " + $0 }
+            #expect(
+                answers.map { $0.prefix(12) } == [
+                    "HTTP/1.1 302", "HTTP/1.1 302", "HTTP/1.1 200", "HTTP/1.1 302",
+                    "HTTP/1.1 302",
+                ], "\(text)")
+            // Two from the bytes. After /healthz the bytes handler has handed over, and the fourth request, read with
+            // /healthz still at the router, waits for the router too (pipelined answers keep their order).
+            #expect(try await Self.answered(app, route: "/r/{code}", way: "bytes") == bytesBefore + 2)
+            #expect(try await Self.answered(app, route: "/r/{code}", way: "parsed") == parsedBefore)
+            // The same fields as the router's answer, and in the same order as the parsed way's.
+            func lines(_ answer: String) -> [String] {
+                answer.components(separatedBy: "\r\n").filter {
+                    !$0.hasPrefix("X-Request-Id:") && !$0.hasPrefix("Date:")
+                }
+            }
+            #expect(lines(answers[0]).sorted() == lines(answers[3]).sorted())
+            var expected = ["HTTP/1.1 302 Found"]
+            expected += parsed.headers.filter { $0.name != HTTPField.Name("X-Request-Id")! && $0.name != .date }
+                .map { "\($0.name): \($0.value)" }
+            #expect(lines(answers[0]).filter { !$0.isEmpty } == expected)
+            #expect(answers[0].contains("\r\nX-Request-Id: ") && answers[0].hasSuffix("GMT\r\n\r\n"))
+            #expect(answers[0] != answers[1], "each answer has its own request id")
+            // Every answer was a click with the user agent: the router's first, the parsed one, and three here.
+            try await app.runtime.referrals.clicks.flush()
+            #expect(try await app.store.db.scalar("SELECT COUNT(*) FROM referral_clicks") == 5)
+            let firefox = try await app.store.db.scalar(
+                "SELECT COUNT(*) FROM referral_clicks WHERE ua_family = 'firefox'")
+            #expect(firefox == 4, "the user agent of the parsed answer and of the three here")
+        }
+    }
+
+    /// A request cut in two by the reads goes to the parser, which answers it on the fast path too.
+    @Test func aRequestCutByTheReadGoesToTheParser() async throws {
+        try await TestApp.run(live: true) { app in
+            let port = try #require(app.client.port)
+            let bytesBefore = try await Self.answered(app, route: "/_/redirect", way: "bytes")
+            let parsedBefore = try await Self.answered(app, route: "/_/redirect", way: "parsed")
+            let channel = try await Self.connect(port: port)
+            let text = try await channel.executeThenClose { inbound, outbound in
+                try await outbound.write(ByteBuffer(string: "GET /_/redirect HTTP/1.1\r\nHo"))
+                try await Task.sleep(for: .milliseconds(200))
+                try await outbound.write(
+                    ByteBuffer(string: "st: x\r\n\r\nGET /_/redirect HTTP/1.1\r\nConnection: close\r\n\r\n"))
+                var text = ""
+                for try await chunk in inbound { text += String(buffer: chunk) }
+                return text
+            }
+            #expect(text.components(separatedBy: "HTTP/1.1 302 Found").count == 3, "\(text)")
+            #expect(try await Self.answered(app, route: "/_/redirect", way: "bytes") == bytesBefore)
+            #expect(try await Self.answered(app, route: "/_/redirect", way: "parsed") == parsedBefore + 1)
         }
     }
 

@@ -41,10 +41,10 @@ struct SystemRoutes {
     /// The bare redirect on the fast path too: it is the reference the referral redirect is measured against, so
     /// both take the same way through the server.
     func fastRoutes() -> [FastRoute] {
-        let response = FastPath.prepare(
+        let answer = FastAnswer(
             HTTPResponse(status: .found, headerFields: [.location: env.baseURL + "/"]),
             path: SiteURL.Route.bareRedirect.rawValue)
-        return [FastRoute(path: SiteURL.Route.bareRedirect.rawValue) { _ in response }]
+        return [FastRoute(path: SiteURL.Route.bareRedirect.rawValue) { _ in answer }]
     }
 
     /// Ready when the database answers and every migration this binary knows has been applied.

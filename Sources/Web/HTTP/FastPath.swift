@@ -3,6 +3,7 @@ import Foundation
 import HTTPTypes
 import Metrics
 import NIOCore
+import NIOHTTP1
 import NIOHTTPTypes
 
 /// GET routes answered on the connection's event loop, before Hummingbird's router, when memory alone has the answer
@@ -20,17 +21,23 @@ public struct FastPath: Sendable {
     let routes: [FastRoute]
     let requestIDs: RequestIDs
     let metrics: RequestMetricsCache
-    /// Requests answered here rather than by the router, per route (`reciprocity_http_fast_path_total`).
-    let answered: [String: Counter]
+    /// Requests answered here rather than by the router, per route and per way in
+    /// (`reciprocity_http_fast_path_total`): `bytes` read from the connection's bytes (`FastPathBytesHandler`),
+    /// `parsed` after NIO's HTTP parser (`FastPathHandler`).
+    let answered: [String: (bytes: Counter, parsed: Counter)]
+
+    /// How a request reached the fast path.
+    enum Way { case bytes, parsed }
 
     init(routes: [FastRoute], requestIDs: RequestIDs, metrics: RequestMetricsCache) {
         self.routes = routes
         self.requestIDs = requestIDs
         self.metrics = metrics
+        func counter(_ path: String, _ way: String) -> Counter {
+            Counter(label: "reciprocity_http_fast_path_total", dimensions: [("http_route", path), ("way", way)])
+        }
         answered = Dictionary(
-            routes.map {
-                ($0.path, Counter(label: "reciprocity_http_fast_path_total", dimensions: [("http_route", $0.path)]))
-            },
+            routes.map { ($0.path, (counter($0.path, "bytes"), counter($0.path, "parsed"))) },
             uniquingKeysWith: { a, _ in a })
     }
 
@@ -49,32 +56,68 @@ public struct FastPath: Sendable {
         head.headerFields[.connection].map { $0.lowercased() != "keep-alive" } ?? false
     }
 
-    /// One handler per connection, placed after the HTTP codec and before Hummingbird's connection handling.
+    /// The handlers of one connection: `FastPathHandler`, placed after the HTTP codec and before Hummingbird's
+    /// connection handling, which puts `FastPathBytesHandler` in front of the codec when it is added.
     public func handler() -> FastPathHandler { FastPathHandler(self) }
 
-    /// The answer for a request with no body, or nil for the router.
-    func answer(_ head: HTTPRequest, peer: SocketAddress?) -> HTTPResponse? {
+    /// The answer to a GET of `target` (no body), and the request id for it; or nil for the router. Counts the
+    /// request in the request metrics, as `RequestMetricsMiddleware` counts the router's.
+    func answer(target: Substring, request: FastRequest, way: Way) -> (answer: FastAnswer, requestID: String)? {
         let start = DispatchTime.now().uptimeNanoseconds
-        guard head.method == .get, let target = head.path else { return nil }
-        // Closing the connection after the answer (`Connection: close`) stays with Hummingbird's loop.
-        if Self.endsConnection(head) { return nil }
-        let path = target.utf8.firstIndex(of: UInt8(ascii: "?")).map { target[..<$0] } ?? target[...]
+        let path = target.utf8.firstIndex(of: UInt8(ascii: "?")).map { target[..<$0] } ?? target
         for route in routes {
             guard let parameter = route.match(path) else { continue }
-            let request = FastRequest(parameter: parameter, headers: head.headerFields, peer: peer)
-            guard var response = route.answer(request) else { return nil }
-            response.headerFields.append(
-                HTTPField(
-                    name: RequestIDMiddleware.header,
-                    value: RequestIDMiddleware.id(given: head.headerFields[RequestIDMiddleware.header], ids: requestIDs)
-                ))
-            let endpoint = metrics.endpoint(route.path, .get, response.status)
+            var request = request
+            request.parameter = parameter
+            guard let answer = route.answer(request) else { return nil }
+            let id = RequestIDMiddleware.id(given: request.requestID, ids: requestIDs)
+            let endpoint = metrics.endpoint(route.path, .get, answer.response.status)
             endpoint.counter.increment()
             endpoint.timer.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - start))
-            answered[route.path]?.increment()
-            return response
+            if let counters = answered[route.path] {
+                switch way {
+                case .bytes: counters.bytes.increment()
+                case .parsed: counters.parsed.increment()
+                }
+            }
+            return (answer, id)
         }
         return nil
+    }
+}
+
+/// A fast route's answer, made once (at start-up, or when a cache entry is filled) and shared by every request it
+/// answers: the response (`FastPath.prepare`d: headers only) for the parsed way, and the same response as HTTP/1.1
+/// bytes, all but the request id, the date and the blank line, for the bytes way.
+public final class FastAnswer: Sendable {
+    public let response: HTTPResponse
+    let head: [UInt8]
+
+    /// `response` as the route gives it; the middleware's and the server's headers are added here.
+    public init(_ response: HTTPResponse, path: String) {
+        let response = FastPath.prepare(response, path: path)
+        self.response = response
+        var head = Array("HTTP/1.1 \(response.status.code) \(response.status.reasonPhrase)\r\n".utf8)
+        for field in response.headerFields {
+            head += field.name.rawName.utf8
+            head += ": ".utf8
+            head += field.value.utf8
+            head += "\r\n".utf8
+        }
+        self.head = head
+    }
+
+    /// The whole answer: `head`, then the request id and the date (the order the parsed way adds them in).
+    func bytes(requestID: String, date: String, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: head.count + requestID.utf8.count + date.utf8.count + 32)
+        buffer.writeBytes(head)
+        buffer.writeString(RequestIDMiddleware.header.rawName)
+        buffer.writeStaticString(": ")
+        buffer.writeString(requestID)
+        buffer.writeStaticString("\r\nDate: ")
+        buffer.writeString(date)
+        buffer.writeStaticString("\r\n\r\n")
+        return buffer
     }
 }
 
@@ -86,11 +129,11 @@ public struct FastRoute: Sendable {
     private let prefix: [UInt8]
     private let suffix: [UInt8]
     private let hasParameter: Bool
-    let answer: @Sendable (FastRequest) -> HTTPResponse?
+    let answer: @Sendable (FastRequest) -> FastAnswer?
 
-    /// `answer` returns the response (headers only, made by `FastPath.prepare`), or nil when the router must answer
-    /// (not in memory, or not a case this path handles). It must not have acted when it returns nil.
-    public init(path: String, answer: @escaping @Sendable (FastRequest) -> HTTPResponse?) {
+    /// `answer` returns the answer (headers only), or nil when the router must answer (not in memory, or not a case
+    /// this path handles). It must not have acted when it returns nil.
+    public init(path: String, answer: @escaping @Sendable (FastRequest) -> FastAnswer?) {
         self.path = path
         self.answer = answer
         if let open = path.firstIndex(of: "{"), let close = path[open...].firstIndex(of: "}") {
@@ -121,18 +164,22 @@ public struct FastRoute: Sendable {
     }
 }
 
-/// What a fast route sees of a request.
+/// What a fast route sees of a request: the few headers the routes read, whichever way the request came.
 public struct FastRequest: Sendable {
     /// The route's `{parameter}`, or empty.
-    public let parameter: Substring
-    public let headers: HTTPFields
+    public var parameter: Substring = ""
+    public var userAgent: String?
+    public var forwardedFor: String?
+    /// The caller's `X-Request-Id`.
+    var requestID: String?
     /// The TCP peer's address, formatted as `AppContext.peerIP` formats it.
-    public var peerIP: String { peer?.ipAddress ?? "unknown" }
-    let peer: SocketAddress?
+    public var peerIP: String
 }
 
-/// The fast path on one connection. Requests it cannot answer pass on unchanged, and responses keep the requests'
-/// order: while an earlier request is with the router (HTTP pipelining), later ones go there too.
+/// The fast path on one connection, after NIO's HTTP parser. Requests it cannot answer pass on unchanged, and
+/// responses keep the requests' order: while an earlier request is with the router (HTTP pipelining), later ones go
+/// there too. When added, it puts a `FastPathBytesHandler` in front of the HTTP codec, which answers the plainest
+/// requests from their bytes and hands everything else to the parser, and so to this handler.
 public final class FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler {
     public typealias InboundIn = HTTPRequestPart
     public typealias InboundOut = HTTPRequestPart
@@ -148,23 +195,35 @@ public final class FastPathHandler: ChannelDuplexHandler, RemovableChannelHandle
     /// After a request that ends the connection (`Connection: close`) went to the router, nothing more is answered
     /// here: Hummingbird reads no further request on this connection.
     private var routerOnly = false
-    /// The `Date` header, made once per second per connection (Hummingbird's router adds it to every response).
-    private var date = (second: Int64.min, value: "")
+    private var date = DateHeader()
+    private var peerIP: String?
 
     // Hummingbird's `HTTPConnectionStateHandler` comes after this handler and does not see the requests answered
     // here. With an idle timeout configured (none is), a connection busy only with fast answers would look idle.
 
     init(_ fastPath: FastPath) { self.fastPath = fastPath }
 
+    public func handlerAdded(context: ChannelHandlerContext) {
+        // In front of the response encoder, which comes first of the HTTP handlers: the bytes handler's answers go
+        // straight to the socket, and the request decoder sees only what it hands on.
+        let pipeline = context.pipeline.syncOperations
+        guard let encoder = try? pipeline.handler(type: HTTPResponseEncoder.self) else { return }
+        try? pipeline.addHandler(FastPathBytesHandler(fastPath), position: .before(encoder))
+    }
+
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
             // A peer that does not read its answers (the socket's buffer full) goes to the router, whose writer waits
             // for it and stops reading, instead of answers piling up in memory here.
-            if withRouter == 0, !routerOnly, context.channel.isWritable, Self.hasNoBody(head),
-                var response = fastPath.answer(head, peer: context.channel.remoteAddress)
+            if withRouter == 0, !routerOnly, context.channel.isWritable, Self.hasNoBody(head), head.method == .get,
+                !FastPath.endsConnection(head), let target = head.path,
+                let (answer, id) = fastPath.answer(
+                    target: target[...], request: request(head, context), way: .parsed)
             {
-                response.headerFields.append(HTTPField(name: .date, value: currentDate()))
+                var response = answer.response
+                response.headerFields.append(HTTPField(name: RequestIDMiddleware.header, value: id))
+                response.headerFields.append(HTTPField(name: .date, value: date.current()))
                 answered = true
                 context.write(wrapOutboundOut(.head(response)), promise: nil)
                 context.write(wrapOutboundOut(.end(nil)), promise: nil)
@@ -186,6 +245,14 @@ public final class FastPathHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
     }
 
+    private func request(_ head: HTTPRequest, _ context: ChannelHandlerContext) -> FastRequest {
+        let peer = peerIP ?? context.channel.remoteAddress?.ipAddress ?? "unknown"
+        peerIP = peer
+        return FastRequest(
+            userAgent: head.headerFields[.userAgent], forwardedFor: head.headerFields[WebEnvironment.forwardedFor],
+            requestID: head.headerFields[RequestIDMiddleware.header], peerIP: peer)
+    }
+
     public func channelReadComplete(context: ChannelHandlerContext) {
         if needsFlush {
             needsFlush = false
@@ -200,15 +267,21 @@ public final class FastPathHandler: ChannelDuplexHandler, RemovableChannelHandle
         context.write(data, promise: promise)
     }
 
-    private func currentDate() -> String {
-        let now = Int64(Date().timeIntervalSince1970)
-        if now != date.second { date = (now, HTTPDate.format(epochSeconds: now)) }
-        return date.value
-    }
-
     /// Only requests without a body are answered here; a body would have to be read past.
     static func hasNoBody(_ head: HTTPRequest) -> Bool {
         head.headerFields[.transferEncoding] == nil && (head.headerFields[.contentLength] ?? "0") == "0"
+    }
+}
+
+/// The `Date` header (Hummingbird's router adds it to every response), made once per second per connection.
+struct DateHeader {
+    private var second = Int64.min
+    private var value = ""
+
+    mutating func current() -> String {
+        let now = Int64(Date().timeIntervalSince1970)
+        if now != second { (second, value) = (now, HTTPDate.format(epochSeconds: now)) }
+        return value
     }
 }
 

@@ -88,36 +88,43 @@ struct ReferralPages: Sendable {
         return [
             FastRoute(path: SiteURL.Route.referralRedirect.rawValue) { request in
                 guard let code = ReferralCode.normalize(String(request.parameter)),
-                    let (resolved, prepared) = referrals.targets.cached(
-                        code: code,
-                        prepare: {
-                            PreparedRedirect(
-                                FastPath.prepare(
-                                    HTTPResponse(status: .found, headerFields: redirectHeaders($0)),
-                                    path: SiteURL.referralRedirect(code: $0.target.code).path))
-                        }),
-                    let response = (prepared as? PreparedRedirect)?.response,
-                    resolved.target.programme.active, !resolved.target.programme.landingPage
+                    let prepared = referrals.targets.cached(
+                        code: code, prepare: { PreparedRedirect($0, headers: redirectHeaders($0)) })
+                        as? PreparedRedirect,
+                    let answer = prepared.answer
                 else { return nil }
-                let target = resolved.target
                 // A full click buffer: the router's redirect waits for room, so the friend is still sent on and the
                 // click is not lost.
                 guard
                     referrals.clicks.record(
-                        workspaceID: target.workspaceID, advocateID: target.advocateID, at: env.clock.now(),
-                        ip: env.clientIP(
-                            peer: request.peerIP, forwardedFor: request.headers[WebEnvironment.forwardedFor]),
-                        userAgent: request.headers[.userAgent] ?? "")
+                        workspaceID: prepared.workspaceID, advocateID: prepared.advocateID, at: env.clock.now(),
+                        ip: env.clientIP(peer: request.peerIP, forwardedFor: request.forwardedFor),
+                        userAgent: request.userAgent ?? "")
                 else { return nil }
-                return response
+                return answer
             }
         ]
     }
 
-    /// The fast path's answer for a cached code, kept in the redirect cache's entry.
+    /// What the fast path needs of a cached code, kept in the redirect cache's entry (so it goes when the programme
+    /// is saved or the entry expires): who the click is for, and the answer, nil when the router must answer (an
+    /// inactive programme, or one with a landing page).
     final class PreparedRedirect: Sendable {
-        let response: HTTPResponse
-        init(_ response: HTTPResponse) { self.response = response }
+        let workspaceID: WorkspaceID
+        let advocateID: AdvocateID
+        let answer: FastAnswer?
+
+        init(_ resolved: RedirectCache.Resolved, headers: HTTPFields) {
+            let target = resolved.target
+            workspaceID = target.workspaceID
+            advocateID = target.advocateID
+            answer =
+                target.programme.active && !target.programme.landingPage
+                ? FastAnswer(
+                    HTTPResponse(status: .found, headerFields: headers),
+                    path: SiteURL.referralRedirect(code: target.code).path)
+                : nil
+        }
     }
 
     // MARK: Joining
