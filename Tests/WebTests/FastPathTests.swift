@@ -2,7 +2,12 @@ import Foundation
 import HTTPTypes
 import HummingbirdTesting
 import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
 import NIOPosix
+import ReciprocityCore
 import Storage
 import TestSupport
 import Testing
@@ -249,14 +254,19 @@ import Testing
             "GET /r/A HTTP/1.1\r\nConnection: close\r\n\r\n", "GET /r/A HTTP/1.1\r\nConnection: Upgrade\r\n\r\n",
             "GET /r/A HTTP/1.1\r\nUpgrade: websocket\r\n\r\n", "GET /r/A HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
             "GET /r/A HTTP/1.1\r\nUser-Agent: a\r\nuser-agent: b\r\n\r\n",
+            "GET /r/A HTTP/1.1\r\nProxy-Connection: close\r\n\r\n", "GET /r/A HTTP/1.1\r\nHost: a\rb\r\n\r\n",
             // Cut off by the read: the parser waits for the rest.
             "GET /r/A HTTP/1.1\r\nHost: x\r\n", "GET /r/A HTTP/1.1\r\nHost: x\r\n\r", "GET /r/A", "GET",
         ]
         for request in refused { #expect(Self.plain(request) == nil, "\(request.debugDescription)") }
-        let many = "GET / HTTP/1.1\r\n" + String(repeating: "A: b\r\n", count: PlainGet.maxFields + 1) + "\r\n"
-        #expect(Self.plain(many) == nil)
-        let long = "GET / HTTP/1.1\r\nA: " + String(repeating: "b", count: PlainGet.maxLength) + "\r\n\r\n"
-        #expect(Self.plain(long) == nil)
+        // The limits, from both sides.
+        let lines = { (n: Int) in "GET / HTTP/1.1\r\n" + String(repeating: "A: b\r\n", count: n) + "\r\n" }
+        #expect(Self.plain(lines(PlainGet.maxFields))?.length == lines(PlainGet.maxFields).utf8.count)
+        #expect(Self.plain(lines(PlainGet.maxFields + 1)) == nil)
+        let long = { (n: Int) in "GET / HTTP/1.1\r\nA: " + String(repeating: "b", count: n) + "\r\n\r\n" }
+        let longest = PlainGet.maxLength - long(0).utf8.count
+        #expect(Self.plain(long(longest))?.length == PlainGet.maxLength)
+        #expect(Self.plain(long(longest + 1)) == nil)
     }
 
     /// A connection of plain GETs is answered from its bytes, byte for byte as the parsed way answers; at the first
@@ -267,7 +277,9 @@ import Testing
             let port = try #require(app.client.port)
             // The first request fills the cache (through the router); the parsed way then answers from it.
             _ = try await app.request(.get, "/r/\(code)")
+            let parsedReference = try await Self.answered(app, route: "/r/{code}", way: "parsed")
             let parsed = try await app.request(.get, "/r/\(code)", headers: [.userAgent: "Mozilla/5.0 Firefox/130.0"])
+            try #require(try await Self.answered(app, route: "/r/{code}", way: "parsed") == parsedReference + 1)
             let bytesBefore = try await Self.answered(app, route: "/r/{code}", way: "bytes")
             let parsedBefore = try await Self.answered(app, route: "/r/{code}", way: "parsed")
             let get = "GET /r/\(code) HTTP/1.1\r\nHost: x\r\nUser-Agent: Mozilla/5.0 Firefox/130.0\r\n\r\n"
@@ -307,26 +319,50 @@ import Testing
         }
     }
 
-    /// A request cut in two by the reads goes to the parser, which answers it on the fast path too.
-    @Test func aRequestCutByTheReadGoesToTheParser() async throws {
-        try await TestApp.run(live: true) { app in
-            let port = try #require(app.client.port)
-            let bytesBefore = try await Self.answered(app, route: "/_/redirect", way: "bytes")
-            let parsedBefore = try await Self.answered(app, route: "/_/redirect", way: "parsed")
-            let channel = try await Self.connect(port: port)
-            let text = try await channel.executeThenClose { inbound, outbound in
-                try await outbound.write(ByteBuffer(string: "GET /_/redirect HTTP/1.1\r\nHo"))
-                try await Task.sleep(for: .milliseconds(200))
-                try await outbound.write(
-                    ByteBuffer(string: "st: x\r\n\r\nGET /_/redirect HTTP/1.1\r\nConnection: close\r\n\r\n"))
-                var text = ""
-                for try await chunk in inbound { text += String(buffer: chunk) }
-                return text
-            }
-            #expect(text.components(separatedBy: "HTTP/1.1 302 Found").count == 3, "\(text)")
-            #expect(try await Self.answered(app, route: "/_/redirect", way: "bytes") == bytesBefore)
-            #expect(try await Self.answered(app, route: "/_/redirect", way: "parsed") == parsedBefore + 1)
+    /// The HTTP pipeline of a Hummingbird connection with the fast path, on an `EmbeddedChannel`, with the bare
+    /// redirect as its one route.
+    static func embedded() throws -> EmbeddedChannel {
+        let channel = EmbeddedChannel()
+        let pipeline = channel.pipeline.syncOperations
+        try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: false)
+        try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+        let answer = FastAnswer(
+            HTTPResponse(status: .found, headerFields: [.location: "https://shop.example/"]), path: "/_/redirect")
+        let fastPath = FastPath(
+            routes: [FastRoute(path: "/_/redirect") { _ in answer }], requestIDs: RequestIDs(random: SystemRandom()),
+            metrics: RequestMetricsCache())
+        try pipeline.addHandler(fastPath.handler())
+        return channel
+    }
+
+    static func outbound(_ channel: EmbeddedChannel) throws -> String {
+        var text = ""
+        while let part = try channel.readOutbound(as: IOData.self) {
+            if case .byteBuffer(let buffer) = part { text += String(buffer: buffer) }
         }
+        while let buffer = try channel.readOutbound(as: ByteBuffer.self) { text += String(buffer: buffer) }
+        return text
+    }
+
+    /// Requests whole in one read are answered from their bytes; a request cut in two by the reads goes to the
+    /// parser, with everything after it, and the parsed way answers it.
+    @Test func aRequestCutByTheReadGoesToTheParser() throws {
+        let get = "GET /_/redirect HTTP/1.1\r\nHost: x\r\n\r\n"
+        let whole = try Self.embedded()
+        try whole.writeInbound(ByteBuffer(string: get + get))
+        let bytes = try #require(try whole.pipeline.syncOperations.handler(type: FastPathBytesHandler.self))
+        #expect(!bytes.handedOver)
+        #expect(try Self.outbound(whole).components(separatedBy: "HTTP/1.1 302 Found\r\n").count == 3)
+        let cut = try Self.embedded()
+        try cut.writeInbound(ByteBuffer(string: "GET /_/redirect HTTP/1.1\r\nHo"))
+        #expect(try Self.outbound(cut).isEmpty)
+        try cut.writeInbound(ByteBuffer(string: "st: x\r\n\r\n" + get))
+        #expect(try cut.pipeline.syncOperations.handler(type: FastPathBytesHandler.self).handedOver)
+        let text = try Self.outbound(cut)
+        #expect(text.components(separatedBy: "HTTP/1.1 302 Found\r\n").count == 3, "\(text)")
+        #expect(try cut.readInbound(as: HTTPRequestPart.self) == nil, "both answered on the fast path")
+        _ = try? whole.finish()
+        _ = try? cut.finish()
     }
 
     static func connect(port: Int) async throws -> NIOAsyncChannel<ByteBuffer, ByteBuffer> {

@@ -17,18 +17,22 @@ final class FastPathBytesHandler: ChannelInboundHandler, RemovableChannelHandler
 
     private let fastPath: FastPath
     /// Everything from here on goes to the parser.
-    private var handedOver = false
+    private(set) var handedOver = false
     private var needsFlush = false
     private var date = DateHeader()
     private var peerIP: String?
+
+    static let maxAnswerBytes = 64 * 1024
 
     init(_ fastPath: FastPath) { self.fastPath = fastPath }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !handedOver else { return context.fireChannelRead(data) }
         var buffer = unwrapInboundIn(data)
-        // A peer whose socket buffer is full goes to the router, whose writer waits for it and stops reading.
-        while buffer.readableBytes > 0, context.channel.isWritable {
+        // A peer whose socket buffer is full goes to the router, whose writer waits for it and stops reading. At
+        // most `maxAnswerBytes` of answers per read: behind TLS, writes count against the socket only when flushed.
+        var written = 0
+        while buffer.readableBytes > 0, context.channel.isWritable, written < Self.maxAnswerBytes {
             let peer = peerIP ?? context.channel.remoteAddress?.ipAddress ?? "unknown"
             peerIP = peer
             let answered: (length: Int, answer: FastAnswer, requestID: String)? = buffer.withUnsafeReadableBytes {
@@ -48,6 +52,7 @@ final class FastPathBytesHandler: ChannelInboundHandler, RemovableChannelHandler
             buffer.moveReaderIndex(forwardBy: answered.length)
             let out = answered.answer.bytes(
                 requestID: answered.requestID, date: date.current(), allocator: context.channel.allocator)
+            written += out.readableBytes
             context.write(NIOAny(out), promise: nil)
             needsFlush = true
         }
@@ -172,6 +177,8 @@ struct PlainGet: Equatable {
             ("user-agent", .userAgent), ("x-forwarded-for", .forwardedFor), ("x-request-id", .requestID),
             ("content-length", .contentLength), ("connection", .connection), ("transfer-encoding", .refused),
             ("upgrade", .refused), ("expect", .refused),
+            // llhttp reads `Proxy-Connection` as `Connection`.
+            ("proxy-connection", .refused),
         ]
 
         init(_ bytes: UnsafeRawBufferPointer, _ name: Range<Int>) {
