@@ -264,7 +264,14 @@ public final class ClickRecorder: Sendable {
         // hashed once per flush.
         var ipHashes: [String: String] = [:]
         var devices: [String: (family: String, device: String)] = [:]
+        // A run of clicks from one browser (reloads, a shared line, a load test) skips even the look-ups.
+        var last: (raw: Raw, click: ReferralClick)?
         let clicks = batch.map { raw in
+            if let last, last.raw.ip == raw.ip, last.raw.userAgent == raw.userAgent {
+                var click = last.click
+                (click.workspaceID, click.advocateID, click.at) = (raw.workspaceID, raw.advocateID, raw.at)
+                return click
+            }
             let ipHash = ipHashes[raw.ip] ?? store.ipHash(raw.ip)
             ipHashes[raw.ip] = ipHash
             let deviceKey = raw.ip + "\u{0}" + raw.userAgent
@@ -272,9 +279,11 @@ public final class ClickRecorder: Sendable {
                 devices[deviceKey]
                 ?? (UserAgentFamily.of(raw.userAgent), store.deviceHash(ip: raw.ip, userAgent: raw.userAgent))
             devices[deviceKey] = device
-            return ReferralClick(
+            let click = ReferralClick(
                 workspaceID: raw.workspaceID, advocateID: raw.advocateID, at: raw.at, ipHash: ipHash,
                 uaFamily: device.family, device: device.device)
+            last = (raw, click)
+            return click
         }
         do {
             try await store.recordClicks(clicks)

@@ -19,7 +19,7 @@ public enum Migrator {
     /// Every migration, in order.
     public static let all: [Migration] = [
         Schema.v1Foundation, Schema.v2Mail, Schema.v3Reviews, Schema.v4LeadMagnets, Schema.v5Referrals,
-        Schema.v6QueryPaths, Schema.v7Returns,
+        Schema.v6QueryPaths, Schema.v7Returns, Schema.v8ClickIndexes,
     ]
 
     /// The newest migration id, which `/readyz` compares against the database.
@@ -869,5 +869,12 @@ enum Schema {
             """,
             "CREATE INDEX referral_fulfilments_state ON referral_fulfilments (workspace_id, state, created_at)",
         ]
+    }
+
+    /// Clicks keep two indexes, not three: every redirect's click is written into each of them, and the figures'
+    /// count per workspace and day reads the clicks through the workspace's advocates and `referral_clicks_advocate`
+    /// (advocate, time) instead of an index of their own (docs/decisions/0012-fast-path-bytes.md).
+    static let v8ClickIndexes = Migration(id: 8, name: "click_indexes") { _ in
+        ["DROP INDEX referral_clicks_day"]
     }
 }

@@ -641,6 +641,32 @@ import Testing
         }
     }
 
+    /// The figures count a workspace's clicks through its advocates (clicks have no index by workspace and time).
+    @Test(arguments: Engine.available)
+    func clickFiguresCountPerWorkspaceAndDay(engine: Engine) async throws {
+        try await withKit(engine) { kit in
+            let anna = try await advocate(kit)
+            let bert = try await advocate(kit, email: "bert@example.com", firstName: "Bert")
+            let day: TimeInterval = 86_400
+            let today = Date(timeIntervalSince1970: (kit.clock.now().timeIntervalSince1970 / day).rounded(.down) * day)
+            func click(_ a: Advocate, _ at: Date) -> ReferralClick {
+                ReferralClick(
+                    workspaceID: kit.shop.id, advocateID: a.id, at: at, ipHash: "i", uaFamily: "firefox", device: "d")
+            }
+            try await kit.store.recordClicks([
+                click(anna, today.addingTimeInterval(-3 * day)), click(anna, today.addingTimeInterval(-day + 5)),
+                click(bert, today.addingTimeInterval(-day + 9)), click(bert, today.addingTimeInterval(1)),
+            ])
+            let figures = try await kit.store.referralFigures(
+                workspaceID: kit.shop.id, since: today.addingTimeInterval(-2 * day))
+            #expect(figures.clicks == 3)
+            let days = try await kit.store.referralDays(
+                workspaceID: kit.shop.id, since: today.addingTimeInterval(-2 * day))
+            #expect(days.map(\.day) == [today.addingTimeInterval(-day), today])
+            #expect(days.map(\.clicks) == [2, 1])
+        }
+    }
+
     @Test(arguments: Engine.available)
     func clicksAreBatchedAndAttributeByDevice(engine: Engine) async throws {
         try await withKit(engine, programme: { $0.touch = .first }) { kit in
