@@ -1313,7 +1313,7 @@ extension Store {
     /// choice or stock), each with the address of the advocate's latest order that had one, in one statement
     /// that pages the shipments before it looks up names and addresses. `rewardID` and `state` narrow it.
     public func fulfilments(
-        workspaceID: WorkspaceID, rewardID: Int64? = nil, state: String? = nil, openFirst: Bool = false,
+        workspaceID: WorkspaceID, rewardID: Int64? = nil, state: FulfilmentState? = nil, openFirst: Bool = false,
         limit: Int = Int(Int32.max), offset: Int = 0
     ) async throws -> [Fulfilment] {
         var binds: [any SQLBindable] = [workspaceID]
@@ -1324,10 +1324,12 @@ extension Store {
         }
         if let state {
             filter += " AND f.state = ?"
-            binds.append(state)
+            binds.append(state.rawValue)
         }
+        let open =
+            "WHEN '\(FulfilmentState.queued.rawValue)' THEN 0 WHEN '\(FulfilmentState.awaitingChoice.rawValue)' THEN 1"
         let order =
-            (openFirst ? "CASE f.state WHEN 'queued' THEN 0 WHEN 'awaiting_choice' THEN 1 ELSE 2 END, " : "")
+            (openFirst ? "CASE f.state \(open) ELSE 2 END, " : "")
             + "f.created_at, f.reward_id"
         binds += [Int64(max(limit, 0)), Int64(max(offset, 0))]
         return try await db.query(
@@ -1357,10 +1359,10 @@ extension Store {
     }
 
     /// How many shipments `fulfilments` lists with the same filter.
-    public func fulfilmentCount(workspaceID: WorkspaceID, state: String? = nil) async throws -> Int {
+    public func fulfilmentCount(workspaceID: WorkspaceID, state: FulfilmentState? = nil) async throws -> Int {
         let sql = "SELECT COUNT(*) FROM referral_fulfilments WHERE workspace_id = ?"
         guard let state else { return Int(try await db.scalar(sql, workspaceID)) }
-        return Int(try await db.scalar(sql + " AND state = ?", workspaceID, state))
+        return Int(try await db.scalar(sql + " AND state = ?", workspaceID, state.rawValue))
     }
 
     /// Records that a queued premium went out: 404 for a reward of no premium in this workspace, 409 unless queued.

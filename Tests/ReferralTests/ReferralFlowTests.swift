@@ -361,17 +361,17 @@ import Testing
         }
     }
 
+    /// 15.00 store credit per confirmed referral, and a 20.00 credit bonus at the second.
+    static func creditWithBonusAtTwo(_ p: inout ReferralProgramme) {
+        p.advocateReward = RewardSpec(type: .credit, valueMinor: 1500)
+        p.milestones = [Milestone(count: 2, reward: RewardSpec(type: .credit, valueMinor: 2000))]
+    }
+
     /// A clawback that takes the advocate below a milestone ends the milestone's bonus; reaching it again earns it
     /// again.
     @Test(arguments: Engine.available)
     func aReturnBelowAMilestoneEndsItsBonus(engine: Engine) async throws {
-        try await withKit(
-            engine,
-            programme: { p in
-                p.advocateReward = RewardSpec(type: .credit, valueMinor: 1500)
-                p.milestones = [Milestone(count: 2, reward: RewardSpec(type: .credit, valueMinor: 2000))]
-            }
-        ) { kit in
+        try await withKit(engine, programme: Self.creditWithBonusAtTwo) { kit in
             let anna = try await advocate(kit)
             var friends: [OrderPayload] = []
             for (i, email) in ["ben@example.org", "cleo@example.org"].enumerated() {
@@ -440,8 +440,7 @@ import Testing
         try await withKit(
             engine,
             programme: { p in
-                p.advocateReward = RewardSpec(type: .credit, valueMinor: 1500)
-                p.milestones = [Milestone(count: 2, reward: RewardSpec(type: .credit, valueMinor: 2000))]
+                Self.creditWithBonusAtTwo(&p)
                 p.autoApprove = false
             }
         ) { kit in
@@ -551,7 +550,7 @@ import Testing
                 try await kit.store.fulfilments(workspaceID: kit.shop.id, openFirst: true, limit: 1).map(\.state)
                     == ["queued"])
             #expect(try await kit.store.fulfilmentCount(workspaceID: kit.shop.id) == 2)
-            #expect(try await kit.store.fulfilmentCount(workspaceID: kit.shop.id, state: "shipped") == 1)
+            #expect(try await kit.store.fulfilmentCount(workspaceID: kit.shop.id, state: .shipped) == 1)
             #expect(
                 try await kit.store.fulfilments(workspaceID: kit.shop.id, offset: 1).first?.street == "Hauptstraße 1")
         }

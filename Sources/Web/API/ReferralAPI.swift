@@ -130,10 +130,12 @@ struct ReferralAPI {
             let workspaceID = try context.principal().workspaceID
             let q = request.uri.queryParameters
             let (limit, offset) = try q.paging()
-            let state = q.get("state")
-            if let state, Store.FulfilmentState(rawValue: state) == nil {
-                let states = Store.FulfilmentState.allCases.map(\.rawValue).joined(separator: ", ")
-                throw DomainError.invalid("parameter_invalid", "state must be one of \(states).", field: "state")
+            let state = try q.get("state").map { given in
+                guard let state = Store.FulfilmentState(rawValue: given) else {
+                    let states = Store.FulfilmentState.allCases.map(\.rawValue).joined(separator: ", ")
+                    throw DomainError.invalid("parameter_invalid", "state must be one of \(states).", field: "state")
+                }
+                return state
             }
             return try Bodies.jsonResponse(
                 PageDTO(

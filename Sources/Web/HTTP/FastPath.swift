@@ -41,16 +41,6 @@ public struct FastPath: Sendable {
             uniquingKeysWith: { a, _ in a })
     }
 
-    /// A route's answer with what the middleware and the server add to every response, but the request id: made
-    /// once per answer (at start-up, or when a cache entry is filled), not per request.
-    public static func prepare(_ response: HTTPResponse, path: String) -> HTTPResponse {
-        var response = response
-        SecurityHeadersMiddleware.apply(to: &response.headerFields, path: path[...])
-        response.headerFields[.server] = WebApp.serverName
-        response.headerFields[.contentLength] = "0"
-        return response
-    }
-
     /// Whether the request asks to close the connection after its answer (a `Connection` other than keep-alive).
     static func endsConnection(_ head: HTTPRequest) -> Bool {
         head.headerFields[.connection].map { $0.lowercased() != "keep-alive" } ?? false
@@ -87,15 +77,19 @@ public struct FastPath: Sendable {
 }
 
 /// A fast route's answer, made once (at start-up, or when a cache entry is filled) and shared by every request it
-/// answers: the response (`FastPath.prepare`d: headers only) for the parsed way, and the same response as HTTP/1.1
-/// bytes, all but the request id, the date and the blank line, for the bytes way.
+/// answers: the response (headers only) for the parsed way, and the same response as HTTP/1.1 bytes, all but the
+/// request id, the date and the blank line, for the bytes way.
 public final class FastAnswer: Sendable {
     public let response: HTTPResponse
     let head: [UInt8]
 
-    /// `response` as the route gives it; the middleware's and the server's headers are added here.
+    /// `response` as the route gives it; what the middleware and the server add to every response, but the request
+    /// id, is added here.
     public init(_ response: HTTPResponse, path: String) {
-        let response = FastPath.prepare(response, path: path)
+        var response = response
+        SecurityHeadersMiddleware.apply(to: &response.headerFields, path: path[...])
+        response.headerFields[.server] = WebApp.serverName
+        response.headerFields[.contentLength] = "0"
         self.response = response
         var head = Array("HTTP/1.1 \(response.status.code) \(response.status.reasonPhrase)\r\n".utf8)
         for field in response.headerFields {
