@@ -33,7 +33,8 @@ public enum BuiltInJobs {
         handlers += referralHandlers(runtime)
         if runtime.config.testHooks {
             handlers.append(
-                JobHandler(kind: TestHooks.jobKind) { job, tx in
+                // Sleeps inside its transaction (the crash tests' slow job): one at a time, never a batch.
+                JobHandler(kind: TestHooks.jobKind, batched: false) { job, tx in
                     try await TestHooks.effect(job: job, tx: tx, clock: runtime.clock)
                 })
         }
@@ -79,10 +80,15 @@ public enum BuiltInJobs {
     static func referralHandlers(_ runtime: Runtime) -> [JobHandler] {
         let service = runtime.referrals.service
         return [
+            // The disposable-domain list is the module's (cached, read outside the job's transaction); the decision
+            // runs inside it.
             JobHandler(kind: Store.referralAttributeJob) { job, tx in
-                // The disposable-domain list is read before; the decision runs inside the job's transaction.
-                let list = await service.currentDisposable()
-                try await service.attribute(eventID: try field(job, "event_id"), tx: tx, disposable: list)
+                try await service.attribute(
+                    eventID: try field(job, "event_id"), tx: tx, disposable: await service.currentDisposable())
+            } runMany: { jobs, tx in
+                try await service.attribute(
+                    eventIDs: try jobs.map { try field($0, "event_id") }, tx: tx,
+                    disposable: await service.currentDisposable())
             },
             JobHandler(kind: Store.referralHoldJob) { job, tx in
                 try await service.hold(eventID: try field(job, "event_id"), tx: tx)

@@ -11,12 +11,38 @@ import Synchronization
 public struct JobHandler: Sendable {
     public var kind: String
     public var run: @Sendable (_ job: Job, _ tx: any SQLExecutor) async throws -> Void
+    /// Runs several jobs of this kind in one transaction, with the effect of running them one by one in the given
+    /// order: by default `run` for each job; a handler may do it set-wise. Nil for external handlers and for
+    /// transactional ones that opted out of batches: those run one job at a time.
+    public var runMany: (@Sendable (_ jobs: [Job], _ tx: any SQLExecutor) async throws -> Void)?
     /// For work that must not hold a transaction open (network I/O such as SMTP): runs first, outside any
     /// transaction; the handler keeps its own effects consistent (e.g. the outbox state machine).
     public var external: (@Sendable (_ job: Job) async throws -> Void)?
-    public init(kind: String, run: @escaping @Sendable (_ job: Job, _ tx: any SQLExecutor) async throws -> Void) {
+
+    /// A transactional handler. With `batched` (the default) the worker runs its jobs in batches, `run` for each;
+    /// a handler whose run may take long (beside its statements) opts out, since every job of a batch must finish
+    /// within its lease and, on SQLite, holds the single writer meanwhile.
+    public init(
+        kind: String, batched: Bool = true,
+        run: @escaping @Sendable (_ job: Job, _ tx: any SQLExecutor) async throws -> Void
+    ) {
         self.kind = kind
         self.run = run
+        if batched {
+            self.runMany = { jobs, tx in
+                for job in jobs { try await run(job, tx) }
+            }
+        }
+    }
+
+    /// A transactional handler with its own way of running many jobs at once (fewer statements than one by one).
+    public init(
+        kind: String, run: @escaping @Sendable (_ job: Job, _ tx: any SQLExecutor) async throws -> Void,
+        runMany: @escaping @Sendable (_ jobs: [Job], _ tx: any SQLExecutor) async throws -> Void
+    ) {
+        self.kind = kind
+        self.run = run
+        self.runMany = runMany
     }
 
     /// A handler whose work runs outside the job's transaction; only the fenced completion is transactional.
@@ -35,11 +61,20 @@ public struct PermanentJobError: Error, CustomStringConvertible {
 
 /// Claims due jobs and runs them. Several workers (threads or nodes) can run at once: claims are leases.
 ///
-/// It claims only as many jobs as it has free slots and starts each at once, so nothing it holds sits idle. On
-/// graceful shutdown it stops claiming and lets running jobs finish and commit; their leases end with them.
+/// External jobs (network I/O) run one at a time in `concurrency` slots. Transactional jobs run in batch lanes:
+/// a lane takes up to `batchSize` of them and runs them in one transaction with one fenced completion, because
+/// a job's own statements are few (an order's `referrals.attribute` is three look-ups) and a transaction and a
+/// claim per job cost more than the work. A batch that fails is rolled back and its jobs run one by one, so the
+/// job at fault fails alone. The worker claims only what its free slots and lanes can start at once, so nothing
+/// it holds sits idle. On graceful shutdown it stops claiming and lets running jobs finish and commit; their
+/// leases end with them.
 public final class JobWorker: Service, @unchecked Sendable {
     public struct Options: Sendable {
+        /// Slots for external jobs.
         public var concurrency = 4
+        /// Lanes for batches of transactional jobs, and the most jobs one batch takes.
+        public var batchLanes = 2
+        public var batchSize = 64
         public var lease: TimeInterval = 300
         public var idlePoll: Duration = .milliseconds(500)
         public var retry = RetryPolicy()
@@ -76,31 +111,54 @@ public final class JobWorker: Service, @unchecked Sendable {
 
     public func run() async throws {
         logger.info("job worker started", metadata: ["worker": "\(workerID)", "kinds": "\(handlers.keys.sorted())"])
-        let slots = Slots(options.concurrency)
+        let singleKinds = handlers.values.filter { $0.runMany == nil }.map(\.kind).sorted()
+        let batchKinds = handlers.values.filter { $0.runMany != nil }.map(\.kind).sorted()
+        let capacity = Capacity(
+            slots: singleKinds.isEmpty ? 0 : max(1, options.concurrency),
+            lanes: batchKinds.isEmpty ? 0 : max(1, options.batchLanes))
+        let batchSize = max(1, options.batchSize)
+        guard !handlers.isEmpty else {
+            try? await gracefulShutdown()  // nothing to claim, ever
+            return
+        }
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 while !Task.isShuttingDownGracefully && !Task.isCancelled {
-                    let free = await slots.free
-                    guard free > 0 else {
-                        await slots.waitForRelease()
+                    let (slots, lanes) = await capacity.free
+                    guard slots > 0 || lanes > 0 else {
+                        await capacity.waitForRelease()
                         continue
                     }
-                    var claimed: [Job] = []
+                    var singles: [Job] = []
+                    var batched: [Job] = []
                     rounds.add(1, ordering: .relaxed)
                     do {
-                        claimed = try await store.claimJobs(
-                            worker: workerID, limit: free, lease: options.lease, kinds: Array(handlers.keys))
+                        let claimed = try await store.claimJobs(
+                            worker: workerID, lease: options.lease,
+                            groups: [
+                                ClaimGroup(kinds: singleKinds, limit: slots),
+                                ClaimGroup(kinds: batchKinds, limit: lanes * batchSize),
+                            ])
+                        (singles, batched) = (claimed[0], claimed[1])
                     } catch {
                         logger.error("claiming jobs failed", metadata: ["error": "\(error)"])
                     }
-                    for job in claimed {
-                        await slots.take()
+                    for job in singles {
+                        await capacity.takeSlot()
                         group.addTask {
                             await self.execute(job)
-                            await slots.release()
+                            if await capacity.releaseSlot() { self.wakeups.signal() }
                         }
                     }
-                    if claimed.isEmpty { await wakeups.wait(upTo: options.idlePoll) }
+                    // Spread over the free lanes, so a short backlog is not run by one lane while another idles.
+                    for batch in Self.split(batched, into: lanes) {
+                        await capacity.takeLane()
+                        group.addTask {
+                            await self.execute(batch: batch)
+                            if await capacity.releaseLane() { self.wakeups.signal() }
+                        }
+                    }
+                    if singles.isEmpty && batched.isEmpty { await wakeups.wait(upTo: options.idlePoll) }
                 }
                 // Leaving the group waits for the jobs still running: they finish and commit.
             }
@@ -110,21 +168,95 @@ public final class JobWorker: Service, @unchecked Sendable {
         logger.info("job worker stopped", metadata: ["worker": "\(workerID)"])
     }
 
-    /// Counts free execution slots; the loop waits on a release when all are taken.
-    actor Slots {
-        private(set) var free: Int
+    /// `jobs` in at most `parts` consecutive runs of nearly equal size (none empty).
+    static func split(_ jobs: [Job], into parts: Int) -> [ArraySlice<Job>] {
+        guard !jobs.isEmpty, parts > 0 else { return [] }
+        let n = min(parts, jobs.count)
+        var start = 0
+        return (0..<n).map { i in
+            let size = jobs.count / n + (i < jobs.count % n ? 1 : 0)
+            defer { start += size }
+            return jobs[start..<start + size]
+        }
+    }
+
+    /// Free slots (external jobs) and lanes (batches); the loop waits on a release when all are taken.
+    ///
+    /// A release answers whether none of its kind was free before: the loop's last claim then asked for none of
+    /// those jobs, and may be sleeping out `idlePoll` with free capacity of the other kind, so the caller wakes it.
+    actor Capacity {
+        private var slots: Int
+        private var lanes: Int
         private var waiter: CheckedContinuation<Void, Never>?
-        init(_ n: Int) { free = n }
-        func take() { free -= 1 }
-        func release() {
-            free += 1
+        init(slots: Int, lanes: Int) {
+            self.slots = slots
+            self.lanes = lanes
+        }
+        var free: (slots: Int, lanes: Int) { (slots, lanes) }
+        func takeSlot() { slots -= 1 }
+        func takeLane() { lanes -= 1 }
+        func releaseSlot() -> Bool {
+            slots += 1
+            wake()
+            return slots == 1
+        }
+        func releaseLane() -> Bool {
+            lanes += 1
+            wake()
+            return lanes == 1
+        }
+        private func wake() {
             waiter?.resume()
             waiter = nil
         }
         func waitForRelease() async {
-            guard free == 0 else { return }
+            guard slots == 0 && lanes == 0 else { return }
             await withCheckedContinuation { waiter = $0 }
         }
+    }
+
+    /// Runs a batch in one transaction: each run of one kind through its handler's `runMany`, in claim order,
+    /// then one fenced completion for all. If anything fails (a handler's error, a lost lease, the database),
+    /// the batch rolls back and each job runs alone, so that one job's fault costs only its own attempt.
+    func execute(batch: ArraySlice<Job>) async {
+        guard batch.count > 1 else {
+            if let job = batch.first { await execute(job) }
+            return
+        }
+        let jobs = Array(batch)
+        let started = ContinuousClock.now
+        do {
+            try await store.db.transaction { tx in
+                var start = 0
+                while start < jobs.count {
+                    let kind = jobs[start].kind
+                    let end = jobs[start...].firstIndex { $0.kind != kind } ?? jobs.count
+                    guard let runMany = self.handlers[kind]?.runMany else { throw NoBatchHandler() }
+                    try await runMany(Array(jobs[start..<end]), tx)
+                    start = end
+                }
+                guard try await self.store.completeJobs(tx, jobs) == jobs.count else { throw LeaseLost() }
+            }
+        } catch {
+            Counter(label: "reciprocity_job_batches_total", dimensions: [("outcome", "split")]).increment()
+            logger.notice(
+                "job batch failed; its jobs run one by one",
+                metadata: ["jobs": "\(jobs.count)", "error": "\(error)"])
+            for job in jobs { await execute(job) }
+            return
+        }
+        Counter(label: "reciprocity_job_batches_total", dimensions: [("outcome", "committed")]).increment()
+        let nanoseconds = Self.nanoseconds(since: started)
+        for job in jobs {
+            Counter(label: "reciprocity_jobs_completed_total", dimensions: [("kind", job.kind)]).increment()
+            Timer(label: "reciprocity_job_duration_seconds", dimensions: [("kind", job.kind)])
+                .recordNanoseconds(nanoseconds)
+        }
+    }
+
+    static func nanoseconds(since start: ContinuousClock.Instant) -> Int64 {
+        let elapsed = (ContinuousClock.now - start).components
+        return elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000
     }
 
     /// Runs one job to an outcome: completed (fenced), retried with backoff, or dead.
@@ -164,12 +296,12 @@ public final class JobWorker: Service, @unchecked Sendable {
                     "next": "\(state.rawValue)", "error": "\(error)",
                 ])
         }
-        let elapsed = (ContinuousClock.now - started).components
         Timer(label: "reciprocity_job_duration_seconds", dimensions: [("kind", job.kind)])
-            .recordNanoseconds(elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000)
+            .recordNanoseconds(Self.nanoseconds(since: started))
     }
 
     struct LeaseLost: Error {}
+    struct NoBatchHandler: Error {}
 }
 
 /// Ends an idle worker's wait early. A signal that finds no one waiting is kept for the next wait, so an enqueue

@@ -137,15 +137,44 @@ public struct ReferralService: Sendable {
 
     /// `OrderPlaced`: attribute the order, decide on it, create its rewards; redeem a referral voucher it uses.
     public func attribute(eventID: Int64, tx: any SQLExecutor, disposable list: DisposableDomains) async throws {
-        guard let (workspaceID, orderID) = try await orderOf(eventID: eventID, tx) else { return }
-        if let coupon = try await tx.first("SELECT coupon_code FROM orders WHERE id = ?", orderID)?.optionalText(
-            "coupon_code")
-        {
-            try await store.redeemVoucher(tx, workspaceID: workspaceID, code: coupon)
+        try await attribute(eventIDs: [eventID], tx: tx, disposable: list)
+    }
+
+    /// `attribute(eventID:)` for many events, as if one after another in the given order. Most orders carry
+    /// nothing to attribute (no code, no answer, no known device, or no active programme): one look-up for all of
+    /// them decides that, and only the rest take the full decision.
+    public func attribute(eventIDs: [Int64], tx: any SQLExecutor, disposable list: DisposableDomains) async throws {
+        var orders: [Int64: SQLRow] = [:]
+        for chunk in MultiRow.chunks(eventIDs) {
+            for row in try await tx.query(
+                """
+                SELECT e.id AS event_id, e.workspace_id, o.id AS order_id, o.coupon_code, o.referral_code,
+                  o.referred_by, o.client_device
+                FROM domain_events e JOIN orders o ON o.id = e.subject_id AND o.workspace_id = e.workspace_id
+                WHERE e.subject_type = 'order' AND e.id IN (\(MultiRow.list(chunk.count)))
+                """, Array(chunk))
+            {
+                orders[row.int("event_id")] = row
+            }
         }
-        if let referral = try await store.attributeOrder(
-            tx, workspaceID: workspaceID, orderID: orderID, isDisposable: { list.contains(domain: $0) })
-        {
+        var active: [WorkspaceID: Bool] = [:]
+        for eventID in eventIDs {
+            guard let row = orders[eventID] else { continue }
+            let (workspaceID, orderID) = (row.int("workspace_id"), row.int("order_id"))
+            if let coupon = row.optionalText("coupon_code") {
+                try await store.redeemVoucher(tx, workspaceID: workspaceID, code: coupon)
+            }
+            let candidates = ["coupon_code", "referral_code", "referred_by", "client_device"].contains {
+                row.optionalText($0) != nil
+            }
+            guard candidates else { continue }
+            if active[workspaceID] == nil {
+                active[workspaceID] = try await store.referralProgramme(workspaceID: workspaceID, tx).active
+            }
+            guard active[workspaceID] == true,
+                let referral = try await store.attributeOrder(
+                    tx, workspaceID: workspaceID, orderID: orderID, isDisposable: { list.contains(domain: $0) })
+            else { continue }
             logger.info(
                 "referral decided",
                 metadata: [

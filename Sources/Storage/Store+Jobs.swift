@@ -44,6 +44,16 @@ public struct Job: Sendable, Equatable {
     public var finishedAt: Date?
 }
 
+/// A part of a claim: up to `limit` jobs of `kinds` (nil: of every kind; empty: none).
+public struct ClaimGroup: Sendable {
+    public var kinds: [String]?
+    public var limit: Int
+    public init(kinds: [String]?, limit: Int) {
+        self.kinds = kinds
+        self.limit = limit
+    }
+}
+
 extension Store {
     static let jobColumns = """
         id, workspace_id, kind, payload, state, attempts, max_attempts, run_at, lease_expires_at, locked_by,
@@ -96,6 +106,12 @@ extension Store {
     public func claimJobs(worker: String, limit: Int, lease: TimeInterval, kinds: [String]? = nil) async throws
         -> [Job]
     {
+        try await claimJobs(worker: worker, lease: lease, groups: [ClaimGroup(kinds: kinds, limit: limit)])[0]
+    }
+
+    /// One claim transaction for several groups of kinds, each with its own limit (the worker's one-at-a-time
+    /// slots and its batch lanes), so that no group starves another. Answers each group's jobs, oldest first.
+    public func claimJobs(worker: String, lease: TimeInterval, groups: [ClaimGroup]) async throws -> [[Job]] {
         let t = now
         return try await db.transaction { tx in
             if let setup = tx.dialect.orderedClaimSetup { _ = try await tx.query(setup, []) }
@@ -106,21 +122,29 @@ extension Store {
                   last_error = COALESCE(last_error, 'lease expired on the last attempt')
                 WHERE state = 'running' AND lease_expires_at < ? AND attempts >= max_attempts
                 """, t, t, t)
-            let kindBinds = (kinds ?? []).map { $0 as any SQLBindable }
-            func claim(_ source: ClaimSource, limit: Int) async throws -> [Job] {
-                try await tx.query(
-                    """
-                    UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_expires_at = ?, locked_by = ?,
-                      updated_at = ?
-                    WHERE id IN (\(Self.claimCandidates(source, kinds: kindBinds.count, dialect: tx.dialect)))
-                    RETURNING \(Self.jobColumns)
-                    """, [t.addingTimeInterval(lease), worker, t, t] + kindBinds + [limit]
-                ).map(Self.job)
+            var claimed: [[Job]] = []
+            for group in groups {
+                guard group.limit > 0, group.kinds?.isEmpty != true else {
+                    claimed.append([])
+                    continue
+                }
+                let kindBinds = (group.kinds ?? []).map { $0 as any SQLBindable }
+                func claim(_ source: ClaimSource, limit: Int) async throws -> [Job] {
+                    try await tx.query(
+                        """
+                        UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_expires_at = ?, locked_by = ?,
+                          updated_at = ?
+                        WHERE id IN (\(Self.claimCandidates(source, kinds: kindBinds.count, dialect: tx.dialect)))
+                        RETURNING \(Self.jobColumns)
+                        """, [t.addingTimeInterval(lease), worker, t, t] + kindBinds + [limit]
+                    ).map(Self.job)
+                }
+                // Expired leases first: their jobs are older than anything still queued.
+                var jobs = try await claim(.expiredLease, limit: group.limit)
+                if jobs.count < group.limit { jobs += try await claim(.queued, limit: group.limit - jobs.count) }
+                claimed.append(jobs.sorted { ($0.runAt, $0.id) < ($1.runAt, $1.id) })
             }
-            // Expired leases first: their jobs are older than anything still queued.
-            var jobs = try await claim(.expiredLease, limit: limit)
-            if jobs.count < limit { jobs += try await claim(.queued, limit: limit - jobs.count) }
-            return jobs.sorted { ($0.runAt, $0.id) < ($1.runAt, $1.id) }
+            return claimed
         }
     }
 
@@ -157,6 +181,32 @@ extension Store {
               last_error = NULL
             WHERE id = ? AND state = 'running' AND locked_by = ? AND attempts = ?
             """, t, t, job.id, job.lockedBy, job.attempts) == 1
+    }
+
+    /// The fence of a batch: marks every job of `jobs` done that its claimer still holds for that attempt, in
+    /// one statement. Answers how many it marked; fewer than `jobs.count` means a lease was lost, and the caller
+    /// rolls the batch back.
+    public func completeJobs(_ tx: any SQLExecutor, _ jobs: [Job]) async throws -> Int {
+        let t = now
+        var done = 0
+        for chunk in MultiRow.chunks(jobs) {
+            let cases = Array(repeating: "WHEN ? THEN ?", count: chunk.count).joined(separator: " ")
+            // Each job's own attempt: a worker that outlived a lease may hold the job again, for a later attempt.
+            var binds: [any SQLBindable] = [t, t]
+            for job in chunk { binds += [job.id, job.attempts] }
+            for job in chunk { binds += [job.id, job.lockedBy] }
+            binds += chunk.map(\.id)
+            done += try await tx.execute(
+                """
+                UPDATE jobs SET state = 'succeeded', finished_at = ?, updated_at = ?, lease_expires_at = NULL,
+                  last_error = NULL
+                WHERE state = 'running'
+                  AND attempts = CASE id \(cases) END
+                  AND locked_by = CASE id \(cases) END
+                  AND id IN (\(MultiRow.list(chunk.count)))
+                """, binds)
+        }
+        return done
     }
 
     /// Records a failed attempt: back to the queue at `retryAt`, or dead when no attempts are left.

@@ -165,6 +165,39 @@ import Testing
         }
     }
 
+    /// The worker runs placed orders' attribution in batches: one look-up sorts out the orders with nothing to
+    /// attribute, and the others decide as they would one by one, each seeing the ones before it.
+    @Test(arguments: Engine.available)
+    func ordersAttributedInOneBatchDecideAsOneByOne(engine: Engine) async throws {
+        try await withKit(engine) { kit in
+            let anna = try await advocate(kit)
+            let payloads: [(String, OrderPayload)] = [
+                ("F-1", order(email: "ben@example.org", ref: anna.code, street: "Ringstr. 9")),
+                ("F-2", order(email: "carl@example.org", street: "Weg 2")),
+                ("F-3", order(email: "dora@example.org", asked: "anna@example.com", street: "Allee 3")),
+                ("F-4", order(email: "emil@example.org", ref: "NIEMAND-123", street: "Gasse 4")),
+            ]
+            var events: [Int64] = []
+            for (id, payload) in payloads {
+                events += try await kit.store.put(kit.shop, id, payload).events.filter { $0.type == "OrderPlaced" }
+                    .map(\.id)
+            }
+            #expect(events.count == 4)
+            let placed = events
+            let list = await kit.referrals.service.currentDisposable()
+            try await kit.store.db.transaction { tx in
+                try await kit.referrals.service.attribute(eventIDs: placed, tx: tx, disposable: list)
+            }
+            let attributed = try await kit.store.db.query(
+                """
+                SELECT o.external_id, r.via FROM referrals r JOIN orders o ON o.id = r.order_id
+                ORDER BY o.external_id
+                """
+            ).map { "\($0.text("external_id")) \($0.text("via"))" }
+            #expect(attributed == ["F-1 ref", "F-3 asked"])
+        }
+    }
+
     @Test(arguments: Engine.available)
     func tenConcurrentIdenticalOrdersGiveOneReferral(engine: Engine) async throws {
         try await withKit(engine) { kit in

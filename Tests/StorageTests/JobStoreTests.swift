@@ -209,6 +209,204 @@ import Testing
     }
 }
 
+/// Transactional jobs run in batches: one transaction and one fenced completion for many jobs. A batch must never
+/// commit a job whose lease was lost or whose handler failed, and must not let one job's fault cost the others.
+@Suite struct JobBatches {
+    /// A worker with one transactional kind, "effect", that records its job in `effects` and fails for a payload
+    /// of `{"fail":true}`; `calls` counts the `runMany` calls and their sizes.
+    func effectWorker(_ store: Store, calls: BatchCalls, options: JobWorker.Options = .init()) async throws
+        -> JobWorker
+    {
+        try await store.db.execute("CREATE TABLE effects (job_id BIGINT NOT NULL UNIQUE)")
+        let run: @Sendable (Job, any SQLExecutor) async throws -> Void = { job, tx in
+            try await tx.execute("INSERT INTO effects (job_id) VALUES (?)", job.id)
+            if job.payload.contains("fail") { throw TestSetupError("this job fails") }
+        }
+        return JobWorker(
+            store: store,
+            handlers: [
+                JobHandler(kind: "effect", run: run) { jobs, tx in
+                    await calls.record(jobs.count)
+                    for job in jobs { try await run(job, tx) }
+                },
+                JobHandler(kind: "send") { _ in await calls.recordExternal() },
+            ], options: options, random: SeededRandom(seed: 1), logger: Engine.logger, workerID: "w")
+    }
+
+    func enqueue(_ store: Store, _ shop: Workspace, _ kinds: [String], failing: Set<Int> = []) async throws {
+        try await store.db.transaction { tx in
+            for (i, kind) in kinds.enumerated() {
+                try await store.enqueue(
+                    tx,
+                    JobRequest(
+                        kind: kind, workspaceID: shop.id, payload: failing.contains(i) ? #"{"fail":true}"# : "{}",
+                        maxAttempts: 3))
+            }
+        }
+    }
+
+    func effects(_ store: Store) async throws -> Int64 { try await store.db.scalar("SELECT COUNT(*) FROM effects") }
+
+    @Test(arguments: Engine.available)
+    func aBatchCommitsTogetherAndAFailingJobFailsAlone(engine: Engine) async throws {
+        try await engine.withStore { store, shop, _ in
+            let calls = BatchCalls()
+            let worker = try await effectWorker(store, calls: calls)
+            try await enqueue(store, shop, Array(repeating: "effect", count: 5))
+            let batch = try await store.claimJobs(worker: "w", limit: 10, lease: 60)
+            await worker.execute(batch: batch[...])
+            #expect(await calls.sizes == [5])
+            #expect(try await store.jobCounts(workspaceID: shop.id)[.succeeded] == 5)
+            #expect(try await effects(store) == 5)
+
+            // One job of the next five fails: the batch rolls back (its effects too), the others run alone.
+            try await enqueue(store, shop, Array(repeating: "effect", count: 5), failing: [2])
+            let next = try await store.claimJobs(worker: "w", limit: 10, lease: 60)
+            await worker.execute(batch: next[...])
+            #expect(await calls.sizes == [5, 5])
+            let counts = try await store.jobCounts(workspaceID: shop.id)
+            #expect(counts[.succeeded] == 9)
+            #expect(counts[.queued] == 1)  // the failing job, back for its retry
+            #expect(try await effects(store) == 9)
+            let failed = try #require(
+                try await store.db.first("SELECT attempts, last_error FROM jobs WHERE state = 'queued'"))
+            #expect(failed.int("attempts") == 1)
+            #expect(failed.text("last_error").contains("this job fails"))
+        }
+    }
+
+    @Test(arguments: Engine.available)
+    func aBatchWithALostLeaseCommitsOnlyTheJobsStillHeld(engine: Engine) async throws {
+        try await engine.withStore { store, shop, _ in
+            let worker = try await effectWorker(store, calls: BatchCalls())
+            try await enqueue(store, shop, Array(repeating: "effect", count: 3))
+            let batch = try await store.claimJobs(worker: "w", limit: 10, lease: 60)
+            // Another worker took the second job over (its lease had expired): its effect must not commit here.
+            try await store.db.execute("UPDATE jobs SET locked_by = 'other' WHERE id = ?", batch[1].id)
+            await worker.execute(batch: batch[...])
+            #expect(try await effects(store) == 2)
+            let held = try #require(
+                try await store.db.first("SELECT state, locked_by FROM jobs WHERE id = ?", batch[1].id))
+            #expect(held.text("state") == "running")
+            #expect(held.text("locked_by") == "other")
+            #expect(try await store.jobCounts(workspaceID: shop.id)[.succeeded] == 2)
+        }
+    }
+
+    @Test(arguments: Engine.available)
+    func theFenceOfABatchChecksEachJobsAttempt(engine: Engine) async throws {
+        try await engine.withStore { store, shop, _ in
+            try await enqueue(store, shop, ["effect", "effect"])
+            let jobs = try await store.claimJobs(worker: "w", limit: 10, lease: 60)
+            var first = jobs[0]
+            first.attempts -= 1  // an earlier attempt of the same worker, whose lease it outlived
+            let stale = [first, jobs[1]]
+            let done = try await store.db.transaction { tx in try await store.completeJobs(tx, stale) }
+            #expect(done == 1)
+            let counts = try await store.jobCounts(workspaceID: shop.id)
+            #expect(counts[.running] == 1)
+            #expect(counts[.succeeded] == 1)
+        }
+    }
+
+    /// The loop: transactional jobs go to the lanes in batches of at most `batchSize`, external ones to the slots,
+    /// and a claim never takes more than the free lanes and slots can start.
+    @Test(arguments: Engine.available)
+    func theWorkerBatchesTransactionalJobsAndRunsExternalOnesAlone(engine: Engine) async throws {
+        try await engine.withStore { store, shop, _ in
+            let calls = BatchCalls()
+            var options = JobWorker.Options()
+            options.batchSize = 8
+            options.batchLanes = 2
+            options.concurrency = 1
+            options.idlePoll = .milliseconds(20)
+            let worker = try await effectWorker(store, calls: calls, options: options)
+            try await enqueue(store, shop, Array(repeating: "effect", count: 40) + ["send", "send", "send"])
+            let run = Task { try await worker.run() }
+            try await waitUntil("every job is done") {
+                (try? await store.jobCounts(workspaceID: shop.id)[.succeeded]) == 43
+            }
+            run.cancel()
+            _ = try await run.value
+            #expect(try await effects(store) == 40)
+            #expect(await calls.externals == 3)
+            let sizes = await calls.sizes
+            #expect(sizes.reduce(0, +) == 40)
+            #expect(sizes.allSatisfy { $0 <= 8 })
+            #expect(sizes.count >= 5)
+            #expect(sizes.count <= 40 / 2)  // batched: at least two jobs per transaction on average
+        }
+    }
+
+    /// With its one lane busy, the worker claims only for its slots, finds nothing and sleeps out its poll. The lane
+    /// that frees must wake it, or the jobs queued meanwhile wait for the poll (here an hour). PostgreSQL only: on
+    /// SQLite the running job's transaction holds the single writer, so the worker waits in its claim, not its poll.
+    @Test(arguments: Engine.available.filter { $0 == .postgres })
+    func aLaneThatFreesWakesTheWorkerForTheJobsWaitingForIt(engine: Engine) async throws {
+        try await engine.withStore { store, shop, _ in
+            let gate = Gate()
+            let quick = BatchCalls()
+            var options = JobWorker.Options()
+            options.batchLanes = 1
+            options.idlePoll = .seconds(3600)
+            let worker = JobWorker(
+                store: store,
+                handlers: [
+                    JobHandler(kind: "slow") { _, _ in await gate.pass() },
+                    JobHandler(kind: "quick") { _, _ in await quick.record(1) },
+                    JobHandler(kind: "send") { _ in },
+                ], options: options, logger: Engine.logger, workerID: "w")
+            try await enqueue(store, shop, ["slow"])
+            let run = Task { try await worker.run() }
+            try await waitUntil("the lane runs the slow job") { await gate.isWaiting }
+            try await waitUntil("the worker sleeps out its poll") { worker.wakeups.isWaiting }
+            try await enqueue(store, shop, ["quick"])  // no wake(): only the freed lane can start it
+            await gate.open()
+            try await waitUntil("the freed lane took the waiting job") { await quick.sizes.count == 1 }
+            run.cancel()
+            _ = try await run.value
+        }
+    }
+
+    @Test func aClaimSpreadsOverTheFreeLanesInOrder() {
+        func jobs(_ n: Int) -> [Job] {
+            (0..<n).map {
+                Job(
+                    id: Int64($0), workspaceID: nil, kind: "k", payload: "{}", state: .running, attempts: 1,
+                    maxAttempts: 1, runAt: Date(timeIntervalSince1970: 0), leaseExpiresAt: nil, lockedBy: "w",
+                    lastError: nil, idempotencyKey: "\($0)", createdAt: Date(timeIntervalSince1970: 0), finishedAt: nil)
+            }
+        }
+        #expect(JobWorker.split(jobs(5), into: 2).map { $0.map(\.id) } == [[0, 1, 2], [3, 4]])
+        #expect(JobWorker.split(jobs(1), into: 2).map { $0.map(\.id) } == [[0]])
+        #expect(JobWorker.split(jobs(0), into: 2).isEmpty)
+        #expect(JobWorker.split(jobs(4), into: 1).map(\.count) == [4])
+    }
+}
+
+/// Holds a job until the test opens it.
+actor Gate {
+    private var waiter: CheckedContinuation<Void, Never>?
+    private var opened = false
+    var isWaiting: Bool { waiter != nil }
+    func pass() async {
+        guard !opened else { return }
+        await withCheckedContinuation { waiter = $0 }
+    }
+    func open() {
+        opened = true
+        waiter?.resume()
+        waiter = nil
+    }
+}
+
+actor BatchCalls {
+    private(set) var sizes: [Int] = []
+    private(set) var externals = 0
+    func record(_ n: Int) { sizes.append(n) }
+    func recordExternal() { externals += 1 }
+}
+
 /// An idle worker polls once per `idlePoll` and wakes at once when asked; it must never spin. (It did: the wait
 /// raced a sleep against an `AsyncStream` of wake-ups, and cancelling the losing `next()` ends such a stream for
 /// good, so after the first quiet poll every wait returned at once and the idle server used a core claiming.)
