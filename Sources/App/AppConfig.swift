@@ -29,6 +29,8 @@ public struct AppConfig: Sendable {
     public var autoMigrate: Bool
     public var workerConcurrency: Int
     public var jobLeaseSeconds: Double
+    /// Days a succeeded job stays in the table before the hourly purge deletes it.
+    public var jobRetentionDays: Int
     public var sqliteSynchronous: String
     public var bcryptCost: Int
     public var maxBodyBytes: Int
@@ -96,6 +98,7 @@ public struct AppConfig: Sendable {
         autoMigrate = c.bool(forKey: "auto.migrate", default: true)
         workerConcurrency = max(1, c.int(forKey: "workers", default: 4))
         jobLeaseSeconds = max(1, Double(c.int(forKey: "job.lease.seconds", default: 300)))
+        jobRetentionDays = max(1, c.int(forKey: "job.retention.days", default: 14))
         sqliteSynchronous = c.string(forKey: "sqlite.synchronous", default: "FULL").uppercased()
         guard ["NORMAL", "FULL", "EXTRA"].contains(sqliteSynchronous) else {
             throw ConfigError("RECIPROCITY_SQLITE_SYNCHRONOUS must be NORMAL, FULL or EXTRA.")

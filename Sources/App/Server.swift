@@ -14,11 +14,21 @@ import Web
 /// The job kinds this build handles, and the periodic tasks that feed them.
 public enum BuiltInJobs {
     public static let purgeSessions = "system.sessions.purge"
+    public static let purgeJobs = "system.jobs.purge"
 
     public static func handlers(runtime: Runtime) -> [JobHandler] {
         var handlers = [
             JobHandler(kind: purgeSessions) { _, tx in
                 try await runtime.store.purgeExpiredSessions(in: tx)
+            },
+            // Deletes in chunks, each its own transaction: outside the job's.
+            JobHandler(kind: purgeJobs) { _ in
+                let days = Double(runtime.config.jobRetentionDays)
+                let deleted = try await runtime.store.purgeSucceededJobs(
+                    finishedBefore: runtime.clock.now().addingTimeInterval(-days * 86_400))
+                if deleted > 0 {
+                    runtime.logger.info("succeeded jobs purged", metadata: ["jobs": "\(deleted)", "days": "\(days)"])
+                }
             },
             // SMTP I/O must not hold a transaction: the outbox state machine keeps delivery consistent.
             JobHandler(kind: Store.mailDeliveryJob) { job in
@@ -119,6 +129,8 @@ public enum BuiltInJobs {
 
     public static let periodic = [
         PeriodicTask(name: "purge-sessions", kind: purgeSessions, interval: 3600),
+        // Succeeded jobs older than RECIPROCITY_JOB_RETENTION_DAYS; without it the table grows by a row per event.
+        PeriodicTask(name: "purge-jobs", kind: purgeJobs, interval: 3600),
         // Unconfirmed lead signups past their expiry are deleted (their lifetime may be as short as seconds).
         PeriodicTask(name: "expire-lead-signups", kind: Store.leadExpireJob, interval: 60),
         // Backs up the per-reward release jobs (a reward approved in review, a node that died mid-issue).

@@ -224,6 +224,32 @@ extension Store {
         return state
     }
 
+    /// Deletes the succeeded jobs that finished before `cutoff`, oldest first, `chunk` rows per transaction (so that
+    /// SQLite's writer is never held for long), at most `maxChunks` transactions per call. Dead jobs stay: they wait
+    /// for a person. Answers how many it deleted.
+    ///
+    /// A deleted job's idempotency key can be enqueued again. Every key in this build is enqueued by a step that
+    /// happens once (an event recorded once, a state change, a schedule slot in the past), so none is.
+    public func purgeSucceededJobs(finishedBefore cutoff: Date, chunk: Int = 5_000, maxChunks: Int = 100) async throws
+        -> Int
+    {
+        var deleted = 0
+        for _ in 0..<maxChunks {
+            // A job finishes after its run time, so the (state, run_at) index bounds the walk.
+            let n = try await db.transaction { tx in
+                try await tx.execute(
+                    """
+                    DELETE FROM jobs WHERE id IN (
+                      SELECT id FROM jobs WHERE state = 'succeeded' AND run_at < ? AND finished_at < ?
+                      ORDER BY run_at, id LIMIT ?)
+                    """, cutoff, cutoff, chunk)
+            }
+            deleted += n
+            if n < chunk { break }
+        }
+        return deleted
+    }
+
     /// Puts a dead job of this workspace back in the queue with fresh attempts. False if there is no such dead job.
     public func retryJob(workspaceID: WorkspaceID, id: Int64, actor: String) async throws -> Bool {
         try await db.transaction { tx in

@@ -174,6 +174,43 @@ import Testing
         }
     }
 
+    /// The hourly purge deletes succeeded jobs past the retention, in bounded chunks, and nothing else: dead jobs
+    /// wait for a person, and a job counts from when it finished, not from its run time.
+    @Test(arguments: Engine.available)
+    func thePurgeDeletesOnlySucceededJobsPastTheRetention(engine: Engine) async throws {
+        try await engine.withStore { store, shop, clock in
+            let now = clock.now()
+            let (old, recent) = (now.addingTimeInterval(-15 * 86_400), now.addingTimeInterval(-86_400))
+            let keys = (0..<7).map { "old-\($0)" } + ["old-dead", "old-queued", "old-finished-lately", "recent"]
+            try await store.db.transaction { tx in
+                for key in keys {
+                    try await store.enqueue(
+                        tx,
+                        JobRequest(
+                            kind: "k", workspaceID: shop.id, runAt: key == "recent" ? recent : old, idempotencyKey: key)
+                    )
+                }
+            }
+            func finish(_ keys: [String], _ state: JobState, at: Date) async throws {
+                for key in keys {
+                    try await store.db.execute(
+                        "UPDATE jobs SET state = ?, finished_at = ? WHERE idempotency_key = ?", state.rawValue, at, key)
+                }
+            }
+            try await finish(Array(keys[0..<7]), .succeeded, at: old)
+            try await finish(["old-dead"], .dead, at: old)
+            try await finish(["old-finished-lately", "recent"], .succeeded, at: recent)
+
+            let cutoff = now.addingTimeInterval(-14 * 86_400)
+            #expect(try await store.purgeSucceededJobs(finishedBefore: cutoff, chunk: 3, maxChunks: 2) == 6)
+            #expect(try await store.purgeSucceededJobs(finishedBefore: cutoff, chunk: 3) == 1)
+            #expect(try await store.purgeSucceededJobs(finishedBefore: cutoff, chunk: 3) == 0)
+            let left = try await store.db.query("SELECT idempotency_key FROM jobs ORDER BY idempotency_key")
+                .map { $0.text("idempotency_key") }
+            #expect(left == ["old-dead", "old-finished-lately", "old-queued", "recent"])
+        }
+    }
+
     @Test(arguments: Engine.available)
     func theWorkerRunsEffectsExactlyOnceRetriesFailuresAndDeadLettersPermanentOnes(engine: Engine) async throws {
         try await engine.withStore { store, shop, _ in

@@ -37,4 +37,10 @@ import Testing
         #expect(config.referralClickFlush == .milliseconds(250))
         #expect(try await AppConfig.load(environment: [:]).referralClickFlush == .seconds(1))
     }
+
+    @Test func jobRetentionIsReadAndAtLeastADay() async throws {
+        #expect(try await AppConfig.load(environment: [:]).jobRetentionDays == 14)
+        #expect(try await AppConfig.load(environment: ["RECIPROCITY_JOB_RETENTION_DAYS": "30"]).jobRetentionDays == 30)
+        #expect(try await AppConfig.load(environment: ["RECIPROCITY_JOB_RETENTION_DAYS": "0"]).jobRetentionDays == 1)
+    }
 }
