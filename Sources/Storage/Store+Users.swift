@@ -150,10 +150,17 @@ extension Store {
         return Self.apiKey(rows[0])
     }
 
-    /// The key with this prefix and its secret hash; revoked keys are returned too, so callers can say why.
+    /// The key with this prefix and its secret hash; revoked keys are returned too, so callers can say why. Read
+    /// through `APIKeyCache`: a revocation elsewhere shows here within a second.
     public func apiKey(prefix: String) async throws -> (key: APIKey, secretHash: String)? {
-        try await db.first("SELECT \(Self.apiKeyColumns), secret_hash FROM api_keys WHERE prefix = ?", prefix)
-            .map { (Self.apiKey($0), $0.text("secret_hash")) }
+        if let cached = apiKeyCache.get(prefix) { return cached }
+        guard
+            let row = try await db.first(
+                "SELECT \(Self.apiKeyColumns), secret_hash FROM api_keys WHERE prefix = ?", prefix)
+        else { return nil }
+        let found = (key: Self.apiKey(row), secretHash: row.text("secret_hash"))
+        apiKeyCache.put(found.key, secretHash: found.secretHash)
+        return found
     }
 
     public func apiKeys(workspaceID: WorkspaceID) async throws -> [APIKey] {
@@ -170,11 +177,14 @@ extension Store {
         try await db.execute(
             "UPDATE api_keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at <= ?)",
             current, key.id, current.addingTimeInterval(-APIKey.lastUseResolution))
+        // Written here or, in the same period, by another node: either way not due again for a while.
+        apiKeyCache.noteUse(of: key, at: current)
     }
 
     /// Revokes a key of this workspace. Returns false if there is no such key here (another workspace's is unknown).
     public func revokeAPIKey(workspaceID: WorkspaceID, id: Int64, actor: String) async throws -> Bool {
-        try await db.transaction { tx in
+        defer { apiKeyCache.drop(id: id) }
+        return try await db.transaction { tx in
             let n = try await tx.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND workspace_id = ? AND revoked_at IS NULL", now,
                 id, workspaceID)

@@ -15,6 +15,8 @@ public struct Store: Sendable {
     let tokenHashers = TokenHashers()
     /// Concurrent order upserts, written together (`Store+OrderBatches.swift`).
     let orderBatches = OrderBatchQueue(lanes: 2, maxBatch: MultiRow.maxRows)
+    /// Recently read API keys (`APIKeyCache`).
+    let apiKeyCache = APIKeyCache()
     /// Which jobs each domain event fans out to; set at wiring time.
     public let subscriptions: EventSubscriptions
 

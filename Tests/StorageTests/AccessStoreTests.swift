@@ -36,6 +36,27 @@ import Testing
         }
     }
 
+    /// Key look-ups are cached for a second (one per request was the most frequent statement under an order load).
+    /// A revocation written by another node or process must still take effect within that second.
+    @Test(arguments: Engine.available)
+    func aKeyRevokedElsewhereStopsWorkingWithinASecond(engine: Engine) async throws {
+        try await engine.withStore { store, shop, clock in
+            let (key, _) = try await APIKeys.issue(
+                store: store, random: SeededRandom(seed: 3), workspaceID: shop.id, name: "shop", scope: .write,
+                actor: "t")
+            let first = try #require(try await store.apiKey(prefix: key.prefix))
+            try await store.recordUse(of: first.key)
+            // The recorded use is in the cached key too, so the next requests do not write it again.
+            #expect(try await store.apiKey(prefix: key.prefix)?.key.lastUseIsDue(at: clock.now()) == false)
+            // Another node revokes it: not seen at once (the cache answers)...
+            try await store.db.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", clock.now(), key.id)
+            #expect(try await store.apiKey(prefix: key.prefix)?.key.revokedAt == nil)
+            // ...but within the second.
+            try await Task.sleep(for: .milliseconds(1_100))
+            #expect(try await store.apiKey(prefix: key.prefix)?.key.revokedAt != nil)
+        }
+    }
+
     @Test(arguments: Engine.available)
     func sessionsExpireAndEndWhenThePasswordChanges(engine: Engine) async throws {
         try await engine.withStore { store, shop, clock in
