@@ -123,10 +123,21 @@ public final class JobWorker: Service, @unchecked Sendable {
         }
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
+                // A group is dry when its last claim found fewer jobs than it asked for: until the next wake-up
+                // (an enqueue here, a freed slot or lane, the poll), claiming it again would find nothing new.
+                // Under load this halves the claims: a lane's batch no longer costs a second, empty claim for the
+                // slots.
+                var dry = (singles: false, batches: false)
                 while !Task.isShuttingDownGracefully && !Task.isCancelled {
                     let (slots, lanes) = await capacity.free
-                    guard slots > 0 || lanes > 0 else {
-                        await capacity.waitForRelease()
+                    let want = (singles: dry.singles ? 0 : slots, batches: dry.batches ? 0 : lanes)
+                    guard want.singles > 0 || want.batches > 0 else {
+                        if slots == 0 && lanes == 0 {
+                            await capacity.waitForRelease()
+                        } else {
+                            await wakeups.wait(upTo: options.idlePoll)
+                            dry = (false, false)
+                        }
                         continue
                     }
                     var singles: [Job] = []
@@ -136,13 +147,15 @@ public final class JobWorker: Service, @unchecked Sendable {
                         let claimed = try await store.claimJobs(
                             worker: workerID, lease: options.lease,
                             groups: [
-                                ClaimGroup(kinds: singleKinds, limit: slots),
-                                ClaimGroup(kinds: batchKinds, limit: lanes * batchSize),
+                                ClaimGroup(kinds: singleKinds, limit: want.singles),
+                                ClaimGroup(kinds: batchKinds, limit: want.batches * batchSize),
                             ])
                         (singles, batched) = (claimed[0], claimed[1])
                     } catch {
                         logger.error("claiming jobs failed", metadata: ["error": "\(error)"])
                     }
+                    if want.singles > 0 { dry.singles = singles.count < want.singles }
+                    if want.batches > 0 { dry.batches = batched.count < want.batches * batchSize }
                     for job in singles {
                         await capacity.takeSlot()
                         group.addTask {
@@ -151,14 +164,13 @@ public final class JobWorker: Service, @unchecked Sendable {
                         }
                     }
                     // Spread over the free lanes, so a short backlog is not run by one lane while another idles.
-                    for batch in Self.split(batched, into: lanes) {
+                    for batch in Self.split(batched, into: want.batches) {
                         await capacity.takeLane()
                         group.addTask {
                             await self.execute(batch: batch)
                             if await capacity.releaseLane() { self.wakeups.signal() }
                         }
                     }
-                    if singles.isEmpty && batched.isEmpty { await wakeups.wait(upTo: options.idlePoll) }
                 }
                 // Leaving the group waits for the jobs still running: they finish and commit.
             }

@@ -405,6 +405,28 @@ import Testing
         }
     }
 
+    /// Each claim statement is a round trip (and on PostgreSQL a parse and plan): under load a freed lane should cost
+    /// one claim, not a second, empty one for the idle slots as well.
+    @Test(arguments: Engine.available)
+    func aBusyWorkerClaimsOncePerFreedLane(engine: Engine) async throws {
+        try await engine.withStore { store, shop, _ in
+            var options = JobWorker.Options()
+            options.batchLanes = 1
+            options.batchSize = 2
+            options.idlePoll = .seconds(3600)
+            let worker = try await effectWorker(store, calls: BatchCalls(), options: options)
+            try await enqueue(store, shop, Array(repeating: "effect", count: 20))
+            let run = Task { try await worker.run() }
+            try await waitUntil("every job is done") {
+                (try? await store.jobCounts(workspaceID: shop.id)[.succeeded]) == 20
+            }
+            run.cancel()
+            _ = try await run.value
+            // Ten batches of two, and the claim that finds the queue empty; two claims per batch would be 21.
+            #expect(worker.claimRounds <= 13)
+        }
+    }
+
     @Test func aClaimSpreadsOverTheFreeLanesInOrder() {
         func jobs(_ n: Int) -> [Job] {
             (0..<n).map {
