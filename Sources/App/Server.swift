@@ -151,6 +151,7 @@ public func buildApplication(runtime: Runtime, workers: Bool = true) async throw
         reviews: runtime.reviews, leads: runtime.leads, publicFormBurst: runtime.config.publicFormBurst,
         logger: runtime.logger)
     env.trustedProxies = runtime.config.trustedProxies
+    env.wakeWorkersForKinds = { worker.wake(kinds: $0) }
     env.referrals = runtime.referrals
     _ = MetricsBootstrap.registry
     let (views, clicks) = (runtime.leads.views, runtime.referrals.clicks)

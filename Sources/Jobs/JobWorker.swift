@@ -107,7 +107,28 @@ public final class JobWorker: Service, @unchecked Sendable {
     }
 
     /// Asks an idle worker to look for work now (after an enqueue in this process).
-    public func wake() { wakeups.signal() }
+    public func wake() { wake(Self.bothGroups) }
+
+    /// Which groups a wake-up may have given work (bit 0: slots, bit 1: lanes), read by the loop after its wait.
+    private let woken = Atomic<UInt8>(0)
+    static let slotGroup: UInt8 = 1
+    static let laneGroup: UInt8 = 2
+    static let bothGroups: UInt8 = 3
+
+    /// Wakes the worker for jobs of these kinds (just enqueued here): only their claim groups are asked again.
+    public func wake(kinds: [String]) {
+        var groups: UInt8 = 0
+        for kind in kinds {
+            guard let handler = handlers[kind] else { continue }
+            groups |= handler.runMany == nil ? Self.slotGroup : Self.laneGroup
+        }
+        if groups != 0 { wake(groups) }
+    }
+
+    func wake(_ groups: UInt8) {
+        woken.bitwiseOr(groups, ordering: .relaxed)
+        wakeups.signal()
+    }
 
     public func run() async throws {
         logger.info("job worker started", metadata: ["worker": "\(workerID)", "kinds": "\(handlers.keys.sorted())"])
@@ -123,20 +144,33 @@ public final class JobWorker: Service, @unchecked Sendable {
         }
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
-                // A group is dry when its last claim found fewer jobs than it asked for: until the next wake-up
-                // (an enqueue here, a freed slot or lane, the poll), claiming it again would find nothing new.
-                // Under load this halves the claims: a lane's batch no longer costs a second, empty claim for the
-                // slots.
+                // A group is dry when its last claim found fewer jobs than it asked for: until a wake-up that may
+                // concern it (an enqueue here: both groups; a freed slot or lane: its own group) or the poll,
+                // claiming it again would find nothing new. Under load a lane's batch then costs one claim, with
+                // no empty claim for the idle slots beside it.
                 var dry = (singles: false, batches: false)
+                var claimedAt = (singles: ContinuousClock.now, batches: ContinuousClock.now)
                 while !Task.isShuttingDownGracefully && !Task.isCancelled {
                     let (slots, lanes) = await capacity.free
+                    // The poll: a group dry for `idlePoll` is asked again (jobs another node enqueued, or that
+                    // came due), even while the other group's releases keep the loop from sleeping that long.
+                    let now = ContinuousClock.now
+                    if dry.singles && now - claimedAt.singles >= options.idlePoll { dry.singles = false }
+                    if dry.batches && now - claimedAt.batches >= options.idlePoll { dry.batches = false }
                     let want = (singles: dry.singles ? 0 : slots, batches: dry.batches ? 0 : lanes)
                     guard want.singles > 0 || want.batches > 0 else {
                         if slots == 0 && lanes == 0 {
                             await capacity.waitForRelease()
                         } else {
-                            await wakeups.wait(upTo: options.idlePoll)
-                            dry = (false, false)
+                            // Until the older dry group is due for its poll, or a wake-up.
+                            let oldest = min(
+                                slots > 0 ? claimedAt.singles : .now, lanes > 0 ? claimedAt.batches : .now)
+                            await wakeups.wait(upTo: max(.milliseconds(1), oldest + options.idlePoll - now))
+                            // A freed lane says nothing new about the slots' kinds, and a freed slot nothing about
+                            // the lanes'; an enqueue here may have news for both.
+                            let groups = woken.exchange(0, ordering: .relaxed)
+                            if groups & Self.slotGroup != 0 { dry.singles = false }
+                            if groups & Self.laneGroup != 0 { dry.batches = false }
                         }
                         continue
                     }
@@ -154,13 +188,15 @@ public final class JobWorker: Service, @unchecked Sendable {
                     } catch {
                         logger.error("claiming jobs failed", metadata: ["error": "\(error)"])
                     }
-                    if want.singles > 0 { dry.singles = singles.count < want.singles }
-                    if want.batches > 0 { dry.batches = batched.count < want.batches * batchSize }
+                    if want.singles > 0 { (dry.singles, claimedAt.singles) = (singles.count < want.singles, now) }
+                    if want.batches > 0 {
+                        (dry.batches, claimedAt.batches) = (batched.count < want.batches * batchSize, now)
+                    }
                     for job in singles {
                         await capacity.takeSlot()
                         group.addTask {
                             await self.execute(job)
-                            if await capacity.releaseSlot() { self.wakeups.signal() }
+                            if await capacity.releaseSlot() { self.wake(Self.slotGroup) }
                         }
                     }
                     // Spread over the free lanes, so a short backlog is not run by one lane while another idles.
@@ -168,7 +204,7 @@ public final class JobWorker: Service, @unchecked Sendable {
                         await capacity.takeLane()
                         group.addTask {
                             await self.execute(batch: batch)
-                            if await capacity.releaseLane() { self.wakeups.signal() }
+                            if await capacity.releaseLane() { self.wake(Self.laneGroup) }
                         }
                     }
                 }

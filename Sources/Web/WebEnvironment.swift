@@ -21,6 +21,8 @@ public struct WebEnvironment: Sendable {
     public var metricsText: @Sendable () async -> String
     /// Called after an enqueue so a local worker looks for work at once.
     public var wakeWorkers: @Sendable () -> Void
+    /// The same for jobs of known kinds, so the worker asks only the claim group they belong to; nil: `wakeWorkers`.
+    public var wakeWorkersForKinds: (@Sendable ([String]) -> Void)?
     /// Maximum JSON body size accepted by the API, in bytes.
     public var maxBodyBytes: Int
     /// bcrypt cost for admin passwords.
@@ -173,5 +175,14 @@ public final class RateLimiter: @unchecked Sendable {
     private func tokens(_ key: String, at now: Date) -> Double {
         guard let b = buckets[key] else { return capacity }
         return min(capacity, b.tokens + now.timeIntervalSince(b.at) * refillPerSecond)
+    }
+}
+
+extension WebEnvironment {
+    /// After a change recorded `events`: wakes the local worker for the jobs they fanned out to, if any.
+    func wakeWorkers(forEvents events: [DomainEvent]) {
+        let kinds = events.flatMap { store.subscriptions.subscribers(of: $0.type) }
+        guard !kinds.isEmpty else { return }
+        if let wakeWorkersForKinds { wakeWorkersForKinds(kinds) } else { wakeWorkers() }
     }
 }

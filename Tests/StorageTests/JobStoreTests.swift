@@ -427,6 +427,56 @@ import Testing
         }
     }
 
+    /// While the lanes keep freeing, the loop never sleeps out a whole poll. A job for the slots that another node
+    /// enqueued (no wake-up here) must still be claimed within about a poll, not only once the lanes run dry.
+    @Test(arguments: Engine.available)
+    func aSlotJobIsClaimedWhileTheLanesKeepTheWorkerBusy(engine: Engine) async throws {
+        try await engine.withStore { store, shop, _ in
+            var options = JobWorker.Options()
+            options.batchLanes = 1
+            options.batchSize = 1
+            options.idlePoll = .milliseconds(100)
+            let sent = JobDone()
+            let worker = JobWorker(
+                store: store,
+                handlers: [
+                    JobHandler(kind: "effect") { _, _ in try await Task.sleep(for: .milliseconds(20)) },
+                    JobHandler(kind: "send") { _ in await sent.mark() },
+                ], options: options, logger: Engine.logger, workerID: "w")
+            try await enqueue(store, shop, Array(repeating: "effect", count: 100))
+            let run = Task { try await worker.run() }
+            func done() async -> Int { (try? await store.jobCounts(workspaceID: shop.id)[.succeeded]) ?? 0 }
+            try await waitUntil("the lane is busy") { await done() >= 3 }
+            try await enqueue(store, shop, ["send"])  // as another node would: no wake-up here
+            try await waitUntil("the slot job ran") { await sent.isDone }
+            #expect(await done() < 100, "the slot job waited until the lanes ran dry")
+            run.cancel()
+            _ = try await run.value
+        }
+    }
+
+    /// An enqueue in this process wakes the worker for the kinds it enqueued; a kind it has no handler for wakes
+    /// nothing.
+    @Test(arguments: Engine.available)
+    func aWakeForKindsStartsTheirJobsAtOnce(engine: Engine) async throws {
+        try await engine.withStore { store, shop, _ in
+            var options = JobWorker.Options()
+            options.idlePoll = .seconds(3600)
+            let calls = BatchCalls()
+            let worker = try await effectWorker(store, calls: calls, options: options)
+            let run = Task { try await worker.run() }
+            try await waitUntil("the worker sleeps out its poll") { worker.wakeups.isWaiting }
+            worker.wake(kinds: ["elsewhere"])
+            #expect(worker.wakeups.isWaiting)
+            try await enqueue(store, shop, ["effect", "send"])
+            worker.wake(kinds: ["effect", "send"])
+            try await waitUntil("both jobs ran") { (try? await store.jobCounts(workspaceID: shop.id)[.succeeded]) == 2 }
+            #expect(await calls.externals == 1)
+            run.cancel()
+            _ = try await run.value
+        }
+    }
+
     @Test func aClaimSpreadsOverTheFreeLanesInOrder() {
         func jobs(_ n: Int) -> [Job] {
             (0..<n).map {
