@@ -284,6 +284,29 @@ import Testing
 
     func effects(_ store: Store) async throws -> Int64 { try await store.db.scalar("SELECT COUNT(*) FROM effects") }
 
+    func options(lanes: Int = 2, batchSize: Int = 64, slots: Int = 4, poll: Duration) -> JobWorker.Options {
+        var options = JobWorker.Options()
+        (options.batchLanes, options.batchSize, options.concurrency, options.idlePoll) = (lanes, batchSize, slots, poll)
+        return options
+    }
+
+    /// Runs `worker` while `body` runs, then stops it.
+    func whileRunning(_ worker: JobWorker, _ body: () async throws -> Void) async throws {
+        let run = Task { try await worker.run() }
+        do {
+            try await body()
+        } catch {
+            run.cancel()
+            throw error
+        }
+        run.cancel()
+        _ = try await run.value
+    }
+
+    func succeeded(_ store: Store, _ shop: Workspace) async -> Int {
+        (try? await store.jobCounts(workspaceID: shop.id)[.succeeded]) ?? 0
+    }
+
     @Test(arguments: Engine.available)
     func aBatchCommitsTogetherAndAFailingJobFailsAlone(engine: Engine) async throws {
         try await engine.withStore { store, shop, _ in
@@ -352,19 +375,12 @@ import Testing
     func theWorkerBatchesTransactionalJobsAndRunsExternalOnesAlone(engine: Engine) async throws {
         try await engine.withStore { store, shop, _ in
             let calls = BatchCalls()
-            var options = JobWorker.Options()
-            options.batchSize = 8
-            options.batchLanes = 2
-            options.concurrency = 1
-            options.idlePoll = .milliseconds(20)
-            let worker = try await effectWorker(store, calls: calls, options: options)
+            let worker = try await effectWorker(
+                store, calls: calls, options: options(batchSize: 8, slots: 1, poll: .milliseconds(20)))
             try await enqueue(store, shop, Array(repeating: "effect", count: 40) + ["send", "send", "send"])
-            let run = Task { try await worker.run() }
-            try await waitUntil("every job is done") {
-                (try? await store.jobCounts(workspaceID: shop.id)[.succeeded]) == 43
+            try await whileRunning(worker) {
+                try await waitUntil("every job is done") { await succeeded(store, shop) == 43 }
             }
-            run.cancel()
-            _ = try await run.value
             #expect(try await effects(store) == 40)
             #expect(await calls.externals == 3)
             let sizes = await calls.sizes
@@ -383,25 +399,21 @@ import Testing
         try await engine.withStore { store, shop, _ in
             let gate = Gate()
             let quick = BatchCalls()
-            var options = JobWorker.Options()
-            options.batchLanes = 1
-            options.idlePoll = .seconds(3600)
             let worker = JobWorker(
                 store: store,
                 handlers: [
                     JobHandler(kind: "slow") { _, _ in await gate.pass() },
                     JobHandler(kind: "quick") { _, _ in await quick.record(1) },
                     JobHandler(kind: "send") { _ in },
-                ], options: options, logger: Engine.logger, workerID: "w")
+                ], options: options(lanes: 1, poll: .seconds(3600)), logger: Engine.logger, workerID: "w")
             try await enqueue(store, shop, ["slow"])
-            let run = Task { try await worker.run() }
-            try await waitUntil("the lane runs the slow job") { await gate.isWaiting }
-            try await waitUntil("the worker sleeps out its poll") { worker.wakeups.isWaiting }
-            try await enqueue(store, shop, ["quick"])  // no wake(): only the freed lane can start it
-            await gate.open()
-            try await waitUntil("the freed lane took the waiting job") { await quick.sizes.count == 1 }
-            run.cancel()
-            _ = try await run.value
+            try await whileRunning(worker) {
+                try await waitUntil("the lane runs the slow job") { await gate.isWaiting }
+                try await waitUntil("the worker sleeps out its poll") { worker.wakeups.isWaiting }
+                try await enqueue(store, shop, ["quick"])  // no wake(): only the freed lane can start it
+                await gate.open()
+                try await waitUntil("the freed lane took the waiting job") { await quick.sizes.count == 1 }
+            }
         }
     }
 
@@ -410,18 +422,12 @@ import Testing
     @Test(arguments: Engine.available)
     func aBusyWorkerClaimsOncePerFreedLane(engine: Engine) async throws {
         try await engine.withStore { store, shop, _ in
-            var options = JobWorker.Options()
-            options.batchLanes = 1
-            options.batchSize = 2
-            options.idlePoll = .seconds(3600)
-            let worker = try await effectWorker(store, calls: BatchCalls(), options: options)
+            let worker = try await effectWorker(
+                store, calls: BatchCalls(), options: options(lanes: 1, batchSize: 2, poll: .seconds(3600)))
             try await enqueue(store, shop, Array(repeating: "effect", count: 20))
-            let run = Task { try await worker.run() }
-            try await waitUntil("every job is done") {
-                (try? await store.jobCounts(workspaceID: shop.id)[.succeeded]) == 20
+            try await whileRunning(worker) {
+                try await waitUntil("every job is done") { await succeeded(store, shop) == 20 }
             }
-            run.cancel()
-            _ = try await run.value
             // Ten batches of two, and the claim that finds the queue empty; two claims per batch would be 21.
             #expect(worker.claimRounds <= 13)
         }
@@ -432,26 +438,21 @@ import Testing
     @Test(arguments: Engine.available)
     func aSlotJobIsClaimedWhileTheLanesKeepTheWorkerBusy(engine: Engine) async throws {
         try await engine.withStore { store, shop, _ in
-            var options = JobWorker.Options()
-            options.batchLanes = 1
-            options.batchSize = 1
-            options.idlePoll = .milliseconds(100)
             let sent = JobDone()
             let worker = JobWorker(
                 store: store,
                 handlers: [
                     JobHandler(kind: "effect") { _, _ in try await Task.sleep(for: .milliseconds(20)) },
                     JobHandler(kind: "send") { _ in await sent.mark() },
-                ], options: options, logger: Engine.logger, workerID: "w")
+                ], options: options(lanes: 1, batchSize: 1, poll: .milliseconds(100)), logger: Engine.logger,
+                workerID: "w")
             try await enqueue(store, shop, Array(repeating: "effect", count: 100))
-            let run = Task { try await worker.run() }
-            func done() async -> Int { (try? await store.jobCounts(workspaceID: shop.id)[.succeeded]) ?? 0 }
-            try await waitUntil("the lane is busy") { await done() >= 3 }
-            try await enqueue(store, shop, ["send"])  // as another node would: no wake-up here
-            try await waitUntil("the slot job ran") { await sent.isDone }
-            #expect(await done() < 100, "the slot job waited until the lanes ran dry")
-            run.cancel()
-            _ = try await run.value
+            try await whileRunning(worker) {
+                try await waitUntil("the lane is busy") { await succeeded(store, shop) >= 3 }
+                try await enqueue(store, shop, ["send"])  // as another node would: no wake-up here
+                try await waitUntil("the slot job ran") { await sent.isDone }
+                #expect(await succeeded(store, shop) < 100, "the slot job waited until the lanes ran dry")
+            }
         }
     }
 
@@ -460,20 +461,17 @@ import Testing
     @Test(arguments: Engine.available)
     func aWakeForKindsStartsTheirJobsAtOnce(engine: Engine) async throws {
         try await engine.withStore { store, shop, _ in
-            var options = JobWorker.Options()
-            options.idlePoll = .seconds(3600)
             let calls = BatchCalls()
-            let worker = try await effectWorker(store, calls: calls, options: options)
-            let run = Task { try await worker.run() }
-            try await waitUntil("the worker sleeps out its poll") { worker.wakeups.isWaiting }
-            worker.wake(kinds: ["elsewhere"])
-            #expect(worker.wakeups.isWaiting)
-            try await enqueue(store, shop, ["effect", "send"])
-            worker.wake(kinds: ["effect", "send"])
-            try await waitUntil("both jobs ran") { (try? await store.jobCounts(workspaceID: shop.id)[.succeeded]) == 2 }
+            let worker = try await effectWorker(store, calls: calls, options: options(poll: .seconds(3600)))
+            try await whileRunning(worker) {
+                try await waitUntil("the worker sleeps out its poll") { worker.wakeups.isWaiting }
+                worker.wake(kinds: ["elsewhere"])
+                #expect(worker.wakeups.isWaiting)
+                try await enqueue(store, shop, ["effect", "send"])
+                worker.wake(kinds: ["effect", "send"])
+                try await waitUntil("both jobs ran") { await succeeded(store, shop) == 2 }
+            }
             #expect(await calls.externals == 1)
-            run.cancel()
-            _ = try await run.value
         }
     }
 
