@@ -24,8 +24,9 @@
 # CLI, reads the idle RSS, then runs wrk --latency against
 #   GET /_/redirect              bare 302 route, no DB work (the reference)
 #   PUT /api/v1/orders/{id}      scripts/wrk/put-orders.lua, a new id per request
-# and reads the RSS again. nginx (`return 302`, temp config, foreground, own
-# free port) is measured once as a second reference.
+# and reads the RSS again, and the jobs' states (the order fan-out the worker had
+# not yet done). nginx (`return 302`, temp config, foreground, own free port) is
+# measured once as a second reference.
 #
 # Prints a table (req/s, p50, p99, non-2xx/3xx, ratio to the engine's bare
 # route and to nginx) and the RSS figures. The raw output of every run and the
@@ -158,8 +159,10 @@ TS=$(date -u +%Y%m%dT%H%M%SZ)
 RAW="$REPO_ROOT/bench/results/http-$TS.txt"
 ROWS="$WORK/rows.tsv"   # label \t route \t file-of-wrk-output
 RSS_ROWS="$WORK/rss.tsv" # engine \t idle kB \t after kB
+JOB_ROWS="$WORK/jobs.tsv" # engine \t job states right after the PUT load
 : >"$ROWS"
 : >"$RSS_ROWS"
+: >"$JOB_ROWS"
 raw() { printf '%s\n' "$*" >>"$RAW"; }
 
 {
@@ -343,6 +346,16 @@ bench_engine() {
     raw ""
     raw "## [$engine] VmRSS after load: ${rss_after} kB"
     printf '%s\t%s\t%s\n' "$engine" "$rss_idle" "$rss_after" >>"$RSS_ROWS"
+    # Every order fans out jobs (referrals.attribute): what the worker had not yet done when the load ended.
+    local jobs sql="SELECT state || ' ' || COUNT(*) FROM jobs GROUP BY state ORDER BY state"
+    if [[ "$engine" == sqlite ]]; then
+        jobs=$(python3 -c 'import sqlite3, sys; print(", ".join(r[0] for r in sqlite3.connect(sys.argv[1]).execute(sys.argv[2])))' \
+            "$dir/db.sqlite" "$sql" 2>&1) || jobs="(not read: $jobs)"
+    else
+        jobs=$(psql "$db_url" -X -q -At -c "$sql" </dev/null 2>&1 | paste -sd, | sed 's/,/, /g') || jobs="(not read)"
+    fi
+    raw "## [$engine] jobs right after the PUT load: $jobs"
+    printf '%s\t%s\n' "$engine" "$jobs" >>"$JOB_ROWS"
     if [[ -s "$dir/server.stderr.log" ]]; then
         raw "## [$engine] server stderr (last 20 lines)"
         tail -n 20 "$dir/server.stderr.log" >>"$RAW"
@@ -366,7 +379,7 @@ done
 # ---------------------------------------------------------------- table
 
 report() {
-    python3 - "$ROWS" "$RSS_ROWS" <<'PY'
+    python3 - "$ROWS" "$RSS_ROWS" "$JOB_ROWS" <<'PY'
 import re, sys
 
 UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
@@ -439,6 +452,12 @@ if rss:
         def mib(v):
             return f"{int(v) / 1024:.1f} MiB" if v.isdigit() else v
         print(f"  {engine:<12} {mib(idle):>18}    {mib(after):>10}")
+jobs = [l.rstrip("\n").split("\t", 1) for l in open(sys.argv[3], encoding="utf-8") if l.strip()]
+if jobs:
+    print()
+    print("jobs right after the PUT load (the order fan-out; queued = not yet done)")
+    for engine, states in jobs:
+        print(f"  {engine:<12} {states}")
 PY
 }
 
