@@ -92,14 +92,13 @@ public enum BuiltInJobs {
         return [
             // The disposable-domain list is the module's (cached, read outside the job's transaction); the decision
             // runs inside it.
-            JobHandler(kind: Store.referralAttributeJob) { job, tx in
-                try await service.attribute(
-                    eventID: try field(job, "event_id"), tx: tx, disposable: await service.currentDisposable())
-            } runMany: { jobs, tx in
-                try await service.attribute(
-                    eventIDs: try jobs.map { try field($0, "event_id") }, tx: tx,
-                    disposable: await service.currentDisposable())
-            },
+            JobHandler(
+                kind: Store.referralAttributeJob,
+                runMany: { jobs, tx in
+                    try await service.attribute(
+                        eventIDs: try jobs.map { try field($0, "event_id") }, tx: tx,
+                        disposable: await service.currentDisposable())
+                }),
             JobHandler(kind: Store.referralHoldJob) { job, tx in
                 try await service.hold(eventID: try field(job, "event_id"), tx: tx)
             },

@@ -35,13 +35,13 @@ public struct JobHandler: Sendable {
         }
     }
 
-    /// A transactional handler with its own way of running many jobs at once (fewer statements than one by one).
+    /// A transactional handler that does many jobs at once (fewer statements than one by one); one job alone
+    /// goes the same way.
     public init(
-        kind: String, run: @escaping @Sendable (_ job: Job, _ tx: any SQLExecutor) async throws -> Void,
-        runMany: @escaping @Sendable (_ jobs: [Job], _ tx: any SQLExecutor) async throws -> Void
+        kind: String, runMany: @escaping @Sendable (_ jobs: [Job], _ tx: any SQLExecutor) async throws -> Void
     ) {
         self.kind = kind
-        self.run = run
+        self.run = { job, tx in try await runMany([job], tx) }
         self.runMany = runMany
     }
 
@@ -132,16 +132,16 @@ public final class JobWorker: Service, @unchecked Sendable {
 
     public func run() async throws {
         logger.info("job worker started", metadata: ["worker": "\(workerID)", "kinds": "\(handlers.keys.sorted())"])
+        guard !handlers.isEmpty else {
+            try? await gracefulShutdown()  // nothing to claim, ever
+            return
+        }
         let singleKinds = handlers.values.filter { $0.runMany == nil }.map(\.kind).sorted()
         let batchKinds = handlers.values.filter { $0.runMany != nil }.map(\.kind).sorted()
         let capacity = Capacity(
             slots: singleKinds.isEmpty ? 0 : max(1, options.concurrency),
             lanes: batchKinds.isEmpty ? 0 : max(1, options.batchLanes))
         let batchSize = max(1, options.batchSize)
-        guard !handlers.isEmpty else {
-            try? await gracefulShutdown()  // nothing to claim, ever
-            return
-        }
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 // A group is dry when its last claim found fewer jobs than it asked for: until a wake-up that may

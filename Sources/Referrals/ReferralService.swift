@@ -144,30 +144,15 @@ public struct ReferralService: Sendable {
     /// nothing to attribute (no code, no answer, no known device, or no active programme): one look-up for all of
     /// them decides that, and only the rest take the full decision.
     public func attribute(eventIDs: [Int64], tx: any SQLExecutor, disposable list: DisposableDomains) async throws {
-        var orders: [Int64: SQLRow] = [:]
-        for chunk in MultiRow.chunks(eventIDs) {
-            for row in try await tx.query(
-                """
-                SELECT e.id AS event_id, e.workspace_id, o.id AS order_id, o.coupon_code, o.referral_code,
-                  o.referred_by, o.client_device
-                FROM domain_events e JOIN orders o ON o.id = e.subject_id AND o.workspace_id = e.workspace_id
-                WHERE e.subject_type = 'order' AND e.id IN (\(MultiRow.list(chunk.count)))
-                """, Array(chunk))
-            {
-                orders[row.int("event_id")] = row
-            }
-        }
+        let orders = try await store.placedOrders(tx, eventIDs: eventIDs)
         var active: [WorkspaceID: Bool] = [:]
         for eventID in eventIDs {
-            guard let row = orders[eventID] else { continue }
-            let (workspaceID, orderID) = (row.int("workspace_id"), row.int("order_id"))
-            if let coupon = row.optionalText("coupon_code") {
+            guard let order = orders[eventID] else { continue }
+            let (workspaceID, orderID) = (order.workspaceID, order.orderID)
+            if let coupon = order.couponCode {
                 try await store.redeemVoucher(tx, workspaceID: workspaceID, code: coupon)
             }
-            let candidates = ["coupon_code", "referral_code", "referred_by", "client_device"].contains {
-                row.optionalText($0) != nil
-            }
-            guard candidates else { continue }
+            guard order.hasCandidate else { continue }
             if active[workspaceID] == nil {
                 active[workspaceID] = try await store.referralProgramme(workspaceID: workspaceID, tx).active
             }

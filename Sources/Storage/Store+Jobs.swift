@@ -174,13 +174,7 @@ extension Store {
     /// The fence: true only if `job` is still leased by its claimer for this attempt. Handlers run their effects
     /// and this in one transaction, so a job whose lease was taken over cannot commit its effect a second time.
     public func completeJob(_ tx: any SQLExecutor, _ job: Job) async throws -> Bool {
-        let t = now
-        return try await tx.execute(
-            """
-            UPDATE jobs SET state = 'succeeded', finished_at = ?, updated_at = ?, lease_expires_at = NULL,
-              last_error = NULL
-            WHERE id = ? AND state = 'running' AND locked_by = ? AND attempts = ?
-            """, t, t, job.id, job.lockedBy, job.attempts) == 1
+        try await completeJobs(tx, [job]) == 1
     }
 
     /// The fence of a batch: marks every job of `jobs` done that its claimer still holds for that attempt, in

@@ -481,6 +481,39 @@ extension Store {
         ).map(Self.referral)
     }
 
+    /// A placed order named by its `OrderPlaced` event, with what attribution needs to know before deciding.
+    public struct PlacedOrder: Sendable {
+        public var workspaceID: WorkspaceID
+        public var orderID: OrderID
+        public var couponCode: String?
+        /// Whether the order carries anything `attributeOrder` takes a candidate from: a referral code, a coupon,
+        /// a "who referred you" answer or a device. Without one, `attributeOrder` can only answer nil.
+        public var hasCandidate: Bool
+    }
+
+    /// The orders of these events (of those that name an order), by event id, in one statement per 64 events.
+    public func placedOrders(_ tx: any SQLExecutor, eventIDs: [Int64]) async throws -> [Int64: PlacedOrder] {
+        var orders: [Int64: PlacedOrder] = [:]
+        for chunk in MultiRow.chunks(eventIDs) {
+            for r in try await tx.query(
+                """
+                SELECT e.id AS event_id, e.workspace_id, o.id AS order_id, o.coupon_code, o.referral_code,
+                  o.referred_by, o.client_device
+                FROM domain_events e JOIN orders o ON o.id = e.subject_id AND o.workspace_id = e.workspace_id
+                WHERE e.subject_type = 'order' AND e.id IN (\(MultiRow.list(chunk.count)))
+                """, Array(chunk))
+            {
+                orders[r.int("event_id")] = PlacedOrder(
+                    workspaceID: r.int("workspace_id"), orderID: r.int("order_id"),
+                    couponCode: r.optionalText("coupon_code"),
+                    hasCandidate: ["coupon_code", "referral_code", "referred_by", "client_device"].contains {
+                        r.optionalText($0) != nil
+                    })
+            }
+        }
+        return orders
+    }
+
     /// Attributes a placed order to an advocate, decides on it and creates its rewards, once per order (the
     /// unique order id on `referrals` carries "exactly once", however often the order arrives).
     /// Returns the referral, or nil when the order names no advocate or was attributed before.

@@ -259,13 +259,16 @@ import Testing
             try await tx.execute("INSERT INTO effects (job_id) VALUES (?)", job.id)
             if job.payload.contains("fail") { throw TestSetupError("this job fails") }
         }
+        // Batches are counted; a job run alone (after a failed batch) is not.
+        var effect = JobHandler(kind: "effect", run: run)
+        effect.runMany = { jobs, tx in
+            await calls.record(jobs.count)
+            for job in jobs { try await run(job, tx) }
+        }
         return JobWorker(
             store: store,
             handlers: [
-                JobHandler(kind: "effect", run: run) { jobs, tx in
-                    await calls.record(jobs.count)
-                    for job in jobs { try await run(job, tx) }
-                },
+                effect,
                 JobHandler(kind: "send") { _ in await calls.recordExternal() },
             ], options: options, random: SeededRandom(seed: 1), logger: Engine.logger, workerID: "w")
     }
