@@ -10,9 +10,16 @@ let swiftSettings: [SwiftSetting] = [
 // (DT_RELR, glibc >= 2.36), and no dynamic symbol table for the statically linked standard library. With
 // `--static-swift-stdlib` this takes the idle RSS from about 50 MiB to 38-39 MiB: the dynamic linker no longer reads
 // 3.3 MiB of relocations and 2.2 MiB of exported symbols at every start.
+// The functions a server calls at start-up and on its first requests go first, in the order of their first call
+// (decision 0015): scripts/release/symbol-order.sh records the list, and the release build compiles every function
+// into its own section (scripts/lib/release-build.sh) so that the linker can move it.
+let symbolOrder = Context.packageDirectory + "/scripts/release/symbol-order.txt"
 let releaseLinkerSettings: [LinkerSetting] = [
     .unsafeFlags(
-        ["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs", "-Xlinker", "--no-export-dynamic"],
+        [
+            "-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs", "-Xlinker", "--no-export-dynamic",
+            "-Xlinker", "--symbol-ordering-file=\(symbolOrder)", "-Xlinker", "--no-warn-symbol-ordering",
+        ],
         .when(platforms: [.linux], configuration: .release)),
 ]
 

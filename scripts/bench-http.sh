@@ -32,6 +32,9 @@
 # route and to nginx) and the RSS figures. The raw output of every run and the
 # table go to bench/results/http-<UTC timestamp>.txt.
 #
+# RECIPROCITY_SERVE_WRAPPER="CMD ARGS" starts `serve` as `CMD ARGS BIN serve` (scripts/release/symbol-order.sh
+# records the functions the server calls this way); the figures of such a run say nothing about speed.
+#
 # Everything is bounded: each wrk run by `timeout`, every wait by a deadline.
 # wrk and the server share the 2 cores, so compare ratios more than absolutes.
 # Installs wrk, nginx and curl with apt-get when missing (run as root).
@@ -51,6 +54,7 @@ BUILD=1
 NGINX=1
 NGINX_ONLY=0
 UNIQUE_CUSTOMERS=0
+SERVE_WRAPPER=${RECIPROCITY_SERVE_WRAPPER:-}
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 die() { echo "bench-http: $*" >&2; exit 1; }
@@ -257,6 +261,7 @@ if ((${#ENGINES[@]})); then
     release_bin_check "$BIN"
     log "server binary: $BIN"
     raw "# server binary: $BIN"
+    [[ -z "$SERVE_WRAPPER" ]] || raw "# serve wrapped by: $SERVE_WRAPPER (not a speed measurement)"
 fi
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo "?"; }
@@ -302,7 +307,8 @@ bench_engine() {
     local base="http://127.0.0.1:$port"
 
     log "[$engine] reciprocity serve on $base ($db_url)"
-    (cd "$dir" && exec env "${SENV[@]}" "$BIN" serve </dev/null >"$dir/server.stdout.log" 2>"$dir/server.stderr.log") &
+    # shellcheck disable=SC2086 # the wrapper is a command line of words
+    (cd "$dir" && exec env "${SENV[@]}" $SERVE_WRAPPER "$BIN" serve </dev/null >"$dir/server.stdout.log" 2>"$dir/server.stderr.log") &
     SERVER_PID=$!
     local deadline=$((SECONDS + 90)) code=""
     while ((SECONDS < deadline)); do

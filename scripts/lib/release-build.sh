@@ -7,7 +7,9 @@
 #   release_build [--product reciprocity]   # swift build -c release --static-swift-stdlib ...
 #   BIN="$(release_bin_path)/reciprocity"
 
-RELEASE_BUILD_FLAGS=(-c release --static-swift-stdlib)
+# Every function in its own section (Swift and C), so that the linker can place the functions a server touches at
+# start-up next to each other (Package.swift, `--symbol-ordering-file`; decision 0015).
+RELEASE_BUILD_FLAGS=(-c release --static-swift-stdlib -Xswiftc -Xfrontend -Xswiftc -function-sections -Xcc -ffunction-sections)
 
 release_build() { swift build "${RELEASE_BUILD_FLAGS[@]}" "$@"; }
 
