@@ -13,6 +13,7 @@ public final class SQLiteDatabase: SQLDatabase {
     let pool: DatabasePool
     let writer: SQLiteWriter
     let committer: GroupCommitter
+    let checkpointer: WALCheckpointer
     var writerLock: AsyncLock { writer.lock }
 
     public struct Options: Sendable {
@@ -22,6 +23,10 @@ public final class SQLiteDatabase: SQLDatabase {
         public var maximumReaderCount: Int = 8
         /// The most transactions one group commit takes.
         public var maxBatch: Int = 128
+        /// The WAL size (pages) at which a checkpoint starts on its own connection, and the size at which the
+        /// committing connection checkpoints itself (`WALCheckpointer`).
+        public var checkpointPages: Int32 = 1_000
+        public var checkpointFallbackPages: Int32 = 8_000
         public init() {}
     }
 
@@ -43,6 +48,16 @@ public final class SQLiteDatabase: SQLDatabase {
         do {
             pool = try DatabasePool(path: path, configuration: config)
         } catch {
+            throw StorageError.connection("cannot open SQLite database at \(path): \(error)")
+        }
+        do {
+            let checkpointer = try WALCheckpointer(
+                path: path, synchronous: synchronous,
+                thresholds: .init(pages: options.checkpointPages, fallbackPages: options.checkpointFallbackPages))
+            try Self.syncWrite(pool) { db in checkpointer.install(on: db) }
+            self.checkpointer = checkpointer
+        } catch {
+            try? pool.close()
             throw StorageError.connection("cannot open SQLite database at \(path): \(error)")
         }
         let writer = SQLiteWriter(pool: pool, lock: AsyncLock())
@@ -111,7 +126,13 @@ public final class SQLiteDatabase: SQLDatabase {
     }
 
     public func close() async {
+        checkpointer.close()
         try? pool.close()
+    }
+
+    /// A synchronous context, so that overload resolution picks GRDB's blocking `writeWithoutTransaction`.
+    private static func syncWrite<T>(_ pool: DatabasePool, _ body: (Database) throws -> T) throws -> T {
+        try pool.writeWithoutTransaction(body)
     }
 
     /// A synchronous context, so that overload resolution picks GRDB's blocking access. `unsafeRead` skips the
