@@ -75,6 +75,10 @@ public final class JobWorker: Service, @unchecked Sendable {
         /// Lanes for batches of transactional jobs, and the most jobs one batch takes.
         public var batchLanes = 2
         public var batchSize = 64
+        /// The least time between two claims of batchable jobs: jobs enqueued meanwhile (an order batch's fan-out)
+        /// wait for it and come in one claim, instead of a claim round per order batch. Not after a claim that
+        /// found more jobs than it could take: a backlog is claimed as fast as lanes free. Zero claims at once.
+        public var batchGather: Duration = .milliseconds(50)
         public var lease: TimeInterval = 300
         public var idlePoll: Duration = .milliseconds(500)
         public var retry = RetryPolicy()
@@ -149,7 +153,9 @@ public final class JobWorker: Service, @unchecked Sendable {
                 // claiming it again would find nothing new. Under load a lane's batch then costs one claim, with
                 // no empty claim for the idle slots beside it.
                 var dry = (singles: false, batches: false)
-                var claimedAt = (singles: ContinuousClock.now, batches: ContinuousClock.now)
+                // A worker that has just started claims at once (no gathering before its first claim).
+                var claimedAt = (singles: ContinuousClock.now, batches: ContinuousClock.now - options.batchGather)
+                var backlog = false
                 while !Task.isShuttingDownGracefully && !Task.isCancelled {
                     let (slots, lanes) = await capacity.free
                     // The poll: a group dry for `idlePoll` is asked again (jobs another node enqueued, or that
@@ -157,7 +163,15 @@ public final class JobWorker: Service, @unchecked Sendable {
                     let now = ContinuousClock.now
                     if dry.singles && now - claimedAt.singles >= options.idlePoll { dry.singles = false }
                     if dry.batches && now - claimedAt.batches >= options.idlePoll { dry.batches = false }
-                    let want = (singles: dry.singles ? 0 : slots, batches: dry.batches ? 0 : lanes)
+                    var want = (singles: dry.singles ? 0 : slots, batches: dry.batches ? 0 : lanes)
+                    // Gathering: after a claim that emptied the queue, batchable jobs are left for the rest of
+                    // `batchGather`, so that the jobs enqueued meanwhile come in one claim. After a full claim (a
+                    // backlog) a freed lane claims at once.
+                    var gathering: ContinuousClock.Instant? = nil
+                    if want.batches > 0 && !backlog && now - claimedAt.batches < options.batchGather {
+                        gathering = claimedAt.batches + options.batchGather
+                        want.batches = 0
+                    }
                     guard want.singles > 0 || want.batches > 0 else {
                         if slots == 0 && lanes == 0 {
                             await capacity.waitForRelease()
@@ -165,7 +179,8 @@ public final class JobWorker: Service, @unchecked Sendable {
                             // Until the older dry group is due for its poll, or a wake-up.
                             let oldest = min(
                                 slots > 0 ? claimedAt.singles : .now, lanes > 0 ? claimedAt.batches : .now)
-                            await wakeups.wait(upTo: max(.milliseconds(1), oldest + options.idlePoll - now))
+                            let until = min(oldest + options.idlePoll, gathering ?? oldest + options.idlePoll)
+                            await wakeups.wait(upTo: max(.milliseconds(1), until - now))
                             // A freed lane says nothing new about the slots' kinds, and a freed slot nothing about
                             // the lanes'; an enqueue here may have news for both.
                             let groups = woken.exchange(0, ordering: .relaxed)
@@ -191,6 +206,7 @@ public final class JobWorker: Service, @unchecked Sendable {
                     if want.singles > 0 { (dry.singles, claimedAt.singles) = (singles.count < want.singles, now) }
                     if want.batches > 0 {
                         (dry.batches, claimedAt.batches) = (batched.count < want.batches * batchSize, now)
+                        backlog = !dry.batches
                     }
                     for job in singles {
                         await capacity.takeSlot()

@@ -436,6 +436,30 @@ import Testing
         }
     }
 
+    /// Batchable jobs enqueued shortly after a claim that emptied the queue wait for the rest of `batchGather`:
+    /// their wake-ups start no claim round. (That the gathered jobs are then claimed together, every other test of
+    /// the worker shows with the default 50 ms.)
+    @Test(arguments: Engine.available)
+    func jobsEnqueuedWithinTheGatherWindowWaitForIt(engine: Engine) async throws {
+        try await engine.withStore { store, shop, _ in
+            var gathering = options(lanes: 1, poll: .seconds(3600))
+            gathering.batchGather = .seconds(3600)
+            let worker = try await effectWorker(store, calls: BatchCalls(), options: gathering)
+            try await enqueue(store, shop, ["effect"])  // before the start: the first claim takes it at once
+            try await whileRunning(worker) {
+                try await waitUntil("the first job is done") { await succeeded(store, shop) == 1 }
+                let rounds = worker.claimRounds
+                for _ in 0..<5 {
+                    try await enqueue(store, shop, ["effect"])
+                    worker.wake(kinds: ["effect"])
+                }
+                try await Task.sleep(for: .milliseconds(300))
+                #expect(worker.claimRounds == rounds, "a wake-up within the window claimed")
+                #expect(await succeeded(store, shop) == 1)
+            }
+        }
+    }
+
     /// While the lanes keep freeing, the loop never sleeps out a whole poll. A job for the slots that another node
     /// enqueued (no wake-up here) must still be claimed within about a poll, not only once the lanes run dry.
     @Test(arguments: Engine.available)
