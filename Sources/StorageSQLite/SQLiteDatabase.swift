@@ -52,10 +52,18 @@ public final class SQLiteDatabase: SQLDatabase {
         }
         do {
             let checkpointer = try WALCheckpointer(
-                path: path, synchronous: synchronous,
+                path: path, synchronous: synchronous, busyMode: config.busyMode,
                 thresholds: .init(pages: options.checkpointPages, fallbackPages: options.checkpointFallbackPages))
             try Self.syncWrite(pool) { db in checkpointer.install(on: db) }
             self.checkpointer = checkpointer
+        } catch {
+            try? pool.close()
+            throw StorageError.connection("cannot open SQLite database at \(path): \(error)")
+        }
+        do {
+            // GRDB's WAL set-up sets `synchronous = NORMAL` on the writer after `prepareDatabase` ran: set it again,
+            // or a commit would be durable against a crash of the process but not against a power loss.
+            try Self.syncWrite(pool) { db in try db.execute(sql: "PRAGMA synchronous = \(synchronous)") }
         } catch {
             try? pool.close()
             throw StorageError.connection("cannot open SQLite database at \(path): \(error)")
@@ -126,6 +134,8 @@ public final class SQLiteDatabase: SQLDatabase {
     }
 
     public func close() async {
+        // The hook first: it points at the checkpointer, which must not be asked again once it is closed.
+        try? Self.syncWrite(pool) { db in checkpointer.uninstall(from: db) }
         checkpointer.close()
         try? pool.close()
     }

@@ -38,10 +38,11 @@ final class WALCheckpointer: Sendable {
     private let state = Mutex(State())
 
     /// Opens the checkpointing connection to the file at `path` (already in WAL mode: the pool has opened it).
-    init(path: String, synchronous: String, thresholds: Thresholds) throws {
+    init(path: String, synchronous: String, busyMode: Database.BusyMode, thresholds: Thresholds) throws {
         self.thresholds = thresholds
         var config = Configuration()
         config.label = "checkpoint"
+        config.busyMode = busyMode
         config.prepareDatabase { db in
             // The checkpoint's sync of the database file follows the same durability setting as the commits.
             try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
@@ -53,6 +54,12 @@ final class WALCheckpointer: Sendable {
     func install(on db: Database) {
         let context = Unmanaged.passUnretained(self).toOpaque()
         sqlite3_wal_hook(db.sqliteConnection, walHook, context)
+    }
+
+    /// Removes the hook again (before `close`): SQLite's own automatic checkpoint is back.
+    func uninstall(from db: Database) {
+        sqlite3_wal_hook(db.sqliteConnection, nil, nil)
+        sqlite3_wal_autocheckpoint(db.sqliteConnection, 1_000)
     }
 
     /// Called by SQLite on the writer after each commit, with the WAL's size in pages.
@@ -86,7 +93,11 @@ final class WALCheckpointer: Sendable {
     /// Checkpoints until no commit has passed the threshold meanwhile, so that the WAL is copied to its end and the
     /// writer's next transaction can start it over.
     private func run() {
-        var again = true
+        var again = !state.withLock { state in
+            // Closed after `start` let this run in: the connection may be gone already.
+            if state.closed { state.running = false }
+            return state.closed
+        }
         while again {
             // A failure (the file is gone, a disk error) leaves the WAL as it is; the next commit past the threshold
             // tries again, and the fallback keeps the WAL bounded.

@@ -51,7 +51,12 @@ import Testing
         try await Self.withDatabase(pages: 8, fallbackPages: 1_000_000) { db in
             // Held back while the rows are written: the WAL grows, as no commit checkpoints by itself.
             db.checkpointer.queue.suspend()
-            try await Self.writeRows(db)
+            do {
+                try await Self.writeRows(db)
+            } catch {
+                db.checkpointer.queue.resume()  // or closing the database would wait for it forever
+                throw error
+            }
             let grown = db.checkpointer.statistics
             db.checkpointer.queue.resume()
             #expect(grown.lastWALPages > 8 * 4, "without SQLite's own checkpoint the WAL grows")
@@ -76,5 +81,20 @@ import Testing
             #expect(statistics.fallbacks > 0)
             #expect(statistics.lastWALPages < 16 + 8, "the WAL stays near the fallback, at \(statistics.lastWALPages)")
         }
+    }
+}
+
+/// The writer commits with the configured durability (GRDB's WAL set-up would leave it at NORMAL).
+@Suite struct SQLiteDurability {
+    @Test(arguments: ["FULL", "NORMAL"])
+    func theWriterUsesTheConfiguredSynchronousSetting(setting: String) async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("rcp-sync-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var options = SQLiteDatabase.Options()
+        options.synchronous = setting
+        let db = try SQLiteDatabase(path: dir.appendingPathComponent("test.sqlite").path, options: options)
+        let rows = try await db.query("PRAGMA synchronous", [])  // not a SELECT: it runs on the writer
+        await db.close()
+        #expect(rows.first?.int("synchronous") == (setting == "FULL" ? 2 : 1))
     }
 }

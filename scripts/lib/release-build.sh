@@ -2,7 +2,8 @@
 # The one release build of the benchmarks and of production (docs/operations.md, "Production build").
 #
 # The Swift standard library and Foundation are linked statically (`--static-swift-stdlib`); Package.swift adds
-# the release link flags. Every script builds with the same flags: SwiftPM rebuilds everything when they change.
+# the release link flags. Every script builds with the same flags. When they change, remove .build/*/release first:
+# the Swift driver does not count a frontend flag as a change (decision 0015).
 #   source scripts/lib/release-build.sh
 #   release_build [--product reciprocity]   # swift build -c release --static-swift-stdlib ...
 #   BIN="$(release_bin_path)/reciprocity"

@@ -98,7 +98,7 @@ int main(int argc, char **argv) {
     pid_t pid = fork();
     if (pid < 0) die("fork");
     if (pid == 0) {
-        ptrace(PTRACE_TRACEME, 0, NULL, NULL);
+        if (ptrace(PTRACE_TRACEME, 0, NULL, NULL) < 0) die("ptrace (not allowed here?)");  // never run untraced
         execv(argv[4], argv + 4);
         die(argv[4]);
     }
