@@ -179,7 +179,8 @@ public final class JobWorker: Service, @unchecked Sendable {
                             // Until the older dry group is due for its poll, or a wake-up.
                             let oldest = min(
                                 slots > 0 ? claimedAt.singles : .now, lanes > 0 ? claimedAt.batches : .now)
-                            let until = min(oldest + options.idlePoll, gathering ?? oldest + options.idlePoll)
+                            var until = oldest + options.idlePoll
+                            if let gathering { until = min(until, gathering) }
                             await wakeups.wait(upTo: max(.milliseconds(1), until - now))
                             // A freed lane says nothing new about the slots' kinds, and a freed slot nothing about
                             // the lanes'; an enqueue here may have news for both.

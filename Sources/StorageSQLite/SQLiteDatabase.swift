@@ -54,16 +54,13 @@ public final class SQLiteDatabase: SQLDatabase {
             let checkpointer = try WALCheckpointer(
                 path: path, synchronous: synchronous, busyMode: config.busyMode,
                 thresholds: .init(pages: options.checkpointPages, fallbackPages: options.checkpointFallbackPages))
-            try Self.syncWrite(pool) { db in checkpointer.install(on: db) }
+            try Self.syncWrite(pool) { db in
+                // GRDB's WAL set-up sets `synchronous = NORMAL` on the writer after `prepareDatabase` ran: set it
+                // again, or a commit would be durable against a crash of the process but not against a power loss.
+                try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
+                checkpointer.install(on: db)
+            }
             self.checkpointer = checkpointer
-        } catch {
-            try? pool.close()
-            throw StorageError.connection("cannot open SQLite database at \(path): \(error)")
-        }
-        do {
-            // GRDB's WAL set-up sets `synchronous = NORMAL` on the writer after `prepareDatabase` ran: set it again,
-            // or a commit would be durable against a crash of the process but not against a power loss.
-            try Self.syncWrite(pool) { db in try db.execute(sql: "PRAGMA synchronous = \(synchronous)") }
         } catch {
             try? pool.close()
             throw StorageError.connection("cannot open SQLite database at \(path): \(error)")

@@ -64,9 +64,12 @@ final class WALCheckpointer: Sendable {
 
     /// Called by SQLite on the writer after each commit, with the WAL's size in pages.
     fileprivate func committed(walPages: Int32, db: OpaquePointer?, schema: UnsafePointer<CChar>?) -> Int32 {
-        state.withLock { $0.lastWALPages = walPages }
-        if walPages >= thresholds.fallbackPages {
-            state.withLock { $0.fallbacks += 1 }
+        let fallback = walPages >= thresholds.fallbackPages
+        state.withLock {
+            $0.lastWALPages = walPages
+            if fallback { $0.fallbacks += 1 }
+        }
+        if fallback {
             // What SQLite's own hook does (sqlite3WalDefaultHook). Its result is not the commit's: the commit has
             // happened, and a busy checkpoint is simply tried again after the next one.
             _ = sqlite3_wal_checkpoint(db, schema)

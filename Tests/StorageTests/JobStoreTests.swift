@@ -453,6 +453,7 @@ import Testing
                     try await enqueue(store, shop, ["effect"])
                     worker.wake(kinds: ["effect"])
                 }
+                // "No claim" has no condition to wait for: a claim round would come within milliseconds.
                 try await Task.sleep(for: .milliseconds(300))
                 #expect(worker.claimRounds == rounds, "a wake-up within the window claimed")
                 #expect(await succeeded(store, shop) == 1)

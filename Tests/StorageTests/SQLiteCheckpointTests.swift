@@ -1,5 +1,6 @@
 import Foundation
 import Storage
+import TestSupport
 import Testing
 
 @testable import StorageSQLite
@@ -38,15 +39,6 @@ import Testing
         }
     }
 
-    /// Polls `condition` for up to thirty seconds.
-    static func eventually(_ condition: () -> Bool) async throws -> Bool {
-        for _ in 0..<3_000 {
-            if condition() { return true }
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        return condition()
-    }
-
     @Test func aCheckpointOnItsOwnConnectionLetsTheWALStartOver() async throws {
         try await Self.withDatabase(pages: 8, fallbackPages: 1_000_000) { db in
             // Held back while the rows are written: the WAL grows, as no commit checkpoints by itself.
@@ -62,7 +54,7 @@ import Testing
             #expect(grown.lastWALPages > 8 * 4, "without SQLite's own checkpoint the WAL grows")
             #expect(grown.running && grown.completed == 0)
             // The checkpoint runs until it has copied the whole WAL; then the next commit writes at its start again.
-            #expect(try await Self.eventually { !db.checkpointer.statistics.running })
+            try await waitUntil("the checkpoint has copied the WAL") { !db.checkpointer.statistics.running }
             _ = try await db.execute("INSERT INTO blobs (id, data) VALUES (?, ?)", [Int64(1_000), "y"])
             let after = db.checkpointer.statistics
             #expect(after.completed >= 1)
