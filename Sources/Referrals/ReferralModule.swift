@@ -182,9 +182,16 @@ public final class ClickRecorder: Sendable {
     /// Clicks dropped since start-up.
     public var dropped: Int { pending.withLock { $0.dropped } }
 
-    public init(store: Store, limit: Int = 200_000, patience: Duration = .seconds(2), logger: Logger) {
+    /// The most clicks one transaction writes.
+    public let clicksPerTransaction: Int
+
+    public init(
+        store: Store, limit: Int = 200_000, clicksPerTransaction: Int = 1_000, patience: Duration = .seconds(2),
+        logger: Logger
+    ) {
         self.store = store
         self.limit = limit
+        self.clicksPerTransaction = max(1, clicksPerTransaction)
         self.patience = patience
         self.logger = logger
     }
@@ -259,14 +266,32 @@ public final class ClickRecorder: Sendable {
                 "referral clicks dropped: the database did not take them in time",
                 metadata: ["dropped": "\(dropped)", "limit": "\(limit)"])
         }
-        guard !batch.isEmpty else { return }
-        // Clicks repeat their address and browser (one person, reloads, a shared office line): each distinct one is
-        // hashed once per flush.
+        // A transaction at a time, so that a backlog (a burst, or a database that was away) does not hold the
+        // writer, and the orders waiting for it, while all of it is written.
+        var written = 0
+        do {
+            while written < batch.count {
+                let slice = batch[written..<min(written + clicksPerTransaction, batch.count)]
+                try await store.recordClicks(hashed(slice))
+                written = slice.endIndex
+            }
+            pending.withLock { $0.failing = false }
+        } catch {
+            pending.withLock {
+                $0.raw = Array(batch[written...]) + $0.raw
+                $0.failing = true
+            }
+            throw error
+        }
+    }
+
+    /// The clicks as stored: keyed hashes of the address and the device, and the browser family.
+    private func hashed(_ raws: ArraySlice<Raw>) -> [ReferralClick] {
+        // Clicks from one address (a shared office line, a mobile carrier's gateway) hash it once.
         var ipHashes: [String: String] = [:]
-        var devices: [String: (family: String, device: String)] = [:]
-        // A run of clicks from one browser (reloads, a shared line, a load test) skips even the look-ups.
+        // A run of clicks from one browser (reloads, a load test) skips even the look-up.
         var last: (raw: Raw, click: ReferralClick)?
-        let clicks = batch.map { raw in
+        return raws.map { raw in
             if let last, last.raw.ip == raw.ip, last.raw.userAgent == raw.userAgent {
                 var click = last.click
                 (click.workspaceID, click.advocateID, click.at) = (raw.workspaceID, raw.advocateID, raw.at)
@@ -274,26 +299,12 @@ public final class ClickRecorder: Sendable {
             }
             let ipHash = ipHashes[raw.ip] ?? store.ipHash(raw.ip)
             ipHashes[raw.ip] = ipHash
-            let deviceKey = raw.ip + "\u{0}" + raw.userAgent
-            let device =
-                devices[deviceKey]
-                ?? (UserAgentFamily.of(raw.userAgent), store.deviceHash(ip: raw.ip, userAgent: raw.userAgent))
-            devices[deviceKey] = device
             let click = ReferralClick(
                 workspaceID: raw.workspaceID, advocateID: raw.advocateID, at: raw.at, ipHash: ipHash,
-                uaFamily: device.family, device: device.device)
+                uaFamily: UserAgentFamily.of(raw.userAgent),
+                device: store.deviceHash(ip: raw.ip, userAgent: raw.userAgent))
             last = (raw, click)
             return click
-        }
-        do {
-            try await store.recordClicks(clicks)
-            pending.withLock { $0.failing = false }
-        } catch {
-            pending.withLock {
-                $0.raw = batch + $0.raw
-                $0.failing = true
-            }
-            throw error
         }
     }
 }

@@ -414,16 +414,20 @@ extension Store {
 
     // MARK: Clicks
 
-    /// Writes a batch of clicks (the redirect's group commit) in one transaction, 400 rows per statement: all of
-    /// them or none, so a batch that failed can be written again without doubles.
+    /// Writes a batch of clicks (the redirect's group commit) in one transaction: all of them or none, so a batch
+    /// that failed can be written again without doubles.
+    ///
+    /// In the device index's order: clicks from many browsers have random device hashes, and inserted as they came
+    /// each one lands on another page of `referral_clicks_device`, so a batch touched (read, and wrote to the WAL)
+    /// about one index page per click. Sorted, the batch walks the index once (docs/decisions/0017-click-writes.md).
+    /// In `MultiRow`'s few statement shapes, so the engines' statement caches stay small.
     public func recordClicks(_ clicks: [ReferralClick]) async throws {
+        let clicks = clicks.sorted { ($0.workspaceID, $0.device, $0.at) < ($1.workspaceID, $1.device, $1.at) }
         try await db.transaction { tx in
-            for start in stride(from: 0, to: clicks.count, by: 400) {
-                let chunk = clicks[start..<min(start + 400, clicks.count)]
-                let marks = chunk.map { _ in "(?, ?, ?, ?, ?, ?)" }.joined(separator: ", ")
+            for (range, marks) in MultiRow.chunks(rows: clicks.count, columns: 6) {
                 var binds: [any SQLBindable] = []
-                binds.reserveCapacity(chunk.count * 6)
-                for c in chunk { binds += [c.workspaceID, c.advocateID, c.at, c.ipHash, c.uaFamily, c.device] }
+                binds.reserveCapacity(range.count * 6)
+                for c in clicks[range] { binds += [c.workspaceID, c.advocateID, c.at, c.ipHash, c.uaFamily, c.device] }
                 _ = try await tx.execute(
                     "INSERT INTO referral_clicks (workspace_id, advocate_id, at, ip_hash, ua_family, device) VALUES \(marks)",
                     binds)

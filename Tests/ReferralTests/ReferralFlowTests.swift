@@ -763,6 +763,36 @@ import Testing
         }
     }
 
+    /// A flush writes a transaction at a time. When a later one fails, the clicks already committed stay written once,
+    /// and only the rest goes back to the buffer: the next flush writes those, with no doubles and none lost.
+    @Test func aFlushThatFailsHalfwayKeepsOnlyWhatItDidNotWrite() async throws {
+        try await withKit(.sqlite) { kit in
+            let anna = try await advocate(kit)
+            let clicks = ClickRecorder(store: kit.store, clicksPerTransaction: 2, logger: Engine.logger)
+            for agent in ["Firefox/130.0", "Firefox/131.0", "Refused/1.0", "Firefox/132.0", "Firefox/133.0"] {
+                #expect(
+                    clicks.record(
+                        workspaceID: kit.shop.id, advocateID: anna.id, at: kit.clock.now(), ip: "198.51.100.7",
+                        userAgent: "Mozilla/5.0 \(agent)"))
+            }
+            // The second transaction (the third and fourth click) fails on the third.
+            let refused = kit.store.deviceHash(ip: "198.51.100.7", userAgent: "Mozilla/5.0 Refused/1.0")
+            _ = try await kit.store.db.execute(
+                """
+                CREATE TRIGGER refuse_click BEFORE INSERT ON referral_clicks WHEN NEW.device = '\(refused)'
+                BEGIN SELECT RAISE(ABORT, 'refused'); END
+                """)
+            await #expect(throws: (any Error).self) { try await clicks.flush() }
+            #expect(try await count(kit, "SELECT COUNT(*) FROM referral_clicks") == 2)
+            #expect(clicks.waiting == 3)
+            _ = try await kit.store.db.execute("DROP TRIGGER refuse_click")
+            try await clicks.flush()
+            #expect(clicks.waiting == 0)
+            #expect(try await count(kit, "SELECT COUNT(*) FROM referral_clicks") == 5)
+            #expect(try await count(kit, "SELECT COUNT(DISTINCT device) FROM referral_clicks") == 5)
+        }
+    }
+
     /// Two flushes at once (the periodic one, and one at shutdown): the second returns only once the first has written
     /// what it took. (It returned at once, finding the buffer empty, and a click seemed lost.)
     @Test func aFlushWaitsForTheOneRunning() async throws {
