@@ -141,20 +141,35 @@ public protocol SQLDatabase: SQLExecutor {
     func close() async
 }
 
-/// Statements over many rows at once (multi-row `VALUES`, `IN` lists), in a few fixed shapes.
+/// Statements over many rows at once (multi-row `VALUES`, `IN` lists), at most `maxRows` rows each, so that no
+/// statement comes near an engine's bind limit.
 ///
-/// Row counts are cut into powers of two up to `maxRows`, so a statement kind has at most seven texts (1, 2, 4, …
-/// 64 rows), and no statement comes near an engine's bind limit.
+/// How rows are cut into statements depends on the engine (`SQLDialect.multiRowShapes`):
+/// - SQLite keeps a prepared statement per statement text, so row counts are cut into powers of two: a statement
+///   kind has at most seven texts (1, 2, 4, … 64 rows), each prepared once.
+/// - PostgreSQL parses and plans every (unnamed) statement anew, and each statement is a round trip inside the
+///   transaction, so fewest statements win: one per `maxRows` rows (docs/decisions/0018-postgres-statement-shapes.md).
 public enum MultiRow {
     public static let maxRows = 64
 
-    /// Row counts that add up to `count`: the largest power of two that fits (at most `maxRows`), then the rest.
-    public static func chunkSizes(_ count: Int) -> [Int] {
+    /// How an engine cuts rows into statements.
+    public enum Shapes: Sendable {
+        /// Powers of two: few statement texts.
+        case powersOfTwo
+        /// As many rows per statement as allowed: few statements.
+        case fewest
+    }
+
+    /// Row counts that add up to `count`, each at most `maxRows`.
+    public static func chunkSizes(_ count: Int, dialect: SQLDialect) -> [Int] {
         var sizes: [Int] = []
         var left = count
         while left > 0 {
-            var size = 1
-            while size * 2 <= min(left, maxRows) { size *= 2 }
+            var size = min(left, maxRows)
+            if dialect.multiRowShapes == .powersOfTwo {
+                size = 1
+                while size * 2 <= min(left, maxRows) { size *= 2 }
+            }
             sizes.append(size)
             left -= size
         }
@@ -172,19 +187,21 @@ public enum MultiRow {
     }
 
     /// A multi-row `VALUES` of `columns` marks per row, split into chunks: each chunk's row range and its marks.
-    public static func chunks(rows: Int, columns: Int) -> [(range: Range<Int>, marks: String)] {
-        chunks(rows: rows, row: "(" + list(columns) + ")")
+    public static func chunks(rows: Int, columns: Int, dialect: SQLDialect) -> [(range: Range<Int>, marks: String)] {
+        chunks(rows: rows, row: "(" + list(columns) + ")", dialect: dialect)
     }
 
     /// A multi-row `VALUES` split into chunks, with `row` as one row's text (e.g. `(?, ?, 'queued', 0)`).
-    public static func chunks(rows: Int, row: String) -> [(range: Range<Int>, marks: String)] {
-        chunks(Array(0..<rows)).map { ($0.startIndex..<$0.endIndex, values(rows: $0.count, row: row)) }
+    public static func chunks(rows: Int, row: String, dialect: SQLDialect) -> [(range: Range<Int>, marks: String)] {
+        chunks(Array(0..<rows), dialect: dialect).map {
+            ($0.startIndex..<$0.endIndex, values(rows: $0.count, row: row))
+        }
     }
 
-    /// `items` cut into slices of `chunkSizes(items.count)`.
-    public static func chunks<T>(_ items: [T]) -> [ArraySlice<T>] {
+    /// `items` cut into slices of `chunkSizes(items.count, dialect:)`.
+    public static func chunks<T>(_ items: [T], dialect: SQLDialect) -> [ArraySlice<T>] {
         var start = 0
-        return chunkSizes(items.count).map { size in
+        return chunkSizes(items.count, dialect: dialect).map { size in
             defer { start += size }
             return items[start..<start + size]
         }

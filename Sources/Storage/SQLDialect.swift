@@ -85,6 +85,15 @@ public enum SQLDialect: String, Sendable {
         }
     }
 
+    /// How multi-row statements cut their rows (`MultiRow`): SQLite into a few texts, each prepared once and cached;
+    /// PostgreSQL into the fewest statements, since it parses each anew and each is a round trip.
+    public var multiRowShapes: MultiRow.Shapes {
+        switch self {
+        case .sqlite: .powersOfTwo
+        case .postgres: .fewest
+        }
+    }
+
     /// Case-insensitive substring match, for admin search.
     public var likeOperator: String {
         switch self {

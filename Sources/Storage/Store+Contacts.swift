@@ -59,7 +59,7 @@ extension Store {
         // Sorted, so that transactions touching the same contacts lock them in the same order.
         addresses.sort { $0.lexicographicallyPrecedes($1) }
         var ids: [[UInt8]: ContactID] = [:]
-        for chunk in MultiRow.chunks(addresses) {
+        for chunk in MultiRow.chunks(addresses, dialect: tx.dialect) {
             let rows = try await tx.query(
                 """
                 SELECT id, email_normalized, first_name, last_name, locale FROM contacts
@@ -83,7 +83,7 @@ extension Store {
             }
         }
         let missing = addresses.filter { ids[$0] == nil }
-        for chunk in MultiRow.chunks(rows: missing.count, columns: 10) {
+        for chunk in MultiRow.chunks(rows: missing.count, columns: 10, dialect: tx.dialect) {
             var binds: [any SQLBindable] = []
             binds.reserveCapacity(chunk.range.count * 10)
             for key in missing[chunk.range] {

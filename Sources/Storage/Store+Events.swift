@@ -46,7 +46,7 @@ extension Store {
     public func recordEvents(_ tx: any SQLExecutor, _ drafts: [EventDraft]) async throws -> [DomainEvent] {
         let t = now
         var ids: [String: Int64] = [:]
-        for chunk in MultiRow.chunks(rows: drafts.count, columns: 8) {
+        for chunk in MultiRow.chunks(rows: drafts.count, columns: 8, dialect: tx.dialect) {
             var binds: [any SQLBindable] = []
             binds.reserveCapacity(chunk.range.count * 8)
             for d in drafts[chunk.range] {

@@ -83,7 +83,9 @@ extension Store {
         let t = now
         let keys = jobs.map { $0.idempotencyKey ?? "anon:\(UUID().uuidString)" }
         var ids: [String: Int64] = [:]
-        for chunk in MultiRow.chunks(rows: jobs.count, row: "(?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?)") {
+        for chunk in MultiRow.chunks(
+            rows: jobs.count, row: "(?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?)", dialect: tx.dialect)
+        {
             var binds: [any SQLBindable] = []
             binds.reserveCapacity(chunk.range.count * 8)
             for i in chunk.range {
@@ -183,7 +185,7 @@ extension Store {
     public func completeJobs(_ tx: any SQLExecutor, _ jobs: [Job]) async throws -> Int {
         let t = now
         var done = 0
-        for chunk in MultiRow.chunks(jobs) {
+        for chunk in MultiRow.chunks(jobs, dialect: tx.dialect) {
             let cases = Array(repeating: "WHEN ? THEN ?", count: chunk.count).joined(separator: " ")
             // Each job's own attempt: a worker that outlived a lease may hold the job again, for a later attempt.
             var binds: [any SQLBindable] = [t, t]

@@ -82,7 +82,7 @@ extension Store {
         precondition(batch.allSatisfy { $0.workspaceID == workspaceID }, "one workspace at a time")
         var existing: [String: SQLRow] = [:]
         // Sorted, so that batches on several nodes lock the rows they share in the same order.
-        for chunk in MultiRow.chunks(batch.map(\.submission.externalID).sorted()) {
+        for chunk in MultiRow.chunks(batch.map(\.submission.externalID).sorted(), dialect: tx.dialect) {
             let rows = try await tx.query(
                 tx.dialect.keyedLookup(
                     table: "orders", columns: Self.orderStateColumns, scopeColumn: "workspace_id",

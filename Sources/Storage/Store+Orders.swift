@@ -186,7 +186,7 @@ extension Store {
         let timeCols = OrderStatus.allCases.map(\.timeColumn).joined(separator: ", ")
         let columns = 20 + OrderStatus.allCases.count + 3
         var rowsByExternalID: [String: SQLRow] = [:]
-        for chunk in MultiRow.chunks(rows: orders.count, columns: columns) {
+        for chunk in MultiRow.chunks(rows: orders.count, columns: columns, dialect: tx.dialect) {
             var binds: [any SQLBindable] = []
             binds.reserveCapacity(chunk.range.count * columns)
             for i in chunk.range {
@@ -251,7 +251,7 @@ extension Store {
         _ tx: any SQLExecutor, workspaceID: WorkspaceID, _ orders: [(orderID: OrderID, items: [OrderItem])]
     ) async throws {
         let rows = orders.flatMap { o in o.items.enumerated().map { (o.orderID, $0.offset, $0.element) } }
-        for chunk in MultiRow.chunks(rows: rows.count, columns: 9) {
+        for chunk in MultiRow.chunks(rows: rows.count, columns: 9, dialect: tx.dialect) {
             var binds: [any SQLBindable] = []
             binds.reserveCapacity(chunk.range.count * 9)
             for (orderID, position, item) in rows[chunk.range] {
@@ -321,7 +321,7 @@ extension Store {
     )
         async throws -> [DomainEvent]
     {
-        for chunk in MultiRow.chunks(rows: changes.count, columns: 5) {
+        for chunk in MultiRow.chunks(rows: changes.count, columns: 5, dialect: tx.dialect) {
             var binds: [any SQLBindable] = []
             binds.reserveCapacity(chunk.range.count * 5)
             for c in changes[chunk.range] { binds += [workspaceID, c.orderID, c.from?.rawValue, c.to.rawValue, c.at] }

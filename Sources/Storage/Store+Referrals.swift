@@ -424,7 +424,7 @@ extension Store {
     public func recordClicks(_ clicks: [ReferralClick]) async throws {
         let clicks = clicks.sorted { ($0.workspaceID, $0.device, $0.at) < ($1.workspaceID, $1.device, $1.at) }
         try await db.transaction { tx in
-            for (range, marks) in MultiRow.chunks(rows: clicks.count, columns: 6) {
+            for (range, marks) in MultiRow.chunks(rows: clicks.count, columns: 6, dialect: tx.dialect) {
                 var binds: [any SQLBindable] = []
                 binds.reserveCapacity(range.count * 6)
                 for c in clicks[range] { binds += [c.workspaceID, c.advocateID, c.at, c.ipHash, c.uaFamily, c.device] }
@@ -498,7 +498,7 @@ extension Store {
     /// The orders of these events (of those that name an order), by event id, in one statement per 64 events.
     public func placedOrders(_ tx: any SQLExecutor, eventIDs: [Int64]) async throws -> [Int64: PlacedOrder] {
         var orders: [Int64: PlacedOrder] = [:]
-        for chunk in MultiRow.chunks(eventIDs) {
+        for chunk in MultiRow.chunks(eventIDs, dialect: tx.dialect) {
             for r in try await tx.query(
                 """
                 SELECT e.id AS event_id, e.workspace_id, o.id AS order_id, o.coupon_code, o.referral_code,

@@ -54,6 +54,18 @@ import Testing
         #expect(PreparedSQL.name("SELECT $1::text AS probe_b", types: [.text]) != a)
     }
 
+    /// SQLite caches a prepared statement per text, so few shapes; PostgreSQL parses every statement, so fewest.
+    @Test func multiRowStatementsAreCutPerEngine() {
+        #expect(MultiRow.chunkSizes(0, dialect: .sqlite).isEmpty && MultiRow.chunkSizes(0, dialect: .postgres).isEmpty)
+        #expect(MultiRow.chunkSizes(11, dialect: .sqlite) == [8, 2, 1])
+        #expect(MultiRow.chunkSizes(11, dialect: .postgres) == [11])
+        #expect(MultiRow.chunkSizes(150, dialect: .sqlite) == [64, 64, 16, 4, 2])
+        #expect(MultiRow.chunkSizes(150, dialect: .postgres) == [64, 64, 22])
+        #expect(MultiRow.chunks(Array(0..<11), dialect: .postgres).map(\.count) == [11])
+        let marks = MultiRow.chunks(rows: 3, columns: 2, dialect: .sqlite)
+        #expect(marks.map(\.range) == [0..<2, 2..<3] && marks.map(\.marks) == ["(?, ?), (?, ?)", "(?, ?)"])
+    }
+
     /// A multi-row write's NULL cells vary from batch to batch; named, nearly every batch would take a new name
     /// until the registry is full.
     @Test func manyParametersWithANullGoOutUnnamed() {
