@@ -69,15 +69,20 @@ public final class PostgresDatabase: SQLDatabase {
         -> T
     {
         try await client.withConnection { conn in
-            _ = try await PostgresRunner.run(conn, "BEGIN", [], logger, prepared: false)
-            do {
-                let result = try await body(
-                    PostgresTransaction(connection: conn, logger: logger, prepared: prepared))
-                _ = try await PostgresRunner.run(conn, "COMMIT", [], logger, prepared: false)
-                return result
-            } catch {
-                _ = try? await PostgresRunner.run(conn, "ROLLBACK", [], logger, prepared: false)
-                throw error
+            // The body runs on the connection's event loop: each answer is read there, and the body continues with
+            // its next statement on the same thread, instead of a hop to the cooperative pool and back per statement
+            // (docs/decisions/0019-postgres-transactions-on-the-event-loop.md). A body must not block.
+            try await withTaskExecutorPreference(EventLoopTaskExecutor(conn.eventLoop)) {
+                _ = try await PostgresRunner.run(conn, "BEGIN", [], logger, prepared: false)
+                do {
+                    let result = try await body(
+                        PostgresTransaction(connection: conn, logger: logger, prepared: prepared))
+                    _ = try await PostgresRunner.run(conn, "COMMIT", [], logger, prepared: false)
+                    return result
+                } catch {
+                    _ = try? await PostgresRunner.run(conn, "ROLLBACK", [], logger, prepared: false)
+                    throw error
+                }
             }
         }
     }
@@ -332,5 +337,17 @@ enum PreparedSQL {
                 return ([], rows.count)
             }
         }
+    }
+}
+
+/// Runs a task's jobs on one NIO event loop: a transaction's statements then continue on the thread that read the
+/// database's answer, with no hop to the cooperative pool and back per statement. (This swift-nio has no task
+/// executor of its own for an event loop.)
+final class EventLoopTaskExecutor: TaskExecutor, Sendable {
+    let eventLoop: any EventLoop
+    init(_ eventLoop: any EventLoop) { self.eventLoop = eventLoop }
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        eventLoop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
     }
 }

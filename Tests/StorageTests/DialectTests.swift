@@ -17,6 +17,18 @@ import Testing
         #expect(PostgresRunner.numberPlaceholders("INSERT INTO t (a) VALUES (?)") == "INSERT INTO t (a) VALUES ($1)")
     }
 
+    /// SQLite caches a prepared statement per text, so few shapes; PostgreSQL parses every statement, so fewest.
+    @Test func multiRowStatementsAreCutPerEngine() {
+        #expect(MultiRow.chunkSizes(0, dialect: .sqlite).isEmpty && MultiRow.chunkSizes(0, dialect: .postgres).isEmpty)
+        #expect(MultiRow.chunkSizes(11, dialect: .sqlite) == [8, 2, 1])
+        #expect(MultiRow.chunkSizes(11, dialect: .postgres) == [11])
+        #expect(MultiRow.chunkSizes(150, dialect: .sqlite) == [64, 64, 16, 4, 2])
+        #expect(MultiRow.chunkSizes(150, dialect: .postgres) == [64, 64, 22])
+        #expect(MultiRow.chunks(Array(0..<11), dialect: .postgres).map(\.count) == [11])
+        let marks = MultiRow.chunks(rows: 3, columns: 2, dialect: .sqlite)
+        #expect(marks.map(\.range) == [0..<2, 2..<3] && marks.map(\.marks) == ["(?, ?), (?, ?)", "(?, ?)"])
+    }
+
     @Test func onlyPlainSelectsGoToTheReaders() {
         #expect(SQLiteDatabase.isReadOnly("SELECT 1"))
         #expect(SQLiteDatabase.isReadOnly("\n  WITH x AS (SELECT 1) SELECT * FROM x"))
@@ -52,18 +64,6 @@ import Testing
         #expect(PreparedSQL.name("SELECT $1::text AS probe_a", types: [.text]) == a)
         #expect(PreparedSQL.name("SELECT $1::text AS probe_a", types: [.null]) != a)
         #expect(PreparedSQL.name("SELECT $1::text AS probe_b", types: [.text]) != a)
-    }
-
-    /// SQLite caches a prepared statement per text, so few shapes; PostgreSQL parses every statement, so fewest.
-    @Test func multiRowStatementsAreCutPerEngine() {
-        #expect(MultiRow.chunkSizes(0, dialect: .sqlite).isEmpty && MultiRow.chunkSizes(0, dialect: .postgres).isEmpty)
-        #expect(MultiRow.chunkSizes(11, dialect: .sqlite) == [8, 2, 1])
-        #expect(MultiRow.chunkSizes(11, dialect: .postgres) == [11])
-        #expect(MultiRow.chunkSizes(150, dialect: .sqlite) == [64, 64, 16, 4, 2])
-        #expect(MultiRow.chunkSizes(150, dialect: .postgres) == [64, 64, 22])
-        #expect(MultiRow.chunks(Array(0..<11), dialect: .postgres).map(\.count) == [11])
-        let marks = MultiRow.chunks(rows: 3, columns: 2, dialect: .sqlite)
-        #expect(marks.map(\.range) == [0..<2, 2..<3] && marks.map(\.marks) == ["(?, ?), (?, ?)", "(?, ?)"])
     }
 
     /// A multi-row write's NULL cells vary from batch to batch; named, nearly every batch would take a new name
@@ -120,6 +120,31 @@ import Testing
                 await check.close()
                 #expect(version == Migrator.latest)
             }
+        }
+    }
+
+    /// A transaction's body continues on its connection's event loop after each statement (decision 0019), so no
+    /// statement costs a hop to the cooperative pool and back.
+    @Test(.enabled(if: Engine.postgresAdminURL != nil))
+    func aTransactionRunsOnItsConnectionsEventLoop() async throws {
+        try await Engine.postgres.withDatabaseURL { url in
+            let db = try PostgresDatabase(url: url, logger: Engine.logger)
+            do {
+                let onLoop = try await db.transaction { tx in
+                    let conn = try #require(tx as? PostgresTransaction).connection
+                    var answers: [Bool] = [conn.eventLoop.inEventLoop]
+                    for _ in 0..<3 {
+                        _ = try await tx.query("SELECT 1 AS one")
+                        answers.append(conn.eventLoop.inEventLoop)
+                    }
+                    return answers
+                }
+                #expect(onLoop == [true, true, true, true])
+            } catch {
+                await db.close()
+                throw error
+            }
+            await db.close()
         }
     }
 
