@@ -193,14 +193,15 @@ func makeWorker(_ runtime: Runtime) -> JobWorker {
         logger: runtime.logger)
 }
 
-/// `reciprocity serve`: web and workers together, until SIGTERM or SIGINT; then in-flight work finishes.
+/// `reciprocity serve`: web and workers together, until SIGTERM or SIGINT; then in-flight work finishes. The
+/// caller that opened the runtime closes it.
 public func serve(runtime: Runtime) async throws {
     let app = try await buildApplication(runtime: runtime, workers: true)
     try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
-    await runtime.close()
 }
 
-/// `reciprocity worker`: workers and scheduler alone, for scaling jobs apart from web nodes.
+/// `reciprocity worker`: workers and scheduler alone, for scaling jobs apart from web nodes. The caller that opened
+/// the runtime closes it.
 public func runWorkers(runtime: Runtime) async throws {
     if runtime.config.testHooks { try await TestHooks.prepare(runtime.db) }
     let worker = makeWorker(runtime)
@@ -214,7 +215,6 @@ public func runWorkers(runtime: Runtime) async throws {
                         onEnqueue: { worker.wake() })),
             ], gracefulShutdownSignals: [.sigterm, .sigint], logger: runtime.logger))
     try await group.run()
-    await runtime.close()
 }
 
 /// Writes what a capability gathers in memory (lead page views, referral clicks) every `interval`, and once more at

@@ -3,6 +3,7 @@ import GRDB
 import GRDBSQLite
 import Logging
 import Storage
+import Synchronization
 
 /// The embedded engine: one SQLite file in WAL mode through GRDB.
 ///
@@ -14,6 +15,7 @@ public final class SQLiteDatabase: SQLDatabase {
     let writer: SQLiteWriter
     let committer: GroupCommitter
     let checkpointer: WALCheckpointer
+    private let closed = Mutex(false)
     var writerLock: AsyncLock { writer.lock }
 
     public struct Options: Sendable {
@@ -130,7 +132,14 @@ public final class SQLiteDatabase: SQLDatabase {
         _ = try await query("SELECT 1", [])
     }
 
+    /// Closes the connections; a second call does nothing. (A second close used to reach the closed writer's
+    /// connection, a null pointer by then, and `serve` crashed on SIGTERM after closing its runtime twice.)
     public func close() async {
+        let first = closed.withLock { closed in
+            defer { closed = true }
+            return !closed
+        }
+        guard first else { return }
         // The hook first: it points at the checkpointer, which must not be asked again once it is closed.
         try? Self.syncWrite(pool) { db in checkpointer.uninstall(from: db) }
         checkpointer.close()

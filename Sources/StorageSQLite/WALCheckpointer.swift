@@ -58,8 +58,9 @@ final class WALCheckpointer: Sendable {
 
     /// Removes the hook again (before `close`): SQLite's own automatic checkpoint is back.
     func uninstall(from db: Database) {
-        sqlite3_wal_hook(db.sqliteConnection, nil, nil)
-        sqlite3_wal_autocheckpoint(db.sqliteConnection, 1_000)
+        guard let connection = db.sqliteConnection else { return }
+        sqlite3_wal_hook(connection, nil, nil)
+        sqlite3_wal_autocheckpoint(connection, 1_000)
     }
 
     /// Called by SQLite on the writer after each commit, with the WAL's size in pages.

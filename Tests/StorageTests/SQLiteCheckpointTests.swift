@@ -89,4 +89,15 @@ import Testing
         await db.close()
         #expect(rows.first?.int("synchronous") == (setting == "FULL" ? 2 : 1))
     }
+
+    /// A second close does nothing. It used to reach the closed writer's connection (a null pointer by then) and
+    /// crash the process: `serve` closed its runtime twice on SIGTERM.
+    @Test func closingTwiceIsHarmless() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("rcp-close-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let db = try SQLiteDatabase(path: dir.appendingPathComponent("test.sqlite").path)
+        try await db.execute("CREATE TABLE probe (id INTEGER PRIMARY KEY)", [])
+        await db.close()
+        await db.close()
+    }
 }
