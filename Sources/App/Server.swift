@@ -90,15 +90,17 @@ public enum BuiltInJobs {
     static func referralHandlers(_ runtime: Runtime) -> [JobHandler] {
         let service = runtime.referrals.service
         return [
-            // The disposable-domain list is the module's (cached, read outside the job's transaction); the decision
-            // runs inside it.
+            // The disposable-domain list is the module's, cached and re-read from the database every five minutes:
+            // `prepare` refreshes it before the job's transaction, so the read inside finds it fresh and takes no
+            // second connection. The decision runs inside the transaction.
             JobHandler(
                 kind: Store.referralAttributeJob,
                 runMany: { jobs, tx in
                     try await service.attribute(
                         eventIDs: try jobs.map { try field($0, "event_id") }, tx: tx,
                         disposable: await service.currentDisposable())
-                }),
+                }
+            ).preparing { _ = await service.currentDisposable() },
             JobHandler(kind: Store.referralHoldJob) { job, tx in
                 try await service.hold(eventID: try field(job, "event_id"), tx: tx)
             },

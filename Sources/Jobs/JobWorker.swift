@@ -18,6 +18,10 @@ public struct JobHandler: Sendable {
     /// For work that must not hold a transaction open (network I/O such as SMTP): runs first, outside any
     /// transaction; the handler keeps its own effects consistent (e.g. the outbox state machine).
     public var external: (@Sendable (_ job: Job) async throws -> Void)?
+    /// Runs before the transaction of each batch (or single job) of this kind, for what the handler reads through
+    /// the database itself rather than the transaction, such as refreshing a cache: inside, a read through the
+    /// database would take a second connection while the transaction holds one.
+    public var prepare: (@Sendable () async -> Void)?
 
     /// A transactional handler. With `batched` (the default) the worker runs its jobs in batches, `run` for each;
     /// a handler whose run may take long (beside its statements) opts out, since every job of a batch must finish
@@ -43,6 +47,13 @@ public struct JobHandler: Sendable {
         self.kind = kind
         self.run = { job, tx in try await runMany([job], tx) }
         self.runMany = runMany
+    }
+
+    /// This handler with `prepare` run before each of its transactions.
+    public func preparing(_ prepare: @escaping @Sendable () async -> Void) -> JobHandler {
+        var handler = self
+        handler.prepare = prepare
+        return handler
     }
 
     /// A handler whose work runs outside the job's transaction; only the fenced completion is transactional.
@@ -290,6 +301,8 @@ public final class JobWorker: Service, @unchecked Sendable {
         }
         let jobs = Array(batch)
         let started = ContinuousClock.now
+        var prepared: Set<String> = []
+        for job in jobs where prepared.insert(job.kind).inserted { await handlers[job.kind]?.prepare?() }
         do {
             try await store.db.transaction { tx in
                 var start = 0
@@ -333,6 +346,7 @@ public final class JobWorker: Service, @unchecked Sendable {
         let started = ContinuousClock.now
         do {
             if let external = handler.external { try await external(job) }
+            await handler.prepare?()
             let committed = try await store.db.transaction { tx in
                 try await handler.run(job, tx)
                 guard try await self.store.completeJob(tx, job) else { throw LeaseLost() }

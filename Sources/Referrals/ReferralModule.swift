@@ -166,6 +166,8 @@ public final class ClickRecorder: Sendable {
         var waiters = 0
         /// The last flush failed: the database is not taking clicks.
         var failing = false
+        /// Clicks a running flush took from the buffer and has not committed yet.
+        var writing = 0
     }
     private let pending = Mutex(Pending())
     /// One flush at a time, so that a flush returns only once every click recorded before it is written (a second
@@ -242,7 +244,10 @@ public final class ClickRecorder: Sendable {
         }
     }
 
-    public var waiting: Int { pending.withLock { $0.raw.count } }
+    /// Clicks not written yet: in the buffer, or taken by a running flush and not yet committed.
+    public var waiting: Int { pending.withLock { $0.raw.count + $0.writing } }
+    /// Clicks in the buffer, not yet taken by a flush.
+    public var buffered: Int { pending.withLock { $0.raw.count } }
     /// Redirects waiting for room in the buffer.
     public var redirectsWaiting: Int { pending.withLock { $0.waiters } }
 
@@ -257,6 +262,7 @@ public final class ClickRecorder: Sendable {
             let taken = ($0.raw, $0.droppedUnreported)
             $0.raw.removeAll(keepingCapacity: true)
             $0.droppedUnreported = 0
+            $0.writing = taken.0.count
             return taken
         }
         if dropped > 0 {
@@ -274,11 +280,13 @@ public final class ClickRecorder: Sendable {
                 let slice = batch[written..<min(written + clicksPerTransaction, batch.count)]
                 try await store.recordClicks(hashed(slice))
                 written = slice.endIndex
+                pending.withLock { $0.writing = batch.count - written }
             }
             pending.withLock { $0.failing = false }
         } catch {
             pending.withLock {
                 $0.raw = Array(batch[written...]) + $0.raw
+                $0.writing = 0
                 $0.failing = true
             }
             throw error

@@ -273,6 +273,33 @@ import Testing
             ], options: options, random: SeededRandom(seed: 1), logger: Engine.logger, workerID: "w")
     }
 
+    /// A handler's `prepare` runs before each transaction of its jobs, a batch's or a single job's, and outside it:
+    /// there it may read through the database (the referral attribution refreshes its disposable-domain list) without
+    /// taking a second connection while the transaction holds one.
+    @Test(arguments: Engine.available)
+    func prepareRunsBeforeEachTransactionOutsideIt(engine: Engine) async throws {
+        try await engine.withStore { store, shop, _ in
+            let calls = BatchCalls()
+            let handler = JobHandler(kind: "prep") { jobs, _ in await calls.record(jobs.count) }
+                .preparing {
+                    // Outside any transaction: on SQLite a write through the database would wait for the
+                    // transaction it is part of; here it simply runs.
+                    _ = try? await store.db.execute("CREATE TABLE IF NOT EXISTS prepared (n BIGINT)")
+                    _ = try? await store.db.execute("INSERT INTO prepared (n) VALUES (?)", 1)
+                }
+            let worker = JobWorker(
+                store: store, handlers: [handler], random: SeededRandom(seed: 1), logger: Engine.logger, workerID: "w")
+            try await enqueue(store, shop, ["prep", "prep", "prep", "prep"])
+            let jobs = try await store.claimJobs(worker: "w", limit: 10, lease: 60)
+            #expect(jobs.count == 4)
+            await worker.execute(batch: jobs[0..<3])
+            await worker.execute(jobs[3])
+            #expect(await calls.sizes == [3, 1])
+            #expect(try await store.db.scalar("SELECT COUNT(*) FROM prepared") == 2)
+            #expect(try await store.jobCounts(workspaceID: shop.id)[.succeeded] == 4)
+        }
+    }
+
     func enqueue(_ store: Store, _ shop: Workspace, _ kinds: [String], failing: Set<Int> = []) async throws {
         try await store.db.transaction { tx in
             for (i, kind) in kinds.enumerated() {
