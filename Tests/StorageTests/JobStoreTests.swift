@@ -604,7 +604,7 @@ actor BatchCalls {
                 logger: Engine.logger, workerID: "w")
             let run = Task { try await worker.run() }
             try await waitUntil("the worker sleeps out its hour-long poll") { worker.wakeups.isWaiting }
-            try await store.db.transaction { tx in
+            _ = try await store.db.transaction { tx in
                 try await store.enqueue(tx, JobRequest(kind: "ping", workspaceID: shop.id, maxAttempts: 1))
             }
             worker.wake()

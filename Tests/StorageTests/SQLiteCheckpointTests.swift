@@ -96,7 +96,7 @@ import Testing
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("rcp-close-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: dir) }
         let db = try SQLiteDatabase(path: dir.appendingPathComponent("test.sqlite").path)
-        try await db.execute("CREATE TABLE probe (id INTEGER PRIMARY KEY)", [])
+        _ = try await db.execute("CREATE TABLE probe (id INTEGER PRIMARY KEY)", [])
         await db.close()
         await db.close()
     }
