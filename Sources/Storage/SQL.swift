@@ -165,11 +165,13 @@ public enum MultiRow {
         var sizes: [Int] = []
         var left = count
         while left > 0 {
-            var size = min(left, maxRows)
-            if dialect.multiRowShapes == .powersOfTwo {
-                size = 1
-                while size * 2 <= min(left, maxRows) { size *= 2 }
-            }
+            let most = min(left, maxRows)
+            let size =
+                switch dialect.multiRowShapes {
+                case .fewest: most
+                // The largest power of two that fits.
+                case .powersOfTwo: 1 << (Int.bitWidth - 1 - most.leadingZeroBitCount)
+                }
             sizes.append(size)
             left -= size
         }

@@ -13,21 +13,13 @@ import Testing
     static func withDatabase(
         pages: Int32, fallbackPages: Int32, _ body: (SQLiteDatabase) async throws -> Void
     ) async throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("rcp-ckpt-\(UUID().uuidString)")
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let path = dir.appendingPathComponent("test.sqlite").path
         var options = SQLiteDatabase.Options()
         options.checkpointPages = pages
         options.checkpointFallbackPages = fallbackPages
-        let db = try SQLiteDatabase(path: path, options: options)
-        do {
+        try await withTemporarySQLite(options) { db in
             _ = try await db.execute("CREATE TABLE blobs (id INTEGER PRIMARY KEY, data TEXT NOT NULL)", [])
             try await body(db)
-        } catch {
-            await db.close()
-            throw error
         }
-        await db.close()
     }
 
     static func writeRows(_ db: SQLiteDatabase) async throws {
@@ -80,24 +72,37 @@ import Testing
 @Suite struct SQLiteDurability {
     @Test(arguments: ["FULL", "NORMAL"])
     func theWriterUsesTheConfiguredSynchronousSetting(setting: String) async throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("rcp-sync-\(UUID().uuidString)")
-        defer { try? FileManager.default.removeItem(at: dir) }
         var options = SQLiteDatabase.Options()
         options.synchronous = setting
-        let db = try SQLiteDatabase(path: dir.appendingPathComponent("test.sqlite").path, options: options)
-        let rows = try await db.query("PRAGMA synchronous", [])  // not a SELECT: it runs on the writer
-        await db.close()
-        #expect(rows.first?.int("synchronous") == (setting == "FULL" ? 2 : 1))
+        try await withTemporarySQLite(options) { db in
+            let rows = try await db.query("PRAGMA synchronous", [])  // not a SELECT: it runs on the writer
+            #expect(rows.first?.int("synchronous") == (setting == "FULL" ? 2 : 1))
+        }
     }
 
     /// A second close does nothing. It used to reach the closed writer's connection (a null pointer by then) and
     /// crash the process: `serve` closed its runtime twice on SIGTERM.
     @Test func closingTwiceIsHarmless() async throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("rcp-close-\(UUID().uuidString)")
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let db = try SQLiteDatabase(path: dir.appendingPathComponent("test.sqlite").path)
-        _ = try await db.execute("CREATE TABLE probe (id INTEGER PRIMARY KEY)", [])
-        await db.close()
-        await db.close()
+        try await withTemporarySQLite { db in
+            _ = try await db.execute("CREATE TABLE probe (id INTEGER PRIMARY KEY)", [])
+            await db.close()
+            await db.close()
+        }
     }
+}
+
+/// An SQLite database in a directory of its own, closed (again, if the body closed it) and removed afterwards.
+private func withTemporarySQLite(
+    _ options: SQLiteDatabase.Options = SQLiteDatabase.Options(), _ body: (SQLiteDatabase) async throws -> Void
+) async throws {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("rcp-sqlite-\(UUID().uuidString)")
+    defer { try? FileManager.default.removeItem(at: dir) }
+    let db = try SQLiteDatabase(path: dir.appendingPathComponent("test.sqlite").path, options: options)
+    do {
+        try await body(db)
+    } catch {
+        await db.close()
+        throw error
+    }
+    await db.close()
 }
