@@ -112,12 +112,14 @@ public struct DKIMSigner: Sendable {
         let bodyHash = Data(SHA256.hash(data: Self.relaxedBody(message.body))).base64EncodedString()
         var names: [String] = []
         var signedData: [UInt8] = []
+        signedData.reserveCapacity(1024)
         // For each name, the last instance not yet used (§5.4.2); here each signed header appears once.
         for name in signedHeaders {
-            guard let field = message.headers.last(where: { $0.name.lowercased() == name }) else { continue }
+            guard let field = message.headers.last(where: { Self.sameName($0.name, name) }) else { continue }
             names.append(name)
-            signedData += Self.relaxedHeader(field.line)
-            signedData += [13, 10]
+            Self.appendRelaxedHeader(name: field.name, value: field.value, to: &signedData)
+            signedData.append(13)
+            signedData.append(10)
         }
         guard names.contains("from") else {
             throw DomainError.invalid("dkim_no_from", "A DKIM signature must cover the From header.")
@@ -125,19 +127,24 @@ public struct DKIMSigner: Sendable {
         let value =
             "v=1; a=\(key.algorithm.rawValue); c=relaxed/relaxed; d=\(domain); s=\(selector); "
             + "t=\(Int(timestamp.timeIntervalSince1970)); h=\(names.joined(separator: ":")); bh=\(bodyHash); b="
-        let unsigned = HeaderField("DKIM-Signature", value)
-        signedData += Self.relaxedHeader(unsigned.line)
-        let signature = Data(try key.sign(signedData)).base64EncodedData()
+        Self.appendRelaxedHeader(name: "DKIM-Signature", value: value, to: &signedData)
+        let signature = Array(Data(try key.sign(signedData)).base64EncodedData())
         // b= goes at the end, broken into pieces so that the folded header keeps short lines; verifiers ignore
         // whitespace inside b= (§3.5).
         var pieces: [String] = []
         var i = 0
-        let chars = Array(String(decoding: signature, as: UTF8.self))
-        while i < chars.count {
-            pieces.append(String(chars[i..<min(i + 64, chars.count)]))
+        while i < signature.count {
+            pieces.append(String(decoding: signature[i..<min(i + 64, signature.count)], as: UTF8.self))
             i += 64
         }
         return HeaderField("DKIM-Signature", value + pieces.joined(separator: " "))
+    }
+
+    /// ASCII case-insensitive equality of a header name with a lower-case one, without allocating.
+    static func sameName(_ name: String, _ lower: String) -> Bool {
+        guard name.utf8.count == lower.utf8.count else { return false }
+        for (a, b) in zip(name.utf8, lower.utf8) where (a >= 65 && a <= 90 ? a + 32 : a) != b { return false }
+        return true
     }
 
     /// The signed message: the DKIM-Signature header first, then the rest.
@@ -151,60 +158,84 @@ public struct DKIMSigner: Sendable {
     static func relaxedHeader(_ line: String) -> [UInt8] {
         let bytes = Array(line.utf8)
         guard let colon = bytes.firstIndex(of: UInt8(ascii: ":")) else { return bytes }
-        let name = bytes[..<colon].map { $0 >= 65 && $0 <= 90 ? $0 + 32 : $0 }.filter { $0 != 32 && $0 != 9 }
-        var value: [UInt8] = []
+        var out: [UInt8] = []
+        appendRelaxed(name: bytes[..<colon], value: bytes[(colon + 1)...], to: &out)
+        return out
+    }
+
+    /// The relaxed form of the field `HeaderEncoding.fold(name:value:)` writes, straight from its parts: folding
+    /// only turns spaces into CRLF SP, which relaxed canonicalization removes again.
+    static func appendRelaxedHeader(name: String, value: String, to out: inout [UInt8]) {
+        appendRelaxed(name: name.utf8, value: value.utf8, to: &out)
+    }
+
+    /// Name lower-cased without WSP, ":", the value unfolded with WSP runs as one SP and none at either end.
+    private static func appendRelaxed(
+        name: some Sequence<UInt8>, value: some Sequence<UInt8>, to out: inout [UInt8]
+    ) {
+        for b in name where b != 32 && b != 9 { out.append(b >= 65 && b <= 90 ? b + 32 : b) }
+        out.append(UInt8(ascii: ":"))
+        let start = out.count
         var pendingSpace = false
-        for b in bytes[(colon + 1)...] {
+        for b in value {
             if b == 13 || b == 10 { continue }  // unfold
             if b == 32 || b == 9 {
                 pendingSpace = true
                 continue
             }
-            if pendingSpace && !value.isEmpty { value.append(32) }
+            if pendingSpace && out.count > start { out.append(32) }
             pendingSpace = false
-            value.append(b)
+            out.append(b)
         }
-        return name + [UInt8(ascii: ":")] + value
     }
 
     /// Relaxed body canonicalization: whitespace runs to one space, none at line ends, no empty lines at the end.
     /// One pass over the bytes.
     static func relaxedBody(_ body: [UInt8]) -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(body.count)
-        var pendingSpace = false
-        var lineStart = 0  // index in `out` where the current line began
-        var lastContentEnd = 0  // `out.count` after the last non-empty line's CRLF
-        var i = 0
-        let n = body.count
-        while i < n {
-            let b = body[i]
-            if b == 13, i + 1 < n, body[i + 1] == 10 {
-                pendingSpace = false
-                let empty = out.count == lineStart
-                out.append(13)
-                out.append(10)
-                lineStart = out.count
-                if !empty { lastContentEnd = out.count }
-                i += 2
-                continue
+        body.withUnsafeBufferPointer { input in
+            let n = input.count
+            // Never longer than the input plus a CRLF for a last line without one.
+            return [UInt8](unsafeUninitializedCapacity: n + 2) { out, count in
+                var o = 0
+                var pendingSpace = false
+                var lineStart = 0  // index in `out` where the current line began
+                var lastContentEnd = 0  // `o` after the last non-empty line's CRLF
+                var i = 0
+                while i < n {
+                    let b = input[i]
+                    if b == 13, i + 1 < n, input[i + 1] == 10 {
+                        pendingSpace = false
+                        let empty = o == lineStart
+                        out[o] = 13
+                        out[o + 1] = 10
+                        o += 2
+                        lineStart = o
+                        if !empty { lastContentEnd = o }
+                        i += 2
+                        continue
+                    }
+                    if b == 32 || b == 9 {
+                        pendingSpace = true
+                    } else {
+                        if pendingSpace {
+                            out[o] = 32
+                            o += 1
+                        }
+                        pendingSpace = false
+                        out[o] = b
+                        o += 1
+                    }
+                    i += 1
+                }
+                if o > lineStart {
+                    // A last line without CRLF gets one.
+                    out[o] = 13
+                    out[o + 1] = 10
+                    o += 2
+                    lastContentEnd = o
+                }
+                count = lastContentEnd
             }
-            if b == 32 || b == 9 {
-                pendingSpace = true
-            } else {
-                if pendingSpace { out.append(32) }
-                pendingSpace = false
-                out.append(b)
-            }
-            i += 1
         }
-        if out.count > lineStart {
-            // A last line without CRLF gets one.
-            out.append(13)
-            out.append(10)
-            lastContentEnd = out.count
-        }
-        out.removeLast(out.count - lastContentEnd)
-        return out
     }
 }

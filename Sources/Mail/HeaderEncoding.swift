@@ -43,14 +43,19 @@ public enum HeaderEncoding {
         let budget = 75 - prefix.count - 2
         var chunks: [[UInt8]] = []
         var current: [UInt8] = []
-        func encodedLength(_ b: [UInt8]) -> Int { useQ ? qEncode(b).count : (b.count + 2) / 3 * 4 }
+        // The encoded length of `current`, kept as characters are added (Q: 1 or 3 per byte; B: 4 per 3 bytes).
+        var qLength = 0
         for ch in text {
             let chBytes = Array(String(ch).utf8)
-            if !current.isEmpty && encodedLength(current + chBytes) > budget {
+            let chQ = chBytes.reduce(0) { $0 + (qLiteral($1) ? 1 : 3) }
+            let next = useQ ? qLength + chQ : (current.count + chBytes.count + 2) / 3 * 4
+            if !current.isEmpty && next > budget {
                 chunks.append(current)
                 current = []
+                qLength = 0
             }
             current += chBytes
+            qLength += chQ
         }
         if !current.isEmpty { chunks.append(current) }
         return chunks.map { prefix + (useQ ? qEncode($0) : Data($0).base64EncodedString()) + "?=" }
@@ -60,41 +65,81 @@ public enum HeaderEncoding {
 
     private static func qEncode(_ bytes: [UInt8]) -> String {
         var out: [UInt8] = []
-        out.reserveCapacity(bytes.count * 2)
+        out.reserveCapacity(bytes.count * 3)
         for b in bytes {
-            switch b {
-            case 0x20: out.append(UInt8(ascii: "_"))
-            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
-                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "!"), UInt8(ascii: "*"), UInt8(ascii: "+"),
-                UInt8(ascii: "-"), UInt8(ascii: "/"):
+            if b == 0x20 {
+                out.append(UInt8(ascii: "_"))
+            } else if qLiteral(b) {
                 out.append(b)
-            default: out += [UInt8(ascii: "="), upperHex[Int(b >> 4)], upperHex[Int(b & 0xF)]]
+            } else {
+                out += [UInt8(ascii: "="), upperHex[Int(b >> 4)], upperHex[Int(b & 0xF)]]
             }
         }
         return String(decoding: out, as: UTF8.self)
     }
 
+    /// Whether Q encoding writes the byte as one character (a space becomes `_`).
+    private static func qLiteral(_ b: UInt8) -> Bool {
+        switch b {
+        case 0x20, UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+            UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "!"), UInt8(ascii: "*"), UInt8(ascii: "+"),
+            UInt8(ascii: "-"), UInt8(ascii: "/"):
+            true
+        default: false
+        }
+    }
+
     /// `Name: value` folded at whitespace so lines stay within 78 characters where possible, joined by CRLF SP.
     /// The result has no trailing CRLF.
     public static func fold(name: String, value: String, limit: Int = 78) -> String {
-        var out: [UInt8] = Array(name.utf8)
-        out.reserveCapacity(out.count + value.utf8.count + 16)
-        out.append(UInt8(ascii: ":"))
-        var lineLength = out.count
-        var first = true
-        for token in value.utf8.split(separator: 32, omittingEmptySubsequences: true) {
-            if !first && lineLength + 1 + token.count > limit {
-                out += [13, 10, 32]
-                lineLength = 1
-            } else {
-                out.append(32)
-                lineLength += 1
+        var name = name
+        var value = value
+        return name.withUTF8 { n in
+            value.withUTF8 { v in
+                // Each separating space becomes at most CRLF SP: three bytes for every byte of the value is enough.
+                String(unsafeUninitializedCapacity: n.count + 1 + v.count * 3) { out in
+                    var o = 0
+                    for b in n {
+                        out[o] = b
+                        o += 1
+                    }
+                    out[o] = UInt8(ascii: ":")
+                    o += 1
+                    var lineLength = o
+                    var first = true
+                    var i = 0
+                    let count = v.count
+                    while i < count {
+                        if v[i] == 32 {
+                            i += 1
+                            continue
+                        }
+                        var j = i + 1
+                        while j < count && v[j] != 32 { j += 1 }
+                        let length = j - i
+                        if !first && lineLength + 1 + length > limit {
+                            out[o] = 13
+                            out[o + 1] = 10
+                            out[o + 2] = 32
+                            o += 3
+                            lineLength = 1
+                        } else {
+                            out[o] = 32
+                            o += 1
+                            lineLength += 1
+                        }
+                        for k in i..<j {
+                            out[o] = v[k]
+                            o += 1
+                        }
+                        lineLength += length
+                        first = false
+                        i = j
+                    }
+                    return o
+                }
             }
-            out += token
-            lineLength += token.count
-            first = false
         }
-        return String(decoding: out, as: UTF8.self)
     }
 
     /// Decodes RFC 2047 encoded words (UTF-8, Q or B) for display; whitespace between adjacent words is dropped.

@@ -113,13 +113,15 @@ public struct RenderedMessage: Sendable, Equatable {
 
     public var bytes: [UInt8] {
         var out: [UInt8] = []
-        out.reserveCapacity(body.count + headers.count * 80 + 2)
+        out.reserveCapacity(body.count + headers.count * 100 + 2)
         for h in headers {
-            out += Array(h.line.utf8)
-            out += [13, 10]
+            out.append(contentsOf: h.line.utf8)
+            out.append(13)
+            out.append(10)
         }
-        out += [13, 10]
-        out += body
+        out.append(13)
+        out.append(10)
+        out.append(contentsOf: body)
         return out
     }
 }
@@ -166,15 +168,24 @@ indirect enum MIMEPart {
                 ], TransferEncoding.base64.encode(a.data)
             )
         case .multipart(let subtype, let boundary, let parts):
-            var out: [UInt8] = Array("This is a multi-part message in MIME format.\r\n".utf8)
-            for part in parts {
-                out += Array("\r\n--\(boundary)\r\n".utf8)
-                let (h, b) = part.encoded()
-                for field in h { out += Array((field.line + "\r\n").utf8) }
-                out += [13, 10]
-                out += b
+            let encodedParts = parts.map { $0.encoded() }
+            var out: [UInt8] = []
+            out.reserveCapacity(encodedParts.reduce(128) { $0 + $1.1.count + $1.0.count * 80 + boundary.utf8.count })
+            out.append(contentsOf: "This is a multi-part message in MIME format.\r\n".utf8)
+            for (h, b) in encodedParts {
+                out.append(contentsOf: "\r\n--".utf8)
+                out.append(contentsOf: boundary.utf8)
+                out.append(contentsOf: "\r\n".utf8)
+                for field in h {
+                    out.append(contentsOf: field.line.utf8)
+                    out.append(contentsOf: "\r\n".utf8)
+                }
+                out.append(contentsOf: "\r\n".utf8)
+                out.append(contentsOf: b)
             }
-            out += Array("\r\n--\(boundary)--\r\n".utf8)
+            out.append(contentsOf: "\r\n--".utf8)
+            out.append(contentsOf: boundary.utf8)
+            out.append(contentsOf: "--\r\n".utf8)
             return ([HeaderField("Content-Type", "multipart/\(subtype); boundary=\"\(boundary)\"")], out)
         }
     }
@@ -188,7 +199,10 @@ public enum TransferEncoding: String, Sendable {
 
     public static func choose(for bytes: [UInt8]) -> TransferEncoding {
         guard !bytes.isEmpty else { return .quotedPrintable }
-        let high = bytes.reduce(0) { $0 + ($1 >= 0x80 || ($1 < 0x20 && $1 != 10 && $1 != 13 && $1 != 9) ? 1 : 0) }
+        var high = 0
+        bytes.withUnsafeBufferPointer { buffer in
+            for b in buffer where b >= 0x80 || (b < 0x20 && b != 10 && b != 13 && b != 9) { high += 1 }
+        }
         return high * 3 > bytes.count ? .base64 : .quotedPrintable
     }
 
@@ -217,44 +231,63 @@ public enum QuotedPrintable {
     private static let hex = Array("0123456789ABCDEF".utf8)
 
     public static func encode(_ bytes: [UInt8]) -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(bytes.count + bytes.count / 8 + 8)
-        var lineLength = 0
-        var i = 0
-        let n = bytes.count
-        while i < n {
-            let b = bytes[i]
-            if b == 13, i + 1 < n, bytes[i + 1] == 10 {
-                out.append(13)
-                out.append(10)
-                lineLength = 0
-                i += 2
-                continue
+        // Into a buffer sized for the worst case (every byte "=XX", a soft break every 25 of them, a final CRLF):
+        // one pass, no growth and no per-byte bounds checks.
+        bytes.withUnsafeBufferPointer { input in
+            let n = input.count
+            let hex = Self.hex
+            return [UInt8](unsafeUninitializedCapacity: n * 4 + 4) { out, count in
+                var o = 0
+                var lineLength = 0
+                var i = 0
+                while i < n {
+                    let b = input[i]
+                    // Most bytes: printable, not "=", and room on the line.
+                    if b >= 33 && b <= 126 && b != 61 && lineLength < 75 {
+                        out[o] = b
+                        o += 1
+                        lineLength += 1
+                        i += 1
+                        continue
+                    }
+                    if b == 13, i + 1 < n, input[i + 1] == 10 {
+                        out[o] = 13
+                        out[o + 1] = 10
+                        o += 2
+                        lineLength = 0
+                        i += 2
+                        continue
+                    }
+                    let atLineEnd = i + 1 == n || input[i + 1] == 13
+                    let literal = (b >= 33 && b <= 126 && b != 61) || ((b == 32 || b == 9) && !atLineEnd)
+                    let width = literal ? 1 : 3
+                    if lineLength + width > 75 {
+                        out[o] = 61  // "=" soft line break
+                        out[o + 1] = 13
+                        out[o + 2] = 10
+                        o += 3
+                        lineLength = 0
+                    }
+                    if literal {
+                        out[o] = b
+                        o += 1
+                    } else {
+                        out[o] = 61
+                        out[o + 1] = hex[Int(b >> 4)]
+                        out[o + 2] = hex[Int(b & 0xF)]
+                        o += 3
+                    }
+                    lineLength += width
+                    i += 1
+                }
+                if o < 2 || out[o - 2] != 13 || out[o - 1] != 10 {
+                    out[o] = 13
+                    out[o + 1] = 10
+                    o += 2
+                }
+                count = o
             }
-            let atLineEnd = i + 1 == n || bytes[i + 1] == 13
-            let literal = (b >= 33 && b <= 126 && b != 61) || ((b == 32 || b == 9) && !atLineEnd)
-            let width = literal ? 1 : 3
-            if lineLength + width > 75 {
-                out.append(61)  // "=" soft line break
-                out.append(13)
-                out.append(10)
-                lineLength = 0
-            }
-            if literal {
-                out.append(b)
-            } else {
-                out.append(61)
-                out.append(hex[Int(b >> 4)])
-                out.append(hex[Int(b & 0xF)])
-            }
-            lineLength += width
-            i += 1
         }
-        if out.count < 2 || out[out.count - 2] != 13 || out[out.count - 1] != 10 {
-            out.append(13)
-            out.append(10)
-        }
-        return out
     }
 }
 
@@ -262,22 +295,61 @@ enum TextEncoding {
     /// The UTF-8 bytes with CRLF everywhere: bare LF and bare CR become CRLF. (On bytes: Foundation's
     /// `replacingOccurrences` was a third of the cost of composing a mail.)
     static func crlf(_ s: String) -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(s.utf8.count + s.utf8.count / 32)
-        var previousCR = false
-        for b in s.utf8 {
-            if b == 10 {
-                if !previousCR { out.append(13) }
-                out.append(10)
-                previousCR = false
-            } else {
-                if previousCR { out.append(10) }
-                out.append(b)
-                previousCR = b == 13
+        var s = s
+        return s.withUTF8 { input in
+            let n = input.count
+            // At most two bytes out for every byte in.
+            return [UInt8](unsafeUninitializedCapacity: n * 2 + 1) { out, count in
+                guard let base = input.baseAddress, let target = out.baseAddress else {
+                    count = 0
+                    return
+                }
+                var o = 0
+                if memchr(base, 13, n) == nil {
+                    // No CR at all (templates): copy the runs between LFs, each LF becoming CRLF.
+                    var i = 0
+                    while i < n {
+                        let found = memchr(base + i, 10, n - i)
+                        let end = found.map { UnsafePointer($0.assumingMemoryBound(to: UInt8.self)) - base } ?? n
+                        (target + o).update(from: base + i, count: end - i)
+                        o += end - i
+                        if end < n {
+                            target[o] = 13
+                            target[o + 1] = 10
+                            o += 2
+                        }
+                        i = end + 1
+                    }
+                    count = o
+                    return
+                }
+                var previousCR = false
+                for b in input {
+                    if b == 10 {
+                        if !previousCR {
+                            out[o] = 13
+                            o += 1
+                        }
+                        out[o] = 10
+                        o += 1
+                        previousCR = false
+                    } else {
+                        if previousCR {
+                            out[o] = 10
+                            o += 1
+                        }
+                        out[o] = b
+                        o += 1
+                        previousCR = b == 13
+                    }
+                }
+                if previousCR {
+                    out[o] = 10
+                    o += 1
+                }
+                count = o
             }
         }
-        if previousCR { out.append(10) }
-        return out
     }
 }
 
@@ -293,16 +365,21 @@ enum Hex {
 
 /// RFC 5322 §3.3 date-time, always in UTC ("+0000"), independent of the process locale.
 public enum RFC5322Date {
-    private static let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+    private static let weekdays = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
     private static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
     public static func format(_ date: Date) -> String {
-        var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = TimeZone(identifier: "UTC")!
-        let c = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second, .weekday], from: date)
-        func two(_ n: Int?) -> String { n.map { $0 < 10 ? "0\($0)" : "\($0)" } ?? "00" }
-        return "\(days[(c.weekday ?? 1) - 1]), \(c.day ?? 1) \(months[(c.month ?? 1) - 1]) \(c.year ?? 1970) "
-            + "\(two(c.hour)):\(two(c.minute)):\(two(c.second)) +0000"
+        // `CivilDate`, not a Calendar (which cost more than the rest of the header block). Seconds are floored,
+        // as Calendar does.
+        let seconds = Int((date.timeIntervalSince1970).rounded(.down))
+        let (days, secondOfDay) = seconds.quotientAndRemainder(dividingBy: 86_400)
+        let day = secondOfDay < 0 ? days - 1 : days
+        let second = secondOfDay < 0 ? secondOfDay + 86_400 : secondOfDay
+        let weekday = ((day + 4) % 7 + 7) % 7  // 1970-01-01 was a Thursday; 0 = Sunday
+        let (year, month, dayOfMonth) = CivilDate.from(daysSince1970: Int64(day))
+        func two(_ n: Int) -> String { n < 10 ? "0\(n)" : "\(n)" }
+        return "\(weekdays[weekday]), \(dayOfMonth) \(months[Int(month) - 1]) \(year) "
+            + "\(two(second / 3600)):\(two(second / 60 % 60)):\(two(second % 60)) +0000"
     }
 }
 

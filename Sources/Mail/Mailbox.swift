@@ -20,16 +20,26 @@ public struct Mailbox: Sendable, Equatable, CustomStringConvertible {
         if let displayName, displayName.unicodeScalars.contains(where: Self.isControl) {
             throw .invalid("mail_header_injection", "The display name contains a line break or control character.")
         }
-        let email = try EmailAddress(address)
+        try self.init(try EmailAddress(address), displayName: displayName)
+    }
+
+    /// From an address already validated (`EmailAddress` refuses control characters): only the domain's IDNA
+    /// form and the display name are left to check.
+    public init(_ email: EmailAddress, displayName: String? = nil) throws(DomainError) {
+        if let displayName, displayName.unicodeScalars.contains(where: Self.isControl) {
+            throw .invalid("mail_header_injection", "The display name contains a line break or control character.")
+        }
         let raw = email.raw
-        guard let at = raw.lastIndex(of: "@") else { throw .invalid("email_invalid", "'\(raw)' is not an address.") }
+        guard let at = raw.utf8.lastIndex(of: UInt8(ascii: "@")) else {
+            throw .invalid("email_invalid", "'\(raw)' is not an address.")
+        }
         let local = String(raw[..<at])
         guard let ascii = IDNA.toASCII(String(raw[raw.index(after: at)...])) else {
             throw .invalid("email_domain_invalid", "The domain of '\(raw)' cannot be encoded for DNS (IDNA).")
         }
         localPart = local
         domain = ascii
-        let trimmed = displayName?.trimmingCharacters(in: .whitespaces) ?? ""
+        let trimmed = displayName.map(Self.trimmingBlanks) ?? ""
         if trimmed.isEmpty {
             self.displayName = nil
         } else if trimmed.count > Self.maxDisplayNameCharacters {
@@ -37,6 +47,14 @@ public struct Mailbox: Sendable, Equatable, CustomStringConvertible {
         } else {
             self.displayName = trimmed
         }
+    }
+
+    /// `trimmingCharacters(in: .whitespaces)`, without Foundation's cost when there is nothing to trim.
+    static func trimmingBlanks(_ s: String) -> String {
+        guard let first = s.unicodeScalars.first, let last = s.unicodeScalars.last else { return s }
+        let blank = CharacterSet.whitespaces
+        guard blank.contains(first) || blank.contains(last) else { return s }
+        return s.trimmingCharacters(in: .whitespaces)
     }
 
     /// `local@domain`, with the domain in ASCII.

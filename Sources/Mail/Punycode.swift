@@ -5,6 +5,20 @@ public enum IDNA {
     /// The ASCII form of a domain: each non-ASCII label lower-cased and Punycode-encoded with the `xn--` prefix.
     /// Returns nil when a label cannot be encoded or the result breaks DNS length limits.
     public static func toASCII(_ domain: String) -> String? {
+        if domain.utf8.allSatisfy({ $0 < 0x80 }) {
+            // ASCII already: lower-cased, with the same length rules as below.
+            let lower = domain.lowercased()
+            var length = 0
+            for b in lower.utf8 {
+                if b == UInt8(ascii: ".") {
+                    guard (1...63).contains(length) else { return nil }
+                    length = 0
+                } else {
+                    length += 1
+                }
+            }
+            return (1...63).contains(length) && lower.utf8.count <= 253 ? lower : nil
+        }
         var labels: [String] = []
         for label in domain.split(separator: ".", omittingEmptySubsequences: false) {
             let lower = label.lowercased()

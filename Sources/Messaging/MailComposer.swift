@@ -98,40 +98,60 @@ public struct MailComposer: Sendable {
         for (k, v) in values { model[k] = v }
         let marketing = kind.mailClass == .marketing
 
-        let subject = try Self.render(template.subject, model, text: true)
-            .replacingOccurrences(of: "\n", with: " ").trimmingCharacters(in: .whitespaces)
-        let textContent = try Self.render(template.text, model, text: true)
-        let htmlContent = try Self.render(template.html, model, text: false)
+        // Typed once for the compiled templates (nil: a value they do not cover, so swift-mustache renders).
+        let value = MailValue.dictionary(model)
+        let subject = Self.oneLine(try Self.render(template.subject, model, value, text: true))
+        let textContent = try Self.render(template.text, model, value, text: true)
+        let htmlContent = try Self.render(template.html, model, value, text: false)
+        let footer = Self.footer(variant: variant, workspace: workspace, recipient: recipient)
         var layoutModel = model
         layoutModel["subject"] = subject
         layoutModel["locale"] = locale
         layoutModel["marketing"] = marketing
-        layoutModel["footer"] = Self.footer(variant: variant, workspace: workspace, recipient: recipient)
+        layoutModel["footer"] = footer
         layoutModel["content"] = htmlContent
-        let html = catalog.htmlLayout.render(layoutModel)
+        var layoutValue = value
+        layoutValue?["subject"] = .string(subject)
+        layoutValue?["locale"] = .string(locale)
+        layoutValue?["marketing"] = .bool(marketing)
+        if let typed = MailValue(footer) { layoutValue?["footer"] = typed } else { layoutValue = nil }
+        layoutValue?["content"] = .string(htmlContent)
+        let html = catalog.htmlLayout.render(layoutModel, layoutValue)
         layoutModel["content"] = textContent
-        let text = catalog.textLayout.render(layoutModel)
+        layoutValue?["content"] = .string(textContent)
+        let text = catalog.textLayout.render(layoutModel, layoutValue)
 
+        let from = try Mailbox(workspace.senderEmail, displayName: workspace.senderName)
         var headers: [HeaderField] = []
         if marketing {
             // RFC 8058: an https URI (POST = one click) and a mailto. Both covered by the DKIM signature.
             // To the bounce domain's mailbox (the one `bounces import` reads), never to the shop's inbox.
-            let sender = try Mailbox(workspace.senderEmail)
-            let mailto = "mailto:bounce+unsubscribe@\(sender.domain)?subject=unsubscribe%20\(unsubscribeToken)"
+            let mailto = "mailto:bounce+unsubscribe@\(from.domain)?subject=unsubscribe%20\(unsubscribeToken)"
             headers.append(HeaderField("List-Unsubscribe", "<\(links["unsubscribe"]!)>, <\(mailto)>"))
             headers.append(HeaderField("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
         }
         let message = MailMessage(
-            from: try Mailbox(workspace.senderEmail, displayName: workspace.senderName),
-            to: [try Mailbox(recipient.email.raw, displayName: recipient.displayName)],
+            from: from, to: [try Mailbox(recipient.email, displayName: recipient.displayName)],
             subject: subject, text: text, html: html, messageID: id, date: date, extraHeaders: headers)
         return ComposedMail(
             message: message, rendered: try message.render(), subject: subject, text: text, html: html)
     }
 
-    static func render(_ source: String, _ model: [String: Any], text: Bool) throws -> String {
-        try ParsedTemplates.shared.template((text ? "{{% CONTENT_TYPE: TEXT}}" : MailHTML.pragma) + source).render(
-            model)
+    /// A rendered subject on one line: newlines as spaces, no blanks at either end.
+    static func oneLine(_ s: String) -> String {
+        guard s.utf8.contains(10) || s.utf8.first.map(isBlank) == true || s.utf8.last.map(isBlank) == true else {
+            return s
+        }
+        return s.replacingOccurrences(of: "\n", with: " ").trimmingCharacters(in: .whitespaces)
+    }
+
+    private static func isBlank(_ b: UInt8) -> Bool { b == 32 || b == 9 || b >= 0x80 }
+
+    static func render(_ source: String, _ model: [String: Any], _ value: [String: MailValue]?, text: Bool) throws
+        -> String
+    {
+        try ParsedTemplates.shared.template((text ? MailTextPragma.pragma : MailHTML.pragma) + source).render(
+            model, value)
     }
 
     static func common(
@@ -219,16 +239,36 @@ public struct MailComposer: Sendable {
     }
 }
 
+/// A template parsed by swift-mustache and, where it can be, compiled (`MailTemplateProgram`): sending renders the
+/// compiled form, swift-mustache renders what it does not cover.
+struct MailTemplateRenderer: Sendable {
+    let mustache: MustacheTemplate
+    let program: MailTemplateProgram?
+
+    init(_ source: String) throws {
+        mustache = try MustacheTemplate(string: source)
+        program = MailTemplateProgram.compile(source)
+    }
+
+    /// Off in tests that compare the compiled rendering with swift-mustache's.
+    @TaskLocal static var compiled = true
+
+    func render(_ model: [String: Any], _ value: [String: MailValue]?) -> String {
+        if Self.compiled, let program, let value, let out = program.render(.dictionary(value)) { return out }
+        return mustache.render(model)
+    }
+}
+
 /// Parsed templates by source text, so a mail sent ten thousand times is parsed once. Bounded: cleared when full
 /// (edited templates make new sources).
 final class ParsedTemplates: @unchecked Sendable {
     static let shared = ParsedTemplates()
     private let lock = NSLock()
-    private var cache: [String: MustacheTemplate] = [:]
+    private var cache: [String: MailTemplateRenderer] = [:]
 
-    func template(_ source: String) throws -> MustacheTemplate {
+    func template(_ source: String) throws -> MailTemplateRenderer {
         if let hit = lock.withLock({ cache[source] }) { return hit }
-        let parsed = try MustacheTemplate(string: source)
+        let parsed = try MailTemplateRenderer(source)
         lock.withLock {
             if cache.count >= 512 { cache.removeAll(keepingCapacity: true) }
             cache[source] = parsed
@@ -237,11 +277,17 @@ final class ParsedTemplates: @unchecked Sendable {
     }
 }
 
+/// Plain text for mail templates: no escaping.
+enum MailTextPragma {
+    static let pragma = "{{% CONTENT_TYPE: TEXT}}"
+}
+
 /// HTML escaping for mail templates: `HTMLText.escape`, on UTF-8 bytes.
 struct MailHTML: MustacheContentType {
+    static let name = "MAILHTML"
     static let pragma: String = {
-        MustacheContentTypes.register(MailHTML(), named: "MAILHTML")
-        return "{{% CONTENT_TYPE: MAILHTML}}"
+        MustacheContentTypes.register(MailHTML(), named: name)
+        return "{{% CONTENT_TYPE: \(name)}}"
     }()
 
     func escapeText(_ text: String) -> String { HTMLText.escape(text) }

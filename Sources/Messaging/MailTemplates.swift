@@ -43,8 +43,8 @@ public struct MailTemplate: Sendable, Equatable {
 /// The shipped templates and layouts, loaded once from the bundle; and the rules an edited template must meet.
 public struct MailTemplateCatalog: Sendable {
     public let builtIn: [String: MailTemplate]
-    let htmlLayout: MustacheTemplate
-    let textLayout: MustacheTemplate
+    let htmlLayout: MailTemplateRenderer
+    let textLayout: MailTemplateRenderer
 
     public static func load() throws -> MailTemplateCatalog {
         guard let dir = Bundle.module.url(forResource: "MailTemplates", withExtension: nil) else {
@@ -62,8 +62,8 @@ public struct MailTemplateCatalog: Sendable {
         }
         return MailTemplateCatalog(
             builtIn: builtIn,
-            htmlLayout: try MustacheTemplate(string: MailHTML.pragma + (try read("layout.html.mustache"))),
-            textLayout: try MustacheTemplate(string: "{{% CONTENT_TYPE: TEXT}}" + (try read("layout.text.mustache"))))
+            htmlLayout: try MailTemplateRenderer(MailHTML.pragma + (try read("layout.html.mustache"))),
+            textLayout: try MailTemplateRenderer(MailTextPragma.pragma + (try read("layout.text.mustache"))))
     }
 
     public func builtIn(_ kind: MessageKind, variant: String) -> MailTemplate {

@@ -1,3 +1,4 @@
+import Foundation
 import ReciprocityCore
 
 /// A server reply: the three-digit code and its text lines.
@@ -79,16 +80,36 @@ public struct SMTPEnvelope: Sendable {
 /// Dot-stuffing (RFC 5321 §4.5.2) and the end-of-data marker.
 public enum DotStuffing {
     public static func stuff(_ data: [UInt8]) -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(data.count + 64)
-        var atLineStart = true
-        for b in data {
-            if atLineStart && b == UInt8(ascii: ".") { out.append(UInt8(ascii: ".")) }
-            out.append(b)
-            atLineStart = b == 10
+        data.withUnsafeBufferPointer { input in
+            let n = input.count
+            // Worst case: every byte a dot at a line start, plus CRLF and the final dot line.
+            return [UInt8](unsafeUninitializedCapacity: n * 2 + 5) { out, count in
+                var o = 0
+                if let base = input.baseAddress, let target = out.baseAddress {
+                    // Line by line: copy up to and including each LF, doubling a dot that starts a line.
+                    var i = 0
+                    while i < n {
+                        if base[i] == UInt8(ascii: ".") {
+                            target[o] = UInt8(ascii: ".")
+                            o += 1
+                        }
+                        let found = memchr(base + i, 10, n - i)
+                        let end = found.map { UnsafePointer($0.assumingMemoryBound(to: UInt8.self)) - base + 1 } ?? n
+                        (target + o).update(from: base + i, count: end - i)
+                        o += end - i
+                        i = end
+                    }
+                }
+                if o < 2 || out[o - 2] != 13 || out[o - 1] != 10 {
+                    out[o] = 13
+                    out[o + 1] = 10
+                    o += 2
+                }
+                out[o] = UInt8(ascii: ".")
+                out[o + 1] = 13
+                out[o + 2] = 10
+                count = o + 3
+            }
         }
-        if out.count < 2 || out[out.count - 2] != 13 || out[out.count - 1] != 10 { out += [13, 10] }
-        out += [UInt8(ascii: "."), 13, 10]
-        return out
     }
 }

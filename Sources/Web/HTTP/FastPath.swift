@@ -5,6 +5,7 @@ import Metrics
 import NIOCore
 import NIOHTTP1
 import NIOHTTPTypes
+import ReciprocityCore
 
 /// GET routes answered on the connection's event loop, before Hummingbird's router, when memory alone has the answer
 /// (docs/decisions/0011-event-loop-routes.md).
@@ -284,16 +285,8 @@ enum HTTPDate {
     static func format(epochSeconds: Int64) -> String {
         let days = epochSeconds >= 0 ? epochSeconds / 86_400 : (epochSeconds - 86_399) / 86_400
         let seconds = Int(epochSeconds - days * 86_400)
-        // Days to civil date (Howard Hinnant's algorithm), 1970-01-01 being day 0, a Thursday.
-        let z = days + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
-        let doe = z - era * 146_097
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-        let mp = (5 * doy + 2) / 153
-        let day = Int(doy - (153 * mp + 2) / 5 + 1)
-        let month = Int(mp < 10 ? mp + 3 : mp - 9)
-        let year = Int(yoe + era * 400 + (month <= 2 ? 1 : 0))
+        let (y, m, d) = CivilDate.from(daysSince1970: days)
+        let (year, month, day) = (Int(y), Int(m), Int(d))
         let weekday = Int(((days % 7) + 11) % 7)  // 0 = Sunday
         let weekdays = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
         let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
