@@ -87,39 +87,30 @@ public struct MailComposer: Sendable {
             purpose: "preferences",
             fields: [String(workspace.id), emailHash, recipient.contactID.map(String.init) ?? ""])
         // Empty values are left out: a Mustache section over "" would still render (and show an empty link).
-        var links: [String: Any] = [
-            "unsubscribe": baseURL + "/u/" + unsubscribeToken,
-            "preferences": baseURL + "/p/" + preferencesToken,
+        var links: [String: MailValue] = [
+            "unsubscribe": .string(baseURL + "/u/" + unsubscribeToken),
+            "preferences": .string(baseURL + "/p/" + preferencesToken),
         ]
-        if !workspace.imprintURL.isEmpty { links["imprint"] = workspace.imprintURL }
-        if !workspace.privacyURL.isEmpty { links["privacy"] = workspace.privacyURL }
-        var model = Self.common(
-            workspace: workspace, settings: settings, recipient: recipient, variant: variant, links: links)
-        for (k, v) in values { model[k] = v }
+        if !workspace.imprintURL.isEmpty { links["imprint"] = .string(workspace.imprintURL) }
+        if !workspace.privacyURL.isEmpty { links["privacy"] = .string(workspace.privacyURL) }
         let marketing = kind.mailClass == .marketing
-
-        // Typed once for the compiled templates (nil: a value they do not cover, so swift-mustache renders).
-        let value = MailValue.dictionary(model)
-        let subject = Self.oneLine(try Self.render(template.subject, model, value, text: true))
-        let textContent = try Self.render(template.text, model, value, text: true)
-        let htmlContent = try Self.render(template.html, model, value, text: false)
         let footer = Self.footer(variant: variant, workspace: workspace, recipient: recipient)
-        var layoutModel = model
-        layoutModel["subject"] = subject
-        layoutModel["locale"] = locale
-        layoutModel["marketing"] = marketing
-        layoutModel["footer"] = footer
-        layoutModel["content"] = htmlContent
-        var layoutValue = value
-        layoutValue?["subject"] = .string(subject)
-        layoutValue?["locale"] = .string(locale)
-        layoutValue?["marketing"] = .bool(marketing)
-        if let typed = MailValue(footer) { layoutValue?["footer"] = typed } else { layoutValue = nil }
-        layoutValue?["content"] = .string(htmlContent)
-        let html = catalog.htmlLayout.render(layoutModel, layoutValue)
-        layoutModel["content"] = textContent
-        layoutValue?["content"] = .string(textContent)
-        let text = catalog.textLayout.render(layoutModel, layoutValue)
+        var model = MailModel(
+            typed: Self.common(
+                workspace: workspace, settings: settings, recipient: recipient, variant: variant, links: links),
+            values: values)
+
+        let subject = Self.oneLine(try Self.render(template.subject, model, text: true))
+        let textContent = try Self.render(template.text, model, text: true)
+        let htmlContent = try Self.render(template.html, model, text: false)
+        model.set("subject", .string(subject))
+        model.set("locale", .string(locale))
+        model.set("marketing", .bool(marketing))
+        model.set("footer", .dictionary(footer.mapValues(MailValue.string)))
+        model.set("content", .string(htmlContent))
+        let html = catalog.htmlLayout.render(model)
+        model.set("content", .string(textContent))
+        let text = catalog.textLayout.render(model)
 
         let from = try Mailbox(workspace.senderEmail, displayName: workspace.senderName)
         var headers: [HeaderField] = []
@@ -127,7 +118,7 @@ public struct MailComposer: Sendable {
             // RFC 8058: an https URI (POST = one click) and a mailto. Both covered by the DKIM signature.
             // To the bounce domain's mailbox (the one `bounces import` reads), never to the shop's inbox.
             let mailto = "mailto:bounce+unsubscribe@\(from.domain)?subject=unsubscribe%20\(unsubscribeToken)"
-            headers.append(HeaderField("List-Unsubscribe", "<\(links["unsubscribe"]!)>, <\(mailto)>"))
+            headers.append(HeaderField("List-Unsubscribe", "<\(baseURL)/u/\(unsubscribeToken)>, <\(mailto)>"))
             headers.append(HeaderField("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
         }
         let message = MailMessage(
@@ -147,27 +138,25 @@ public struct MailComposer: Sendable {
 
     private static func isBlank(_ b: UInt8) -> Bool { b == 32 || b == 9 || b >= 0x80 }
 
-    static func render(_ source: String, _ model: [String: Any], _ value: [String: MailValue]?, text: Bool) throws
-        -> String
-    {
-        try ParsedTemplates.shared.template((text ? MailTextPragma.pragma : MailHTML.pragma) + source).render(
-            model, value)
+    static func render(_ source: String, _ model: MailModel, text: Bool) throws -> String {
+        try ParsedTemplates.shared.template((text ? MailTextPragma.pragma : MailHTML.pragma) + source).render(model)
     }
 
     static func common(
         workspace: Workspace, settings: MailSettings, recipient: MailRecipient, variant: String,
-        links: [String: Any]
-    ) -> [String: Any] {
-        [
-            "workspace": ["name": workspace.name],
-            "contact": [
-                "first_name": recipient.firstName ?? "", "last_name": recipient.lastName ?? "",
-                "name": recipient.displayName ?? "", "email": recipient.email.raw,
-            ],
-            "salutation": salutation(variant: variant, recipient: recipient),
-            "brand": settings.logoURL.isEmpty
-                ? ["color": settings.brandColor] : ["color": settings.brandColor, "logo_url": settings.logoURL],
-            "links": links,
+        links: [String: MailValue]
+    ) -> [String: MailValue] {
+        var brand: [String: MailValue] = ["color": .string(settings.brandColor)]
+        if !settings.logoURL.isEmpty { brand["logo_url"] = .string(settings.logoURL) }
+        return [
+            "workspace": .dictionary(["name": .string(workspace.name)]),
+            "contact": .dictionary([
+                "first_name": .string(recipient.firstName ?? ""), "last_name": .string(recipient.lastName ?? ""),
+                "name": .string(recipient.displayName ?? ""), "email": .string(recipient.email.raw),
+            ]),
+            "salutation": .string(salutation(variant: variant, recipient: recipient)),
+            "brand": .dictionary(brand),
+            "links": .dictionary(links),
         ]
     }
 
@@ -185,9 +174,12 @@ public struct MailComposer: Sendable {
             recipient: sampleRecipient,
             variant: locale == "en" ? "en" : "de",
             links: [
-                "unsubscribe": "https://shop.example/u/sample", "preferences": "https://shop.example/p/sample",
-                "imprint": "https://shop.example/impressum", "privacy": "https://shop.example/datenschutz",
-            ])
+                "unsubscribe": .string("https://shop.example/u/sample"),
+                "preferences": .string("https://shop.example/p/sample"),
+                "imprint": .string("https://shop.example/impressum"),
+                "privacy": .string("https://shop.example/datenschutz"),
+            ]
+        ).mapValues(\.any)
         for (k, v) in MailSamples.model(kind, locale: locale) { m[k] = v }
         return m
     }
@@ -206,7 +198,7 @@ public struct MailComposer: Sendable {
         }
     }
 
-    static func footer(variant: String, workspace: Workspace, recipient: MailRecipient) -> [String: Any] {
+    static func footer(variant: String, workspace: Workspace, recipient: MailRecipient) -> [String: String] {
         switch variant {
         case "en":
             return [
@@ -253,9 +245,39 @@ struct MailTemplateRenderer: Sendable {
     /// Off in tests that compare the compiled rendering with swift-mustache's.
     @TaskLocal static var compiled = true
 
-    func render(_ model: [String: Any], _ value: [String: MailValue]?) -> String {
-        if Self.compiled, let program, let value, let out = program.render(.dictionary(value)) { return out }
-        return mustache.render(model)
+    func render(_ model: MailModel) -> String {
+        if Self.compiled, let program, let typed = model.typed, let out = program.render(.dictionary(typed)) {
+            return out
+        }
+        return mustache.render(model.untyped)
+    }
+}
+
+/// A mail's model: typed for the compiled templates, and as `[String: Any]` for swift-mustache, built only when it
+/// renders. Values the compiled form does not cover (a caller's `Double`, say) leave only the untyped model.
+struct MailModel {
+    private var common: [String: MailValue]
+    private var values: [String: Any]
+    /// `common` with the caller's values over it; nil when a value is of a kind the compiled form does not cover.
+    private(set) var typed: [String: MailValue]?
+
+    init(typed common: [String: MailValue], values: [String: Any]) {
+        self.common = common
+        self.values = values
+        typed = MailValue.dictionary(values).map { common.merging($0) { _, value in value } }
+    }
+
+    /// Layout entries (subject, content…), added after the parts are rendered; they win over a caller's value.
+    mutating func set(_ key: String, _ value: MailValue) {
+        common[key] = value
+        values[key] = nil
+        typed?[key] = value
+    }
+
+    var untyped: [String: Any] {
+        var model = common.mapValues(\.any)
+        for (k, v) in values { model[k] = v }
+        return model
     }
 }
 

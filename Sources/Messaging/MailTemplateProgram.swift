@@ -183,6 +183,17 @@ enum MailValue: Sendable {
         return out
     }
 
+    /// The untyped form swift-mustache renders.
+    var any: Any {
+        switch self {
+        case .string(let s): s
+        case .bool(let b): b
+        case .int(let i): i
+        case .dictionary(let d): d.mapValues(\.any)
+        case .list(let l): l.map(\.any)
+        }
+    }
+
     /// swift-mustache finds children only in dictionaries (Mirror finds none in strings, numbers and arrays).
     func child(_ name: String) -> MailValue? {
         if case .dictionary(let d) = self { return d[name] }

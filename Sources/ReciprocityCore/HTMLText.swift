@@ -5,7 +5,7 @@ import Foundation
 /// also faster (it was a seventh of the cost of composing a mail).
 public enum HTMLText {
     public static func escape(_ text: String) -> String {
-        guard text.utf8.contains(where: isSpecial) else { return text }
+        guard needsEscaping(text) else { return text }
         var out: [UInt8] = []
         out.reserveCapacity(text.utf8.count + 16)
         for b in text.utf8 {
@@ -36,6 +36,19 @@ public enum HTMLText {
             }
         }
         return out
+    }
+
+    /// Whether any byte is one of the five, scanned over contiguous UTF-8 (mail values are kilobytes long).
+    static func needsEscaping(_ text: String) -> Bool {
+        var text = text
+        return text.withUTF8 { bytes in
+            var found = false
+            for b in bytes where isSpecial(b) {
+                found = true
+                break
+            }
+            return found
+        }
     }
 
     static func isSpecial(_ b: UInt8) -> Bool {

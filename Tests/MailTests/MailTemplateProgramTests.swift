@@ -79,9 +79,9 @@ import Testing
             let source = pragma + body
             // What swift-mustache refuses is never compiled: the renderer parses with it first.
             guard let renderer = try? MailTemplateRenderer(source) else { continue }
-            let compiled = renderer.render(Self.model, MailValue.dictionary(Self.model))
+            let compiled = renderer.render(MailModel(typed: [:], values: Self.model))
             let reference = MailTemplateRenderer.$compiled.withValue(false) {
-                renderer.render(Self.model, MailValue.dictionary(Self.model))
+                renderer.render(MailModel(typed: [:], values: Self.model))
             }
             #expect(compiled == reference, "\(body.debugDescription)")
         }
@@ -123,9 +123,9 @@ import Testing
             for pragma in [MailTextPragma.pragma, MailHTML.pragma] {
                 guard let renderer = try? MailTemplateRenderer(pragma + body) else { continue }
                 if renderer.program != nil { compiledCount += 1 }
-                let compiled = renderer.render(Self.model, MailValue.dictionary(Self.model))
+                let compiled = renderer.render(MailModel(typed: [:], values: Self.model))
                 let reference = MailTemplateRenderer.$compiled.withValue(false) {
-                    renderer.render(Self.model, MailValue.dictionary(Self.model))
+                    renderer.render(MailModel(typed: [:], values: Self.model))
                 }
                 #expect(compiled == reference, "\(body.debugDescription)")
             }
@@ -143,7 +143,7 @@ import Testing
         let program = try #require(MailTemplateProgram.compile(source))
         #expect(MailValue.dictionary(["d": 1.5]) == nil)
         #expect(program.render(.dictionary(["d": .list([])])) == nil)
-        #expect(try MailTemplateRenderer(source).render(["d": 1.5], nil) == "1.5")
+        #expect(try MailTemplateRenderer(source).render(MailModel(typed: [:], values: ["d": 1.5])) == "1.5")
     }
 }
 
