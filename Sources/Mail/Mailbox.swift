@@ -39,7 +39,7 @@ public struct Mailbox: Sendable, Equatable, CustomStringConvertible {
         }
         localPart = local
         domain = ascii
-        let trimmed = displayName.map(Self.trimmingBlanks) ?? ""
+        let trimmed = displayName?.trimming(.whitespaces) ?? ""
         if trimmed.isEmpty {
             self.displayName = nil
         } else if trimmed.count > Self.maxDisplayNameCharacters {
@@ -47,14 +47,6 @@ public struct Mailbox: Sendable, Equatable, CustomStringConvertible {
         } else {
             self.displayName = trimmed
         }
-    }
-
-    /// `trimmingCharacters(in: .whitespaces)`, without Foundation's cost when there is nothing to trim.
-    static func trimmingBlanks(_ s: String) -> String {
-        guard let first = s.unicodeScalars.first, let last = s.unicodeScalars.last else { return s }
-        let blank = CharacterSet.whitespaces
-        guard blank.contains(first) || blank.contains(last) else { return s }
-        return s.trimmingCharacters(in: .whitespaces)
     }
 
     /// `local@domain`, with the domain in ASCII.

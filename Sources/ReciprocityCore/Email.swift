@@ -22,7 +22,9 @@ public struct EmailAddress: Sendable, Hashable, Codable, CustomStringConvertible
         guard parts.count == 2, let local = parts.first, let domain = parts.last, !local.isEmpty, local.utf8.count <= 64
         else { throw .invalid("email_invalid", "'\(trimmed)' is not a valid email address.", field: field) }
         guard local.unicodeScalars.allSatisfy({ Self.allowed($0, Self.localAllowed, Self.localASCII) }),
-            !local.hasPrefix("."), !local.hasSuffix("."), !local.contains("..")
+            !local.hasPrefix("."), !local.hasSuffix("."),
+            // On bytes: `contains("..")` goes through Foundation's `range(of:)`.
+            !zip(local.utf8, local.utf8.dropFirst()).contains(where: { $0 == 46 && $1 == 46 })
         else { throw .invalid("email_invalid", "'\(trimmed)' is not a valid email address.", field: field) }
         let labels = domain.split(separator: ".", omittingEmptySubsequences: false)
         guard labels.count >= 2,

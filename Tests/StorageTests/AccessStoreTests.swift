@@ -44,13 +44,16 @@ import Testing
             let (key, _) = try await APIKeys.issue(
                 store: store, random: SeededRandom(seed: 3), workspaceID: shop.id, name: "shop", scope: .write,
                 actor: "t")
+            let cachedAt = ContinuousClock.now
             let first = try #require(try await store.apiKey(prefix: key.prefix))
             try await store.recordUse(of: first.key)
             // The recorded use is in the cached key too, so the next requests do not write it again.
             #expect(try await store.apiKey(prefix: key.prefix)?.key.lastUseIsDue(at: clock.now()) == false)
             // Another node revokes it: not seen at once (the cache answers)...
             try await store.db.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", clock.now(), key.id)
-            #expect(try await store.apiKey(prefix: key.prefix)?.key.revokedAt == nil)
+            let cached = try await store.apiKey(prefix: key.prefix)?.key.revokedAt == nil
+            // (unless a loaded machine took the cache's whole second to get here: a full run once took 46 s here)
+            if ContinuousClock.now - cachedAt < .milliseconds(800) { #expect(cached) }
             // ...but within the second.
             try await Task.sleep(for: .milliseconds(1_100))
             #expect(try await store.apiKey(prefix: key.prefix)?.key.revokedAt != nil)
