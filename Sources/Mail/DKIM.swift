@@ -166,6 +166,11 @@ public struct DKIMSigner: Sendable {
     /// The relaxed form of the field `HeaderEncoding.fold(name:value:)` writes, straight from its parts: folding
     /// only turns spaces into CRLF SP, which relaxed canonicalization removes again.
     static func appendRelaxedHeader(name: String, value: String, to out: inout [UInt8]) {
+        // A name with a colon (no header of ours has one) splits where the folded line's first colon is.
+        guard !name.utf8.contains(UInt8(ascii: ":")) else {
+            out += relaxedHeader(HeaderEncoding.fold(name: name, value: value))
+            return
+        }
         appendRelaxed(name: name.utf8, value: value.utf8, to: &out)
     }
 

@@ -311,7 +311,7 @@ enum TextEncoding {
                     while i < n {
                         let found = memchr(base + i, 10, n - i)
                         let end = found.map { UnsafePointer($0.assumingMemoryBound(to: UInt8.self)) - base } ?? n
-                        (target + o).update(from: base + i, count: end - i)
+                        (target + o).initialize(from: base + i, count: end - i)
                         o += end - i
                         if end < n {
                             target[o] = 13
@@ -370,8 +370,11 @@ public enum RFC5322Date {
 
     public static func format(_ date: Date) -> String {
         // `CivilDate`, not a Calendar (which cost more than the rest of the header block). Seconds are floored,
-        // as Calendar does.
-        let seconds = Int((date.timeIntervalSince1970).rounded(.down))
+        // as Calendar does. Outside 1583...9999 (Calendar's Gregorian turns Julian before 1582) it stays with
+        // Calendar.
+        let t = date.timeIntervalSince1970
+        guard t.isFinite, t >= -12_212_553_600, t < 253_402_300_800 else { return calendarFormat(date) }
+        let seconds = Int(t.rounded(.down))
         let (days, secondOfDay) = seconds.quotientAndRemainder(dividingBy: 86_400)
         let day = secondOfDay < 0 ? days - 1 : days
         let second = secondOfDay < 0 ? secondOfDay + 86_400 : secondOfDay
@@ -380,6 +383,15 @@ public enum RFC5322Date {
         func two(_ n: Int) -> String { n < 10 ? "0\(n)" : "\(n)" }
         return "\(weekdays[weekday]), \(dayOfMonth) \(months[Int(month) - 1]) \(year) "
             + "\(two(second / 3600)):\(two(second / 60 % 60)):\(two(second % 60)) +0000"
+    }
+
+    static func calendarFormat(_ date: Date) -> String {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        let c = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second, .weekday], from: date)
+        func two(_ n: Int?) -> String { n.map { $0 < 10 ? "0\($0)" : "\($0)" } ?? "00" }
+        return "\(weekdays[(c.weekday ?? 1) - 1]), \(c.day ?? 1) \(months[(c.month ?? 1) - 1]) \(c.year ?? 1970) "
+            + "\(two(c.hour)):\(two(c.minute)):\(two(c.second)) +0000"
     }
 }
 

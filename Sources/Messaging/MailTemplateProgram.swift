@@ -149,8 +149,11 @@ enum MailValue: Sendable {
     case dictionary([String: MailValue])
     case list([MailValue])
 
-    /// nil for anything else (the renderer then leaves the mail to swift-mustache).
+    /// nil for anything else (the renderer then leaves the mail to swift-mustache). Casts here must not see more
+    /// than swift-mustache does: Foundation objects (an `NSNumber` would cast to `Bool`), dictionaries whose keys
+    /// are not `String` and nested optionals are left to it.
     init?(_ any: Any) {
+        guard Self.isPlain(any) else { return nil }
         if let s = any as? String {
             self = .string(s)
         } else if let b = any as? Bool {
@@ -171,6 +174,15 @@ enum MailValue: Sendable {
         } else {
             return nil
         }
+    }
+
+    /// A value of one of the Swift types swift-mustache handles as this type does: `String`, `Bool`, `Int`,
+    /// `Dictionary<String, _>` or `Array`, by its dynamic type rather than by what a cast would bridge. (Not `is
+    /// NSObject` to spot Foundation objects: on Linux that says yes to a plain `String`.)
+    private static func isPlain(_ any: Any) -> Bool {
+        let type = Swift.type(of: any)
+        return type == String.self || type == Bool.self || type == Int.self || any is any StringKeyedDictionary
+            || any is any PlainArray
     }
 
     static func dictionary(_ d: [String: Any]) -> [String: MailValue]? {
@@ -200,6 +212,11 @@ enum MailValue: Sendable {
         return nil
     }
 }
+
+private protocol StringKeyedDictionary {}
+extension Dictionary: StringKeyedDictionary where Key == String {}
+private protocol PlainArray {}
+extension Array: PlainArray {}
 
 /// swift-mustache 2.1's parser (`Template+Parser.swift`) for the tags mails use, over the same Characters.
 private struct Parser {

@@ -95,7 +95,7 @@ public enum DotStuffing {
                         }
                         let found = memchr(base + i, 10, n - i)
                         let end = found.map { UnsafePointer($0.assumingMemoryBound(to: UInt8.self)) - base + 1 } ?? n
-                        (target + o).update(from: base + i, count: end - i)
+                        (target + o).initialize(from: base + i, count: end - i)
                         o += end - i
                         i = end
                     }

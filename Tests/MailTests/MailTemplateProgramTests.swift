@@ -133,6 +133,33 @@ import Testing
         #expect(compiledCount > 600, "most generated templates take the compiled path (\(compiledCount))")
     }
 
+    /// The compiled form takes what swift-mustache sees the same way, and leaves it everything a cast could bridge
+    /// into something else (an `NSNumber` is a `Bool` to `as?`, and prints as a number in swift-mustache).
+    @Test func valuesAreTypedOnlyWhereSwiftMustacheAgrees() throws {
+        #expect(MailValue("x") != nil)
+        #expect(MailValue(true) != nil)
+        #expect(MailValue(3) != nil)
+        #expect(MailValue(["a": ["b": "c"]] as [String: Any]) != nil)
+        #expect(MailValue(["k": "v"] as [String: String]) != nil)
+        #expect(MailValue([["a": 1]] as [[String: Any]]) != nil)
+        #expect(MailValue(["a", "b"]) != nil)
+        #expect(MailValue(NSNumber(value: 1)) == nil)
+        #expect(MailValue(NSString(string: "x")) == nil)
+        #expect(MailValue(["k": "v"] as [AnyHashable: Any]) == nil)
+        #expect(MailValue(NSDictionary(dictionary: ["k": "v"])) == nil)
+        #expect(MailValue(Optional("x") as Any) == nil)
+        #expect(MailValue(Optional(Optional("x")) as Any) == nil)
+        #expect(MailValue(1.5) == nil)
+        #expect(MailValue(["ok": "x", "bad": NSNumber(value: 0)] as [String: Any]) == nil)
+        // The sample models of every kind take the compiled path.
+        for kind in MessageKind.allCases {
+            #expect(MailValue.dictionary(MailSamples.model(kind, locale: "de")) != nil, "\(kind.rawValue)")
+        }
+        let source = MailTextPragma.pragma + "{{n}}"
+        let renderer = try MailTemplateRenderer(source)
+        #expect(renderer.render(MailModel(typed: [:], values: ["n": NSNumber(value: 1)])) == "1")
+    }
+
     @Test func whatItDoesNotCoverIsLeftToSwiftMustache() throws {
         // Default HTML escaping (no pragma), partials and transforms are not compiled.
         for source in ["{{x}}", MailHTML.pragma + "{{> part}}", MailHTML.pragma + "{{uppercased(x)}}"] {
