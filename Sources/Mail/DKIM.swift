@@ -171,7 +171,8 @@ public struct DKIMSigner: Sendable {
             out += relaxedHeader(HeaderEncoding.fold(name: name, value: value))
             return
         }
-        appendRelaxed(name: name.utf8, value: value.utf8, to: &out)
+        out.reserveCapacity(out.count + name.utf8.count + value.utf8.count + 3)
+        appendRelaxed(name: name, value: value, to: &out)
     }
 
     /// Name lower-cased without WSP, ":", the value unfolded with WSP runs as one SP and none at either end.
@@ -194,6 +195,13 @@ public struct DKIMSigner: Sendable {
         }
     }
 
+    /// `appendRelaxed` over contiguous UTF-8 (the String views' iterators were most of its cost).
+    private static func appendRelaxed(name: String, value: String, to out: inout [UInt8]) {
+        var name = name
+        var value = value
+        name.withUTF8 { n in value.withUTF8 { v in appendRelaxed(name: n, value: v, to: &out) } }
+    }
+
     /// Relaxed body canonicalization: whitespace runs to one space, none at line ends, no empty lines at the end.
     /// One pass over the bytes.
     static func relaxedBody(_ body: [UInt8]) -> [UInt8] {
@@ -206,7 +214,25 @@ public struct DKIMSigner: Sendable {
                 var lineStart = 0  // index in `out` where the current line began
                 var lastContentEnd = 0  // `o` after the last non-empty line's CRLF
                 var i = 0
+                let src = input.baseAddress
+                let dst = out.baseAddress
                 while i < n {
+                    // Eight bytes at a time while they need nothing: no CR, LF or tab, no two spaces in a row,
+                    // none pending and none last (a space there may end the line). (SWAR on a UInt64: Swift's
+                    // SIMD types made this loop four times slower than byte by byte.)
+                    if let src, let dst, !pendingSpace, i + 9 <= n, src[i + 7] != 32 {
+                        let v = UnsafeRawPointer(src + i).loadUnaligned(as: UInt64.self)
+                        let next = UnsafeRawPointer(src + i + 1).loadUnaligned(as: UInt64.self)
+                        let special =
+                            SWAR.equal(v, 13) | SWAR.equal(v, 10) | SWAR.equal(v, 9)
+                            | (SWAR.equal(v, 32) & SWAR.equal(next, 32))
+                        if special == 0 {
+                            UnsafeMutableRawPointer(dst + o).storeBytes(of: v, as: UInt64.self)
+                            o += 8
+                            i += 8
+                            continue
+                        }
+                    }
                     let b = input[i]
                     if b == 13, i + 1 < n, input[i + 1] == 10 {
                         pendingSpace = false

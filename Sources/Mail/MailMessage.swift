@@ -201,7 +201,19 @@ public enum TransferEncoding: String, Sendable {
         guard !bytes.isEmpty else { return .quotedPrintable }
         var high = 0
         bytes.withUnsafeBufferPointer { buffer in
-            for b in buffer where b >= 0x80 || (b < 0x20 && b != 10 && b != 13 && b != 9) { high += 1 }
+            var i = 0
+            if let base = buffer.baseAddress {
+                // Eight at a time (SWAR): the non-ASCII bytes' high bits, and the control bytes but tab, LF, CR.
+                while i + 8 <= buffer.count {
+                    let v = UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self)
+                    let control =
+                        SWAR.zero(v & 0xE0E0_E0E0_E0E0_E0E0)
+                        & ~(SWAR.equal(v, 9) | SWAR.equal(v, 10) | SWAR.equal(v, 13))
+                    high += ((v & 0x8080_8080_8080_8080) | control).nonzeroBitCount
+                    i += 8
+                }
+            }
+            for b in buffer[i...] where b >= 0x80 || (b < 0x20 && b != 10 && b != 13 && b != 9) { high += 1 }
         }
         return high * 3 > bytes.count ? .base64 : .quotedPrintable
     }
@@ -350,6 +362,19 @@ enum TextEncoding {
                 count = o
             }
         }
+    }
+}
+
+/// Byte tests on eight bytes at once in a `UInt64` (exact per byte: the high bit of each byte that matches).
+enum SWAR {
+    private static let low7: UInt64 = 0x7F7F_7F7F_7F7F_7F7F
+
+    /// 0x80 in every byte of `v` that is zero.
+    @inline(__always) static func zero(_ v: UInt64) -> UInt64 { ~(((v & low7) &+ low7) | v | low7) }
+
+    /// 0x80 in every byte of `v` that equals `byte`.
+    @inline(__always) static func equal(_ v: UInt64, _ byte: UInt8) -> UInt64 {
+        zero(v ^ (UInt64(byte) &* 0x0101_0101_0101_0101))
     }
 }
 

@@ -13,6 +13,7 @@ import Testing
         let alphabet: [[UInt8]] = [
             [13], [10], [13, 10], [32], [9], [46], [61], [0], [127], Array("ü".utf8), Array("a".utf8),
             Array("Grüße aus der Rösterei.".utf8), [UInt8](repeating: 120, count: 90), [46, 46], [32, 32, 32],
+            Array("Καλημέρα κόσμε".utf8), Array("word word  word\tword ".utf8),
         ]
         var out: [[UInt8]] = [[], [46], [13], [10], [32], [13, 10, 13, 10]]
         for _ in 0..<count {
@@ -26,6 +27,7 @@ import Testing
     @Test func quotedPrintableAndCRLFMatchTheirOracles() {
         for bytes in Self.samples(count: 400, seed: 1) {
             #expect(QuotedPrintable.encode(bytes) == Oracle.quotedPrintable(bytes), "\(bytes)")
+            #expect(TransferEncoding.choose(for: bytes) == Oracle.choose(bytes), "\(bytes)")
             let text = String(decoding: bytes, as: UTF8.self)
             #expect(TextEncoding.crlf(text) == Oracle.crlf(text), "\(bytes)")
         }
@@ -97,6 +99,12 @@ enum Oracle {
         }
         if out.count < 2 || out[out.count - 2] != 13 || out[out.count - 1] != 10 { out += [13, 10] }
         return out
+    }
+
+    static func choose(_ bytes: [UInt8]) -> TransferEncoding {
+        guard !bytes.isEmpty else { return .quotedPrintable }
+        let high = bytes.reduce(0) { $0 + ($1 >= 0x80 || ($1 < 0x20 && $1 != 10 && $1 != 13 && $1 != 9) ? 1 : 0) }
+        return high * 3 > bytes.count ? .base64 : .quotedPrintable
     }
 
     static func crlf(_ s: String) -> [UInt8] {
