@@ -16,9 +16,13 @@ public actor SMTPPool {
     private var waiters: [CheckedContinuation<Void, Never>] = []
     private var closed = false
 
-    public init(
-        config: SMTPConfiguration, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger
-    ) throws {
+    /// SMTP's own event loops: a quarter of the cores, at least one. Sessions spend little time on their loop
+    /// (composing and signing run in the sending task), and a loop of their own keeps them off the HTTP server's
+    /// loops. On two cores one loop sent 5% more mails per second than NIO's shared two, four loops 18% fewer:
+    /// every extra thread is another one to switch to (decision 0020).
+    public static let sharedGroup = MultiThreadedEventLoopGroup(numberOfThreads: max(1, System.coreCount / 4))
+
+    public init(config: SMTPConfiguration, group: any EventLoopGroup = SMTPPool.sharedGroup, logger: Logger) throws {
         self.config = config
         self.group = group
         self.logger = logger
