@@ -3,18 +3,26 @@ import Logging
 import NIOCore
 import NIOPosix
 import NIOSSL
+import Synchronization
 
 /// A pool of reused SMTP sessions to one relay. At most `poolSize` are open; a caller waits for a free one.
 /// A session is closed after `maxMessagesPerConnection` messages, or when it broke.
-public actor SMTPPool {
+///
+/// A lock, not an actor: taking and returning a session are a few instructions, and an actor made every send hop
+/// onto it and, when the reply came, hop back before the session could be returned.
+public final class SMTPPool: Sendable {
     public let config: SMTPConfiguration
     let sslContext: NIOSSLContext?
     let group: any EventLoopGroup
     let logger: Logger
-    private var idle: [SMTPConnection] = []
-    private var open = 0
-    private var waiters: [CheckedContinuation<Void, Never>] = []
-    private var closed = false
+
+    private struct State {
+        var idle: [SMTPConnection] = []
+        var open = 0
+        var waiters: [CheckedContinuation<Void, Never>] = []
+        var closed = false
+    }
+    private let state = Mutex(State())
 
     /// SMTP's own event loops: a quarter of the cores, at least one. Sessions spend little time on their loop
     /// (composing and signing run in the sending task), and a loop of their own keeps them off the HTTP server's
@@ -67,52 +75,88 @@ public actor SMTPPool {
         }
     }
 
+    private enum Step {
+        case use(SMTPConnection, reused: Bool)
+        case connect
+        case wait
+        case closed
+    }
+
     private func acquire() async throws -> (SMTPConnection, Bool) {
         while true {
-            if closed { throw SMTPError.connection(phase: "pool", reason: "the pool is shut down") }
-            while let c = idle.popLast() {
-                if c.isUsable { return (c, true) }
-                open -= 1
-                c.close()
+            var dead: [SMTPConnection] = []
+            let step: Step = state.withLock { s in
+                if s.closed { return .closed }
+                while let c = s.idle.popLast() {
+                    if c.isUsable { return .use(c, reused: true) }
+                    s.open -= 1
+                    dead.append(c)
+                }
+                if s.open < config.poolSize {
+                    s.open += 1
+                    return .connect
+                }
+                return .wait
             }
-            if open < config.poolSize {
-                open += 1
+            for c in dead { c.close() }
+            switch step {
+            case .use(let c, let reused):
+                return (c, reused)
+            case .closed:
+                throw SMTPError.connection(phase: "pool", reason: "the pool is shut down")
+            case .connect:
                 do {
                     let c = try await SMTPConnection.connect(
                         config, sslContext: sslContext, group: group, logger: logger)
                     return (c, false)
                 } catch {
-                    open -= 1
+                    state.withLock { $0.open -= 1 }
                     wakeOne()
                     throw error
                 }
+            case .wait:
+                // Checked again under the lock: a session returned since the look above must not be missed.
+                await withCheckedContinuation { continuation in
+                    let now = state.withLock { s in
+                        if s.closed || !s.idle.isEmpty || s.open < config.poolSize { return true }
+                        s.waiters.append(continuation)
+                        return false
+                    }
+                    if now { continuation.resume() }
+                }
             }
-            await withCheckedContinuation { waiters.append($0) }
         }
     }
 
     private func release(_ connection: SMTPConnection) {
-        if connection.isUsable && connection.messagesSent < config.maxMessagesPerConnection && !closed {
-            idle.append(connection)
-        } else {
-            open -= 1
-            Task { await connection.quit() }
+        let keep = state.withLock { s in
+            if connection.isUsable && connection.messagesSent < config.maxMessagesPerConnection && !s.closed {
+                s.idle.append(connection)
+                return true
+            }
+            s.open -= 1
+            return false
         }
+        if !keep { Task { await connection.quit() } }
         wakeOne()
     }
 
     private func wakeOne() {
-        if !waiters.isEmpty { waiters.removeFirst().resume() }
+        let waiter = state.withLock { s in s.waiters.isEmpty ? nil : s.waiters.removeFirst() }
+        waiter?.resume()
     }
 
     /// QUITs every idle session and refuses new sends.
     public func shutdown() async {
-        closed = true
-        let all = idle
-        idle.removeAll()
-        open -= all.count
+        let (all, waiters) = state.withLock { s in
+            s.closed = true
+            let taken = (s.idle, s.waiters)
+            s.open -= s.idle.count
+            s.idle.removeAll()
+            s.waiters.removeAll()
+            return taken
+        }
         for c in all { await c.quit() }
         for w in waiters { w.resume() }
-        waiters.removeAll()
     }
 }
