@@ -326,7 +326,9 @@ import Testing
         do {
             try await body()
         } catch {
+            // Stopped before the store closes: a worker left running hit the closed database (SQLite "misuse").
             run.cancel()
+            _ = try? await run.value
             throw error
         }
         run.cancel()
@@ -456,7 +458,9 @@ import Testing
                 store, calls: BatchCalls(), options: options(lanes: 1, batchSize: 2, poll: .seconds(3600)))
             try await enqueue(store, shop, Array(repeating: "effect", count: 20))
             try await whileRunning(worker) {
-                try await waitUntil("every job is done") { await succeeded(store, shop) == 20 }
+                // Twenty fenced commits in a row, each an fsync on SQLite: on a disk busy writing back a build, 20 s
+                // did not always suffice (this waits for a count, it does not time anything).
+                try await waitUntil("every job is done", timeout: .seconds(90)) { await succeeded(store, shop) == 20 }
             }
             // Ten batches of two, and the claim that finds the queue empty; two claims per batch would be 21.
             #expect(worker.claimRounds <= 13)
