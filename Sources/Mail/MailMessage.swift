@@ -390,33 +390,29 @@ enum Hex {
 
 /// RFC 5322 §3.3 date-time, always in UTC ("+0000"), independent of the process locale.
 public enum RFC5322Date {
-    private static let weekdays = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
-    private static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-
     public static func format(_ date: Date) -> String {
         // `CivilDate`, not a Calendar (which cost more than the rest of the header block). Seconds are floored,
         // as Calendar does. Outside 1583...9999 (Calendar's Gregorian turns Julian before 1582) it stays with
         // Calendar.
         let t = date.timeIntervalSince1970
         guard t.isFinite, t >= -12_212_553_600, t < 253_402_300_800 else { return calendarFormat(date) }
-        let seconds = Int(t.rounded(.down))
-        let (days, secondOfDay) = seconds.quotientAndRemainder(dividingBy: 86_400)
-        let day = secondOfDay < 0 ? days - 1 : days
-        let second = secondOfDay < 0 ? secondOfDay + 86_400 : secondOfDay
-        let weekday = ((day + 4) % 7 + 7) % 7  // 1970-01-01 was a Thursday; 0 = Sunday
-        let (year, month, dayOfMonth) = CivilDate.from(daysSince1970: Int64(day))
-        func two(_ n: Int) -> String { n < 10 ? "0\(n)" : "\(n)" }
-        return "\(weekdays[weekday]), \(dayOfMonth) \(months[Int(month) - 1]) \(year) "
-            + "\(two(second / 3600)):\(two(second / 60 % 60)):\(two(second % 60)) +0000"
+        let f = CivilDate.fields(epochSeconds: Int64(t.rounded(.down)))
+        return line(weekday: f.weekday, day: f.day, month: f.month, year: f.year, f.hour, f.minute, f.second)
     }
 
     static func calendarFormat(_ date: Date) -> String {
         var calendar = Calendar(identifier: .gregorian)
         calendar.timeZone = TimeZone(identifier: "UTC")!
         let c = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second, .weekday], from: date)
-        func two(_ n: Int?) -> String { n.map { $0 < 10 ? "0\($0)" : "\($0)" } ?? "00" }
-        return "\(weekdays[(c.weekday ?? 1) - 1]), \(c.day ?? 1) \(months[(c.month ?? 1) - 1]) \(c.year ?? 1970) "
-            + "\(two(c.hour)):\(two(c.minute)):\(two(c.second)) +0000"
+        return line(
+            weekday: (c.weekday ?? 1) - 1, day: c.day ?? 1, month: c.month ?? 1, year: c.year ?? 1970, c.hour ?? 0,
+            c.minute ?? 0, c.second ?? 0)
+    }
+
+    private static func line(weekday: Int, day: Int, month: Int, year: Int, _ h: Int, _ m: Int, _ s: Int) -> String {
+        func two(_ n: Int) -> String { n < 10 ? "0\(n)" : "\(n)" }
+        return "\(CivilDate.weekdayNames[weekday]), \(day) \(CivilDate.monthNames[month - 1]) \(year) "
+            + "\(two(h)):\(two(m)):\(two(s)) +0000"
     }
 }
 

@@ -12,9 +12,37 @@ extension Date {
 /// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant, "chrono-Compatible Low-Level Date
 /// Algorithms"): the formatters of instants use it instead of a Calendar, which costs more than the rest of them.
 public enum CivilDate {
+    /// The English abbreviations that mail (RFC 5322) and HTTP (RFC 9110) dates use, whatever the locale.
+    public static let weekdayNames = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+    public static let monthNames = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+    /// A UTC date and time of day, to the second.
+    public struct Fields: Sendable {
+        public var year: Int
+        /// 1...12
+        public var month: Int
+        public var day: Int
+        /// 0 = Sunday
+        public var weekday: Int
+        public var hour: Int
+        public var minute: Int
+        public var second: Int
+    }
+
+    /// The UTC fields of the second `epochSeconds` after 1970-01-01T00:00:00Z (before it when negative).
+    public static func fields(epochSeconds: Int64) -> Fields {
+        let (days, secondOfDay) = floorDivision(epochSeconds, 86_400)
+        let (year, month, day) = from(daysSince1970: days)
+        let second = Int(secondOfDay)
+        return Fields(
+            year: Int(year), month: Int(month), day: Int(day),
+            weekday: Int(floorDivision(days + 4, 7).remainder),  // 1970-01-01 was a Thursday
+            hour: second / 3600, minute: second / 60 % 60, second: second % 60)
+    }
+
     public static func from(daysSince1970 days: Int64) -> (year: Int64, month: Int64, day: Int64) {
         let z = days + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let era = floorDivision(z, 146_097).quotient
         let doe = z - era * 146_097
         let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
         let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
@@ -22,6 +50,12 @@ public enum CivilDate {
         let day = doy - (153 * mp + 2) / 5 + 1
         let month = mp < 10 ? mp + 3 : mp - 9
         return (yoe + era * 400 + (month <= 2 ? 1 : 0), month, day)
+    }
+
+    /// Division rounding down, and the remainder that goes with it (never negative for a positive divisor).
+    static func floorDivision(_ a: Int64, _ b: Int64) -> (quotient: Int64, remainder: Int64) {
+        let q = a / b - (a % b < 0 ? 1 : 0)
+        return (q, a - q * b)
     }
 }
 
@@ -37,8 +71,7 @@ public enum ISO8601 {
     /// cut the milliseconds down, so a stored `.893` came out as `.892`.
     public static func format(_ date: Date) -> String {
         let ms = date.epochMillis
-        let (days, msOfDay) = divFloor(ms, 86_400_000)
-        // Days since 1970-01-01 to a civil date (H. Hinnant, "chrono-Compatible Low-Level Date Algorithms").
+        let (days, msOfDay) = CivilDate.floorDivision(ms, 86_400_000)
         let (year, month, day) = CivilDate.from(daysSince1970: days)
         guard (0...9999).contains(year) else {
             return date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
@@ -68,10 +101,5 @@ public enum ISO8601 {
         digits(msOfDay % 1000, 3)
         out.append(UInt8(ascii: "Z"))
         return String(decoding: out, as: UTF8.self)
-    }
-
-    private static func divFloor(_ a: Int64, _ b: Int64) -> (Int64, Int64) {
-        let q = a / b - (a % b < 0 ? 1 : 0)
-        return (q, a - q * b)
     }
 }

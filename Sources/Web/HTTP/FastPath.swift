@@ -283,15 +283,9 @@ struct DateHeader {
 /// The IMF-fixdate of RFC 9110 (`Sun, 06 Nov 1994 08:49:37 GMT`), from Unix seconds, without a formatter.
 enum HTTPDate {
     static func format(epochSeconds: Int64) -> String {
-        let days = epochSeconds >= 0 ? epochSeconds / 86_400 : (epochSeconds - 86_399) / 86_400
-        let seconds = Int(epochSeconds - days * 86_400)
-        let (y, m, d) = CivilDate.from(daysSince1970: days)
-        let (year, month, day) = (Int(y), Int(m), Int(d))
-        let weekday = Int(((days % 7) + 11) % 7)  // 0 = Sunday
-        let weekdays = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
-        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        let f = CivilDate.fields(epochSeconds: epochSeconds)
         func two(_ n: Int) -> String { n < 10 ? "0\(n)" : "\(n)" }
-        return "\(weekdays[weekday]), \(two(day)) \(months[month - 1]) \(year) "
-            + "\(two(seconds / 3600)):\(two(seconds / 60 % 60)):\(two(seconds % 60)) GMT"
+        return "\(CivilDate.weekdayNames[f.weekday]), \(two(f.day)) \(CivilDate.monthNames[f.month - 1]) \(f.year) "
+            + "\(two(f.hour)):\(two(f.minute)):\(two(f.second)) GMT"
     }
 }
