@@ -17,18 +17,25 @@ public struct Mailbox: Sendable, Equatable, CustomStringConvertible {
         guard !address.unicodeScalars.contains(where: Self.isControl) else {
             throw .invalid("mail_header_injection", "The address contains a line break or control character.")
         }
-        if let displayName, displayName.unicodeScalars.contains(where: Self.isControl) {
-            throw .invalid("mail_header_injection", "The display name contains a line break or control character.")
-        }
-        try self.init(try EmailAddress(address), displayName: displayName)
+        // The display name before the address's own checks, so a name with a line break is named as the fault.
+        try Self.checkDisplayName(displayName)
+        try self.init(checked: try EmailAddress(address), displayName: displayName)
     }
 
     /// From an address already validated (`EmailAddress` refuses control characters): only the domain's IDNA
     /// form and the display name are left to check.
     public init(_ email: EmailAddress, displayName: String? = nil) throws(DomainError) {
-        if let displayName, displayName.unicodeScalars.contains(where: Self.isControl) {
+        try Self.checkDisplayName(displayName)
+        try self.init(checked: email, displayName: displayName)
+    }
+
+    private static func checkDisplayName(_ displayName: String?) throws(DomainError) {
+        if let displayName, displayName.unicodeScalars.contains(where: isControl) {
             throw .invalid("mail_header_injection", "The display name contains a line break or control character.")
         }
+    }
+
+    private init(checked email: EmailAddress, displayName: String?) throws(DomainError) {
         let raw = email.raw
         guard let at = raw.utf8.lastIndex(of: UInt8(ascii: "@")) else {
             throw .invalid("email_invalid", "'\(raw)' is not an address.")

@@ -320,7 +320,7 @@ final class ParsedTemplates: @unchecked Sendable {
     func template(_ source: String, text: Bool) throws -> MailTemplateRenderer {
         let key = Key(text: text, source: source)
         if let hit = lock.withLock({ () -> MailTemplateRenderer? in
-            if let r = recent.first(where: { $0.key.text == text && $0.key.source == source }) { return r.renderer }
+            if let r = recent.first(where: { $0.key == key }) { return r.renderer }
             guard let r = cache[key] else { return nil }
             remember(key, r)
             return r

@@ -41,14 +41,7 @@ public enum HTMLText {
     /// Whether any byte is one of the five, scanned over contiguous UTF-8 (mail values are kilobytes long).
     static func needsEscaping(_ text: String) -> Bool {
         var text = text
-        return text.withUTF8 { bytes in
-            var found = false
-            for b in bytes where isSpecial(b) {
-                found = true
-                break
-            }
-            return found
-        }
+        return text.withUTF8 { $0.contains(where: isSpecial) }
     }
 
     static func isSpecial(_ b: UInt8) -> Bool {

@@ -364,8 +364,8 @@ final class SMTPClientHandler: ChannelInboundHandler, @unchecked Sendable {
         case reply(EventLoopPromise<SMTPReply>)
         /// The reply to the `index`th command of a pipelined transaction.
         case command(Pipeline, index: Int)
-        /// The reply to a pipelined transaction's message.
-        case message(Pipeline)
+        /// The reply to a pipelined transaction's message, and whether the message has reached the socket.
+        case message(Pipeline, written: EventLoopFuture<Void>)
     }
 
     private struct Pending {
@@ -387,7 +387,6 @@ final class SMTPClientHandler: ChannelInboundHandler, @unchecked Sendable {
         /// One deadline for all the commands' replies (they are written together).
         var timer: Scheduled<Void>?
         var commandsAnswered = false
-        var written: EventLoopFuture<Void>?
 
         init(
             promise: EventLoopPromise<PipelinedOutcome>, commands: Int, mailIndex: Int, message: [UInt8],
@@ -487,8 +486,7 @@ final class SMTPClientHandler: ChannelInboundHandler, @unchecked Sendable {
             return
         }
         let written = loop.makePromise(of: Void.self)
-        pipeline.written = written.futureResult
-        add(.message(pipeline), timeout: pipeline.dataTimeout)
+        add(.message(pipeline, written: written.futureResult), timeout: pipeline.dataTimeout)
         writeBytes(pipeline.message, promise: written)
     }
 
@@ -503,19 +501,17 @@ final class SMTPClientHandler: ChannelInboundHandler, @unchecked Sendable {
             case .failure(let error): if pipeline.outcome.failure == nil { pipeline.outcome.failure = (index, error) }
             }
             if index == pipeline.commands - 1 { commandsAnswered(pipeline) }
-        case .message(let pipeline):
+        case .message(let pipeline, let written):
             pipeline.outcome.final = result
             if case .success = result {
                 pipeline.outcome.written = true
                 pipeline.promise.succeed(pipeline.outcome)
-            } else if let written = pipeline.written {
+            } else {
                 // Whether the whole message reached the socket decides what the failure means.
                 written.whenComplete { flushed in
                     if case .success = flushed { pipeline.outcome.written = true }
                     pipeline.promise.succeed(pipeline.outcome)
                 }
-            } else {
-                pipeline.promise.succeed(pipeline.outcome)
             }
         }
     }
