@@ -16,8 +16,6 @@ struct MailTemplateProgram: Sendable {
         case none
         /// `CONTENT_TYPE: MAILHTML`: `HTMLText.escape`.
         case html
-        /// swift-mustache's default HTML escaping, which this program does not reproduce.
-        case unsupported
     }
 
     enum Path: Sendable, Equatable {
@@ -50,11 +48,12 @@ struct MailTemplateProgram: Sendable {
 
     let nodes: [Node]
 
-    /// nil when the template uses something this program does not render (see the type's comment). Throws only
-    /// where swift-mustache would not have parsed the template either.
+    /// nil when the template uses something this program does not render (see the type's comment), and where
+    /// swift-mustache would not have parsed it either.
     static func compile(_ source: String) -> MailTemplateProgram? {
         var parser = Parser(source)
-        guard let nodes = try? parser.parse(sectionName: nil, newLine: true, escape: .unsupported) else { return nil }
+        // No escaping chosen yet: swift-mustache's default HTML escaping, which this program does not reproduce.
+        guard let nodes = try? parser.parse(sectionName: nil, newLine: true, escape: nil) else { return nil }
         return MailTemplateProgram(nodes: nodes)
     }
 
@@ -83,7 +82,6 @@ struct MailTemplateProgram: Sendable {
                 switch escape {
                 case .none: out += text
                 case .html: out += HTMLText.escape(text)
-                case .unsupported: return false
                 }
             case .section(let path, let body, let inverted):
                 let value = lookup(path, in: stack)
@@ -253,7 +251,8 @@ private struct Parser {
         "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-_?*")
     static let spaceOrTab: Set<Character> = [" ", "\t"]
 
-    mutating func parse(sectionName: String?, newLine: Bool, escape: MailTemplateProgram.Escape) throws
+    /// `escape` nil: no CONTENT_TYPE seen yet (swift-mustache's own HTML escaping), so no variable is compiled.
+    mutating func parse(sectionName: String?, newLine: Bool, escape: MailTemplateProgram.Escape?) throws
         -> [MailTemplateProgram.Node]
     {
         var nodes: [MailTemplateProgram.Node] = []
@@ -324,7 +323,7 @@ private struct Parser {
                     whiteSpaceBefore = ""
                 }
                 let name = try parseName()
-                guard escape != .unsupported else { throw Unsupported() }
+                guard let escape else { throw Unsupported() }
                 nodes.append(.variable(.init(name), escape))
             }
             newLine = setNewLine
