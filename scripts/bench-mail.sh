@@ -33,7 +33,8 @@
 # --selector bench`, then
 #   $BIN mail bench --workspace bench --count N --concurrency CONNECTIONS --size SIZE
 #        --to to@example.test --smtp-url "smtp://127.0.0.1:PORT?tls=none"
-# which renders a template, DKIM-signs and sends through the pool and prints one JSON line
+# which renders a template, DKIM-signs and sends through the pool of CONNECTIONS sessions (three senders per
+# session, so a busy session chains the next commands behind a message: decision 0021) and prints one JSON line
 #   {"sent":N,"failed":F,"seconds":S,"rate":R,"rss_kb_start":A,"rss_kb_peak":B,"rss_kb_end":C}
 # While it runs, VmRSS is read from /proc/PID/status every RSS_INTERVAL seconds, independently of
 # the program's own figures.

@@ -67,8 +67,11 @@ extension Commands {
         }
     }
 
-    /// `reciprocity mail bench`: render, DKIM-sign and send `count` mails through the SMTP pool, `concurrency` at a
-    /// time, bypassing the outbox (this measures the mail engine, not the database). One JSON line.
+    /// `reciprocity mail bench`: render, DKIM-sign and send `count` mails through the SMTP pool of `concurrency`
+    /// sessions, bypassing the outbox (this measures the mail engine, not the database). One JSON line.
+    ///
+    /// `SMTPPool.sendersPerSession` senders per session, as the outbox's workers are more than the sessions: while one
+    /// sender's message goes out, the next one's commands are already queued behind it (`SMTPConnection.canChain`).
     public static func benchMail(
         _ rt: Runtime, workspace slug: String, smtpURL: String, to: String, count: Int, concurrency: Int, size: Int,
         renderOnce: Bool = false
@@ -111,7 +114,7 @@ extension Commands {
         var bytes = 0
         let started = ContinuousClock.now
         try await withThrowingTaskGroup(of: Int.self) { group in
-            for _ in 0..<concurrency {
+            for _ in 0..<(SMTPPool.sendersPerSession * concurrency) {
                 group.addTask {
                     var sentBytes = 0
                     while counter.next() < count {
@@ -145,7 +148,8 @@ extension Commands {
         let result: [String: Any] = [
             "sent": sent, "failed": failed, "seconds": (seconds * 1000).rounded() / 1000,
             "rate": (Double(sent) / seconds).rounded(), "bytes_avg": count > 0 ? bytes / count : 0,
-            "rss_kb_start": rssStart, "render_once": renderOnce, "rss_kb_peak": ProcessMemory.peakKB(),
+            "rss_kb_start": rssStart, "render_once": renderOnce, "chained": SMTPPool.chainedTransactions,
+            "rss_kb_peak": ProcessMemory.peakKB(),
             "rss_kb_end": ProcessMemory.residentKB(),
         ]
         let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])

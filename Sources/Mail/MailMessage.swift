@@ -252,7 +252,27 @@ public enum QuotedPrintable {
                 var o = 0
                 var lineLength = 0
                 var i = 0
+                let base = UnsafeRawPointer(input.baseAddress)
+                let target = UnsafeMutableRawPointer(out.baseAddress)
                 while i < n {
+                    // Eight at a time (SWAR) while the line has room for them: the bytes before the first that needs
+                    // more thought (not printable ASCII, "=", or a space that may end a line) are copied as they are.
+                    // The buffer's worst-case size leaves room for a whole word at `o`.
+                    if lineLength <= 67, i + 8 <= n, let base, let target {
+                        let v = base.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+                        let bad =
+                            (v & 0x8080_8080_8080_8080) | SWAR.zero(v & 0xE0E0_E0E0_E0E0_E0E0) | SWAR.equal(v, 127)
+                            | SWAR.equal(v, 61)
+                        var k = bad == 0 ? 8 : bad.trailingZeroBitCount >> 3
+                        if k > 0 && (v >> (8 * UInt64(k - 1))) & 0xFF == 32 { k -= 1 }
+                        if k > 0 {
+                            target.storeBytes(of: v, toByteOffset: o, as: UInt64.self)
+                            o += k
+                            lineLength += k
+                            i += k
+                            if k == 8 { continue }
+                        }
+                    }
                     let b = input[i]
                     // Most bytes: printable, not "=", and room on the line.
                     if b >= 33 && b <= 126 && b != 61 && lineLength < 75 {

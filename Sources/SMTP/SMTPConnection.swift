@@ -4,24 +4,40 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 import NIOTLS
+import Synchronization
 
 /// One SMTP session on a NIO channel: greeting, EHLO, STARTTLS (EHLO again), AUTH, then any number of
 /// transactions. With PIPELINING, a transaction is one trip onto the event loop: MAIL, RCPT… and DATA in one write
 /// (RSET first after a refusal), then the message as soon as the replies accept it.
 ///
-/// Not thread-safe: one task uses a connection at a time (the pool hands it out).
+/// With PIPELINING, two tasks may send at once (`canChain`; the pool allows it when every session is busy): the
+/// handler writes the second transaction's commands behind the first one's message, in the same write
+/// (RFC 2920 §3.1: message content may be the first "command" of a group), so a busy session takes one write and one
+/// round trip per message instead of two. Without PIPELINING, one task at a time.
 public final class SMTPConnection: @unchecked Sendable {
     let channel: any Channel
     let handler: SMTPClientHandler
     let config: SMTPConfiguration
     let logger: Logger
+    /// Set during the handshake, read-only afterwards.
     public private(set) var extensions: [String: String] = [:]
     public private(set) var isTLS = false
-    public private(set) var messagesSent = 0
-    /// Whether the last transaction ended without a reply to its message (refused, or never finished), so the next
-    /// one starts with RSET. After a completed transaction the server is ready for MAIL again (RFC 5321 §4.1.4).
+    private struct State {
+        var messagesSent = 0
+        var broken = false
+    }
+    private let state = Mutex(State())
+    public var messagesSent: Int { state.withLock { $0.messagesSent } }
+    private var broken: Bool {
+        get { state.withLock { $0.broken } }
+        set { state.withLock { $0.broken = newValue } }
+    }
+    /// Without PIPELINING only: whether the last transaction ended without a reply to its message (refused, or
+    /// never finished), so the next one starts with RSET. After a completed transaction the server is ready for MAIL
+    /// again (RFC 5321 §4.1.4). With PIPELINING the handler decides, when it writes the commands.
     private var needsReset = false
-    private var broken = false
+    /// Senders the pool has this session with (touched only under the pool's lock).
+    var poolSenders = 0
 
     init(channel: any Channel, handler: SMTPClientHandler, config: SMTPConfiguration, logger: Logger) {
         self.channel = channel
@@ -31,6 +47,9 @@ public final class SMTPConnection: @unchecked Sendable {
     }
 
     public var isUsable: Bool { !broken && channel.isActive }
+
+    /// Whether a second transaction may be started while one is in flight (the server offers PIPELINING).
+    public var canChain: Bool { extensions["PIPELINING"] != nil }
 
     /// Connects and runs the session up to "ready for MAIL": greeting, EHLO, STARTTLS and AUTH as configured.
     public static func connect(
@@ -139,7 +158,7 @@ public final class SMTPConnection: @unchecked Sendable {
     public func send(_ envelope: SMTPEnvelope) async throws -> SMTPReply {
         do {
             let reply = try await transaction(envelope)
-            messagesSent += 1
+            state.withLock { $0.messagesSent += 1 }
             return reply
         } catch let error as SMTPError {
             switch error {
@@ -166,23 +185,19 @@ public final class SMTPConnection: @unchecked Sendable {
             mailParams += " SMTPUTF8"
         }
         if extensions["8BITMIME"] != nil && envelope.needsSMTPUTF8 { mailParams += " BODY=8BITMIME" }
-        var lines: [String] = []
-        if needsReset { lines.append("RSET") }
-        let mailIndex = lines.count
-        lines.append("MAIL FROM:<\(envelope.mailFrom)>\(mailParams)")
-        for r in envelope.recipients { lines.append("RCPT TO:<\(r)>") }
-        lines.append("DATA")
-        // Until the server answers the message itself, the next transaction must reset the session first.
-        needsReset = true
+        var commands = ["MAIL FROM:<\(envelope.mailFrom)>\(mailParams)"]
+        for r in envelope.recipients { commands.append("RCPT TO:<\(r)>") }
+        commands.append("DATA")
         let stuffed = DotStuffing.stuff(envelope.data)
 
-        if extensions["PIPELINING"] != nil {
-            // One trip onto the event loop: the commands go out in one write, and the message follows as soon as
-            // the replies accept it, without waking this task in between.
+        if canChain {
+            // One trip onto the event loop: the commands go out in one write (behind the message of a transaction
+            // still in flight, if there is one), and the message follows as soon as the replies accept it, without
+            // waking this task in between. The handler puts RSET first when the session needs it.
             let outcome: SMTPClientHandler.PipelinedOutcome
             do {
                 outcome = try await handler.transaction(
-                    lines, mailIndex: mailIndex, message: stuffed, on: channel, timeout: config.timeouts.command,
+                    commands, message: stuffed, on: channel, timeout: config.timeouts.command,
                     dataTimeout: config.timeouts.dataEnd
                 ).get()
             } catch {
@@ -190,12 +205,20 @@ public final class SMTPConnection: @unchecked Sendable {
                 broken = true
                 throw SMTPError.connection(phase: "data", reason: "\(error)")
             }
+            let lines = outcome.reset ? ["RSET"] + commands : commands
+            let mailIndex = outcome.reset ? 1 : 0
             try closing(outcome.replies, lines: lines)
             if let failure = outcome.failure {
                 broken = true
                 throw Self.channelFailure(failure.error, phase: Self.phase(of: lines[failure.index]))
             }
-            try await checkReplies(outcome.replies, lines: lines, mailIndex: mailIndex)
+            if case .failure(let error) = outcome.abort {
+                broken = true
+                throw Self.channelFailure(error, phase: "data")
+            }
+            // The handler ended a refused transaction that the server still waited for data on (a lone dot, or
+            // closing the session); nothing is left to write here.
+            try await checkReplies(outcome.replies, lines: lines, mailIndex: mailIndex, endData: false)
             guard let final = outcome.final else {
                 // The handler sends the message exactly when the checks above pass.
                 broken = true
@@ -204,6 +227,12 @@ public final class SMTPConnection: @unchecked Sendable {
             return try finish(final, written: outcome.written)
         }
 
+        var lines: [String] = []
+        if needsReset { lines.append("RSET") }
+        let mailIndex = lines.count
+        lines += commands
+        // Until the server answers the message itself, the next transaction must reset the session first.
+        needsReset = true
         var replies: [SMTPReply] = []
         for line in lines {
             let reply = try await command(line, phase: Self.phase(of: line))
@@ -211,7 +240,7 @@ public final class SMTPConnection: @unchecked Sendable {
             if !reply.isPositive { break }
         }
         try closing(replies, lines: lines)
-        try await checkReplies(replies, lines: lines, mailIndex: mailIndex)
+        try await checkReplies(replies, lines: lines, mailIndex: mailIndex, endData: true)
         // Whether the whole message reached the socket decides what a failure now means: before that, the
         // server cannot have the final dot (retry is safe); after it, it may have accepted the mail (RFC 1047).
         let written = channel.eventLoop.makePromise(of: Void.self)
@@ -220,12 +249,14 @@ public final class SMTPConnection: @unchecked Sendable {
         do { final = .success(try await replyFuture.get()) } catch { final = .failure(error) }
         var flushed = true
         if case .failure = final { flushed = (try? await written.futureResult.get()) != nil }
+        // Any reply to the message ends the transaction (RFC 5321 §4.1.1.4): the next MAIL needs no RSET.
+        if case .success = final { needsReset = false }
         return try finish(final, written: flushed)
     }
 
-    /// Throws unless RSET, MAIL, every RCPT and DATA were accepted; a server left waiting for data after a refusal
-    /// gets its lone dot first.
-    private func checkReplies(_ replies: [SMTPReply], lines: [String], mailIndex: Int) async throws {
+    /// Throws unless RSET, MAIL, every RCPT and DATA were accepted; with `endData`, a server left waiting for data
+    /// after a refusal gets its lone dot first.
+    private func checkReplies(_ replies: [SMTPReply], lines: [String], mailIndex: Int, endData: Bool) async throws {
         for i in 0..<min(mailIndex, replies.count) where replies[i].code != 250 {
             // A server that refused RSET but then took MAIL, RCPT and DATA waits for a message: a lone dot would
             // deliver an empty one. Closing the session makes it drop the transaction.
@@ -235,7 +266,7 @@ public final class SMTPConnection: @unchecked Sendable {
         guard replies.count > mailIndex else { throw SMTPError.connection(phase: "mail", reason: "missing reply") }
         let mail = replies[mailIndex]
         guard mail.code == 250 else {
-            try await abortData(replies: replies, lines: lines)
+            if endData { try await abortData(replies: replies, lines: lines) }
             throw Self.failure("mail", mail)
         }
         var rejected: SMTPReply?
@@ -244,7 +275,7 @@ public final class SMTPConnection: @unchecked Sendable {
             if reply.code != 250 && reply.code != 251 { rejected = rejected ?? reply }
         }
         if let rejected {
-            try await abortData(replies: replies, lines: lines)
+            if endData { try await abortData(replies: replies, lines: lines) }
             throw Self.failure("rcpt", rejected)
         }
         guard replies.count == lines.count, let dataReply = replies.last else {
@@ -266,8 +297,6 @@ public final class SMTPConnection: @unchecked Sendable {
     private func finish(_ final: Result<SMTPReply, any Error>, written: Bool) throws -> SMTPReply {
         switch final {
         case .success(let reply):
-            // Any reply to the message ends the transaction (RFC 5321 §4.1.1.4): the next MAIL needs no RSET.
-            needsReset = false
             guard reply.code == 250 else { throw Self.failure("data-end", reply) }
             return reply
         case .failure(let error):
@@ -366,6 +395,8 @@ final class SMTPClientHandler: ChannelInboundHandler, @unchecked Sendable {
         case command(Pipeline, index: Int)
         /// The reply to a pipelined transaction's message, and whether the message has reached the socket.
         case message(Pipeline, written: EventLoopFuture<Void>)
+        /// The reply to the lone dot that ended a refused transaction whose DATA got 354.
+        case abort(Pipeline)
     }
 
     private struct Pending {
@@ -379,23 +410,27 @@ final class SMTPClientHandler: ChannelInboundHandler, @unchecked Sendable {
     /// promise. (One future per reply, joined and chained, was a tenth of the client's CPU.)
     private final class Pipeline: @unchecked Sendable {  // touched only on the event loop
         let promise: EventLoopPromise<PipelinedOutcome>
-        let commands: Int
-        let mailIndex: Int
+        /// MAIL, RCPT… and DATA; RSET goes in front when the handler writes them and the session needs it.
+        let lines: [String]
         let message: [UInt8]
+        let timeout: Duration
         let dataTimeout: Duration
+        /// Set when the commands are written: how many (with RSET, if sent) and where MAIL is.
+        var commands = 0
+        var mailIndex = 0
         var outcome = PipelinedOutcome()
         /// One deadline for all the commands' replies (they are written together).
         var timer: Scheduled<Void>?
         var commandsAnswered = false
 
         init(
-            promise: EventLoopPromise<PipelinedOutcome>, commands: Int, mailIndex: Int, message: [UInt8],
+            promise: EventLoopPromise<PipelinedOutcome>, lines: [String], message: [UInt8], timeout: Duration,
             dataTimeout: Duration
         ) {
             self.promise = promise
-            self.commands = commands
-            self.mailIndex = mailIndex
+            self.lines = lines
             self.message = message
+            self.timeout = timeout
             self.dataTimeout = dataTimeout
         }
     }
@@ -413,6 +448,15 @@ final class SMTPClientHandler: ChannelInboundHandler, @unchecked Sendable {
     private var tlsError: (any Error)?
     /// After a 220 to STARTTLS and until the TLS handler is in place, plaintext from the server is discarded.
     private(set) var discardedPlaintextBytes = 0
+    /// The pipelined transaction whose commands are written and not all answered yet.
+    private var active: Pipeline?
+    /// Transactions started while `active` was: their commands go out when its replies are in, behind its message.
+    private var queued: [Pipeline] = []
+    /// Whether the last pipelined transaction ended without its message (refused, or never finished), so the next
+    /// one starts with RSET. After a message the server is ready for MAIL again (RFC 5321 §4.1.4).
+    private var resetNeeded = false
+    /// Transactions whose commands went out in the same write as the message before them.
+    static let chainedTransactions = Atomic<Int>(0)
 
     init(sslContext: NIOSSLContext?, serverHostname: String?) {
         self.sslContext = sslContext
@@ -441,6 +485,8 @@ final class SMTPClientHandler: ChannelInboundHandler, @unchecked Sendable {
     /// What a pipelined transaction got back: the replies to its commands, in order, and the reply to the
     /// message when the commands' replies accepted it.
     struct PipelinedOutcome: Sendable {
+        /// Whether RSET went first.
+        var reset = false
         var replies: [SMTPReply] = []
         /// The first command whose reply never came (timeout, closed connection), and why.
         var failure: (index: Int, error: any Error)?
@@ -448,46 +494,121 @@ final class SMTPClientHandler: ChannelInboundHandler, @unchecked Sendable {
         var final: Result<SMTPReply, any Error>?
         /// Whether the whole message reached the socket.
         var written = false
+        /// After a refusal that still got 354 to DATA: the reply to the lone dot that ended it.
+        var abort: Result<SMTPReply, any Error>?
     }
 
-    /// Writes `lines` at once (RFC 2920) and, when their replies accept the message, writes `message` (dot-stuffed,
-    /// with its final dot) straight from the event loop. One hop onto the loop and one completion per transaction.
+    /// Writes `lines` (MAIL, RCPT… DATA) at once (RFC 2920), with RSET first if the session needs it, and, when
+    /// their replies accept the message, writes `message` (dot-stuffed, with its final dot) straight from the event
+    /// loop. One hop onto the loop and one completion per transaction. While another transaction's commands await
+    /// their replies, these wait and go out behind its message.
     func transaction(
-        _ lines: [String], mailIndex: Int, message: [UInt8], on channel: any Channel, timeout: Duration,
-        dataTimeout: Duration
+        _ lines: [String], message: [UInt8], on channel: any Channel, timeout: Duration, dataTimeout: Duration
     ) -> EventLoopFuture<PipelinedOutcome> {
         let loop = channel.eventLoop
         let pipeline = Pipeline(
-            promise: loop.makePromise(of: PipelinedOutcome.self), commands: lines.count, mailIndex: mailIndex,
-            message: message, dataTimeout: dataTimeout)
+            promise: loop.makePromise(of: PipelinedOutcome.self), lines: lines, message: message, timeout: timeout,
+            dataTimeout: dataTimeout)
         let start = {
-            pipeline.timer = loop.scheduleTask(in: .init(timeout)) {
-                guard !pipeline.commandsAnswered else { return }
-                // The stream is out of step now: fail everything waiting, and end the session.
-                self.failAll(SMTPChannelError.timeout)
-                self.context?.close(promise: nil)
+            if self.active == nil && !self.awaitsMessageReply {
+                self.start(pipeline, after: nil)
+            } else {
+                self.queued.append(pipeline)
             }
-            for index in lines.indices { self.add(.command(pipeline, index: index), timeout: nil) }
-            self.writeLines(lines)
         }
         if loop.inEventLoop { start() } else { loop.execute(start) }
         return pipeline.promise.futureResult
     }
 
-    /// All the commands' replies are in (or failed): send the message when they accept it, else report them.
-    private func commandsAnswered(_ pipeline: Pipeline) {
-        pipeline.commandsAnswered = true
-        pipeline.timer?.cancel()
-        guard pipeline.outcome.failure == nil,
-            Self.acceptsMessage(pipeline.outcome.replies, mailIndex: pipeline.mailIndex),
-            let loop = context?.eventLoop
-        else {
+    /// Whether a message (or a lone dot) went out and its reply has not come yet. Commands are not written alone
+    /// then, only in the same write as a message: a server that does not set TCP_NODELAY (Postfix's smtp-sink) would
+    /// hold its reply to them behind its unacknowledged reply to the message, until our delayed ACK (Nagle's
+    /// algorithm), a stall of tens of milliseconds per message. They go out when that reply is in.
+    private var awaitsMessageReply: Bool {
+        pending.contains {
+            switch $0.waiter {
+            case .message, .abort: true
+            default: false
+            }
+        }
+    }
+
+    /// Writes a transaction's commands, behind `after` (the message or lone dot before it) in the same write.
+    private func start(_ pipeline: Pipeline, after: [UInt8]?, written: EventLoopPromise<Void>? = nil) {
+        guard let context else {
+            written?.fail(SMTPChannelError.closed)
+            pipeline.outcome.failure = (0, SMTPChannelError.closed)
             pipeline.promise.succeed(pipeline.outcome)
             return
         }
-        let written = loop.makePromise(of: Void.self)
-        add(.message(pipeline, written: written.futureResult), timeout: pipeline.dataTimeout)
-        writeBytes(pipeline.message, promise: written)
+        let lines = resetNeeded ? ["RSET"] + pipeline.lines : pipeline.lines
+        pipeline.outcome.reset = resetNeeded
+        pipeline.commands = lines.count
+        pipeline.mailIndex = resetNeeded ? 1 : 0
+        // Until the server answers this transaction's message, the next one must reset the session first.
+        resetNeeded = true
+        active = pipeline
+        // Behind a message, the replies come after the message's own, which may take up to its data timeout.
+        let timeout = awaitsMessageReply ? pipeline.timeout + pipeline.dataTimeout : pipeline.timeout
+        pipeline.timer = context.eventLoop.scheduleTask(in: .init(timeout)) {
+            guard !pipeline.commandsAnswered else { return }
+            // The stream is out of step now: fail everything waiting, and end the session.
+            self.failAll(SMTPChannelError.timeout)
+            self.context?.close(promise: nil)
+        }
+        for index in lines.indices { add(.command(pipeline, index: index), timeout: nil) }
+        var size = after?.count ?? 0
+        for l in lines { size += l.utf8.count + 2 }
+        var buf = context.channel.allocator.buffer(capacity: size)
+        if let after {
+            buf.writeBytes(after)
+            Self.chainedTransactions.add(1, ordering: .relaxed)
+        }
+        for l in lines {
+            buf.writeString(l)
+            buf.writeStaticString("\r\n")
+        }
+        context.writeAndFlush(wrapOutboundOut(buf), promise: written)
+    }
+
+    /// All the commands' replies are in (or failed): send the message when they accept it; end a refused
+    /// transaction that the server still waits for data on; report the rest. Then the next queued transaction's
+    /// commands go out, in the same write as the message or the dot.
+    private func commandsAnswered(_ pipeline: Pipeline) {
+        pipeline.commandsAnswered = true
+        pipeline.timer?.cancel()
+        if active === pipeline { active = nil }
+        let replies = pipeline.outcome.replies
+        let waitsForData =
+            pipeline.outcome.failure == nil && replies.count == pipeline.commands && replies.last?.code == 354
+        var out: [UInt8]?
+        var written: EventLoopPromise<Void>?
+        if waitsForData, Self.acceptsMessage(replies, mailIndex: pipeline.mailIndex), let loop = context?.eventLoop {
+            let promise = loop.makePromise(of: Void.self)
+            add(.message(pipeline, written: promise.futureResult), timeout: pipeline.dataTimeout)
+            // The final dot ends the transaction whatever its reply: the next MAIL needs no RSET.
+            resetNeeded = false
+            (out, written) = (pipeline.message, promise)
+        } else if waitsForData, pipeline.outcome.reset, replies.first?.code != 250 {
+            // RSET refused, yet MAIL, RCPT and DATA taken: the server still holds the old transaction's state, and a
+            // lone dot could deliver an empty message. Closing the session makes it drop the transaction.
+            pipeline.promise.succeed(pipeline.outcome)
+            failAll(SMTPChannelError.closed)
+            context?.close(promise: nil)
+            return
+        } else if waitsForData {
+            // A refused MAIL or RCPT, and still 354 to DATA: a lone dot ends it (RFC 2920 §3.1), and the session
+            // stays in step.
+            add(.abort(pipeline), timeout: pipeline.timeout)
+            out = Array(".\r\n".utf8)
+        } else {
+            pipeline.promise.succeed(pipeline.outcome)
+        }
+        if !queued.isEmpty {
+            start(queued.removeFirst(), after: out, written: written)
+        } else if let out {
+            writeBytes(out, promise: written)
+        }
     }
 
     /// Hands a reply (or the failure to get one) to whoever waited for it.
@@ -501,7 +622,12 @@ final class SMTPClientHandler: ChannelInboundHandler, @unchecked Sendable {
             case .failure(let error): if pipeline.outcome.failure == nil { pipeline.outcome.failure = (index, error) }
             }
             if index == pipeline.commands - 1 { commandsAnswered(pipeline) }
+        case .abort(let pipeline):
+            pipeline.outcome.abort = result
+            pipeline.promise.succeed(pipeline.outcome)
+            startQueued()
         case .message(let pipeline, let written):
+            defer { startQueued() }
             pipeline.outcome.final = result
             if case .success = result {
                 pipeline.outcome.written = true
@@ -514,6 +640,11 @@ final class SMTPClientHandler: ChannelInboundHandler, @unchecked Sendable {
                 }
             }
         }
+    }
+
+    /// After a message's reply: the next queued transaction's commands, if none are out.
+    private func startQueued() {
+        if active == nil && !queued.isEmpty && !awaitsMessageReply { start(queued.removeFirst(), after: nil) }
     }
 
     /// RSET (when sent) and MAIL 250, every RCPT 250 or 251, DATA 354.
@@ -610,9 +741,16 @@ final class SMTPClientHandler: ChannelInboundHandler, @unchecked Sendable {
     private func failAll(_ error: any Error) {
         let all = pending
         pending.removeAll()
+        // Transactions still queued fail at their first command: nothing of them went out.
+        let waiting = queued
+        queued.removeAll()
         for p in all {
             p.timer?.cancel()
             resolve(p.waiter, .failure(error))
+        }
+        for pipeline in waiting {
+            pipeline.outcome.failure = (0, error)
+            pipeline.promise.succeed(pipeline.outcome)
         }
         tlsPromise?.fail(error)
         tlsPromise = nil

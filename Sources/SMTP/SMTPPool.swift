@@ -5,8 +5,10 @@ import NIOPosix
 import NIOSSL
 import Synchronization
 
-/// A pool of reused SMTP sessions to one relay. At most `poolSize` are open; a caller waits for a free one.
-/// A session is closed after `maxMessagesPerConnection` messages, or when it broke.
+/// A pool of reused SMTP sessions to one relay. At most `poolSize` are open. When every one is busy, a session that
+/// offers PIPELINING takes up to `sendersPerSession` senders, whose commands go out behind the message before them
+/// (`SMTPConnection.canChain`); beyond that a caller waits. A session is closed after `maxMessagesPerConnection`
+/// messages, or when it broke.
 ///
 /// A lock, not an actor: taking and returning a session are a few instructions, and an actor made every send hop
 /// onto it and, when the reply came, hop back before the session could be returned.
@@ -17,12 +19,20 @@ public final class SMTPPool: Sendable {
     let logger: Logger
 
     private struct State {
+        /// Usable sessions with no sender.
         var idle: [SMTPConnection] = []
+        /// Sessions with senders that can take one more (`canChain`, below `sendersPerSession` and the message cap).
+        var shared: [SMTPConnection] = []
         var open = 0
         var waiters: [CheckedContinuation<Void, Never>] = []
         var closed = false
     }
     private let state = Mutex(State())
+
+    /// The most senders one session takes at a time: one whose message is going out, one whose commands went out
+    /// with it, and one composed meanwhile, queued to go out with the next message. With two, the third message's
+    /// commands were often ready only after the second message had gone out alone.
+    public static let sendersPerSession = 3
 
     /// SMTP's own event loops: a quarter of the cores, at least one. Sessions spend little time on their loop
     /// (composing and signing run in the sending task), and a loop of their own keeps them off the HTTP server's
@@ -49,6 +59,9 @@ public final class SMTPPool: Sendable {
             sslContext = try NIOSSLContext(configuration: tls)
         }
     }
+
+    /// Transactions (in this process) whose commands went out in the same write as the message before them.
+    public static var chainedTransactions: Int { SMTPClientHandler.chainedTransactions.load(ordering: .relaxed) }
 
     /// Sends one message on a pooled session. A reused session that turns out dead before anything of the
     /// message went out is replaced once, transparently.
@@ -88,13 +101,27 @@ public final class SMTPPool: Sendable {
             let step: Step = state.withLock { s in
                 if s.closed { return .closed }
                 while let c = s.idle.popLast() {
-                    if c.isUsable { return .use(c, reused: true) }
+                    if c.isUsable {
+                        self.took(c, &s)
+                        return .use(c, reused: true)
+                    }
                     s.open -= 1
                     dead.append(c)
                 }
                 if s.open < config.poolSize {
                     s.open += 1
                     return .connect
+                }
+                // Every session is busy: chain behind a sender on one that can take a second. (One that cannot any
+                // more is dropped from the list; its sender returns it.)
+                while let c = s.shared.last {
+                    guard c.isUsable && self.canTakeMore(c) else {
+                        s.shared.removeLast()
+                        continue
+                    }
+                    c.poolSenders += 1
+                    if !self.canTakeMore(c) { s.shared.removeLast() }
+                    return .use(c, reused: true)
                 }
                 return .wait
             }
@@ -108,6 +135,9 @@ public final class SMTPPool: Sendable {
                 do {
                     let c = try await SMTPConnection.connect(
                         config, sslContext: sslContext, group: group, logger: logger)
+                    state.withLock { self.took(c, &$0) }
+                    // A waiter may chain behind this sender now.
+                    wakeOne()
                     return (c, false)
                 } catch {
                     state.withLock { $0.open -= 1 }
@@ -118,7 +148,7 @@ public final class SMTPPool: Sendable {
                 // Checked again under the lock: a session returned since the look above must not be missed.
                 await withCheckedContinuation { continuation in
                     let now = state.withLock { s in
-                        if s.closed || !s.idle.isEmpty || s.open < config.poolSize { return true }
+                        if s.closed || !s.idle.isEmpty || !s.shared.isEmpty || s.open < config.poolSize { return true }
                         s.waiters.append(continuation)
                         return false
                     }
@@ -128,16 +158,40 @@ public final class SMTPPool: Sendable {
         }
     }
 
+    /// A sender takes a session that had none.
+    private func took(_ c: SMTPConnection, _ s: inout State) {
+        c.poolSenders = 1
+        if canTakeMore(c) { s.shared.append(c) }
+    }
+
+    /// Whether a session may take one more sender (under the pool's lock).
+    private func canTakeMore(_ c: SMTPConnection) -> Bool {
+        c.canChain && c.poolSenders < Self.sendersPerSession
+            && c.messagesSent + c.poolSenders < config.maxMessagesPerConnection
+    }
+
     private func release(_ connection: SMTPConnection) {
-        let keep = state.withLock { s in
-            if connection.isUsable && connection.messagesSent < config.maxMessagesPerConnection && !s.closed {
-                s.idle.append(connection)
+        let quit = state.withLock { s in
+            connection.poolSenders -= 1
+            s.shared.removeAll { $0 === connection }
+            let remaining = connection.poolSenders
+            guard
+                connection.isUsable && connection.messagesSent + remaining < config.maxMessagesPerConnection
+                    && !s.closed
+            else {
+                // Closed when its last sender is done.
+                if remaining > 0 { return false }
+                s.open -= 1
                 return true
             }
-            s.open -= 1
+            if remaining == 0 {
+                s.idle.append(connection)
+            } else if canTakeMore(connection) {
+                s.shared.append(connection)
+            }
             return false
         }
-        if !keep { Task { await connection.quit() } }
+        if quit { Task { await connection.quit() } }
         wakeOne()
     }
 
@@ -153,6 +207,7 @@ public final class SMTPPool: Sendable {
             let taken = (s.idle, s.waiters)
             s.open -= s.idle.count
             s.idle.removeAll()
+            s.shared.removeAll()
             s.waiters.removeAll()
             return taken
         }

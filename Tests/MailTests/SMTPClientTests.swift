@@ -86,6 +86,94 @@ import Testing
         try await server.shutdown()
     }
 
+    /// Senders on one session (poolSize 1), all at once: the session takes a second sender, whose commands go out
+    /// behind the first one's message. `count` senders; returns what each got (by message number) and the server.
+    func sendChained(_ count: Int, faults: [SMTPFault] = [], body: String = "Hallo") async throws
+        -> (results: [Int: Result<SMTPReply, SMTPError>], server: ScriptedSMTPServer)
+    {
+        let server = try await ScriptedSMTPServer.start(try tlsScript(faults))
+        var c = config(server)
+        c.poolSize = 1
+        c.maxMessagesPerConnection = 1000
+        let pool = try SMTPPool(config: c, logger: Self.logger)
+        let results = try await withThrowingTaskGroup(of: (Int, Result<SMTPReply, SMTPError>).self) { group in
+            for n in 1...count {
+                group.addTask {
+                    do {
+                        return (n, .success(try await pool.send(self.envelope(n, body: body))))
+                    } catch let error as SMTPError {
+                        return (n, .failure(error))
+                    }
+                }
+            }
+            return try await group.reduce(into: [:]) { $0[$1.0] = $1.1 }
+        }
+        await pool.shutdown()
+        return (results, server)
+    }
+
+    static func delivered(_ server: ScriptedSMTPServer) -> [String] {
+        server.messages().flatMap(\.recipients).sorted()
+    }
+
+    @Test func aBusySessionTakesTheNextSendersCommandsBehindItsMessage() async throws {
+        let chainedBefore = SMTPPool.chainedTransactions
+        let (results, server) = try await sendChained(12)
+        #expect(results.values.allSatisfy { if case .success = $0 { true } else { false } })
+        #expect(Self.delivered(server) == (1...12).map { "kunde\($0)@example.test" }.sorted(), "each once")
+        #expect(server.connectionCount() == 1)
+        #expect(!server.commandLog().contains { $0.hasSuffix(": RSET") })
+        // Twelve senders on one session: some commands must have gone out in the same write as a message.
+        #expect(SMTPPool.chainedTransactions > chainedBefore)
+        try await server.shutdown()
+    }
+
+    @Test func refusalsOnAChainedSessionKeepItInStep() async throws {
+        let (results, server) = try await sendChained(
+            8,
+            faults: [
+                .reply(verb: "RCPT", occurrence: 2, code: 550, text: "5.1.1 No such user"),
+                .reply(verb: "DOT", occurrence: 3, code: 554, text: "5.7.1 Rejected as spam"),
+                .reply(verb: "MAIL", occurrence: 5, code: 451, text: "4.3.0 Try later"),
+            ])
+        var phases: [String] = []
+        var failed: Set<Int> = []
+        for (n, result) in results {
+            guard case .failure(let error) = result else { continue }
+            failed.insert(n)
+            switch error {
+            case .permanent(let phase, _), .transient(let phase, _): phases.append(phase)
+            default: Issue.record("message \(n): \(error)")
+            }
+        }
+        #expect(phases.sorted() == ["data-end", "mail", "rcpt"])
+        let expected = (1...8).filter { !failed.contains($0) }.map { "kunde\($0)@example.test" }.sorted()
+        #expect(Self.delivered(server) == expected, "every accepted message arrived, once")
+        #expect(server.connectionCount() == 1, "refusals leave the session in step")
+        try await server.shutdown()
+    }
+
+    @Test func aDropMidMessageOnABusySessionResendsOnlyWhatNeverWentOut() async throws {
+        let big = String(repeating: "Zeile mit Inhalt\r\n", count: 5_000)
+        let (results, server) = try await sendChained(
+            6, faults: [.dropDuringData(occurrence: 2, afterBytes: 10)], body: big)
+        let failed = results.filter { if case .failure = $0.value { true } else { false } }
+        #expect(failed.count == 1, "only the message cut off fails: \(failed)")
+        for (_, result) in failed {
+            guard case .failure(let error) = result else { continue }
+            switch error {
+            case .connection(let phase, _): #expect(phase == "data")
+            case .outcomeUnknown: break
+            default: Issue.record("unexpected \(error)")
+            }
+        }
+        // The commands chained behind the cut-off message never got a reply: resent on a fresh session, once.
+        let expected = (1...6).filter { failed[$0] == nil }.map { "kunde\($0)@example.test" }.sorted()
+        #expect(Self.delivered(server) == expected)
+        #expect(server.connectionCount() == 2)
+        try await server.shutdown()
+    }
+
     @Test func authLoginWhenPlainIsNotOffered() async throws {
         var script = try tlsScript()
         script.extensions = ["PIPELINING", "AUTH LOGIN"]
