@@ -148,7 +148,7 @@ extension Commands {
         let result: [String: Any] = [
             "sent": sent, "failed": failed, "seconds": (seconds * 1000).rounded() / 1000,
             "rate": (Double(sent) / seconds).rounded(), "bytes_avg": count > 0 ? bytes / count : 0,
-            "rss_kb_start": rssStart, "render_once": renderOnce, "chained": SMTPPool.chainedTransactions,
+            "rss_kb_start": rssStart, "render_once": renderOnce, "chained": pool.chainedTransactions,
             "rss_kb_peak": ProcessMemory.peakKB(),
             "rss_kb_end": ProcessMemory.residentKB(),
         ]

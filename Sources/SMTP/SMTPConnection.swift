@@ -53,12 +53,13 @@ public final class SMTPConnection: @unchecked Sendable {
 
     /// Connects and runs the session up to "ready for MAIL": greeting, EHLO, STARTTLS and AUTH as configured.
     public static func connect(
-        _ config: SMTPConfiguration, sslContext: NIOSSLContext?, group: any EventLoopGroup, logger: Logger
+        _ config: SMTPConfiguration, sslContext: NIOSSLContext?, group: any EventLoopGroup, logger: Logger,
+        chained: SMTPCounter = SMTPCounter()
     ) async throws -> SMTPConnection {
         // An IP literal is not a valid SNI name; NIOSSL then checks the certificate against the peer's address.
         let isIPLiteral = config.host.contains(":") || config.host.allSatisfy { $0.isNumber || $0 == "." }
         let tlsHost: String? = isIPLiteral ? nil : config.host
-        let handler = SMTPClientHandler(sslContext: sslContext, serverHostname: tlsHost)
+        let handler = SMTPClientHandler(sslContext: sslContext, serverHostname: tlsHost, chained: chained)
         let implicit = config.tls == .implicit
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(.init(config.timeouts.connect))
@@ -366,6 +367,14 @@ public final class SMTPConnection: @unchecked Sendable {
     }
 }
 
+/// A count shared by a pool's sessions.
+public final class SMTPCounter: Sendable {
+    let count = Atomic<Int>(0)
+    public init() {}
+    public var value: Int { count.load(ordering: .relaxed) }
+    func increment() { count.add(1, ordering: .relaxed) }
+}
+
 /// Errors raised inside the channel.
 enum SMTPChannelError: Error, CustomStringConvertible, Equatable {
     case timeout
@@ -455,12 +464,13 @@ final class SMTPClientHandler: ChannelInboundHandler, @unchecked Sendable {
     /// Whether the last pipelined transaction ended without its message (refused, or never finished), so the next
     /// one starts with RSET. After a message the server is ready for MAIL again (RFC 5321 §4.1.4).
     private var resetNeeded = false
-    /// Transactions whose commands went out in the same write as the message before them.
-    static let chainedTransactions = Atomic<Int>(0)
+    /// Counts the transactions whose commands went out in the same write as the message (or dot) before them.
+    private let chained: SMTPCounter
 
-    init(sslContext: NIOSSLContext?, serverHostname: String?) {
+    init(sslContext: NIOSSLContext?, serverHostname: String?, chained: SMTPCounter) {
         self.sslContext = sslContext
         self.serverHostname = serverHostname
+        self.chained = chained
     }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
@@ -557,18 +567,23 @@ final class SMTPClientHandler: ChannelInboundHandler, @unchecked Sendable {
             self.context?.close(promise: nil)
         }
         for index in lines.indices { add(.command(pipeline, index: index), timeout: nil) }
-        var size = after?.count ?? 0
+        if let after {
+            // Two buffers, one flush (one `writev`): `written` must mean "the message and its dot reached the
+            // socket", not the commands behind it as well. A message whose dot went out is an unknown outcome on
+            // failure, never a safe resend.
+            var message = context.channel.allocator.buffer(capacity: after.count)
+            message.writeBytes(after)
+            context.write(wrapOutboundOut(message), promise: written)
+            chained.increment()
+        }
+        var size = 0
         for l in lines { size += l.utf8.count + 2 }
         var buf = context.channel.allocator.buffer(capacity: size)
-        if let after {
-            buf.writeBytes(after)
-            Self.chainedTransactions.add(1, ordering: .relaxed)
-        }
         for l in lines {
             buf.writeString(l)
             buf.writeStaticString("\r\n")
         }
-        context.writeAndFlush(wrapOutboundOut(buf), promise: written)
+        context.writeAndFlush(wrapOutboundOut(buf), promise: after == nil ? written : nil)
     }
 
     /// All the commands' replies are in (or failed): send the message when they accept it; end a refused

@@ -60,8 +60,9 @@ public final class SMTPPool: Sendable {
         }
     }
 
-    /// Transactions (in this process) whose commands went out in the same write as the message before them.
-    public static var chainedTransactions: Int { SMTPClientHandler.chainedTransactions.load(ordering: .relaxed) }
+    private let chained = SMTPCounter()
+    /// Transactions of this pool whose commands went out in the same write as the message before them.
+    public var chainedTransactions: Int { chained.value }
 
     /// Sends one message on a pooled session. A reused session that turns out dead before anything of the
     /// message went out is replaced once, transparently.
@@ -134,10 +135,10 @@ public final class SMTPPool: Sendable {
             case .connect:
                 do {
                     let c = try await SMTPConnection.connect(
-                        config, sslContext: sslContext, group: group, logger: logger)
+                        config, sslContext: sslContext, group: group, logger: logger, chained: chained)
                     state.withLock { self.took(c, &$0) }
-                    // A waiter may chain behind this sender now.
-                    wakeOne()
+                    // Waiters may chain behind this sender now.
+                    wake(Self.sendersPerSession - 1)
                     return (c, false)
                 } catch {
                     state.withLock { $0.open -= 1 }
@@ -171,7 +172,8 @@ public final class SMTPPool: Sendable {
     }
 
     private func release(_ connection: SMTPConnection) {
-        let quit = state.withLock { s in
+        // How many waiters the release lets in: one per sender the session (or a new one) can take now.
+        let (quit, free): (Bool, Int) = state.withLock { s in
             connection.poolSenders -= 1
             s.shared.removeAll { $0 === connection }
             let remaining = connection.poolSenders
@@ -180,24 +182,36 @@ public final class SMTPPool: Sendable {
                     && !s.closed
             else {
                 // Closed when its last sender is done.
-                if remaining > 0 { return false }
+                if remaining > 0 { return (false, 0) }
                 s.open -= 1
-                return true
+                return (true, 1)
             }
             if remaining == 0 {
                 s.idle.append(connection)
-            } else if canTakeMore(connection) {
-                s.shared.append(connection)
+                return (false, connection.canChain ? Self.sendersPerSession : 1)
             }
-            return false
+            if canTakeMore(connection) {
+                s.shared.append(connection)
+                return (false, Self.sendersPerSession - remaining)
+            }
+            return (false, 0)
         }
         if quit { Task { await connection.quit() } }
-        wakeOne()
+        wake(free)
     }
 
-    private func wakeOne() {
-        let waiter = state.withLock { s in s.waiters.isEmpty ? nil : s.waiters.removeFirst() }
-        waiter?.resume()
+    private func wakeOne() { wake(1) }
+
+    /// Resumes up to `n` waiters; each looks again and waits again if it finds no room.
+    private func wake(_ n: Int) {
+        guard n > 0 else { return }
+        let woken = state.withLock { s in
+            let k = min(n, s.waiters.count)
+            let first = Array(s.waiters.prefix(k))
+            s.waiters.removeFirst(k)
+            return first
+        }
+        for w in woken { w.resume() }
     }
 
     /// QUITs every idle session and refuses new sends.
