@@ -424,10 +424,10 @@ final class SMTPClientHandler: ChannelInboundHandler, @unchecked Sendable {
         let message: [UInt8]
         let timeout: Duration
         let dataTimeout: Duration
-        /// Set when the commands are written: how many (with RSET, if sent) and where MAIL is.
-        var commands = 0
-        var mailIndex = 0
         var outcome = PipelinedOutcome()
+        /// Once written: how many commands (with RSET, if sent), and where MAIL is.
+        var commands: Int { lines.count + mailIndex }
+        var mailIndex: Int { outcome.reset ? 1 : 0 }
         /// One deadline for all the commands' replies (they are written together).
         var timer: Scheduled<Void>?
         var commandsAnswered = false
@@ -553,8 +553,6 @@ final class SMTPClientHandler: ChannelInboundHandler, @unchecked Sendable {
         }
         let lines = resetNeeded ? ["RSET"] + pipeline.lines : pipeline.lines
         pipeline.outcome.reset = resetNeeded
-        pipeline.commands = lines.count
-        pipeline.mailIndex = resetNeeded ? 1 : 0
         // Until the server answers this transaction's message, the next one must reset the session first.
         resetNeeded = true
         active = pipeline
@@ -576,14 +574,7 @@ final class SMTPClientHandler: ChannelInboundHandler, @unchecked Sendable {
             context.write(wrapOutboundOut(message), promise: written)
             chained.increment()
         }
-        var size = 0
-        for l in lines { size += l.utf8.count + 2 }
-        var buf = context.channel.allocator.buffer(capacity: size)
-        for l in lines {
-            buf.writeString(l)
-            buf.writeStaticString("\r\n")
-        }
-        context.writeAndFlush(wrapOutboundOut(buf), promise: after == nil ? written : nil)
+        writeLines(lines, promise: after == nil ? written : nil)
     }
 
     /// All the commands' replies are in (or failed): send the message when they accept it; end a refused
@@ -700,8 +691,11 @@ final class SMTPClientHandler: ChannelInboundHandler, @unchecked Sendable {
 
     // MARK: on the event loop
 
-    private func writeLines(_ lines: [String]) {
-        guard let context else { return }
+    private func writeLines(_ lines: [String], promise: EventLoopPromise<Void>? = nil) {
+        guard let context else {
+            promise?.fail(SMTPChannelError.closed)
+            return
+        }
         var size = 0
         for l in lines { size += l.utf8.count + 2 }
         var buf = context.channel.allocator.buffer(capacity: size)
@@ -709,7 +703,7 @@ final class SMTPClientHandler: ChannelInboundHandler, @unchecked Sendable {
             buf.writeString(l)
             buf.writeStaticString("\r\n")
         }
-        context.writeAndFlush(wrapOutboundOut(buf), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(buf), promise: promise)
     }
 
     private func writeBytes(_ bytes: [UInt8], promise: EventLoopPromise<Void>?) {
