@@ -372,3 +372,20 @@ public struct OrderSubmission: Sendable, Equatable {
         return trimmed
     }
 }
+
+extension OrderSubmission {
+    /// The fields that can tie an order to someone other than its buyer, by column name: a referral code, a
+    /// coupon, the "who referred you?" answer and the checkout device (kept as a hash of IP and user agent).
+    public static let linkFields: Set<String> = ["coupon_code", "referral_code", "referred_by", "client_device"]
+
+    /// Which of `linkFields` this submission carries. Its order's events carry them as tags, so that a
+    /// subscriber that can only act on a linked order (referral attribution) gets no job for the others.
+    public var linkTags: Set<String> {
+        var tags: Set<String> = []
+        if couponCode != nil { tags.insert("coupon_code") }
+        if referralCode != nil { tags.insert("referral_code") }
+        if referredBy != nil { tags.insert("referred_by") }
+        if clientIP != nil { tags.insert("client_device") }
+        return tags
+    }
+}

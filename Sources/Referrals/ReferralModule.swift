@@ -29,7 +29,9 @@ public struct ReferralModule: Sendable {
 
     /// The domain events the capability reacts to.
     public static func subscribe(_ s: inout EventSubscriptions) {
-        s.subscribe(Store.referralAttributeJob, to: OrderStatus.placed.eventType)
+        // An order without a code, coupon, answer or device cannot be attributed (`Store.attributeOrder`).
+        s.subscribe(
+            Store.referralAttributeJob, to: OrderStatus.placed.eventType, ifTaggedWithAnyOf: OrderSubmission.linkFields)
         s.subscribe(Store.referralHoldJob, to: OrderStatus.delivered.eventType)
         s.subscribe(Store.referralVoidJob, to: OrderStatus.returned.eventType)
         s.subscribe(Store.referralVoidJob, to: OrderStatus.cancelled.eventType)

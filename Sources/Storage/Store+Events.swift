@@ -4,13 +4,30 @@ import ReciprocityCore
 /// Which job kinds react to which domain event types. Later capabilities register here
 /// (reviews: `OrderDelivered` → `reviews.schedule`); every subscriber gets its own job, in the same transaction
 /// as the change that raised the event.
+///
+/// A subscriber may ask only for events that carry one of some tags (`EventDraft.tags`): facts of the subject
+/// that decide whether the job could do anything, so that no job is enqueued, claimed and completed for nothing.
 public struct EventSubscriptions: Sendable {
-    public private(set) var byType: [String: [String]] = [:]
-    public init() {}
-    public mutating func subscribe(_ jobKind: String, to eventType: String) {
-        byType[eventType, default: []].append(jobKind)
+    public struct Subscriber: Sendable, Equatable {
+        public var jobKind: String
+        /// The event must carry at least one of these tags; nil takes every event of the type.
+        public var anyOfTags: Set<String>?
     }
-    public func subscribers(of type: String) -> [String] { byType[type] ?? [] }
+
+    public private(set) var byType: [String: [Subscriber]] = [:]
+    public init() {}
+    public mutating func subscribe(_ jobKind: String, to eventType: String, ifTaggedWithAnyOf tags: Set<String>? = nil)
+    {
+        byType[eventType, default: []].append(Subscriber(jobKind: jobKind, anyOfTags: tags))
+    }
+    /// Every job kind that reacts to some events of the type.
+    public func subscribers(of type: String) -> [String] { byType[type]?.map(\.jobKind) ?? [] }
+    /// The job kinds an event of the type with these tags fans out to.
+    public func subscribers(of type: String, tags: Set<String>) -> [String] {
+        (byType[type] ?? []).compactMap { s in
+            s.anyOfTags.map { $0.isDisjoint(with: tags) } == true ? nil : s.jobKind
+        }
+    }
 }
 
 public struct DomainEvent: Sendable, Equatable, Codable {
@@ -21,6 +38,8 @@ public struct DomainEvent: Sendable, Equatable, Codable {
     public var subjectID: Int64
     public var payload: String
     public var occurredAt: Date
+    /// The job kinds its recording enqueued (not stored: only the change that recorded it knows them).
+    public var jobKinds: [String] = []
 }
 
 extension Store {
@@ -64,18 +83,42 @@ extension Store {
             ids.removeValue(forKey: d.dedupeKey).map {
                 DomainEvent(
                     id: $0, workspaceID: d.workspaceID, type: d.type, subjectType: d.subjectType,
-                    subjectID: d.subjectID, payload: d.payload, occurredAt: d.occurredAt)
+                    subjectID: d.subjectID, payload: d.payload, occurredAt: d.occurredAt,
+                    jobKinds: subscriptions.subscribers(of: d.type, tags: d.tags))
             }
         }
         let jobs = events.flatMap { event in
-            subscriptions.subscribers(of: event.type).map { kind in
-                JobRequest(
-                    kind: kind, workspaceID: event.workspaceID, payload: #"{"event_id":\#(event.id)}"#,
-                    idempotencyKey: "event:\(event.id):\(kind)")
-            }
+            event.jobKinds.map { Self.subscriberJob(kind: $0, workspaceID: event.workspaceID, eventID: event.id) }
         }
         _ = try await enqueue(tx, jobs)
         return events
+    }
+
+    /// An event's subject has gained tags since the event was recorded (an order that names a coupon only in a
+    /// later update): enqueues the subscribers the new tags admit and the old did not, as if the event had carried
+    /// them from the start. A subscriber's job exists at most once per event (its idempotency key), so this
+    /// never adds a second one. Answers the kinds it enqueued.
+    func fanOut(
+        _ tx: any SQLExecutor, workspaceID: WorkspaceID, eventType: String, dedupeKey: String,
+        gaining new: Set<String>, had old: Set<String>
+    ) async throws -> [String] {
+        let before = subscriptions.subscribers(of: eventType, tags: old)
+        let kinds = subscriptions.subscribers(of: eventType, tags: new).filter { !before.contains($0) }
+        guard !kinds.isEmpty,
+            let eventID = try await tx.first(
+                "SELECT id FROM domain_events WHERE dedupe_key = ? AND workspace_id = ?", dedupeKey, workspaceID)?
+                .int("id")
+        else { return [] }
+        let ids = try await enqueue(
+            tx, kinds.map { Self.subscriberJob(kind: $0, workspaceID: workspaceID, eventID: eventID) })
+        return zip(kinds, ids).compactMap { kind, id in id.map { _ in kind } }
+    }
+
+    /// The job a subscriber gets for an event: once per event and kind.
+    static func subscriberJob(kind: String, workspaceID: WorkspaceID, eventID: Int64) -> JobRequest {
+        JobRequest(
+            kind: kind, workspaceID: workspaceID, payload: #"{"event_id":\#(eventID)}"#,
+            idempotencyKey: "event:\(eventID):\(kind)")
     }
 
     public func events(workspaceID: WorkspaceID, subjectType: String, subjectID: Int64) async throws -> [DomainEvent] {
@@ -111,11 +154,15 @@ public struct EventDraft: Sendable {
     public var payload: String
     public var dedupeKey: String
     public var occurredAt: Date
+    /// Facts of the subject that subscribers may filter on (`EventSubscriptions.subscribe(_:to:ifTaggedWithAnyOf:)`).
+    /// Not stored: they decide which jobs are enqueued, nothing else.
+    public var tags: Set<String>
 
     public init(
         workspaceID: WorkspaceID, type: String, subjectType: String, subjectID: Int64, payload: String,
-        dedupeKey: String, occurredAt: Date
+        dedupeKey: String, occurredAt: Date, tags: Set<String> = []
     ) {
+        self.tags = tags
         self.workspaceID = workspaceID
         self.type = type
         self.subjectType = subjectType

@@ -10,6 +10,11 @@ public struct OrderUpsertResult: Sendable {
     public var order: Order
     public var outcome: UpsertOutcome
     public var events: [DomainEvent]
+    /// Jobs of events recorded before, enqueued now because the order gained a tag their subscribers wait for.
+    public var lateJobKinds: [String] = []
+
+    /// Every job kind the upsert enqueued, for waking the worker.
+    public var jobKinds: [String] { events.flatMap(\.jobKinds) + lateJobKinds }
 }
 
 extension OrderStatus {
@@ -95,7 +100,12 @@ extension Store {
 
     /// The columns `SELECT … FOR UPDATE` reads to decide an upsert: which row, where it stands, and which body
     /// it was written from.
-    static let orderStateColumns = ["id", "external_id", "status", "body_hash"]
+    static let orderStateColumns = ["id", "external_id", "status", "body_hash"] + OrderSubmission.linkFields.sorted()
+
+    /// The link fields (`OrderSubmission.linkFields`) a stored order carries, from its state columns.
+    static func linkTags(_ row: SQLRow) -> Set<String> {
+        OrderSubmission.linkFields.filter { row.optionalText($0) != nil }
+    }
 
     /// Why an order that stands at `previous` cannot take `next`, or nil if it can.
     static func refusedTransition(from previous: OrderStatus, to next: OrderStatus) -> DomainError? {
@@ -166,8 +176,15 @@ extension Store {
                 workspaceID: workspaceID, orderID: orderID, contactID: contactID, s: s, before: returnedBefore, now: t
             ).map { [$0] } ?? [])
         try await recordCheckoutConsents(tx, workspaceID: workspaceID, contactID: contactID, s: s, isNew: false, at: t)
+        // A link the order names only now counts as if it had come with the order (the device is kept, above).
+        let linked = Self.linkTags(existing)
+        let late = try await fanOut(
+            tx, workspaceID: workspaceID, eventType: OrderStatus.placed.eventType,
+            dedupeKey: "order:\(orderID):\(OrderStatus.placed.rawValue)",
+            gaining: s.linkTags.union(linked.intersection(["client_device"])), had: linked)
         // The row as written (RETURNING) and the items as sent: no second read.
-        return OrderUpsertResult(order: Self.order(orderRow, items: s.items), outcome: .updated, events: events)
+        return OrderUpsertResult(
+            order: Self.order(orderRow, items: s.items), outcome: .updated, events: events, lateJobKinds: late)
     }
 
     /// Writes orders that do not exist yet, with one statement per table and chunk: their contacts, rows, items,
@@ -276,6 +293,8 @@ extension Store {
         var from: OrderStatus?
         var to: OrderStatus
         var at: Date
+        /// The submission's `linkTags`, for the event's subscribers.
+        var tags: Set<String>
     }
 
     /// The statuses an upsert moves through: a new order has been placed (and may already be further along).
@@ -294,7 +313,7 @@ extension Store {
             defer { from = status }
             return StatusReached(
                 orderID: orderID, externalID: s.externalID, contactID: contactID, from: from, to: status,
-                at: s.statusTimes[status] ?? now)
+                at: s.statusTimes[status] ?? now, tags: s.linkTags)
         }
     }
 
@@ -338,7 +357,7 @@ extension Store {
                     workspaceID: workspaceID, type: c.to.eventType, subjectType: "order", subjectID: c.orderID,
                     payload:
                         #"{"order_id":\#(c.orderID),"external_id":"\#(JSONText.escape(c.externalID))","contact_id":\#(c.contactID),"status":"\#(c.to.rawValue)"}"#,
-                    dedupeKey: "order:\(c.orderID):\(c.to.rawValue)", occurredAt: c.at)
+                    dedupeKey: "order:\(c.orderID):\(c.to.rawValue)", occurredAt: c.at, tags: c.tags)
             } + also)
     }
 

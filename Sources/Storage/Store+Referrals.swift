@@ -510,7 +510,7 @@ extension Store {
                 orders[r.int("event_id")] = PlacedOrder(
                     workspaceID: r.int("workspace_id"), orderID: r.int("order_id"),
                     couponCode: r.optionalText("coupon_code"),
-                    hasCandidate: ["coupon_code", "referral_code", "referred_by", "client_device"].contains {
+                    hasCandidate: OrderSubmission.linkFields.contains {
                         r.optionalText($0) != nil
                     })
             }

@@ -179,9 +179,8 @@ public final class RateLimiter: @unchecked Sendable {
 }
 
 extension WebEnvironment {
-    /// After a change recorded `events`: wakes the local worker for the jobs they fanned out to, if any.
-    func wakeWorkers(forEvents events: [DomainEvent]) {
-        let kinds = events.flatMap { store.subscriptions.subscribers(of: $0.type) }
+    /// After a change enqueued jobs of these kinds: wakes the local worker for them, if any.
+    func wakeWorkers(forKinds kinds: [String]) {
         guard !kinds.isEmpty else { return }
         if let wakeWorkersForKinds { wakeWorkersForKinds(kinds) } else { wakeWorkers() }
     }

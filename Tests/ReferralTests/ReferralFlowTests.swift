@@ -165,6 +165,42 @@ import Testing
         }
     }
 
+    /// Only an order that names a link gets an attribution job. One that names the advocate's code only in a
+    /// later update gets the job with that update, and is attributed as if the code had come with it.
+    @Test(arguments: Engine.available)
+    func aCodeNamedOnlyInALaterUpdateIsAttributedOnce(engine: Engine) async throws {
+        try await withKit(engine) { kit in
+            let anna = try await advocate(kit)
+            let queued = { () async throws -> [Job] in
+                try await kit.store.jobs(workspaceID: kit.shop.id, state: .queued).filter {
+                    $0.kind == Store.referralAttributeJob
+                }
+            }
+            #expect(try await queued().isEmpty, "the advocate's own order named no link")
+            // MUT: the friend's order, first without the code, then with it, then again with it
+            let first = try await kit.store.put(kit.shop, "F-9", order(email: "ben@example.org", street: "Ringstr. 9"))
+            let named = order(email: "ben@example.org", ref: anna.code, street: "Ringstr. 9", price: "41.00")
+            let late = try await kit.store.put(kit.shop, "F-9", named)
+            var again = named
+            again.couponCode = anna.code
+            let repeated = try await kit.store.put(kit.shop, "F-9", again)
+            // validate
+            #expect(first.jobKinds.isEmpty)
+            #expect(late.jobKinds == [Store.referralAttributeJob])
+            #expect(repeated.jobKinds.isEmpty)
+            let jobs = try await queued()
+            #expect(jobs.map(\.payload) == [#"{"event_id":\#(first.events[0].id)}"#])
+            // The worker's run of that job attributes the order.
+            let list = await kit.referrals.service.currentDisposable()
+            try await kit.store.db.transaction { tx in
+                try await kit.referrals.service.attribute(eventID: first.events[0].id, tx: tx, disposable: list)
+            }
+            let ref = try #require(try await referral(kit))
+            #expect(ref.advocateID == anna.id)
+            #expect(ref.via == "ref")
+        }
+    }
+
     /// The worker runs placed orders' attribution in batches: one look-up sorts out the orders with nothing to
     /// attribute, and the others decide as they would one by one, each seeing the ones before it.
     @Test(arguments: Engine.available)

@@ -54,6 +54,48 @@ import Testing
         }
     }
 
+    /// A subscriber that waits for a tag gets a job only for the events that carry one. An order that names its
+    /// link only in a later update gets that job then, for its placed event, and only once.
+    @Test(arguments: Engine.available)
+    func aTaggedSubscriberGetsAJobOnlyForAnOrderThatNamesALink(engine: Engine) async throws {
+        var subs = EventSubscriptions()
+        subs.subscribe("every", to: "OrderPlaced")
+        subs.subscribe("linked", to: "OrderPlaced", ifTaggedWithAnyOf: OrderSubmission.linkFields)
+        try await engine.withStore(subscriptions: subs) { store, shop, clock in
+            // MUT: one order without a link, one with a coupon
+            var plain = samplePayload(email: "plain@example.com")
+            let unlinked = try await store.put(shop, "T-1", plain)
+            var coupon = samplePayload(email: "coupon@example.com")
+            coupon.couponCode = "SOMMER24"
+            let linked = try await store.put(shop, "T-2", coupon)
+            // validate
+            #expect(unlinked.jobKinds == ["every"])
+            #expect(linked.jobKinds == ["every", "linked"])
+
+            // MUT: T-1 names a referral code only now, then a coupon too
+            clock.advance(by: 60)
+            plain.referralCode = "ANNA-7K2M"
+            let late = try await store.put(shop, "T-1", plain)
+            plain.couponCode = "SOMMER24"
+            let again = try await store.put(shop, "T-1", plain)
+            // T-2 drops its coupon and sends the checkout device: it was linked before
+            coupon.couponCode = nil
+            coupon.clientIP = "203.0.113.9"
+            let relinked = try await store.put(shop, "T-2", coupon)
+            // validate
+            #expect(late.events.isEmpty)
+            #expect(late.lateJobKinds == ["linked"])
+            #expect(again.lateJobKinds.isEmpty, "one job per event and subscriber")
+            #expect(relinked.lateJobKinds.isEmpty)
+            let placed = Dictionary(
+                uniqueKeysWithValues: (unlinked.events + linked.events).map { ($0.subjectID, $0.id) })
+            let keys = try await store.jobs(workspaceID: shop.id, state: .queued)
+                .filter { $0.kind == "linked" }.compactMap(\.idempotencyKey).sorted()
+            #expect(
+                keys == [unlinked.order.id, linked.order.id].map { "event:\(placed[$0]!):linked" }.sorted())
+        }
+    }
+
     /// Returned units are kept per item, and each report of more units back raises one `OrderItemsReturned`.
     @Test(arguments: Engine.available)
     func moreReturnedUnitsRaiseOneEventEach(engine: Engine) async throws {

@@ -62,7 +62,7 @@ struct APIRoutes {
             externalID: externalID, payload: payload, receivedAt: env.clock.now())
         let result = try await store.upsertOrder(
             workspaceID: principal.workspaceID, submission: submission, fingerprint: Store.fingerprint(body: body))
-        env.wakeWorkers(forEvents: result.events)
+        env.wakeWorkers(forKinds: result.jobKinds)
         var response = Bodies.jsonResponse(
             bytes: OrderDTO.upsertResponse(OrderDTO(result.order), outcome: result.outcome.rawValue),
             status: result.outcome == .created ? .created : .ok)
