@@ -19,7 +19,7 @@ public enum Migrator {
     /// Every migration, in order.
     public static let all: [Migration] = [
         Schema.v1Foundation, Schema.v2Mail, Schema.v3Reviews, Schema.v4LeadMagnets, Schema.v5Referrals,
-        Schema.v6QueryPaths, Schema.v7Returns, Schema.v8ClickIndexes,
+        Schema.v6QueryPaths, Schema.v7Returns, Schema.v8ClickIndexes, Schema.v9EventTags,
     ]
 
     /// The newest migration id, which `/readyz` compares against the database.
@@ -876,5 +876,12 @@ enum Schema {
     /// (advocate, time) instead of an index of their own (docs/decisions/0012-fast-path-bytes.md).
     static let v8ClickIndexes = Migration(id: 8, name: "click_indexes") { _ in
         ["DROP INDEX referral_clicks_day"]
+    }
+
+    /// An event keeps the tags its subscribers were chosen by (`EventSubscriptions`, decision 0022), as a sorted,
+    /// comma-separated list ('' for none: a NULL would give a multi-row insert another statement shape, decision
+    /// 0008). They only grow, so a subscriber's job is enqueued once per event, also after the job row is purged.
+    static let v9EventTags = Migration(id: 9, name: "event_tags") { _ in
+        ["ALTER TABLE domain_events ADD COLUMN tags TEXT NOT NULL DEFAULT ''"]
     }
 }

@@ -20,8 +20,6 @@ public struct EventSubscriptions: Sendable {
     {
         byType[eventType, default: []].append(Subscriber(jobKind: jobKind, anyOfTags: tags))
     }
-    /// Every job kind that reacts to some events of the type.
-    public func subscribers(of type: String) -> [String] { byType[type]?.map(\.jobKind) ?? [] }
     /// The job kinds an event of the type with these tags fans out to.
     public func subscribers(of type: String, tags: Set<String>) -> [String] {
         (byType[type] ?? []).compactMap { s in
@@ -38,7 +36,7 @@ public struct DomainEvent: Sendable, Equatable, Codable {
     public var subjectID: Int64
     public var payload: String
     public var occurredAt: Date
-    /// The job kinds its recording enqueued (not stored: only the change that recorded it knows them).
+    /// The job kinds its recording enqueued: known to the change that recorded it, empty for an event read later.
     public var jobKinds: [String] = []
 }
 
@@ -65,16 +63,19 @@ extension Store {
     public func recordEvents(_ tx: any SQLExecutor, _ drafts: [EventDraft]) async throws -> [DomainEvent] {
         let t = now
         var ids: [String: Int64] = [:]
-        for chunk in MultiRow.chunks(rows: drafts.count, columns: 8, dialect: tx.dialect) {
+        for chunk in MultiRow.chunks(rows: drafts.count, columns: 9, dialect: tx.dialect) {
             var binds: [any SQLBindable] = []
-            binds.reserveCapacity(chunk.range.count * 8)
+            binds.reserveCapacity(chunk.range.count * 9)
             for d in drafts[chunk.range] {
-                binds += [d.workspaceID, d.type, d.subjectType, d.subjectID, d.payload, d.dedupeKey, d.occurredAt, t]
+                binds += [
+                    d.workspaceID, d.type, d.subjectType, d.subjectID, d.payload, d.dedupeKey, d.occurredAt, t,
+                    Self.tagList(d.tags),
+                ]
             }
             let rows = try await tx.query(
                 """
                 INSERT INTO domain_events (workspace_id, type, subject_type, subject_id, payload, dedupe_key, occurred_at,
-                  recorded_at) VALUES \(chunk.marks)
+                  recorded_at, tags) VALUES \(chunk.marks)
                 ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key
                 """, binds)
             for r in rows { ids[r.text("dedupe_key")] = r.int("id") }
@@ -94,24 +95,39 @@ extension Store {
         return events
     }
 
-    /// An event's subject has gained tags since the event was recorded (an order that names a coupon only in a
-    /// later update): enqueues the subscribers the new tags admit and the old did not, as if the event had carried
-    /// them from the start. A subscriber's job exists at most once per event (its idempotency key), so this
-    /// never adds a second one. Answers the kinds it enqueued.
+    /// An event's subject carries `tags` now, which the event may not have carried when it was recorded (an order
+    /// that names a coupon only in a later update). Adds them to the event's tags and enqueues the subscribers they
+    /// admit that its earlier tags did not, in the caller's transaction. An event's tags only grow, so each
+    /// subscriber's job is enqueued at most once per event, also after the job row has been purged.
+    ///
+    /// `known`: tags the subject carried before this change. The event already has their subscribers, so when the
+    /// new tags admit no other, nothing is read or written. Answers the kinds it enqueued.
     func fanOut(
-        _ tx: any SQLExecutor, workspaceID: WorkspaceID, eventType: String, dedupeKey: String,
-        gaining new: Set<String>, had old: Set<String>
+        _ tx: any SQLExecutor, workspaceID: WorkspaceID, eventType: String, dedupeKey: String, tags: Set<String>,
+        known: Set<String>
     ) async throws -> [String] {
-        let before = subscriptions.subscribers(of: eventType, tags: old)
-        let kinds = subscriptions.subscribers(of: eventType, tags: new).filter { !before.contains($0) }
-        guard !kinds.isEmpty,
-            let eventID = try await tx.first(
-                "SELECT id FROM domain_events WHERE dedupe_key = ? AND workspace_id = ?", dedupeKey, workspaceID)?
-                .int("id")
+        guard
+            subscriptions.subscribers(of: eventType, tags: tags.union(known))
+                != subscriptions.subscribers(of: eventType, tags: known),
+            let event = try await tx.first(
+                "SELECT id, tags FROM domain_events WHERE dedupe_key = ? AND workspace_id = ?", dedupeKey, workspaceID)
         else { return [] }
+        let had = Self.tags(event.text("tags"))
+        guard !tags.isSubset(of: had) else { return [] }
+        let before = subscriptions.subscribers(of: eventType, tags: had)
+        let kinds = subscriptions.subscribers(of: eventType, tags: had.union(tags)).filter { !before.contains($0) }
+        let eventID = event.int("id")
+        try await tx.execute(
+            "UPDATE domain_events SET tags = ? WHERE id = ?", Self.tagList(had.union(tags)), eventID)
         let ids = try await enqueue(
             tx, kinds.map { Self.subscriberJob(kind: $0, workspaceID: workspaceID, eventID: eventID) })
         return zip(kinds, ids).compactMap { kind, id in id.map { _ in kind } }
+    }
+
+    /// Tags as stored: sorted and comma-separated, '' for none.
+    static func tagList(_ tags: Set<String>) -> String { tags.sorted().joined(separator: ",") }
+    static func tags(_ list: String) -> Set<String> {
+        Set(list.split(separator: ",").map(String.init))
     }
 
     /// The job a subscriber gets for an event: once per event and kind.
@@ -155,7 +171,7 @@ public struct EventDraft: Sendable {
     public var dedupeKey: String
     public var occurredAt: Date
     /// Facts of the subject that subscribers may filter on (`EventSubscriptions.subscribe(_:to:ifTaggedWithAnyOf:)`).
-    /// Not stored: they decide which jobs are enqueued, nothing else.
+    /// Kept with the event, so that tags the subject gains later fan out once (`Store.fanOut`).
     public var tags: Set<String>
 
     public init(

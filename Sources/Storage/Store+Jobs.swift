@@ -225,7 +225,8 @@ extension Store {
     /// for a person. Answers how many it deleted.
     ///
     /// A deleted job's idempotency key can be enqueued again. Every key in this build is enqueued by a step that
-    /// happens once (an event recorded once, a state change, a schedule slot in the past), so none is.
+    /// happens once (an event recorded once, tags an event gains for the first time, a state change, a schedule slot
+    /// in the past), so none is.
     public func purgeSucceededJobs(finishedBefore cutoff: Date, chunk: Int = 5_000, maxChunks: Int = 100) async throws
         -> Int
     {

@@ -100,7 +100,7 @@ extension Store {
 
     /// The columns `SELECT … FOR UPDATE` reads to decide an upsert: which row, where it stands, and which body
     /// it was written from.
-    static let orderStateColumns = ["id", "external_id", "status", "body_hash"] + OrderSubmission.linkFields.sorted()
+    static let orderStateColumns = ["id", "external_id", "status", "body_hash"]
 
     /// The link fields (`OrderSubmission.linkFields`) a stored order carries, from its state columns.
     static func linkTags(_ row: SQLRow) -> Set<String> {
@@ -122,8 +122,9 @@ extension Store {
         async throws -> OrderUpsertResult
     {
         let forUpdate = tx.dialect == .postgres ? " FOR UPDATE" : ""
+        // With the link fields, whose change can fan out late (below).
         let existing = try await tx.first(
-            "SELECT \(Self.orderStateColumns.joined(separator: ", ")) FROM orders WHERE workspace_id = ? AND external_id = ?\(forUpdate)",
+            "SELECT \((Self.orderStateColumns + OrderSubmission.linkFields.sorted()).joined(separator: ", ")) FROM orders WHERE workspace_id = ? AND external_id = ?\(forUpdate)",
             workspaceID, s.externalID)
         if let existing, existing.text("body_hash") == fingerprint {
             let order = try await loadOrder(tx, workspaceID: workspaceID, id: existing.int("id"))
@@ -176,12 +177,17 @@ extension Store {
                 workspaceID: workspaceID, orderID: orderID, contactID: contactID, s: s, before: returnedBefore, now: t
             ).map { [$0] } ?? [])
         try await recordCheckoutConsents(tx, workspaceID: workspaceID, contactID: contactID, s: s, isNew: false, at: t)
-        // A link the order names only now counts as if it had come with the order (the device is kept, above).
-        let linked = Self.linkTags(existing)
-        let late = try await fanOut(
-            tx, workspaceID: workspaceID, eventType: OrderStatus.placed.eventType,
-            dedupeKey: "order:\(orderID):\(OrderStatus.placed.rawValue)",
-            gaining: s.linkTags.union(linked.intersection(["client_device"])), had: linked)
+        // A link the order names only now reaches its placed event's subscribers then, unless the order has come
+        // back or was cancelled meanwhile: the jobs of those events have run, and nothing would undo a late
+        // referral (the device is kept, above, so it stays a tag).
+        var late: [String] = []
+        if [.placed, .paid, .shipped, .delivered].contains(s.status) {
+            let linked = Self.linkTags(existing)
+            late = try await fanOut(
+                tx, workspaceID: workspaceID, eventType: OrderStatus.placed.eventType,
+                dedupeKey: "order:\(orderID):\(OrderStatus.placed.rawValue)",
+                tags: s.linkTags.union(linked.intersection(["client_device"])), known: linked)
+        }
         // The row as written (RETURNING) and the items as sent: no second read.
         return OrderUpsertResult(
             order: Self.order(orderRow, items: s.items), outcome: .updated, events: events, lateJobKinds: late)

@@ -93,6 +93,28 @@ import Testing
                 .filter { $0.kind == "linked" }.compactMap(\.idempotencyKey).sorted()
             #expect(
                 keys == [unlinked.order.id, linked.order.id].map { "event:\(placed[$0]!):linked" }.sorted())
+
+            // MUT: the jobs are purged, T-1 drops every link and names one again
+            try await store.db.execute("DELETE FROM jobs")
+            plain.referralCode = nil
+            plain.couponCode = nil
+            let dropped = try await store.put(shop, "T-1", plain)
+            plain.referredBy = "Anna Muster"
+            let renamed = try await store.put(shop, "T-1", plain)
+            // validate: the event remembers its tags, so no second job
+            #expect(dropped.lateJobKinds.isEmpty)
+            #expect(renamed.lateJobKinds.isEmpty, "the event had its linked job already")
+            #expect(try await store.db.scalar("SELECT COUNT(*) FROM jobs") == 0)
+
+            // MUT: an order without a link is returned, and the return names a coupon
+            var returned = samplePayload(email: "later@example.com", status: "delivered")
+            try await store.put(shop, "T-3", returned)
+            returned.status = "returned"
+            returned.couponCode = "SOMMER24"
+            let back = try await store.put(shop, "T-3", returned)
+            // validate: its events' jobs have run; a late referral would be one nothing voids
+            #expect(back.lateJobKinds.isEmpty)
+            #expect(try await store.db.scalar("SELECT COUNT(*) FROM jobs WHERE kind = 'linked'") == 0)
         }
     }
 
