@@ -16,6 +16,8 @@
 #   --no-nginx          skip the nginx reference
 #   --nginx-only        only the nginx reference (no build, no server)
 #   --unique-customers  every PUT by a new customer (default: all by a@example.com)
+#   --linked-orders     every order sends the buyer's IP and user agent, so each one gets a referral
+#                       attribution job (decision 0022; default: orders name no link and get none)
 #
 # What it does, per engine: starts `reciprocity serve` (release build, or
 # $RECIPROCITY_BIN) on a free port with RECIPROCITY_LOG_LEVEL=warning and a fresh
@@ -54,6 +56,7 @@ BUILD=1
 NGINX=1
 NGINX_ONLY=0
 UNIQUE_CUSTOMERS=0
+LINKED_ORDERS=0
 SERVE_WRAPPER=${RECIPROCITY_SERVE_WRAPPER:-}
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
@@ -72,6 +75,7 @@ while (($#)); do
         --no-nginx) NGINX=0; shift ;;
         --nginx-only) NGINX_ONLY=1; NGINX=1; BUILD=0; shift ;;
         --unique-customers) UNIQUE_CUSTOMERS=1; shift ;;
+        --linked-orders) LINKED_ORDERS=1; shift ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -344,7 +348,7 @@ bench_engine() {
     raw "## [$engine] idle VmRSS before load: ${rss_idle} kB"
 
     RUN_PREFIX="$engine-redirect-$TS" run_wrk "$engine" "GET /_/redirect" "$base/_/redirect"
-    RCP_API_KEY="$key" RCP_UNIQUE_CUSTOMERS="$UNIQUE_CUSTOMERS" RUN_PREFIX="$engine-put-$TS" \
+    RCP_API_KEY="$key" RCP_UNIQUE_CUSTOMERS="$UNIQUE_CUSTOMERS" RCP_LINKED_ORDERS="$LINKED_ORDERS" RUN_PREFIX="$engine-put-$TS" \
         run_wrk "$engine" "PUT /api/v1/orders/{id}" "$base/api/v1/orders" -s "$REPO_ROOT/scripts/wrk/put-orders.lua"
 
     kill -0 "$SERVER_PID" 2>/dev/null || { server_tail "$dir"; die "[$engine] server died under load"; }

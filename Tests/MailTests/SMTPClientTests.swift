@@ -152,6 +152,33 @@ import Testing
         try await server.shutdown()
     }
 
+    /// A server that answers 354 to the DATA of a transaction whose only recipient it refused: the client ends that
+    /// transaction with a lone dot (RFC 2920 section 3.1), also while other senders' commands are chained behind it.
+    @Test func aRefusedRecipientsDataIsEndedWithALoneDotOnAChainedSession() async throws {
+        let (results, server, chained) = try await sendChained(
+            10,
+            faults: [
+                .dataWithoutRecipients,
+                .reply(verb: "RCPT", occurrence: 2, code: 550, text: "5.1.1 No such user"),
+                .reply(verb: "RCPT", occurrence: 6, code: 550, text: "5.1.1 No such user"),
+            ])
+        var failed: [Int: String] = [:]
+        for (n, result) in results {
+            guard case .failure(let error) = result else { continue }
+            switch error {
+            case .permanent(let phase, _): failed[n] = phase
+            default: Issue.record("message \(n): \(error)")
+            }
+        }
+        #expect(failed.values.sorted() == ["rcpt", "rcpt"])
+        #expect(server.refusedPayloads() == [[], []], "each refused transaction sent nothing but the dot")
+        let expected = (1...10).filter { failed[$0] == nil }.map { "kunde\($0)@example.test" }.sorted()
+        #expect(Self.delivered(server) == expected, "every accepted message arrived, once")
+        #expect(server.connectionCount() == 1, "the session stays in step")
+        #expect(chained > 0)
+        try await server.shutdown()
+    }
+
     @Test func aDropMidMessageOnABusySessionResendsOnlyWhatNeverWentOut() async throws {
         let big = String(repeating: "Zeile mit Inhalt\r\n", count: 5_000)
         let (results, server, _) = try await sendChained(

@@ -10,6 +10,9 @@
 --   RCP_UNIQUE_CUSTOMERS=1 a new customer e-mail per order (default: every order
 --                          is by a@example.com, the body of the API docs)
 --   RCP_ORDER_STATUS       the order status sent (default "placed")
+--   RCP_LINKED_ORDERS=1    every order sends the buyer's IP address and user
+--                          agent (a link, so it gets a referral attribution job;
+--                          default: no link, no job)
 --
 -- external_id = <run>-<wrk thread number>-<per-thread counter>, so no two
 -- requests of one run share an id and every PUT is a create (201). At the end
@@ -29,11 +32,14 @@ if run_id == nil or run_id == "" then
 end
 local unique_customers = os.getenv("RCP_UNIQUE_CUSTOMERS") == "1"
 local order_status = os.getenv("RCP_ORDER_STATUS") or "placed"
+local linked = os.getenv("RCP_LINKED_ORDERS") == "1"
 
 local body_head = '{"customer":{"email":"'
 local body_tail = '","first_name":"Anna","last_name":"Muster","locale":"de"},"currency":"EUR",'
    .. '"items":[{"sku":"SKU-1","name":"Tee","quantity":2,"unit_price":"9.90"}],'
-   .. '"totals":{"total":"19.80"},"status":"' .. order_status .. '"}'
+   .. '"totals":{"total":"19.80"},"status":"' .. order_status .. '"'
+   .. (linked and ',"client_ip":"203.0.113.7","client_user_agent":"Mozilla/5.0 (X11; Linux x86_64)"' or '')
+   .. '}'
 local fixed_body = body_head .. "a@example.com" .. body_tail
 
 -- ---------------------------------------------------------------- main state

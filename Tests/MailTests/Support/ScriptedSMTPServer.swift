@@ -66,6 +66,10 @@ enum SMTPFault: Sendable {
     /// handshake (the CVE-2011-0411 injection; a correct client discards them). Applies to every STARTTLS, on
     /// every connection; several of these are written one after the other.
     case injectAfterSTARTTLS(String)
+    /// Answer DATA with 354 even when no recipient of the transaction was accepted, as some servers do to pipelined
+    /// commands, and answer the end of that data with 554 without recording a message. RFC 2920 section 3.1: the
+    /// client must then send a lone ".". `refusedPayloads()` lists what each such transaction carried.
+    case dataWithoutRecipients
 }
 
 struct ReceivedMessage: Sendable, Equatable {
@@ -150,6 +154,10 @@ final class ScriptedSMTPServer: Sendable {
     /// How many plaintext bytes the server discarded after STARTTLS lines (pipelined by a client that should not have).
     func discardedAfterSTARTTLS() -> Int { shared.withLock { $0.discardedAfterSTARTTLS } }
 
+    /// The payloads of the transactions answered with 354 without an accepted recipient, in order
+    /// (`SMTPFault.dataWithoutRecipients`); a correct client sends none ([], a lone ".").
+    func refusedPayloads() -> [[UInt8]] { shared.withLock { $0.refusedPayloads } }
+
     /// Polls until `messages().count >= count` or the timeout passes; returns the messages either way.
     func waitForMessages(count: Int, timeout: Duration = .seconds(10)) async -> [ReceivedMessage] {
         let clock = ContinuousClock()
@@ -203,6 +211,7 @@ private final class ScriptedSMTPShared: @unchecked Sendable {
         var messages: [ReceivedMessage] = []
         var log: [String] = []
         var discardedAfterSTARTTLS = 0
+        var refusedPayloads: [[UInt8]] = []
     }
 
     enum Action {
@@ -267,6 +276,14 @@ private final class ScriptedSMTPShared: @unchecked Sendable {
         for case .dropDuringData(let n, let afterBytes) in faults where n == occurrence { return max(0, afterBytes) }
         return nil
     }
+
+    /// Whether DATA gets a 354 without an accepted recipient (`SMTPFault.dataWithoutRecipients`).
+    var dataWithoutRecipients: Bool {
+        faults.contains { if case .dataWithoutRecipients = $0 { true } else { false } }
+    }
+
+    /// Records the payload of a transaction without recipients, which the server refused at its end.
+    func refuse(_ payload: [UInt8]) { withLock { $0.refusedPayloads.append(payload) } }
 
     /// Records an accepted message; returns its queue number.
     func accept(_ message: ReceivedMessage) -> Int {
@@ -688,7 +705,9 @@ private final class SMTPSessionHandler: ChannelInboundHandler, RemovableChannelH
     private func data(_ argument: String, context: ChannelHandlerContext) {
         guard argument.isEmpty else { return send(context: context, 501, "5.5.4 Syntax: DATA") }
         guard mailFrom != nil else { return send(context: context, 503, "5.5.1 Error: need MAIL command") }
-        guard !recipients.isEmpty else { return send(context: context, 503, "5.5.1 Error: need RCPT command") }
+        guard !recipients.isEmpty || shared.dataWithoutRecipients else {
+            return send(context: context, 503, "5.5.1 Error: need RCPT command")
+        }
         payload = []
         payloadRawBytes = 0
         dropAfter = shared.dataPhaseStarted()
@@ -699,6 +718,11 @@ private final class SMTPSessionHandler: ChannelInboundHandler, RemovableChannelH
 
     private func endOfData(context: ChannelHandlerContext) {
         mode = .command
+        if recipients.isEmpty {
+            shared.refuse(payload)
+            resetTransaction()
+            return send(context: context, 554, "5.5.1 Error: no valid recipients")
+        }
         let message = ReceivedMessage(
             mailFrom: mailFrom ?? "",
             recipients: recipients,
