@@ -3,6 +3,7 @@
 #
 #   bash scripts/bench-referrals.sh                 # build release, SQLite, 10 s per wrk run, 64 connections
 #   ENGINE=postgres POSTGRES_URL=postgres://... NO_BUILD=1 bash scripts/bench-referrals.sh
+#   ROUNDS=5 bash scripts/bench-referrals.sh         # five interleaved rounds instead of two
 #
 # In one run, against one server and one nginx:
 #   bare     GET /_/redirect          the bare 302 route of the same binary (the reference)
@@ -18,6 +19,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
+# On a shared host one 10 s run of the same route varies by 15% or more; the ratios of several interleaved rounds,
+# and their median, say more than one round's.
+ROUNDS=${ROUNDS:-2}
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a whole number >= 1: $ROUNDS" >&2; exit 1; }
 ENGINE=${ENGINE:-sqlite}
 # shellcheck source=scripts/lib/bench-tools.sh
 source scripts/lib/bench-tools.sh
@@ -122,7 +127,7 @@ run() { # name url [wrk args]
     [[ -z "$non" ]] || echo "note: $name answered $non non-2xx (302 counts as non-2xx in wrk)" >>"$OUT"
 }
 # Interleaved, so drift (thermal, other load) hits every route alike.
-for round in 1 2; do
+for round in $(seq 1 "$ROUNDS"); do
     run "bare$round" "http://127.0.0.1:$PORT/_/redirect"
     run "referral$round" "http://127.0.0.1:$PORT/r/$CODE"
     run "nginx$round" "http://127.0.0.1:$NGINX_PORT/"
@@ -139,13 +144,20 @@ fi
 {
     echo
     printf '%-10s %12s %10s %9s %9s\n' run req/s p99 "vs bare" "vs nginx"
-    for round in 1 2; do
+    for round in $(seq 1 "$ROUNDS"); do
         for name in bare referral nginx distinct; do
             n="$name$round"
             printf '%-10s %12s %10s %8.2fx %8.2fx\n' "$n" "${RPS[$n]}" "${P99[$n]}" \
                 "$(python3 -c "print(${RPS[$n]} / ${RPS[bare$round]})")" \
                 "$(python3 -c "print(${RPS[$n]} / ${RPS[nginx$round]})")"
         done
+    done
+    for name in referral distinct; do
+        ratios=()
+        for round in $(seq 1 "$ROUNDS"); do ratios+=("${RPS[$name$round]}/${RPS[bare$round]}"); done
+        python3 -c "import statistics, sys; r = [float(a) / float(b) for a, b in (x.split('/') for x in sys.argv[2:])]
+print(f'{sys.argv[1]:<10} vs bare, median of {len(r)} rounds: {statistics.median(r):.2f}x (min {min(r):.2f}, max {max(r):.2f})')" \
+            "$name" "${ratios[@]}"
     done
     echo "clicks written: $CLICKS; requests to /r/{code} that wrk completed: $SENT"
     echo "server RSS after the runs: $((RSS / 1024)) MiB"
