@@ -240,9 +240,10 @@ public struct ReferralService: Sendable {
         for milestone in issued.milestones { try await issue(rewardID: milestone, workspaceID: workspaceID) }
     }
 
-    /// The reward mail to the advocate (transactional: it tells them what they are owed). The friend is never
+    /// The reward mail to the advocate (transactional: it tells them what they are owed), once however often it
+    /// is called with the same reward, also at the same time (the issuing job and the sweep). The friend is never
     /// mailed.
-    func mail(_ reward: Reward) async throws {
+    public func mail(_ reward: Reward) async throws {
         guard reward.beneficiary == "advocate",
             let workspace = try await store.workspace(id: reward.workspaceID),
             let advocate = try await store.advocate(workspaceID: reward.workspaceID, id: reward.advocateID),
@@ -274,6 +275,7 @@ public struct ReferralService: Sendable {
                 "page_url": links.pageURL(advocate),
             ])
         try await store.db.transaction { tx in
+            guard try await store.claimRewardMail(tx, rewardID: reward.id) else { return }
             let id = try await store.enqueueMailUnlessErased(tx, draft)
             try await store.noteRewardMail(workspaceID: reward.workspaceID, rewardID: reward.id, outboxID: id, tx)
         }
@@ -374,6 +376,21 @@ public struct ReferralService: Sendable {
             ]
         }
         return CSV.write([["year", "contact_id", "name", "email", "rewards", "total", "reaches_256_eur"]] + rows)
+    }
+
+    /// The cash payouts, open and exported, for the merchant's books or a bank without SEPA files: one row a
+    /// payout, with the batch of the SEPA file that carried it (empty while open). The IBAN is whole, as in the
+    /// SEPA file: the list exists to pay.
+    public func payoutCSV(workspaceID: WorkspaceID) async throws -> String {
+        let rows = try await store.payouts(workspaceID: workspaceID).map { p in
+            [
+                String(p.rewardID), p.code, p.name ?? "", p.iban ?? "",
+                Money(minor: p.amountMinor, currency: (try? Currency(p.currency)) ?? .eur).decimalString, p.currency,
+                p.state, p.batchID.map(String.init) ?? "", ISO8601.format(p.createdAt),
+            ]
+        }
+        return CSV.write(
+            [["reward_id", "code", "name", "iban", "amount", "currency", "state", "batch_id", "created_at"]] + rows)
     }
 
     public func fulfilmentCSV(workspaceID: WorkspaceID) async throws -> String {

@@ -1017,7 +1017,17 @@ extension Store {
     {
         // -1 marks "no mail due" (a friend's reward, an erased advocate), so the sweep does not try again.
         try await tx.execute(
-            "UPDATE referral_rewards SET outbox_id = ? WHERE id = ? AND outbox_id IS NULL", outboxID ?? -1, rewardID)
+            "UPDATE referral_rewards SET outbox_id = ? WHERE id = ? AND (outbox_id IS NULL OR outbox_id = 0)",
+            outboxID ?? -1, rewardID)
+    }
+
+    /// Takes the reward's mail for this transaction, or answers false when another one took it (committed, or
+    /// waiting to commit: the row's lock decides). The issuing job and the sweep may both find an issued reward
+    /// without a mail; only the one whose update changed the row mails. 0 marks the claim until `noteRewardMail`
+    /// writes the outbox id in the same transaction.
+    public func claimRewardMail(_ tx: any SQLExecutor, rewardID: Int64) async throws -> Bool {
+        try await tx.execute("UPDATE referral_rewards SET outbox_id = 0 WHERE id = ? AND outbox_id IS NULL", rewardID)
+            == 1
     }
 
     /// A return or cancellation: the referral is void, rewards not yet issued are voided, issued ones clawed back

@@ -112,6 +112,7 @@ public enum SiteURL: Equatable, Sendable {
     case adminPayoutExport
     case adminReferralTax
     case adminFulfilment
+    case adminPayoutList
 
     /// The route shapes, with `{name}` for a path parameter.
     public enum Route: String, CaseIterable, Sendable {
@@ -230,6 +231,7 @@ public enum SiteURL: Equatable, Sendable {
         case adminPayoutExport = "/admin/referrals/payouts.xml"
         case adminReferralTax = "/admin/referrals/tax.csv"
         case adminFulfilment = "/admin/referrals/fulfilment.csv"
+        case adminPayoutList = "/admin/referrals/payouts.csv"
 
         public var pattern: String { rawValue }
         /// Hummingbird's syntax for the same pattern.
@@ -355,6 +357,7 @@ public enum SiteURL: Equatable, Sendable {
         case .adminPayoutExport: .adminPayoutExport
         case .adminReferralTax: .adminReferralTax
         case .adminFulfilment: .adminFulfilment
+        case .adminPayoutList: .adminPayoutList
         }
     }
 
@@ -577,6 +580,7 @@ public enum SiteURL: Equatable, Sendable {
         case .adminPayoutExport: return .adminPayoutExport
         case .adminReferralTax: return .adminReferralTax
         case .adminFulfilment: return .adminFulfilment
+        case .adminPayoutList: return .adminPayoutList
         case .apiPremium: return id.map { .apiPremium(id: $0) }
         case .apiFulfilments: return .apiFulfilments
         case .apiFulfilmentShipped: return id.map { .apiFulfilmentShipped(rewardID: $0) }

@@ -165,6 +165,37 @@ import Testing
         }
     }
 
+    /// The issuing job and the sweep can both find an issued reward without its mail: the sweep read the reward
+    /// before the job's mail committed. Mailing from that stale reading, twice at once and once more, sends one mail.
+    @Test(arguments: Engine.available)
+    func anIssuedRewardIsMailedOnceFromStaleReadings(engine: Engine) async throws {
+        try await withKit(engine) { kit in
+            let anna = try await advocate(kit)
+            var friendOrder = order(email: "ben@example.org", ref: anna.code, street: "Ringstr. 9")
+            try await put(kit, "F-1", friendOrder)
+            friendOrder.status = "delivered"
+            try await put(kit, "F-1", friendOrder)
+            let held = try #require(try await kit.store.rewards(workspaceID: kit.shop.id).first)
+            kit.clock.advance(by: Double(Self.window) + 1)
+            #expect(try await kit.store.approveReward(workspaceID: kit.shop.id, id: held.id, actor: "rules"))
+            _ = try #require(
+                try await kit.store.issueReward(
+                    workspaceID: kit.shop.id, id: held.id, generatedCode: "DANKE-TEST", timeZone: "Europe/Berlin"))
+            let stale = try #require(try await kit.store.reward(id: held.id))
+            #expect(stale.state == .issued && stale.outboxID == nil)
+
+            async let first: Void = kit.referrals.service.mail(stale)
+            async let second: Void = kit.referrals.service.mail(stale)
+            _ = try await (first, second)
+            try await kit.referrals.service.mail(stale)
+            #expect(try await kit.referrals.service.sweep() == 0)
+
+            let mails = try await kit.store.db.query("SELECT id FROM outbox WHERE kind = 'referral_reward'")
+            #expect(mails.count == 1)
+            #expect(try await kit.store.reward(id: held.id)?.outboxID == mails.first?.int("id"))
+        }
+    }
+
     /// Only an order that names a link gets an attribution job. One that names the advocate's code only in a
     /// later update gets the job with that update, and is attributed as if the code had come with it.
     @Test(arguments: Engine.available)
@@ -666,6 +697,18 @@ import Testing
             await #expect(throws: DomainError.self) {
                 _ = try await kit.referrals.service.exportPayouts(workspace: kit.shop, actor: "t")
             }
+            // The payout list: every payout, open and without bank details yet.
+            let open = try CSV.parse(try await kit.referrals.service.payoutCSV(workspaceID: kit.shop.id))
+            #expect(
+                open.header == [
+                    "reward_id", "code", "name", "iban", "amount", "currency", "state", "batch_id", "created_at",
+                ])
+            #expect(open.rows.map { open.value($0.fields, "amount") } == ["100.00", "100.00", "100.00"])
+            #expect(
+                open.rows.allSatisfy {
+                    open.value($0.fields, "state") == "open" && open.value($0.fields, "batch_id").isEmpty
+                })
+            #expect(open.rows.allSatisfy { open.value($0.fields, "code") == anna.code })
             try await kit.store.setPayoutDetails(
                 workspaceID: kit.shop.id, advocateID: anna.id, name: "Anna Muster",
                 iban: try #require(IBAN("DE02120300000000202051")))
@@ -675,6 +718,15 @@ import Testing
             #expect(xml.contains("DE02120300000000202051"))
             #expect(try await kit.referrals.service.payoutFile(workspace: kit.shop, batchID: batch) == xml)
             #expect(try await kit.store.payouts(workspaceID: kit.shop.id, state: "open").isEmpty)
+            // The same payouts, now with the batch of the SEPA file that carried them and the whole IBAN.
+            let exported = try CSV.parse(try await kit.referrals.service.payoutCSV(workspaceID: kit.shop.id))
+            #expect(exported.rows.count == 3)
+            #expect(
+                exported.rows.allSatisfy {
+                    exported.value($0.fields, "batch_id") == String(batch)
+                        && exported.value($0.fields, "iban") == "DE02120300000000202051"
+                        && exported.value($0.fields, "name") == "Anna Muster"
+                })
             let year = RewardTax.year(of: kit.clock.now(), timeZone: kit.shop.timeZone)
             let tax = try await kit.store.rewardTax(workspaceID: kit.shop.id, year: year)
             #expect(tax.count == 1 && tax[0].totalMinor == 30_000 && tax[0].reachesThreshold)
@@ -758,6 +810,47 @@ import Testing
             let figures = try await kit.store.referralFigures(
                 workspaceID: kit.shop.id, since: kit.clock.now().addingTimeInterval(-86_400))
             #expect(figures.clicks == 2 && figures.referredOrders == 1)
+        }
+    }
+
+    /// Last touch (the default): of two clicks from the friend's device, the later one wins. A click only counts
+    /// within the attribution window (30 days by default): one from 31 days ago attributes nothing, one from 29
+    /// days ago does.
+    @Test(arguments: Engine.available)
+    func clicksAttributeByLastTouchWithinTheWindow(engine: Engine) async throws {
+        try await withKit(engine) { kit in
+            let programme = try await kit.store.referralProgramme(workspaceID: kit.shop.id)
+            #expect(programme.touch == .last && programme.attributionDays == 30)
+            let anna = try await advocate(kit)
+            let bert = try await advocate(kit, email: "bert@example.com", firstName: "Bert")
+            let cleo = try await advocate(kit, email: "cleo@example.com", firstName: "Cleo")
+            let day = 86_400.0
+            let clicks: [(Advocate, Double, String)] = [
+                (anna, -3600, "198.51.100.20"), (bert, -60, "198.51.100.20"),
+                (cleo, -31 * day, "198.51.100.31"), (cleo, -29 * day, "198.51.100.29"),
+            ]
+            for (a, offset, ip) in clicks {
+                kit.referrals.clicks.record(
+                    workspaceID: kit.shop.id, advocateID: a.id, at: kit.clock.now().addingTimeInterval(offset), ip: ip,
+                    userAgent: "Mozilla/5.0 Friend")
+            }
+            try await kit.referrals.clicks.flush()
+            for (id, email, ip) in [
+                ("F-1", "ben@example.org", "198.51.100.20"), ("F-2", "dora@example.org", "198.51.100.31"),
+                ("F-3", "emil@example.org", "198.51.100.29"),
+            ] {
+                var p = order(email: email, street: "Weg \(id)")
+                p.clientIP = ip
+                p.clientUserAgent = "Mozilla/5.0 Friend"
+                try await put(kit, id, p)
+            }
+            let byOrder = Dictionary(
+                uniqueKeysWithValues: try await kit.store.referrals(workspaceID: kit.shop.id).map {
+                    ($0.orderExternalID, $0)
+                })
+            #expect(byOrder["F-1"]?.advocateID == bert.id && byOrder["F-1"]?.via == "click")
+            #expect(byOrder["F-2"] == nil)
+            #expect(byOrder["F-3"]?.advocateID == cleo.id)
         }
     }
 

@@ -37,7 +37,7 @@ import Testing
         .apiReferrals, .apiReferralDecision(id: 4), .apiRewards, .apiRewardApprove(id: 4), .apiRewardVoid(id: 4),
         .apiPremiums, .apiReferralVouchers, .apiPayoutExport, .apiReferralTax, .apiReferralFigures, .adminReferrals,
         .adminReferralSettings, .adminReferralDecision(id: 4), .adminReward(id: 4), .adminPremiums,
-        .adminPayoutExport, .adminReferralTax, .adminFulfilment, .apiPremium(id: 5), .apiFulfilments,
+        .adminPayoutExport, .adminReferralTax, .adminFulfilment, .adminPayoutList, .apiPremium(id: 5), .apiFulfilments,
         .apiFulfilmentShipped(rewardID: 6), .adminPremium(id: 5), .adminFulfilmentShipped(rewardID: 6),
         .advocateLeave(token: "a.b"),
     ]

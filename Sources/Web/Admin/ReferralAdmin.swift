@@ -128,6 +128,12 @@ extension AdminRoutes {
                 try await referralModule.service.fulfilmentCSV(workspaceID: admin.workspace.id),
                 contentType: "text/csv; charset=utf-8", filename: "premium-fulfilment.csv")
         }
+        router.get(SiteURL.Route.adminPayoutList.routerPath) { _, context in
+            let admin = try admin(context)
+            return Bodies.download(
+                try await referralModule.service.payoutCSV(workspaceID: admin.workspace.id),
+                contentType: "text/csv; charset=utf-8", filename: "referral-payouts.csv")
+        }
     }
 
     var referralModule: ReferralModule { get throws { try env.requireReferrals() } }
@@ -231,7 +237,7 @@ extension AdminRoutes {
         model["urls_ref"] = [
             "settings": SiteURL.adminReferralSettings.path, "premiums": SiteURL.adminPremiums.path,
             "payouts": SiteURL.adminPayoutExport.path, "tax": SiteURL.adminReferralTax.path,
-            "fulfilment": SiteURL.adminFulfilment.path,
+            "fulfilment": SiteURL.adminFulfilment.path, "payout_list": SiteURL.adminPayoutList.path,
             "join": env.baseURL + SiteURL.referralJoin(workspace: admin.workspace.slug).path,
         ]
         if let error { model["error"] = error }
