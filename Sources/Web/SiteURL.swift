@@ -101,6 +101,8 @@ public enum SiteURL: Equatable, Sendable {
     case apiReferralVouchers
     case apiPayoutExport
     case apiReferralTax
+    case apiReferralCredit
+    case apiReferralVoucher(code: String)
     case apiReferralFigures
     case adminReferrals
     case adminReferralSettings
@@ -220,6 +222,8 @@ public enum SiteURL: Equatable, Sendable {
         case apiReferralVouchers = "/api/v1/referrals/vouchers"
         case apiPayoutExport = "/api/v1/referrals/payouts/export"
         case apiReferralTax = "/api/v1/referrals/tax"
+        case apiReferralCredit = "/api/v1/referrals/credit"
+        case apiReferralVoucher = "/api/v1/referrals/vouchers/{code}"
         case apiReferralFigures = "/api/v1/referrals/figures"
         case adminReferrals = "/admin/referrals"
         case adminReferralSettings = "/admin/referrals/settings"
@@ -346,6 +350,8 @@ public enum SiteURL: Equatable, Sendable {
         case .apiReferralVouchers: .apiReferralVouchers
         case .apiPayoutExport: .apiPayoutExport
         case .apiReferralTax: .apiReferralTax
+        case .apiReferralCredit: .apiReferralCredit
+        case .apiReferralVoucher: .apiReferralVoucher
         case .apiReferralFigures: .apiReferralFigures
         case .adminReferrals: .adminReferrals
         case .adminReferralSettings: .adminReferralSettings
@@ -393,7 +399,8 @@ public enum SiteURL: Equatable, Sendable {
             .adminOutboxRaw(let id), .adminOutboxHTML(let id):
             String(id)
         case .referralRedirect(let e), .referralJoin(let e), .advocatePage(let e), .advocateQR(let e),
-            .advocateCard(let e), .advocatePremium(let e), .advocatePayout(let e), .advocateLeave(let e):
+            .advocateCard(let e), .advocatePremium(let e), .advocatePayout(let e), .advocateLeave(let e),
+            .apiReferralVoucher(let e):
             e
         case .apiReferralDecision(let id), .apiRewardApprove(let id), .apiRewardVoid(let id),
             .adminReferralDecision(let id), .adminReward(let id), .apiPremium(let id), .adminPremium(let id),
@@ -571,6 +578,8 @@ public enum SiteURL: Equatable, Sendable {
         case .apiReferralVouchers: return .apiReferralVouchers
         case .apiPayoutExport: return .apiPayoutExport
         case .apiReferralTax: return .apiReferralTax
+        case .apiReferralCredit: return .apiReferralCredit
+        case .apiReferralVoucher: return value.map { .apiReferralVoucher(code: $0) }
         case .apiReferralFigures: return .apiReferralFigures
         case .adminReferrals: return .adminReferrals
         case .adminReferralSettings: return .adminReferralSettings

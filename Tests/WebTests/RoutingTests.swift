@@ -39,7 +39,7 @@ import Testing
         .adminReferralSettings, .adminReferralDecision(id: 4), .adminReward(id: 4), .adminPremiums,
         .adminPayoutExport, .adminReferralTax, .adminFulfilment, .adminPayoutList, .apiPremium(id: 5), .apiFulfilments,
         .apiFulfilmentShipped(rewardID: 6), .adminPremium(id: 5), .adminFulfilmentShipped(rewardID: 6),
-        .advocateLeave(token: "a.b"),
+        .advocateLeave(token: "a.b"), .apiReferralCredit, .apiReferralVoucher(code: "DANKE-7K3Q-M2XP"),
     ]
 
     @Test func theFastSegmentCheckAgreesWithFoundationOnEveryByte() {

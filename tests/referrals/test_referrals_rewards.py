@@ -64,6 +64,13 @@ def test_return_after_issue_claws_back_the_credit(make_ref_shop):
     assert (issued["type"], issued["value_minor"], issued.get("voucher_code")) == ("credit", 1500, None), issued
     assert credit_rows(shop, issued["id"]) == [("booking", 1500, "EUR")], credit_rows(shop, issued["id"])
     shop.wait_for_mails(ANNA.email, "referral_reward")
+    # The shop's checkout reads the balance through the API, by the customer's address in any case.
+    credit = shop.ok("GET", "/api/v1/referrals/credit", params={"email": ANNA.email.upper()}).json()
+    assert (credit["balance_minor"], credit["balance"], credit["currency"]) == (1500, "15.00", "EUR"), credit
+    assert credit["contact_id"] == issued["contact_id"], credit
+    shop.ok("GET", "/api/v1/referrals/credit", 404, params={"email": "niemand@example.org"})
+    shop.ok("GET", "/api/v1/referrals/credit", 422, params={"email": "keine-adresse"})
+    shop.ok("GET", "/api/v1/referrals/credit", 422)
 
     returned = shop.order("F-1", dict(body, status="returned"))
     assert returned["order"]["status"] == "returned", returned
@@ -74,12 +81,33 @@ def test_return_after_issue_claws_back_the_credit(make_ref_shop):
         credit_rows(shop, issued["id"]))
     contact = issued["contact_id"]
     assert shop.count(f"SELECT COALESCE(SUM(delta_minor), 0) FROM referral_credit WHERE contact_id = {contact}") == 0
+    assert shop.ok("GET", "/api/v1/referrals/credit", params={"email": ANNA.email}).json()["balance_minor"] == 0
 
     # The same return again changes nothing.
     shop.order("F-1", dict(body, status="returned"))
     assert [r["state"] for r in shop.rewards()] == ["clawed_back"], shop.rewards()
     assert len(credit_rows(shop, issued["id"])) == 2
     assert len(shop.outbox(ANNA.email, "referral_reward")) == 1
+
+
+def test_voucher_state_for_the_checkout(make_ref_shop):
+    """The reward voucher is valid for the shop's checkout once issued; a return after issue invalidates it, and
+    the API says so. An unknown code is a 404."""
+    shop = make_ref_shop()
+    shop.delivered_customer("10001", ANNA)
+    advocate = shop.join_api(ANNA.email)
+    referral, body = referred_and_delivered(shop, advocate["code"])
+    issued = shop.wait_for_reward_state(referral["id"], "issued")
+    code = issued["voucher_code"]
+    assert code and code.startswith("DANKE-"), issued
+    state = shop.ok("GET", f"/api/v1/referrals/vouchers/{code}").json()
+    assert state == {"code": code, "redeemed": False, "invalidated": False, "valid": True}, state
+
+    shop.order("F-1", dict(body, status="returned"))
+    shop.wait_for_reward_state(referral["id"], "clawed_back")
+    state = shop.ok("GET", f"/api/v1/referrals/vouchers/{code}").json()
+    assert (state["invalidated"], state["valid"]) == (True, False), state
+    shop.ok("GET", "/api/v1/referrals/vouchers/DANKE-NICHT-DA", 404)
 
 
 # =========================================================================== SEPA payout file

@@ -4,7 +4,7 @@ import Foundation
 public enum RewardType: String, Sendable, Codable, CaseIterable {
     /// A voucher code: from the programme's pool, or generated with a prefix when the pool is empty.
     case voucher
-    /// Store credit, booked in the credit ledger (the shop reads the balance through the API).
+    /// Store credit, booked in the credit ledger (the shop reads the balance: `GET /api/v1/referrals/credit`).
     case credit
     /// Money, put on the payout list (CSV and SEPA credit transfer).
     case cash

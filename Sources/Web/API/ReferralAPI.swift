@@ -190,6 +190,33 @@ struct ReferralAPI {
                 try await module.service.taxCSV(workspaceID: w.id, year: year), contentType: "text/csv; charset=utf-8",
                 filename: "referral-rewards-\(year).csv")
         }
+        router.get(SiteURL.Route.apiReferralCredit.routerPath) { request, context in
+            let principal = try context.principal()
+            guard let raw = request.uri.queryParameters.get("email") else {
+                throw DomainError.invalid("email_missing", "Give the customer's address: ?email=…")
+            }
+            let email = try EmailAddress(String(raw))
+            guard let contact = try await env.store.contact(workspaceID: principal.workspaceID, email: email) else {
+                throw DomainError.notFound("Customer")
+            }
+            let programme = try await env.store.referralProgramme(workspaceID: principal.workspaceID)
+            let balance = try await env.store.creditBalance(workspaceID: principal.workspaceID, contactID: contact.id)
+            let currency = (try? Currency(programme.currency)) ?? .eur
+            return try Bodies.jsonResponse(
+                CreditDTO(
+                    email: contact.email, contactID: contact.id, balanceMinor: balance,
+                    balance: Money(minor: balance, currency: currency).decimalString, currency: currency.code))
+        }
+        router.get(SiteURL.Route.apiReferralVoucher.routerPath) { _, context in
+            let principal = try context.principal()
+            guard let code = context.parameters.get("code"),
+                let voucher = try await env.store.voucher(workspaceID: principal.workspaceID, code: code)
+            else { throw DomainError.notFound("Voucher") }
+            return try Bodies.jsonResponse(
+                VoucherDTO(
+                    code: voucher.code, redeemed: voucher.redeemed, invalidated: voucher.invalidated,
+                    valid: !voucher.redeemed && !voucher.invalidated))
+        }
         router.get(SiteURL.Route.apiReferralFigures.routerPath) { request, context in
             let principal = try context.principal()
             try await module.clicks.flush()
@@ -298,6 +325,21 @@ struct ReferralAPI {
             case costMinor = "cost_minor"
             case shippingMinor = "shipping_minor"
         }
+    }
+
+    /// An advocate's store credit: the sum of the ledger (bookings less reversals), for the shop's checkout.
+    struct CreditDTO: Encodable {
+        var email: String
+        var contactID: Int64
+        var balanceMinor: Int64
+        var balance: String
+        var currency: String
+    }
+
+    /// A reward voucher's state, for the shop's checkout: valid while neither redeemed nor invalidated (clawed back).
+    struct VoucherDTO: Encodable {
+        var code: String
+        var redeemed, invalidated, valid: Bool
     }
 
     struct FiguresDTO: Encodable {
