@@ -569,6 +569,39 @@ import Testing
         }
     }
 
+    /// The advocate's vouchers come from the pool while it lasts, then are generated with the prefix. A
+    /// double-sided programme books the friend's credit when the referral is confirmed, and never mails the friend.
+    @Test(arguments: Engine.available)
+    func theVoucherPoolComesFirstAndTheFriendsCreditIsBookedUnmailed(engine: Engine) async throws {
+        try await withKit(engine, programme: { $0.friendReward = RewardSpec(type: .credit, valueMinor: 500) }) { kit in
+            let anna = try await advocate(kit)
+            #expect(
+                try await kit.store.addReferralVouchers(workspaceID: kit.shop.id, codes: ["POOL-1", "POOL-2"]) == 2)
+            let friends = ["ben@example.org", "cleo@example.org", "dora@example.org"]
+            for (i, email) in friends.enumerated() {
+                let p = order(email: email, ref: anna.code, street: "Weg \(i + 20)")
+                try await put(kit, "F-\(i)", p)
+                _ = try await deliverAndRelease(kit, "F-\(i)", p)
+            }
+            let rewards = try await kit.store.rewards(workspaceID: kit.shop.id).sorted { $0.id < $1.id }
+            let advocates = rewards.filter { $0.beneficiary == "advocate" }
+            #expect(advocates.map(\.state) == [.issued, .issued, .issued])
+            #expect(advocates.prefix(2).map(\.voucherCode) == ["POOL-1", "POOL-2"])
+            #expect(advocates.last?.voucherCode?.hasPrefix("DANKE-") == true)
+            #expect(try await kit.store.freeReferralVouchers(workspaceID: kit.shop.id) == 0)
+
+            let forFriends = rewards.filter { $0.beneficiary == "friend" }
+            #expect(forFriends.count == 3 && forFriends.allSatisfy { $0.state == .issued && $0.type == .credit })
+            for reward in forFriends {
+                #expect(try await kit.store.creditBalance(workspaceID: kit.shop.id, contactID: reward.contactID) == 500)
+            }
+            for email in friends {
+                #expect(try await count(kit, "SELECT COUNT(*) FROM outbox WHERE recipient = '\(email)'") == 0)
+            }
+            #expect(try await count(kit, "SELECT COUNT(*) FROM outbox WHERE kind = 'referral_reward'") == 3)
+        }
+    }
+
     @Test(arguments: Engine.available)
     func clawedBackVoucherIsInvalidatedUnlessUsed(engine: Engine) async throws {
         try await withKit(engine) { kit in
