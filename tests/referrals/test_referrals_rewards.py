@@ -24,6 +24,7 @@ from tests.referrals.reftools import (
     order_body,
     personal_page,
 )
+from tests.browser.admin_helpers import wait_until
 from tests.reviews.reviewtools import parse_form, submit_form
 
 PAIN_XSD = REPO_ROOT / "Tests" / "ReciprocityCoreTests" / "Fixtures" / "pain.001.001.09.xsd"
@@ -88,6 +89,47 @@ def test_return_after_issue_claws_back_the_credit(make_ref_shop):
     assert [r["state"] for r in shop.rewards()] == ["clawed_back"], shop.rewards()
     assert len(credit_rows(shop, issued["id"])) == 2
     assert len(shop.outbox(ANNA.email, "referral_reward")) == 1
+
+
+CLEO = Customer("cleo.nachbar@dritte.example", "Cleo", "Nachbar")
+
+
+def test_rewards_approved_and_voided_by_hand(make_ref_shop):
+    """Without automatic approval a reward stays held after the return window. Through the API a person approves
+    one (it is issued and mailed at once) and voids the other; a second void, or voiding the issued one, is a 409
+    that changes nothing. Both decisions are in the audit log."""
+    shop = make_ref_shop(auto_approve=False)
+    shop.delivered_customer("10001", ANNA)
+    advocate = shop.join_api(ANNA.email)
+    first, _ = referred_and_delivered(shop, advocate["code"], "F-1")
+    body = order_body(CLEO, [KAFFEE], status="placed", referral_code=advocate["code"])
+    shop.order("F-2", body)
+    second = shop.wait_for_referral("F-2")
+    assert second["status"] == "accepted", second
+    shop.order("F-2", dict(body, status="delivered"))
+    held = [shop.wait_for_reward_state(r["id"], "held") for r in (first, second)]
+    early = shop.ok("POST", f"/api/v1/referrals/rewards/{held[0]['id']}/approve", 409).json()
+    assert early["code"] == "return_window_open", early
+
+    def window_passed():
+        r = shop.ok("POST", f"/api/v1/referrals/rewards/{held[0]['id']}/approve", (200, 409))
+        return r.json() if r.status_code == 200 else None
+
+    approved = wait_until(window_passed, 20, "the return window to pass", interval=0.5)
+    assert approved["state"] == "issued" and approved["voucher_code"], approved
+    shop.wait_for_mails(ANNA.email, "referral_reward")
+    assert shop.wait_for_reward_state(second["id"], "held")["id"] == held[1]["id"]
+
+    voided = shop.ok("POST", f"/api/v1/referrals/rewards/{held[1]['id']}/void").json()
+    assert voided["state"] == "void", voided
+    again = shop.ok("POST", f"/api/v1/referrals/rewards/{held[1]['id']}/void", 409).json()
+    assert again["code"] == "reward_not_voidable", again
+    shop.ok("POST", f"/api/v1/referrals/rewards/{held[0]['id']}/void", 409)
+    assert sorted(r["state"] for r in shop.rewards()) == ["issued", "void"], shop.rewards()
+    assert len(shop.outbox(ANNA.email, "referral_reward")) == 1
+    actions = [row[0] for row in shop.rows("SELECT action FROM audit_log WHERE action LIKE 'referrals.reward.%' "
+                                           "ORDER BY id")]
+    assert "referrals.reward.approve" in actions and "referrals.reward.void" in actions, actions
 
 
 def test_voucher_state_for_the_checkout(make_ref_shop):
