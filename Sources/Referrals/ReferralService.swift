@@ -378,6 +378,18 @@ public struct ReferralService: Sendable {
         return CSV.write([["year", "contact_id", "name", "email", "rewards", "total", "reaches_256_eur"]] + rows)
     }
 
+    /// A customer's store credit, by address: the ledger's bookings less its reversals, in the programme's
+    /// currency. An unknown address is not found.
+    public func credit(workspaceID: WorkspaceID, email: EmailAddress) async throws -> (contact: Contact, balance: Money)
+    {
+        guard let contact = try await store.contact(workspaceID: workspaceID, email: email) else {
+            throw DomainError.notFound("Customer")
+        }
+        let programme = try await store.referralProgramme(workspaceID: workspaceID)
+        let balance = try await store.creditBalance(workspaceID: workspaceID, contactID: contact.id)
+        return (contact, Money(minor: balance, currency: (try? Currency(programme.currency)) ?? .eur))
+    }
+
     /// The cash payouts, open and exported, for the merchant's books or a bank without SEPA files: one row a
     /// payout, with the batch of the SEPA file that carried it (empty while open). The IBAN is whole, as in the
     /// SEPA file: the list exists to pay.

@@ -510,9 +510,7 @@ extension Store {
                 orders[r.int("event_id")] = PlacedOrder(
                     workspaceID: r.int("workspace_id"), orderID: r.int("order_id"),
                     couponCode: r.optionalText("coupon_code"),
-                    hasCandidate: OrderSubmission.linkFields.contains {
-                        r.optionalText($0) != nil
-                    })
+                    hasCandidate: !Self.linkTags(r).isEmpty)
             }
         }
         return orders
@@ -1167,6 +1165,8 @@ extension Store {
         public var code: String
         public var redeemed: Bool
         public var invalidated: Bool
+        /// The shop may still accept it: neither redeemed nor invalidated (clawed back).
+        public var valid: Bool { !redeemed && !invalidated }
     }
 
     public func voucher(workspaceID: WorkspaceID, code: String) async throws -> VoucherState? {

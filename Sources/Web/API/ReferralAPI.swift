@@ -195,17 +195,12 @@ struct ReferralAPI {
             guard let raw = request.uri.queryParameters.get("email") else {
                 throw DomainError.invalid("email_missing", "Give the customer's address: ?email=…")
             }
-            let email = try EmailAddress(String(raw))
-            guard let contact = try await env.store.contact(workspaceID: principal.workspaceID, email: email) else {
-                throw DomainError.notFound("Customer")
-            }
-            let programme = try await env.store.referralProgramme(workspaceID: principal.workspaceID)
-            let balance = try await env.store.creditBalance(workspaceID: principal.workspaceID, contactID: contact.id)
-            let currency = (try? Currency(programme.currency)) ?? .eur
+            let credit = try await module.service.credit(
+                workspaceID: principal.workspaceID, email: try EmailAddress(String(raw)))
             return try Bodies.jsonResponse(
                 CreditDTO(
-                    email: contact.email, contactID: contact.id, balanceMinor: balance,
-                    balance: Money(minor: balance, currency: currency).decimalString, currency: currency.code))
+                    email: credit.contact.email, contactID: credit.contact.id, balanceMinor: credit.balance.minor,
+                    balance: credit.balance.decimalString, currency: credit.balance.currency.code))
         }
         router.get(SiteURL.Route.apiReferralVoucher.routerPath) { _, context in
             let principal = try context.principal()
@@ -215,7 +210,7 @@ struct ReferralAPI {
             return try Bodies.jsonResponse(
                 VoucherDTO(
                     code: voucher.code, redeemed: voucher.redeemed, invalidated: voucher.invalidated,
-                    valid: !voucher.redeemed && !voucher.invalidated))
+                    valid: voucher.valid))
         }
         router.get(SiteURL.Route.apiReferralFigures.routerPath) { request, context in
             let principal = try context.principal()
