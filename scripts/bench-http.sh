@@ -31,7 +31,9 @@
 # measured once as a second reference.
 #
 # Prints a table (req/s, p50, p99, non-2xx/3xx, ratio to the engine's bare
-# route and to nginx) and the RSS figures. The raw output of every run and the
+# route and to nginx) and the RSS figures. On the script's own throw-away PostgreSQL it also counts the
+# COMMITs that took 20 ms or more during the PUT load (PostgreSQL's log_min_duration_statement): waits for the
+# disk's flush, which decide a run's p99 on a VM whose fsync stalls now and then. The raw output of every run and the
 # table go to bench/results/http-<UTC timestamp>.txt.
 #
 # RECIPROCITY_SERVE_WRAPPER="CMD ARGS" starts `serve` as `CMD ARGS BIN serve` (scripts/release/symbol-order.sh
@@ -168,6 +170,8 @@ RAW="$REPO_ROOT/bench/results/http-$TS.txt"
 ROWS="$WORK/rows.tsv"   # label \t route \t file-of-wrk-output
 RSS_ROWS="$WORK/rss.tsv" # engine \t idle kB \t after kB
 JOB_ROWS="$WORK/jobs.tsv" # engine \t job states right after the PUT load
+COMMIT_ROWS="$WORK/commits.tsv" # engine \t COMMITs >= 20 ms during the PUT load \t the longest, ms
+: >"$COMMIT_ROWS"
 : >"$ROWS"
 : >"$RSS_ROWS"
 : >"$JOB_ROWS"
@@ -348,8 +352,26 @@ bench_engine() {
     raw "## [$engine] idle VmRSS before load: ${rss_idle} kB"
 
     RUN_PREFIX="$engine-redirect-$TS" run_wrk "$engine" "GET /_/redirect" "$base/_/redirect"
+    # On our own throw-away cluster, PostgreSQL logs every statement that takes 20 ms or more, so the table can
+    # say how often a COMMIT waited that long for the disk's flush during the PUT load: a few such waits in a run
+    # decide its p99 (docs/decisions/0023-postgres-column-arrays.md).
+    local pg_log="" pg_log_from=0
+    if [[ "$engine" == postgres && -n "${PG_THROWAWAY_DIR:-}" && -f "$PG_THROWAWAY_DIR/server.log" ]]; then
+        pg_log="$PG_THROWAWAY_DIR/server.log"
+        psql "$RECIPROCITY_TEST_POSTGRES_URL" -X -q -c "ALTER SYSTEM SET log_min_duration_statement = 20" \
+            -c "SELECT pg_reload_conf()" </dev/null >/dev/null 2>&1 || pg_log=""
+        [[ -z "$pg_log" ]] || pg_log_from=$(wc -l <"$pg_log")
+    fi
     RCP_API_KEY="$key" RCP_UNIQUE_CUSTOMERS="$UNIQUE_CUSTOMERS" RCP_LINKED_ORDERS="$LINKED_ORDERS" RUN_PREFIX="$engine-put-$TS" \
         run_wrk "$engine" "PUT /api/v1/orders/{id}" "$base/api/v1/orders" -s "$REPO_ROOT/scripts/wrk/put-orders.lua"
+    if [[ -n "$pg_log" ]]; then
+        local commits
+        commits=$(tail -n +"$((pg_log_from + 1))" "$pg_log" |
+            { grep -E 'duration: [0-9.]+ ms +(execute [^:]*|statement): COMMIT' || true; } |
+            sed -E 's/.*duration: ([0-9.]+) ms.*/\1/' | sort -n | awk '{n++; v=$1} END {printf "%d\t%s", n, (n ? v : "-")}')
+        printf '%s\t%s\n' "$engine" "$commits" >>"$COMMIT_ROWS"
+        raw "## [$engine] COMMITs of 20 ms or more during the PUT load (count, longest ms): $commits"
+    fi
 
     kill -0 "$SERVER_PID" 2>/dev/null || { server_tail "$dir"; die "[$engine] server died under load"; }
     rss_after=$(rss_kb "$SERVER_PID")
@@ -389,7 +411,7 @@ done
 # ---------------------------------------------------------------- table
 
 report() {
-    python3 - "$ROWS" "$RSS_ROWS" "$JOB_ROWS" <<'PY'
+    python3 - "$ROWS" "$RSS_ROWS" "$JOB_ROWS" "$COMMIT_ROWS" <<'PY'
 import re, sys
 
 UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
@@ -468,6 +490,11 @@ if jobs:
     print("jobs right after the PUT load (the order fan-out; queued = not yet done)")
     for engine, states in jobs:
         print(f"  {engine:<12} {states}")
+commits = [l.rstrip("\n").split("\t") for l in open(sys.argv[4], encoding="utf-8") if l.strip()]
+for engine, count, longest in commits:
+    print()
+    print(f"{engine}: COMMITs that took 20 ms or more during the PUT load (waits for the disk's flush): {count}"
+          + (f", the longest {float(longest):.0f} ms" if longest != "-" else ""))
 PY
 }
 

@@ -1,13 +1,16 @@
 import Foundation
 import ReciprocityCore
 
-/// A value crossing the storage boundary. Both engines map their types onto these five.
+/// A value crossing the storage boundary. Both engines map their types onto the first five.
 public enum SQLValue: Sendable, Equatable, Hashable {
     case null
     case int(Int64)
     case double(Double)
     case text(String)
     case blob([UInt8])
+    /// A one-dimensional array of one column type, NULL elements allowed: a bind only, and only on PostgreSQL,
+    /// where `MultiRow.inserts` passes a multi-row insert column by column (docs/decisions/0023-postgres-column-arrays.md).
+    case array(MultiRow.ColumnType, [SQLValue])
 }
 
 /// Anything that can be bound as a parameter.
@@ -67,7 +70,7 @@ public struct SQLRow: Sendable {
         case .int(let v): return String(v)
         case .double(let v): return String(v)
         case .blob(let b): return String(decoding: b, as: UTF8.self)
-        case .null: return ""
+        case .null, .array: return ""
         }
     }
     public func optionalText(_ name: String) -> String? {
@@ -178,26 +181,9 @@ public enum MultiRow {
         return sizes
     }
 
-    /// `(?, ?, ?), (?, ?, ?)`: `rows` groups of `columns` marks.
-    public static func values(rows: Int, columns: Int) -> String {
-        values(rows: rows, row: "(" + list(columns) + ")")
-    }
-
     /// `rows` copies of one row's text, e.g. `(?, ?, 'queued', 0)`.
     public static func values(rows: Int, row: String) -> String {
         Array(repeating: row, count: rows).joined(separator: ", ")
-    }
-
-    /// A multi-row `VALUES` of `columns` marks per row, split into chunks: each chunk's row range and its marks.
-    public static func chunks(rows: Int, columns: Int, dialect: SQLDialect) -> [(range: Range<Int>, marks: String)] {
-        chunks(rows: rows, row: "(" + list(columns) + ")", dialect: dialect)
-    }
-
-    /// A multi-row `VALUES` split into chunks, with `row` as one row's text (e.g. `(?, ?, 'queued', 0)`).
-    public static func chunks(rows: Int, row: String, dialect: SQLDialect) -> [(range: Range<Int>, marks: String)] {
-        chunks(Array(0..<rows), dialect: dialect).map {
-            ($0.startIndex..<$0.endIndex, values(rows: $0.count, row: row))
-        }
     }
 
     /// `items` cut into slices of `chunkSizes(items.count, dialect:)`.
@@ -212,5 +198,77 @@ public enum MultiRow {
     /// `?, ?, ?`: the marks of an `IN (…)` list of `count` values.
     public static func list(_ count: Int) -> String {
         Array(repeating: "?", count: count).joined(separator: ", ")
+    }
+
+    /// A column's type, which PostgreSQL needs to read a column of values as one typed array. The raw value is the
+    /// PostgreSQL element type.
+    public enum ColumnType: String, Sendable, Hashable {
+        case int = "int8"
+        case double = "float8"
+        case text
+    }
+
+    /// One statement's share of a multi-row insert.
+    public struct InsertRows: Sendable {
+        /// The rows it writes.
+        public let range: Range<Int>
+        /// What follows `INSERT INTO t (columns)`: the rows' source.
+        public let source: String
+        public let binds: [any SQLBindable]
+    }
+
+    /// A multi-row insert of `count` rows of `types.count` columns, `row(i)` giving row `i`'s values, cut into
+    /// statements as the engine wants them (`SQLDialect.multiRowBinds`):
+    /// - row-wise (SQLite): `VALUES (?, ?), (?, ?)`, the values row by row, in `chunkSizes` statements;
+    /// - column-wise (PostgreSQL): `SELECT * FROM unnest(?::int8[], ?::text[])`, one array per column, up to
+    ///   `maxArrayRows` rows a statement. The text is the same for one row or a thousand, and PostgreSQL parses and
+    ///   plans it in the time of one row (docs/decisions/0023-postgres-column-arrays.md).
+    ///
+    /// The rows arrive in `range`'s order either way (`unnest` reads its arrays in order), and `ON CONFLICT` and
+    /// `RETURNING` after the source work alike.
+    public static func inserts(
+        rows count: Int, types: [ColumnType], dialect: SQLDialect, row: (Int) -> [any SQLBindable]
+    ) -> [InsertRows] {
+        switch dialect.multiRowBinds {
+        case .rowWise:
+            let marks = "(" + list(types.count) + ")"
+            var start = 0
+            return chunkSizes(count, dialect: dialect).map { size in
+                defer { start += size }
+                var binds: [any SQLBindable] = []
+                binds.reserveCapacity(size * types.count)
+                for i in start..<start + size { binds += row(i) }
+                return InsertRows(
+                    range: start..<start + size, source: "VALUES " + values(rows: size, row: marks), binds: binds)
+            }
+        case .columnWise:
+            let source = "SELECT * FROM unnest(" + types.map { "?::\($0.rawValue)[]" }.joined(separator: ", ") + ")"
+            return stride(from: 0, to: count, by: maxArrayRows).map { start in
+                let range = start..<min(count, start + maxArrayRows)
+                var columns = Array(repeating: [SQLValue](), count: types.count)
+                for j in columns.indices { columns[j].reserveCapacity(range.count) }
+                for i in range {
+                    let values = row(i)
+                    precondition(
+                        values.count == types.count, "a row of \(values.count) values for \(types.count) columns")
+                    for j in values.indices { columns[j].append(values[j].sqlValue) }
+                }
+                return InsertRows(
+                    range: range, source: source,
+                    binds: zip(types, columns).map { SQLValue.array($0, $1) as any SQLBindable })
+            }
+        }
+    }
+
+    /// The most rows a column-wise insert passes in one statement: arrays have no bind limit, but a statement's
+    /// binds are held in memory at once.
+    public static let maxArrayRows = 1_024
+
+    /// How an engine takes a multi-row insert's values.
+    public enum Binds: Sendable {
+        /// One mark per value, row after row.
+        case rowWise
+        /// One array per column.
+        case columnWise
     }
 }

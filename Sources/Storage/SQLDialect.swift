@@ -57,31 +57,34 @@ public enum SQLDialect: String, Sendable {
         }
     }
 
-    /// Reads (and on PostgreSQL locks `FOR UPDATE`) the rows of `table` in one scope whose `key` is one of `count`
-    /// values: one probe of the unique index `(scopeColumn, keyColumn)` per value. Binds: the scope, then the keys.
+    /// Reads (and on PostgreSQL locks `FOR UPDATE`) the rows of `table` in one scope whose `key` is one of `keys`:
+    /// one probe of the unique index `(scopeColumn, keyColumn)` per key. Answers the statement and its binds.
     ///
     /// SQLite probes the index for each value of an `IN` list by itself. PostgreSQL, planning on a table that has
     /// grown since its last ANALYZE (a fresh install's first minute), takes the scope's default selectivity (0.5%)
     /// for the truth, finds scanning the whole scope and filtering cheaper than the probes, and then reads every
-    /// row of the workspace for every look-up. A `LATERAL` sub-query per value leaves it only the probe.
-    public func keyedLookup(table: String, columns: [String], scopeColumn: String, keyColumn: String, count: Int)
-        -> String
-    {
+    /// row of the workspace for every look-up. A `LATERAL` sub-query per key leaves it only the probe. The keys
+    /// come as one array (`unnest`), so the text is the same for any number of keys.
+    public func keyedLookup(
+        table: String, columns: [String], scopeColumn: String, keyColumn: String, scope: Int64, keys: [String]
+    ) -> (sql: String, binds: [any SQLBindable]) {
         switch self {
         case .sqlite:
-            return """
+            return (
+                """
                 SELECT \(columns.joined(separator: ", ")) FROM \(table)
-                WHERE \(scopeColumn) = ? AND \(keyColumn) IN (\(MultiRow.list(count)))
-                """
+                WHERE \(scopeColumn) = ? AND \(keyColumn) IN (\(MultiRow.list(keys.count)))
+                """, [scope] + keys.map { $0 as any SQLBindable }
+            )
         case .postgres:
-            // The scope comes first among the binds, so it is bound once in a one-row VALUES joined before the keys.
-            return """
-                SELECT \(columns.map { "t.\($0)" }.joined(separator: ", "))
-                FROM (VALUES (?)) AS s(scope)
-                CROSS JOIN (VALUES \(MultiRow.values(rows: count, columns: 1))) AS k(key),
-                LATERAL (SELECT \(columns.joined(separator: ", ")) FROM \(table)
-                  WHERE \(scopeColumn) = s.scope AND \(keyColumn) = k.key FOR UPDATE) AS t
+            return (
                 """
+                SELECT \(columns.map { "t.\($0)" }.joined(separator: ", "))
+                FROM unnest(?::text[]) AS k(key),
+                LATERAL (SELECT \(columns.joined(separator: ", ")) FROM \(table)
+                  WHERE \(scopeColumn) = ? AND \(keyColumn) = k.key FOR UPDATE) AS t
+                """, [SQLValue.array(.text, keys.map { .text($0) }), scope]
+            )
         }
     }
 
@@ -91,6 +94,16 @@ public enum SQLDialect: String, Sendable {
         switch self {
         case .sqlite: .powersOfTwo
         case .postgres: .fewest
+        }
+    }
+
+    /// How multi-row inserts pass their values (`MultiRow.inserts`): SQLite row by row, a mark per value, in the few
+    /// texts of `multiRowShapes`; PostgreSQL column by column, one array each, so that the statement's text does
+    /// not grow with its rows (docs/decisions/0023-postgres-column-arrays.md).
+    public var multiRowBinds: MultiRow.Binds {
+        switch self {
+        case .sqlite: .rowWise
+        case .postgres: .columnWise
         }
     }
 

@@ -83,22 +83,23 @@ extension Store {
             }
         }
         let missing = addresses.filter { ids[$0] == nil }
-        for chunk in MultiRow.chunks(rows: missing.count, columns: 10, dialect: tx.dialect) {
-            var binds: [any SQLBindable] = []
-            binds.reserveCapacity(chunk.range.count * 10)
-            for key in missing[chunk.range] {
-                let c = folded[key]!
-                binds += [
+        for chunk in MultiRow.inserts(
+            rows: missing.count, types: [.int, .text, .text, .text, .text, .text, .text, .text, .int, .int],
+            dialect: tx.dialect,
+            row: {
+                let c = folded[missing[$0]]!
+                return [
                     workspaceID, c.email.raw, c.email.normalized, c.firstName, c.lastName, c.locale, c.source,
                     c.sourceRef, t, t,
                 ]
-            }
+            })
+        {
             let rows = try await tx.query(
                 """
                 INSERT INTO contacts (workspace_id, email, email_normalized, first_name, last_name, locale, source,
                   source_ref, created_at, updated_at)
-                VALUES \(chunk.marks) RETURNING id, email_normalized
-                """, binds)
+                \(chunk.source) RETURNING id, email_normalized
+                """, chunk.binds)
             for row in rows { ids[Array(row.text("email_normalized").utf8)] = row.int("id") }
         }
         return try list.map { c in

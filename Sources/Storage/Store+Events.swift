@@ -63,21 +63,22 @@ extension Store {
     public func recordEvents(_ tx: any SQLExecutor, _ drafts: [EventDraft]) async throws -> [DomainEvent] {
         let t = now
         var ids: [String: Int64] = [:]
-        for chunk in MultiRow.chunks(rows: drafts.count, columns: 9, dialect: tx.dialect) {
-            var binds: [any SQLBindable] = []
-            binds.reserveCapacity(chunk.range.count * 9)
-            for d in drafts[chunk.range] {
-                binds += [
+        for chunk in MultiRow.inserts(
+            rows: drafts.count, types: [.int, .text, .text, .int, .text, .text, .int, .int, .text], dialect: tx.dialect,
+            row: {
+                let d = drafts[$0]
+                return [
                     d.workspaceID, d.type, d.subjectType, d.subjectID, d.payload, d.dedupeKey, d.occurredAt, t,
                     Self.tagList(d.tags),
                 ]
-            }
+            })
+        {
             let rows = try await tx.query(
                 """
                 INSERT INTO domain_events (workspace_id, type, subject_type, subject_id, payload, dedupe_key, occurred_at,
-                  recorded_at, tags) VALUES \(chunk.marks)
+                  recorded_at, tags) \(chunk.source)
                 ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key
-                """, binds)
+                """, chunk.binds)
             for r in rows { ids[r.text("dedupe_key")] = r.int("id") }
         }
         let events = drafts.compactMap { d in

@@ -83,21 +83,23 @@ extension Store {
         let t = now
         let keys = jobs.map { $0.idempotencyKey ?? "anon:\(UUID().uuidString)" }
         var ids: [String: Int64] = [:]
-        for chunk in MultiRow.chunks(
-            rows: jobs.count, row: "(?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?)", dialect: tx.dialect)
+        for chunk in MultiRow.inserts(
+            rows: jobs.count, types: [.int, .text, .text, .text, .int, .int, .int, .text, .int, .int],
+            dialect: tx.dialect,
+            row: {
+                let job = jobs[$0]
+                return [
+                    job.workspaceID, job.kind, job.payload, "queued", 0, job.maxAttempts, job.runAt ?? t, keys[$0], t,
+                    t,
+                ]
+            })
         {
-            var binds: [any SQLBindable] = []
-            binds.reserveCapacity(chunk.range.count * 8)
-            for i in chunk.range {
-                let job = jobs[i]
-                binds += [job.workspaceID, job.kind, job.payload, job.maxAttempts, job.runAt ?? t, keys[i], t, t]
-            }
             let rows = try await tx.query(
                 """
                 INSERT INTO jobs (workspace_id, kind, payload, state, attempts, max_attempts, run_at, idempotency_key,
-                  created_at, updated_at) VALUES \(chunk.marks)
+                  created_at, updated_at) \(chunk.source)
                 ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key
-                """, binds)
+                """, chunk.binds)
             for r in rows { ids[r.text("idempotency_key")] = r.int("id") }
         }
         return keys.map { ids.removeValue(forKey: $0) }

@@ -83,11 +83,10 @@ extension Store {
         var existing: [String: SQLRow] = [:]
         // Sorted, so that batches on several nodes lock the rows they share in the same order.
         for chunk in MultiRow.chunks(batch.map(\.submission.externalID).sorted(), dialect: tx.dialect) {
-            let rows = try await tx.query(
-                tx.dialect.keyedLookup(
-                    table: "orders", columns: Self.orderStateColumns, scopeColumn: "workspace_id",
-                    keyColumn: "external_id", count: chunk.count),
-                [workspaceID] + chunk.map { $0 as any SQLBindable })
+            let lookup = tx.dialect.keyedLookup(
+                table: "orders", columns: Self.orderStateColumns, scopeColumn: "workspace_id",
+                keyColumn: "external_id", scope: workspaceID, keys: Array(chunk))
+            let rows = try await tx.query(lookup.sql, lookup.binds)
             for row in rows { existing[row.text("external_id")] = row }
         }
         var results = Self.unanswered(batch.count)

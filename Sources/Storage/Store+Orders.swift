@@ -207,31 +207,32 @@ extension Store {
                     source: "order", sourceRef: $0.s.externalID)
             })
         let timeCols = OrderStatus.allCases.map(\.timeColumn).joined(separator: ", ")
-        let columns = 20 + OrderStatus.allCases.count + 3
+        let types: [MultiRow.ColumnType] =
+            [.int, .text, .int, .text, .text] + Array(repeating: .int, count: 5) + Array(repeating: .text, count: 10)
+            + OrderStatus.allCases.map { _ in .int } + [.text, .int, .int]
         var rowsByExternalID: [String: SQLRow] = [:]
-        for chunk in MultiRow.chunks(rows: orders.count, columns: columns, dialect: tx.dialect) {
-            var binds: [any SQLBindable] = []
-            binds.reserveCapacity(chunk.range.count * columns)
-            for i in chunk.range {
+        for chunk in MultiRow.inserts(
+            rows: orders.count, types: types, dialect: tx.dialect,
+            row: { i in
                 let (s, fingerprint) = orders[i]
                 let a = s.shippingAddress
-                binds += [
+                let row: [any SQLBindable] = [
                     workspaceID, s.externalID, contactIDs[i], s.status.rawValue, s.totals.total.currency.code,
                     s.totals.subtotal.minor, s.totals.shipping.minor, s.totals.tax.minor, s.totals.discount.minor,
                     s.totals.total.minor, a?.name, a?.street, a?.postalCode, a?.city, a?.country, s.couponCode,
                     s.referralCode, s.referredBy, s.paymentFingerprint, device(s),
                 ]
-                binds += OrderStatus.allCases.map { s.statusTimes[$0] }
-                binds += [fingerprint, t, t]
-            }
+                return row + OrderStatus.allCases.map { s.statusTimes[$0] } + [fingerprint, t, t]
+            })
+        {
             let rows = try await tx.query(
                 """
                 INSERT INTO orders (workspace_id, external_id, contact_id, status, currency, subtotal_minor,
                   shipping_minor, tax_minor, discount_minor, total_minor, shipping_name, shipping_street,
                   shipping_postal_code, shipping_city, shipping_country, coupon_code, referral_code, referred_by,
                   payment_fingerprint, client_device, \(timeCols), body_hash, created_at, updated_at)
-                VALUES \(chunk.marks) RETURNING \(Self.orderColumns)
-                """, binds)
+                \(chunk.source) RETURNING \(Self.orderColumns)
+                """, chunk.binds)
             for row in rows { rowsByExternalID[row.text("external_id")] = row }
         }
         let rows = try orders.map { o in
@@ -274,20 +275,21 @@ extension Store {
         _ tx: any SQLExecutor, workspaceID: WorkspaceID, _ orders: [(orderID: OrderID, items: [OrderItem])]
     ) async throws {
         let rows = orders.flatMap { o in o.items.enumerated().map { (o.orderID, $0.offset, $0.element) } }
-        for chunk in MultiRow.chunks(rows: rows.count, columns: 9, dialect: tx.dialect) {
-            var binds: [any SQLBindable] = []
-            binds.reserveCapacity(chunk.range.count * 9)
-            for (orderID, position, item) in rows[chunk.range] {
-                binds += [
+        for chunk in MultiRow.inserts(
+            rows: rows.count, types: [.int, .int, .int, .text, .text, .int, .int, .text, .int], dialect: tx.dialect,
+            row: {
+                let (orderID, position, item) = rows[$0]
+                return [
                     workspaceID, orderID, position, item.sku, item.name, item.quantity, item.unitPrice.minor,
                     item.category, item.returnedQuantity,
                 ]
-            }
+            })
+        {
             try await tx.execute(
                 """
                 INSERT INTO order_items (workspace_id, order_id, position, sku, name, quantity, unit_price_minor,
-                  category, returned_quantity) VALUES \(chunk.marks)
-                """, binds)
+                  category, returned_quantity) \(chunk.source)
+                """, chunk.binds)
         }
     }
 
@@ -346,15 +348,17 @@ extension Store {
     )
         async throws -> [DomainEvent]
     {
-        for chunk in MultiRow.chunks(rows: changes.count, columns: 5, dialect: tx.dialect) {
-            var binds: [any SQLBindable] = []
-            binds.reserveCapacity(chunk.range.count * 5)
-            for c in changes[chunk.range] { binds += [workspaceID, c.orderID, c.from?.rawValue, c.to.rawValue, c.at] }
+        for chunk in MultiRow.inserts(
+            rows: changes.count, types: [.int, .int, .text, .text, .int], dialect: tx.dialect,
+            row: {
+                [workspaceID, changes[$0].orderID, changes[$0].from?.rawValue, changes[$0].to.rawValue, changes[$0].at]
+            })
+        {
             try await tx.execute(
                 """
                 INSERT INTO order_status_changes (workspace_id, order_id, from_status, to_status, at)
-                VALUES \(chunk.marks) ON CONFLICT (order_id, to_status) DO NOTHING
-                """, binds)
+                \(chunk.source) ON CONFLICT (order_id, to_status) DO NOTHING
+                """, chunk.binds)
         }
         return try await recordEvents(
             tx,

@@ -424,13 +424,18 @@ extension Store {
     public func recordClicks(_ clicks: [ReferralClick]) async throws {
         let clicks = clicks.sorted { ($0.workspaceID, $0.device, $0.at) < ($1.workspaceID, $1.device, $1.at) }
         try await db.transaction { tx in
-            for (range, marks) in MultiRow.chunks(rows: clicks.count, columns: 6, dialect: tx.dialect) {
-                var binds: [any SQLBindable] = []
-                binds.reserveCapacity(range.count * 6)
-                for c in clicks[range] { binds += [c.workspaceID, c.advocateID, c.at, c.ipHash, c.uaFamily, c.device] }
+            for chunk in MultiRow.inserts(
+                rows: clicks.count, types: [.int, .int, .int, .text, .text, .text], dialect: tx.dialect,
+                row: {
+                    [
+                        clicks[$0].workspaceID, clicks[$0].advocateID, clicks[$0].at, clicks[$0].ipHash,
+                        clicks[$0].uaFamily, clicks[$0].device,
+                    ]
+                })
+            {
                 _ = try await tx.execute(
-                    "INSERT INTO referral_clicks (workspace_id, advocate_id, at, ip_hash, ua_family, device) VALUES \(marks)",
-                    binds)
+                    "INSERT INTO referral_clicks (workspace_id, advocate_id, at, ip_hash, ua_family, device) \(chunk.source)",
+                    chunk.binds)
             }
         }
     }

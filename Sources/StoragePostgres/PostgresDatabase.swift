@@ -180,6 +180,7 @@ enum PostgresRunner {
             case .double(let v): bindings.append(v)
             case .text(let v): bindings.append(v)
             case .blob(let v): bindings.append(ByteBuffer(bytes: v))
+            case .array(let type, let values): try bindings.append(ColumnArray(type: type, values: values))
             }
         }
         let numbered = numberPlaceholders(sql)
@@ -314,6 +315,7 @@ enum PreparedSQL {
         case .double: .float8
         case .text: .text
         case .blob: .bytea
+        case .array(let type, _): ColumnArray.arrayType(type)
         }
     }
 
@@ -349,5 +351,61 @@ final class EventLoopTaskExecutor: TaskExecutor, Sendable {
     func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
         eventLoop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+    }
+}
+
+/// A column of a multi-row insert as one PostgreSQL array (`MultiRow.inserts`), in the binary array format:
+/// dimensions, a has-NULL flag, the element type, the length and lower bound, then each element as its length
+/// (-1 for NULL) and its bytes.
+struct ColumnArray: PostgresThrowingDynamicTypeEncodable {
+    let type: MultiRow.ColumnType
+    let values: [SQLValue]
+
+    static func arrayType(_ type: MultiRow.ColumnType) -> PostgresDataType {
+        switch type {
+        case .int: .int8Array
+        case .double: .float8Array
+        case .text: .textArray
+        }
+    }
+
+    var psqlType: PostgresDataType { Self.arrayType(type) }
+    var psqlFormat: PostgresFormat { .binary }
+
+    func encode<JSONEncoder: PostgresJSONEncoder>(
+        into buffer: inout ByteBuffer, context: PostgresEncodingContext<JSONEncoder>
+    ) throws {
+        let element: PostgresDataType =
+            switch type {
+            case .int: .int8
+            case .double: .float8
+            case .text: .text
+            }
+        buffer.writeInteger(Int32(values.isEmpty ? 0 : 1))
+        buffer.writeInteger(Int32(values.contains(.null) ? 1 : 0))
+        buffer.writeInteger(element.rawValue)
+        guard !values.isEmpty else { return }
+        buffer.writeInteger(Int32(values.count))
+        buffer.writeInteger(Int32(1))
+        for value in values {
+            switch (type, value) {
+            case (_, .null):
+                buffer.writeInteger(Int32(-1))
+            case (.int, .int(let v)):
+                buffer.writeInteger(Int32(8))
+                buffer.writeInteger(v)
+            case (.double, .double(let v)):
+                buffer.writeInteger(Int32(8))
+                buffer.writeInteger(v.bitPattern)
+            case (.double, .int(let v)):
+                buffer.writeInteger(Int32(8))
+                buffer.writeInteger(Double(v).bitPattern)
+            case (.text, .text(let v)):
+                buffer.writeInteger(Int32(v.utf8.count))
+                buffer.writeString(v)
+            default:
+                throw StorageError.database("a value that is not \(type.rawValue) in an array of \(type.rawValue)")
+            }
+        }
     }
 }

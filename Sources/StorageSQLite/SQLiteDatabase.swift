@@ -360,6 +360,9 @@ enum SQLiteRunner {
                     v.isEmpty
                     ? sqlite3_bind_zeroblob(handle, index, 0)
                     : v.withUnsafeBytes { sqlite3_bind_blob(handle, index, $0.baseAddress, CInt($0.count), transient) }
+            case .array:
+                // `MultiRow.inserts` passes arrays only to a column-wise dialect; SQLite's is row-wise.
+                throw StorageError.database("SQLite takes no array binds")
             }
             guard code == SQLITE_OK else { throw failure(code) }
         }

@@ -25,8 +25,25 @@ import Testing
         #expect(MultiRow.chunkSizes(150, dialect: .sqlite) == [64, 64, 16, 4, 2])
         #expect(MultiRow.chunkSizes(150, dialect: .postgres) == [64, 64, 22])
         #expect(MultiRow.chunks(Array(0..<11), dialect: .postgres).map(\.count) == [11])
-        let marks = MultiRow.chunks(rows: 3, columns: 2, dialect: .sqlite)
-        #expect(marks.map(\.range) == [0..<2, 2..<3] && marks.map(\.marks) == ["(?, ?), (?, ?)", "(?, ?)"])
+    }
+
+    /// SQLite takes a multi-row insert row by row, in few statement texts; PostgreSQL column by column, one array
+    /// per column, in one text whatever the number of rows.
+    @Test func multiRowInsertsPassTheirValuesPerEngine() {
+        let rows: [[any SQLBindable]] = [[1, "a"], [2, nil as String?], [3, "c"]]
+        let sqlite = MultiRow.inserts(rows: 3, types: [.int, .text], dialect: .sqlite) { rows[$0] }
+        #expect(sqlite.map(\.range) == [0..<2, 2..<3])
+        #expect(sqlite.map(\.source) == ["VALUES (?, ?), (?, ?)", "VALUES (?, ?)"])
+        #expect(sqlite[0].binds.map(\.sqlValue) == [.int(1), .text("a"), .int(2), .null])
+        let postgres = MultiRow.inserts(rows: 3, types: [.int, .text], dialect: .postgres) { rows[$0] }
+        #expect(postgres.map(\.range) == [0..<3])
+        #expect(postgres[0].source == "SELECT * FROM unnest(?::int8[], ?::text[])")
+        #expect(
+            postgres[0].binds.map(\.sqlValue) == [
+                .array(.int, [.int(1), .int(2), .int(3)]), .array(.text, [.text("a"), .null, .text("c")]),
+            ])
+        let many = MultiRow.inserts(rows: MultiRow.maxArrayRows + 1, types: [.int], dialect: .postgres) { [$0] }
+        #expect(many.map(\.range) == [0..<MultiRow.maxArrayRows, MultiRow.maxArrayRows..<MultiRow.maxArrayRows + 1])
     }
 
     @Test func onlyPlainSelectsGoToTheReaders() {
@@ -69,7 +86,7 @@ import Testing
     /// A multi-row write's NULL cells vary from batch to batch; named, nearly every batch would take a new name
     /// until the registry is full.
     @Test func manyParametersWithANullGoOutUnnamed() {
-        let wide = MultiRow.values(rows: 8, columns: 5)
+        let wide = MultiRow.values(rows: 8, row: "(?, ?, ?, ?, ?)")
         let types = Array(repeating: PostgresDataType.text, count: 40)
         #expect(PreparedSQL.name("INSERT INTO probe_wide VALUES \(wide)", types: types) != nil)
         var withNull = types
@@ -250,6 +267,39 @@ import Testing
             #expect(rows.map { Int($0.int("id")) } == expected)
             #expect(rows.allSatisfy { $0.text("note") == "updated" })
             #expect(outcomes.filter(\.value).keys.sorted() == expected)
+        }
+    }
+}
+
+@Suite struct MultiRowInsertContract {
+    /// Every kind of cell a multi-row insert writes comes back as it went in, on both engines: NULLs among values,
+    /// the empty string (not NULL), umlauts and emoji, quotes and braces, and the extremes of a 64-bit integer. On
+    /// PostgreSQL they travel as binary arrays that `ColumnArray` encodes by hand.
+    @Test(arguments: Engine.available)
+    func cellsComeBackAsTheyWentIn(engine: Engine) async throws {
+        try await engine.withStore { store, _, _ in
+            try await store.db.execute(
+                "CREATE TABLE probe_rows (n BIGINT, t TEXT, d DOUBLE PRECISION, k BIGINT NOT NULL)", [])
+            let rows: [[any SQLBindable]] = [
+                [Int64.max, "Grüße 👋", 1.5, 0],
+                [nil as Int64?, "", nil as Double?, 1],
+                [Int64.min, nil as String?, -0.25, 2],
+                [0, "a 'q' \"d\" \\ ,{}", 3, 3],
+            ]
+            let written = try await store.db.transaction { tx in
+                var count = 0
+                for chunk in MultiRow.inserts(
+                    rows: rows.count, types: [.int, .text, .double, .int], dialect: tx.dialect, row: { rows[$0] })
+                {
+                    count += try await tx.execute("INSERT INTO probe_rows (n, t, d, k) \(chunk.source)", chunk.binds)
+                }
+                return count
+            }
+            #expect(written == rows.count)
+            let back = try await store.db.query("SELECT n, t, d FROM probe_rows ORDER BY k", [])
+            #expect(back.map { $0["n"] } == [.int(.max), .null, .int(.min), .int(0)])
+            #expect(back.map { $0["t"] } == [.text("Grüße 👋"), .text(""), .null, .text("a 'q' \"d\" \\ ,{}")])
+            #expect(back.map { $0["d"] } == [.double(1.5), .null, .double(-0.25), .double(3)])
         }
     }
 }

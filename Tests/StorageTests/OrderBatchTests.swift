@@ -117,6 +117,7 @@ import Testing
             case .double(let d): "\(d)"
             case .text(let t): t
             case .blob(let b): "\(b)"
+            case .array(_, let a): "\(a)"
             }
         }
         var lines: [String] = []
@@ -393,24 +394,25 @@ import Testing
                   shipping_minor, tax_minor, discount_minor, total_minor, body_hash, created_at, updated_at)
                 SELECT ?, 'X-' || g, ?, 'placed', 'EUR', 0, 0, 0, 0, 0, '', g, g FROM generate_series(1, 5000) AS g
                 """, shop.id, contact)
-            let keys = (1...32).map { "Y-\($0)" as any SQLBindable }
-            func plan(_ sql: String) async throws -> String {
+            let keys = (1...32).map { "Y-\($0)" }
+            func plan(_ lookup: (sql: String, binds: [any SQLBindable])) async throws -> String {
                 try await store.db.transaction { tx in
-                    try await tx.query("EXPLAIN " + sql, [shop.id] + keys).map { $0.text("QUERY PLAN") }
+                    try await tx.query("EXPLAIN " + lookup.sql, lookup.binds).map { $0.text("QUERY PLAN") }
                 }.joined(separator: "\n")
             }
             let lookup = try await plan(
                 SQLDialect.postgres.keyedLookup(
                     table: "orders", columns: Store.orderStateColumns, scopeColumn: "workspace_id",
-                    keyColumn: "external_id", count: keys.count))
+                    keyColumn: "external_id", scope: shop.id, keys: keys))
             #expect(lookup.contains("orders_workspace_id_external_id_key"), "\(lookup)")
             #expect(lookup.contains("external_id = "), "each key is an index condition: \(lookup)")
             #expect(!lookup.contains("Filter"), "\(lookup)")
             // The check can fail: the plain IN list, planned on the same table, scans the workspace and filters.
-            let plain = try await plan(
-                SQLDialect.sqlite.keyedLookup(
-                    table: "orders", columns: Store.orderStateColumns, scopeColumn: "workspace_id",
-                    keyColumn: "external_id", count: keys.count) + " FOR UPDATE")
+            var plainLookup = SQLDialect.sqlite.keyedLookup(
+                table: "orders", columns: Store.orderStateColumns, scopeColumn: "workspace_id",
+                keyColumn: "external_id", scope: shop.id, keys: keys)
+            plainLookup.sql += " FOR UPDATE"
+            let plain = try await plan(plainLookup)
             #expect(plain.contains("Filter"), "\(plain)")
         }
     }
