@@ -186,18 +186,24 @@ public struct OrderSubmission: Sendable, Equatable {
 
     public static let maxItems = 500
 
+    /// An order id as the shop sends it, trimmed: 1–128 printable ASCII characters without '/' (it is a path
+    /// segment of the orders API).
+    public static func externalID(_ raw: String, field: String = "external_id") throws(DomainError) -> String {
+        let id = raw.trimming(.whitespaces)
+        guard (1...128).contains(id.count),
+            id.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7F && $0 != "/" })
+        else {
+            throw .invalid(
+                "external_id_invalid", "An order id has 1–128 printable ASCII characters without '/'.", field: field)
+        }
+        return id
+    }
+
     /// Validates `payload`; `receivedAt` stands in for the time of the current status when the shop sent none.
     public static func validate(externalID: String, payload p: OrderPayload, receivedAt: Date) throws(DomainError)
         -> OrderSubmission
     {
-        let externalID = externalID.trimming(.whitespaces)
-        guard (1...128).contains(externalID.count),
-            externalID.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7F && $0 != "/" })
-        else {
-            throw .invalid(
-                "external_id_invalid", "An order id has 1–128 printable ASCII characters without '/'.",
-                field: "external_id")
-        }
+        let externalID = try Self.externalID(externalID)
         guard let customer = p.customer else { throw missing("customer") }
         guard let rawEmail = customer.email else { throw missing("customer.email") }
         let email = try EmailAddress(rawEmail, field: "customer.email")

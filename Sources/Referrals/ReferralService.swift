@@ -390,6 +390,40 @@ public struct ReferralService: Sendable {
         return (contact, Money(minor: balance, currency: (try? Currency(programme.currency)) ?? .eur))
     }
 
+    /// Spends a customer's credit on an order at the shop's checkout (`Store.redeemCredit`): the amount in the
+    /// programme's currency, once per order. A currency other than the programme's is refused, not converted.
+    public func redeemCredit(
+        workspaceID: WorkspaceID, email: EmailAddress, orderID: String, amount: String, currency: String?, actor: String
+    ) async throws -> (redemption: Store.CreditRedemption, created: Bool) {
+        let orderRef = try OrderSubmission.externalID(orderID, field: "order_id")
+        let programme = try await store.referralProgramme(workspaceID: workspaceID)
+        let credit = try Currency(programme.currency)
+        if let currency, currency.uppercased() != credit.code {
+            throw DomainError.invalid(
+                "currency_mismatch", "Credit is kept in \(credit.code), not \(currency).", field: "currency")
+        }
+        let money = try Money(decimal: amount, currency: credit, field: "amount")
+        guard money.minor > 0 else {
+            throw DomainError.invalid("amount_invalid", "Spend an amount greater than zero.", field: "amount")
+        }
+        guard let contact = try await store.contact(workspaceID: workspaceID, email: email) else {
+            throw DomainError.notFound("Customer")
+        }
+        return try await store.redeemCredit(
+            workspaceID: workspaceID, contactID: contact.id, orderRef: orderRef, amountMinor: money.minor,
+            currency: credit.code, actor: actor)
+    }
+
+    /// Gives the credit an order spent back, once (the order was cancelled, or its redemption changes).
+    public func releaseCredit(workspaceID: WorkspaceID, orderID: String, actor: String) async throws
+        -> Store.CreditRedemption
+    {
+        let orderRef = try OrderSubmission.externalID(orderID, field: "order_id")
+        guard let released = try await store.releaseCredit(workspaceID: workspaceID, orderRef: orderRef, actor: actor)
+        else { throw DomainError.notFound("Credit redemption") }
+        return released
+    }
+
     /// The cash payouts, open and exported, for the merchant's books or a bank without SEPA files: one row a
     /// payout, with the batch of the SEPA file that carried it (empty while open). The IBAN is whole, as in the
     /// SEPA file: the list exists to pay.

@@ -19,7 +19,7 @@ public enum Migrator {
     /// Every migration, in order.
     public static let all: [Migration] = [
         Schema.v1Foundation, Schema.v2Mail, Schema.v3Reviews, Schema.v4LeadMagnets, Schema.v5Referrals,
-        Schema.v6QueryPaths, Schema.v7Returns, Schema.v8ClickIndexes, Schema.v9EventTags,
+        Schema.v6QueryPaths, Schema.v7Returns, Schema.v8ClickIndexes, Schema.v9EventTags, Schema.v10CreditRedemptions,
     ]
 
     /// The newest migration id, which `/readyz` compares against the database.
@@ -883,5 +883,38 @@ enum Schema {
     /// 0008). They only grow, so a subscriber's job is enqueued once per event, also after the job row is purged.
     static let v9EventTags = Migration(id: 9, name: "event_tags") { _ in
         ["ALTER TABLE domain_events ADD COLUMN tags TEXT NOT NULL DEFAULT ''"]
+    }
+
+    /// The credit ledger also records what the shop's checkout spends (`redemption`, a debit per order) and gives
+    /// back (`release`, when that order is cancelled), so that the balance is the sum of one table's rows. Those rows
+    /// name the order instead of a reward. Both engines change a CHECK constraint only by rebuilding the table; the
+    /// rows are copied in their order, with new ids (nothing refers to them), so PostgreSQL's identity stays ahead.
+    static let v10CreditRedemptions = Migration(id: 10, name: "credit_redemptions") { _ in
+        [
+            """
+            CREATE TABLE referral_credit_v10 (
+              id {pk},
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              contact_id BIGINT NOT NULL REFERENCES contacts(id),
+              reward_id BIGINT REFERENCES referral_rewards(id),
+              order_ref TEXT,
+              kind TEXT NOT NULL CHECK (kind IN ('booking', 'reversal', 'redemption', 'release')),
+              delta_minor BIGINT NOT NULL,
+              currency TEXT NOT NULL,
+              at BIGINT NOT NULL,
+              CHECK ((kind IN ('booking', 'reversal') AND reward_id IS NOT NULL AND order_ref IS NULL)
+                OR (kind IN ('redemption', 'release') AND reward_id IS NULL AND order_ref IS NOT NULL)),
+              UNIQUE (reward_id, kind),
+              UNIQUE (workspace_id, order_ref, kind)
+            )
+            """,
+            """
+            INSERT INTO referral_credit_v10 (workspace_id, contact_id, reward_id, kind, delta_minor, currency, at)
+            SELECT workspace_id, contact_id, reward_id, kind, delta_minor, currency, at FROM referral_credit ORDER BY id
+            """,
+            "DROP TABLE referral_credit",
+            "ALTER TABLE referral_credit_v10 RENAME TO referral_credit",
+            "CREATE INDEX referral_credit_contact ON referral_credit (workspace_id, contact_id)",
+        ]
     }
 }

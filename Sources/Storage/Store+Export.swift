@@ -71,6 +71,55 @@ public struct ContactExport: Sendable, Codable {
     public var favours: [FavourData] = []
     /// Lead magnet signups, each with its double opt-in evidence.
     public var leadSignups: [LeadSignupData] = []
+    /// The referral programme: the person as advocate (code, payout details), the referrals they made and were
+    /// made through, their rewards and their credit ledger. Other people appear only as counts and states.
+    public var referrals: ReferralData = ReferralData()
+
+    public struct ReferralData: Sendable, Codable {
+        public var advocate: AdvocateData?
+        /// Orders of friends attributed to this person's code: their states, without the friends.
+        public var referralsMade: [ReferralMade] = []
+        /// This person's own orders that were attributed to someone's referral.
+        public var referredOrders: [ReferredOrder] = []
+        public var rewards: [RewardData] = []
+        public var credit: [CreditData] = []
+    }
+    public struct AdvocateData: Sendable, Codable {
+        public var code: String
+        public var state: String
+        public var joinedAt: Date
+        public var leftAt: Date?
+        public var payoutName: String?
+        public var payoutIban: String?
+    }
+    public struct ReferralMade: Sendable, Codable {
+        public var status: String
+        public var via: String
+        public var createdAt: Date
+    }
+    public struct ReferredOrder: Sendable, Codable {
+        public var orderExternalId: String
+        public var status: String
+        public var createdAt: Date
+    }
+    public struct RewardData: Sendable, Codable {
+        public var beneficiary: String
+        public var reason: String
+        public var type: String
+        public var valueMinor: Int64
+        public var currency: String
+        public var state: String
+        public var voucherCode: String?
+        public var issuedAt: Date?
+        public var createdAt: Date
+    }
+    public struct CreditData: Sendable, Codable {
+        public var kind: String
+        public var deltaMinor: Int64
+        public var currency: String
+        public var orderExternalId: String?
+        public var at: Date
+    }
 
     public struct LeadSignupData: Sendable, Codable {
         public var magnet: String
@@ -174,7 +223,60 @@ extension Store {
                 formId: $0.signup.formID, pageUrl: $0.signup.pageURL, fields: $0.signup.fields,
                 signup: $0.signup.signup, confirmation: $0.signup.confirmation, downloads: $0.signup.downloads)
         }
+        export.referrals = try await referralExport(workspaceID: workspaceID, contactID: contactID)
         return export
+    }
+
+    func referralExport(workspaceID: WorkspaceID, contactID: ContactID) async throws -> ContactExport.ReferralData {
+        var data = ContactExport.ReferralData()
+        data.advocate = try await db.first(
+            """
+            SELECT code, state, joined_at, left_at, payout_name, payout_iban FROM advocates
+            WHERE workspace_id = ? AND contact_id = ?
+            """, workspaceID, contactID
+        ).map {
+            .init(
+                code: $0.text("code"), state: $0.text("state"), joinedAt: $0.date("joined_at"),
+                leftAt: $0.optionalDate("left_at"), payoutName: $0.optionalText("payout_name"),
+                payoutIban: $0.optionalText("payout_iban"))
+        }
+        data.referralsMade = try await db.query(
+            """
+            SELECT r.status, r.via, r.created_at FROM referrals r JOIN advocates a ON a.id = r.advocate_id
+            WHERE r.workspace_id = ? AND a.contact_id = ? ORDER BY r.id
+            """, workspaceID, contactID
+        ).map { .init(status: $0.text("status"), via: $0.text("via"), createdAt: $0.date("created_at")) }
+        data.referredOrders = try await db.query(
+            """
+            SELECT o.external_id, r.status, r.created_at FROM referrals r JOIN orders o ON o.id = r.order_id
+            WHERE r.workspace_id = ? AND r.friend_contact_id = ? ORDER BY r.id
+            """, workspaceID, contactID
+        ).map {
+            .init(orderExternalId: $0.text("external_id"), status: $0.text("status"), createdAt: $0.date("created_at"))
+        }
+        data.rewards = try await db.query(
+            """
+            SELECT beneficiary, reason, type, value_minor, currency, state, voucher_code, issued_at, created_at
+            FROM referral_rewards WHERE workspace_id = ? AND contact_id = ? ORDER BY id
+            """, workspaceID, contactID
+        ).map {
+            .init(
+                beneficiary: $0.text("beneficiary"), reason: $0.text("reason"), type: $0.text("type"),
+                valueMinor: $0.int("value_minor"), currency: $0.text("currency"), state: $0.text("state"),
+                voucherCode: $0.optionalText("voucher_code"), issuedAt: $0.optionalDate("issued_at"),
+                createdAt: $0.date("created_at"))
+        }
+        data.credit = try await db.query(
+            """
+            SELECT kind, delta_minor, currency, order_ref, at FROM referral_credit
+            WHERE workspace_id = ? AND contact_id = ? ORDER BY id
+            """, workspaceID, contactID
+        ).map {
+            .init(
+                kind: $0.text("kind"), deltaMinor: $0.int("delta_minor"), currency: $0.text("currency"),
+                orderExternalId: $0.optionalText("order_ref"), at: $0.date("at"))
+        }
+        return data
     }
 
     /// A contact's consents and their history, each with the text version shown: the consent part of the export,

@@ -1208,9 +1208,142 @@ extension Store {
 
     /// The credit balance of a contact, in minor units.
     public func creditBalance(workspaceID: WorkspaceID, contactID: ContactID) async throws -> Int64 {
-        try await db.scalar(
+        try await creditBalance(db, workspaceID: workspaceID, contactID: contactID)
+    }
+
+    func creditBalance(_ tx: any SQLExecutor, workspaceID: WorkspaceID, contactID: ContactID) async throws -> Int64 {
+        try await tx.scalar(
             "SELECT CAST(COALESCE(SUM(delta_minor), 0) AS BIGINT) FROM referral_credit WHERE workspace_id = ? AND contact_id = ?",
             workspaceID, contactID)
+    }
+
+    /// Credit the shop's checkout spent on one order (`redeemCredit`), and whether the order gave it back
+    /// (`releaseCredit`).
+    public struct CreditRedemption: Sendable, Equatable {
+        public var orderRef: String
+        public var contactID: ContactID
+        public var amountMinor: Int64
+        public var currency: String
+        public var at: Date
+        public var releasedAt: Date?
+        /// The contact's balance after it.
+        public var balanceMinor: Int64
+    }
+
+    /// Spends `amountMinor` of a contact's credit on the order `orderRef`, once per order: the same call again
+    /// answers the first redemption (`created` false), another amount or customer for that order is a conflict,
+    /// and so is more than the balance, and any spending by an order that gave its credit back. On PostgreSQL the contact's row is locked first, so that two orders spending
+    /// the same credit at once are decided one after the other; the unique `(workspace_id, order_ref, kind)` keeps
+    /// an order from being debited twice even by two customers at once.
+    public func redeemCredit(
+        workspaceID: WorkspaceID, contactID: ContactID, orderRef: String, amountMinor: Int64, currency: String,
+        actor: String
+    ) async throws -> (redemption: CreditRedemption, created: Bool) {
+        precondition(amountMinor > 0, "a redemption spends a positive amount")
+        do {
+            return try await db.transaction { tx in
+                _ = try await tx.query(
+                    "SELECT id FROM contacts WHERE workspace_id = ? AND id = ?" + tx.dialect.rowLockClause, workspaceID,
+                    contactID)
+                if let earlier = try await self.creditRedemption(tx, workspaceID: workspaceID, orderRef: orderRef) {
+                    return (
+                        try Self.repeated(earlier, contactID: contactID, amountMinor: amountMinor, currency: currency),
+                        false
+                    )
+                }
+                let balance = try await self.creditBalance(tx, workspaceID: workspaceID, contactID: contactID)
+                guard amountMinor <= balance else {
+                    throw DomainError.conflict(
+                        "insufficient_credit", "The customer's credit is smaller than the amount.", field: "amount")
+                }
+                let t = self.now
+                try await tx.execute(
+                    """
+                    INSERT INTO referral_credit (workspace_id, contact_id, order_ref, kind, delta_minor, currency, at)
+                    VALUES (?, ?, ?, 'redemption', ?, ?, ?)
+                    """, workspaceID, contactID, orderRef, -amountMinor, currency, t)
+                try await self.audit(
+                    tx, workspaceID: workspaceID, actor: actor, action: "referrals.credit.redeem",
+                    subject: "contact:\(contactID)", detail: "order \(orderRef): \(amountMinor) \(currency)")
+                return (
+                    CreditRedemption(
+                        orderRef: orderRef, contactID: contactID, amountMinor: amountMinor, currency: currency, at: t,
+                        releasedAt: nil, balanceMinor: balance - amountMinor), true
+                )
+            }
+        } catch StorageError.uniqueViolation {
+            // Another transaction redeemed for this order in the meantime: answer as if it had come first.
+            guard let earlier = try await creditRedemption(db, workspaceID: workspaceID, orderRef: orderRef) else {
+                throw StorageError.database("a redemption of order \(orderRef) was refused and is not there")
+            }
+            return (
+                try Self.repeated(earlier, contactID: contactID, amountMinor: amountMinor, currency: currency), false
+            )
+        }
+    }
+
+    /// The earlier redemption of an order, if the call repeats it; a conflict if it asks for something else.
+    static func repeated(_ earlier: CreditRedemption, contactID: ContactID, amountMinor: Int64, currency: String) throws
+        -> CreditRedemption
+    {
+        guard earlier.releasedAt == nil else {
+            throw DomainError.conflict(
+                "credit_redemption_released",
+                "Order \(earlier.orderRef) gave its credit back and cannot spend credit again.", field: "order_id")
+        }
+        guard earlier.contactID == contactID, earlier.amountMinor == amountMinor, earlier.currency == currency else {
+            throw DomainError.conflict(
+                "credit_redemption_differs",
+                "Order \(earlier.orderRef) has already spent other credit. Release it before spending again.",
+                field: "order_id")
+        }
+        return earlier
+    }
+
+    /// Gives an order's spent credit back (the order was cancelled or changed), once: a second release answers the
+    /// first. Nil if the order spent no credit.
+    public func releaseCredit(workspaceID: WorkspaceID, orderRef: String, actor: String) async throws
+        -> CreditRedemption?
+    {
+        try await db.transaction { tx in
+            guard let spent = try await self.creditRedemption(tx, workspaceID: workspaceID, orderRef: orderRef) else {
+                return nil
+            }
+            if spent.releasedAt != nil { return spent }
+            let released = try await tx.execute(
+                """
+                INSERT INTO referral_credit (workspace_id, contact_id, order_ref, kind, delta_minor, currency, at)
+                VALUES (?, ?, ?, 'release', ?, ?, ?) ON CONFLICT DO NOTHING
+                """, workspaceID, spent.contactID, orderRef, spent.amountMinor, spent.currency, self.now)
+            if released > 0 {
+                try await self.audit(
+                    tx, workspaceID: workspaceID, actor: actor, action: "referrals.credit.release",
+                    subject: "contact:\(spent.contactID)",
+                    detail: "order \(orderRef): \(spent.amountMinor) \(spent.currency)")
+            }
+            return try await self.creditRedemption(tx, workspaceID: workspaceID, orderRef: orderRef)
+        }
+    }
+
+    public func creditRedemption(workspaceID: WorkspaceID, orderRef: String) async throws -> CreditRedemption? {
+        try await creditRedemption(db, workspaceID: workspaceID, orderRef: orderRef)
+    }
+
+    func creditRedemption(_ tx: any SQLExecutor, workspaceID: WorkspaceID, orderRef: String) async throws
+        -> CreditRedemption?
+    {
+        let rows = try await tx.query(
+            """
+            SELECT contact_id, kind, delta_minor, currency, at FROM referral_credit
+            WHERE workspace_id = ? AND order_ref = ? AND kind IN ('redemption', 'release')
+            """, workspaceID, orderRef)
+        guard let spent = rows.first(where: { $0.text("kind") == "redemption" }) else { return nil }
+        let contactID = spent.int("contact_id")
+        return CreditRedemption(
+            orderRef: orderRef, contactID: contactID, amountMinor: -spent.int("delta_minor"),
+            currency: spent.text("currency"), at: spent.date("at"),
+            releasedAt: rows.first(where: { $0.text("kind") == "release" })?.date("at"),
+            balanceMinor: try await creditBalance(tx, workspaceID: workspaceID, contactID: contactID))
     }
 
     // MARK: Premiums

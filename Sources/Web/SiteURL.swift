@@ -102,6 +102,8 @@ public enum SiteURL: Equatable, Sendable {
     case apiPayoutExport
     case apiReferralTax
     case apiReferralCredit
+    case apiCreditRedemptions
+    case apiCreditRedemption(orderID: String)
     case apiReferralVoucher(code: String)
     case apiReferralFigures
     case adminReferrals
@@ -223,6 +225,8 @@ public enum SiteURL: Equatable, Sendable {
         case apiPayoutExport = "/api/v1/referrals/payouts/export"
         case apiReferralTax = "/api/v1/referrals/tax"
         case apiReferralCredit = "/api/v1/referrals/credit"
+        case apiCreditRedemptions = "/api/v1/referrals/credit/redemptions"
+        case apiCreditRedemption = "/api/v1/referrals/credit/redemptions/{order_id}"
         case apiReferralVoucher = "/api/v1/referrals/vouchers/{code}"
         case apiReferralFigures = "/api/v1/referrals/figures"
         case adminReferrals = "/admin/referrals"
@@ -351,6 +355,8 @@ public enum SiteURL: Equatable, Sendable {
         case .apiPayoutExport: .apiPayoutExport
         case .apiReferralTax: .apiReferralTax
         case .apiReferralCredit: .apiReferralCredit
+        case .apiCreditRedemptions: .apiCreditRedemptions
+        case .apiCreditRedemption: .apiCreditRedemption
         case .apiReferralVoucher: .apiReferralVoucher
         case .apiReferralFigures: .apiReferralFigures
         case .adminReferrals: .adminReferrals
@@ -400,7 +406,7 @@ public enum SiteURL: Equatable, Sendable {
             String(id)
         case .referralRedirect(let e), .referralJoin(let e), .advocatePage(let e), .advocateQR(let e),
             .advocateCard(let e), .advocatePremium(let e), .advocatePayout(let e), .advocateLeave(let e),
-            .apiReferralVoucher(let e):
+            .apiReferralVoucher(let e), .apiCreditRedemption(let e):
             e
         case .apiReferralDecision(let id), .apiRewardApprove(let id), .apiRewardVoid(let id),
             .adminReferralDecision(let id), .adminReward(let id), .apiPremium(let id), .adminPremium(let id),
@@ -579,6 +585,8 @@ public enum SiteURL: Equatable, Sendable {
         case .apiPayoutExport: return .apiPayoutExport
         case .apiReferralTax: return .apiReferralTax
         case .apiReferralCredit: return .apiReferralCredit
+        case .apiCreditRedemptions: return .apiCreditRedemptions
+        case .apiCreditRedemption: return value.map { .apiCreditRedemption(orderID: $0) }
         case .apiReferralVoucher: return value.map { .apiReferralVoucher(code: $0) }
         case .apiReferralFigures: return .apiReferralFigures
         case .adminReferrals: return .adminReferrals

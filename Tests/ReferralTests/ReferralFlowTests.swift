@@ -602,6 +602,99 @@ import Testing
         }
     }
 
+    /// The shop's checkout spends credit once per order and gives it back once. Orders spending more than the
+    /// balance at the same moment are decided one after the other, so the balance never goes below zero.
+    @Test(arguments: Engine.available)
+    func creditIsSpentOncePerOrderAndGivenBackOnce(engine: Engine) async throws {
+        try await withKit(engine, programme: { $0.friendReward = RewardSpec(type: .credit, valueMinor: 500) }) { kit in
+            let anna = try await advocate(kit)
+            let ben = order(email: "ben@example.org", ref: anna.code, street: "Weg 9")
+            try await put(kit, "F-1", ben)
+            _ = try await deliverAndRelease(kit, "F-1", ben)
+            let service = kit.referrals.service
+            let email = try EmailAddress("ben@example.org")
+            func redeem(_ orderID: String, _ amount: String, _ customer: EmailAddress? = nil) async throws
+                -> (redemption: Store.CreditRedemption, created: Bool)
+            {
+                try await service.redeemCredit(
+                    workspaceID: kit.shop.id, email: customer ?? email, orderID: orderID, amount: amount,
+                    currency: nil, actor: "test")
+            }
+            func refusal(_ body: () async throws -> Void) async -> String? {
+                do {
+                    try await body()
+                    return nil
+                } catch let error as DomainError {
+                    return error.code
+                } catch {
+                    return "\(error)"
+                }
+            }
+
+            let first = try await redeem("N-1", "3.00")
+            #expect(first.created && first.redemption.amountMinor == 300 && first.redemption.balanceMinor == 200)
+            let again = try await redeem("N-1", "3.00")
+            #expect(!again.created && again.redemption.balanceMinor == 200)
+            #expect(await refusal { _ = try await redeem("N-1", "2.00") } == "credit_redemption_differs")
+            #expect(
+                await refusal { _ = try await redeem("N-1", "3.00", try EmailAddress("anna@example.com")) }
+                    == "credit_redemption_differs")
+            #expect(await refusal { _ = try await redeem("N-2", "2.01") } == "insufficient_credit")
+            #expect(await refusal { _ = try await redeem("N-2", "0.00") } == "amount_invalid")
+            #expect(
+                await refusal {
+                    _ = try await service.redeemCredit(
+                        workspaceID: kit.shop.id, email: email, orderID: "N-2", amount: "1.00", currency: "CHF",
+                        actor: "test")
+                } == "currency_mismatch")
+
+            // Five orders of 1.50 at once against a balance of 2.00: one is paid, four are refused.
+            let outcomes = await withTaskGroup(of: String.self) { group in
+                for i in 1...5 {
+                    group.addTask {
+                        await refusal { _ = try await redeem("C-\(i)", "1.50") } ?? "redeemed"
+                    }
+                }
+                return await group.reduce(into: [String]()) { $0.append($1) }
+            }
+            #expect(
+                outcomes.sorted() == [
+                    "insufficient_credit", "insufficient_credit", "insufficient_credit",
+                    "insufficient_credit", "redeemed",
+                ])
+            let benContact = try #require(try await kit.store.contact(workspaceID: kit.shop.id, email: email))
+            #expect(try await kit.store.creditBalance(workspaceID: kit.shop.id, contactID: benContact.id) == 50)
+
+            let released = try await service.releaseCredit(workspaceID: kit.shop.id, orderID: "N-1", actor: "test")
+            #expect(released.releasedAt != nil && released.balanceMinor == 350)
+            let releasedAgain = try await service.releaseCredit(workspaceID: kit.shop.id, orderID: "N-1", actor: "test")
+            #expect(releasedAgain.releasedAt == released.releasedAt && releasedAgain.balanceMinor == 350)
+            #expect(await refusal { _ = try await redeem("N-1", "3.00") } == "credit_redemption_released")
+            #expect(
+                await refusal {
+                    _ = try await service.releaseCredit(workspaceID: kit.shop.id, orderID: "N-9", actor: "t")
+                }
+                    == "not_found")
+            #expect(
+                try await count(kit, "SELECT COUNT(*) FROM audit_log WHERE action LIKE 'referrals.credit.%'") == 3)
+
+            // Art. 15: each person's export holds their part of the programme, and only theirs.
+            let benData = try await kit.store.exportContact(workspaceID: kit.shop.id, contactID: benContact.id)
+                .referrals
+            #expect(benData.advocate == nil && benData.referralsMade.isEmpty)
+            #expect(benData.referredOrders.map(\.orderExternalId) == ["F-1"])
+            #expect(benData.rewards.map(\.beneficiary) == ["friend"] && benData.rewards.first?.valueMinor == 500)
+            #expect(benData.credit.map(\.kind) == ["booking", "redemption", "redemption", "release"])
+            #expect(benData.credit.map(\.deltaMinor).reduce(0, +) == 350)
+            #expect(benData.credit.compactMap(\.orderExternalId).first == "N-1")
+            let annaData = try await kit.store.exportContact(workspaceID: kit.shop.id, contactID: anna.contactID)
+                .referrals
+            #expect(annaData.advocate?.code == anna.code && annaData.advocate?.state == "active")
+            #expect(annaData.referralsMade.count == 1 && annaData.referredOrders.isEmpty)
+            #expect(annaData.rewards.allSatisfy { $0.beneficiary == "advocate" } && annaData.credit.isEmpty)
+        }
+    }
+
     @Test(arguments: Engine.available)
     func clawedBackVoucherIsInvalidatedUnlessUsed(engine: Engine) async throws {
         try await withKit(engine) { kit in

@@ -91,6 +91,54 @@ def test_return_after_issue_claws_back_the_credit(make_ref_shop):
     assert len(shop.outbox(ANNA.email, "referral_reward")) == 1
 
 
+def test_checkout_spends_credit_once_per_order_and_gives_it_back(make_ref_shop):
+    """The shop's checkout spends 6 € of Anna's 15 € credit on order K-1 through the API: a retry of the same call
+    answers the first redemption, another amount for K-1 or more than the balance is a 409 problem, a cancelled
+    K-1 gives the credit back once, and the ledger holds one debit and one credit for it."""
+    shop = make_ref_shop(advocate_reward={"type": "credit", "value_minor": 1500})
+    shop.delivered_customer("10001", ANNA)
+    advocate = shop.join_api(ANNA.email)
+    referral, _ = referred_and_delivered(shop, advocate["code"])
+    issued = shop.wait_for_reward_state(referral["id"], "issued")
+    path = "/api/v1/referrals/credit/redemptions"
+
+    spend = {"email": ANNA.email, "order_id": "K-1", "amount": "6.00"}
+    first = shop.ok("POST", path, 201, json=spend).json()
+    assert (first["order_id"], first["amount"], first["amount_minor"], first["currency"]) == ("K-1", "6.00", 600,
+                                                                                               "EUR"), first
+    assert (first["balance"], first["contact_id"], first.get("released_at")) == ("9.00", issued["contact_id"],
+                                                                                 None), first
+    again = shop.ok("POST", path, 200, json=dict(spend, email=ANNA.email.upper())).json()
+    assert again == first, (again, first)
+
+    for body, status, code in [
+        (dict(spend, amount="5.00"), 409, "credit_redemption_differs"),
+        (dict(spend, order_id="K-2", amount="9.01"), 409, "insufficient_credit"),
+        (dict(spend, order_id="K-2", amount="abc"), 422, "amount_invalid"),
+        (dict(spend, order_id="K-2", amount="-1.00"), 422, "amount_negative"),
+        (dict(spend, order_id="K-2", amount="0"), 422, "amount_invalid"),
+        (dict(spend, order_id="K-2", currency="USD"), 422, "currency_mismatch"),
+        (dict(spend, order_id="K/2"), 422, "external_id_invalid"),
+        ({"email": ANNA.email, "amount": "1.00"}, 422, "order_id_missing"),
+        (dict(spend, order_id="K-2", email="niemand@example.org"), 404, "not_found"),
+    ]:
+        r = shop.ok("POST", path, status, json=body)
+        assert r.headers["Content-Type"].startswith("application/problem+json"), r.headers
+        assert r.json()["code"] == code, (body, r.json())
+    assert shop.ok("GET", "/api/v1/referrals/credit", params={"email": ANNA.email}).json()["balance"] == "9.00"
+    assert shop.ok("GET", f"{path}/K-1").json() == first
+    shop.ok("GET", f"{path}/K-2", 404)
+
+    released = shop.ok("DELETE", f"{path}/K-1").json()
+    assert (released["balance"], released["amount"]) == ("15.00", "6.00") and released["released_at"], released
+    assert shop.ok("DELETE", f"{path}/K-1").json() == released
+    shop.ok("DELETE", f"{path}/K-2", 404)
+    rows = shop.rows("SELECT kind, delta_minor, order_ref FROM referral_credit WHERE order_ref IS NOT NULL ORDER BY id")
+    assert rows == [("redemption", -600, "K-1"), ("release", 600, "K-1")], rows
+    # An order that gave its credit back spends none again, not even by repeating its first call.
+    assert shop.ok("POST", path, 409, json=spend).json()["code"] == "credit_redemption_released"
+
+
 CLEO = Customer("cleo.nachbar@dritte.example", "Cleo", "Nachbar")
 
 

@@ -202,6 +202,49 @@ struct ReferralAPI {
                     email: credit.contact.email, contactID: credit.contact.id, balanceMinor: credit.balance.minor,
                     balance: credit.balance.decimalString, currency: credit.balance.currency.code))
         }
+        router.post(SiteURL.Route.apiCreditRedemptions.routerPath) { request, context in
+            let principal = try context.principal()
+            struct Input: Decodable {
+                var email: String?
+                var orderID: String?
+                var amount: String?
+                var currency: String?
+                enum CodingKeys: String, CodingKey {
+                    case email, amount, currency
+                    case orderID = "order_id"
+                }
+            }
+            let input = try await Bodies.json(Input.self, from: request, limit: 65_536)
+            guard let email = input.email else {
+                throw DomainError.invalid("email_missing", "Give the customer's address.", field: "email")
+            }
+            guard let orderID = input.orderID else {
+                throw DomainError.invalid(
+                    "order_id_missing", "Give the order that spends the credit.", field: "order_id")
+            }
+            guard let amount = input.amount else {
+                throw DomainError.invalid("amount_missing", "Give the amount to spend, like \"5.00\".", field: "amount")
+            }
+            let (redemption, created) = try await module.service.redeemCredit(
+                workspaceID: principal.workspaceID, email: try EmailAddress(email, field: "email"), orderID: orderID,
+                amount: amount, currency: input.currency, actor: "apikey:\(principal.keyID)")
+            return try Bodies.jsonResponse(CreditRedemptionDTO(redemption), status: created ? .created : .ok)
+        }
+        router.get(SiteURL.Route.apiCreditRedemption.routerPath) { _, context in
+            let principal = try context.principal()
+            guard let orderID = context.parameters.get("order_id"),
+                let redemption = try await env.store.creditRedemption(
+                    workspaceID: principal.workspaceID, orderRef: orderID)
+            else { throw DomainError.notFound("Credit redemption") }
+            return try Bodies.jsonResponse(CreditRedemptionDTO(redemption))
+        }
+        router.delete(SiteURL.Route.apiCreditRedemption.routerPath) { _, context in
+            let principal = try context.principal()
+            let released = try await module.service.releaseCredit(
+                workspaceID: principal.workspaceID, orderID: context.parameters.get("order_id") ?? "",
+                actor: "apikey:\(principal.keyID)")
+            return try Bodies.jsonResponse(CreditRedemptionDTO(released))
+        }
         router.get(SiteURL.Route.apiReferralVoucher.routerPath) { _, context in
             let principal = try context.principal()
             guard let code = context.parameters.get("code"),
@@ -329,6 +372,32 @@ struct ReferralAPI {
         var balanceMinor: Int64
         var balance: String
         var currency: String
+    }
+
+    /// Credit an order spent at the shop's checkout, and the customer's balance after it (or after its release).
+    struct CreditRedemptionDTO: Encodable {
+        var orderID: String
+        var contactID: Int64
+        var amount: String
+        var amountMinor: Int64
+        var currency: String
+        var redeemedAt: Date
+        var releasedAt: Date?
+        var balance: String
+        var balanceMinor: Int64
+
+        init(_ r: Store.CreditRedemption) {
+            let currency = (try? Currency(r.currency)) ?? .eur
+            orderID = r.orderRef
+            contactID = r.contactID
+            amount = Money(minor: r.amountMinor, currency: currency).decimalString
+            amountMinor = r.amountMinor
+            self.currency = r.currency
+            redeemedAt = r.at
+            releasedAt = r.releasedAt
+            balance = Money(minor: r.balanceMinor, currency: currency).decimalString
+            balanceMinor = r.balanceMinor
+        }
     }
 
     /// A reward voucher's state, for the shop's checkout: valid while neither redeemed nor invalidated (clawed back).
