@@ -7,10 +7,16 @@ public struct Migration: Sendable {
     public let id: Int
     public let name: String
     public let statements: @Sendable (SQLDialect) -> [String]
+    /// Runs after the statements, in the same transaction: fills what SQL alone cannot compute.
+    public let backfill: (@Sendable (any SQLExecutor) async throws -> Void)?
 
-    public init(id: Int, name: String, statements: @escaping @Sendable (SQLDialect) -> [String]) {
+    public init(
+        id: Int, name: String, backfill: (@Sendable (any SQLExecutor) async throws -> Void)? = nil,
+        statements: @escaping @Sendable (SQLDialect) -> [String]
+    ) {
         self.id = id
         self.name = name
+        self.backfill = backfill
         self.statements = statements
     }
 }
@@ -20,6 +26,7 @@ public enum Migrator {
     public static let all: [Migration] = [
         Schema.v1Foundation, Schema.v2Mail, Schema.v3Reviews, Schema.v4LeadMagnets, Schema.v5Referrals,
         Schema.v6QueryPaths, Schema.v7Returns, Schema.v8ClickIndexes, Schema.v9EventTags, Schema.v10CreditRedemptions,
+        Schema.v11ContactIdentity,
     ]
 
     /// The newest migration id, which `/readyz` compares against the database.
@@ -49,6 +56,7 @@ public enum Migrator {
                 for statement in migration.statements(tx.dialect) {
                     try await tx.execute(tx.dialect.ddl(statement), [])
                 }
+                try await migration.backfill?(tx)
                 try await tx.execute(
                     "INSERT INTO schema_migrations (id, name, applied_at) VALUES (?, ?, ?)", migration.id,
                     migration.name, clock.now().epochMillis)
@@ -883,6 +891,33 @@ enum Schema {
     /// 0008). They only grow, so a subscriber's job is enqueued once per event, also after the job row is purged.
     static let v9EventTags = Migration(id: 9, name: "event_tags") { _ in
         ["ALTER TABLE domain_events ADD COLUMN tags TEXT NOT NULL DEFAULT ''"]
+    }
+
+    /// A contact's identity for fraud matching (`EmailAddress.canonicalIdentity`: case, `+tag` at providers with
+    /// sub-addressing, Gmail's dots), so that "the friend is already a customer" also sees a customer behind another
+    /// spelling of the same mailbox. Swift computes it; the backfill fills the contacts there are, in pages.
+    static let v11ContactIdentity = Migration(
+        id: 11, name: "contact_identity",
+        backfill: { tx in
+            var after: Int64 = 0
+            while true {
+                let rows = try await tx.query(
+                    "SELECT id, email_normalized FROM contacts WHERE id > ? AND erased_at IS NULL ORDER BY id LIMIT 500",
+                    after)
+                guard let last = rows.last else { return }
+                for row in rows {
+                    guard let email = try? EmailAddress(row.text("email_normalized")) else { continue }
+                    try await tx.execute(
+                        "UPDATE contacts SET identity = ? WHERE id = ?", email.canonicalIdentity, row.int("id"))
+                }
+                after = last.int("id")
+            }
+        }
+    ) { _ in
+        [
+            "ALTER TABLE contacts ADD COLUMN identity TEXT",
+            "CREATE INDEX contacts_identity ON contacts (workspace_id, identity)",
+        ]
     }
 
     /// The credit ledger also records what the shop's checkout spends (`redemption`, a debit per order) and gives

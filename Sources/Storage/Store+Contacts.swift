@@ -84,20 +84,20 @@ extension Store {
         }
         let missing = addresses.filter { ids[$0] == nil }
         for chunk in MultiRow.inserts(
-            rows: missing.count, types: [.int, .text, .text, .text, .text, .text, .text, .text, .int, .int],
+            rows: missing.count, types: [.int, .text, .text, .text, .text, .text, .text, .text, .text, .int, .int],
             dialect: tx.dialect,
             row: {
                 let c = folded[missing[$0]]!
                 return [
-                    workspaceID, c.email.raw, c.email.normalized, c.firstName, c.lastName, c.locale, c.source,
-                    c.sourceRef, t, t,
+                    workspaceID, c.email.raw, c.email.normalized, c.email.canonicalIdentity, c.firstName, c.lastName,
+                    c.locale, c.source, c.sourceRef, t, t,
                 ]
             })
         {
             let rows = try await tx.query(
                 """
-                INSERT INTO contacts (workspace_id, email, email_normalized, first_name, last_name, locale, source,
-                  source_ref, created_at, updated_at)
+                INSERT INTO contacts (workspace_id, email, email_normalized, identity, first_name, last_name, locale,
+                  source, source_ref, created_at, updated_at)
                 \(chunk.source) RETURNING id, email_normalized
                 """, chunk.binds)
             for row in rows { ids[Array(row.text("email_normalized").utf8)] = row.int("id") }
@@ -424,8 +424,8 @@ extension Store {
             let placeholder = "erased-\(contactID)@erased.invalid"
             try await tx.execute(
                 """
-                UPDATE contacts SET email = ?, email_normalized = ?, first_name = NULL, last_name = NULL,
-                  source_ref = NULL, erased_at = ?, updated_at = ? WHERE workspace_id = ? AND id = ?
+                UPDATE contacts SET email = ?, email_normalized = ?, identity = NULL, first_name = NULL,
+                  last_name = NULL, source_ref = NULL, erased_at = ?, updated_at = ? WHERE workspace_id = ? AND id = ?
                 """, placeholder, placeholder, now, now, workspaceID, contactID)
             try await tx.execute(
                 """

@@ -629,11 +629,15 @@ extension Store {
                 try await tx.scalar(
                     "SELECT COUNT(*) FROM referrals WHERE advocate_id = ? AND created_at >= ?", advocateID,
                     t.addingTimeInterval(-86_400))),
+            // The friend's own earlier orders, or those of a contact behind another spelling of the same mailbox
+            // (`contacts.identity`: case, `+tag`, Gmail's dots).
             friendHadEarlierOrder: try await tx.scalar(
                 """
-                SELECT COUNT(*) FROM orders WHERE workspace_id = ? AND contact_id = ? AND id <> ?
-                  AND status <> 'cancelled' AND COALESCE(placed_at, created_at) <= ?
-                """, workspaceID, order.contactID, orderID, placedAt) > 0,
+                SELECT COUNT(*) FROM orders
+                WHERE workspace_id = ? AND contact_id IN (
+                    SELECT id FROM contacts WHERE workspace_id = ? AND (id = ? OR identity = ?))
+                  AND id <> ? AND status <> 'cancelled' AND COALESCE(placed_at, created_at) <= ?
+                """, workspaceID, workspaceID, order.contactID, friendEmail.canonicalIdentity, orderID, placedAt) > 0,
             advocateRewardsInCapPeriod: Int(
                 try await tx.scalar(
                     """

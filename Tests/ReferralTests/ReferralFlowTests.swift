@@ -332,6 +332,39 @@ import Testing
         }
     }
 
+    /// "The friend is a new customer" looks through spellings of one mailbox: a customer who ordered as
+    /// John.Doe@gmail.com is not new as j.o.h.n.doe+freund@googlemail.com. Another person at Gmail is. Erasure
+    /// removes the identity with the address, and the migration's backfill computes it for contacts from before.
+    @Test(arguments: Engine.available)
+    func aCustomerBehindAnotherSpellingIsNoNewCustomer(engine: Engine) async throws {
+        try await withKit(engine) { kit in
+            let anna = try await advocate(kit)
+            try await put(kit, "P-1", order(email: "John.Doe@gmail.com", street: "Allee 1"))
+            try await put(
+                kit, "F-1", order(email: "j.o.h.n.doe+freund@googlemail.com", ref: anna.code, street: "Weg 5"))
+            let alias = try #require(try await kit.store.referrals(workspaceID: kit.shop.id).first)
+            #expect(alias.reasons == [.existingCustomer] && alias.status == .rejected)
+            try await put(kit, "F-2", order(email: "jane.doe@gmail.com", ref: anna.code, street: "Weg 6"))
+            let other = try #require(try await kit.store.referrals(workspaceID: kit.shop.id).first)
+            #expect(other.orderExternalID == "F-2" && other.reasons.isEmpty && other.status == .accepted)
+
+            let john = try #require(
+                try await kit.store.contact(workspaceID: kit.shop.id, email: try EmailAddress("john.doe@gmail.com")))
+            func identity() async throws -> SQLValue {
+                try #require(try await kit.store.db.first("SELECT identity FROM contacts WHERE id = ?", john.id))[
+                    "identity"]
+            }
+            #expect(try await identity() == .text("johndoe@gmail.com"))
+            // A contact from before the column: the backfill computes its identity.
+            try await kit.store.db.execute("UPDATE contacts SET identity = NULL WHERE id = ?", john.id)
+            let backfill = try #require(Migrator.all.first { $0.name == "contact_identity" }?.backfill)
+            try await kit.store.db.transaction { try await backfill($0) }
+            #expect(try await identity() == .text("johndoe@gmail.com"))
+            try await kit.store.erase(workspaceID: kit.shop.id, contactID: john.id, actor: "test")
+            #expect(try await identity() == .null)
+        }
+    }
+
     @Test(arguments: Engine.available)
     func conditionsRejectWithoutReward(engine: Engine) async throws {
         try await withKit(
