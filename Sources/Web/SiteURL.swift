@@ -117,6 +117,7 @@ public enum SiteURL: Equatable, Sendable {
     case adminReferralTax
     case adminFulfilment
     case adminPayoutList
+    case adminReferralVouchers
 
     /// The route shapes, with `{name}` for a path parameter.
     public enum Route: String, CaseIterable, Sendable {
@@ -240,6 +241,7 @@ public enum SiteURL: Equatable, Sendable {
         case adminReferralTax = "/admin/referrals/tax.csv"
         case adminFulfilment = "/admin/referrals/fulfilment.csv"
         case adminPayoutList = "/admin/referrals/payouts.csv"
+        case adminReferralVouchers = "/admin/referrals/vouchers"
 
         public var pattern: String { rawValue }
         /// Hummingbird's syntax for the same pattern.
@@ -370,6 +372,7 @@ public enum SiteURL: Equatable, Sendable {
         case .adminReferralTax: .adminReferralTax
         case .adminFulfilment: .adminFulfilment
         case .adminPayoutList: .adminPayoutList
+        case .adminReferralVouchers: .adminReferralVouchers
         }
     }
 
@@ -598,6 +601,7 @@ public enum SiteURL: Equatable, Sendable {
         case .adminReferralTax: return .adminReferralTax
         case .adminFulfilment: return .adminFulfilment
         case .adminPayoutList: return .adminPayoutList
+        case .adminReferralVouchers: return .adminReferralVouchers
         case .apiPremium: return id.map { .apiPremium(id: $0) }
         case .apiFulfilments: return .apiFulfilments
         case .apiFulfilmentShipped: return id.map { .apiFulfilmentShipped(rewardID: $0) }

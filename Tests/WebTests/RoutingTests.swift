@@ -40,7 +40,7 @@ import Testing
         .adminPayoutExport, .adminReferralTax, .adminFulfilment, .adminPayoutList, .apiPremium(id: 5), .apiFulfilments,
         .apiFulfilmentShipped(rewardID: 6), .adminPremium(id: 5), .adminFulfilmentShipped(rewardID: 6),
         .advocateLeave(token: "a.b"), .apiReferralCredit, .apiReferralVoucher(code: "DANKE-7K3Q-M2XP"),
-        .apiCreditRedemptions, .apiCreditRedemption(orderID: "A-1001"),
+        .apiCreditRedemptions, .apiCreditRedemption(orderID: "A-1001"), .adminReferralVouchers,
     ]
 
     @Test func theFastSegmentCheckAgreesWithFoundationOnEveryByte() {

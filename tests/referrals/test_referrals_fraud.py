@@ -28,7 +28,7 @@ from tests.referrals.reftools import (
     personal_page,
     post_join,
 )
-from tests.reviews.reviewtools import tampered
+from tests.reviews.reviewtools import parse_form, submit_form, tampered
 
 ANNA = Customer("a.b+x@gmail.com", "Anna", "Berger")
 
@@ -161,3 +161,47 @@ def test_join_form_abuse(make_ref_shop):
         r = requests.get(shop.srv.url(f"/r/{c}"), allow_redirects=False, timeout=15)
         assert r.status_code == 404 and "Location" not in r.headers, (c, r.status_code, r.headers)
     assert requests.get(shop.srv.url(f"/r/{code}"), allow_redirects=False, timeout=15).status_code == 302
+
+
+# =========================================================================== admin settings
+
+
+def test_admin_sets_milestones_friend_prefix_and_fills_the_voucher_pool(make_ref_shop):
+    """The settings form on /admin/referrals takes milestones (count, reward type, amount with a decimal comma)
+    and the friend's voucher prefix; the API reads them back. A milestone count that is not a number is a 422 page
+    and changes nothing. The pool form adds codes, one per line, and shows how many are free."""
+    shop = make_ref_shop()
+    url = shop.srv.url("/admin/referrals")
+    page = shop.admin.get(url, timeout=15)
+    form = parse_form(page.text, "referral-settings")
+    form.set("friend_type", "voucher")
+    form.set("friend_value", "5,00")
+    form.set("friend_voucher_prefix", "freund")
+    form.set("milestone_count_0", "5")
+    form.set("milestone_type_0", "premium")
+    form.set("milestone_count_1", "3")
+    form.set("milestone_type_1", "credit")
+    form.set("milestone_value_1", "20,00")
+    saved = submit_form(shop.admin, url, form)
+    assert saved.status_code == 200, saved.text[:2000]
+    got = shop.ok("GET", "/api/v1/referrals/programme").json()
+    assert got["friend_reward"] == {"type": "voucher", "value_minor": 500, "voucher_prefix": "FREUND"}, got
+    assert got["milestones"] == [
+        {"count": 3, "reward": {"type": "credit", "value_minor": 2000}},
+        {"count": 5, "reward": {"type": "premium", "value_minor": 0}},
+    ], got["milestones"]
+
+    # The saved milestones come back into the form, with a free row for the next one.
+    form = parse_form(shop.admin.get(url, timeout=15).text, "referral-settings")
+    assert [form.get(f"milestone_count_{i}") for i in range(3)] == ["3", "5", ""], form.data()
+    form.set("milestone_count_2", "zwei")
+    form.set("milestone_type_2", "voucher")
+    refused = submit_form(shop.admin, url, form)
+    assert refused.status_code == 422 and "whole number" in refused.text, refused.text[:2000]
+    assert shop.ok("GET", "/api/v1/referrals/programme").json()["milestones"] == got["milestones"]
+
+    pool = parse_form(shop.admin.get(url, timeout=15).text, "voucher-pool")
+    pool.set("codes", "POOL-A\r\n  POOL-B \r\n\r\nPOOL-A\r\n")
+    added = submit_form(shop.admin, url, pool)
+    assert added.status_code == 200, added.text[:2000]
+    assert element_text(added.text, "vouchers-free") == "2", element_text(added.text, "vouchers-free")

@@ -13,6 +13,26 @@ extension AdminRoutes {
         router.post(SiteURL.Route.adminReferralSettings.routerPath) { request, context in
             try await saveReferralSettings(request, context)
         }
+        router.post(SiteURL.Route.adminReferralVouchers.routerPath) { request, context -> Response in
+            let admin = try admin(context)
+            try require(admin.role.canEditMail, context)
+            let f = try await form(request, context)
+            let codes = (f["codes"] ?? "").split(whereSeparator: \.isNewline).map {
+                $0.trimmingCharacters(in: .whitespaces)
+            }.filter { !$0.isEmpty }
+            let t = Strings.table(context.locale)
+            do {
+                let added = try await store.addReferralVouchers(
+                    workspaceID: admin.workspace.id,
+                    codes: try VoucherCodes.batch(given: codes, generate: nil, prefix: nil, random: env.random))
+                return try await referralsPage(
+                    context,
+                    message: (t["ref_vouchers_added"] ?? "{added}").replacingOccurrences(
+                        of: "{added}", with: String(added)))
+            } catch let e as DomainError {
+                return try await referralsPage(context, error: e.message)
+            }
+        }
         router.post(SiteURL.Route.adminReferralDecision.routerPath) { request, context -> Response in
             let admin = try admin(context)
             try require(admin.role.canEditMail, context)
@@ -234,10 +254,12 @@ extension AdminRoutes {
             ["email": $0.email, "total": money($0.totalMinor, context)]
         }
         model["settings"] = settingsModel(p)
+        model["vouchers_free"] = String(try await store.freeReferralVouchers(workspaceID: ws))
         model["urls_ref"] = [
             "settings": SiteURL.adminReferralSettings.path, "premiums": SiteURL.adminPremiums.path,
             "payouts": SiteURL.adminPayoutExport.path, "tax": SiteURL.adminReferralTax.path,
             "fulfilment": SiteURL.adminFulfilment.path, "payout_list": SiteURL.adminPayoutList.path,
+            "vouchers": SiteURL.adminReferralVouchers.path,
             "join": env.baseURL + SiteURL.referralJoin(workspace: admin.workspace.slug).path,
         ]
         if let error { model["error"] = error }
@@ -257,6 +279,19 @@ extension AdminRoutes {
             },
             "reward_value": decimal(p.advocateReward.valueMinor),
             "voucher_prefix": p.advocateReward.voucherPrefix ?? "",
+            "friend_voucher_prefix": p.friendReward?.voucherPrefix ?? "",
+            // The milestones there are, and empty rows up to three more, to add one without JavaScript.
+            "milestones": (p.milestones.map(Optional.some) + Array(repeating: nil, count: 3)).prefix(
+                max(3, p.milestones.count + 1)
+            ).enumerated().map { i, m in
+                [
+                    "n": String(i), "count": m.map { String($0.count) } ?? "",
+                    "value": m.map { decimal($0.reward.valueMinor) } ?? "",
+                    "types": ([""] + RewardType.allCases.map(\.rawValue)).map {
+                        ["value": $0, "selected": $0 == (m?.reward.type.rawValue ?? "")] as [String: Any]
+                    },
+                ] as [String: Any]
+            },
             "friend_value": decimal(p.friendReward?.valueMinor ?? 0), "new_only": p.newCustomersOnly,
             "minimum": decimal(p.minimumOrderMinor),
             "excluded_categories": p.excludedCategories.joined(separator: ", "),
@@ -288,8 +323,23 @@ extension AdminRoutes {
                 valueMinor: try minor(f["reward_value"], field: "reward_value"),
                 voucherPrefix: nonEmpty(f["voucher_prefix"]?.uppercased()))
             p.friendReward = try RewardType(rawValue: f["friend_type"] ?? "").map {
-                RewardSpec(type: $0, valueMinor: try minor(f["friend_value"], field: "friend_value"))
+                RewardSpec(
+                    type: $0, valueMinor: try minor(f["friend_value"], field: "friend_value"),
+                    voucherPrefix: nonEmpty(f["friend_voucher_prefix"]?.uppercased()))
             }
+            p.milestones = try (0..<max(3, p.milestones.count + 1)).compactMap { i -> Milestone? in
+                let count = (f["milestone_count_\(i)"] ?? "").trimmingCharacters(in: .whitespaces)
+                guard let type = RewardType(rawValue: f["milestone_type_\(i)"] ?? ""), !count.isEmpty else {
+                    return nil
+                }
+                guard let n = Int(count), n > 0 else {
+                    throw DomainError.invalid(
+                        "milestone_invalid", "A milestone counts referrals: a whole number above 0.",
+                        field: "milestone_count_\(i)")
+                }
+                let value = type == .premium ? 0 : try minor(f["milestone_value_\(i)"], field: "milestone_value_\(i)")
+                return Milestone(count: n, reward: RewardSpec(type: type, valueMinor: value))
+            }.sorted { $0.count < $1.count }
             p.newCustomersOnly = f["new_only"] == "on"
             p.minimumOrderMinor = try minor(f["minimum"], field: "minimum")
             p.excludedCategories = list("excluded_categories")
