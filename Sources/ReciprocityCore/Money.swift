@@ -24,6 +24,8 @@ public struct Currency: Sendable, Hashable, Codable, CustomStringConvertible {
     }
     public static let eur = Currency(validated: "EUR", minorUnits: 2)
     public var description: String { code }
+    /// How a form labels an amount: € for the euro, the code for the others.
+    public var symbol: String { code == "EUR" ? "€" : code }
 }
 
 /// An amount in a currency's minor units. Decimal strings on the wire, integers in storage.

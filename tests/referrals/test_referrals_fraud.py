@@ -205,3 +205,26 @@ def test_admin_sets_milestones_friend_prefix_and_fills_the_voucher_pool(make_ref
     added = submit_form(shop.admin, url, pool)
     assert added.status_code == 200, added.text[:2000]
     assert element_text(added.text, "vouchers-free") == "2", element_text(added.text, "vouchers-free")
+
+
+def test_admin_amounts_follow_the_programme_currency(make_ref_shop):
+    """A Swiss shop's programme in CHF: the admin forms label amounts CHF, not €, read "12,50" as 12.50 CHF, and a
+    premium created there costs CHF."""
+    shop = make_ref_shop(currency="CHF")
+    url = shop.srv.url("/admin/referrals")
+    page = shop.admin.get(url, timeout=15).text
+    assert 'CHF <input name="reward_value"' in page and 'CHF <input name="cost"' in page, page[:3000]
+    assert "€ <input" not in page, "a form still labels an amount in euros"
+    form = parse_form(page, "referral-settings")
+    form.set("reward_value", "12,50")
+    assert submit_form(shop.admin, url, form).status_code == 200
+    got = shop.ok("GET", "/api/v1/referrals/programme").json()
+    assert (got["currency"], got["advocate_reward"]["value_minor"]) == ("CHF", 1250), got
+
+    premium = parse_form(shop.admin.get(url, timeout=15).text, "premium-create")
+    premium.set("name", "Tasse")
+    premium.set("cost", "8,00")
+    premium.set("stock", "5")
+    assert submit_form(shop.admin, url, premium).status_code in (200, 303)
+    [mug] = shop.ok("GET", "/api/v1/referrals/premiums").json()["items"]
+    assert (mug["cost_minor"], mug["currency"]) == (800, "CHF"), mug

@@ -62,13 +62,14 @@ extension AdminRoutes {
             let admin = try admin(context)
             try require(admin.role.canEditMail, context)
             let f = try await form(request, context)
+            let currency = try await programmeCurrency(admin.workspace.id)
             do {
                 try await store.savePremium(
                     Premium(
                         id: 0, workspaceID: admin.workspace.id, name: f["name"] ?? "",
                         description: f["description"] ?? "", imageURL: nonEmpty(f["image_url"]),
-                        costMinor: try minor(f["cost"], field: "cost"),
-                        shippingMinor: try minor(f["shipping"], field: "shipping"), currency: "EUR",
+                        costMinor: try minor(f["cost"], field: "cost", currency),
+                        shippingMinor: try minor(f["shipping"], field: "shipping", currency), currency: currency.code,
                         stock: Int64(f["stock"] ?? "") ?? -1, active: true),
                     id: nil, actor: "user:\(admin.user.id)")
             } catch let e as DomainError {
@@ -81,14 +82,15 @@ extension AdminRoutes {
             try require(admin.role.canEditMail, context)
             let f = try await form(request, context)
             let id = try context.int64Parameter("id")
+            let currency = try await programmeCurrency(admin.workspace.id)
             do {
                 if f["part"] == "catalogue" {
                     // The row's "change name, price and picture" form: those fields only; one it lacks is kept.
                     let change = Premium.Change(
                         name: f["name"]?.trimmingCharacters(in: .whitespaces), description: f["description"],
                         imageURL: f["image_url"].map { nonEmpty($0) },
-                        costMinor: try f["cost"].map { try minor($0, field: "cost") },
-                        shippingMinor: try f["shipping"].map { try minor($0, field: "shipping") })
+                        costMinor: try f["cost"].map { try minor($0, field: "cost", currency) },
+                        shippingMinor: try f["shipping"].map { try minor($0, field: "shipping", currency) })
                     try await store.updatePremium(
                         workspaceID: admin.workspace.id, id: id, actor: "user:\(admin.user.id)"
                     ) { change.apply(to: &$0) }
@@ -159,13 +161,23 @@ extension AdminRoutes {
     var referralModule: ReferralModule { get throws { try env.requireReferrals() } }
 
     /// "12,50" or "12.50" in major units, to minor units.
-    func minor(_ text: String?, field: String) throws -> Int64 {
+    /// An amount typed into a form (a decimal comma is fine) in the programme's currency, in minor units.
+    func minor(_ text: String?, field: String, _ currency: Currency) throws -> Int64 {
         let raw = (text ?? "").trimmingCharacters(in: .whitespaces).replacingOccurrences(of: ",", with: ".")
-        return try Money(decimal: raw.isEmpty ? "0" : raw, currency: .eur, field: field).minor
+        return try Money(decimal: raw.isEmpty ? "0" : raw, currency: currency, field: field).minor
     }
 
-    func money(_ minor: Int64, _ context: AppContext) -> String {
-        Money(minor: minor, currency: .eur).formatted(locale: context.locale)
+    func money(_ minor: Int64, _ currency: Currency, _ context: AppContext) -> String {
+        Money(minor: minor, currency: currency).formatted(locale: context.locale)
+    }
+
+    /// A stored currency code (rewards, premiums and payouts keep the one they were made in).
+    func money(_ minor: Int64, _ code: String, _ context: AppContext) -> String {
+        money(minor, (try? Currency(code)) ?? .eur, context)
+    }
+
+    func programmeCurrency(_ workspaceID: WorkspaceID) async throws -> Currency {
+        try Currency(try await store.referralProgramme(workspaceID: workspaceID).currency)
     }
 
     func referralsPage(_ context: AppContext, error: String? = nil, message: String? = nil) async throws -> Response {
@@ -174,14 +186,17 @@ extension AdminRoutes {
         let t = Strings.table(context.locale)
         var model = try base(context, title: "referrals_title", nav: "referrals")
         let p = try await store.referralProgramme(workspaceID: ws)
+        let currency = try Currency(p.currency)
+        model["currency_symbol"] = currency.symbol
         try await referralModule.clicks.flush()
         let since = env.clock.now().addingTimeInterval(-90 * 86_400)
         let f = try await store.referralFigures(workspaceID: ws, since: since)
         func pct(_ v: Double?) -> String { v.map { String(format: "%.1f %%", $0 * 100) } ?? "–" }
         model["figures"] = [
             "clicks": String(f.clicks), "orders": String(f.referredOrders), "conversion": pct(f.conversion),
-            "kfactor": f.kFactor.map { String(format: "%.3f", $0) } ?? "–", "revenue": money(f.revenueMinor, context),
-            "cost": money(f.rewardCostMinor, context), "roi": pct(f.roi), "advocates": String(f.advocates),
+            "kfactor": f.kFactor.map { String(format: "%.3f", $0) } ?? "–",
+            "revenue": money(f.revenueMinor, currency, context),
+            "cost": money(f.rewardCostMinor, currency, context), "roi": pct(f.roi), "advocates": String(f.advocates),
         ]
         let days = try await store.referralDays(
             workspaceID: ws, since: env.clock.now().addingTimeInterval(-30 * 86_400))
@@ -202,7 +217,8 @@ extension AdminRoutes {
         model["rewards"] = try await store.rewards(workspaceID: ws, limit: 100).map { r in
             [
                 "id": String(r.id), "type": t["ref_type_\(r.type.rawValue)"] ?? r.type.rawValue,
-                "value": money(r.valueMinor, context), "state": t["ref_state_\(r.state.rawValue)"] ?? r.state.rawValue,
+                "value": money(r.valueMinor, r.currency, context),
+                "state": t["ref_state_\(r.state.rawValue)"] ?? r.state.rawValue,
                 "beneficiary": r.beneficiary, "held_until": when(r.heldUntil, context),
                 "can_approve": r.state == .held, "can_void": [.pending, .held, .approved].contains(r.state),
                 "action": SiteURL.adminReward(id: r.id).path, "voucher": r.voucherCode ?? "",
@@ -212,16 +228,19 @@ extension AdminRoutes {
             [
                 "code": row.advocate.code, "email": row.advocate.email, "clicks": String(row.clicks),
                 "pending": String(row.pending), "confirmed": String(row.confirmed),
-                "rewards": money(row.rewardsMinor, context), "active": row.advocate.active,
+                "rewards": money(row.rewardsMinor, currency, context), "active": row.advocate.active,
             ] as [String: Any]
         }
         model["premiums"] = try await store.premiums(workspaceID: ws).map { pr in
             [
-                "name": pr.name, "cost": money(pr.costMinor, context), "shipping": money(pr.shippingMinor, context),
+                "name": pr.name, "cost": money(pr.costMinor, pr.currency, context),
+                "shipping": money(pr.shippingMinor, pr.currency, context),
                 "stock": String(pr.stock), "active": pr.active, "action": SiteURL.adminPremium(id: pr.id).path,
                 "description": pr.description, "image_url": pr.imageURL ?? "",
-                "cost_input": Money(minor: pr.costMinor, currency: .eur).decimalString,
-                "shipping_input": Money(minor: pr.shippingMinor, currency: .eur).decimalString,
+                "cost_input": Money(minor: pr.costMinor, currency: (try? Currency(pr.currency)) ?? currency)
+                    .decimalString,
+                "shipping_input": Money(minor: pr.shippingMinor, currency: (try? Currency(pr.currency)) ?? currency)
+                    .decimalString,
             ] as [String: Any]
         }
         // Open ones first (to ship, then waiting), then the shipped and cancelled ones; the CSV has them all.
@@ -246,12 +265,12 @@ extension AdminRoutes {
         model["payouts"] = try await store.payouts(workspaceID: ws).map { po in
             [
                 "code": po.code, "name": po.name ?? "–", "iban": po.iban.flatMap(IBAN.init)?.masked ?? "–",
-                "amount": money(po.amountMinor, context), "state": po.state,
+                "amount": money(po.amountMinor, po.currency, context), "state": po.state,
             ] as [String: Any]
         }
         let year = RewardTax.year(of: env.clock.now(), timeZone: admin.workspace.timeZone)
         model["tax_warnings"] = try await store.rewardTax(workspaceID: ws, year: year).filter(\.reachesThreshold).map {
-            ["email": $0.email, "total": money($0.totalMinor, context)]
+            ["email": $0.email, "total": money($0.totalMinor, currency, context)]
         }
         model["settings"] = settingsModel(p)
         model["vouchers_free"] = String(try await store.freeReferralVouchers(workspaceID: ws))
@@ -268,7 +287,8 @@ extension AdminRoutes {
     }
 
     func settingsModel(_ p: ReferralProgramme) -> [String: Any] {
-        func decimal(_ minor: Int64) -> String { Money(minor: minor, currency: .eur).decimalString }
+        let currency = (try? Currency(p.currency)) ?? .eur
+        func decimal(_ minor: Int64) -> String { Money(minor: minor, currency: currency).decimalString }
         return [
             "active": p.active, "target_url": p.targetURL, "incentive": p.friendIncentive,
             "reward_types": RewardType.allCases.map {
@@ -309,6 +329,7 @@ extension AdminRoutes {
         try require(admin.role.canEditMail, context)
         let f = try await form(request, context)
         var p = try await store.referralProgramme(workspaceID: admin.workspace.id)
+        let currency = try Currency(p.currency)
         func list(_ key: String) -> [String] {
             (f[key] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter {
                 !$0.isEmpty
@@ -320,11 +341,11 @@ extension AdminRoutes {
             p.friendIncentive = f["incentive"] ?? ""
             p.advocateReward = RewardSpec(
                 type: RewardType(rawValue: f["reward_type"] ?? "") ?? .voucher,
-                valueMinor: try minor(f["reward_value"], field: "reward_value"),
+                valueMinor: try minor(f["reward_value"], field: "reward_value", currency),
                 voucherPrefix: nonEmpty(f["voucher_prefix"]?.uppercased()))
             p.friendReward = try RewardType(rawValue: f["friend_type"] ?? "").map {
                 RewardSpec(
-                    type: $0, valueMinor: try minor(f["friend_value"], field: "friend_value"),
+                    type: $0, valueMinor: try minor(f["friend_value"], field: "friend_value", currency),
                     voucherPrefix: nonEmpty(f["friend_voucher_prefix"]?.uppercased()))
             }
             p.milestones = try (0..<max(3, p.milestones.count + 1)).compactMap { i -> Milestone? in
@@ -337,11 +358,12 @@ extension AdminRoutes {
                         "milestone_invalid", "A milestone counts referrals: a whole number above 0.",
                         field: "milestone_count_\(i)")
                 }
-                let value = type == .premium ? 0 : try minor(f["milestone_value_\(i)"], field: "milestone_value_\(i)")
+                let value =
+                    type == .premium ? 0 : try minor(f["milestone_value_\(i)"], field: "milestone_value_\(i)", currency)
                 return Milestone(count: n, reward: RewardSpec(type: type, valueMinor: value))
             }.sorted { $0.count < $1.count }
             p.newCustomersOnly = f["new_only"] == "on"
-            p.minimumOrderMinor = try minor(f["minimum"], field: "minimum")
+            p.minimumOrderMinor = try minor(f["minimum"], field: "minimum", currency)
             p.excludedCategories = list("excluded_categories")
             p.excludedSKUs = list("excluded_skus")
             p.capCount = f["cap"].flatMap { Int($0.trimmingCharacters(in: .whitespaces)) }
