@@ -269,3 +269,72 @@ def test_cash_reward_pain001_export(make_ref_shop, tmp_path):
     again = shop.api("POST", "/api/v1/referrals/payouts/export")
     assert again.status_code == 409 and again.json().get("code") == "no_open_payouts", (again.status_code,
                                                                                          again.text[:500])
+
+
+def test_leaderboard_is_pseudonymized_and_optional(make_ref_shop):
+    """With the leaderboard on, an advocate's page ranks advocates by confirmed referrals under a pseudonym (initial
+    and number): Anna sees herself marked, Cleo sees Anna without her name or address. Switched off, no page shows
+    it."""
+    shop = make_ref_shop(leaderboard=True)
+    shop.delivered_customer("10001", ANNA)
+    shop.delivered_customer("10002", CLEO)
+    anna = shop.join_api(ANNA.email)
+    cleo = shop.join_api(CLEO.email)
+    referral, _ = referred_and_delivered(shop, anna["code"])
+    shop.wait_for_reward_state(referral["id"], "issued")
+    assert shop.wait_for_referral("F-1", ok=lambda r: r["status"] == "confirmed", what="to be confirmed")
+
+    mine = element_text(personal_page(anna["page_url"]), "leaders")
+    theirs = element_text(personal_page(cleo["page_url"]), "leaders")
+    assert mine is not None and theirs is not None, "no #leaders on the personal pages"
+    pseudonym = f"A. #{anna['id']}"
+    assert f"{pseudonym}: 1" in mine and "(" in mine, mine
+    assert f"{pseudonym}: 1" in theirs and "(" not in theirs, theirs
+    for page_text in (mine, theirs):
+        for secret in ("Anna", "Berger", ANNA.email, "Cleo"):
+            assert secret not in page_text, (secret, page_text)
+
+    shop.put_programme(leaderboard=False)
+    assert element_text(personal_page(anna["page_url"]), "leaders") is None
+
+
+def test_rewards_approved_and_voided_in_the_admin(make_ref_shop):
+    """The reward queue on /admin/referrals: a held reward has an approve and a void button. Approving before the
+    return window has passed is a readable 409 page that changes nothing; afterwards it issues the reward. Void
+    makes the other one void, and its buttons are gone."""
+    shop = make_ref_shop(auto_approve=False)
+    shop.delivered_customer("10001", ANNA)
+    advocate = shop.join_api(ANNA.email)
+    first, _ = referred_and_delivered(shop, advocate["code"], "F-1")
+    body = order_body(CLEO, [KAFFEE], status="placed", referral_code=advocate["code"])
+    shop.order("F-2", body)
+    second = shop.wait_for_referral("F-2")
+    shop.order("F-2", dict(body, status="delivered"))
+    held = [shop.wait_for_reward_state(r["id"], "held") for r in (first, second)]
+
+    url = shop.srv.url("/admin/referrals")
+
+    def press(reward_id: int, action: str) -> requests.Response:
+        page = shop.admin.get(url, timeout=15).text
+        target = f"/admin/referrals/rewards/{reward_id}"
+        assert f'action="{target}"' in page, f"no form for reward {reward_id} on the admin page"
+        csrf = page.split('name="_csrf" value="', 1)[1].split('"', 1)[0]
+        return shop.admin.post(shop.srv.url(target), data={"_csrf": csrf, "action": action}, timeout=15,
+                               allow_redirects=False)
+
+    early = press(held[0]["id"], "approve")
+    assert early.status_code == 409 and "text/html" in early.headers["Content-Type"], (early.status_code,
+                                                                                       early.text[:500])
+    assert shop.wait_for_reward_state(first["id"], "held")["id"] == held[0]["id"]
+
+    def approved():
+        r = press(held[0]["id"], "approve")
+        return r if r.status_code in (302, 303) else None
+
+    wait_until(approved, 20, "the return window to pass", interval=0.5)
+    assert shop.wait_for_reward_state(first["id"], "issued")["voucher_code"]
+    voided = press(held[1]["id"], "void")
+    assert voided.status_code in (302, 303), (voided.status_code, voided.text[:500])
+    assert sorted(r["state"] for r in shop.rewards()) == ["issued", "void"], shop.rewards()
+    page = shop.admin.get(url, timeout=15).text
+    assert f'action="/admin/referrals/rewards/{held[1]["id"]}"' not in page, "a void reward still has buttons"
