@@ -210,3 +210,23 @@ import Testing
         for (agent, family) in cases { #expect(UserAgentFamily.of(agent) == family, "\(agent)") }
     }
 }
+
+@Suite struct ReferralCookieDomain {
+    /// A cookie set for a domain reaches the hosts at and below it (RFC 6265 domain-match), and only names qualify.
+    @Test func aCookieDomainCoversItsHostAndTheHostsBelow() {
+        #expect(ReferralProgramme.covers("shop.example", host: "shop.example"))
+        #expect(ReferralProgramme.covers("shop.example", host: "www.shop.example"))
+        #expect(!ReferralProgramme.covers("shop.example", host: "myshop.example"))
+        #expect(!ReferralProgramme.covers("shop.example", host: "kaffee.example"))
+        for bad in [
+            "example", ".shop.example", "shop..example", "Shop.example", "127.0.0.1", "-a.example", "a_b.example",
+        ] {
+            #expect(!ReferralProgramme.covers(bad, host: "www.shop.example"), "\(bad)")
+        }
+        var p = ReferralProgramme(active: true, targetURL: "https://www.shop.example/", cookie: true)
+        p.cookieDomain = "shop.example"
+        #expect(p.validate().isEmpty)
+        p.cookieDomain = "andere.example"
+        #expect(p.validate().map(\.code) == ["cookie_domain_invalid"])
+    }
+}

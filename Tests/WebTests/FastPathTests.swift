@@ -21,7 +21,9 @@ import Testing
     static let target = "https://kaffee.example/bohnen?utm_source=ref"
 
     /// A workspace with an active programme and one advocate; returns the API key and the advocate's code.
-    static func programme(_ app: TestApp, slug: String = "shop", extra: String = "") async throws -> (String, String) {
+    static func programme(
+        _ app: TestApp, slug: String = "shop", extra: String = "", target: String = FastPathTests.target
+    ) async throws -> (String, String) {
         let (_, key) = try await app.workspaceWithKey(slug)
         try #require(
             try await app.request(
@@ -140,6 +142,21 @@ import Testing
             #expect(second.headers[.setCookie] == first.headers[.setCookie])
             #expect(second.headers[.setCookie]?.hasPrefix("rcp_ref=\(code);") == true)
             #expect(second.headers[.setCookie]?.hasSuffix("; Secure") == true)
+            #expect(second.headers[.setCookie]?.contains("Domain=") == false)
+            // The shop at www.shop.example reads a cookie set for shop.example, which our host (shop.example)
+            // may set; a domain the shop's address does not lie in is refused when saved.
+            let (key3, code3) = try await Self.programme(
+                app, slug: "drei", extra: #","cookie":true,"cookie_domain":"shop.example""#,
+                target: "https://www.shop.example/laden")
+            #expect(
+                try await app.request(.get, "/r/\(code3)").headers[.setCookie]?.contains("; Domain=shop.example;")
+                    == true)
+            let refused = try await app.request(
+                .put, "/api/v1/referrals/programme", key: key3,
+                json:
+                    #"{"active":true,"target_url":"https://kaffee.example/","cookie":true,"cookie_domain":"shop.example"}"#
+            )
+            #expect(refused.status == .unprocessableContent && refused.text.contains("cookie_domain_invalid"))
             // With the landing page on, the friend sees the page: the router renders it every time.
             let (key2, code2) = try await Self.programme(app, slug: "zwei", extra: #","landing_page":true"#)
             _ = key2

@@ -77,6 +77,9 @@ public struct ReferralProgramme: Sendable, Codable, Equatable {
     public var autoApprove: Bool
     /// A referral cookie is set only when the merchant enables it (shops with a cookie consent, §25 TDDDG).
     public var cookie: Bool
+    /// The domain the cookie is set for, so that the shop can read it: the shop's domain when Reciprocity runs on a
+    /// host below it (`ref.shop.example` for `shop.example`). Empty: the cookie stays on Reciprocity's host.
+    public var cookieDomain: String
     /// `/r/{code}` shows a page with the friend's incentive before the shop.
     public var landingPage: Bool
     /// More referrals than this for one advocate in 24 hours are flagged for review.
@@ -96,8 +99,9 @@ public struct ReferralProgramme: Sendable, Codable, Equatable {
         capCount: Int? = nil, capDays: Int = 365, milestones: [Milestone] = [], attributionDays: Int = 30,
         touch: TouchModel = .last, returnWindowSeconds: Int64 = 14 * 86_400, autoApprove: Bool = true,
         cookie: Bool = false, landingPage: Bool = false, velocityPerDay: Int = 5, leaderboard: Bool = false,
-        payerName: String = "", payerIBAN: String = "", payerBIC: String = ""
+        payerName: String = "", payerIBAN: String = "", payerBIC: String = "", cookieDomain: String = ""
     ) {
+        self.cookieDomain = cookieDomain
         self.payerName = payerName
         self.payerIBAN = payerIBAN
         self.payerBIC = payerBIC
@@ -144,6 +148,7 @@ public struct ReferralProgramme: Sendable, Codable, Equatable {
         case payerName = "payer_name"
         case payerIBAN = "payer_iban"
         case payerBIC = "payer_bic"
+        case cookieDomain = "cookie_domain"
     }
 
     /// Missing keys take their defaults, so a partial document (API, older stored settings) is complete.
@@ -168,7 +173,22 @@ public struct ReferralProgramme: Sendable, Codable, Equatable {
             autoApprove: try v(.autoApprove, d.autoApprove), cookie: try v(.cookie, d.cookie),
             landingPage: try v(.landingPage, d.landingPage), velocityPerDay: try v(.velocityPerDay, d.velocityPerDay),
             leaderboard: try v(.leaderboard, d.leaderboard), payerName: try v(.payerName, d.payerName),
-            payerIBAN: try v(.payerIBAN, d.payerIBAN), payerBIC: try v(.payerBIC, d.payerBIC))
+            payerIBAN: try v(.payerIBAN, d.payerIBAN), payerBIC: try v(.payerBIC, d.payerBIC),
+            cookieDomain: try v(.cookieDomain, d.cookieDomain))
+    }
+
+    /// Whether a cookie set for `domain` reaches `host` (RFC 6265 domain-match): the host is the domain or lies
+    /// below it. The domain must be a lower-case name with at least two labels, not an address.
+    public static func covers(_ domain: String, host: String) -> Bool {
+        let labels = domain.split(separator: ".", omittingEmptySubsequences: false)
+        guard labels.count >= 2, domain.count <= 253,
+            labels.allSatisfy({ l in
+                !l.isEmpty && l.count <= 63 && l.first != "-" && l.last != "-"
+                    && l.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "-" }
+            }),
+            !(labels.last!.unicodeScalars.allSatisfy { ("0"..."9").contains($0) })
+        else { return false }
+        return host == domain || host.hasSuffix("." + domain)
     }
 
     /// Checks the settings as a whole; every problem is reported, each with its field.
@@ -229,6 +249,13 @@ public struct ReferralProgramme: Sendable, Codable, Equatable {
                 .invalid(
                     "return_window_invalid", "The return window is between one second and a year.",
                     field: "return_window_seconds"))
+        }
+        if !cookieDomain.isEmpty && !Self.covers(cookieDomain, host: url?.host?.lowercased() ?? "") {
+            errors.append(
+                .invalid(
+                    "cookie_domain_invalid",
+                    "The cookie domain is a domain name that the shop's address lies in (shop.example for www.shop.example).",
+                    field: "cookie_domain"))
         }
         if velocityPerDay < 1 {
             errors.append(.invalid("velocity_invalid", "The velocity limit is at least 1.", field: "velocity_per_day"))

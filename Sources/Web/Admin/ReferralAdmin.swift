@@ -318,7 +318,8 @@ extension AdminRoutes {
             "excluded_skus": p.excludedSKUs.joined(separator: ", "), "cap": p.capCount.map(String.init) ?? "",
             "cap_days": String(p.capDays), "window": String(p.returnWindowSeconds),
             "attribution_days": String(p.attributionDays), "touch_first": p.touch == .first,
-            "auto_approve": p.autoApprove, "cookie": p.cookie, "landing": p.landingPage,
+            "auto_approve": p.autoApprove, "cookie": p.cookie, "cookie_domain": p.cookieDomain,
+            "landing": p.landingPage,
             "leaderboard": p.leaderboard, "velocity": String(p.velocityPerDay), "payer_name": p.payerName,
             "payer_iban": p.payerIBAN, "payer_bic": p.payerBIC,
         ]
@@ -373,6 +374,7 @@ extension AdminRoutes {
             p.touch = f["touch"] == "first" ? .first : .last
             p.autoApprove = f["auto_approve"] == "on"
             p.cookie = f["cookie"] == "on"
+            p.cookieDomain = (f["cookie_domain"] ?? "").trimmingCharacters(in: .whitespaces).lowercased()
             p.landingPage = f["landing"] == "on"
             p.leaderboard = f["leaderboard"] == "on"
             p.velocityPerDay = Int(f["velocity"] ?? "") ?? p.velocityPerDay

@@ -74,8 +74,12 @@ struct ReferralPages: Sendable {
             .location: resolved.location, .cacheControl: "no-store", Self.referrerPolicy: "no-referrer",
         ]
         if target.programme.cookie {
+            // The shop's domain only where our own host lies in it; a browser would refuse the cookie otherwise.
+            let domain = target.programme.cookieDomain
+            let ours = URL(string: env.baseURL)?.host?.lowercased() ?? ""
             headers[.setCookie] =
                 "rcp_ref=\(target.code); Max-Age=\(target.programme.attributionDays * 86_400); Path=/; SameSite=Lax"
+                + (!domain.isEmpty && ReferralProgramme.covers(domain, host: ours) ? "; Domain=\(domain)" : "")
                 + (env.secureCookies ? "; Secure" : "")
         }
         return headers
