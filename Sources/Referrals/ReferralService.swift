@@ -386,8 +386,10 @@ public struct ReferralService: Sendable {
             throw DomainError.notFound("Customer")
         }
         let programme = try await store.referralProgramme(workspaceID: workspaceID)
-        let balance = try await store.creditBalance(workspaceID: workspaceID, contactID: contact.id)
-        return (contact, Money(minor: balance, currency: (try? Currency(programme.currency)) ?? .eur))
+        let currency = (try? Currency(programme.currency)) ?? .eur
+        let balance = try await store.creditBalance(
+            workspaceID: workspaceID, contactID: contact.id, currency: currency.code)
+        return (contact, Money(minor: balance, currency: currency))
     }
 
     /// Spends a customer's credit on an order at the shop's checkout (`Store.redeemCredit`): the amount in the

@@ -1210,15 +1210,21 @@ extension Store {
             workspaceID)
     }
 
-    /// The credit balance of a contact, in minor units.
-    public func creditBalance(workspaceID: WorkspaceID, contactID: ContactID) async throws -> Int64 {
-        try await creditBalance(db, workspaceID: workspaceID, contactID: contactID)
+    /// The credit balance of a contact, in minor units: of one currency when `currency` is given (credit booked
+    /// before the programme changed its currency is not spent at par in the new one), of all rows otherwise.
+    public func creditBalance(workspaceID: WorkspaceID, contactID: ContactID, currency: String? = nil) async throws
+        -> Int64
+    {
+        try await creditBalance(db, workspaceID: workspaceID, contactID: contactID, currency: currency)
     }
 
-    func creditBalance(_ tx: any SQLExecutor, workspaceID: WorkspaceID, contactID: ContactID) async throws -> Int64 {
-        try await tx.scalar(
-            "SELECT CAST(COALESCE(SUM(delta_minor), 0) AS BIGINT) FROM referral_credit WHERE workspace_id = ? AND contact_id = ?",
-            workspaceID, contactID)
+    func creditBalance(_ tx: any SQLExecutor, workspaceID: WorkspaceID, contactID: ContactID, currency: String? = nil)
+        async throws -> Int64
+    {
+        let sum =
+            "SELECT CAST(COALESCE(SUM(delta_minor), 0) AS BIGINT) FROM referral_credit WHERE workspace_id = ? AND contact_id = ?"
+        guard let currency else { return try await tx.scalar(sum, workspaceID, contactID) }
+        return try await tx.scalar(sum + " AND currency = ?", workspaceID, contactID, currency)
     }
 
     /// Credit the shop's checkout spent on one order (`redeemCredit`), and whether the order gave it back
@@ -1255,7 +1261,8 @@ extension Store {
                         false
                     )
                 }
-                let balance = try await self.creditBalance(tx, workspaceID: workspaceID, contactID: contactID)
+                let balance = try await self.creditBalance(
+                    tx, workspaceID: workspaceID, contactID: contactID, currency: currency)
                 guard amountMinor <= balance else {
                     throw DomainError.conflict(
                         "insufficient_credit", "The customer's credit is smaller than the amount.", field: "amount")
@@ -1298,7 +1305,7 @@ extension Store {
         guard earlier.contactID == contactID, earlier.amountMinor == amountMinor, earlier.currency == currency else {
             throw DomainError.conflict(
                 "credit_redemption_differs",
-                "Order \(earlier.orderRef) has already spent other credit. Release it before spending again.",
+                "Order \(earlier.orderRef) has already spent credit of another amount or customer: an order spends credit once.",
                 field: "order_id")
         }
         return earlier
@@ -1347,7 +1354,8 @@ extension Store {
             orderRef: orderRef, contactID: contactID, amountMinor: -spent.int("delta_minor"),
             currency: spent.text("currency"), at: spent.date("at"),
             releasedAt: rows.first(where: { $0.text("kind") == "release" })?.date("at"),
-            balanceMinor: try await creditBalance(tx, workspaceID: workspaceID, contactID: contactID))
+            balanceMinor: try await creditBalance(
+                tx, workspaceID: workspaceID, contactID: contactID, currency: spent.text("currency")))
     }
 
     // MARK: Premiums

@@ -230,3 +230,18 @@ import Testing
         #expect(p.validate().map(\.code) == ["cookie_domain_invalid"])
     }
 }
+
+@Suite struct ReferralProgrammeMilestones {
+    /// A milestone bonus that pays nothing, or carries a prefix no code can have, is refused like the main reward.
+    @Test func aMilestoneIsCheckedLikeTheMainReward() {
+        var p = ReferralProgramme()
+        p.milestones = [Milestone(count: 3, reward: RewardSpec(type: .credit, valueMinor: 2000))]
+        #expect(p.validate().isEmpty)
+        p.milestones = [Milestone(count: 3, reward: RewardSpec(type: .credit, valueMinor: 0))]
+        #expect(p.validate().map(\.code) == ["reward_value_invalid"])
+        p.milestones = [Milestone(count: 3, reward: RewardSpec(type: .voucher, valueMinor: 500, voucherPrefix: "ä"))]
+        #expect(p.validate().map(\.code) == ["voucher_prefix_invalid"])
+        p.milestones = [Milestone(count: 3, reward: RewardSpec(type: .premium, valueMinor: 0))]
+        #expect(p.validate().isEmpty)
+    }
+}

@@ -725,6 +725,13 @@ import Testing
             #expect(annaData.advocate?.code == anna.code && annaData.advocate?.state == "active")
             #expect(annaData.referralsMade.count == 1 && annaData.referredOrders.isEmpty)
             #expect(annaData.rewards.allSatisfy { $0.beneficiary == "advocate" } && annaData.credit.isEmpty)
+
+            // Credit booked in euros is not spent at par after the programme moves to francs.
+            var chf = try await kit.store.referralProgramme(workspaceID: kit.shop.id)
+            chf.currency = "CHF"
+            try await kit.store.saveReferralProgramme(workspaceID: kit.shop.id, chf, actor: "test")
+            #expect(try await service.credit(workspaceID: kit.shop.id, email: email).balance.minor == 0)
+            #expect(await refusal { _ = try await redeem("N-3", "1.00") } == "insufficient_credit")
         }
     }
 

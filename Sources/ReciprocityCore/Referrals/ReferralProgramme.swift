@@ -204,7 +204,7 @@ public struct ReferralProgramme: Sendable, Codable, Equatable {
                     "target_url_invalid", "An active programme needs the shop's http(s) address.", field: "target_url"))
         }
         for (field, spec) in [("advocate_reward", advocateReward)]
-            + (friendReward.map { [("friend_reward", $0)] } ?? [])
+            + (friendReward.map { [("friend_reward", $0)] } ?? []) + milestones.map { ("milestones", $0.reward) }
         {
             if spec.type != .premium && spec.valueMinor <= 0 {
                 errors.append(.invalid("reward_value_invalid", "A reward needs a value above zero.", field: field))

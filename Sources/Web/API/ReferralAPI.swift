@@ -232,7 +232,8 @@ struct ReferralAPI {
         }
         router.get(SiteURL.Route.apiCreditRedemption.routerPath) { _, context in
             let principal = try context.principal()
-            guard let orderID = context.parameters.get("order_id"),
+            let orderID = try OrderSubmission.externalID(context.parameters.get("order_id") ?? "", field: "order_id")
+            guard
                 let redemption = try await env.store.creditRedemption(
                     workspaceID: principal.workspaceID, orderRef: orderID)
             else { throw DomainError.notFound("Credit redemption") }

@@ -82,7 +82,12 @@ extension AdminRoutes {
             try require(admin.role.canEditMail, context)
             let f = try await form(request, context)
             let id = try context.int64Parameter("id")
-            let currency = try await programmeCurrency(admin.workspace.id)
+            // A premium keeps the currency it was created in; its amounts are read in that one.
+            let stored = try await store.premium(workspaceID: admin.workspace.id, id: id).flatMap {
+                try? Currency($0.currency)
+            }
+            var currency = try await programmeCurrency(admin.workspace.id)
+            if let stored { currency = stored }
             do {
                 if f["part"] == "catalogue" {
                     // The row's "change name, price and picture" form: those fields only; one it lacks is kept.
@@ -299,7 +304,6 @@ extension AdminRoutes {
             },
             "reward_value": decimal(p.advocateReward.valueMinor),
             "voucher_prefix": p.advocateReward.voucherPrefix ?? "",
-            "friend_voucher_prefix": p.friendReward?.voucherPrefix ?? "",
             // The milestones there are, and empty rows up to three more, to add one without JavaScript.
             "milestones": (p.milestones.map(Optional.some) + Array(repeating: nil, count: 3)).prefix(
                 max(3, p.milestones.count + 1)
@@ -345,9 +349,8 @@ extension AdminRoutes {
                 valueMinor: try minor(f["reward_value"], field: "reward_value", currency),
                 voucherPrefix: nonEmpty(f["voucher_prefix"]?.uppercased()))
             p.friendReward = try RewardType(rawValue: f["friend_type"] ?? "").map {
-                RewardSpec(
-                    type: $0, valueMinor: try minor(f["friend_value"], field: "friend_value", currency),
-                    voucherPrefix: nonEmpty(f["friend_voucher_prefix"]?.uppercased()))
+                // The friend's voucher is the advocate's code, used at checkout: it has no prefix of its own.
+                RewardSpec(type: $0, valueMinor: try minor(f["friend_value"], field: "friend_value", currency))
             }
             p.milestones = try (0..<max(3, p.milestones.count + 1)).compactMap { i -> Milestone? in
                 let count = (f["milestone_count_\(i)"] ?? "").trimmingCharacters(in: .whitespaces)
@@ -361,7 +364,9 @@ extension AdminRoutes {
                 }
                 let value =
                     type == .premium ? 0 : try minor(f["milestone_value_\(i)"], field: "milestone_value_\(i)", currency)
-                return Milestone(count: n, reward: RewardSpec(type: type, valueMinor: value))
+                // A voucher prefix set through the API has no field here: the saved milestone's is kept.
+                let prefix = p.milestones.first { $0.count == n && $0.reward.type == type }?.reward.voucherPrefix
+                return Milestone(count: n, reward: RewardSpec(type: type, valueMinor: value, voucherPrefix: prefix))
             }.sorted { $0.count < $1.count }
             p.newCustomersOnly = f["new_only"] == "on"
             p.minimumOrderMinor = try minor(f["minimum"], field: "minimum", currency)
