@@ -229,6 +229,14 @@ import Testing
         p.cookieDomain = "andere.example"
         #expect(p.validate().map(\.code) == ["cookie_domain_invalid"])
     }
+
+    /// The API takes a domain in any case, as browsers compare them: stored in lower case, and then valid.
+    @Test func aCookieDomainFromTheAPIIsStoredInLowerCase() throws {
+        let json =
+            #"{"active":true,"target_url":"https://www.shop.example/","cookie":true,"cookie_domain":" Shop.Example "}"#
+        let p = try JSONDecoder().decode(ReferralProgramme.self, from: Data(json.utf8))
+        #expect(p.cookieDomain == "shop.example" && p.validate().isEmpty)
+    }
 }
 
 @Suite struct ReferralProgrammeMilestones {
