@@ -23,6 +23,12 @@ public struct Currency: Sendable, Hashable, Codable, CustomStringConvertible {
         self.minorUnits = minorUnits
     }
     public static let eur = Currency(validated: "EUR", minorUnits: 2)
+
+    /// A code read back from storage or settings, which were validated when written: EUR for one this build no
+    /// longer knows, so that reading an old row never fails.
+    public init(stored code: String) {
+        self = (try? Currency(code)) ?? .eur
+    }
     public var description: String { code }
     /// How a form labels an amount: € for the euro, the code for the others.
     public var symbol: String { code == "EUR" ? "€" : code }

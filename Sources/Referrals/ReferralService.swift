@@ -255,7 +255,7 @@ public struct ReferralService: Sendable {
             }
             return
         }
-        let currency = (try? Currency(reward.currency)) ?? .eur
+        let currency = Currency(stored: reward.currency)
         var premium: Premium?
         if let id = reward.premiumID {
             premium = try await store.premium(workspaceID: reward.workspaceID, id: id)
@@ -382,11 +382,9 @@ public struct ReferralService: Sendable {
     /// currency. An unknown address is not found.
     public func credit(workspaceID: WorkspaceID, email: EmailAddress) async throws -> (contact: Contact, balance: Money)
     {
-        guard let contact = try await store.contact(workspaceID: workspaceID, email: email) else {
-            throw DomainError.notFound("Customer")
-        }
+        let contact = try await customer(workspaceID: workspaceID, email: email)
         let programme = try await store.referralProgramme(workspaceID: workspaceID)
-        let currency = (try? Currency(programme.currency)) ?? .eur
+        let currency = Currency(stored: programme.currency)
         let balance = try await store.creditBalance(
             workspaceID: workspaceID, contactID: contact.id, currency: currency.code)
         return (contact, Money(minor: balance, currency: currency))
@@ -408,12 +406,26 @@ public struct ReferralService: Sendable {
         guard money.minor > 0 else {
             throw DomainError.invalid("amount_invalid", "Spend an amount greater than zero.", field: "amount")
         }
+        return try await store.redeemCredit(
+            workspaceID: workspaceID, contactID: try await customer(workspaceID: workspaceID, email: email).id,
+            orderRef: orderRef, amountMinor: money.minor, currency: credit.code, actor: actor)
+    }
+
+    /// The credit an order spent, by the shop's order id.
+    public func creditRedemption(workspaceID: WorkspaceID, orderID: String) async throws -> Store.CreditRedemption {
+        let orderRef = try OrderSubmission.externalID(orderID, field: "order_id")
+        guard let redemption = try await store.creditRedemption(workspaceID: workspaceID, orderRef: orderRef) else {
+            throw DomainError.notFound("Credit redemption")
+        }
+        return redemption
+    }
+
+    /// The shop's customer with this address; an unknown one is not found.
+    func customer(workspaceID: WorkspaceID, email: EmailAddress) async throws -> Contact {
         guard let contact = try await store.contact(workspaceID: workspaceID, email: email) else {
             throw DomainError.notFound("Customer")
         }
-        return try await store.redeemCredit(
-            workspaceID: workspaceID, contactID: contact.id, orderRef: orderRef, amountMinor: money.minor,
-            currency: credit.code, actor: actor)
+        return contact
     }
 
     /// Gives the credit an order spent back, once (the order was cancelled, or its redemption changes).
@@ -433,7 +445,7 @@ public struct ReferralService: Sendable {
         let rows = try await store.payouts(workspaceID: workspaceID).map { p in
             [
                 String(p.rewardID), p.code, p.name ?? "", p.iban ?? "",
-                Money(minor: p.amountMinor, currency: (try? Currency(p.currency)) ?? .eur).decimalString, p.currency,
+                Money(minor: p.amountMinor, currency: Currency(stored: p.currency)).decimalString, p.currency,
                 p.state, p.batchID.map(String.init) ?? "", ISO8601.format(p.createdAt),
             ]
         }

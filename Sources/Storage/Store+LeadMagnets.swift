@@ -66,7 +66,7 @@ extension Store {
         """
 
     static func leadMagnet(_ r: SQLRow) -> LeadMagnet {
-        let currency = (try? Currency(r.text("currency"))) ?? .eur
+        let currency = Currency(stored: r.text("currency"))
         let file: LeadMagnet.StoredFile? = r.optionalText("file_key").map {
             .init(
                 key: $0, name: r.text("file_name"), contentType: r.text("file_type"), size: r.int("file_size"),

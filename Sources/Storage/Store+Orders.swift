@@ -41,7 +41,7 @@ extension Store {
         """
 
     static func order(_ r: SQLRow, items: [OrderItem]) -> Order {
-        let currency = (try? Currency(r.text("currency"))) ?? .eur
+        let currency = Currency(stored: r.text("currency"))
         func money(_ c: String) -> Money { Money(minor: r.int(c), currency: currency) }
         var times: [OrderStatus: Date] = [:]
         for s in OrderStatus.allCases { if let d = r.optionalDate(s.timeColumn) { times[s] = d } }
@@ -432,7 +432,7 @@ extension Store {
             """, [workspaceID] + orderIDs.map { $0 as any SQLBindable })
         var result: [OrderID: [OrderItem]] = [:]
         for r in rows {
-            let currency = (try? Currency(r.text("currency"))) ?? .eur
+            let currency = Currency(stored: r.text("currency"))
             result[r.int("order_id"), default: []].append(
                 OrderItem(
                     sku: r.text("sku"), name: r.text("name"), quantity: Int(r.int("quantity")),

@@ -1241,10 +1241,10 @@ extension Store {
     }
 
     /// Spends `amountMinor` of a contact's credit on the order `orderRef`, once per order: the same call again
-    /// answers the first redemption (`created` false), another amount or customer for that order is a conflict,
-    /// and so is more than the balance, and any spending by an order that gave its credit back. On PostgreSQL the contact's row is locked first, so that two orders spending
-    /// the same credit at once are decided one after the other; the unique `(workspace_id, order_ref, kind)` keeps
-    /// an order from being debited twice even by two customers at once.
+    /// answers the first redemption (`created` false). A conflict: another amount or customer for that order, more
+    /// than the balance, or any spending by an order that gave its credit back. On PostgreSQL the contact's row is
+    /// locked first, so that two orders spending the same credit at once are decided one after the other; the unique
+    /// `(workspace_id, order_ref, kind)` keeps an order from being debited twice even by two customers at once.
     public func redeemCredit(
         workspaceID: WorkspaceID, contactID: ContactID, orderRef: String, amountMinor: Int64, currency: String,
         actor: String

@@ -142,20 +142,26 @@ def test_checkout_spends_credit_once_per_order_and_gives_it_back(make_ref_shop):
 CLEO = Customer("cleo.nachbar@dritte.example", "Cleo", "Nachbar")
 
 
-def test_rewards_approved_and_voided_by_hand(make_ref_shop):
-    """Without automatic approval a reward stays held after the return window. Through the API a person approves
-    one (it is issued and mailed at once) and voids the other; a second void, or voiding the issued one, is a 409
-    that changes nothing. Both decisions are in the audit log."""
-    shop = make_ref_shop(auto_approve=False)
+def two_held_rewards(shop: RefShop) -> tuple[dict, dict, list[dict]]:
+    """Anna refers Bert (F-1) and Cleo (F-2); both orders are delivered and both rewards are held (a programme
+    without automatic approval). Returns (first referral, second referral as first decided, the held rewards)."""
     shop.delivered_customer("10001", ANNA)
     advocate = shop.join_api(ANNA.email)
     first, _ = referred_and_delivered(shop, advocate["code"], "F-1")
     body = order_body(CLEO, [KAFFEE], status="placed", referral_code=advocate["code"])
     shop.order("F-2", body)
     second = shop.wait_for_referral("F-2")
-    assert second["status"] == "accepted", second
     shop.order("F-2", dict(body, status="delivered"))
-    held = [shop.wait_for_reward_state(r["id"], "held") for r in (first, second)]
+    return first, second, [shop.wait_for_reward_state(r["id"], "held") for r in (first, second)]
+
+
+def test_rewards_approved_and_voided_by_hand(make_ref_shop):
+    """Without automatic approval a reward stays held after the return window. Through the API a person approves
+    one (it is issued and mailed at once) and voids the other; a second void, or voiding the issued one, is a 409
+    that changes nothing. Both decisions are in the audit log."""
+    shop = make_ref_shop(auto_approve=False)
+    first, second, held = two_held_rewards(shop)
+    assert second["status"] == "accepted", second
     early = shop.ok("POST", f"/api/v1/referrals/rewards/{held[0]['id']}/approve", 409).json()
     assert early["code"] == "return_window_open", early
 
@@ -303,14 +309,7 @@ def test_rewards_approved_and_voided_in_the_admin(make_ref_shop):
     return window has passed is a readable 409 page that changes nothing; afterwards it issues the reward. Void
     makes the other one void, and its buttons are gone."""
     shop = make_ref_shop(auto_approve=False)
-    shop.delivered_customer("10001", ANNA)
-    advocate = shop.join_api(ANNA.email)
-    first, _ = referred_and_delivered(shop, advocate["code"], "F-1")
-    body = order_body(CLEO, [KAFFEE], status="placed", referral_code=advocate["code"])
-    shop.order("F-2", body)
-    second = shop.wait_for_referral("F-2")
-    shop.order("F-2", dict(body, status="delivered"))
-    held = [shop.wait_for_reward_state(r["id"], "held") for r in (first, second)]
+    first, second, held = two_held_rewards(shop)
 
     url = shop.srv.url("/admin/referrals")
 

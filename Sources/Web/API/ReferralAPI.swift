@@ -232,11 +232,8 @@ struct ReferralAPI {
         }
         router.get(SiteURL.Route.apiCreditRedemption.routerPath) { _, context in
             let principal = try context.principal()
-            let orderID = try OrderSubmission.externalID(context.parameters.get("order_id") ?? "", field: "order_id")
-            guard
-                let redemption = try await env.store.creditRedemption(
-                    workspaceID: principal.workspaceID, orderRef: orderID)
-            else { throw DomainError.notFound("Credit redemption") }
+            let redemption = try await module.service.creditRedemption(
+                workspaceID: principal.workspaceID, orderID: context.parameters.get("order_id") ?? "")
             return try Bodies.jsonResponse(CreditRedemptionDTO(redemption))
         }
         router.delete(SiteURL.Route.apiCreditRedemption.routerPath) { _, context in
@@ -388,7 +385,7 @@ struct ReferralAPI {
         var balanceMinor: Int64
 
         init(_ r: Store.CreditRedemption) {
-            let currency = (try? Currency(r.currency)) ?? .eur
+            let currency = Currency(stored: r.currency)
             orderID = r.orderRef
             contactID = r.contactID
             amount = Money(minor: r.amountMinor, currency: currency).decimalString

@@ -83,11 +83,12 @@ extension AdminRoutes {
             let f = try await form(request, context)
             let id = try context.int64Parameter("id")
             // A premium keeps the currency it was created in; its amounts are read in that one.
-            let stored = try await store.premium(workspaceID: admin.workspace.id, id: id).flatMap {
-                try? Currency($0.currency)
+            let currency: Currency
+            if let premium = try await store.premium(workspaceID: admin.workspace.id, id: id) {
+                currency = Currency(stored: premium.currency)
+            } else {
+                currency = try await programmeCurrency(admin.workspace.id)
             }
-            var currency = try await programmeCurrency(admin.workspace.id)
-            if let stored { currency = stored }
             do {
                 if f["part"] == "catalogue" {
                     // The row's "change name, price and picture" form: those fields only; one it lacks is kept.
@@ -165,8 +166,7 @@ extension AdminRoutes {
 
     var referralModule: ReferralModule { get throws { try env.requireReferrals() } }
 
-    /// "12,50" or "12.50" in major units, to minor units.
-    /// An amount typed into a form (a decimal comma is fine) in the programme's currency, in minor units.
+    /// An amount typed into a form, "12,50" or "12.50" in major units of `currency`, in minor units.
     func minor(_ text: String?, field: String, _ currency: Currency) throws -> Int64 {
         let raw = (text ?? "").trimmingCharacters(in: .whitespaces).replacingOccurrences(of: ",", with: ".")
         return try Money(decimal: raw.isEmpty ? "0" : raw, currency: currency, field: field).minor
@@ -178,7 +178,7 @@ extension AdminRoutes {
 
     /// A stored currency code (rewards, premiums and payouts keep the one they were made in).
     func money(_ minor: Int64, _ code: String, _ context: AppContext) -> String {
-        money(minor, (try? Currency(code)) ?? .eur, context)
+        money(minor, Currency(stored: code), context)
     }
 
     func programmeCurrency(_ workspaceID: WorkspaceID) async throws -> Currency {
@@ -237,15 +237,14 @@ extension AdminRoutes {
             ] as [String: Any]
         }
         model["premiums"] = try await store.premiums(workspaceID: ws).map { pr in
-            [
-                "name": pr.name, "cost": money(pr.costMinor, pr.currency, context),
-                "shipping": money(pr.shippingMinor, pr.currency, context),
+            let own = Currency(stored: pr.currency)
+            return [
+                "name": pr.name, "cost": money(pr.costMinor, own, context),
+                "shipping": money(pr.shippingMinor, own, context),
                 "stock": String(pr.stock), "active": pr.active, "action": SiteURL.adminPremium(id: pr.id).path,
                 "description": pr.description, "image_url": pr.imageURL ?? "",
-                "cost_input": Money(minor: pr.costMinor, currency: (try? Currency(pr.currency)) ?? currency)
-                    .decimalString,
-                "shipping_input": Money(minor: pr.shippingMinor, currency: (try? Currency(pr.currency)) ?? currency)
-                    .decimalString,
+                "cost_input": Money(minor: pr.costMinor, currency: own).decimalString,
+                "shipping_input": Money(minor: pr.shippingMinor, currency: own).decimalString,
             ] as [String: Any]
         }
         // Open ones first (to ship, then waiting), then the shipped and cancelled ones; the CSV has them all.
@@ -292,7 +291,7 @@ extension AdminRoutes {
     }
 
     func settingsModel(_ p: ReferralProgramme) -> [String: Any] {
-        let currency = (try? Currency(p.currency)) ?? .eur
+        let currency = Currency(stored: p.currency)
         func decimal(_ minor: Int64) -> String { Money(minor: minor, currency: currency).decimalString }
         return [
             "active": p.active, "target_url": p.targetURL, "incentive": p.friendIncentive,

@@ -274,7 +274,7 @@ struct ReferralPages: Sendable {
         let rewards = try await env.store.rewards(workspaceID: w.id, advocateID: a.id).filter {
             $0.beneficiary == "advocate"
         }
-        let currency = (try? Currency(programme.currency)) ?? .eur
+        let currency = Currency(stored: programme.currency)
         let premiums = try await env.store.premiums(workspaceID: w.id, activeOnly: true)
         let token = context.parameters.get("token") ?? ""
         var model: [String: Any] = [
