@@ -22,6 +22,8 @@ THREADS=${THREADS:-2}
 # On a shared host one 10 s run of the same route varies by 15% or more; the ratios of several interleaved rounds,
 # and their median, say more than one round's.
 ROUNDS=${ROUNDS:-2}
+# The runs of each round, in order (a subset, e.g. ROUTES="bare referral", for quick comparisons; the ratios need bare).
+ROUTES=${ROUTES:-bare referral nginx distinct}
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a whole number >= 1: $ROUNDS" >&2; exit 1; }
 ENGINE=${ENGINE:-sqlite}
 # shellcheck source=scripts/lib/bench-tools.sh
@@ -128,10 +130,15 @@ run() { # name url [wrk args]
 }
 # Interleaved, so drift (thermal, other load) hits every route alike.
 for round in $(seq 1 "$ROUNDS"); do
-    run "bare$round" "http://127.0.0.1:$PORT/_/redirect"
-    run "referral$round" "http://127.0.0.1:$PORT/r/$CODE"
-    run "nginx$round" "http://127.0.0.1:$NGINX_PORT/"
-    run "distinct$round" "http://127.0.0.1:$PORT/r/$CODE" -s "$WORK/distinct.lua"
+    for name in $ROUTES; do
+        case $name in
+        bare) run "bare$round" "http://127.0.0.1:$PORT/_/redirect" ;;
+        referral) run "referral$round" "http://127.0.0.1:$PORT/r/$CODE" ;;
+        nginx) run "nginx$round" "http://127.0.0.1:$NGINX_PORT/" ;;
+        distinct) run "distinct$round" "http://127.0.0.1:$PORT/r/$CODE" -s "$WORK/distinct.lua" ;;
+        *) echo "unknown route in ROUTES: $name" >&2; exit 1 ;;
+        esac
+    done
 done
 sleep 2
 RSS=$(awk '/VmRSS/ {print $2}' "/proc/$SERVER_PID/status")
@@ -145,14 +152,15 @@ fi
     echo
     printf '%-10s %12s %10s %9s %9s\n' run req/s p99 "vs bare" "vs nginx"
     for round in $(seq 1 "$ROUNDS"); do
-        for name in bare referral nginx distinct; do
+        for name in $ROUTES; do
             n="$name$round"
             printf '%-10s %12s %10s %8.2fx %8.2fx\n' "$n" "${RPS[$n]}" "${P99[$n]}" \
                 "$(python3 -c "print(${RPS[$n]} / ${RPS[bare$round]})")" \
-                "$(python3 -c "print(${RPS[$n]} / ${RPS[nginx$round]})")"
+                "$(python3 -c "print(${RPS[$n]} / ${RPS[nginx$round]:-0})" 2>/dev/null || echo 0)"
         done
     done
     for name in referral distinct; do
+        [[ " $ROUTES " == *" $name "* ]] || continue
         ratios=()
         for round in $(seq 1 "$ROUNDS"); do ratios+=("${RPS[$name$round]}/${RPS[bare$round]}"); done
         python3 -c "import statistics, sys; r = [float(a) / float(b) for a, b in (x.split('/') for x in sys.argv[2:])]

@@ -26,7 +26,7 @@ public enum Migrator {
     public static let all: [Migration] = [
         Schema.v1Foundation, Schema.v2Mail, Schema.v3Reviews, Schema.v4LeadMagnets, Schema.v5Referrals,
         Schema.v6QueryPaths, Schema.v7Returns, Schema.v8ClickIndexes, Schema.v9EventTags, Schema.v10CreditRedemptions,
-        Schema.v11ContactIdentity,
+        Schema.v11ContactIdentity, Schema.v12ClickDays,
     ]
 
     /// The newest migration id, which `/readyz` compares against the database.
@@ -950,6 +950,31 @@ enum Schema {
             "DROP TABLE referral_credit",
             "ALTER TABLE referral_credit_v10 RENAME TO referral_credit",
             "CREATE INDEX referral_credit_contact ON referral_credit (workspace_id, contact_id)",
+        ]
+    }
+
+    /// Clicks counted per advocate and UTC day, kept by the click flush in the transaction that writes the clicks,
+    /// for the admin list, the figures and the chart; the click rows keep one index, the device one attribution
+    /// needs. Counting an advocate's clicks read every one of them (through `referral_clicks_advocate`), and every
+    /// click was written into that index too (docs/decisions/0024-click-days.md).
+    static let v12ClickDays = Migration(id: 12, name: "click_days") { _ in
+        [
+            """
+            CREATE TABLE referral_click_days (
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              advocate_id BIGINT NOT NULL REFERENCES advocates(id),
+              day BIGINT NOT NULL,
+              clicks BIGINT NOT NULL,
+              PRIMARY KEY (advocate_id, day)
+            )
+            """,
+            """
+            INSERT INTO referral_click_days (workspace_id, advocate_id, day, clicks)
+            SELECT workspace_id, advocate_id, at / 86400000, COUNT(*) FROM referral_clicks
+            GROUP BY workspace_id, advocate_id, at / 86400000
+            """,
+            "CREATE INDEX referral_click_days_workspace ON referral_click_days (workspace_id, day)",
+            "DROP INDEX referral_clicks_advocate",
         ]
     }
 }

@@ -386,7 +386,8 @@ extension Store {
         let rows = try await db.query(
             """
             SELECT \(Self.advocateColumns),
-              (SELECT COUNT(*) FROM referral_clicks k WHERE k.advocate_id = a.id) AS clicks,
+              (SELECT CAST(COALESCE(SUM(d.clicks), 0) AS BIGINT) FROM referral_click_days d WHERE d.advocate_id = a.id)
+                AS clicks,
               (SELECT COUNT(*) FROM referrals r WHERE r.advocate_id = a.id AND r.status IN \(Self.sqlList(ReferralStatus.open)))
                 AS pending,
               (SELECT COUNT(*) FROM referrals r WHERE r.advocate_id = a.id AND r.status = 'confirmed') AS confirmed,
@@ -415,7 +416,8 @@ extension Store {
     // MARK: Clicks
 
     /// Writes a batch of clicks (the redirect's group commit) in one transaction: all of them or none, so a batch
-    /// that failed can be written again without doubles.
+    /// that failed can be written again without doubles. The same transaction adds them to the per-day counts
+    /// (`referral_click_days`), one row per advocate and UTC day of the batch.
     ///
     /// In the device index's order: clicks from many browsers have random device hashes, and inserted as they came
     /// each one lands on another page of `referral_clicks_device`, so a batch touched (read, and wrote to the WAL)
@@ -437,7 +439,43 @@ extension Store {
                     "INSERT INTO referral_clicks (workspace_id, advocate_id, at, ip_hash, ua_family, device) \(chunk.source)",
                     chunk.binds)
             }
+            try await addClickDays(tx, clicks)
         }
+    }
+
+    /// A batch's clicks added to the per-day counts. The keys are unique in the batch (PostgreSQL refuses to update
+    /// one row twice in a statement) and sorted, so that concurrent flushes lock the rows they share in one order.
+    private func addClickDays(_ tx: any SQLExecutor, _ clicks: [ReferralClick]) async throws {
+        struct Key: Hashable, Comparable {
+            var advocateID: AdvocateID
+            var day: Int64
+            static func < (a: Key, b: Key) -> Bool { (a.advocateID, a.day) < (b.advocateID, b.day) }
+        }
+        var counts: [Key: (workspaceID: WorkspaceID, clicks: Int64)] = [:]
+        for c in clicks {
+            let key = Key(advocateID: c.advocateID, day: Self.day(c.at))
+            counts[key, default: (c.workspaceID, 0)].clicks += 1
+        }
+        let keys = counts.keys.sorted()
+        for chunk in MultiRow.inserts(
+            rows: keys.count, types: [.int, .int, .int, .int], dialect: tx.dialect,
+            row: {
+                let value = counts[keys[$0]]!
+                return [value.workspaceID, keys[$0].advocateID, keys[$0].day, value.clicks]
+            })
+        {
+            _ = try await tx.execute(
+                """
+                INSERT INTO referral_click_days (workspace_id, advocate_id, day, clicks) \(chunk.source)
+                ON CONFLICT (advocate_id, day) DO UPDATE SET clicks = referral_click_days.clicks + excluded.clicks
+                """, chunk.binds)
+        }
+    }
+
+    /// The UTC day of a moment, as days since 1970 (the clicks' per-day counts).
+    static func day(_ at: Date) -> Int64 {
+        let ms = at.epochMillis
+        return ms >= 0 ? ms / 86_400_000 : (ms - 86_399_999) / 86_400_000
     }
 
     // MARK: Referrals
@@ -1690,10 +1728,13 @@ extension Store {
         }
     }
 
+    /// The programme's figures since `since`; clicks are counted per UTC day, so theirs start with the day `since`
+    /// falls in.
     public func referralFigures(workspaceID: WorkspaceID, since: Date) async throws -> ReferralFigures {
         let programme = try await referralProgramme(workspaceID: workspaceID)
         let clicks = try await db.scalar(
-            "SELECT COUNT(*) FROM \(Self.workspaceClicks) AND k.at >= ?", workspaceID, since)
+            "SELECT CAST(COALESCE(SUM(clicks), 0) AS BIGINT) FROM referral_click_days WHERE workspace_id = ? AND day >= ?",
+            workspaceID, Self.day(since))
         let advocates = try await db.scalar(
             "SELECT COUNT(*) FROM advocates WHERE workspace_id = ? AND state = 'active'", workspaceID)
         let customers = try await db.scalar(
@@ -1717,19 +1758,17 @@ extension Store {
             revenueMinor: referred?.int("revenue") ?? 0, rewardCostMinor: cost, currency: programme.currency)
     }
 
-    /// A workspace's clicks (`k`), found through its advocates and the clicks' (advocate, time) index: clicks have no
-    /// index by workspace and time, which every redirect would pay for (migration 8). Binds the workspace id.
-    static let workspaceClicks =
-        "advocates a JOIN referral_clicks k ON k.advocate_id = a.id WHERE a.workspace_id = ?"
-
-    /// Clicks and referred orders per UTC day since `since`.
+    /// Clicks and referred orders per UTC day since `since`: the clicks of whole days, from the one `since` falls in
+    /// (they are counted per day), the orders from `since` on.
     public func referralDays(workspaceID: WorkspaceID, since: Date) async throws -> [(
         day: Date, clicks: Int64, orders: Int64
     )] {
         var days: [Int64: (Int64, Int64)] = [:]
         for r in try await db.query(
-            "SELECT k.at / 86400000 AS d, COUNT(*) AS n FROM \(Self.workspaceClicks) AND k.at >= ? GROUP BY k.at / 86400000",
-            workspaceID, since)
+            """
+            SELECT day AS d, CAST(SUM(clicks) AS BIGINT) AS n FROM referral_click_days WHERE workspace_id = ? AND day >= ?
+            GROUP BY day
+            """, workspaceID, Self.day(since))
         {
             days[r.int("d"), default: (0, 0)].0 = r.int("n")
         }

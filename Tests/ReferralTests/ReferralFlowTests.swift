@@ -927,7 +927,8 @@ import Testing
         }
     }
 
-    /// The figures count a workspace's clicks through its advocates (clicks have no index by workspace and time).
+    /// The figures, the chart and the advocates list count clicks per advocate and UTC day (`referral_click_days`),
+    /// kept by the flush; a later batch adds to a day's count, and the migration's backfill gives the same counts.
     @Test(arguments: Engine.available)
     func clickFiguresCountPerWorkspaceAndDay(engine: Engine) async throws {
         try await withKit(engine) { kit in
@@ -950,6 +951,27 @@ import Testing
                 workspaceID: kit.shop.id, since: today.addingTimeInterval(-2 * day))
             #expect(days.map(\.day) == [today.addingTimeInterval(-day), today])
             #expect(days.map(\.clicks) == [2, 1])
+
+            // A second batch: two more of Bert's today, added to the day's row.
+            try await kit.store.recordClicks([click(bert, today.addingTimeInterval(60)), click(bert, today)])
+            func listed() async throws -> [String: Int64] {
+                let page = try await kit.store.advocates(workspaceID: kit.shop.id)
+                return Dictionary(uniqueKeysWithValues: page.items.map { ($0.advocate.code, $0.clicks) })
+            }
+            #expect(try await listed() == [anna.code: 2, bert.code: 4])
+            let rows = "SELECT advocate_id, day, clicks FROM referral_click_days ORDER BY advocate_id, day"
+            let kept = try await kit.store.db.query(rows).map {
+                [$0.int("advocate_id"), $0.int("day"), $0.int("clicks")]
+            }
+            #expect(kept.count == 4)
+            // The migration's backfill, from the click rows alone.
+            let migration = try #require(Migrator.all.first { $0.name == "click_days" })
+            let backfill = try #require(migration.statements(kit.store.db.dialect).first { $0.contains("INSERT") })
+            try await kit.store.db.execute("DELETE FROM referral_click_days")
+            try await kit.store.db.execute(backfill)
+            #expect(
+                try await kit.store.db.query(rows).map { [$0.int("advocate_id"), $0.int("day"), $0.int("clicks")] }
+                    == kept)
         }
     }
 
