@@ -302,7 +302,7 @@ def test_share_links_encode_the_text(make_ref_shop):
 
 def test_landing_page_and_cookie(make_ref_shop):
     """landing_page: /r/{code} shows the friend's incentive and a link on to the shop with ?ref=CODE.
-    cookie: the 302 sets rcp_ref=CODE. A target URL's own query is kept, an old ref replaced."""
+    cookie: the 302 (or the landing page) sets rcp_ref=CODE. A target URL's own query is kept, an old ref replaced."""
     shop = make_ref_shop(landing_page=True)
     a = advocate_by_api(shop, ANNA)
     code = a["code"]
@@ -312,6 +312,14 @@ def test_landing_page_and_cookie(make_ref_shop):
     assert element_text(r.text, "incentive") == INCENTIVE, element_text(r.text, "incentive")
     assert href(r.text, "continue") == f"{TARGET}?ref={code}", href(r.text, "continue")
     assert "Set-Cookie" not in r.headers, r.headers
+
+    # With the cookie on, the landing page sets it as the 302 would.
+    shop.put_programme(landing_page=True, cookie=True)
+    r = follow_share_link(a["share_url"])
+    assert r.status_code == 200, (r.status_code, r.headers)
+    cookie = SimpleCookie()
+    cookie.load(r.headers.get("Set-Cookie", ""))
+    assert "rcp_ref" in cookie and cookie["rcp_ref"].value == code, r.headers.get("Set-Cookie")
 
     shop.put_programme(landing_page=False, cookie=True)
     r = follow_share_link(a["share_url"])

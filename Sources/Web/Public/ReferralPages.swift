@@ -62,6 +62,8 @@ struct ReferralPages: Sendable {
                 ], workspace: workspace)
             r.headers[.cacheControl] = "no-store"
             r.headers[Self.referrerPolicy] = "no-referrer"
+            // The page is the link's first answer: it carries the cookie the 302 would have.
+            if let cookie = referralCookie(target) { r.headers[.setCookie] = cookie }
             return r
         }
         return Response(status: .found, headers: redirectHeaders(resolved))
@@ -73,16 +75,19 @@ struct ReferralPages: Sendable {
         var headers: HTTPFields = [
             .location: resolved.location, .cacheControl: "no-store", Self.referrerPolicy: "no-referrer",
         ]
-        if target.programme.cookie {
-            // The shop's domain only where our own host lies in it; a browser would refuse the cookie otherwise.
-            let domain = target.programme.cookieDomain
-            let ours = URL(string: env.baseURL)?.host?.lowercased() ?? ""
-            headers[.setCookie] =
-                "rcp_ref=\(target.code); Max-Age=\(target.programme.attributionDays * 86_400); Path=/; SameSite=Lax"
-                + (!domain.isEmpty && ReferralProgramme.covers(domain, host: ours) ? "; Domain=\(domain)" : "")
-                + (env.secureCookies ? "; Secure" : "")
-        }
+        if let cookie = referralCookie(target) { headers[.setCookie] = cookie }
         return headers
+    }
+
+    /// The referral cookie, when the merchant enabled it: the code for the attribution window.
+    func referralCookie(_ target: ReferralTarget) -> String? {
+        guard target.programme.cookie else { return nil }
+        // The shop's domain only where our own host lies in it; a browser would refuse the cookie otherwise.
+        let domain = target.programme.cookieDomain
+        let ours = URL(string: env.baseURL)?.host?.lowercased() ?? ""
+        return "rcp_ref=\(target.code); Max-Age=\(target.programme.attributionDays * 86_400); Path=/; SameSite=Lax"
+            + (!domain.isEmpty && ReferralProgramme.covers(domain, host: ours) ? "; Domain=\(domain)" : "")
+            + (env.secureCookies ? "; Secure" : "")
     }
 
     /// The redirect on the event loop (docs/decisions/0011-event-loop-routes.md) when the code's target is cached and
