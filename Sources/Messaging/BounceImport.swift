@@ -92,7 +92,9 @@ public struct BounceImport: Sendable {
                 outboxID: outboxID, type: "complaint", permanent: true, detail: "feedback report", source: "maildir")
             return .complaint
         }
-        if action == "delayed" || status.hasPrefix("4") {
+        // The action decides; the status class only where the report names none. An expired message is
+        // `Action: failed` with a 4.x.x status (e.g. Postfix's 4.4.1 or 4.4.7): a final failure, not a delay.
+        if action == "delayed" || (action != "failed" && status.hasPrefix("4")) {
             _ = try await store.recordBounce(
                 outboxID: outboxID, type: "delay", permanent: false, detail: "\(status) \(diagnostic)",
                 source: "maildir")

@@ -63,9 +63,9 @@ public struct MailDelivery: Sendable {
     public var retry = RetryPolicy()
     /// Attempts before a retryable failure becomes final.
     public var maxAttempts = 8
-    /// The longest a send may take, pool wait and handshake included. Shorter than the job lease (300 s), so a
-    /// row in `sending` older than `inFlightWindow` can only be left over from a crash.
-    public var sendDeadline: Duration = .seconds(240)
+    /// A row in `sending` for longer is taken for a crash's leftover (the job lease). A send is bounded by the
+    /// transport's own timeouts (SMTP: the pool wait, connect, each reply); it is never abandoned while it may still
+    /// succeed, because its outcome, a relay's 250 included, must be recorded.
     public var inFlightWindow: TimeInterval = 300
     let limiter = SendRateLimiter()
 
@@ -113,10 +113,14 @@ public struct MailDelivery: Sendable {
             let stored = Array((mail.message ?? "").utf8)
             let parsed = try RenderedMessage(parsing: stored)
             let recipient = try Mailbox(mail.recipient ?? "")
+            // UTF-8 in an address (the recipient's, or the sender's in From) needs SMTPUTF8 (RFC 6531); names and
+            // subjects are encoded words, so any 8-bit byte in the header section is an address.
+            let headerEnd = stored.indices.first { stored[$0...].starts(with: [13, 10, 13, 10]) } ?? stored.endIndex
             let envelope = SMTPEnvelope(
                 mailFrom: returnPath(mail, from: parsed), recipients: [recipient.address],
-                data: try key.map { try sign(parsed, key: $0) } ?? stored, needsSMTPUTF8: recipient.needsSMTPUTF8)
-            result = .success(try await Self.withDeadline(sendDeadline) { try await transport.send(envelope) })
+                data: try key.map { try sign(parsed, key: $0) } ?? stored,
+                needsSMTPUTF8: recipient.needsSMTPUTF8 || stored[..<headerEnd].contains { $0 >= 0x80 })
+            result = .success(try await transport.send(envelope))
         } catch {
             result = .failure(error)
         }
@@ -134,24 +138,6 @@ public struct MailDelivery: Sendable {
             break
         }
         return outcome
-    }
-
-    /// Runs `body`, or fails with a connection error once `deadline` passes (the send is then abandoned).
-    static func withDeadline<T: Sendable>(_ deadline: Duration, _ body: @escaping @Sendable () async throws -> T)
-        async throws -> T
-    {
-        try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask { try await body() }
-            group.addTask {
-                try await Task.sleep(for: deadline)
-                return nil
-            }
-            defer { group.cancelAll() }
-            guard let first = try await group.next(), let value = first else {
-                throw SMTPError.connection(phase: "deadline", reason: "no outcome within \(deadline)")
-            }
-            return value
-        }
     }
 
     enum Prepared: Sendable {
@@ -302,7 +288,9 @@ public struct MailDelivery: Sendable {
             // A refusal of the session itself (greeting, EHLO, AUTH) says nothing about this mail: retry it.
             if case .permanent(let phase, let reply) = smtp, !["greeting", "ehlo", "auth", "starttls"].contains(phase) {
                 if phase == "rcpt" || phase == "data-end" {
-                    if phase == "rcpt" && (reply.enhancedStatus?.hasPrefix("5.1.") ?? true) {
+                    // "No such address" bars it for good: a 5.1.x status (some relays check recipients only after
+                    // the data), or a RCPT refusal without an enhanced status.
+                    if reply.enhancedStatus?.hasPrefix("5.1.") ?? (phase == "rcpt") {
                         try await store.suppress(
                             tx, workspaceID: mail.workspaceID, emailHash: mail.recipientHash, reason: "bounce")
                     }

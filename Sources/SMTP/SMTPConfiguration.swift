@@ -8,7 +8,7 @@ public struct SMTPConfiguration: Sendable, Equatable {
         case starttls
         /// TLS from the first byte (port 465, `smtps://`).
         case implicit
-        /// No TLS at all; only for a local relay on loopback.
+        /// No TLS at all: for a local relay on loopback (credentials are refused for any other host).
         case none
     }
 
@@ -34,6 +34,8 @@ public struct SMTPConfiguration: Sendable, Equatable {
         public var command: Duration = .seconds(60)
         /// From the final dot to the reply; the server may scan the message here.
         public var dataEnd: Duration = .seconds(120)
+        /// Waiting for a pooled session while every one is busy; then the send fails with nothing sent (retried).
+        public var poolWait: Duration = .seconds(60)
         public init() {}
     }
 
@@ -97,6 +99,13 @@ public struct SMTPConfiguration: Sendable, Equatable {
         guard (1...65535).contains(config.port) else {
             throw .invalid("smtp_url_port", "RECIPROCITY_SMTP_URL: the port must be 1–65535.")
         }
+        // A password in clear text only to a relay on this machine.
+        guard !(tls == .none && config.username != nil && !isLoopback(host)) else {
+            throw .invalid(
+                "smtp_url_plaintext_auth",
+                "RECIPROCITY_SMTP_URL: tls=none sends the password unencrypted; use it only with a relay on loopback, or use starttls or implicit."
+            )
+        }
         func int(_ key: String, _ range: ClosedRange<Int>) throws(DomainError) -> Int? {
             guard let v = query[key] else { return nil }
             guard let n = Int(v), range.contains(n) else {
@@ -111,6 +120,12 @@ public struct SMTPConfiguration: Sendable, Equatable {
             config.timeouts.dataEnd = .seconds(n * 2)
         }
         return config
+    }
+
+    /// `localhost`, 127.0.0.0/8 or ::1.
+    static func isLoopback(_ host: String) -> Bool {
+        let h = host.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        return h == "localhost" || h == "::1" || (h.hasPrefix("127.") && h.split(separator: ".").count == 4)
     }
 
     static func redacted(_ url: String) -> String {

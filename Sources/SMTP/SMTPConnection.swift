@@ -302,10 +302,14 @@ public final class SMTPConnection: @unchecked Sendable {
             return reply
         case .failure(let error):
             broken = true
-            // Not written out: the server cannot have the final dot. Closed without a reply: a server that takes a
-            // message answers before it hangs up (RFC 5321 §4.1.1.4), so this is a drop mid-DATA, not an
-            // acceptance. Only silence (a timeout) after the whole message leaves the outcome truly unknown.
-            if !written || (error as? SMTPChannelError) == .closed {
+            // Not written out: the server cannot have the final dot. Hung up without a reply (closed, or reset with
+            // our bytes unread): a server that takes a message answers before it hangs up (RFC 5321 §4.1.1.4), so
+            // this is a drop mid-DATA, and the message is sent again. Only silence (a timeout) or a garbled reply
+            // after the whole message leaves the outcome unknown. (`written` says the kernel took the bytes, not that
+            // the server read them: the two cases look alike from here.)
+            var hungUp = (error as? SMTPChannelError) == .closed || error is IOError || error is ChannelError
+            if case NIOSSLError.uncleanShutdown = error { hungUp = true }
+            if !written || hungUp {
                 throw SMTPError.connection(phase: "data", reason: "\(error) before the server answered the message")
             }
             throw SMTPError.outcomeUnknown(reason: "\(error)")

@@ -24,8 +24,17 @@ public final class SMTPPool: Sendable {
         /// Sessions with senders that can take one more (`canChain`, below `sendersPerSession` and the message cap).
         var shared: [SMTPConnection] = []
         var open = 0
-        var waiters: [CheckedContinuation<Void, Never>] = []
+        /// Senders waiting for room, oldest first; resumed with true when there may be room, false when their wait
+        /// timed out.
+        var waiters: [Waiter] = []
+        var nextWaiter: UInt64 = 0
         var closed = false
+    }
+    private struct Waiter {
+        var id: UInt64
+        var continuation: CheckedContinuation<Bool, Never>
+        /// The wait's timer, cancelled when the waiter is resumed otherwise.
+        var timer: Scheduled<Void>?
     }
     private let state = Mutex(State())
 
@@ -146,16 +155,40 @@ public final class SMTPPool: Sendable {
                     throw error
                 }
             case .wait:
-                // Checked again under the lock: a session returned since the look above must not be missed.
-                await withCheckedContinuation { continuation in
-                    let now = state.withLock { s in
-                        if s.closed || !s.idle.isEmpty || !s.shared.isEmpty || s.open < config.poolSize { return true }
-                        s.waiters.append(continuation)
-                        return false
-                    }
-                    if now { continuation.resume() }
+                guard await waitForRoom() else {
+                    throw SMTPError.connection(
+                        phase: "pool", reason: "no SMTP session became free within \(config.timeouts.poolWait)")
                 }
             }
+        }
+    }
+
+    /// Waits until a session may have room (true), or `poolWait` passed (false). Checked again under the lock: a
+    /// session returned since `acquire` looked must not be missed.
+    private func waitForRoom() async -> Bool {
+        let loop = group.any()
+        let wait = config.timeouts.poolWait
+        return await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+            let id: UInt64? = state.withLock { s in
+                if s.closed || !s.idle.isEmpty || !s.shared.isEmpty || s.open < config.poolSize { return nil }
+                s.nextWaiter += 1
+                s.waiters.append(Waiter(id: s.nextWaiter, continuation: continuation))
+                return s.nextWaiter
+            }
+            guard let id else { return continuation.resume(returning: true) }
+            // Whoever takes the waiter out of the list resumes it: a release, the shutdown, or this timer.
+            let timer = loop.scheduleTask(in: .init(wait)) {
+                let timedOut = self.state.withLock { s in
+                    s.waiters.firstIndex { $0.id == id }.map { s.waiters.remove(at: $0).continuation }
+                }
+                timedOut?.resume(returning: false)
+            }
+            let stillWaiting = state.withLock { s in
+                guard let i = s.waiters.firstIndex(where: { $0.id == id }) else { return false }
+                s.waiters[i].timer = timer
+                return true
+            }
+            if !stillWaiting { timer.cancel() }
         }
     }
 
@@ -211,7 +244,10 @@ public final class SMTPPool: Sendable {
             s.waiters.removeFirst(k)
             return first
         }
-        for w in woken { w.resume() }
+        for w in woken {
+            w.timer?.cancel()
+            w.continuation.resume(returning: true)
+        }
     }
 
     /// QUITs every idle session and refuses new sends.
@@ -226,6 +262,9 @@ public final class SMTPPool: Sendable {
             return taken
         }
         for c in all { await c.quit() }
-        for w in waiters { w.resume() }
+        for w in waiters {
+            w.timer?.cancel()
+            w.continuation.resume(returning: true)
+        }
     }
 }

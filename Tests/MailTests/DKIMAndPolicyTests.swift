@@ -186,12 +186,16 @@ import _CryptoExtras
         #expect(try SMTPConfiguration.parse("smtps://mail.example.com").tls == .implicit)
         #expect(try SMTPConfiguration.parse("smtp://mail.example.com").tls == .starttls, "STARTTLS is the default")
         #expect(try SMTPConfiguration.parse("smtp://127.0.0.1:25?tls=none").tls == SMTPConfiguration.TLSMode.none)
+        #expect(try SMTPConfiguration.parse("smtp://u:p@localhost:25?tls=none").username == "u")
+        #expect(try SMTPConfiguration.parse("smtp://relay.internal:25?tls=none").username == nil)
     }
 
     @Test(arguments: [
         ("http://mail.example.com", "smtp_url_scheme"), ("smtp://mail.example.com?tls=maybe", "smtp_url_tls"),
         ("smtp://mail.example.com?colour=blue", "smtp_url_option"), ("smtp://:25", "smtp_url_host"),
         ("smtps://mail.example.com?tls=none", "smtp_url_tls"), ("smtp://mail.example.com?pool=0", "smtp_url_option"),
+        ("smtp://u:p@mail.example.com:25?tls=none", "smtp_url_plaintext_auth"),
+        ("smtp://u:p@127.0.0.1.example.com?tls=none", "smtp_url_plaintext_auth"),
     ])
     func refusesBadURLs(_ url: String, _ code: String) {
         let error = #expect(throws: DomainError.self) { try SMTPConfiguration.parse(url) }

@@ -138,19 +138,62 @@ import Testing
         }
     }
 
+    /// A sender address with UTF-8 in its local part makes the From header 8-bit: the transaction asks for SMTPUTF8
+    /// (RFC 6531), as it does for such a recipient.
+    @Test(arguments: Engine.available)
+    func aUTF8SenderAddressAsksForSMTPUTF8(engine: Engine) async throws {
+        try await Self.run(engine, faults: []) { h in
+            var w = h.workspace
+            w.senderEmail = "grüße@example.test"
+            let id = try await h.mailer.enqueue(
+                workspace: w, kind: .doiConfirmation,
+                to: MailRecipient(
+                    email: try EmailAddress("kunde@example.test"), firstName: "Jürgen", lastName: "Müller"),
+                values: MailSamples.model(.doiConfirmation, locale: "de"))
+            #expect(try await h.deliverUntilFinal(id).state == .sent)
+            let mailFrom = h.server.commandLog().filter { $0.contains("MAIL FROM") }
+            #expect(mailFrom.count == 1 && mailFrom[0].contains("SMTPUTF8"), "\(mailFrom)")
+        }
+    }
+
+    /// A relay that checks recipients only after the data refuses at the final dot: 5.1.1 there bounces and
+    /// suppresses as at RCPT; a policy refusal (5.7.1) bounces the mail and leaves the address usable.
+    @Test(arguments: Engine.available)
+    func a5xxAtTheEndOfTheDataBouncesAndSuppressesOnlyAnUnknownAddress(engine: Engine) async throws {
+        try await Self.run(
+            engine,
+            faults: [
+                .reply(verb: "DOT", occurrence: 1, code: 554, text: "5.7.1 Rejected by policy"),
+                .reply(verb: "DOT", occurrence: 2, code: 550, text: "5.1.1 User unknown"),
+            ]
+        ) { h in
+            let policy = try await h.enqueue(.reviewRequest)
+            #expect(try await h.deliverUntilFinal(policy).state == .bounced)
+            #expect(
+                !(try await h.store.isSuppressed(
+                    workspaceID: h.workspace.id, email: try EmailAddress("kunde@example.test"))))
+            let unknown = try await h.enqueue(.reviewRequest)
+            let bounced = try await h.deliverUntilFinal(unknown)
+            #expect(bounced.state == .bounced && bounced.attempts == 1)
+            #expect(
+                try await h.store.isSuppressed(
+                    workspaceID: h.workspace.id, email: try EmailAddress("kunde@example.test")))
+        }
+    }
+
     @Test(arguments: Engine.available)
     func aDropMidDataIsRetriedAndDeliveredOnce(engine: Engine) async throws {
         try await Self.run(
             engine,
             faults: [
-                .dropDuringData(occurrence: 1, afterBytes: 200), .dropDuringData(occurrence: 3, afterBytes: 100_000),
+                .dropDuringData(occurrence: 1, afterBytes: 200), .dropDuringData(occurrence: 3, afterBytes: 300),
             ]
         ) { h in
             let id = try await h.enqueue(.doiConfirmation)
             let mail = try await h.deliverUntilFinal(id)
             #expect(mail.state == .sent)
             #expect(try await h.received(id).count == 1)
-            // Marketing too: the server hung up after the whole message without answering, so it did not take it.
+            // Marketing cut off mid-DATA is resent too: the server cannot have had the final dot.
             let review = try await h.enqueue(.reviewRequest)
             let sent = try await h.deliverUntilFinal(review)
             #expect(sent.state == .sent)
@@ -186,6 +229,29 @@ import Testing
             #expect(failed.state == .failed)
             #expect(failed.reason.contains("at most once"))
             #expect(failed.attempts == 1)
+        }
+    }
+
+    /// A server that hangs up after the whole message and its final dot, without a reply, did not take it (a server
+    /// answers before it closes, RFC 5321 §4.1.1.4): both classes are sent again, once. Only silence is unknown
+    /// (`anUnknownOutcomeResendsTransactionalButNotMarketing`).
+    @Test(arguments: Engine.available)
+    func aHangUpAfterTheWholeMessageIsSentAgain(engine: Engine) async throws {
+        try await Self.run(
+            engine,
+            faults: [
+                .dropDuringData(occurrence: 1, afterBytes: 1_000_000),
+                .dropDuringData(occurrence: 3, afterBytes: 1_000_000),
+            ]
+        ) { h in
+            let doi = try await h.enqueue(.doiConfirmation)
+            let sentDOI = try await h.deliverUntilFinal(doi)
+            #expect(sentDOI.state == .sent && sentDOI.attempts == 2)
+            #expect(try await h.received(doi).count == 1)
+            let review = try await h.enqueue(.reviewRequest)
+            let sent = try await h.deliverUntilFinal(review)
+            #expect(sent.state == .sent && sent.attempts == 2)
+            #expect(try await h.received(review).count == 1)
         }
     }
 
@@ -295,6 +361,28 @@ import Testing
                     workspaceID: h.workspace.id, email: try EmailAddress("kunde@example.test")))
             let second = try await importer.importMaildir(dir.path)
             #expect(second.read == 0, "processed files move to cur/")
+
+            // A message the relay gave up on after retrying is `Action: failed` with a 4.x.x status: bounced (not
+            // a delay), but the address stays usable (not 5.1.x). A real delay leaves the mail sent.
+            for (n, action, status) in [(3, "delayed", "4.4.1"), (4, "failed", "4.4.7")] {
+                let other = try await h.enqueue(.doiConfirmation, to: "kunde\(n)@example.test")
+                #expect(try await h.deliverUntilFinal(other).state == .sent)
+                let report = try #require(try await h.received(other).first).mailFrom
+                try dsn.replacingOccurrences(of: verp, with: report)
+                    .replacingOccurrences(
+                        of: "Action: failed\r\nStatus: 5.1.1", with: "Action: \(action)\r\nStatus: \(status)"
+                    )
+                    .replacingOccurrences(of: "<\(mid)>", with: "<none@example.test>")
+                    .write(to: dir.appendingPathComponent("new/\(n).dsn"), atomically: true, encoding: .utf8)
+                let summary = try await importer.importMaildir(dir.path)
+                #expect(summary.read == 1)
+                #expect(
+                    try await h.store.outboxMail(id: other)?.state == (action == "failed" ? .bounced : .sent),
+                    "\(action) \(status)")
+                #expect(
+                    !(try await h.store.isSuppressed(
+                        workspaceID: h.workspace.id, email: try EmailAddress("kunde\(n)@example.test"))))
+            }
         }
     }
 }

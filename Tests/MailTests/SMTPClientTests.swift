@@ -239,6 +239,36 @@ import Testing
         try await server.shutdown()
     }
 
+    /// While every session is busy, a sender waits at most `poolWait`, then fails with nothing sent (a connection
+    /// error, which the outbox retries); the stalled sender is not disturbed by it.
+    @Test func aSenderWaitsForASessionAtMostThePoolWait() async throws {
+        var script = try tlsScript([.stall(verb: "RCPT", occurrence: 1)])
+        // Without PIPELINING a busy session takes no second sender.
+        script.extensions.removeAll { $0 == "PIPELINING" }
+        let server = try await ScriptedSMTPServer.start(script)
+        var c = config(server)
+        c.poolSize = 1
+        c.timeouts.command = .seconds(4)
+        c.timeouts.poolWait = .milliseconds(300)
+        let pool = try SMTPPool(config: c, logger: Self.logger)
+        let stalled = Task { try await pool.send(envelope(1)) }
+        try await Task.sleep(for: .milliseconds(500))
+        let started = ContinuousClock.now
+        do {
+            try await pool.send(envelope(2))
+            Issue.record("the second sender got a session while the only one was busy")
+        } catch let SMTPError.connection(phase, reason) {
+            #expect(phase == "pool" && reason.contains("no SMTP session became free"))
+        }
+        #expect(ContinuousClock.now - started < .seconds(3))
+        // The stalled one ends with its own timeout, and the pool serves again afterwards.
+        await #expect(throws: SMTPError.self) { try await stalled.value }
+        try await pool.send(envelope(3))
+        #expect(server.messages().count == 1)
+        await pool.shutdown()
+        try await server.shutdown()
+    }
+
     @Test func plaintextInjectedAfterSTARTTLSIsDiscarded() async throws {
         // CVE-2011-0411: a reply injected before the handshake must not be read as the reply to our EHLO.
         let server = try await ScriptedSMTPServer.start(
