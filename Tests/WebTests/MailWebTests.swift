@@ -57,6 +57,18 @@ import Testing
         }
     }
 
+    func preferencesToken(_ app: TestApp, _ email: EmailAddress, contactID: Int64) -> String {
+        app.store.signToken(
+            purpose: "preferences", fields: ["1", app.store.suppressionHash(email.normalized), String(contactID)])
+    }
+
+    func consentStates(_ app: TestApp, contactID: Int64) async throws -> [ConsentPurpose: ConsentState] {
+        Dictionary(
+            uniqueKeysWithValues: try await app.store.consents(workspaceID: 1, contactID: contactID).map {
+                ($0.purpose, $0.state)
+            })
+    }
+
     @Test func preferenceCentreWithdrawsPerPurpose() async throws {
         try await TestApp.run { app in
             _ = try await seedShop(app)
@@ -71,23 +83,47 @@ import Testing
                             evidence: ConsentEvidence(at: app.runtime.clock.now())))
                 }
             }
-            let token = app.store.signToken(
-                purpose: "preferences",
-                fields: ["1", app.store.suppressionHash(anna.normalized), String(contact.id)])
+            let token = preferencesToken(app, anna, contactID: contact.id)
             let page = try await app.request(.get, "/p/\(token)")
             #expect(page.status == .ok)
             #expect(page.text.contains("name=\"keep_newsletter\" checked"))
             let saved = try await app.request(.post, "/p/\(token)", form: "keep_newsletter=on&action=save")
             #expect(saved.text.contains("gespeichert"))
-            let states = Dictionary(
-                uniqueKeysWithValues: try await app.store.consents(workspaceID: 1, contactID: contact.id).map {
-                    ($0.purpose, $0.state)
-                })
+            let states = try await consentStates(app, contactID: contact.id)
             #expect(states[.newsletter] == .granted)
             #expect(states[.reviewRequest] == .withdrawn)
             #expect(try await !app.store.isSuppressed(workspaceID: 1, email: anna))
             _ = try await app.request(.post, "/p/\(token)", form: "action=object")
             #expect(try await app.store.isSuppressed(workspaceID: 1, email: anna))
+        }
+    }
+
+    /// A purpose the contact never consented to may still bring mail under §7(3) UWG (review requests to customers):
+    /// the page offers an objection to it alone, which leaves the other purposes and the address as they were.
+    @Test func preferenceCentreTakesAnObjectionToOnePurposeWithoutConsent() async throws {
+        try await TestApp.run { app in
+            _ = try await seedShop(app)
+            let anna = try EmailAddress("anna@example.com")
+            let contact = try #require(try await app.store.contact(workspaceID: 1, email: anna))
+            try await app.store.db.transaction { tx in
+                _ = try await app.store.applyConsent(
+                    tx, workspaceID: 1, contactID: contact.id,
+                    change: ConsentChange(
+                        purpose: .newsletter, action: .grant, text: "Ja, bitte.", source: "test",
+                        evidence: ConsentEvidence(at: app.runtime.clock.now())))
+            }
+            let token = preferencesToken(app, anna, contactID: contact.id)
+            let page = try await app.request(.get, "/p/\(token)")
+            #expect(page.text.contains("name=\"object_review_request\""))
+            #expect(!page.text.contains("name=\"object_newsletter\""), "a consent is withdrawn by unticking it")
+            _ = try await app.request(
+                .post, "/p/\(token)", form: "keep_newsletter=on&object_review_request=on&action=save")
+            let states = try await consentStates(app, contactID: contact.id)
+            #expect(states[.newsletter] == .granted)
+            #expect(states[.reviewRequest] == .withdrawn)
+            #expect(try await !app.store.isSuppressed(workspaceID: 1, email: anna))
+            let again = try await app.request(.get, "/p/\(token)")
+            #expect(!again.text.contains("name=\"object_review_request\""), "objected once")
         }
     }
 

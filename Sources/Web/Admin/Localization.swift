@@ -85,6 +85,7 @@ public enum Strings {
         "preferences_regrant":
             "Ein Häkchen entfernen widerruft die Einwilligung. Eine neue Einwilligung geben Sie über ein Anmeldeformular, damit wir sie belegen können.",
         "preferences_object": "Keine Werbe-E-Mails mehr (Widerspruch)",
+        "preferences_object_purpose": "Auch als Kunde keine solchen E-Mails (Widerspruch)",
         "preferences_saved": "Ihre Einstellungen sind gespeichert.",
         "preferences_objected": "Ihr Widerspruch ist gespeichert. Sie erhalten keine Werbe-E-Mails mehr.",
         "preferences_suppressed": "Sie erhalten von uns keine Werbe-E-Mails.",
@@ -189,6 +190,7 @@ public enum Strings {
         "preferences_regrant":
             "Unticking a box withdraws your consent. You give a new consent through a sign-up form, so that we can prove it.",
         "preferences_object": "No more marketing email (objection)",
+        "preferences_object_purpose": "None of these, also not as a customer (objection)",
         "preferences_saved": "Your preferences are saved.",
         "preferences_objected": "Your objection is saved. You will get no more marketing email.",
         "preferences_suppressed": "You get no marketing email from us.",
