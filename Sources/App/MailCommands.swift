@@ -27,10 +27,21 @@ extension Commands {
                 "dkim_selector", "A selector is letters, digits and hyphens, e.g. 's2026'.", field: "selector")
         }
         let key = try DKIMKey.generate(alg)
-        try await rt.store.addDKIMKey(
+        let active = try await rt.store.addDKIMKey(
             workspaceID: w.id, domain: asciiDomain, selector: selector, algorithm: alg.rawValue,
             privateKey: key.storedForm, actor: "cli")
-        return key.zoneFileLine(domain: asciiDomain, selector: selector)
+        let line = key.zoneFileLine(domain: asciiDomain, selector: selector)
+        guard !active else { return line }
+        return line + "\n"
+            + "Pending: the current key signs until this record is published and you run "
+            + "`reciprocity dkim activate --workspace \(slug) --selector \(selector)`."
+    }
+
+    /// `reciprocity dkim activate`: the key with this selector signs from now on.
+    public static func activateDKIM(_ rt: Runtime, workspace slug: String, selector: String) async throws -> String {
+        let w = try await workspace(rt, slug)
+        let key = try await rt.store.activateDKIMKey(workspaceID: w.id, selector: selector, actor: "cli")
+        return "Active: \(key.selector)._domainkey.\(key.domain) (\(key.algorithm)) signs \(w.slug)'s mail from now on."
     }
 
     /// `reciprocity mail send-test`: one mail of a kind with sample values, through the outbox and the transport.

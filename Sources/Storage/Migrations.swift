@@ -26,7 +26,7 @@ public enum Migrator {
     public static let all: [Migration] = [
         Schema.v1Foundation, Schema.v2Mail, Schema.v3Reviews, Schema.v4LeadMagnets, Schema.v5Referrals,
         Schema.v6QueryPaths, Schema.v7Returns, Schema.v8ClickIndexes, Schema.v9EventTags, Schema.v10CreditRedemptions,
-        Schema.v11ContactIdentity, Schema.v12ClickDays,
+        Schema.v11ContactIdentity, Schema.v12ClickDays, Schema.v13DKIMActivation,
     ]
 
     /// The newest migration id, which `/readyz` compares against the database.
@@ -975,6 +975,16 @@ enum Schema {
             """,
             "CREATE INDEX referral_click_days_workspace ON referral_click_days (workspace_id, day)",
             "DROP INDEX referral_clicks_advocate",
+        ]
+    }
+
+    /// A DKIM key signs from its activation on. A workspace's first key is active at once; a later one waits until
+    /// its DNS record is published and `reciprocity dkim activate` says so, so that a rotation never signs with a
+    /// selector receivers cannot look up yet. The keys there are were used newest first: all active, in that order.
+    static let v13DKIMActivation = Migration(id: 13, name: "dkim_activation") { _ in
+        [
+            "ALTER TABLE dkim_keys ADD COLUMN activated_at BIGINT",
+            "UPDATE dkim_keys SET activated_at = created_at",
         ]
     }
 }

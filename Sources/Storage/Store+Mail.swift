@@ -186,37 +186,76 @@ extension Store {
 
     // MARK: DKIM keys
 
+    /// Stores a new key. The workspace's first key signs at once (true); a later one waits for `activateDKIMKey`
+    /// (false), because receivers cannot verify it until its DNS record is published.
+    @discardableResult
     public func addDKIMKey(
         workspaceID: WorkspaceID, domain: String, selector: String, algorithm: String, privateKey: String, actor: String
-    ) async throws {
+    ) async throws -> Bool {
         try await db.transaction { tx in
+            let first =
+                try await tx.scalar(
+                    "SELECT COUNT(*) FROM dkim_keys WHERE workspace_id = ? AND activated_at IS NOT NULL", workspaceID)
+                == 0
             do {
                 try await tx.execute(
                     """
-                    INSERT INTO dkim_keys (workspace_id, domain, selector, algorithm, private_key, created_at)
-                    VALUES (?, ?, ?, ?, ?, ?)
-                    """, workspaceID, domain, selector, algorithm, privateKey, self.now)
+                    INSERT INTO dkim_keys (workspace_id, domain, selector, algorithm, private_key, created_at,
+                      activated_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?)
+                    """, workspaceID, domain, selector, algorithm, privateKey, self.now, first ? self.now : nil)
             } catch StorageError.uniqueViolation {
                 throw DomainError.conflict(
                     "dkim_selector_taken", "A key for selector \(selector) on \(domain) exists; choose a new selector.")
             }
             try await self.audit(
                 tx, workspaceID: workspaceID, actor: actor, action: "dkim.generate",
-                subject: "dkim:\(selector)._domainkey.\(domain)", detail: algorithm)
+                subject: "dkim:\(selector)._domainkey.\(domain)", detail: algorithm + (first ? ", active" : ", pending")
+            )
+            return first
         }
     }
 
-    /// The newest key signs.
+    /// Makes the workspace's key with this selector the signing one (its DNS record is published). Activating the
+    /// active key again changes nothing.
+    public func activateDKIMKey(workspaceID: WorkspaceID, selector: String, actor: String) async throws
+        -> StoredDKIMKey
+    {
+        try await db.transaction { tx in
+            let keys = try await tx.query(
+                "SELECT * FROM dkim_keys WHERE workspace_id = ? AND selector = ? ORDER BY id", workspaceID, selector)
+            guard keys.count == 1, let key = keys.first.map(Self.dkimKey) else {
+                throw keys.isEmpty
+                    ? DomainError.notFound("DKIM key with selector \(selector)")
+                    : DomainError.invalid(
+                        "dkim_selector_ambiguous", "Selector \(selector) names keys of several domains.",
+                        field: "selector")
+            }
+            if try await self.activeDKIMKey(workspaceID: workspaceID, in: tx)?.id == key.id { return key }
+            try await tx.execute("UPDATE dkim_keys SET activated_at = ? WHERE id = ?", self.now, key.id)
+            try await self.audit(
+                tx, workspaceID: workspaceID, actor: actor, action: "dkim.activate",
+                subject: "dkim:\(selector)._domainkey.\(key.domain)", detail: key.algorithm)
+            return key
+        }
+    }
+
+    /// The most recently activated key signs.
     public func activeDKIMKey(workspaceID: WorkspaceID, in tx: (any SQLExecutor)? = nil) async throws
         -> StoredDKIMKey?
     {
         try await (tx ?? db).first(
-            "SELECT * FROM dkim_keys WHERE workspace_id = ? ORDER BY id DESC LIMIT 1", workspaceID
-        ).map {
-            StoredDKIMKey(
-                id: $0.int("id"), domain: $0.text("domain"), selector: $0.text("selector"),
-                algorithm: $0.text("algorithm"), privateKey: $0.text("private_key"), createdAt: $0.date("created_at"))
-        }
+            """
+            SELECT * FROM dkim_keys WHERE workspace_id = ? AND activated_at IS NOT NULL
+            ORDER BY activated_at DESC, id DESC LIMIT 1
+            """, workspaceID
+        ).map(Self.dkimKey)
+    }
+
+    static func dkimKey(_ r: SQLRow) -> StoredDKIMKey {
+        StoredDKIMKey(
+            id: r.int("id"), domain: r.text("domain"), selector: r.text("selector"), algorithm: r.text("algorithm"),
+            privateKey: r.text("private_key"), createdAt: r.date("created_at"))
     }
 
     // MARK: templates

@@ -243,12 +243,14 @@ struct DemoCommand: AsyncParsableCommand {
 
 struct DKIMCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "dkim", abstract: "DKIM signing keys.", subcommands: [Generate.self])
+        commandName: "dkim", abstract: "DKIM signing keys.", subcommands: [Generate.self, Activate.self])
 
     struct Generate: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Create a signing key for a workspace (the newest signs) and print its DNS TXT record.")
-        @Option(help: "Workspace slug (default: the only one, or 'shop').") var workspace = "shop"
+            abstract:
+                "Create a signing key for a workspace and print its DNS TXT record. The workspace's first key signs at once; a later one after `dkim activate`."
+        )
+        @Option(help: "Workspace slug.") var workspace = "shop"
         @Option(help: "The signing domain (d=), normally the sender's domain.") var domain: String
         @Option(help: "The selector (s=), e.g. s2026.") var selector: String
         @Option(help: "rsa-sha256 (2048 bits) or ed25519-sha256.") var algorithm = "rsa-sha256"
@@ -257,6 +259,18 @@ struct DKIMCommand: AsyncParsableCommand {
                 say(
                     try await Commands.generateDKIM(
                         rt, workspace: workspace, domain: domain, selector: selector, algorithm: algorithm))
+            }
+        }
+    }
+
+    struct Activate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Sign with the key of this selector from now on (publish its DNS TXT record first).")
+        @Option(help: "Workspace slug.") var workspace = "shop"
+        @Option(help: "The selector (s=) of a key made by `dkim generate`.") var selector: String
+        func run() async throws {
+            try await runCommand { rt in
+                say(try await Commands.activateDKIM(rt, workspace: workspace, selector: selector))
             }
         }
     }

@@ -138,6 +138,39 @@ import Testing
         }
     }
 
+    /// A rotation: the second key of a workspace waits until it is activated (its DNS record published); the first
+    /// signs until then. Mail is signed with the active key's selector.
+    @Test(arguments: Engine.available)
+    func aNewDKIMKeySignsOnlyOnceActivated(engine: Engine) async throws {
+        try await Self.run(engine, faults: []) { h in
+            let before = try #require(try await h.store.activeDKIMKey(workspaceID: h.workspace.id))
+            let next = try DKIMKey.generate(.ed25519SHA256)
+            let active = try await h.store.addDKIMKey(
+                workspaceID: h.workspace.id, domain: "example.test", selector: "t2", algorithm: next.algorithm.rawValue,
+                privateKey: next.storedForm, actor: "test")
+            #expect(!active)
+            #expect(try await h.store.activeDKIMKey(workspaceID: h.workspace.id)?.id == before.id)
+            func selectorOfSent() async throws -> String? {
+                let id = try await h.enqueue(.doiConfirmation)
+                #expect(try await h.deliverUntilFinal(id).state == .sent)
+                let data = String(decoding: try #require(h.server.messages().last).data, as: UTF8.self)
+                    .replacingOccurrences(of: "\r\n ", with: " ").replacingOccurrences(of: "\r\n\t", with: " ")
+                let dkim = try #require(data.components(separatedBy: "\r\n").first { $0.hasPrefix("DKIM-Signature:") })
+                return dkim.range(of: " s=").map { String(dkim[$0.upperBound...].prefix { $0 != ";" }) }
+            }
+            #expect(try await selectorOfSent() == before.selector)
+            let activated = try await h.store.activateDKIMKey(
+                workspaceID: h.workspace.id, selector: "t2", actor: "test")
+            #expect(activated.selector == "t2")
+            #expect(try await h.store.activeDKIMKey(workspaceID: h.workspace.id)?.selector == "t2")
+            let after = try await selectorOfSent()
+            #expect(after == "t2")
+            await #expect(throws: DomainError.self) {
+                try await h.store.activateDKIMKey(workspaceID: h.workspace.id, selector: "nope", actor: "test")
+            }
+        }
+    }
+
     /// A sender address with UTF-8 in its local part makes the From header 8-bit: the transaction asks for SMTPUTF8
     /// (RFC 6531), as it does for such a recipient.
     @Test(arguments: Engine.available)
