@@ -133,6 +133,17 @@ public struct AppConfig: Sendable {
     }
 
     /// The database URL with any password hidden, for logs.
+    /// Settings that work but are probably a mistake, logged at start-up.
+    public var warnings: [String] {
+        var w: [String] = []
+        if smtpURL != nil, URL(string: baseURL)?.scheme != "https" {
+            w.append(
+                "RECIPROCITY_SMTP_URL is set but RECIPROCITY_BASE_URL (\(baseURL)) is not https: the unsubscribe and "
+                    + "preference links in real mail must be https (RFC 8058) and reachable by the recipients.")
+        }
+        return w
+    }
+
     public var redactedDatabaseURL: String {
         guard var c = URLComponents(string: databaseURL), c.password != nil else { return databaseURL }
         c.password = "***"

@@ -37,6 +37,7 @@ public struct Runtime: Sendable {
         LoggingBootstrap.once(level: config.logLevel)
         var logger = Logger(label: "reciprocity")
         logger.logLevel = config.logLevel
+        for warning in config.warnings { logger.warning("\(warning)") }
         try FileManager.default.createDirectory(atPath: config.dataDirectory, withIntermediateDirectories: true)
         let secret = try secretKey(config, random: random)
         let db: any SQLDatabase

@@ -28,6 +28,17 @@ import Testing
         #expect(await error([:]) == nil, "no SMTP URL: the development outbox")
     }
 
+    /// Real mail with an http base URL works but its unsubscribe links are not RFC 8058's https: a start-up warning.
+    @Test func realMailWithoutAnHTTPSBaseURLIsWarnedAbout() async throws {
+        let smtp = "smtp://mail.example.com"
+        let plain = try await AppConfig.load(environment: ["RECIPROCITY_SMTP_URL": smtp])
+        #expect(plain.warnings.count == 1 && plain.warnings[0].contains("RECIPROCITY_BASE_URL"))
+        let https = try await AppConfig.load(
+            environment: ["RECIPROCITY_SMTP_URL": smtp, "RECIPROCITY_BASE_URL": "https://reciprocity.example.com"])
+        #expect(https.warnings.isEmpty)
+        #expect(try await AppConfig.load(environment: [:]).warnings.isEmpty, "the development outbox sends nothing")
+    }
+
     @Test func theClickFlushIntervalIsBounded() async throws {
         for bad in ["0", "9", "60001", "250ms", "soon"] {
             let message = try #require(await error(["RECIPROCITY_REFERRAL_CLICK_FLUSH_MS": bad]), "\(bad)")
