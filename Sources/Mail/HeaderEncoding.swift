@@ -90,10 +90,13 @@ public enum HeaderEncoding {
     }
 
     /// `Name: value` folded at whitespace so lines stay within 78 characters where possible, joined by CRLF SP.
-    /// The result has no trailing CRLF.
+    /// A line with an encoded word stays within 76 (RFC 2047 §2), so such a word may also go onto a line of its own
+    /// right after the colon. The result has no trailing CRLF.
     public static func fold(name: String, value: String, limit: Int = 78) -> String {
         var name = name
         var value = value
+        let encoded = hasEncodedWord(value.utf8)
+        let limit = encoded ? min(limit, 76) : limit
         return name.withUTF8 { n in
             value.withUTF8 { v in
                 // Each separating space becomes at most CRLF SP: three bytes for every byte of the value is enough.
@@ -117,7 +120,9 @@ public enum HeaderEncoding {
                         var j = i + 1
                         while j < count && v[j] != 32 { j += 1 }
                         let length = j - i
-                        if !first && lineLength + 1 + length > limit {
+                        let encodedWord =
+                            encoded && length > 1 && v[i] == UInt8(ascii: "=") && v[i + 1] == UInt8(ascii: "?")
+                        if (!first || encodedWord) && lineLength + 1 + length > limit {
                             out[o] = 13
                             out[o + 1] = 10
                             out[o + 2] = 32
@@ -140,6 +145,16 @@ public enum HeaderEncoding {
                 }
             }
         }
+    }
+
+    /// Whether `=?` occurs: the start of an encoded word (RFC 2047).
+    static func hasEncodedWord(_ bytes: String.UTF8View) -> Bool {
+        var previous: UInt8 = 0
+        for b in bytes {
+            if previous == UInt8(ascii: "=") && b == UInt8(ascii: "?") { return true }
+            previous = b
+        }
+        return false
     }
 
     /// Decodes RFC 2047 encoded words (UTF-8, Q or B) for display; whitespace between adjacent words is dropped.

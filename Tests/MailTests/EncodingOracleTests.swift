@@ -130,8 +130,12 @@ enum Oracle {
         out.append(UInt8(ascii: ":"))
         var lineLength = out.count
         var first = true
+        // RFC 2047 §2: 76 on a line with an encoded word, which may also start the second line.
+        let encoded = value.contains("=?")
+        let limit = encoded ? min(limit, 76) : limit
         for token in value.utf8.split(separator: 32, omittingEmptySubsequences: true) {
-            if !first && lineLength + 1 + token.count > limit {
+            let encodedWord = encoded && token.starts(with: Array("=?".utf8))
+            if (!first || encodedWord) && lineLength + 1 + token.count > limit {
                 out += [13, 10, 32]
                 lineLength = 1
             } else {

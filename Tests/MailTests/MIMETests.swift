@@ -25,6 +25,13 @@ import Testing
         let from = try #require(rendered.headers.first { $0.name == "From" })
         #expect(HeaderEncoding.decode(from.value) == "Kaffeerösterei Bohnenglück <news@xn--bohnenglck-heb.example>")
         for word in subject.value.split(separator: " ") { #expect(word.count <= 75) }
+        // Lines with encoded words stay within 76 characters (RFC 2047 §2), the first one after the name too.
+        let head = raw.components(separatedBy: "\r\n\r\n")[0].components(separatedBy: "\r\n")
+        for line in head where line.contains("=?") { #expect(line.count <= 76, "\(line)") }
+        let long = HeaderEncoding.fold(
+            name: "Subject", value: HeaderEncoding.unstructured(String(repeating: "Grüße aus Köln ", count: 8)))
+        for line in long.components(separatedBy: "\r\n") { #expect(line.count <= 76, "\(line)") }
+        #expect(HeaderEncoding.decode(String(long.dropFirst("Subject:".count))).hasPrefix("Grüße aus Köln Grüße"))
         #expect(raw.contains("Date: Mon, 21 Sep 2026 14:13:20 +0000\r\n"))
         #expect(raw.contains("Message-ID: <abc@bohnenglueck.example>\r\n"))
         #expect(raw.contains("MIME-Version: 1.0\r\n"))
