@@ -132,11 +132,10 @@ public struct AppConfig: Sendable {
             "RECIPROCITY_DATABASE_URL must start with sqlite:// or postgres://, got '\(url.prefix(40))'.")
     }
 
-    /// The database URL with any password hidden, for logs.
     /// Settings that work but are probably a mistake, logged at start-up.
     public var warnings: [String] {
         var w: [String] = []
-        if smtpURL != nil, URL(string: baseURL)?.scheme != "https" {
+        if smtpURL != nil, URL(string: baseURL)?.scheme?.lowercased() != "https" {
             w.append(
                 "RECIPROCITY_SMTP_URL is set but RECIPROCITY_BASE_URL (\(baseURL)) is not https: the unsubscribe and "
                     + "preference links in real mail must be https (RFC 8058) and reachable by the recipients.")
@@ -144,6 +143,7 @@ public struct AppConfig: Sendable {
         return w
     }
 
+    /// The database URL with any password hidden, for logs.
     public var redactedDatabaseURL: String {
         guard var c = URLComponents(string: databaseURL), c.password != nil else { return databaseURL }
         c.password = "***"

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import ReciprocityCore
+import SMTP
 import Storage
 
 /// Reads what comes back: delivery status notifications (RFC 3464), complaint reports (ARF, RFC 5965) and
@@ -101,9 +102,10 @@ public struct BounceImport: Sendable {
             return .delay
         }
         guard action == "failed" || status.hasPrefix("5") else { return .unmatched }
-        // Only "no such address" (5.1.x) bars the address for good; a full mailbox or a policy refusal is noted.
+        // Only "no such address" bars the address for good; a full mailbox, a policy refusal or a refused sender is
+        // noted.
         _ = try await store.recordBounce(
-            outboxID: outboxID, type: "bounce", permanent: status.hasPrefix("5.1."),
+            outboxID: outboxID, type: "bounce", permanent: SMTPReply.meansNoSuchRecipient(status),
             detail: "\(status) \(diagnostic)", source: "maildir")
         return .bounce
     }

@@ -288,9 +288,9 @@ public struct MailDelivery: Sendable {
             // A refusal of the session itself (greeting, EHLO, AUTH) says nothing about this mail: retry it.
             if case .permanent(let phase, let reply) = smtp, !["greeting", "ehlo", "auth", "starttls"].contains(phase) {
                 if phase == "rcpt" || phase == "data-end" {
-                    // "No such address" bars it for good: a 5.1.x status (some relays check recipients only after
+                    // "No such address" bars it for good: such a status (some relays check recipients only after
                     // the data), or a RCPT refusal without an enhanced status.
-                    if reply.enhancedStatus?.hasPrefix("5.1.") ?? (phase == "rcpt") {
+                    if reply.enhancedStatus.map(SMTPReply.meansNoSuchRecipient) ?? (phase == "rcpt") {
                         try await store.suppress(
                             tx, workspaceID: mail.workspaceID, emailHash: mail.recipientHash, reason: "bounce")
                     }

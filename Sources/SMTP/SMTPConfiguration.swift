@@ -125,7 +125,11 @@ public struct SMTPConfiguration: Sendable, Equatable {
     /// `localhost`, 127.0.0.0/8 or ::1.
     static func isLoopback(_ host: String) -> Bool {
         let h = host.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
-        return h == "localhost" || h == "::1" || (h.hasPrefix("127.") && h.split(separator: ".").count == 4)
+        let octets = h.split(separator: ".", omittingEmptySubsequences: false)
+        let ipv4 =
+            octets.count == 4
+            && octets.allSatisfy { o in o.count <= 3 && o.allSatisfy(\.isASCII) && UInt8(o) != nil }
+        return h == "localhost" || h == "::1" || (ipv4 && octets[0] == "127")
     }
 
     static func redacted(_ url: String) -> String {

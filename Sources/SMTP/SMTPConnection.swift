@@ -225,7 +225,7 @@ public final class SMTPConnection: @unchecked Sendable {
                 broken = true
                 throw SMTPError.connection(phase: "data", reason: "the message was not sent after 354")
             }
-            return try finish(final, written: outcome.written)
+            return try finish(final, written: outcome.written, commandsBehind: outcome.commandsBehind)
         }
 
         var lines: [String] = []
@@ -252,7 +252,7 @@ public final class SMTPConnection: @unchecked Sendable {
         if case .failure = final { flushed = (try? await written.futureResult.get()) != nil }
         // Any reply to the message ends the transaction (RFC 5321 §4.1.1.4): the next MAIL needs no RSET.
         if case .success = final { needsReset = false }
-        return try finish(final, written: flushed)
+        return try finish(final, written: flushed, commandsBehind: false)
     }
 
     /// Throws unless RSET, MAIL, every RCPT and DATA were accepted; with `endData`, a server left waiting for data
@@ -295,20 +295,25 @@ public final class SMTPConnection: @unchecked Sendable {
     }
 
     /// The reply to the message, or what its absence means.
-    private func finish(_ final: Result<SMTPReply, any Error>, written: Bool) throws -> SMTPReply {
+    private func finish(_ final: Result<SMTPReply, any Error>, written: Bool, commandsBehind: Bool) throws
+        -> SMTPReply
+    {
         switch final {
         case .success(let reply):
             guard reply.code == 250 else { throw Self.failure("data-end", reply) }
             return reply
         case .failure(let error):
             broken = true
-            // Not written out: the server cannot have the final dot. Hung up without a reply (closed, or reset with
-            // our bytes unread): a server that takes a message answers before it hangs up (RFC 5321 §4.1.1.4), so
-            // this is a drop mid-DATA, and the message is sent again. Only silence (a timeout) or a garbled reply
-            // after the whole message leaves the outcome unknown. (`written` says the kernel took the bytes, not that
-            // the server read them: the two cases look alike from here.)
-            var hungUp = (error as? SMTPChannelError) == .closed || error is IOError || error is ChannelError
-            if case NIOSSLError.uncleanShutdown = error { hungUp = true }
+            // Not written out: the server cannot have the final dot. Hung up without a reply: a server that takes a
+            // message answers before it hangs up (RFC 5321 §4.1.1.4), so this is a drop mid-DATA, and the message is
+            // sent again. A close, or a reset with our message unread (nothing of ours behind it). A reset with the
+            // next transaction's commands behind the message is not that: a server that answered 250 and closed with
+            // those commands unread resets, and its 250 may be lost on the way. That, silence (a timeout) and a
+            // garbled reply leave the outcome unknown. (`written` says the kernel took the bytes, not that the server
+            // read them.)
+            var reset = error is IOError || error is ChannelError
+            if case NIOSSLError.uncleanShutdown = error { reset = true }
+            let hungUp = (error as? SMTPChannelError) == .closed || (reset && !commandsBehind)
             if !written || hungUp {
                 throw SMTPError.connection(phase: "data", reason: "\(error) before the server answered the message")
             }
@@ -508,6 +513,8 @@ final class SMTPClientHandler: ChannelInboundHandler, @unchecked Sendable {
         var final: Result<SMTPReply, any Error>?
         /// Whether the whole message reached the socket.
         var written = false
+        /// Whether the next transaction's commands went out right behind the message (chained).
+        var commandsBehind = false
         /// After a refusal that still got 354 to DATA: the reply to the lone dot that ended it.
         var abort: Result<SMTPReply, any Error>?
     }
@@ -615,6 +622,7 @@ final class SMTPClientHandler: ChannelInboundHandler, @unchecked Sendable {
             pipeline.promise.succeed(pipeline.outcome)
         }
         if !queued.isEmpty {
+            if written != nil { pipeline.outcome.commandsBehind = true }
             start(queued.removeFirst(), after: out, written: written)
         } else if let out {
             writeBytes(out, promise: written)

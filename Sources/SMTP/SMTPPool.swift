@@ -106,6 +106,8 @@ public final class SMTPPool: Sendable {
     }
 
     private func acquire() async throws -> (SMTPConnection, Bool) {
+        // One deadline for the whole wait, however often a woken sender finds the room taken again.
+        let deadline = NIODeadline.now() + .init(config.timeouts.poolWait)
         while true {
             var dead: [SMTPConnection] = []
             let step: Step = state.withLock { s in
@@ -155,7 +157,7 @@ public final class SMTPPool: Sendable {
                     throw error
                 }
             case .wait:
-                guard await waitForRoom() else {
+                guard NIODeadline.now() < deadline, await waitForRoom(until: deadline) else {
                     throw SMTPError.connection(
                         phase: "pool", reason: "no SMTP session became free within \(config.timeouts.poolWait)")
                 }
@@ -163,11 +165,10 @@ public final class SMTPPool: Sendable {
         }
     }
 
-    /// Waits until a session may have room (true), or `poolWait` passed (false). Checked again under the lock: a
+    /// Waits until a session may have room (true), or `deadline` passed (false). Checked again under the lock: a
     /// session returned since `acquire` looked must not be missed.
-    private func waitForRoom() async -> Bool {
+    private func waitForRoom(until deadline: NIODeadline) async -> Bool {
         let loop = group.any()
-        let wait = config.timeouts.poolWait
         return await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
             let id: UInt64? = state.withLock { s in
                 if s.closed || !s.idle.isEmpty || !s.shared.isEmpty || s.open < config.poolSize { return nil }
@@ -177,7 +178,7 @@ public final class SMTPPool: Sendable {
             }
             guard let id else { return continuation.resume(returning: true) }
             // Whoever takes the waiter out of the list resumes it: a release, the shutdown, or this timer.
-            let timer = loop.scheduleTask(in: .init(wait)) {
+            let timer = loop.scheduleTask(deadline: deadline) {
                 let timedOut = self.state.withLock { s in
                     s.waiters.firstIndex { $0.id == id }.map { s.waiters.remove(at: $0).continuation }
                 }

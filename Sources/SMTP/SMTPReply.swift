@@ -23,6 +23,13 @@ public struct SMTPReply: Sendable, Equatable, CustomStringConvertible {
         guard parts.count == 3, parts.allSatisfy({ Int($0) != nil }) else { return nil }
         return String(first)
     }
+
+    /// Whether an enhanced status (RFC 3463) says the recipient's address does not exist or cannot take mail for
+    /// good: 5.1.1 bad mailbox, 5.1.2 bad system, 5.1.3 bad address syntax, 5.1.6 mailbox moved, 5.1.10 null MX.
+    /// Not 5.1.7 or 5.1.8: those are about the sender's address, and must not bar the recipient.
+    public static func meansNoSuchRecipient(_ status: String) -> Bool {
+        ["5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10"].contains(status)
+    }
 }
 
 /// Why a send failed, in the terms the outbox needs: may it be retried, and might the mail have arrived anyway?

@@ -232,7 +232,15 @@ extension Store {
                         field: "selector")
             }
             if try await self.activeDKIMKey(workspaceID: workspaceID, in: tx)?.id == key.id { return key }
-            try await tx.execute("UPDATE dkim_keys SET activated_at = ? WHERE id = ?", self.now, key.id)
+            // After every earlier activation, whatever the clock says (the same millisecond, a node whose clock is
+            // behind): the key activated last signs.
+            let latest = try await tx.scalar(
+                "SELECT COALESCE(MAX(activated_at), 0) FROM dkim_keys WHERE workspace_id = ?", workspaceID)
+            try await tx.execute(
+                "UPDATE dkim_keys SET activated_at = ? WHERE id = ?", max(self.now.epochMillis, latest + 1), key.id)
+            guard try await self.activeDKIMKey(workspaceID: workspaceID, in: tx)?.id == key.id else {
+                throw StorageError.database("DKIM key \(selector) was activated but does not sign")
+            }
             try await self.audit(
                 tx, workspaceID: workspaceID, actor: actor, action: "dkim.activate",
                 subject: "dkim:\(selector)._domainkey.\(key.domain)", detail: key.algorithm)

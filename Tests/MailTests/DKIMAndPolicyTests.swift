@@ -196,6 +196,8 @@ import _CryptoExtras
         ("smtps://mail.example.com?tls=none", "smtp_url_tls"), ("smtp://mail.example.com?pool=0", "smtp_url_option"),
         ("smtp://u:p@mail.example.com:25?tls=none", "smtp_url_plaintext_auth"),
         ("smtp://u:p@127.0.0.1.example.com?tls=none", "smtp_url_plaintext_auth"),
+        ("smtp://u:p@127.mail.example.com?tls=none", "smtp_url_plaintext_auth"),
+        ("smtp://u:p@127.0.0.256?tls=none", "smtp_url_plaintext_auth"),
     ])
     func refusesBadURLs(_ url: String, _ code: String) {
         let error = #expect(throws: DomainError.self) { try SMTPConfiguration.parse(url) }

@@ -165,6 +165,9 @@ import Testing
             #expect(try await h.store.activeDKIMKey(workspaceID: h.workspace.id)?.selector == "t2")
             let after = try await selectorOfSent()
             #expect(after == "t2")
+            // Back to the first key, in the same millisecond: the key activated last signs.
+            _ = try await h.store.activateDKIMKey(workspaceID: h.workspace.id, selector: before.selector, actor: "test")
+            #expect(try await h.store.activeDKIMKey(workspaceID: h.workspace.id)?.id == before.id)
             await #expect(throws: DomainError.self) {
                 try await h.store.activateDKIMKey(workspaceID: h.workspace.id, selector: "nope", actor: "test")
             }
@@ -198,8 +201,15 @@ import Testing
             faults: [
                 .reply(verb: "DOT", occurrence: 1, code: 554, text: "5.7.1 Rejected by policy"),
                 .reply(verb: "DOT", occurrence: 2, code: 550, text: "5.1.1 User unknown"),
+                .reply(verb: "RCPT", occurrence: 1, code: 550, text: "5.1.8 Sender address rejected: Domain not found"),
             ]
         ) { h in
+            // A refused sender (5.1.8) bounces the mail; the recipient is not to blame and stays usable.
+            let sender = try await h.enqueue(.doiConfirmation)
+            #expect(try await h.deliverUntilFinal(sender).state == .bounced)
+            #expect(
+                !(try await h.store.isSuppressed(
+                    workspaceID: h.workspace.id, email: try EmailAddress("kunde@example.test"))))
             let policy = try await h.enqueue(.reviewRequest)
             #expect(try await h.deliverUntilFinal(policy).state == .bounced)
             #expect(
