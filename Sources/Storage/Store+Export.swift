@@ -74,6 +74,16 @@ public struct ContactExport: Sendable, Codable {
     /// The referral programme: the person as advocate (code, payout details), the referrals they made and were
     /// made through, their rewards and their credit ledger. Other people appear only as counts and states.
     public var referrals: ReferralData = ReferralData()
+    /// What was done about the person and recorded in the audit log (consent withdrawals, objection, erasure,
+    /// credit spent): the action, its detail and time, and who did it (`Store.exportedActor`).
+    public var auditLog: [AuditData] = []
+
+    public struct AuditData: Sendable, Codable {
+        public var action: String
+        public var by: String
+        public var detail: String
+        public var at: Date
+    }
 
     public struct ReferralData: Sendable, Codable {
         public var advocate: AdvocateData?
@@ -224,7 +234,24 @@ extension Store {
                 signup: $0.signup.signup, confirmation: $0.signup.confirmation, downloads: $0.signup.downloads)
         }
         export.referrals = try await referralExport(workspaceID: workspaceID, contactID: contactID)
+        export.auditLog = try await db.query(
+            "SELECT actor, action, detail, at FROM audit_log WHERE workspace_id = ? AND subject = ? ORDER BY id",
+            workspaceID, "contact:\(contactID)"
+        ).map {
+            .init(
+                action: $0.text("action"), by: Self.exportedActor($0.text("actor")), detail: $0.text("detail"),
+                at: $0.date("at"))
+        }
         return export
+    }
+
+    /// Who acted, as the export names it: the shop's staff (`user:ID`) and its integrations (`apikey:ID`) by role
+    /// only, so that one person's export does not identify another; the product's own parts (`preference_centre`,
+    /// `cli`, …) as they are.
+    public static func exportedActor(_ actor: String) -> String {
+        if actor.hasPrefix("user:") || actor.contains("@") { return "staff" }
+        if actor.hasPrefix("apikey:") { return "shop_system" }
+        return actor
     }
 
     func referralExport(workspaceID: WorkspaceID, contactID: ContactID) async throws -> ContactExport.ReferralData {

@@ -94,6 +94,10 @@ import Testing
             }
             #expect(export.contact.erasedAt != nil)
             #expect(export.suppressed)
+            // What was done about the person is in the export, from the audit log.
+            #expect(export.auditLog.map(\.action) == ["contact.erase"], "once: the repeat changes nothing")
+            #expect(export.auditLog.first?.by == "test")
+            #expect(Store.exportedActor("user:7") == "staff" && Store.exportedActor("apikey:3") == "shop_system")
             let erased = try #require(try await store.contact(workspaceID: shop.id, id: id))
             #expect(try await store.isSuppressed(erased), "an erased contact is always suppressed")
             // counts stay
