@@ -26,6 +26,13 @@ extension Commands {
             throw DomainError.invalid(
                 "dkim_selector", "A selector is letters, digits and hyphens, e.g. 's2026'.", field: "selector")
         }
+        let senderDomain = (try? EmailAddress(w.senderEmail)).flatMap { IDNA.toASCII($0.domain) } ?? ""
+        if !DKIMSigner.aligns(domain: asciiDomain, senderDomain: senderDomain) {
+            // A warning, not a refusal: the sender address may be about to change. On stderr; stdout is the record.
+            rt.logger.warning(
+                "DKIM domain \(asciiDomain) does not align with the workspace's sender \(w.senderEmail): DMARC checks of its mail will fail. Sign with the sender's domain or a parent of it."
+            )
+        }
         let key = try DKIMKey.generate(alg)
         let active = try await rt.store.addDKIMKey(
             workspaceID: w.id, domain: asciiDomain, selector: selector, algorithm: alg.rawValue,

@@ -100,6 +100,16 @@ public struct DKIMSigner: Sendable {
         "list-id", "mime-version", "content-type",
     ]
 
+    /// Whether a signature with `d=domain` aligns with a From address at `senderDomain` for DMARC in relaxed mode:
+    /// the same domain, or the sender's domain below it (`news.shop.example` under `shop.example`). Both ASCII
+    /// (punycode); case does not matter. Not organizational-domain exact (no public suffix list): a `d=` of a
+    /// public suffix would pass here and fail at the receiver.
+    public static func aligns(domain: String, senderDomain: String) -> Bool {
+        let d = domain.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "."))
+        let s = senderDomain.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "."))
+        return !d.isEmpty && d.contains(".") && (s == d || s.hasSuffix("." + d))
+    }
+
     public init(domain: String, selector: String, key: DKIMKey, signedHeaders: [String] = DKIMSigner.defaultHeaders) {
         self.domain = domain
         self.selector = selector

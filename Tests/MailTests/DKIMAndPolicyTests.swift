@@ -20,6 +20,14 @@ import _CryptoExtras
         #expect(DKIMSigner.relaxedBody([]).isEmpty)
     }
 
+    @Test func dmarcAlignmentInRelaxedMode() {
+        #expect(DKIMSigner.aligns(domain: "shop.example", senderDomain: "shop.example"))
+        #expect(DKIMSigner.aligns(domain: "Shop.Example", senderDomain: "news.shop.example"))
+        #expect(!DKIMSigner.aligns(domain: "news.shop.example", senderDomain: "shop.example"), "d= below the sender")
+        #expect(!DKIMSigner.aligns(domain: "shop.example", senderDomain: "othershop.example"))
+        #expect(!DKIMSigner.aligns(domain: "example", senderDomain: "shop.example"), "a single label")
+    }
+
     func rendered() throws -> RenderedMessage {
         try MailMessage(
             from: try Mailbox("news@example.test", displayName: "Bohnenglück"), to: [try Mailbox("a@example.test")],
