@@ -223,6 +223,10 @@ import Testing
         ] {
             #expect(!ReferralProgramme.covers(bad, host: "www.shop.example"), "\(bad)")
         }
+        // A public suffix covers the host by name, but browsers refuse cookies for it.
+        #expect(!ReferralProgramme.covers("co.uk", host: "www.kaffee.co.uk"))
+        #expect(!ReferralProgramme.covers("myshopify.com", host: "kaffee.myshopify.com"))
+        #expect(ReferralProgramme.covers("kaffee.co.uk", host: "www.kaffee.co.uk"))
         var p = ReferralProgramme(active: true, targetURL: "https://www.shop.example/", cookie: true)
         p.cookieDomain = "shop.example"
         #expect(p.validate().isEmpty)
