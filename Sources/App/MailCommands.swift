@@ -30,7 +30,7 @@ extension Commands {
         if !DKIMSigner.aligns(domain: asciiDomain, senderDomain: senderDomain) {
             // A warning, not a refusal: the sender address may be about to change. On stderr; stdout is the record.
             rt.logger.warning(
-                "DKIM domain \(asciiDomain) does not align with the workspace's sender \(w.senderEmail): DMARC checks of its mail will fail. Sign with the sender's domain or a parent of it."
+                "DKIM domain \(asciiDomain) may not align with the workspace's sender \(w.senderEmail) for DMARC (another organizational domain). Sign with a domain of the sender's organization."
             )
         }
         let key = try DKIMKey.generate(alg)

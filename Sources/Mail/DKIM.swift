@@ -100,14 +100,12 @@ public struct DKIMSigner: Sendable {
         "list-id", "mime-version", "content-type",
     ]
 
-    /// Whether a signature with `d=domain` aligns with a From address at `senderDomain` for DMARC in relaxed mode:
-    /// the same domain, or the sender's domain below it (`news.shop.example` under `shop.example`). Both ASCII
-    /// (punycode); case does not matter. Not organizational-domain exact (no public suffix list): a `d=` of a
-    /// public suffix would pass here and fail at the receiver.
+    /// Whether a signature with `d=domain` aligns with a From address at `senderDomain` for DMARC in relaxed mode
+    /// (RFC 7489 §3.1.1): both have the same organizational domain (`DomainNames.organizationalDomain`, as far as
+    /// its built-in list of public suffixes knows them). Both ASCII (punycode); case does not matter.
     public static func aligns(domain: String, senderDomain: String) -> Bool {
-        let d = domain.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "."))
-        let s = senderDomain.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "."))
-        return !d.isEmpty && d.contains(".") && (s == d || s.hasSuffix("." + d))
+        guard let d = DomainNames.organizationalDomain(domain) else { return false }
+        return d == DomainNames.organizationalDomain(senderDomain)
     }
 
     public init(domain: String, selector: String, key: DKIMKey, signedHeaders: [String] = DKIMSigner.defaultHeaders) {

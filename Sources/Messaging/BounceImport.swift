@@ -67,7 +67,10 @@ public struct BounceImport: Sendable {
         let contentType = (message.header("content-type") ?? "").lowercased()
         guard contentType.contains("multipart/report") else { return .unmatched }
         let isComplaint = contentType.contains("feedback-report")
-        let status = message.field("status", inPartsOf: "message/delivery-status") ?? ""
+        // The code alone: a report may add a comment after it (`5.1.1 (user unknown)`, RFC 3464 §2.3.4).
+        let status = String(
+            (message.field("status", inPartsOf: "message/delivery-status") ?? "").trimmingCharacters(in: .whitespaces)
+                .prefix { $0.isASCII && ($0.isNumber || $0 == ".") })
         let action = (message.field("action", inPartsOf: "message/delivery-status") ?? "").lowercased()
         let diagnostic = message.field("diagnostic-code", inPartsOf: "message/delivery-status") ?? ""
         // Our VERP address (in To / Delivered-To / X-Original-To), else the original Message-ID.

@@ -128,7 +128,9 @@ public struct SMTPConfiguration: Sendable, Equatable {
         let octets = h.split(separator: ".", omittingEmptySubsequences: false)
         let ipv4 =
             octets.count == 4
-            && octets.allSatisfy { o in o.count <= 3 && o.allSatisfy(\.isASCII) && UInt8(o) != nil }
+            && octets.allSatisfy { o in
+                !o.isEmpty && o.count <= 3 && o.allSatisfy { ("0"..."9").contains($0) } && UInt8(o) != nil
+            }
         return h == "localhost" || h == "::1" || (ipv4 && octets[0] == "127")
     }
 

@@ -75,7 +75,8 @@ public struct ContactExport: Sendable, Codable {
     /// made through, their rewards and their credit ledger. Other people appear only as counts and states.
     public var referrals: ReferralData = ReferralData()
     /// What was done about the person and recorded in the audit log (consent withdrawals, objection, erasure,
-    /// credit spent): the action, its detail and time, and who did it (`Store.exportedActor`).
+    /// credit spent, joining and leaving the referral programme, the moderation of their reviews): the action, its
+    /// detail and time, and who did it (`Store.exportedActor`).
     public var auditLog: [AuditData] = []
 
     public struct AuditData: Sendable, Codable {
@@ -234,9 +235,20 @@ extension Store {
                 signup: $0.signup.signup, confirmation: $0.signup.confirmation, downloads: $0.signup.downloads)
         }
         export.referrals = try await referralExport(workspaceID: workspaceID, contactID: contactID)
+        // Entries about the person (`contact:`), about them as advocate (`advocate:`), and about their reviews
+        // (`review:`: the merchant's moderation of them).
+        var subjects = ["contact:\(contactID)"]
+        subjects += try await db.query(
+            "SELECT id FROM advocates WHERE workspace_id = ? AND contact_id = ?", workspaceID, contactID
+        ).map { "advocate:\($0.int("id"))" }
+        subjects += try await db.query(
+            "SELECT id FROM reviews WHERE workspace_id = ? AND contact_id = ?", workspaceID, contactID
+        ).map { "review:\($0.int("id"))" }
         export.auditLog = try await db.query(
-            "SELECT actor, action, detail, at FROM audit_log WHERE workspace_id = ? AND subject = ? ORDER BY id",
-            workspaceID, "contact:\(contactID)"
+            """
+            SELECT actor, action, detail, at FROM audit_log
+            WHERE workspace_id = ? AND subject IN (\(MultiRow.list(subjects.count))) ORDER BY id
+            """, [workspaceID] + subjects.map { $0 as any SQLBindable }
         ).map {
             .init(
                 action: $0.text("action"), by: Self.exportedActor($0.text("actor")), detail: $0.text("detail"),

@@ -222,6 +222,9 @@ extension Store {
         -> StoredDKIMKey
     {
         try await db.transaction { tx in
+            // One activation per workspace at a time: two at once would read the same latest time.
+            _ = try await tx.query(
+                "SELECT id FROM workspaces WHERE id = ?" + tx.dialect.rowLockClause, workspaceID)
             let keys = try await tx.query(
                 "SELECT * FROM dkim_keys WHERE workspace_id = ? AND selector = ? ORDER BY id", workspaceID, selector)
             guard keys.count == 1, let key = keys.first.map(Self.dkimKey) else {

@@ -411,6 +411,12 @@ extension Store {
               payout_iban = NULL, devices = '[]', link_version = link_version + 1
             WHERE workspace_id = ? AND contact_id = ?
             """, now, workspaceID, contactID)
+        // The audit log keeps that payout details were given, not the masked IBAN it noted.
+        try await tx.execute(
+            """
+            UPDATE audit_log SET detail = '' WHERE workspace_id = ? AND action = 'referrals.payout_details'
+              AND subject IN (SELECT 'advocate:' || id FROM advocates WHERE workspace_id = ? AND contact_id = ?)
+            """, workspaceID, workspaceID, contactID)
     }
 
     // MARK: Clicks

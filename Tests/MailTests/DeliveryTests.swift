@@ -380,7 +380,7 @@ import Testing
                 Content-Type: multipart/report; report-type=delivery-status; boundary="B1"\r\n\r\n\
                 --B1\r\nContent-Type: text/plain\r\n\r\nSorry.\r\n\
                 --B1\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.test\r\n\r\n\
-                Final-Recipient: rfc822; kunde@example.test\r\nAction: failed\r\nStatus: 5.1.1\r\n\
+                Final-Recipient: rfc822; kunde@example.test\r\nAction: failed\r\nStatus: 5.1.1 (user unknown)\r\n\
                 Diagnostic-Code: smtp; 550 5.1.1 User unknown\r\n\r\n\
                 --B1\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <\(mid)>\r\n\r\n--B1--\r\n
                 """
@@ -413,7 +413,8 @@ import Testing
                 let report = try #require(try await h.received(other).first).mailFrom
                 try dsn.replacingOccurrences(of: verp, with: report)
                     .replacingOccurrences(
-                        of: "Action: failed\r\nStatus: 5.1.1", with: "Action: \(action)\r\nStatus: \(status)"
+                        of: "Action: failed\r\nStatus: 5.1.1 (user unknown)",
+                        with: "Action: \(action)\r\nStatus: \(status)"
                     )
                     .replacingOccurrences(of: "<\(mid)>", with: "<none@example.test>")
                     .write(to: dir.appendingPathComponent("new/\(n).dsn"), atomically: true, encoding: .utf8)

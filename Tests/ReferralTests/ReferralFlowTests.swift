@@ -1173,6 +1173,13 @@ import Testing
             let erased = try #require(try await kit.store.advocate(workspaceID: kit.shop.id, id: anna.id))
             #expect(!erased.active && erased.payoutIBAN == nil && erased.payoutName == nil)
             #expect(try await kit.store.referralTarget(code: anna.code) == nil)
+            // The export keeps what was done about her as advocate; the masked IBAN the audit log noted is gone.
+            let export = try await kit.store.exportContact(workspaceID: kit.shop.id, contactID: anna.contactID)
+            let payout = try #require(export.auditLog.first { $0.action == "referrals.payout_details" })
+            #expect(payout.detail.isEmpty)
+            #expect(export.auditLog.map(\.action).contains("contact.erase"))
+            let json = String(decoding: try JSONEncoder().encode(export), as: UTF8.self)
+            #expect(!json.contains("2051") && !json.contains("Muster"), "nothing of the IBAN or name")
         }
     }
 

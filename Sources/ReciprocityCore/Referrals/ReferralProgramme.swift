@@ -180,7 +180,7 @@ public struct ReferralProgramme: Sendable, Codable, Equatable {
 
     /// Whether a cookie set for `domain` reaches `host` (RFC 6265 domain-match): the host is the domain or lies
     /// below it. The domain must be a lower-case name with at least two labels, not an address, and not one of the
-    /// public suffixes in `publicSuffixes`.
+    /// public suffixes in `DomainNames.publicSuffixes`.
     public static func covers(_ domain: String, host: String) -> Bool {
         let labels = domain.split(separator: ".", omittingEmptySubsequences: false)
         guard labels.count >= 2, domain.count <= 253,
@@ -189,19 +189,10 @@ public struct ReferralProgramme: Sendable, Codable, Equatable {
                     && l.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "-" }
             }),
             !(labels.last!.unicodeScalars.allSatisfy { ("0"..."9").contains($0) }),
-            !publicSuffixes.contains(domain)
+            !DomainNames.publicSuffixes.contains(domain)
         else { return false }
         return host == domain || host.hasSuffix("." + domain)
     }
-
-    /// Public suffixes of two labels under which shops commonly register (browsers refuse a cookie for one of them).
-    /// Not the whole Public Suffix List: a suffix missing here is accepted, and the browser then drops the cookie.
-    static let publicSuffixes: Set<String> = [
-        "co.uk", "org.uk", "me.uk", "ltd.uk", "plc.uk", "ac.uk", "gov.uk", "co.at", "or.at", "ac.at", "gv.at",
-        "com.au", "net.au", "org.au", "co.nz", "org.nz", "co.jp", "ne.jp", "or.jp", "com.br", "com.tr", "com.pl",
-        "com.es", "com.mx", "co.za", "co.in", "com.cn", "com.hk", "com.sg", "co.il", "co.kr", "com.ar", "gov.de",
-        "github.io", "herokuapp.com", "myshopify.com", "netlify.app", "vercel.app", "pages.dev", "blogspot.com",
-    ]
 
     /// Checks the settings as a whole; every problem is reported, each with its field.
     public func validate() -> [DomainError] {
