@@ -3,6 +3,7 @@ import Logging
 import NIOSSL
 import ReciprocityCore
 import SMTP
+import TestSupport
 import Testing
 
 /// Our SMTP client against a scripted server on loopback: TLS, AUTH, pipelining, the pool, and faults.
@@ -252,7 +253,10 @@ import Testing
         c.timeouts.poolWait = .milliseconds(300)
         let pool = try SMTPPool(config: c, logger: Self.logger)
         let stalled = Task { try await pool.send(envelope(1)) }
-        try await Task.sleep(for: .milliseconds(500))
+        // The only session is taken once its transaction has begun.
+        try await waitUntil("the first sender's MAIL FROM") {
+            server.commandLog().contains { $0.contains("MAIL FROM") }
+        }
         let started = ContinuousClock.now
         do {
             try await pool.send(envelope(2))
