@@ -114,12 +114,12 @@ public struct MailDelivery: Sendable {
             let parsed = try RenderedMessage(parsing: stored)
             let recipient = try Mailbox(mail.recipient ?? "")
             // UTF-8 in an address (the recipient's, or the sender's in From) needs SMTPUTF8 (RFC 6531); names and
-            // subjects are encoded words, so any 8-bit byte in the header section is an address.
-            let headerEnd = stored.indices.first { stored[$0...].starts(with: [13, 10, 13, 10]) } ?? stored.endIndex
+            // subjects are encoded words, so any 8-bit byte in a header is an address.
             let envelope = SMTPEnvelope(
                 mailFrom: returnPath(mail, from: parsed), recipients: [recipient.address],
                 data: try key.map { try sign(parsed, key: $0) } ?? stored,
-                needsSMTPUTF8: recipient.needsSMTPUTF8 || stored[..<headerEnd].contains { $0 >= 0x80 })
+                needsSMTPUTF8: recipient.needsSMTPUTF8
+                    || parsed.headers.contains(where: { $0.value.utf8.contains { $0 >= 0x80 } }))
             result = .success(try await transport.send(envelope))
         } catch {
             result = .failure(error)

@@ -166,6 +166,21 @@ public struct ConsentChange: Sendable {
 }
 
 public enum ConsentRules {
+    /// A purpose the person has not consented to and not objected to: mail for it may still come under §7(3) UWG
+    /// (an existing customer), so the preference centre offers an objection to that purpose alone.
+    public static func objectable(_ state: ConsentState?) -> Bool { state != .granted && state != .withdrawn }
+
+    /// What a preference centre save withdraws: every consent whose box was unticked (`keep` lacks it), and every
+    /// objectable purpose whose objection was ticked (`object` has it). Ticking never grants.
+    public static func preferenceWithdrawals(
+        consents: [ConsentPurpose: ConsentState], keep: Set<ConsentPurpose>, object: Set<ConsentPurpose>
+    ) -> [ConsentPurpose] {
+        ConsentPurpose.allCases.filter {
+            let state = consents[$0]
+            return (state == .granted && !keep.contains($0)) || (objectable(state) && object.contains($0))
+        }
+    }
+
     /// The state after applying `action` to a consent in `current` (nil: none yet).
     /// A withdrawal is final until a new, explicitly granted consent; a request never downgrades a grant.
     public static func next(from current: ConsentState?, action: ConsentChange.Action) -> ConsentState {

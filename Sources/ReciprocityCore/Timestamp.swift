@@ -7,6 +7,8 @@ extension Date {
     /// before, on every trip through the database.
     public var epochMillis: Int64 { Int64((timeIntervalSince1970 * 1000).rounded()) }
     public init(epochMillis: Int64) { self.init(timeIntervalSince1970: Double(epochMillis) / 1000) }
+    /// The UTC day, as whole days since 1970-01-01 (earlier instants count down from -1).
+    public var epochDay: Int64 { CivilDate.floorDivision(epochMillis, 86_400_000).quotient }
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant, "chrono-Compatible Low-Level Date

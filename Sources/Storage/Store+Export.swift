@@ -237,18 +237,14 @@ extension Store {
         export.referrals = try await referralExport(workspaceID: workspaceID, contactID: contactID)
         // Entries about the person (`contact:`), about them as advocate (`advocate:`), and about their reviews
         // (`review:`: the merchant's moderation of them).
-        var subjects = ["contact:\(contactID)"]
-        subjects += try await db.query(
-            "SELECT id FROM advocates WHERE workspace_id = ? AND contact_id = ?", workspaceID, contactID
-        ).map { "advocate:\($0.int("id"))" }
-        subjects += try await db.query(
-            "SELECT id FROM reviews WHERE workspace_id = ? AND contact_id = ?", workspaceID, contactID
-        ).map { "review:\($0.int("id"))" }
         export.auditLog = try await db.query(
             """
             SELECT actor, action, detail, at FROM audit_log
-            WHERE workspace_id = ? AND subject IN (\(MultiRow.list(subjects.count))) ORDER BY id
-            """, [workspaceID] + subjects.map { $0 as any SQLBindable }
+            WHERE workspace_id = ? AND (subject = ?
+              OR subject IN (SELECT 'advocate:' || id FROM advocates WHERE workspace_id = ? AND contact_id = ?)
+              OR subject IN (SELECT 'review:' || id FROM reviews WHERE workspace_id = ? AND contact_id = ?))
+            ORDER BY id
+            """, workspaceID, "contact:\(contactID)", workspaceID, contactID, workspaceID, contactID
         ).map {
             .init(
                 action: $0.text("action"), by: Self.exportedActor($0.text("actor")), detail: $0.text("detail"),

@@ -459,7 +459,7 @@ extension Store {
         }
         var counts: [Key: (workspaceID: WorkspaceID, clicks: Int64)] = [:]
         for c in clicks {
-            let key = Key(advocateID: c.advocateID, day: Self.day(c.at))
+            let key = Key(advocateID: c.advocateID, day: c.at.epochDay)
             counts[key, default: (c.workspaceID, 0)].clicks += 1
         }
         let keys = counts.keys.sorted()
@@ -476,12 +476,6 @@ extension Store {
                 ON CONFLICT (advocate_id, day) DO UPDATE SET clicks = referral_click_days.clicks + excluded.clicks
                 """, chunk.binds)
         }
-    }
-
-    /// The UTC day of a moment, as days since 1970 (the clicks' per-day counts).
-    static func day(_ at: Date) -> Int64 {
-        let ms = at.epochMillis
-        return ms >= 0 ? ms / 86_400_000 : (ms - 86_399_999) / 86_400_000
     }
 
     // MARK: Referrals
@@ -1740,7 +1734,7 @@ extension Store {
         let programme = try await referralProgramme(workspaceID: workspaceID)
         let clicks = try await db.scalar(
             "SELECT CAST(COALESCE(SUM(clicks), 0) AS BIGINT) FROM referral_click_days WHERE workspace_id = ? AND day >= ?",
-            workspaceID, Self.day(since))
+            workspaceID, since.epochDay)
         let advocates = try await db.scalar(
             "SELECT COUNT(*) FROM advocates WHERE workspace_id = ? AND state = 'active'", workspaceID)
         let customers = try await db.scalar(
@@ -1774,7 +1768,7 @@ extension Store {
             """
             SELECT day AS d, CAST(SUM(clicks) AS BIGINT) AS n FROM referral_click_days WHERE workspace_id = ? AND day >= ?
             GROUP BY day
-            """, workspaceID, Self.day(since))
+            """, workspaceID, since.epochDay)
         {
             days[r.int("d"), default: (0, 0)].0 = r.int("n")
         }

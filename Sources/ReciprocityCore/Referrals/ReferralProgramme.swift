@@ -174,8 +174,13 @@ public struct ReferralProgramme: Sendable, Codable, Equatable {
             landingPage: try v(.landingPage, d.landingPage), velocityPerDay: try v(.velocityPerDay, d.velocityPerDay),
             leaderboard: try v(.leaderboard, d.leaderboard), payerName: try v(.payerName, d.payerName),
             payerIBAN: try v(.payerIBAN, d.payerIBAN), payerBIC: try v(.payerBIC, d.payerBIC),
-            // Domain names are case-insensitive; stored as the browser compares them.
-            cookieDomain: try v(.cookieDomain, d.cookieDomain).trimmingCharacters(in: .whitespaces).lowercased())
+            cookieDomain: Self.cookieDomain(typed: try v(.cookieDomain, d.cookieDomain)))
+    }
+
+    /// A cookie domain as given (API, admin form) in the form it is stored and compared in: trimmed and in lower
+    /// case, as browsers compare domain names.
+    public static func cookieDomain(typed: String) -> String {
+        typed.trimmingCharacters(in: .whitespaces).lowercased()
     }
 
     /// Whether a cookie set for `domain` reaches `host` (RFC 6265 domain-match): the host is the domain or lies

@@ -378,7 +378,7 @@ extension AdminRoutes {
             p.touch = f["touch"] == "first" ? .first : .last
             p.autoApprove = f["auto_approve"] == "on"
             p.cookie = f["cookie"] == "on"
-            p.cookieDomain = (f["cookie_domain"] ?? "").trimmingCharacters(in: .whitespaces).lowercased()
+            p.cookieDomain = ReferralProgramme.cookieDomain(typed: f["cookie_domain"] ?? "")
             p.landingPage = f["landing"] == "on"
             p.leaderboard = f["leaderboard"] == "on"
             p.velocityPerDay = Int(f["velocity"] ?? "") ?? p.velocityPerDay

@@ -86,7 +86,7 @@ struct MailPages: Sendable {
                 return [
                     "purpose": p.rawValue, "label": t[p.rawValue] ?? p.rawValue,
                     "granted": state == .granted && !status.suppressed,
-                    "objectable": Self.objectable(state),
+                    "objectable": ConsentRules.objectable(state),
                     "state": state.map { t[$0.rawValue] ?? $0.rawValue } ?? "–",
                 ]
             },
@@ -94,10 +94,6 @@ struct MailPages: Sendable {
         if let message { model["message"] = t[message] ?? message }
         return page(context, "preferences", title: "preferences_title", model)
     }
-
-    /// A purpose the person has not consented to and not objected to: mail for it may still come under §7(3) UWG
-    /// (an existing customer), so the page offers an objection to that purpose alone.
-    static func objectable(_ state: ConsentState?) -> Bool { state != .granted && state != .withdrawn }
 
     func savePreferences(_ request: Request, _ context: AppContext) async throws -> Response {
         let token = try token(context)
@@ -108,13 +104,10 @@ struct MailPages: Sendable {
             return try await preferencesPage(context, message: "preferences_objected")
         }
         let status = try await unsubscribe.status(target)
-        // A consent unticked is withdrawn; a purpose without one (mail to customers under §7(3) UWG) gets the
-        // objection ticked for it.
-        let withdrawn = ConsentPurpose.allCases.filter {
-            let state = status.consents[$0]
-            return (state == .granted && fields["keep_\($0.rawValue)"] == nil)
-                || (Self.objectable(state) && fields["object_\($0.rawValue)"] != nil)
-        }
+        let withdrawn = ConsentRules.preferenceWithdrawals(
+            consents: status.consents,
+            keep: Set(ConsentPurpose.allCases.filter { fields["keep_\($0.rawValue)"] != nil }),
+            object: Set(ConsentPurpose.allCases.filter { fields["object_\($0.rawValue)"] != nil }))
         try await unsubscribe.withdraw(target, purposes: withdrawn)
         return try await preferencesPage(context, message: "preferences_saved")
     }
