@@ -86,7 +86,8 @@ extension CSV {
             row.map { value -> String in
                 var v = value
                 if let first = v.unicodeScalars.first, "=+-@\t\r".unicodeScalars.contains(first) { v = "'" + v }
-                guard v.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" || $0 == ";" }) else {
+                // By scalar: "\r\n" is one `Character`, equal to neither "\r" nor "\n".
+                guard v.unicodeScalars.contains(where: { "\",\n\r;".unicodeScalars.contains($0) }) else {
                     return v
                 }
                 return "\"" + v.replacingOccurrences(of: "\"", with: "\"\"") + "\""

@@ -21,8 +21,9 @@ public enum OrderStatus: String, Sendable, Codable, CaseIterable {
         }
     }
 
-    /// Whether an order counts as a sale for §7(3) UWG: a cancelled order is not a sale.
-    public var isSale: Bool { self != .cancelled }
+    /// Whether a referral can still be decided on an order in this status: not once it was returned or cancelled
+    /// (a partial return is judged on what was kept, `ReferralRules.eligibility`).
+    public var earnsReferral: Bool { self != .cancelled && self != .returned }
 
     private var stage: Int {
         switch self {

@@ -174,8 +174,10 @@ public struct ReferralService: Sendable {
     /// `OrderDelivered`: the return window starts.
     public func hold(eventID: Int64, tx: any SQLExecutor) async throws {
         guard let (workspaceID, orderID) = try await orderOf(eventID: eventID, tx),
-            let delivered = try await tx.first("SELECT delivered_at FROM orders WHERE id = ?", orderID)?.optionalDate(
-                "delivered_at")
+            // Under the order's row lock, after an attribution of the same order has committed (`lockOrder`).
+            let delivered = try await tx.first(
+                "SELECT delivered_at FROM orders WHERE id = ?" + tx.dialect.rowLockClause, orderID)?.optionalDate(
+                    "delivered_at")
         else { return }
         try await store.holdRewards(tx, workspaceID: workspaceID, orderID: orderID, deliveredAt: delivered)
     }
@@ -184,7 +186,7 @@ public struct ReferralService: Sendable {
     /// return): the same, if what the friend kept no longer qualifies.
     public func void(eventID: Int64, tx: any SQLExecutor) async throws {
         guard let (workspaceID, orderID) = try await orderOf(eventID: eventID, tx),
-            let row = try await tx.first("SELECT status FROM orders WHERE id = ?", orderID),
+            let row = try await tx.first("SELECT status FROM orders WHERE id = ?" + tx.dialect.rowLockClause, orderID),
             let status = OrderStatus(rawValue: row.text("status"))
         else { return }
         if status == .returned || status == .cancelled {
@@ -303,15 +305,21 @@ public struct ReferralService: Sendable {
     /// `referrals.sweep`: backs up the per-reward jobs (a node that died, a reward approved in review).
     public func sweep() async throws -> Int {
         var done = 0
-        for due in try await store.dueRewards() {
-            do {
-                try await release(rewardID: due.id)
-                done += 1
-            } catch {
-                logger.warning("referral release failed", metadata: ["reward": "\(due.id)", "error": "\(error)"])
+        var after: Int64 = 0
+        let pageSize = 200
+        while true {
+            let page = try await store.dueRewards(afterID: after, limit: pageSize)
+            for due in page {
+                do {
+                    try await release(rewardID: due.id)
+                    done += 1
+                } catch {
+                    logger.warning("referral release failed", metadata: ["reward": "\(due.id)", "error": "\(error)"])
+                }
             }
+            guard page.count == pageSize, let last = page.last else { return done }
+            after = last.id
         }
-        return done
     }
 
     // MARK: Files

@@ -567,9 +567,13 @@ extension Store {
         _ tx: any SQLExecutor, workspaceID: WorkspaceID, orderID: OrderID, isDisposable: (String) -> Bool
     ) async throws -> Referral? {
         let programme = try await referralProgramme(workspaceID: workspaceID, tx)
-        guard programme.active,
-            let order = try await loadOrder(tx, workspaceID: workspaceID, id: orderID),
-            order.status.isSale,
+        guard programme.active else { return nil }
+        // The order's row lock: this decision, the order's later updates and the hold and void jobs run one after
+        // another on PostgreSQL, so none of them acts on a state another has not committed yet.
+        try await lockOrder(tx, orderID)
+        // An order already returned or cancelled earns nothing: its void job may have run before this one.
+        guard let order = try await loadOrder(tx, workspaceID: workspaceID, id: orderID),
+            order.status.earnsReferral,
             try await tx.scalar("SELECT COUNT(*) FROM referrals WHERE order_id = ?", orderID) == 0
         else { return nil }
         let placedAt = order.statusTimes[.placed] ?? order.createdAt
@@ -630,6 +634,9 @@ extension Store {
             let friend = try await tx.first(
                 "SELECT email FROM contacts WHERE id = ?", order.contactID)
         else { return nil }
+        // The cap and the velocity rule count the advocate's referrals and rewards: one decision per advocate at a
+        // time, or two at once would both count the same and both pass.
+        try await lockAdvocate(tx, advocateID)
 
         // The facts the rules look at.
         let advocateOrders = try await tx.query(
@@ -841,15 +848,29 @@ extension Store {
         ).map(Self.reward)
     }
 
-    /// Held rewards whose window has passed, for the sweep that backs up the per-reward release jobs.
-    public func dueRewards(limit: Int = 200) async throws -> [(id: Int64, workspaceID: WorkspaceID)] {
-        try await db.query(
+    /// Rewards the sweep that backs up the per-reward release jobs can move on: held ones whose window has passed
+    /// and that the rules may approve (the programme approves by itself, the referral is accepted or confirmed;
+    /// the others wait for a person, and would otherwise fill every page), and issued or approved ones without
+    /// their mail. After `afterID`, in id order, a page at a time.
+    public func dueRewards(afterID: Int64 = 0, limit: Int = 200) async throws -> [(
+        id: Int64, workspaceID: WorkspaceID
+    )] {
+        var manual: [any SQLBindable] = []
+        for row in try await db.query("SELECT workspace_id, settings FROM referral_programmes") {
+            let p = try? JSONDecoder().decode(ReferralProgramme.self, from: Data(row.text("settings").utf8))
+            if p?.autoApprove == false { manual.append(row.int("workspace_id")) }
+        }
+        let byHand = manual.isEmpty ? "" : " AND r.workspace_id NOT IN (\(MultiRow.list(manual.count)))"
+        return try await db.query(
             """
-            SELECT id, workspace_id FROM referral_rewards
-            WHERE (state = 'held' AND held_until <= ?) OR (state IN ('approved', 'issued') AND outbox_id IS NULL
-              AND beneficiary = 'advocate' AND created_at <= ?)
-            ORDER BY id LIMIT ?
-            """, now, now.addingTimeInterval(-60), limit
+            SELECT r.id, r.workspace_id FROM referral_rewards r
+            WHERE r.id > ? AND ((r.state = 'held' AND r.held_until <= ?\(byHand)
+                AND (r.referral_id IS NULL OR EXISTS (SELECT 1 FROM referrals f WHERE f.id = r.referral_id
+                  AND f.status IN ('accepted', 'confirmed'))))
+              OR (r.state IN ('approved', 'issued') AND r.outbox_id IS NULL AND r.beneficiary = 'advocate'
+                AND r.created_at <= ?))
+            ORDER BY r.id LIMIT ?
+            """, [afterID, now] + manual + [now.addingTimeInterval(-60), limit]
         ).map { ($0.int("id"), $0.int("workspace_id")) }
     }
 
@@ -1123,6 +1144,12 @@ extension Store {
     /// has one writer anyway.
     func lockAdvocate(_ tx: any SQLExecutor, _ advocateID: AdvocateID) async throws {
         _ = try await tx.first("SELECT id FROM advocates WHERE id = ?" + tx.dialect.rowLockClause, advocateID)
+    }
+
+    /// Serialises the referral jobs of one order (attribute, hold, void) with each other and with the order's
+    /// updates, which lock the same row (`upsertOrderOnce`), on PostgreSQL; SQLite has one writer anyway.
+    func lockOrder(_ tx: any SQLExecutor, _ orderID: OrderID) async throws {
+        _ = try await tx.first("SELECT id FROM orders WHERE id = ?" + tx.dialect.rowLockClause, orderID)
     }
 
     /// Items came back but the order stands: the referral is judged again on what the friend kept, by the
@@ -1663,11 +1690,13 @@ extension Store {
         -> (batchID: Int64, payouts: [Payout])
     {
         let batchID = try await db.transaction { tx in
+            // Locked (PostgreSQL): a second export at the same moment waits, then finds them exported and answers
+            // `no_open_payouts` instead of writing an empty batch of its own.
             let open = try await tx.query(
                 """
                 SELECT p.reward_id, p.amount_minor FROM referral_payouts p JOIN advocates a ON a.id = p.advocate_id
                 WHERE p.workspace_id = ? AND p.state = 'open' AND a.payout_iban IS NOT NULL AND p.currency = 'EUR'
-                ORDER BY p.reward_id
+                ORDER BY p.reward_id\(tx.dialect == .postgres ? " FOR UPDATE OF p" : "")
                 """, workspaceID)
             guard !open.isEmpty else {
                 throw DomainError.conflict("no_open_payouts", "No open payout has bank details yet.")
@@ -1709,14 +1738,15 @@ extension Store {
         public var reachesThreshold: Bool
     }
 
-    /// Reward value per person in a calendar year: issued rewards, not clawed back.
+    /// Reward value per advocate in a calendar year: issued rewards, not clawed back. A friend's reward is a
+    /// discount on their own purchase, not income for a service (§22 Nr. 3 EStG), and is not counted.
     public func rewardTax(workspaceID: WorkspaceID, year: Int) async throws -> [TaxRow] {
         try await db.query(
             """
             SELECT r.contact_id, c.first_name, c.last_name, c.email, COUNT(*) AS n,
               CAST(SUM(r.value_minor) AS BIGINT) AS total
             FROM referral_rewards r JOIN contacts c ON c.id = r.contact_id
-            WHERE r.workspace_id = ? AND r.state = 'issued' AND r.tax_year = ?
+            WHERE r.workspace_id = ? AND r.state = 'issued' AND r.tax_year = ? AND r.beneficiary = 'advocate'
             GROUP BY r.contact_id, c.first_name, c.last_name, c.email ORDER BY total DESC, r.contact_id
             """, workspaceID, year
         ).map {

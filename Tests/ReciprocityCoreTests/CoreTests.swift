@@ -68,9 +68,11 @@ import Testing
         #expect(OrderStatus.allCases.allSatisfy { $0.canTransition(to: $0) })
     }
 
-    @Test func aCancelledOrderIsNotASale() {
-        #expect(!OrderStatus.cancelled.isSale)
-        #expect(OrderStatus.returned.isSale)
+    @Test func onlyAnOrderThatStandsEarnsAReferral() {
+        #expect(!OrderStatus.cancelled.earnsReferral)
+        #expect(!OrderStatus.returned.earnsReferral)
+        #expect(OrderStatus.partiallyReturned.earnsReferral)
+        #expect(OrderStatus.delivered.earnsReferral)
     }
 }
 

@@ -113,6 +113,16 @@ import Testing
         #expect(LeadStats().costPerLeadMinor == nil)
     }
 
+    /// A CRLF is one `Character` in Swift; a field holding one is quoted like one with a bare CR or LF, so it stays
+    /// one field of one row and cannot start a row (or a formula) of its own.
+    @Test func csvOutputQuotesEveryKindOfLineBreak() throws {
+        #expect(CSV.write([["Anna\r\n=cmd|' /C calc'!A0", "x"]]) == "\"Anna\r\n=cmd|' /C calc'!A0\",x\r\n")
+        #expect(CSV.write([["a\nb", "c\rd"]]) == "\"a\nb\",\"c\rd\"\r\n")
+        let table = try CSV.parse(CSV.write([["name", "iban"], ["Anna\r\n=1+1", "DE02"]]))
+        #expect(table.rows.count == 1)
+        #expect(table.rows.first?.fields == ["Anna\n=1+1", "DE02"])
+    }
+
     @Test func csvOutputQuotesAndDefusesFormulas() {
         #expect(CSV.write([["a", "b,c", "say \"hi\"", "=SUM(A1)"]]) == "a,\"b,c\",\"say \"\"hi\"\"\",'=SUM(A1)\r\n")
     }

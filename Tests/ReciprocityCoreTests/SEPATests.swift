@@ -50,6 +50,16 @@ final class SEPATests: XCTestCase {
 
     // MARK: - IBAN
 
+    func testAccountHolderNameRefusesLineBreaksAndControlCharacters() {
+        XCTAssertEqual(AccountHolderName.validate("  Anna Müller "), "Anna Müller")
+        XCTAssertNil(AccountHolderName.validate("Anna\r\n=cmd|' /C calc'!A0"))
+        XCTAssertNil(AccountHolderName.validate("Anna\u{2028}Muster"))
+        XCTAssertNil(AccountHolderName.validate("Anna\u{0}"))
+        XCTAssertNil(AccountHolderName.validate("   "))
+        XCTAssertNil(AccountHolderName.validate(String(repeating: "a", count: 71)))
+        XCTAssertNil(AccountHolderName.validate("😀😀"), "nothing left for the SEPA file")
+    }
+
     func testIBANValidAcrossCountries() {
         for raw in [
             "DE89370400440532013000", "AT611904300234573201", "CH9300762011623852957", "NL91ABNA0417164300",

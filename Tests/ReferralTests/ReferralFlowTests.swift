@@ -42,6 +42,13 @@ import Testing
 
     // MARK: Helpers
 
+    /// Cash rewards for the advocate, paid from the shop's account.
+    static func paysCash(_ p: inout ReferralProgramme, _ valueMinor: Int64) {
+        p.advocateReward = RewardSpec(type: .cash, valueMinor: valueMinor)
+        p.payerName = "Kaffee & Co. GmbH"
+        p.payerIBAN = "DE89 3704 0044 0532 0130 00"
+    }
+
     func order(
         email: String, status: String = "placed", ref: String? = nil, coupon: String? = nil, asked: String? = nil,
         street: String = "Hauptstraße 1", payment: String? = nil, category: String? = nil, price: String = "40.00",
@@ -846,14 +853,7 @@ import Testing
 
     @Test(arguments: Engine.available)
     func cashPayoutsAndTaxThreshold(engine: Engine) async throws {
-        try await withKit(
-            engine,
-            programme: { p in
-                p.advocateReward = RewardSpec(type: .cash, valueMinor: 10_000)
-                p.payerName = "Kaffee & Co. GmbH"
-                p.payerIBAN = "DE89 3704 0044 0532 0130 00"
-            }
-        ) { kit in
+        try await withKit(engine, programme: { Self.paysCash(&$0, 10_000) }) { kit in
             let anna = try await advocate(kit)
             for (i, friend) in ["ben@example.org", "cleo@example.org", "dora@example.org"].enumerated() {
                 let p = order(email: friend, ref: anna.code, street: "Weg \(i + 10)")

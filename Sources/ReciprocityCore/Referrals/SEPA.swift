@@ -117,6 +117,22 @@ public struct BIC: Sendable, Hashable, Codable, CustomStringConvertible {
     }
 }
 
+/// The account holder's name an advocate gives for cash payouts, as entered: trimmed, 1...70 characters (SEPA's
+/// `Nm`), without control characters or line breaks (it goes into the payout CSV as it is, and a line break there
+/// would start a row of the advocate's making), and with something left in SEPA's character set for the file.
+public enum AccountHolderName {
+    public static func validate(_ raw: String) -> String? {
+        let name = raw.trimmingCharacters(in: .whitespaces)
+        guard !name.isEmpty, name.count <= 70,
+            !name.unicodeScalars.contains(where: {
+                [.control, .lineSeparator, .paragraphSeparator].contains($0.properties.generalCategory)
+            }),
+            !SEPA.sanitize(name, maxLength: 70).isEmpty
+        else { return nil }
+        return name
+    }
+}
+
 /// SEPA credit transfers (SCT) as a pain.001.001.09 customer-to-bank file (EPC implementation guidelines 2023),
 /// which the merchant uploads to their bank to pay out cash rewards.
 public enum SEPA {

@@ -415,8 +415,7 @@ struct ReferralPages: Sendable {
         let (a, w, _) = try await advocate(context, afterLeaving: true)
         let form = try await Bodies.form(request, limit: 4096)
         let back = pagePath(context)
-        let name = (form["name"] ?? "").trimmingCharacters(in: .whitespaces)
-        guard let iban = IBAN(form["iban"] ?? ""), !name.isEmpty, name.count <= 70 else {
+        guard let iban = IBAN(form["iban"] ?? ""), let name = AccountHolderName.validate(form["name"] ?? "") else {
             return Response(status: .seeOther, headers: [.location: back + "?error=iban"])
         }
         try await env.store.setPayoutDetails(workspaceID: w.id, advocateID: a.id, name: name, iban: iban)
