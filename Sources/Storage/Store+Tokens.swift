@@ -80,27 +80,38 @@ final class TokenHashers: @unchecked Sendable {
 public enum Base64URL {
     private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
 
-    /// RFC 4648 §5, without padding.
+    /// RFC 4648 §5, without padding. Straight into the string's storage (every token of every mail: an array
+    /// literal per three bytes was a visible share of composing one).
     public static func encode(_ bytes: [UInt8]) -> String {
-        var out: [UInt8] = []
-        out.reserveCapacity((bytes.count + 2) / 3 * 4)
-        var i = 0
-        while i + 2 < bytes.count {
-            let n = UInt32(bytes[i]) << 16 | UInt32(bytes[i + 1]) << 8 | UInt32(bytes[i + 2])
-            out += [
-                alphabet[Int(n >> 18)], alphabet[Int(n >> 12 & 63)], alphabet[Int(n >> 6 & 63)], alphabet[Int(n & 63)],
-            ]
-            i += 3
+        let length = bytes.count / 3 * 4 + [0, 2, 3][bytes.count % 3]
+        return bytes.withUnsafeBufferPointer { input in
+            alphabet.withUnsafeBufferPointer { a in
+                String(unsafeUninitializedCapacity: length) { out in
+                    var i = 0
+                    var o = 0
+                    while i + 2 < input.count {
+                        let n = UInt32(input[i]) << 16 | UInt32(input[i + 1]) << 8 | UInt32(input[i + 2])
+                        out[o] = a[Int(n >> 18)]
+                        out[o + 1] = a[Int(n >> 12 & 63)]
+                        out[o + 2] = a[Int(n >> 6 & 63)]
+                        out[o + 3] = a[Int(n & 63)]
+                        i += 3
+                        o += 4
+                    }
+                    if input.count - i > 0 {
+                        let n = UInt32(input[i]) << 16 | (input.count - i == 2 ? UInt32(input[i + 1]) << 8 : 0)
+                        out[o] = a[Int(n >> 18)]
+                        out[o + 1] = a[Int(n >> 12 & 63)]
+                        o += 2
+                        if input.count - i == 2 {
+                            out[o] = a[Int(n >> 6 & 63)]
+                            o += 1
+                        }
+                    }
+                    return o
+                }
+            }
         }
-        let rest = bytes.count - i
-        if rest == 1 {
-            let n = UInt32(bytes[i]) << 16
-            out += [alphabet[Int(n >> 18)], alphabet[Int(n >> 12 & 63)]]
-        } else if rest == 2 {
-            let n = UInt32(bytes[i]) << 16 | UInt32(bytes[i + 1]) << 8
-            out += [alphabet[Int(n >> 18)], alphabet[Int(n >> 12 & 63)], alphabet[Int(n >> 6 & 63)]]
-        }
-        return String(decoding: out, as: UTF8.self)
     }
 
     public static func decode(_ string: String) -> [UInt8]? {

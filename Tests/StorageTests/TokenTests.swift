@@ -38,10 +38,13 @@ import Testing
 
     @Test func base64URLRoundTrips() {
         for n in 0..<40 {
-            let bytes = (0..<n).map { UInt8(($0 * 37 + n) & 0xFF) }
+            let bytes = (0..<n).map { UInt8(($0 * 97 + n * 13) & 0xFF) }
             let encoded = Base64URL.encode(bytes)
             #expect(!encoded.contains("=") && !encoded.contains("+") && !encoded.contains("/"))
             #expect(Base64URL.decode(encoded) == bytes)
+            let foundation = Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-")
+                .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+            #expect(encoded == foundation)
         }
     }
 }
