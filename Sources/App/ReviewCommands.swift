@@ -23,10 +23,11 @@ extension Commands {
         guard let text = String(data: data, encoding: .utf8) else {
             throw DomainError.invalid("file_encoding", "\(file) is not UTF-8 text.", field: "file")
         }
-        let rows = try ReviewImport.parse(text)
+        let rows = try ReviewImport.parse(text, now: rt.clock.now())
         let n = try await rt.store.importReviews(workspaceID: w.id, source: name, rows: rows, actor: "cli")
         rt.reviews.cache.invalidate(workspaceID: w.id)
-        return "imported \(n) reviews from \(name) (labelled \"importiert\")"
+        return "imported \(n.imported) reviews from \(name) (labelled \"importiert\")"
+            + (n.skipped > 0 ? "; skipped \(n.skipped) already imported" : "")
     }
 }
 

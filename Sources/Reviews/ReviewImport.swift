@@ -10,7 +10,9 @@ public enum ReviewImport {
     public static let required = ["sku", "product_name", "rating", "body", "date"]
     public static let maxRows = 100_000
 
-    public static func parse(_ text: String) throws(DomainError) -> [ImportedReview] {
+    /// `now` bounds the dates: a review dated in the future would sit at the top of every list and count as
+    /// recent for years. A day of slack covers time zones.
+    public static func parse(_ text: String, now: Date) throws(DomainError) -> [ImportedReview] {
         let table = try CSV.parse(text)
         let missing = required.filter { !table.header.contains($0) }
         guard missing.isEmpty else {
@@ -30,6 +32,9 @@ public enum ReviewImport {
             }
             guard let date = parseDate(v("date")) else {
                 throw .invalid("csv_date", "Line \(line): date must be YYYY-MM-DD or ISO 8601 (got \"\(v("date"))\").")
+            }
+            guard date <= now.addingTimeInterval(86_400) else {
+                throw .invalid("csv_date_future", "Line \(line): the date \(v("date")) lies in the future.")
             }
             guard !v("sku").isEmpty, v("sku").count <= 100, !v("product_name").isEmpty else {
                 throw .invalid("csv_product", "Line \(line): sku and product_name are required (sku ≤ 100 characters).")

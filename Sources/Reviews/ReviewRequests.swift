@@ -48,7 +48,7 @@ public struct ReviewRequests: Sendable {
     /// `reviews.request`: decide and send.
     @discardableResult
     public func send(requestID: Int64) async throws -> Outcome {
-        guard let request = try await store.reviewRequest(id: requestID), request.state == .scheduled else {
+        guard var request = try await store.reviewRequest(id: requestID), request.state == .scheduled else {
             return .notDue
         }
         let now = store.clock.now()
@@ -61,17 +61,23 @@ public struct ReviewRequests: Sendable {
             let facts = try await store.reviewRequestFacts(
                 store.db, request, window: settings.timing.sameProductWindow)
         else { return .notDue }
+        // The order's customer now: the shop may have corrected the address since the request was scheduled.
+        let scheduledFor = request.contactID
+        request.contactID = facts.contact.id
         let plan = ReviewRequestPlanner.plan(
             status: facts.order.status, consentGranted: facts.consentGranted,
             existingCustomerModeApplies: facts.existingCustomerModeApplies, objected: facts.objected,
-            items: facts.order.items.map { .init(sku: $0.sku, name: $0.name) }, askedRecently: facts.askedRecently,
+            items: ReviewRequestPlanner.items(of: facts.order), askedRecently: facts.askedRecently,
             capReached: facts.capReached)
         switch plan {
         case .failure(let reason):
             return try await skip(request, reason.skip)
         case .success(let items):
             guard let draft = try await draft(.reviewRequest, request, facts, items, settings) else { return .notDue }
-            return try await commit(draft, request, from: .scheduled, to: .sent) { tx in
+            return try await commit(draft, request, from: .scheduled, to: .sent) { [request] tx in
+                if request.contactID != scheduledFor {
+                    try await store.setReviewRequestContact(tx, id: request.id, contactID: request.contactID)
+                }
                 try await store.recordAskedItems(tx, request, items: items)
                 try await store.setReviewRequestIncentive(tx, id: request.id, incentive: settings.incentive)
                 if let due = settings.timing.reminderDue(requestSentAt: now) {
@@ -106,11 +112,11 @@ public struct ReviewRequests: Sendable {
         guard settings.timing.remindersEnabled, try await store.reviewCount(requestID: request.id) == 0,
             let facts = try await store.reviewRequestFacts(store.db, request, window: 0)
         else { return .notDue }
-        let items = try await store.askedItems(requestID: request.id)
+        let items = ReviewRequestPlanner.items(try await store.askedItems(requestID: request.id), keptIn: facts.order)
         let plan = ReviewRequestPlanner.plan(
             status: facts.order.status, consentGranted: facts.consentGranted,
             existingCustomerModeApplies: facts.existingCustomerModeApplies, objected: facts.objected, items: items,
-            askedRecently: [])
+            askedRecently: [], capReached: facts.capReached)
         guard case .success(let asked) = plan else {
             if case .failure(let reason) = plan {
                 try await store.db.transaction { tx in
@@ -144,6 +150,13 @@ public struct ReviewRequests: Sendable {
     ) async throws -> Outcome {
         do {
             let id = try await store.db.transaction { tx in
+                // The order may have been returned or cancelled while the mail was composed (under the order's row
+                // lock on PostgreSQL, so a return that commits first is seen).
+                if let ended = try await store.endedOrderStatus(
+                    tx, workspaceID: request.workspaceID, id: request.orderID)
+                {
+                    throw OrderEnded(skip: ended == .returned ? .orderReturned : .orderCancelled)
+                }
                 let id = try await store.enqueueMail(tx, draft)
                 guard try await store.transitionReviewRequest(tx, id: request.id, from: from, to: to, outboxID: id)
                 else { throw LostRace() }
@@ -153,8 +166,16 @@ public struct ReviewRequests: Sendable {
             return .sent(outboxID: id)
         } catch is LostRace {
             return .notDue
+        } catch let ended as OrderEnded {
+            if from == .scheduled { return try await skip(request, ended.skip) }
+            try await store.db.transaction { tx in
+                try await store.noteReviewRequest(tx, id: request.id, reason: "reminder: \(ended.skip.rawValue)")
+            }
+            return .skipped(ended.skip)
         }
     }
+
+    struct OrderEnded: Error { var skip: ReviewRequestSkip }
 
     func values(request: ReviewRequestRecord, order: Order, items: [ReviewRequestPlanner.Item], expires: Date)
         -> [String: Any]

@@ -190,7 +190,8 @@ extension Store {
             """
             INSERT INTO review_requests (workspace_id, order_id, contact_id, state, due_at, incentive, created_at,
               updated_at) VALUES (?, ?, ?, 'scheduled', ?, ?, ?, ?)
-            ON CONFLICT (order_id) DO UPDATE SET due_at = excluded.due_at, updated_at = excluded.updated_at
+            ON CONFLICT (order_id) DO UPDATE SET due_at = excluded.due_at, contact_id = excluded.contact_id,
+              updated_at = excluded.updated_at
               WHERE review_requests.state = 'scheduled'
             RETURNING \(Self.requestColumns)
             """, workspaceID, orderID, order.contactID, due, settings.incentive, t, t)
@@ -231,10 +232,11 @@ extension Store {
     public func reviewRequestFacts(_ tx: any SQLExecutor, _ request: ReviewRequestRecord, window: TimeInterval)
         async throws -> ReviewRequestFacts?
     {
+        // The order's customer, not the one the request was scheduled for: the shop may have corrected the address.
         guard let order = try await loadOrder(tx, workspaceID: request.workspaceID, id: request.orderID),
             let contact = try await tx.first(
                 "SELECT \(Self.contactColumns) FROM contacts WHERE workspace_id = ? AND id = ?", request.workspaceID,
-                request.contactID
+                order.contactID
             ).map(Self.contact)
         else { return nil }
         let consent = try await consentState(
@@ -291,6 +293,26 @@ extension Store {
             WHERE id = ? AND state = ?\(due)
             """, [to.rawValue, skipReason, t] + extra + [id, from.rawValue] + dueBind)
         return n == 1
+    }
+
+    /// The order's customer when the request is sent, if the shop corrected the order's address since it was
+    /// scheduled: the review and its favour belong to that person.
+    public func setReviewRequestContact(_ tx: any SQLExecutor, id: Int64, contactID: ContactID) async throws {
+        try await tx.execute("UPDATE review_requests SET contact_id = ? WHERE id = ?", contactID, id)
+    }
+
+    /// `.returned` or `.cancelled` when the order ended so, read under the order's row lock (PostgreSQL); nil for
+    /// an order that stands.
+    public func endedOrderStatus(_ tx: any SQLExecutor, workspaceID: WorkspaceID, id: OrderID) async throws
+        -> OrderStatus?
+    {
+        guard
+            let row = try await tx.first(
+                "SELECT status FROM orders WHERE workspace_id = ? AND id = ?" + tx.dialect.rowLockClause, workspaceID,
+                id),
+            let status = OrderStatus(rawValue: row.text("status")), status == .returned || status == .cancelled
+        else { return nil }
+        return status
     }
 
     /// The incentive in force when the request is sent (a campaign may start while a request waits).
@@ -436,9 +458,17 @@ extension Store {
             case .hold(let r): (.held, r.joined(separator: ","))
             }
         var existing: StoredReview?
-        if let requestID = n.requestID { existing = try await review(requestID: requestID, sku: n.sku, in: tx) }
+        if let requestID = n.requestID {
+            // Locked (PostgreSQL), so a hide or a deletion by the author in between is seen, not overwritten.
+            _ = try await tx.first(
+                "SELECT id FROM reviews WHERE request_id = ? AND sku = ?" + tx.dialect.rowLockClause, requestID, n.sku)
+            existing = try await review(requestID: requestID, sku: n.sku, in: tx)
+        }
         let id: Int64
         if let existing {
+            guard existing.status != .deleted else {
+                throw DomainError.conflict("review_deleted", "This review was deleted; it cannot be changed any more.")
+            }
             id = existing.id
             // Hidden stays hidden until the merchant looks again; otherwise moderation decides afresh.
             let newStatus = existing.status == .hidden ? ReviewStatus.hidden : status
@@ -520,16 +550,26 @@ extension Store {
 
     /// Moderation by a person: publish a held review, or hide one with a reason (logged). The text is never
     /// touched here; there is no way to edit it.
+    ///
+    /// `seen` is the review's `updated_at` (epoch milliseconds) as the person saw it: a publish is refused
+    /// (`review_changed`) when the author changed the review since, so no text goes live that nobody looked at.
     public func moderateReview(
-        workspaceID: WorkspaceID, id: Int64, publish: Bool, reason: String?, actor: String
+        workspaceID: WorkspaceID, id: Int64, publish: Bool, reason: String?, actor: String, seen: Int64? = nil
     ) async throws {
         let why = reason?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
         if !publish && why.isEmpty {
             throw DomainError.invalid("reason_required", "Say why the review is hidden.", field: "reason")
         }
         try await db.transaction { tx in
+            // Locked (PostgreSQL): an edit or a deletion by the author waits, or is seen here.
+            _ = try await tx.first(
+                "SELECT id FROM reviews WHERE workspace_id = ? AND id = ?" + tx.dialect.rowLockClause, workspaceID, id)
             guard let r = try await review(workspaceID: workspaceID, id: id, in: tx), r.status != .deleted else {
                 throw DomainError.notFound("Review")
+            }
+            if publish, let seen, r.updatedAt.epochMillis != seen {
+                throw DomainError.conflict(
+                    "review_changed", "The review was changed after you opened it. Read it again before publishing.")
             }
             try await tx.execute(
                 "UPDATE reviews SET status = ?, hidden_reason = ?, updated_at = ? WHERE id = ?",
@@ -647,12 +687,27 @@ extension Store {
         return (r.text("content_type"), bytes)
     }
 
-    /// The CSV import: every row labelled imported with its source, in one transaction (all or nothing).
+    /// The CSV import: every row labelled imported with its source, in one transaction (all or nothing). A row
+    /// already imported from the same source (same product, author, date and text: the same file imported twice,
+    /// or a repeated row) is skipped and counted, so the totals the widgets show do not double.
     public func importReviews(workspaceID: WorkspaceID, source: String, rows: [ImportedReview], actor: String)
-        async throws -> Int
+        async throws -> (imported: Int, skipped: Int)
     {
         try await db.transaction { tx in
+            var imported = 0
+            var seen = Set<[String]>()
             for row in rows {
+                let key = [row.sku, row.author, String(row.createdAt.epochMillis), row.title, row.body]
+                guard seen.insert(key).inserted else { continue }
+                if try await tx.scalar(
+                    """
+                    SELECT COUNT(*) FROM reviews WHERE workspace_id = ? AND source = 'imported' AND import_source = ?
+                      AND sku = ? AND display_name = ? AND created_at = ? AND title = ? AND body = ?
+                    """, workspaceID, source, row.sku, row.author, row.createdAt, row.title, row.body) > 0
+                {
+                    continue
+                }
+                imported += 1
                 var n = NewReview(
                     workspaceID: workspaceID, sku: row.sku, productName: row.productName, source: .imported,
                     input: ReviewInput(rating: row.rating, title: row.title, body: row.body, displayName: row.author),
@@ -669,8 +724,8 @@ extension Store {
             try await audit(
                 tx, workspaceID: workspaceID, actor: actor, action: "reviews.import",
                 subject: "workspace:\(workspaceID)",
-                detail: "\(rows.count) from \(source)")
-            return rows.count
+                detail: "\(imported) from \(source), \(rows.count - imported) skipped")
+            return (imported, rows.count - imported)
         }
     }
 

@@ -408,13 +408,20 @@ import Testing
         try await withKit(engine) { kit in
             let bad =
                 "sku,product_name,rating,title,body,author,date\nK1,Kaffee,5,Top,Sehr gut,Eva,2026-03-01\nK1,Kaffee,7,x,y,z,2026-03-02\n"
-            #expect(throws: DomainError.self) { try ReviewImport.parse(bad) }
+            #expect(throws: DomainError.self) { try ReviewImport.parse(bad, now: kit.clock.now()) }
             let good =
                 "sku;product_name;rating;title;body;author;date\nK1;Kaffee;5;Top;\"Sehr gut; \"\"wirklich\"\"\";Eva;2026-03-01\n"
-            let rows = try ReviewImport.parse(good)
+            let rows = try ReviewImport.parse(good, now: kit.clock.now())
             #expect(rows.first?.body == "Sehr gut; \"wirklich\"")
-            _ = try await kit.store.importReviews(
+            let first = try await kit.store.importReviews(
+                workspaceID: kit.shop.id, source: "Trusted Shops", rows: rows + rows, actor: "t")
+            #expect(first == (1, 1), "a repeated row is imported once")
+            let again = try await kit.store.importReviews(
                 workspaceID: kit.shop.id, source: "Trusted Shops", rows: rows, actor: "t")
+            #expect(again == (0, 1), "the same file again adds nothing")
+            #expect(try await kit.store.db.scalar("SELECT COUNT(*) FROM reviews") == 1)
+            let future = "sku,product_name,rating,body,date\nK1,Kaffee,5,Sehr gut,2031-01-01\n"
+            #expect(throws: DomainError.self) { try ReviewImport.parse(future, now: kit.clock.now()) }
             let r = try #require(try await kit.store.reviews(workspaceID: kit.shop.id, filter: .init()).first)
             #expect(r.source == .imported)
             #expect(r.importSource == "Trusted Shops")

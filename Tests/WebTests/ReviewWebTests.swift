@@ -220,6 +220,19 @@ import Testing
             #expect(audit == 1)
             let widget = try await app.request(.get, "/widgets/shop/products/K1/json")
             #expect((try widget.json()["reviews"] as? [Any])?.isEmpty == true)
+
+            // Publishing carries the version the merchant read; an older one is refused with the new text shown.
+            let hiddenPage = try await admin.get("/admin/reviews/\(id)")
+            let match = try #require(hiddenPage.text.firstMatch(of: try Regex(#"name="seen" value="([0-9]+)""#)))
+            let seen = try #require(match.output[1].substring)
+            let stale = try await admin.post("/admin/reviews/\(id)/moderate", "action=publish&seen=1")
+            #expect(stale.status == .conflict)
+            #expect(stale.text.contains("wurde geändert") && stale.text.contains("Kaputt angekommen."))
+            #expect(try await app.store.review(workspaceID: 1, id: id)?.status == .hidden)
+            #expect(
+                try await admin.post("/admin/reviews/\(id)/moderate", "action=publish&seen=\(seen)").status
+                    == .seeOther)
+            #expect(try await app.store.review(workspaceID: 1, id: id)?.status == .published)
         }
     }
 }

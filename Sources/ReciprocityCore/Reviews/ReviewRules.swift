@@ -54,10 +54,26 @@ public enum ReviewRequestPlanner {
     public struct Item: Sendable, Equatable {
         public var sku: String
         public var name: String
-        public init(sku: String, name: String) {
+        /// False for a product that went back in full: nobody is asked to review what they returned.
+        public var kept: Bool
+        public init(sku: String, name: String, kept: Bool = true) {
             self.sku = sku
             self.name = name
+            self.kept = kept
         }
+    }
+
+    /// An order's products as the planner sees them; a product is kept while any of its lines has a unit that was
+    /// not sent back.
+    public static func items(of order: Order) -> [Item] {
+        let kept = Set(order.items.filter { $0.keptQuantity > 0 }.map(\.sku))
+        return order.items.map { Item(sku: $0.sku, name: $0.name, kept: kept.contains($0.sku)) }
+    }
+
+    /// The products a request asked about, marked by what the order keeps now (for the reminder).
+    public static func items(_ asked: [Item], keptIn order: Order) -> [Item] {
+        let kept = Set(items(of: order).filter(\.kept).map(\.sku))
+        return asked.map { Item(sku: $0.sku, name: $0.name, kept: kept.contains($0.sku)) }
     }
 
     public static func plan(
@@ -73,8 +89,10 @@ public enum ReviewRequestPlanner {
         if !consentGranted && !existingCustomerModeApplies { return .failure(.init(.noConsent)) }
         if capReached { return .failure(.init(.frequencyCap)) }
         var seen: Set<String> = []
-        let wanted = items.filter { !askedRecently.contains($0.sku) && seen.insert($0.sku).inserted }
-        if wanted.isEmpty { return .failure(.init(items.isEmpty ? .nothingToAsk : .alreadyAskedRecently)) }
+        let wanted = items.filter { $0.kept && !askedRecently.contains($0.sku) && seen.insert($0.sku).inserted }
+        if wanted.isEmpty {
+            return .failure(.init(items.contains(where: \.kept) ? .alreadyAskedRecently : .nothingToAsk))
+        }
         return .success(wanted)
     }
 }

@@ -60,6 +60,8 @@ extension Strings {
         "review_hide_reason": "Grund (wird protokolliert)",
         "review_hidden_reason": "Verborgen, Grund",
         "review_no_edit": "Der Text einer Kundenbewertung kann nicht bearbeitet werden.",
+        "review_changed":
+            "Die Bewertung wurde geändert, nachdem Sie sie geöffnet haben. Bitte lesen Sie sie erneut, bevor Sie sie veröffentlichen.",
         "review_none": "Keine Bewertungen.",
         "review_rate": "Bewertungsquote (Anfragen mit mindestens einer Bewertung / gesendete Anfragen)",
         "review_average_chart": "Durchschnitt und Anzahl je Monat", "review_requests_sent": "Anfragen gesendet",
@@ -129,6 +131,7 @@ extension Strings {
         "review_reply_once": "You can reply publicly once and edit the reply later.",
         "review_publish": "Publish", "review_hide": "Hide", "review_hide_reason": "Reason (logged)",
         "review_hidden_reason": "Hidden, reason", "review_no_edit": "The text of a customer review cannot be edited.",
+        "review_changed": "The review was changed after you opened it. Please read it again before publishing it.",
         "review_none": "No reviews.", "review_rate": "Review rate (requests with at least one review / requests sent)",
         "review_average_chart": "Average and count per month", "review_requests_sent": "Requests sent",
         "review_reviews": "Reviews", "review_average": "Average", "review_month": "Month",

@@ -116,6 +116,7 @@ extension AdminRoutes {
         model["can_hide"] = r.status == .published || r.status == .held
         model["reply_url"] = SiteURL.adminReviewReply(id: r.id).path
         model["moderate_url"] = SiteURL.adminReviewModerate(id: r.id).path
+        model["seen"] = r.updatedAt.epochMillis
         model["has_photos"] = !r.photoIDs.isEmpty
         model["photos"] = r.photoIDs.map { ["url": SiteURL.adminReviewPhoto(id: $0).path] }
         if let message { model["message"] = t[message] ?? message }
@@ -150,9 +151,15 @@ extension AdminRoutes {
         let admin = try admin(context)
         try require(admin.role.canEditMail, context)
         let id = try context.int64Parameter("id")
-        try await store.moderateReview(
-            workspaceID: admin.workspace.id, id: id, publish: fields["action"] == "publish", reason: fields["reason"],
-            actor: admin.user.email)
+        do {
+            try await store.moderateReview(
+                workspaceID: admin.workspace.id, id: id, publish: fields["action"] == "publish",
+                reason: fields["reason"], actor: admin.user.email, seen: fields["seen"].flatMap { Int64($0) })
+        } catch let error as DomainError where error.code == "review_changed" {
+            var page = try await reviewPage(context, message: "review_changed")
+            page.status = .conflict
+            return page
+        }
         env.reviews?.cache.invalidate(workspaceID: admin.workspace.id)
         return Response(status: .seeOther, headers: [.location: SiteURL.adminReview(id: id).path])
     }
