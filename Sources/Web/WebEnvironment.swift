@@ -89,6 +89,24 @@ public struct WebEnvironment: Sendable {
 
     static let forwardedFor = HTTPField.Name("X-Forwarded-For")!
 
+    /// The client as rate limits count it: `clientIP`, and for IPv6 its /64, the network one subscriber gets (a
+    /// single client has all of its addresses).
+    public func limiterKey(_ request: Request, _ context: AppContext) -> String {
+        Self.limiterKey(ip: clientIP(request, context))
+    }
+
+    public static func limiterKey(ip: String) -> String {
+        guard ip.contains(":") else { return ip }
+        var address = in6_addr()
+        guard inet_pton(AF_INET6, ip, &address) == 1 else { return ip }
+        let bytes = withUnsafeBytes(of: &address) { Array($0) }
+        if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xFF && bytes[11] == 0xFF {
+            return bytes[12..<16].map(String.init).joined(separator: ".")  // IPv4-mapped: the IPv4 address
+        }
+        return stride(from: 0, to: 8, by: 2).map { String(format: "%x", Int(bytes[$0]) << 8 | Int(bytes[$0 + 1])) }
+            .joined(separator: ":") + "::/64"
+    }
+
     /// `clientIP` from the TCP peer's address and the `X-Forwarded-For` header.
     public func clientIP(peer: String, forwardedFor header: String?) -> String {
         guard trustedProxies.contains(peer), let header else { return peer }
@@ -146,29 +164,53 @@ public final class RateLimiter: @unchecked Sendable {
     let refillPerSecond: Double
     let clock: any WallClock
 
-    public init(capacity: Double, refillPerSecond: Double, clock: any WallClock) {
+    public init(capacity: Double, refillPerSecond: Double, clock: any WallClock, maxKeys: Int = 100_000) {
         self.capacity = capacity
         self.refillPerSecond = refillPerSecond
         self.clock = clock
+        self.maxKeys = maxKeys
     }
 
-    /// Whether `allow` would succeed now, without taking a token.
-    public func wouldAllow(_ key: String) -> Bool {
-        let now = clock.now()
-        return lock.withLock { tokens(key, at: now) >= 1 }
-    }
+    /// The most buckets kept. Beyond it, full buckets (the same as none) go first, then the longest untouched;
+    /// never all at once, which would hand every key, an attacked account's too, a fresh bucket.
+    let maxKeys: Int
 
     /// Takes a token for `key`; false when the bucket is empty.
-    public func allow(_ key: String) -> Bool {
+    public func allow(_ key: String) -> Bool { take([key]) }
+
+    /// Takes a token from each key's bucket if every one has a token, else none; false then.
+    public func take(_ keys: [String]) -> Bool {
         let now = clock.now()
         return lock.withLock {
-            if buckets.count > 100_000 { buckets.removeAll(keepingCapacity: true) }
-            var available = tokens(key, at: now)
-            let allowed = available >= 1
-            if allowed { available -= 1 }
-            buckets[key] = (available, now)
-            return allowed
+            if buckets.count + keys.count > maxKeys { evict(at: now) }
+            let available = keys.map { tokens($0, at: now) }
+            guard available.allSatisfy({ $0 >= 1 }) else {
+                // The refill so far is kept, so the time of a refused try does not count against the key.
+                for (key, a) in zip(keys, available) where buckets[key] != nil { buckets[key] = (a, now) }
+                return false
+            }
+            for (key, a) in zip(keys, available) { buckets[key] = (a - 1, now) }
+            return true
         }
+    }
+
+    /// Returns a token taken by `take` (an attempt that turned out not to count, e.g. a successful login).
+    public func giveBack(_ keys: [String]) {
+        let now = clock.now()
+        lock.withLock {
+            for key in keys where buckets[key] != nil {
+                buckets[key] = (min(capacity, tokens(key, at: now) + 1), now)
+            }
+        }
+    }
+
+    /// Drops the full buckets, then, if that was not enough, the longest untouched down to nine tenths. Call with
+    /// the lock held.
+    private func evict(at now: Date) {
+        buckets = buckets.filter { key, _ in tokens(key, at: now) < capacity }
+        guard buckets.count > maxKeys * 9 / 10 else { return }
+        let oldest = buckets.sorted { $0.value.at < $1.value.at }.prefix(buckets.count - maxKeys * 9 / 10)
+        for (key, _) in oldest { buckets[key] = nil }
     }
 
     /// The bucket's tokens at `now`, refilled since it was last touched. Call with the lock held.

@@ -6,6 +6,7 @@ import HummingbirdBcrypt
 import NIOPosix
 import ReciprocityCore
 import Storage
+import Synchronization
 
 enum AdminCookies {
     static let session = "rcp_session"
@@ -73,8 +74,17 @@ enum Passwords {
     static func verify(_ password: String, hash: String) async throws -> Bool {
         try await NIOThreadPool.singleton.runIfActive { Bcrypt.verify(password, hash: hash) }
     }
-    /// A hash to verify against when the user does not exist, so timing does not reveal which emails are known.
-    static let decoy = Bcrypt.hash("decoy-password-never-matches", cost: 12)
+    /// A hash to verify against when the user does not exist, so timing does not reveal which emails are known:
+    /// at the cost new passwords are hashed with (`RECIPROCITY_BCRYPT_COST`), made once per cost.
+    static func decoy(cost: UInt8) -> String {
+        decoys.withLock { made in
+            if let hash = made[cost] { return hash }
+            let hash = Bcrypt.hash("decoy-password-never-matches", cost: cost)
+            made[cost] = hash
+            return hash
+        }
+    }
+    private static let decoys = Mutex<[UInt8: String]>([:])
 }
 
 func constantTimeEquals(_ a: String, _ b: String) -> Bool {

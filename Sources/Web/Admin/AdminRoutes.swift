@@ -140,18 +140,20 @@ struct AdminRoutes {
                 .forbidden, code: "csrf_invalid", "The form expired. Please reload the page and try again.")
         }
         let email = (fields["email"] ?? "").trimmingCharacters(in: .whitespaces).lowercased()
-        // Failed attempts are limited per client address (the TCP peer; X-Forwarded-For is not trusted) and per
-        // account. Successful logins do not count.
-        let keys = ["ip:\(context.peerIP)", "account:\(email)"]
-        guard keys.allSatisfy(env.loginLimiter.wouldAllow) else {
+        // Failed attempts are limited per client (its address, or its network for IPv6, behind trusted proxies the
+        // forwarded one) and per account. The tokens are taken before the password is checked, so a burst of
+        // parallel attempts cannot all pass while none has failed yet; a successful login gives them back.
+        let keys = ["ip:\(env.limiterKey(request, context))", "account:\(email)"]
+        guard env.loginLimiter.take(keys) else {
             return loginPage(request, context, error: "login_limited", status: .tooManyRequests)
         }
         let user = try await store.user(email: email)
-        let ok = try await Passwords.verify(fields["password"] ?? "", hash: user?.passwordHash ?? Passwords.decoy)
+        let ok = try await Passwords.verify(
+            fields["password"] ?? "", hash: user?.passwordHash ?? Passwords.decoy(cost: env.bcryptCost))
         guard ok, let user, let first = try await store.memberships(userID: user.id).first else {
-            keys.forEach { _ = env.loginLimiter.allow($0) }
             return loginPage(request, context, error: "login_failed", status: .unauthorized)
         }
+        env.loginLimiter.giveBack(keys)
         let token = env.random.token(bytes: 32)
         try await store.createSession(
             tokenHash: Hex.sha256(token), userID: user.id, workspaceID: first.workspace.id,

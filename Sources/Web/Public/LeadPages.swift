@@ -148,7 +148,7 @@ struct LeadPages: Sendable {
         let leads = try leads
         let magnet = entry.magnet
         let ip = env.clientIP(request, context)
-        guard env.publicFormLimiter.allow("lead:\(ip)") else {
+        guard env.publicFormLimiter.allow("lead:\(WebEnvironment.limiterKey(ip: ip))") else {
             throw DomainError(
                 .rateLimited, code: "rate_limited", "Too many sign-ups from this address. Please wait a minute.")
         }
@@ -182,8 +182,11 @@ struct LeadPages: Sendable {
                 ? PostalAddress(
                     name: form["name"], street: form["street"] ?? "", postalCode: form["postal_code"] ?? "",
                     city: form["city"] ?? "", country: form["country"] ?? "") : nil)
-        // Per address: beyond a few attempts an hour, the answer stays the same and no mail goes out.
-        if let email = try? EmailAddress(input.email), !env.signupEmailLimiter.allow("lead:\(email.normalized)") {
+        // Per mailbox (by its identity: case, dots and +tags at Gmail, +tags elsewhere all reach one inbox): beyond
+        // a few attempts an hour, the answer stays the same and no mail goes out.
+        if let email = try? EmailAddress(input.email),
+            !env.signupEmailLimiter.allow("lead:\(email.canonicalIdentity)")
+        {
             env.logger.info("lead signup: address limit", metadata: ["magnet": "\(magnet.slug)"])
             return try pending(request, entry, cors: cors)
         }
@@ -413,7 +416,7 @@ struct LeadPages: Sendable {
 
     func renew(_ request: Request, _ context: AppContext) async throws -> Response {
         let token = try token(context)
-        guard env.publicFormLimiter.allow("lead-renew:\(env.clientIP(request, context))") else {
+        guard env.publicFormLimiter.allow("lead-renew:\(env.limiterKey(request, context))") else {
             throw DomainError(.rateLimited, code: "rate_limited", "Too many requests. Please wait a minute.")
         }
         _ = try await Bodies.form(request, limit: 4096)

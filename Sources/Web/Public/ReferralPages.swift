@@ -178,7 +178,7 @@ struct ReferralPages: Sendable {
         let w = try await workspace(context)
         let referrals = try referrals
         let ip = env.clientIP(request, context)
-        guard env.publicFormLimiter.allow("referral-join:\(ip)") else {
+        guard env.publicFormLimiter.allow("referral-join:\(WebEnvironment.limiterKey(ip: ip))") else {
             throw DomainError(.rateLimited, code: "rate_limited", "Too many attempts from this address. Please wait.")
         }
         let programme = try await env.store.referralProgramme(workspaceID: w.id)
@@ -214,7 +214,7 @@ struct ReferralPages: Sendable {
                 status: .unprocessableContent)
         }
         let number = (form["order_number"] ?? "").trimmingCharacters(in: .whitespaces)
-        guard !number.isEmpty, env.signupEmailLimiter.allow("referral-join:\(email.normalized)") else {
+        guard !number.isEmpty, env.signupEmailLimiter.allow("referral-join:\(email.canonicalIdentity)") else {
             return joinPage(
                 w, programme: programme, values: form, error: t["ref_join_not_found"], status: .unprocessableContent)
         }

@@ -126,15 +126,17 @@ struct ReviewPages: Sendable {
             displayName: form["display_name"] ?? "")
     }
 
-    func limited(_ context: AppContext) throws {
-        guard env.publicFormLimiter.allow("review:\(context.peerIP)") else {
+    /// Per client (behind trusted proxies the forwarded address; IPv6 by its /64), so one client behind the shop's
+    /// proxy cannot lock every customer out.
+    func limited(_ request: Request, _ context: AppContext) throws {
+        guard env.publicFormLimiter.allow("review:\(env.limiterKey(request, context))") else {
             throw DomainError(.rateLimited, code: "rate_limited", "Too many attempts. Please wait a minute.")
         }
     }
 
     func submit(_ request: Request, _ context: AppContext) async throws -> Response {
         let token = try token(context)
-        try limited(context)
+        try limited(request, context)
         if case .expired = try reviews.links.resolve(token) { return try await formPage(context) }
         let form = try await MultipartForm.read(
             request, limit: ReviewPhoto.maxBytes * ReviewPhoto.maxCount + 64 * 1024)
@@ -154,7 +156,7 @@ struct ReviewPages: Sendable {
 
     func delete(_ request: Request, _ context: AppContext) async throws -> Response {
         let token = try token(context)
-        try limited(context)
+        try limited(request, context)
         _ = try await Bodies.form(request, limit: 4096)
         if case .expired = try reviews.links.resolve(token) { return try await formPage(context) }
         try await reviews.service.delete(token: token)
@@ -190,7 +192,7 @@ struct ReviewPages: Sendable {
 
     func openFormSubmit(_ request: Request, _ context: AppContext) async throws -> Response {
         let (slug, sku) = try productParameters(context)
-        try limited(context)
+        try limited(request, context)
         let form = try await MultipartForm.read(request, limit: 64 * 1024)
         let given = input(form)
         guard let fields = env.store.verifyToken(form["form_token"] ?? "", purpose: "review-open-form"),

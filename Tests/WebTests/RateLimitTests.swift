@@ -1,0 +1,87 @@
+import Foundation
+import ReciprocityCore
+import TestSupport
+import Testing
+
+@testable import Web
+
+/// The token buckets that slow guessing and form abuse: all or nothing across keys, no reset of every bucket when
+/// the table is full, clients counted by network.
+@Suite struct RateLimits {
+    @Test func takingFromSeveralBucketsIsAllOrNothing() {
+        let clock = ManualClock()
+        let limiter = RateLimiter(capacity: 2, refillPerSecond: 0, clock: clock)
+        #expect(limiter.take(["ip:a", "account:x"]))
+        #expect(limiter.take(["ip:b", "account:x"]))
+        // The account is empty: the address's bucket keeps its token.
+        #expect(!limiter.take(["ip:a", "account:x"]))
+        #expect(limiter.take(["ip:a", "account:y"]))
+        #expect(!limiter.take(["ip:a", "account:z"]))
+        limiter.giveBack(["ip:a"])
+        #expect(limiter.take(["ip:a", "account:z"]))
+    }
+
+    /// A burst from many tasks at once takes exactly the bucket's tokens.
+    @Test func aBurstTakesNoMoreThanTheCapacity() async {
+        let limiter = RateLimiter(capacity: 5, refillPerSecond: 0, clock: ManualClock())
+        let granted = await withTaskGroup(of: Bool.self) { group in
+            for _ in 0..<200 { group.addTask { limiter.take(["ip:a", "account:owner"]) } }
+            return await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(granted == 5)
+    }
+
+    /// Filling the table with fresh keys does not hand an attacked key that is still being tried a fresh bucket:
+    /// full buckets go first, and the rest only down to nine tenths, the longest untouched first.
+    @Test func aFullTableEvictsFullBucketsNotTheAttackedOne() {
+        let clock = ManualClock()
+        let limiter = RateLimiter(capacity: 3, refillPerSecond: 1.0 / 60, clock: clock, maxKeys: 10)
+        for key in (0..<8).map({ "old:\($0)" }) { #expect(limiter.take([key])) }
+        clock.advance(by: 600)  // the old buckets are full again
+        for _ in 0..<3 { #expect(limiter.take(["account:victim"])) }
+        for key in (0..<20).map({ "new:\($0)" }) {
+            clock.advance(by: 1)
+            _ = limiter.take([key])
+            #expect(!limiter.take(["account:victim"]), "still limited after \(key)")
+        }
+    }
+
+    @Test func clientsAreCountedByAddressAndIPv6ByNetwork() {
+        #expect(WebEnvironment.limiterKey(ip: "192.0.2.7") == "192.0.2.7")
+        #expect(WebEnvironment.limiterKey(ip: "2001:db8:1:2:3:4:5:6") == "2001:db8:1:2::/64")
+        #expect(WebEnvironment.limiterKey(ip: "2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64")
+        #expect(WebEnvironment.limiterKey(ip: "::ffff:192.0.2.7") == "192.0.2.7")
+        #expect(WebEnvironment.limiterKey(ip: "not-an-address") == "not-an-address")
+    }
+}
+
+extension AdminPages {
+    /// Parallel wrong passwords: no more are checked than the limit allows, the rest are answered 429 at once.
+    @Test func parallelLoginAttemptsStopAtTheLimit() async throws {
+        try await TestApp.run { app in
+            _ = try await seedShop(app)
+            let page = try await app.request(.get, "/admin/login")
+            let cookie = try #require(
+                page.headers[values: .setCookie].first?.split(separator: ";").first.map(String.init))
+            let token = try #require(extract(page.text, after: "name=\"_csrf\" value=\""))
+            let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+                for i in 0..<20 {
+                    group.addTask {
+                        try await app.request(
+                            .post, "/admin/login", cookies: cookie,
+                            form: "_csrf=\(token)&email=owner%40shop.example&password=wrong\(i)"
+                        ).status.code
+                    }
+                }
+                return try await group.reduce(into: [Int]()) { $0.append($1) }
+            }
+            #expect(statuses.filter { $0 == 401 }.count == 5)
+            #expect(statuses.filter { $0 == 429 }.count == 15)
+            // The right password is limited too now; a successful login later gives its tokens back.
+            let blocked = try await app.request(
+                .post, "/admin/login", cookies: cookie,
+                form: "_csrf=\(token)&email=owner%40shop.example&password=correct+horse+battery")
+            #expect(blocked.status == .tooManyRequests)
+        }
+    }
+}
