@@ -128,7 +128,7 @@ public struct LeadService: Sendable {
             return .confirmed(giftToken: giftToken(signup, magnet))
         }
         let confirmed = try await store.db.transaction { tx in
-            try await store.confirmSignup(tx, signupID: signup.id, evidence: evidence)
+            try await store.confirmSignup(tx, signupID: signup.id, nonce: target.nonce, evidence: evidence)
         }
         guard let confirmed else {
             // Lost to a concurrent confirmation (then it is confirmed), or it expired a moment ago.

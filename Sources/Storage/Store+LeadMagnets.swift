@@ -25,6 +25,12 @@ public struct LeadSignup: Sendable, Equatable {
     public var downloads: Int64
     public var followUpStopped: String?
     public var erasedAt: Date?
+
+    /// Where a sample goes: the address the form carried (shown on the confirmation page, so the person confirms
+    /// it too).
+    public var shippingAddress: PostalAddress? {
+        Store.decodeJSON(PostalAddress.self, fields["_address"] ?? "")
+    }
 }
 
 /// Where a signup's form came from and what it showed: the proof's "where" and "what".
@@ -143,17 +149,31 @@ extension Store {
     }
 
     /// Saves the editable fields. The consent text may change: signups keep the version they showed.
-    public func updateLeadMagnet(_ m: LeadMagnet, actor: String) async throws -> LeadMagnet {
+    ///
+    /// `stockSeen`: the sample stock the editor's form showed. Confirmations take stock while the form is open, so
+    /// with it the stock changes by what the editor changed (150 typed over 100 shown adds 50 to what is left;
+    /// left alone, what was taken stays taken), never below zero. Without it (the API's PUT), the stock is set.
+    public func updateLeadMagnet(_ m: LeadMagnet, actor: String, stockSeen: Int? = nil) async throws -> LeadMagnet {
         try m.validate()
         do {
             return try await db.transaction { tx in
-                let sets = Self.leadMagnetEditable.map { "\($0) = ?" }.joined(separator: ", ")
+                var values = self.editableValues(m)
+                var sets = Self.leadMagnetEditable.map { "\($0) = ?" }
+                if let stockSeen, let stock = m.sampleStock,
+                    let i = Self.leadMagnetEditable.firstIndex(of: "sample_stock")
+                {
+                    let delta = Int64(stock - stockSeen)
+                    sets[i] =
+                        "sample_stock = CASE WHEN sample_stock + ? < 0 THEN 0 ELSE COALESCE(sample_stock + ?, ?) END"
+                    values[i] = delta
+                    values.insert(contentsOf: [delta, Int64(stock)] as [any SQLBindable], at: i + 1)
+                }
                 guard
                     let row = try await tx.query(
                         """
-                        UPDATE lead_magnets SET \(sets), updated_at = ? WHERE workspace_id = ? AND id = ?
-                        RETURNING \(Self.leadMagnetColumns)
-                        """, self.editableValues(m) + [self.now, m.workspaceID, m.id]
+                        UPDATE lead_magnets SET \(sets.joined(separator: ", ")), updated_at = ?
+                        WHERE workspace_id = ? AND id = ? RETURNING \(Self.leadMagnetColumns)
+                        """, values + [self.now, m.workspaceID, m.id]
                     ).first
                 else { throw DomainError.notFound("Lead magnet") }
                 try await self.versionConsentText(tx, m)
@@ -318,38 +338,16 @@ extension Store {
         let fields = Self.encodeJSON(given)
         let windowStart = t.addingTimeInterval(-magnet.resendWindow)
 
-        if consent == ConsentState.granted.rawValue {
-            if let confirmed {
-                // Claimed with a condition: of two identical posts at once, one sends.
-                guard let claimed = try await claimDeliveryMail(tx, signupID: confirmed.id, notSince: windowStart)
-                else { return .nothing }
-                return .deliver(claimed, newlyConfirmed: false)
-            }
-            // Consent on record: the gift without a new DOI. The signup records what this form showed.
-            let row: SQLRow?
-            if let pending {
-                row = try await tx.first(
-                    """
-                    UPDATE lead_signups SET state = 'confirmed', text_id = ?, form_id = ?, page_url = ?, fields = ?,
-                      signup_at = ?, signup_ip = ?, signup_user_agent = ?, confirmed_at = ?, expires_at = NULL,
-                      delivery_mail_at = ?, doi_nonce = NULL
-                    WHERE id = ? AND state = 'pending' RETURNING \(Self.signupColumns)
-                    """, text.id, context.formID, context.pageURL, fields, e.at, e.ip, e.userAgent, t, t, pending.id)
-            } else {
-                row = try await tx.first(
-                    """
-                    INSERT INTO lead_signups (workspace_id, magnet_id, contact_id, state, purpose, text_id, form_id,
-                      page_url, fields, signup_at, signup_ip, signup_user_agent, confirmed_at, delivery_mail_at)
-                    VALUES (?, ?, ?, 'confirmed', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING \(Self.signupColumns)
-                    """, magnet.workspaceID, magnet.id, contactID, magnet.purpose.rawValue, text.id, context.formID,
-                    context.pageURL, fields, e.at, e.ip, e.userAgent, t, t)
-            }
-            guard let row else { return .nothing }
-            try await bumpLeadStats(tx, magnetID: magnet.id, signups: 1, confirmations: 1)
-            let signup = Self.signup(row)
-            try await handOutGift(tx, magnet: magnet, signup: signup)
-            return .deliver(signup, newlyConfirmed: true)
+        if consent == ConsentState.granted.rawValue, let confirmed {
+            // This gift was confirmed before: its delivery mail again (a lost link), to the confirmed mailbox, with
+            // nothing new handed out. Claimed with a condition: of two identical posts at once, one sends.
+            guard let claimed = try await claimDeliveryMail(tx, signupID: confirmed.id, notSince: windowStart)
+            else { return .nothing }
+            return .deliver(claimed, newlyConfirmed: false)
         }
+        // Everything else goes through a double opt-in, also for a contact whose consent to the purpose is on
+        // record: the post is unverified (anyone can type any address), so neither a new gift, nor the address a
+        // sample ships to, nor a proof of confirmation may rest on it.
 
         if let pending {
             // A new link only after the resend window and only while still pending: conditional, so two identical
@@ -439,11 +437,12 @@ extension Store {
             "UPDATE lead_signups SET delivery_outbox_id = ?, delivery_mail_at = ? WHERE id = ?", outboxID, at, signupID)
     }
 
-    /// pending → confirmed, at most once and only before expiry; grants the consent with the confirmation's
-    /// evidence and hands out the gift. Returns nil when the signup was not pending (already confirmed, expired or
-    /// deleted).
-    public func confirmSignup(_ tx: any SQLExecutor, signupID: Int64, evidence: ConsentEvidence) async throws
-        -> LeadSignup?
+    /// pending → confirmed, at most once and only before expiry, and only by the newest link (`nonce`: a new post
+    /// in between may have changed the text or the address the page showed); grants the consent with the
+    /// confirmation's evidence and hands out the gift. Returns nil when the signup was not pending (already
+    /// confirmed, expired, deleted, or re-sent with a new link).
+    public func confirmSignup(_ tx: any SQLExecutor, signupID: Int64, nonce: String, evidence: ConsentEvidence)
+        async throws -> LeadSignup?
     {
         let t = now
         guard
@@ -451,9 +450,9 @@ extension Store {
                 """
                 UPDATE lead_signups SET state = 'confirmed', confirmed_at = ?, confirmed_ip = ?,
                   confirmed_user_agent = ?, expires_at = NULL
-                WHERE id = ? AND state = 'pending' AND expires_at > ? AND erased_at IS NULL
+                WHERE id = ? AND doi_nonce = ? AND state = 'pending' AND expires_at > ? AND erased_at IS NULL
                 RETURNING \(Self.signupColumns)
-                """, evidence.at, evidence.ip, evidence.userAgent, signupID, t
+                """, evidence.at, evidence.ip, evidence.userAgent, signupID, nonce, t
             ).first
         else { return nil }
         let signup = Self.signup(row)
@@ -477,7 +476,7 @@ extension Store {
         case .voucher:
             _ = try await assignVoucher(tx, magnet: magnet, signupID: signup.id)
         case .sample:
-            let address = Self.decodeJSON(PostalAddress.self, signup.fields["_address"] ?? "")
+            let address = signup.shippingAddress
             let inserted = try await tx.execute(
                 """
                 INSERT INTO lead_shipments (signup_id, workspace_id, magnet_id, state, name, street, postal_code, city,

@@ -145,11 +145,22 @@ import Testing
                 return
             }
             _ = try await confirm(kit, "bert@example.org")
-            // A confirmed contact gets the gift of another magnet without a new double opt-in.
+            // Another magnet's gift needs its own confirmation, also for a contact whose consent is on record: the
+            // post is unverified, so neither the gift nor the proof may rest on it.
             let second = try await magnet(kit, kind: .link, slug: "webinar")
             try await signup(kit, second, "bert@example.org")
-            #expect(try await count(kit, "SELECT COUNT(*) FROM outbox WHERE kind = 'doi_confirmation'") == 2)
+            #expect(try await count(kit, "SELECT COUNT(*) FROM outbox WHERE kind = 'doi_confirmation'") == 3)
+            #expect(try await count(kit, "SELECT COUNT(*) FROM outbox WHERE kind = 'gift_delivery'") == 1)
+            _ = try await confirm(kit, "bert@example.org")
             #expect(try await count(kit, "SELECT COUNT(*) FROM outbox WHERE kind = 'gift_delivery'") == 2)
+            #expect(
+                try await count(kit, "SELECT COUNT(*) FROM lead_signups WHERE confirmed_ip = '198.51.100.9'") == 2,
+                "each confirmation with its own evidence")
+            // The same gift again (a lost link): its delivery mail once more, nothing new confirmed or handed out.
+            kit.clock.advance(by: second.resendWindow + 1)
+            try await signup(kit, second, "bert@example.org")
+            #expect(try await count(kit, "SELECT COUNT(*) FROM outbox WHERE kind = 'gift_delivery'") == 3)
+            #expect(try await count(kit, "SELECT COUNT(*) FROM lead_signups") == 2)
         }
     }
 

@@ -114,6 +114,9 @@ extension AdminRoutes {
                 "id": m.id, "name": m.name, "slug": m.slug, "headline": m.headline, "body": m.body,
                 "image_url": m.imageURL ?? "", "gift_title": m.giftTitle, "gift_url": m.giftURL ?? "",
                 "sample_stock": m.sampleStock.map(String.init) ?? "", "consent_text": m.consentText,
+                // What the stock is now (also when the form comes back with an error): a save changes it by the
+                // difference to the typed value (`updateLeadMagnet(stockSeen:)`).
+                "sample_stock_seen": saved.sampleStock.map(String.init) ?? "",
                 "ask_name": m.askName,
                 "fields": m.fields.map { "\($0.key)|\($0.label)|\($0.required ? "pflicht" : "")" }.joined(
                     separator: "\n"),
@@ -214,7 +217,8 @@ extension AdminRoutes {
                 afterSeconds: after, subject: f["step\(i)_subject"] ?? "", body: f["step\(i)_body"] ?? "")
         }
         do {
-            _ = try await store.updateLeadMagnet(m, actor: "user:\(admin.user.id)")
+            _ = try await store.updateLeadMagnet(
+                m, actor: "user:\(admin.user.id)", stockSeen: nonEmpty(f["sample_stock_seen"]).flatMap { Int($0) })
             try leads.pages.invalidate(magnetID: m.id)
         } catch let e as DomainError {
             return try await magnetPage(context, message: nil, error: e.message, edited: m)

@@ -33,6 +33,7 @@ extension Strings {
         "doi_text":
             "Bitte bestätigen Sie mit einem Klick, dass Sie „{gift}“ von {shop} erhalten möchten. Damit erteilen Sie auch die folgende Einwilligung:",
         "doi_confirm": "Jetzt bestätigen",
+        "doi_ship_to": "Versand an:",
         "doi_expired_title": "Dieser Bestätigungslink ist abgelaufen",
         "doi_expired_text":
             "Unbestätigte Anmeldungen löschen wir nach einiger Zeit, oder es gibt inzwischen einen neueren Link. Sie können sich einfach noch einmal eintragen.",
@@ -122,7 +123,8 @@ extension Strings {
         "doi_title": "Confirm your sign-up",
         "doi_text":
             "Please confirm with one click that you would like to receive \"{gift}\" from {shop}. You also give this consent:",
-        "doi_confirm": "Confirm now", "doi_expired_title": "This confirmation link has expired",
+        "doi_confirm": "Confirm now", "doi_ship_to": "Shipping to:",
+        "doi_expired_title": "This confirmation link has expired",
         "doi_expired_text":
             "We delete unconfirmed sign-ups after a while, or there is a newer link by now. Simply sign up again.",
         "doi_again": "Sign up again",
