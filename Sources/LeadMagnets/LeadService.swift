@@ -46,8 +46,9 @@ public struct LeadService: Sendable {
         {
             throw SignupErrors(byField: ["email": "email_no_mx"])
         }
-        let recipient = MailRecipient(
-            email: valid.email, firstName: valid.firstName, lastName: nil, locale: locale, contactID: nil)
+        // No name in the confirmation mail: it is typed by whoever posts the form, to any address, and would go out
+        // in a mail signed by the shop ("Guten Tag <whatever was typed>"). The address owner has not confirmed yet.
+        let recipient = MailRecipient(email: valid.email, firstName: nil, lastName: nil, locale: locale, contactID: nil)
         // Composed before the transaction (the composer reads settings and templates); thrown away if the
         // transaction decides that no confirmation mail is due.
         let nonce = Base64URL.encode(random.bytes(16))
@@ -72,9 +73,9 @@ public struct LeadService: Sendable {
                 return step
             }
         }
-        if case .deliver(let signup, let newlyConfirmed) = step {
+        if case .deliver(let signup) = step {
+            // A gift confirmed before, mailed again (a lost link): no follow-ups, they run from the confirmation.
             try await deliver(signup: signup, magnet: magnet, workspace: workspace)
-            if newlyConfirmed { try await scheduleFollowUps(signup: signup, magnet: magnet) }
         }
     }
 
@@ -127,8 +128,21 @@ public struct LeadService: Sendable {
         if signup.state == .confirmed {
             return .confirmed(giftToken: giftToken(signup, magnet))
         }
-        let confirmed = try await store.db.transaction { tx in
-            try await store.confirmSignup(tx, signupID: signup.id, nonce: target.nonce, evidence: evidence)
+        // The delivery mail is composed first, so that the confirmation, its mail and the first follow-up commit
+        // together: a failure in between leaves the signup pending, to be confirmed again, never confirmed without
+        // its gift mail.
+        let delivery = try await deliveryDraft(signup: signup, magnet: magnet, workspace: workspace)
+        let confirmed = try await store.db.transaction { tx -> LeadSignup? in
+            guard
+                let confirmed = try await store.confirmSignup(
+                    tx, signupID: signup.id, nonce: target.nonce, evidence: evidence)
+            else { return nil }
+            if let delivery {
+                let id = try await store.enqueueMail(tx, delivery.draft)
+                try await store.noteDeliveryMail(tx, signupID: confirmed.id, outboxID: id, at: delivery.issued)
+            }
+            if let job = followUpJob(signup: confirmed, magnet: magnet) { _ = try await store.enqueue(tx, job) }
+            return confirmed
         }
         guard let confirmed else {
             // Lost to a concurrent confirmation (then it is confirmed), or it expired a moment ago.
@@ -139,8 +153,6 @@ public struct LeadService: Sendable {
         }
         logger.info(
             "lead signup confirmed", metadata: ["signup": "\(signup.id)", "magnet": "\(magnet.slug)"])
-        try await deliver(signup: confirmed, magnet: magnet, workspace: workspace)
-        try await scheduleFollowUps(signup: confirmed, magnet: magnet)
         return .confirmed(giftToken: giftToken(confirmed, magnet))
     }
 
@@ -175,9 +187,23 @@ public struct LeadService: Sendable {
     /// The delivery mail: the gift page's link, valid for the magnet's download-link lifetime. Transactional:
     /// the person just asked for it.
     public func deliver(signup: LeadSignup, magnet: LeadMagnet, workspace: Workspace) async throws {
+        guard let delivery = try await deliveryDraft(signup: signup, magnet: magnet, workspace: workspace) else {
+            return
+        }
+        try await store.db.transaction { tx in
+            let id = try await store.enqueueMail(tx, delivery.draft)
+            try await store.noteDeliveryMail(tx, signupID: signup.id, outboxID: id, at: delivery.issued)
+        }
+    }
+
+    /// The gift's delivery mail for the signup's contact, composed with a link valid from now; nil for an erased
+    /// contact.
+    func deliveryDraft(signup: LeadSignup, magnet: LeadMagnet, workspace: Workspace) async throws -> (
+        draft: OutboxDraft, issued: Date
+    )? {
         guard let contact = try await store.contact(workspaceID: signup.workspaceID, id: signup.contactID),
             contact.erasedAt == nil
-        else { return }
+        else { return nil }
         let issued = store.clock.now()
         let expires = issued.addingTimeInterval(magnet.downloadLinkLifetime)
         let draft = try await mailer.draft(
@@ -188,10 +214,7 @@ public struct LeadService: Sendable {
                 "expires_at": Self.formatDate(expires, locale: contact.locale, timeZone: workspace.timeZone),
                 "is_file": magnet.giftKind == .file,
             ])
-        try await store.db.transaction { tx in
-            let id = try await store.enqueueMail(tx, draft)
-            try await store.noteDeliveryMail(tx, signupID: signup.id, outboxID: id, at: issued)
-        }
+        return (draft, issued)
     }
 
     static func formatDate(_ date: Date, locale: String, timeZone: String) -> String {
@@ -238,6 +261,9 @@ public struct LeadService: Sendable {
 
     /// A fresh delivery mail for an expired link, at most once per resend window. The answer is the same either
     /// way; the token already names the signup, so it reveals nothing new.
+    /// How long after the confirmation an expired gift link can still bring a fresh one.
+    public static let renewalHorizon: TimeInterval = 365 * 86_400
+
     public func renew(token: String) async throws -> Bool {
         guard case .expired(let gift) = try await gift(token: token) else { return false }
         try await renew(gift)
@@ -247,7 +273,21 @@ public struct LeadService: Sendable {
     /// Once the last mail's link has expired too, a new one may go out at once; otherwise at most one per resend
     /// window (a still-valid link is already in the inbox, so "we have sent you a link" stays true). Token
     /// expiries are whole seconds (rounded down), so a link may die up to a second early.
+    ///
+    /// Anyone holding an old link can ask, so a fresh link goes out only for a year after the confirmation and while
+    /// the person's consent to the purpose stands and their address is not suppressed (an objection, a bounce).
     public func renew(_ gift: Gift) async throws {
+        guard let confirmedAt = gift.signup.confirmation?.at,
+            store.clock.now().timeIntervalSince(confirmedAt) <= Self.renewalHorizon,
+            let contact = try await store.contact(workspaceID: gift.signup.workspaceID, id: gift.signup.contactID),
+            contact.erasedAt == nil,
+            try await store.consentState(
+                store.db, workspaceID: contact.workspaceID, contactID: contact.id, purpose: gift.signup.purpose)
+                == .granted,
+            try await store.suppressionReason(
+                store.db, workspaceID: contact.workspaceID, emailHash: store.suppressionHash(contact.emailNormalized))
+                == nil
+        else { return }
         let wait = max(0, min(gift.magnet.resendWindow, gift.magnet.downloadLinkLifetime) - 1)
         guard
             try await store.claimDeliveryMail(
@@ -307,15 +347,11 @@ public struct LeadService: Sendable {
 
     // MARK: Give, then ask
 
-    func scheduleFollowUps(signup: LeadSignup, magnet: LeadMagnet) async throws {
-        guard let first = magnet.followUps.first else { return }
-        try await store.db.transaction { tx in
-            _ = try await store.enqueue(
-                tx,
-                FollowUps.job(
-                    signup: signup, step: 0, after: first.afterSeconds,
-                    from: signup.confirmation?.at ?? store.clock.now()))
-        }
+    /// The first "give, then ask" step of a newly confirmed signup, if the magnet has any.
+    func followUpJob(signup: LeadSignup, magnet: LeadMagnet) -> JobRequest? {
+        guard let first = magnet.followUps.first else { return nil }
+        return FollowUps.job(
+            signup: signup, step: 0, after: first.afterSeconds, from: signup.confirmation?.at ?? store.clock.now())
     }
 
     // MARK: Expiry

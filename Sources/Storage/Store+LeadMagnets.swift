@@ -288,8 +288,8 @@ extension Store {
     public enum SignupStep: Sendable, Equatable {
         /// A new or renewed pending signup: send the confirmation mail.
         case confirm(LeadSignup)
-        /// The contact already consented to the purpose: the gift goes out without a new DOI.
-        case deliver(LeadSignup, newlyConfirmed: Bool)
+        /// The gift was confirmed before and its consent stands: its delivery mail again (a lost link).
+        case deliver(LeadSignup)
         /// Within the resend window, or the address is blocked: send nothing (the answer looks the same).
         case nothing
     }
@@ -343,7 +343,7 @@ extension Store {
             // nothing new handed out. Claimed with a condition: of two identical posts at once, one sends.
             guard let claimed = try await claimDeliveryMail(tx, signupID: confirmed.id, notSince: windowStart)
             else { return .nothing }
-            return .deliver(claimed, newlyConfirmed: false)
+            return .deliver(claimed)
         }
         // Everything else goes through a double opt-in, also for a contact whose consent to the purpose is on
         // record: the post is unverified (anyone can type any address), so neither a new gift, nor the address a
@@ -644,19 +644,40 @@ extension Store {
                       AND state = 'pending'
                     """, s.workspaceID, s.contactID, s.purpose.rawValue)
                 if otherPending == 0 {
-                    // A consent withdrawn before this signup goes back to withdrawn; one that only this signup asked
-                    // for goes.
+                    // The requests nobody confirmed go with the signup: whoever typed the address, their IP and
+                    // browser are not kept in this person's history (the proof, the Art. 15 export). Requests
+                    // answered by a grant or a withdrawal stay as the proof of those.
+                    try await tx.execute(
+                        """
+                        DELETE FROM consent_events WHERE workspace_id = ? AND contact_id = ? AND purpose = ?
+                          AND action = 'request' AND at > COALESCE((SELECT MAX(e.at) FROM consent_events e
+                            WHERE e.workspace_id = ? AND e.contact_id = ? AND e.purpose = ? AND e.action <> 'request'),
+                          -1)
+                        """, s.workspaceID, s.contactID, s.purpose.rawValue, s.workspaceID, s.contactID,
+                        s.purpose.rawValue)
+                    // A consent withdrawn before this signup goes back to withdrawn, with the request it had before
+                    // (from the log); one that only this signup asked for goes.
                     let withdrawnBefore = try await tx.scalar(
                         """
                         SELECT COUNT(*) FROM consent_events WHERE workspace_id = ? AND contact_id = ? AND purpose = ?
                           AND action = 'withdraw'
                         """, s.workspaceID, s.contactID, s.purpose.rawValue)
                     if withdrawnBefore > 0 {
+                        let earlier = try await tx.first(
+                            """
+                            SELECT text_id, source, ip, user_agent, at FROM consent_events
+                            WHERE workspace_id = ? AND contact_id = ? AND purpose = ? AND action = 'request'
+                            ORDER BY at DESC, id DESC LIMIT 1
+                            """, s.workspaceID, s.contactID, s.purpose.rawValue)
                         try await tx.execute(
                             """
-                            UPDATE consents SET state = 'withdrawn', updated_at = ?
+                            UPDATE consents SET state = 'withdrawn', text_id = COALESCE(?, text_id), source = COALESCE(?, source),
+                              requested_at = ?, requested_ip = ?, requested_user_agent = ?, updated_at = ?
                             WHERE workspace_id = ? AND contact_id = ? AND purpose = ? AND state = 'pending'
-                            """, self.now, s.workspaceID, s.contactID, s.purpose.rawValue)
+                            """, earlier?.optionalInt("text_id"), earlier?.optionalText("source"),
+                            earlier?.optionalDate("at"), earlier?.optionalText("ip"),
+                            earlier?.optionalText("user_agent"), self.now, s.workspaceID, s.contactID,
+                            s.purpose.rawValue)
                     } else {
                         try await tx.execute(
                             "DELETE FROM consents WHERE workspace_id = ? AND contact_id = ? AND purpose = ? AND state = 'pending'",

@@ -322,6 +322,13 @@ import Testing
             #expect(try await kit.leads.service.renew(token: gift))
             #expect(try await kit.leads.service.renew(token: gift))
             #expect(try await count(kit, "SELECT COUNT(*) FROM outbox WHERE kind = 'gift_delivery'") == 2)
+            // Once the person objected, an old link (shared, forwarded) brings no more mail to them.
+            let contact = try #require(
+                try await kit.store.contact(workspaceID: kit.shop.id, email: try EmailAddress("anna@example.org")))
+            try await kit.store.object(workspaceID: kit.shop.id, contactID: contact.id, actor: "test")
+            kit.clock.advance(by: m.downloadLinkLifetime + m.resendWindow + 1)
+            #expect(try await kit.leads.service.renew(token: gift))
+            #expect(try await count(kit, "SELECT COUNT(*) FROM outbox WHERE kind = 'gift_delivery'") == 2)
             var tampered = Array(gift)
             tampered[2] = tampered[2] == "A" ? "B" : "A"
             guard case .invalid = try await kit.leads.service.gift(token: String(tampered)) else {

@@ -62,3 +62,67 @@ extension LeadFlowTests {
         }
     }
 }
+
+extension LeadFlowTests {
+    /// A stranger's unconfirmed request for a customer's address expires without a trace in the customer's
+    /// history: no request event with their IP, and a consent withdrawn before is withdrawn again with the request
+    /// it had.
+    @Test(arguments: Engine.available)
+    func anExpiredRequestLeavesNoStrangersAddressBehind(engine: Engine) async throws {
+        try await withKit(engine) { kit in
+            let m = try await magnet(kit)
+            // A customer (kept: they have an order) who once consented and then withdrew.
+            _ = try await kit.store.put(kit.shop, "K-1", samplePayload(email: "kundin@example.org", status: "paid"))
+            let customer = try #require(
+                try await kit.store.contact(workspaceID: kit.shop.id, email: try EmailAddress("kundin@example.org")))
+            for action in [ConsentChange.Action.request, .grant, .withdraw] {
+                try await kit.store.db.transaction { tx in
+                    _ = try await kit.store.applyConsent(
+                        tx, workspaceID: kit.shop.id, contactID: customer.id,
+                        change: ConsentChange(
+                            purpose: .newsletter, action: action, text: action == .withdraw ? nil : Self.consentText,
+                            source: "test",
+                            evidence: ConsentEvidence(at: kit.clock.now(), ip: "198.51.100.1", userAgent: "Kundin")))
+                }
+                kit.clock.advance(by: 1)
+            }
+            try await kit.leads.service.signup(
+                workspace: kit.shop, magnet: m, input: SignupInput(email: "kundin@example.org", firstName: "X"),
+                locale: "de", context: context(kit, ip: "192.0.2.66"))
+            #expect(try await count(kit, "SELECT COUNT(*) FROM consent_events WHERE ip = '192.0.2.66'") == 1)
+            kit.clock.advance(by: m.pendingLifetime + 1)
+            #expect(try await kit.leads.service.expire() == 1)
+            #expect(try await count(kit, "SELECT COUNT(*) FROM consent_events WHERE ip = '192.0.2.66'") == 0)
+            #expect(try await count(kit, "SELECT COUNT(*) FROM consents WHERE requested_ip = '192.0.2.66'") == 0)
+            let consent = try #require(
+                try await kit.store.db.first(
+                    "SELECT state, requested_ip FROM consents WHERE contact_id = ? AND purpose = 'newsletter'",
+                    customer.id))
+            #expect(consent.text("state") == "withdrawn")
+            #expect(consent.optionalText("requested_ip") == "198.51.100.1")
+            // The customer's own trail stays: their request, grant and withdrawal.
+            #expect(try await count(kit, "SELECT COUNT(*) FROM consent_events WHERE contact_id = \(customer.id)") == 3)
+        }
+    }
+}
+
+extension LeadFlowTests {
+    /// Whatever is typed as the name goes into no confirmation mail: the address owner has not confirmed anything
+    /// yet, and the mail is signed by the shop.
+    @Test(arguments: Engine.available)
+    func theConfirmationMailCarriesNoTypedName(engine: Engine) async throws {
+        try await withKit(engine) { kit in
+            let m = try await magnet(kit)
+            try await kit.leads.service.signup(
+                workspace: kit.shop, magnet: m,
+                input: SignupInput(email: "opfer@example.org", firstName: "Sie haben 1000 Euro gewonnen"),
+                locale: "de", context: context(kit))
+            let mail = try #require(
+                try await kit.store.db.first(
+                    "SELECT message FROM outbox WHERE kind = 'doi_confirmation' AND recipient = 'opfer@example.org'"))
+            let text = mail.text("message").replacingOccurrences(of: "=\r\n", with: "")
+            #expect(!text.contains("gewonnen"))
+            #expect(text.contains("Guten Tag,"))
+        }
+    }
+}
