@@ -53,6 +53,8 @@ public struct FollowUps: Sendable {
             store.db, workspaceID: signup.workspaceID, contactID: contact.id, purpose: signup.purpose)
         guard consent == .granted else { return try await stop(signup, "no_consent") }
         let s = magnet.followUps[step]
+        // One Message-ID per signup and step: a job run again after its mail committed (a crash before the job was
+        // marked done, a lost lease) writes no second marketing mail.
         let draft = try await mailer.draft(
             workspace: workspace, kind: .leadFollowUp, to: try MailRecipient(contact),
             values: [
@@ -60,9 +62,9 @@ public struct FollowUps: Sendable {
                     "subject": s.subject.replacingOccurrences(of: "\n", with: " "),
                     "paragraphs": LeadMagnet.paragraphs(s.body).map { ["text": $0] as [String: Any] },
                 ] as [String: Any]
-            ])
-        let id = try await store.db.transaction { tx in
-            let id = try await store.enqueueMail(tx, draft)
+            ], messageID: "f." + store.suppressionHash("lead-follow-up:\(signup.id):\(step)").prefix(32))
+        let id = try await store.db.transaction { tx -> Int64? in
+            guard let id = try await store.enqueueMailOnce(tx, draft) else { return nil }
             if step + 1 < magnet.followUps.count {
                 _ = try await store.enqueue(
                     tx,
@@ -72,7 +74,7 @@ public struct FollowUps: Sendable {
             }
             return id
         }
-        return .sent(outboxID: id)
+        return id.map { .sent(outboxID: $0) } ?? .nothing
     }
 
     func stop(_ signup: LeadSignup, _ reason: String) async throws -> Outcome {

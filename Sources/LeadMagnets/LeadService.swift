@@ -137,8 +137,7 @@ public struct LeadService: Sendable {
                 let confirmed = try await store.confirmSignup(
                     tx, signupID: signup.id, nonce: target.nonce, evidence: evidence)
             else { return nil }
-            if let delivery {
-                let id = try await store.enqueueMail(tx, delivery.draft)
+            if let delivery, let id = try await store.enqueueMailUnlessErased(tx, delivery.draft) {
                 try await store.noteDeliveryMail(tx, signupID: confirmed.id, outboxID: id, at: delivery.issued)
             }
             if let job = followUpJob(signup: confirmed, magnet: magnet) { _ = try await store.enqueue(tx, job) }
@@ -191,7 +190,8 @@ public struct LeadService: Sendable {
             return
         }
         try await store.db.transaction { tx in
-            let id = try await store.enqueueMail(tx, delivery.draft)
+            // Erased since the contact was read: nothing is written.
+            guard let id = try await store.enqueueMailUnlessErased(tx, delivery.draft) else { return }
             try await store.noteDeliveryMail(tx, signupID: signup.id, outboxID: id, at: delivery.issued)
         }
     }

@@ -89,7 +89,10 @@ public struct MailComposer: Sendable {
             template = try await self.template(workspaceID: workspace.id, kind: kind, variant: variant)
         }
         let from = try senders.mailbox(workspace.senderEmail, displayName: workspace.senderName)
-        let id = messageID ?? "\(Self.randomLocalPart())@\(from.domain)"
+        // A caller's id without a domain is a stable local part (a mail that must exist once: see `Mailer.draft`).
+        let id =
+            messageID.map { $0.contains("@") ? $0 : "\($0)@\(from.domain)" }
+            ?? "\(Self.randomLocalPart())@\(from.domain)"
         let emailHash = store.suppressionHash(recipient.email.normalized)
         let unsubscribeToken = store.signToken(
             purpose: "unsubscribe",

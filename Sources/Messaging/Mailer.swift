@@ -39,14 +39,17 @@ public struct Mailer: Sendable {
     }
 
     /// The outbox draft for a mail, composed now; a capability enqueues it inside its own transaction.
+    ///
+    /// `messageID`: a stable local part for a mail that must exist once however often its job runs (the outbox's
+    /// unique Message-ID then refuses the second, `Store.enqueueMailOnce`); random by default.
     public func draft(
         workspace: Workspace, kind: MessageKind, to recipient: MailRecipient, values: [String: Any],
-        template: MailTemplate? = nil, notBefore: Date? = nil, isTest: Bool = false
+        template: MailTemplate? = nil, notBefore: Date? = nil, isTest: Bool = false, messageID: String? = nil
     ) async throws -> OutboxDraft {
         let settings = try await store.mailSettings(workspaceID: workspace.id)
         let composed = try await composer.compose(
             workspace: workspace, settings: settings, kind: kind, to: recipient, values: values, template: template,
-            date: store.clock.now())
+            date: store.clock.now(), messageID: messageID)
         return OutboxDraft(
             workspaceID: workspace.id, contactID: recipient.contactID, kind: kind, recipient: recipient.email,
             messageID: composed.message.messageID, subject: composed.subject,

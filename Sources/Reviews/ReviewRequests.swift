@@ -157,8 +157,9 @@ public struct ReviewRequests: Sendable {
                 {
                     throw OrderEnded(skip: ended == .returned ? .orderReturned : .orderCancelled)
                 }
-                let id = try await store.enqueueMail(tx, draft)
-                guard try await store.transitionReviewRequest(tx, id: request.id, from: from, to: to, outboxID: id)
+                // Erased since the draft was made: nothing is written (the transition below would have no mail).
+                guard let id = try await store.enqueueMailUnlessErased(tx, draft),
+                    try await store.transitionReviewRequest(tx, id: request.id, from: from, to: to, outboxID: id)
                 else { throw LostRace() }
                 try await also(tx)
                 return id

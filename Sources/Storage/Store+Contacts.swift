@@ -251,26 +251,32 @@ extension Store {
         let t = now
         let row: SQLRow
         if let existing {
-            // A request while granted keeps the grant and its evidence untouched.
+            // A request while granted keeps the grant and its evidence untouched: the row is not written at all
+            // (only the history below), so an unconfirmed post by anyone cannot put their IP, form or page on a
+            // consent that stands.
             let keepsGrant = existing.state == .granted && change.action == .request
-            row = try await tx.query(
-                """
-                UPDATE consents SET state = ?, legal_basis = ?, text_id = COALESCE(?, text_id), source = ?,
-                  form_id = COALESCE(?, form_id), page_url = COALESCE(?, page_url),
-                  requested_at = CASE WHEN ? = 'request' THEN ? ELSE requested_at END,
-                  requested_ip = CASE WHEN ? = 'request' THEN ? ELSE requested_ip END,
-                  requested_user_agent = CASE WHEN ? = 'request' THEN ? ELSE requested_user_agent END,
-                  granted_at = CASE WHEN ? = 'grant' THEN ? ELSE granted_at END,
-                  granted_ip = CASE WHEN ? = 'grant' THEN ? ELSE granted_ip END,
-                  granted_user_agent = CASE WHEN ? = 'grant' THEN ? ELSE granted_user_agent END,
-                  withdrawn_at = CASE WHEN ? = 'withdraw' THEN ? WHEN ? = 'grant' THEN NULL ELSE withdrawn_at END,
-                  updated_at = ?
-                WHERE id = ? RETURNING \(Self.consentColumns)
-                """,
-                state.rawValue, change.legalBasis.rawValue, keepsGrant ? nil : textID, change.source, change.formID,
-                change.pageURL, change.action.rawValue, e.at, change.action.rawValue, e.ip, change.action.rawValue,
-                e.userAgent, change.action.rawValue, e.at, change.action.rawValue, e.ip, change.action.rawValue,
-                e.userAgent, change.action.rawValue, e.at, change.action.rawValue, t, existing.id)[0]
+            row =
+                keepsGrant
+                ? try await tx.query(
+                    "SELECT \(Self.consentColumns) FROM consents WHERE id = ?", existing.id)[0]
+                : try await tx.query(
+                    """
+                    UPDATE consents SET state = ?, legal_basis = ?, text_id = COALESCE(?, text_id), source = ?,
+                      form_id = COALESCE(?, form_id), page_url = COALESCE(?, page_url),
+                      requested_at = CASE WHEN ? = 'request' THEN ? ELSE requested_at END,
+                      requested_ip = CASE WHEN ? = 'request' THEN ? ELSE requested_ip END,
+                      requested_user_agent = CASE WHEN ? = 'request' THEN ? ELSE requested_user_agent END,
+                      granted_at = CASE WHEN ? = 'grant' THEN ? ELSE granted_at END,
+                      granted_ip = CASE WHEN ? = 'grant' THEN ? ELSE granted_ip END,
+                      granted_user_agent = CASE WHEN ? = 'grant' THEN ? ELSE granted_user_agent END,
+                      withdrawn_at = CASE WHEN ? = 'withdraw' THEN ? WHEN ? = 'grant' THEN NULL ELSE withdrawn_at END,
+                      updated_at = ?
+                    WHERE id = ? RETURNING \(Self.consentColumns)
+                    """,
+                    state.rawValue, change.legalBasis.rawValue, textID, change.source, change.formID,
+                    change.pageURL, change.action.rawValue, e.at, change.action.rawValue, e.ip, change.action.rawValue,
+                    e.userAgent, change.action.rawValue, e.at, change.action.rawValue, e.ip, change.action.rawValue,
+                    e.userAgent, change.action.rawValue, e.at, change.action.rawValue, t, existing.id)[0]
         } else {
             let isRequest = change.action == .request
             let isGrant = change.action == .grant

@@ -351,6 +351,15 @@ extension Store {
         return try await enqueueMail(tx, d)
     }
 
+    /// `enqueueMailUnlessErased` for a mail with a stable Message-ID that must exist once: a second draft of it (a
+    /// job run again after its mail committed) writes nothing. Nil when the contact was erased or the mail exists.
+    public func enqueueMailOnce(_ tx: any SQLExecutor, _ d: OutboxDraft) async throws -> Int64? {
+        if try await tx.first("SELECT id FROM outbox WHERE message_id = ?", d.messageID) != nil { return nil }
+        // The unique Message-ID settles two runs at the same moment: the second fails and its job retries, then
+        // finds the first's row above.
+        return try await enqueueMailUnlessErased(tx, d)
+    }
+
     /// Puts a rendered mail in the outbox and enqueues its delivery, in the caller's transaction: the mail exists
     /// exactly when the change that caused it does.
     @discardableResult

@@ -136,11 +136,23 @@ extension Store {
         guard let existing else {
             return try await insertNewOrders(tx, workspaceID: workspaceID, [(s, fingerprint)])[0]
         }
-        let contactID = try await upsertContact(
-            tx, workspaceID: workspaceID, email: s.email, firstName: s.firstName, lastName: s.lastName,
-            locale: s.locale, source: "order", sourceRef: s.externalID)
-        let a = s.shippingAddress
         let orderID = existing.int("id")
+        // An order of an erased person stays theirs, and what identified them stays gone: the shop sends the whole
+        // order on every change, so without this a status update would write the name, address, payment and
+        // device back, make a new contact with the real address and grant the checkout consents again.
+        let owner = try await tx.first(
+            "SELECT o.contact_id, c.erased_at FROM orders o JOIN contacts c ON c.id = o.contact_id WHERE o.id = ?",
+            orderID)
+        let erased = owner?.optionalDate("erased_at") != nil
+        let contactID: ContactID
+        if erased, let owner {
+            contactID = owner.int("contact_id")
+        } else {
+            contactID = try await upsertContact(
+                tx, workspaceID: workspaceID, email: s.email, firstName: s.firstName, lastName: s.lastName,
+                locale: s.locale, source: "order", sourceRef: s.externalID)
+        }
+        let a = s.shippingAddress
         // Times already known are kept: the first report of a status is the one that counts.
         let timeSets = OrderStatus.allCases.map { "\($0.timeColumn) = COALESCE(\($0.timeColumn), ?)" }
             .joined(separator: ", ")
@@ -157,8 +169,9 @@ extension Store {
             [
                 contactID, s.status.rawValue, s.totals.total.currency.code, s.totals.subtotal.minor,
                 s.totals.shipping.minor, s.totals.tax.minor, s.totals.discount.minor, s.totals.total.minor,
-                a?.name, a?.street, a?.postalCode, a?.city, a?.country, s.couponCode, s.referralCode,
-                s.referredBy, s.paymentFingerprint, device(s),
+                erased ? nil : a?.name, erased ? nil : a?.street, erased ? nil : a?.postalCode,
+                erased ? nil : a?.city, a?.country, s.couponCode, s.referralCode, erased ? nil : s.referredBy,
+                erased ? nil : s.paymentFingerprint, erased ? nil : device(s),
             ] + OrderStatus.allCases.map { s.statusTimes[$0] } + [fingerprint, t, orderID, workspaceID])[0]
         var returnedBefore = ReturnedUnits()
         for r in try await tx.query(
@@ -176,12 +189,15 @@ extension Store {
             also: Self.itemsReturned(
                 workspaceID: workspaceID, orderID: orderID, contactID: contactID, s: s, before: returnedBefore, now: t
             ).map { [$0] } ?? [])
-        try await recordCheckoutConsents(tx, workspaceID: workspaceID, contactID: contactID, s: s, isNew: false, at: t)
+        if !erased {
+            try await recordCheckoutConsents(
+                tx, workspaceID: workspaceID, contactID: contactID, s: s, isNew: false, at: t)
+        }
         // A link the order names only now reaches its placed event's subscribers then, unless the order has come
         // back or was cancelled meanwhile: the jobs of those events have run, and nothing would undo a late
         // referral (the device is kept, above, so it stays a tag).
         var late: [String] = []
-        if [.placed, .paid, .shipped, .delivered].contains(s.status) {
+        if !erased, [.placed, .paid, .shipped, .delivered].contains(s.status) {
             let linked = Self.linkTags(existing)
             late = try await fanOut(
                 tx, workspaceID: workspaceID, eventType: OrderStatus.placed.eventType,
@@ -389,11 +405,22 @@ extension Store {
     }
 
     /// Consents captured at checkout, and the existing-customer notice shown with a new order.
+    ///
+    /// The shop sends the whole order, its checkout consents included, on every change. An update applies a
+    /// checkout consent only for a purpose the person has never decided on: it must not grant again what they
+    /// withdrew since (in the preference centre, by one click), nor rewrite the evidence of a consent that stands.
     private func recordCheckoutConsents(
         _ tx: any SQLExecutor, workspaceID: WorkspaceID, contactID: ContactID, s: OrderSubmission, isNew: Bool,
         at t: Date
     ) async throws {
-        for change in Self.checkoutConsentChanges(s) {
+        var decided: Set<String> = []
+        if !isNew {
+            decided = Set(
+                try await tx.query(
+                    "SELECT purpose FROM consents WHERE workspace_id = ? AND contact_id = ?", workspaceID, contactID
+                ).map { $0.text("purpose") })
+        }
+        for change in Self.checkoutConsentChanges(s) where !decided.contains(change.purpose.rawValue) {
             try await applyConsent(tx, workspaceID: workspaceID, contactID: contactID, change: change)
         }
         if let notice = s.existingCustomerNotice, isNew {

@@ -299,6 +299,9 @@ import Testing
                 return
             }
             #expect(try await count(kit, "SELECT COUNT(*) FROM jobs WHERE kind = 'leads.follow_up'") == 2)
+            // The step's job runs again (its mail committed, the job was not marked done): no second mail.
+            #expect(try await kit.leads.followUps.run(signupID: signupID, step: 0) == .nothing)
+            #expect(try await count(kit, "SELECT COUNT(*) FROM outbox WHERE kind = 'lead_follow_up'") == 1)
             _ = try await kit.store.put(kit.shop, "B-1", samplePayload(email: "buyer@example.org", status: "paid"))
             kit.clock.advance(by: 4 * 86_400)
             #expect(try await kit.leads.followUps.run(signupID: signupID, step: 1) == .stopped("purchased"))

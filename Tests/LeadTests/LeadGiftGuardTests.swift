@@ -126,3 +126,33 @@ extension LeadFlowTests {
         }
     }
 }
+
+extension LeadFlowTests {
+    /// A post for a subscriber's address does not touch the evidence of the consent that stands.
+    @Test(arguments: Engine.available)
+    func aPostLeavesAStandingConsentsEvidenceAlone(engine: Engine) async throws {
+        try await withKit(engine) { kit in
+            let guide = try await magnet(kit)
+            try await signup(kit, guide, "dora@example.org")
+            _ = try await confirm(kit, "dora@example.org")
+            let before = try #require(
+                try await kit.store.db.first(
+                    "SELECT requested_ip, requested_at, source, form_id, page_url FROM consents WHERE purpose = 'newsletter'"
+                ))
+            let other = try await magnet(kit, kind: .link, slug: "webinar")
+            kit.clock.advance(by: 60)
+            try await kit.leads.service.signup(
+                workspace: kit.shop, magnet: other, input: SignupInput(email: "dora@example.org"), locale: "de",
+                context: SignupContext(
+                    formID: "lead_magnet:webinar", pageURL: "https://elsewhere.example/",
+                    evidence: ConsentEvidence(at: kit.clock.now(), ip: "192.0.2.66", userAgent: "Fremd")))
+            let after = try #require(
+                try await kit.store.db.first(
+                    "SELECT requested_ip, requested_at, source, form_id, page_url FROM consents WHERE purpose = 'newsletter'"
+                ))
+            for column in ["requested_ip", "requested_at", "source", "form_id", "page_url"] {
+                #expect(after[column] == before[column], "\(column)")
+            }
+        }
+    }
+}
