@@ -451,10 +451,16 @@ extension Store {
             try await tx.execute(
                 """
                 UPDATE outbox SET state = CASE WHEN state IN ('queued', 'deferred') THEN 'suppressed' ELSE state END,
-                  reason = CASE WHEN state IN ('queued', 'deferred') THEN 'erased' ELSE reason END,
-                  recipient = NULL, subject = '', message = NULL, updated_at = ?
+                  reason = CASE WHEN state IN ('queued', 'deferred') OR reason <> '' THEN 'erased' ELSE reason END,
+                  smtp_reply = '', recipient = NULL, subject = '', message = NULL, updated_at = ?
                 WHERE workspace_id = ? AND contact_id = ?
                 """, now, workspaceID, contactID)
+            // Delivery diagnostics (a relay's reply, a bounce's Diagnostic-Code) often quote the address.
+            try await tx.execute(
+                """
+                UPDATE mail_events SET detail = '' WHERE workspace_id = ?
+                  AND outbox_id IN (SELECT id FROM outbox WHERE workspace_id = ? AND contact_id = ?)
+                """, workspaceID, workspaceID, contactID)
             try await eraseReviews(tx, workspaceID: workspaceID, contactID: contactID)
             try await eraseLeadSignups(tx, workspaceID: workspaceID, contactID: contactID)
             try await eraseAdvocate(tx, workspaceID: workspaceID, contactID: contactID)

@@ -143,9 +143,11 @@ extension Store {
                         """, [t.addingTimeInterval(lease), worker, t, t] + kindBinds + [limit]
                     ).map(Self.job)
                 }
-                // Expired leases first: their jobs are older than anything still queued.
-                var jobs = try await claim(.expiredLease, limit: group.limit)
-                if jobs.count < group.limit { jobs += try await claim(.queued, limit: group.limit - jobs.count) }
+                // Expired leases first: their jobs are older than anything still queued. One at a time, and alone:
+                // a job whose worker died may be what killed it (a trap, a hang), and batched again with the same
+                // neighbours it would take them down on every attempt until all of them were dead.
+                var jobs = try await claim(.expiredLease, limit: 1)
+                if jobs.isEmpty { jobs = try await claim(.queued, limit: group.limit) }
                 claimed.append(jobs.sorted { ($0.runAt, $0.id) < ($1.runAt, $1.id) })
             }
             return claimed

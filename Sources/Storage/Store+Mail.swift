@@ -391,7 +391,9 @@ extension Store {
             tx,
             JobRequest(
                 kind: Self.mailDeliveryJob, workspaceID: workspaceID, payload: "{\"outbox_id\":\(outboxID)}", runAt: at,
-                idempotencyKey: key, maxAttempts: 3))
+                // The default attempts: a delivery job fails only on database errors (SMTP outcomes re-enqueue under
+                // new keys), and three quick ones (a failover) would leave the row queued with no job behind it.
+                idempotencyKey: key))
     }
 
     // MARK: facts the send-time policy reads

@@ -404,11 +404,14 @@ extension Store {
             }, total: Int(total), limit: limit, offset: offset)
     }
 
+    /// Art. 17 for an advocate: payout details and devices go, and the code, which starts with the first name
+    /// (`ANNA-7K3Q`), becomes `ERASED-<id>` in the admin lists, payouts and files. Friends' orders keep the code
+    /// they carried.
     func eraseAdvocate(_ tx: any SQLExecutor, workspaceID: WorkspaceID, contactID: ContactID) async throws {
         try await tx.execute(
             """
             UPDATE advocates SET state = 'left', left_at = COALESCE(left_at, ?), payout_name = NULL,
-              payout_iban = NULL, devices = '[]', link_version = link_version + 1
+              payout_iban = NULL, devices = '[]', link_version = link_version + 1, code = 'ERASED-' || id
             WHERE workspace_id = ? AND contact_id = ?
             """, now, workspaceID, contactID)
         // The audit log keeps that payout details were given, not the masked IBAN it noted.

@@ -1172,6 +1172,7 @@ import Testing
             #expect(try await kit.referrals.links.advocate(pageToken: page) == nil)
             let erased = try #require(try await kit.store.advocate(workspaceID: kit.shop.id, id: anna.id))
             #expect(!erased.active && erased.payoutIBAN == nil && erased.payoutName == nil)
+            #expect(erased.code == "ERASED-\(anna.id)", "the code's first-name part goes too")
             #expect(try await kit.store.referralTarget(code: anna.code) == nil)
             // The export keeps what was done about her as advocate; the masked IBAN the audit log noted is gone.
             let export = try await kit.store.exportContact(workspaceID: kit.shop.id, contactID: anna.contactID)

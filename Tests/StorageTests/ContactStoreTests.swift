@@ -143,7 +143,18 @@ import Testing
             let (early, late) = (try draft(1), try draft(2))
             let sent = try await store.db.transaction { tx in try await store.enqueueMailUnlessErased(tx, early) }
             #expect(sent != nil)
+            // A bounce's diagnostics quote the address; erasure takes them too.
+            try await store.db.execute(
+                "UPDATE outbox SET state = 'bounced', reason = ?, smtp_reply = ? WHERE id = ?",
+                "550 5.1.1 <erika@example.com>: unknown", "550 5.1.1 <erika@example.com>", sent)
+            try await store.db.execute(
+                "INSERT INTO mail_events (workspace_id, outbox_id, type, detail, source, at) VALUES (?, ?, 'bounce', ?, 'dsn', 0)",
+                shop.id, sent, "Diagnostic-Code: smtp; 550 <erika@example.com>")
             try await store.erase(workspaceID: shop.id, contactID: id, actor: "test")
+            #expect(
+                try await store.db.scalar(
+                    "SELECT COUNT(*) FROM outbox WHERE reason LIKE '%erika%' OR smtp_reply LIKE '%erika%'") == 0)
+            #expect(try await store.db.scalar("SELECT COUNT(*) FROM mail_events WHERE detail LIKE '%erika%'") == 0)
             let skipped = try await store.db.transaction { tx in try await store.enqueueMailUnlessErased(tx, late) }
             #expect(skipped == nil)
             #expect(

@@ -107,9 +107,10 @@ import Testing
             #expect(try await store.claimJobs(worker: "w1", limit: 1, lease: 30, kinds: ["k"]).map(\.id) == [a])
             clock.advance(by: 31)  // w1's lease on a runs out
             let second = try await store.claimJobs(worker: "w2", limit: 2, lease: 30, kinds: ["k"])
-            #expect(second.map(\.id) == [a, b], "the expired lease, then the oldest queued job")
-            #expect(second.map(\.attempts) == [2, 1])
-            #expect(try await store.claimJobs(worker: "w3", limit: 5, lease: 30, kinds: ["k"]).map(\.id) == [c])
+            // The expired lease first, and alone: its worker may have died of it, so it is not batched again.
+            #expect(second.map(\.id) == [a])
+            #expect(second.map(\.attempts) == [2])
+            #expect(try await store.claimJobs(worker: "w3", limit: 5, lease: 30, kinds: ["k"]).map(\.id) == [b, c])
             #expect(try await store.claimJobs(worker: "w3", limit: 5, lease: 30, kinds: ["k"]).isEmpty)
             // A worker for every kind finds the job of the other kind, which was due first of all.
             #expect(try await store.claimJobs(worker: "w4", limit: 5, lease: 30).map(\.id) == [ids[3]])
