@@ -294,9 +294,17 @@ public final class JobWorker: Service, @unchecked Sendable {
     /// Runs a batch in one transaction: each run of one kind through its handler's `runMany`, in claim order,
     /// then one fenced completion for all. If anything fails (a handler's error, a lost lease, the database),
     /// the batch rolls back and each job runs alone, so that one job's fault costs only its own attempt.
+    ///
+    /// Jobs taken over after their worker died (`Store.leaseExpiredNote`) run alone, after the others: one of them may
+    /// be what killed it, and in a batch it would take its neighbours down with it on every attempt.
     func execute(batch: ArraySlice<Job>) async {
         guard batch.count > 1 else {
             if let job = batch.first { await execute(job) }
+            return
+        }
+        if batch.contains(where: { $0.lastError == Store.leaseExpiredNote }) {
+            await execute(batch: batch.filter { $0.lastError != Store.leaseExpiredNote }[...])
+            for job in batch where job.lastError == Store.leaseExpiredNote { await execute(job) }
             return
         }
         let jobs = Array(batch)

@@ -134,25 +134,29 @@ extension Store {
                 }
                 let kindBinds = (group.kinds ?? []).map { $0 as any SQLBindable }
                 func claim(_ source: ClaimSource, limit: Int) async throws -> [Job] {
-                    try await tx.query(
+                    // A job taken over from a worker that died is marked: it may be what killed it (a trap, a hang),
+                    // so the worker runs it alone, never in a batch with the neighbours it was claimed with.
+                    let note = source == .expiredLease ? ", last_error = '\(Self.leaseExpiredNote)'" : ""
+                    return try await tx.query(
                         """
                         UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_expires_at = ?, locked_by = ?,
-                          updated_at = ?
+                          updated_at = ?\(note)
                         WHERE id IN (\(Self.claimCandidates(source, kinds: kindBinds.count, dialect: tx.dialect)))
                         RETURNING \(Self.jobColumns)
                         """, [t.addingTimeInterval(lease), worker, t, t] + kindBinds + [limit]
                     ).map(Self.job)
                 }
-                // Expired leases first: their jobs are older than anything still queued. One at a time, and alone:
-                // a job whose worker died may be what killed it (a trap, a hang), and batched again with the same
-                // neighbours it would take them down on every attempt until all of them were dead.
-                var jobs = try await claim(.expiredLease, limit: 1)
-                if jobs.isEmpty { jobs = try await claim(.queued, limit: group.limit) }
+                // Expired leases first: their jobs are older than anything still queued.
+                var jobs = try await claim(.expiredLease, limit: group.limit)
+                if jobs.count < group.limit { jobs += try await claim(.queued, limit: group.limit - jobs.count) }
                 claimed.append(jobs.sorted { ($0.runAt, $0.id) < ($1.runAt, $1.id) })
             }
             return claimed
         }
     }
+
+    /// `last_error` of a job taken over after its lease expired, until it fails or completes.
+    public static let leaseExpiredNote = "lease expired; taken over"
 
     /// Where a claim takes jobs from. Each source is one statement that walks the `(state, run_at)` index in order
     /// and stops at its limit. One statement with `queued OR lease expired` made SQLite collect and sort every due

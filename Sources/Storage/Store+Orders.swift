@@ -417,7 +417,10 @@ extension Store {
         if !isNew {
             decided = Set(
                 try await tx.query(
-                    "SELECT purpose FROM consents WHERE workspace_id = ? AND contact_id = ?", workspaceID, contactID
+                    """
+                    SELECT purpose FROM consents WHERE workspace_id = ? AND contact_id = ?
+                      AND state IN ('granted', 'withdrawn')
+                    """, workspaceID, contactID
                 ).map { $0.text("purpose") })
         }
         for change in Self.checkoutConsentChanges(s) where !decided.contains(change.purpose.rawValue) {

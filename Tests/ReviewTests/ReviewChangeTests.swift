@@ -94,31 +94,42 @@ extension ReviewFlowTests {
     func aProductSentBackIsNotAskedAbout(engine: Engine) async throws {
         try await withKit(engine) { kit in
             var payload = samplePayload(
-                email: "anna@example.com", status: "delivered", items: 2, consents: Self.consent)
+                email: "anna@example.com", status: "delivered", items: 3, consents: Self.consent)
             let result = try await kit.store.put(kit.shop, "B-1", payload)
             _ = try await kit.store.db.transaction { tx in
                 try await kit.store.scheduleReviewRequest(tx, workspaceID: kit.shop.id, orderID: result.order.id)
             }
             let request = try #require(
                 try await kit.store.reviewRequest(workspaceID: kit.shop.id, orderID: result.order.id))
+            func giveBack(_ i: Int) {
+                let units = payload.items?[i].quantity
+                payload.items?[i].returnedQuantity = units
+            }
             payload.status = "partially_returned"
-            let secondUnits = payload.items?[1].quantity
-            payload.items?[1].returnedQuantity = secondUnits
+            giveBack(2)
             try await kit.store.put(kit.shop, "B-1", payload)
             kit.clock.advance(by: 61)
             guard case .sent(let outboxID) = try await kit.reviews.requests.send(requestID: request.id) else {
                 Issue.record("not sent")
                 return
             }
-            #expect(try await links(kit, outboxID: outboxID).count == 1)
-            #expect(try await kit.store.askedItems(requestID: request.id).map(\.sku) == ["SKU-0"])
-            // The other one comes back too before the reminder: nothing is left to remind of.
-            payload.status = "returned"
-            let firstUnits = payload.items?[0].quantity
-            payload.items?[0].returnedQuantity = firstUnits
+            #expect(try await links(kit, outboxID: outboxID).count == 2)
+            #expect(try await kit.store.askedItems(requestID: request.id).map(\.sku) == ["SKU-0", "SKU-1"])
+            // One of the asked products comes back before the reminder: the reminder asks about the other only.
+            giveBack(0)
             try await kit.store.put(kit.shop, "B-1", payload)
             kit.clock.advance(by: 7 * 86_400)
-            #expect(try await kit.reviews.requests.remind(requestID: request.id) == .skipped(.orderReturned))
+            guard case .sent(let reminderID) = try await kit.reviews.requests.remind(requestID: request.id) else {
+                Issue.record("no reminder")
+                return
+            }
+            let reminded = try await links(kit, outboxID: reminderID)
+            #expect(reminded.count == 1)
+            guard case .form(let ctx) = try await kit.reviews.service.open(token: token(reminded[0])) else {
+                Issue.record("the reminder's link should open a form")
+                return
+            }
+            #expect(ctx.target.sku == "SKU-1")
         }
     }
 

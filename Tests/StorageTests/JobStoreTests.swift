@@ -107,10 +107,11 @@ import Testing
             #expect(try await store.claimJobs(worker: "w1", limit: 1, lease: 30, kinds: ["k"]).map(\.id) == [a])
             clock.advance(by: 31)  // w1's lease on a runs out
             let second = try await store.claimJobs(worker: "w2", limit: 2, lease: 30, kinds: ["k"])
-            // The expired lease first, and alone: its worker may have died of it, so it is not batched again.
-            #expect(second.map(\.id) == [a])
-            #expect(second.map(\.attempts) == [2])
-            #expect(try await store.claimJobs(worker: "w3", limit: 5, lease: 30, kinds: ["k"]).map(\.id) == [b, c])
+            #expect(second.map(\.id) == [a, b], "the expired lease, then the oldest queued job")
+            #expect(second.map(\.attempts) == [2, 1])
+            // The job taken over is marked, so the worker runs it alone (its worker may have died of it).
+            #expect(second.map(\.lastError) == [Store.leaseExpiredNote, nil])
+            #expect(try await store.claimJobs(worker: "w3", limit: 5, lease: 30, kinds: ["k"]).map(\.id) == [c])
             #expect(try await store.claimJobs(worker: "w3", limit: 5, lease: 30, kinds: ["k"]).isEmpty)
             // A worker for every kind finds the job of the other kind, which was due first of all.
             #expect(try await store.claimJobs(worker: "w4", limit: 5, lease: 30).map(\.id) == [ids[3]])
@@ -297,6 +298,26 @@ import Testing
             await worker.execute(jobs[3])
             #expect(await calls.sizes == [3, 1])
             #expect(try await store.db.scalar("SELECT COUNT(*) FROM prepared") == 2)
+            #expect(try await store.jobCounts(workspaceID: shop.id)[.succeeded] == 4)
+        }
+    }
+
+    /// A job taken over after its worker died runs alone, after the rest of its batch: it may be what killed the
+    /// worker, and must not take the same neighbours down again.
+    @Test(arguments: Engine.available)
+    func aJobTakenOverAfterItsWorkerDiedRunsAlone(engine: Engine) async throws {
+        try await engine.withStore { store, shop, clock in
+            let calls = BatchCalls()
+            let worker = try await effectWorker(store, calls: calls)
+            try await enqueue(store, shop, ["effect", "effect"])
+            #expect(try await store.claimJobs(worker: "dead", limit: 1, lease: 30).count == 1)
+            clock.advance(by: 31)  // the first worker died holding it
+            try await enqueue(store, shop, ["effect", "effect"])
+            let jobs = try await store.claimJobs(worker: "w", limit: 10, lease: 60)
+            #expect(jobs.map(\.lastError) == [Store.leaseExpiredNote, nil, nil, nil])
+            await worker.execute(batch: jobs[...])
+            #expect(await calls.sizes == [3], "the three others in one batch; the taken-over one alone, unbatched")
+            #expect(try await effects(store) == 4)
             #expect(try await store.jobCounts(workspaceID: shop.id)[.succeeded] == 4)
         }
     }

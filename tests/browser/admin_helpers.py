@@ -8,10 +8,11 @@ Two ways into the admin UI:
     hands the session cookie to Selenium. The browser and the requests session then
     share one admin session (and so one CSRF token).
 
-Every login - good or bad - takes a token from the login rate limiter
-(5 per minute per IP and per account, in memory per server). All requests from
-these tests come from 127.0.0.1 without X-Forwarded-For, i.e. the same "IP", so a
-test may log in at most 5 times on one server.
+Every login attempt takes a token from the login rate limiter before the
+password is checked (5, then 1 a minute, per client and per account, in memory
+per server); a successful login gives it back, so only failed logins count. All
+requests from these tests come from 127.0.0.1 without X-Forwarded-For, i.e. the
+same client, so a test may fail at most 5 logins on one server.
 """
 
 from __future__ import annotations

@@ -95,7 +95,12 @@ extension AdminRoutes {
         return s
     }
 
-    func magnetPage(_ context: AppContext, message: String?, error: String? = nil, edited: LeadMagnet? = nil)
+    /// `stockSeen`: with `edited`, the stock the form was first shown with, kept through an error so that the save
+    /// after it changes the stock by what the editor typed (`updateLeadMagnet(stockSeen:)`).
+    func magnetPage(
+        _ context: AppContext, message: String?, error: String? = nil, edited: LeadMagnet? = nil,
+        stockSeen: Int? = nil
+    )
         async throws -> Response
     {
         let admin = try admin(context)
@@ -114,9 +119,9 @@ extension AdminRoutes {
                 "id": m.id, "name": m.name, "slug": m.slug, "headline": m.headline, "body": m.body,
                 "image_url": m.imageURL ?? "", "gift_title": m.giftTitle, "gift_url": m.giftURL ?? "",
                 "sample_stock": m.sampleStock.map(String.init) ?? "", "consent_text": m.consentText,
-                // What the stock is now (also when the form comes back with an error): a save changes it by the
-                // difference to the typed value (`updateLeadMagnet(stockSeen:)`).
-                "sample_stock_seen": saved.sampleStock.map(String.init) ?? "",
+                // The stock the form was first shown with: a save changes the stock by the difference to the typed
+                // value (`updateLeadMagnet(stockSeen:)`).
+                "sample_stock_seen": (edited == nil ? saved.sampleStock : stockSeen).map(String.init) ?? "",
                 "ask_name": m.askName,
                 "fields": m.fields.map { "\($0.key)|\($0.label)|\($0.required ? "pflicht" : "")" }.joined(
                     separator: "\n"),
@@ -216,12 +221,12 @@ extension AdminRoutes {
             return FollowUpStep(
                 afterSeconds: after, subject: f["step\(i)_subject"] ?? "", body: f["step\(i)_body"] ?? "")
         }
+        let stockSeen = nonEmpty(f["sample_stock_seen"]).flatMap { Int($0) }
         do {
-            _ = try await store.updateLeadMagnet(
-                m, actor: "user:\(admin.user.id)", stockSeen: nonEmpty(f["sample_stock_seen"]).flatMap { Int($0) })
+            _ = try await store.updateLeadMagnet(m, actor: "user:\(admin.user.id)", stockSeen: stockSeen)
             try leads.pages.invalidate(magnetID: m.id)
         } catch let e as DomainError {
-            return try await magnetPage(context, message: nil, error: e.message, edited: m)
+            return try await magnetPage(context, message: nil, error: e.message, edited: m, stockSeen: stockSeen)
         }
         return try await magnetPage(context, message: Strings.table(context.locale)["magnet_saved"])
     }
