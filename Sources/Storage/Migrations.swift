@@ -26,7 +26,7 @@ public enum Migrator {
     public static let all: [Migration] = [
         Schema.v1Foundation, Schema.v2Mail, Schema.v3Reviews, Schema.v4LeadMagnets, Schema.v5Referrals,
         Schema.v6QueryPaths, Schema.v7Returns, Schema.v8ClickIndexes, Schema.v9EventTags, Schema.v10CreditRedemptions,
-        Schema.v11ContactIdentity, Schema.v12ClickDays, Schema.v13DKIMActivation,
+        Schema.v11ContactIdentity, Schema.v12ClickDays, Schema.v13DKIMActivation, Schema.v14PayoutCreditors,
     ]
 
     /// The newest migration id, which `/readyz` compares against the database.
@@ -985,6 +985,24 @@ enum Schema {
         [
             "ALTER TABLE dkim_keys ADD COLUMN activated_at BIGINT",
             "UPDATE dkim_keys SET activated_at = created_at",
+        ]
+    }
+
+    /// The creditor of an exported payout as it went to the bank (name, IBAN, the code in the remittance text): a
+    /// booking record (§147 AO, §257 HGB) that a later change of the advocate's details, or their erasure, must not
+    /// rewrite. Exported payouts so far get the advocate's current details, the best record there is.
+    static let v14PayoutCreditors = Migration(id: 14, name: "payout_creditors") { _ in
+        [
+            "ALTER TABLE referral_payouts ADD COLUMN creditor_name TEXT",
+            "ALTER TABLE referral_payouts ADD COLUMN creditor_iban TEXT",
+            "ALTER TABLE referral_payouts ADD COLUMN creditor_code TEXT",
+            """
+            UPDATE referral_payouts SET
+              creditor_name = (SELECT a.payout_name FROM advocates a WHERE a.id = referral_payouts.advocate_id),
+              creditor_iban = (SELECT a.payout_iban FROM advocates a WHERE a.id = referral_payouts.advocate_id),
+              creditor_code = (SELECT a.code FROM advocates a WHERE a.id = referral_payouts.advocate_id)
+            WHERE batch_id IS NOT NULL
+            """,
         ]
     }
 }

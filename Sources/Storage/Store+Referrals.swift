@@ -1673,8 +1673,9 @@ extension Store {
     public func payouts(workspaceID: WorkspaceID, state: String? = nil) async throws -> [Payout] {
         try await db.query(
             """
-            SELECT p.reward_id, p.advocate_id, a.code, p.amount_minor, p.currency, p.state, a.payout_name,
-              a.payout_iban, p.batch_id, p.created_at
+            SELECT p.reward_id, p.advocate_id, COALESCE(p.creditor_code, a.code) AS code, p.amount_minor, p.currency,
+              p.state, COALESCE(p.creditor_name, a.payout_name) AS payout_name,
+              COALESCE(p.creditor_iban, a.payout_iban) AS payout_iban, p.batch_id, p.created_at
             FROM referral_payouts p JOIN advocates a ON a.id = p.advocate_id
             WHERE p.workspace_id = ?\(state == nil ? "" : " AND p.state = ?") ORDER BY p.created_at, p.reward_id
             """, [workspaceID] + (state.map { [$0] } ?? [])
@@ -1687,8 +1688,9 @@ extension Store {
         }
     }
 
-    /// Moves every open payout whose advocate gave bank details into a new batch. The caller writes the SEPA
-    /// file from the returned payouts; the batch's message id makes a repeated download the same file.
+    /// Moves every open payout whose advocate gave bank details into a new batch, with the creditor as exported.
+    /// The caller writes the SEPA file from the returned payouts; the batch's message id and the kept creditors make
+    /// a repeated download the same file.
     public func createPayoutBatch(workspaceID: WorkspaceID, messageID: String, actor: String) async throws
         -> (batchID: Int64, payouts: [Payout])
     {
@@ -1710,10 +1712,17 @@ extension Store {
                 INSERT INTO referral_payout_batches (workspace_id, message_id, count, total_minor, created_by, created_at)
                 VALUES (?, ?, ?, ?, ?, ?) RETURNING id
                 """, workspaceID, messageID, open.count, total, actor, self.now)[0].int("id")
+            // The creditor as it goes to the bank is kept with the payout: the booking record, which neither a
+            // later change of the advocate's details nor their erasure rewrites (migration 14).
             for r in open {
                 try await tx.execute(
-                    "UPDATE referral_payouts SET state = 'exported', batch_id = ? WHERE reward_id = ? AND state = 'open'",
-                    batch, r.int("reward_id"))
+                    """
+                    UPDATE referral_payouts SET state = 'exported', batch_id = ?,
+                      creditor_name = (SELECT a.payout_name FROM advocates a WHERE a.id = referral_payouts.advocate_id),
+                      creditor_iban = (SELECT a.payout_iban FROM advocates a WHERE a.id = referral_payouts.advocate_id),
+                      creditor_code = (SELECT a.code FROM advocates a WHERE a.id = referral_payouts.advocate_id)
+                    WHERE reward_id = ? AND state = 'open'
+                    """, batch, r.int("reward_id"))
             }
             try await self.audit(
                 tx, workspaceID: workspaceID, actor: actor, action: "referrals.payouts.export",

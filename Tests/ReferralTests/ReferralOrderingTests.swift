@@ -196,3 +196,29 @@ extension ReferralFlowTests {
         }
     }
 }
+
+extension ReferralFlowTests {
+    /// An exported batch is a booking record: downloaded again after the advocate changed their bank details, or
+    /// after their erasure, it is the same file with the same transfers.
+    @Test(arguments: Engine.available)
+    func anExportedBatchStaysAsItWentToTheBank(engine: Engine) async throws {
+        try await withKit(engine, programme: { Self.paysCash(&$0, 5_000) }) { kit in
+            let anna = try await advocate(kit)
+            let friend = order(email: "ben@example.org", ref: anna.code, street: "Weg 3")
+            try await put(kit, "F-1", friend)
+            _ = try await deliverAndRelease(kit, "F-1", friend)
+            try await kit.store.setPayoutDetails(
+                workspaceID: kit.shop.id, advocateID: anna.id, name: "Anna Muster",
+                iban: try #require(IBAN("DE02120300000000202051")))
+            let (batch, xml) = try await kit.referrals.service.exportPayouts(workspace: kit.shop, actor: "t")
+            try await kit.store.setPayoutDetails(
+                workspaceID: kit.shop.id, advocateID: anna.id, name: "Anna Neu",
+                iban: try #require(IBAN("DE89370400440532013000")))
+            #expect(try await kit.referrals.service.payoutFile(workspace: kit.shop, batchID: batch) == xml)
+            try await kit.store.erase(workspaceID: kit.shop.id, contactID: anna.contactID, actor: "test")
+            let again = try await kit.referrals.service.payoutFile(workspace: kit.shop, batchID: batch)
+            #expect(again == xml)
+            #expect(again.contains("<NbOfTxs>1</NbOfTxs>") && again.contains("DE02120300000000202051"))
+        }
+    }
+}
