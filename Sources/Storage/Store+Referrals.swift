@@ -1527,14 +1527,21 @@ extension Store {
         }
     }
 
+    /// The largest cost or shipping of a premium, in minor units: 100 million (one million euros).
+    static let maxPremiumMinor: Int64 = 100_000_000
+
     static func validate(_ p: Premium) throws {
         guard !p.name.trimmingCharacters(in: .whitespaces).isEmpty, p.name.count <= 200 else {
             throw DomainError.invalid(
                 "premium_name_invalid", "A premium needs a name (at most 200 characters).", field: "name")
         }
-        guard p.costMinor >= 0, p.shippingMinor >= 0 else {
+        // Bounded, so that cost plus shipping (a reward's value, summed per advocate and year) cannot overflow.
+        guard (0...Self.maxPremiumMinor).contains(p.costMinor), (0...Self.maxPremiumMinor).contains(p.shippingMinor)
+        else {
             throw DomainError.invalid(
-                "premium_cost_invalid", "Cost and shipping cannot be negative.", field: "cost_minor")
+                "premium_cost_invalid",
+                "Cost and shipping are amounts from 0 to \(Self.maxPremiumMinor) in minor units (cents).",
+                field: "cost_minor")
         }
         guard p.stock >= 0 else {
             throw DomainError.invalid("premium_stock_invalid", "Stock cannot be negative.", field: "stock")

@@ -152,6 +152,17 @@ public struct LeadMagnet: Sendable, Equatable {
                 "slug_invalid", "A slug has 2–64 characters: lower-case letters, digits and hyphens.", field: "slug")
         }
         try Self.text(name, "name", max: 200)
+        // Finite and bounded: they become whole seconds in the database, and NaN or infinity would trap there.
+        for (value, field, range) in [
+            (downloadLinkLifetime, "download_link_seconds", 60.0...(5 * 365 * 86_400)),
+            (pendingLifetime, "pending_seconds", 60.0...(365 * 86_400)),
+            (resendWindow, "resend_window_seconds", 0.0...(30 * 86_400)),
+            (minimumFillTime, "min_fill_seconds", 0.0...3600),
+        ] where !(value.isFinite && range.contains(value)) {
+            throw .invalid(
+                "out_of_range",
+                "\(field) must be from \(Int64(range.lowerBound)) to \(Int64(range.upperBound)) seconds.", field: field)
+        }
         try Self.text(headline, "headline", max: 200)
         try Self.text(body, "body", max: 20_000, allowEmpty: true)
         try Self.text(giftTitle, "gift_title", max: 200)

@@ -139,7 +139,12 @@ public enum ReferralRules {
             !skus.contains($0.sku.lowercased()) && !categories.contains(($0.category ?? "").lowercased())
         }
         if counted.isEmpty && !kept.isEmpty { return .ineligible(reason: .onlyExcludedItems) }
-        let base = counted.reduce(Int64(0)) { $0 + $1.unitPrice.minor * Int64($1.keptQuantity) }
+        // Saturating: an order the API took stays below Int64's range, but a job must never trap on one that does not.
+        let base = counted.reduce(Int64(0)) { sum, item in
+            let (line, o1) = item.unitPrice.minor.multipliedReportingOverflow(by: Int64(item.keptQuantity))
+            let (next, o2) = sum.addingReportingOverflow(line)
+            return o1 || o2 ? .max : next
+        }
         if base < p.minimumOrderMinor { return .ineligible(reason: .belowMinimum) }
         return .eligible(baseMinor: base)
     }

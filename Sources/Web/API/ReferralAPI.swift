@@ -256,9 +256,13 @@ struct ReferralAPI {
         router.get(SiteURL.Route.apiReferralFigures.routerPath) { request, context in
             let principal = try context.principal()
             try await module.clicks.flush()
-            let days = request.uri.queryParameters.get("days").flatMap(Double.init) ?? 90
+            let raw = request.uri.queryParameters.get("days")
+            guard let days = raw.map({ Int($0) }) ?? 90, (1...3650).contains(days) else {
+                throw DomainError.invalid(
+                    "parameter_invalid", "days must be a whole number from 1 to 3650.", field: "days")
+            }
             let f = try await env.store.referralFigures(
-                workspaceID: principal.workspaceID, since: env.clock.now().addingTimeInterval(-days * 86_400))
+                workspaceID: principal.workspaceID, since: env.clock.now().addingTimeInterval(-Double(days) * 86_400))
             return try Bodies.jsonResponse(FiguresDTO(f))
         }
     }

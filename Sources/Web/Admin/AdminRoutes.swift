@@ -399,11 +399,14 @@ struct AdminRoutes {
 
     // MARK: Contacts
 
+    /// A list page number from the query: 1 to 1,000,000 (a larger one would overflow the offset); 1 if unusable.
+    static func page(_ raw: String?) -> Int { min(1_000_000, max(1, raw.flatMap { Int($0) } ?? 1)) }
+
     func contacts(_ request: Request, _ context: AppContext) async throws -> Response {
         let admin = try admin(context)
         let q = request.uri.queryParameters
         let search = q.get("q") ?? ""
-        let page = max(1, Int(q.get("page") ?? "1") ?? 1)
+        let page = Self.page(q.get("page"))
         let result = try await store.contacts(
             workspaceID: admin.workspace.id, search: search, limit: 50, offset: (page - 1) * 50)
         var model = try base(context, title: "contacts_title", nav: "contacts")
@@ -513,7 +516,7 @@ struct AdminRoutes {
         let admin = try admin(context)
         let q = request.uri.queryParameters
         let status = q.get("status").flatMap(OrderStatus.init(rawValue:))
-        let page = max(1, Int(q.get("page") ?? "1") ?? 1)
+        let page = Self.page(q.get("page"))
         let result = try await store.orders(
             workspaceID: admin.workspace.id, status: status, limit: 50, offset: (page - 1) * 50)
         let t = Strings.table(context.locale)

@@ -1,0 +1,53 @@
+import Foundation
+import HTTPTypes
+import ReciprocityCore
+import Storage
+import TestSupport
+import Testing
+
+/// Numbers chosen to break arithmetic: each gets a clear error or a bounded answer, and the server stays up to
+/// answer the next request (a trap would end the whole process).
+@Suite struct HostileInput {
+    @Test func numbersThatWouldTrapAreRefusedAndTheServerStaysUp() async throws {
+        try await TestApp.run { app in
+            let key = try await seedShop(app)
+            for days in ["nan", "inf", "1e15", "0", "-5", "99999"] {
+                let r = try await app.request(.get, "/api/v1/referrals/figures?days=\(days)", key: key)
+                #expect(r.status == .unprocessableContent, "days=\(days)")
+                #expect(r.text.contains("parameter_invalid"))
+            }
+            #expect(try await app.request(.get, "/api/v1/referrals/figures?days=30", key: key).status == .ok)
+
+            // 13-digit prices times a large quantity overflow Int64 when no subtotal is sent.
+            let huge = """
+                {"customer":{"email":"gross@example.com"},"currency":"EUR","status":"placed",
+                 "items":[{"sku":"X","name":"X","quantity":10000,"unit_price":"9999999999999.00"}],
+                 "totals":{"total":"1.00"}}
+                """
+            let order = try await app.request(.put, "/api/v1/orders/HUGE-1", key: key, json: huge)
+            #expect(order.status == .unprocessableContent)
+            #expect(order.text.contains("amount_too_large"))
+
+            let premium = try await app.request(
+                .post, "/api/v1/referrals/premiums", key: key,
+                json: #"{"name":"Tasse","cost_minor":9223372036854775807,"stock":1}"#)
+            #expect(premium.status == .unprocessableContent)
+            #expect(premium.text.contains("premium_cost_invalid"))
+
+            let magnet = try await app.request(
+                .post, "/api/v1/lead-magnets", key: key,
+                json: """
+                    {"slug":"ratgeber","name":"Ratgeber","headline":"Ratgeber","gift_kind":"link",
+                     "gift_title":"Ratgeber","gift_url":"https://shop.example/r","consent_text":"Ja, bitte.",
+                     "pending_seconds":1e300}
+                    """)
+            #expect(magnet.status == .unprocessableContent || magnet.status == .badRequest)
+
+            // Admin lists: a page number that would overflow the offset is clamped.
+            let admin = try await AdminSession.login(app)
+            #expect(try await admin.get("/admin/contacts?page=9223372036854775807").status == .ok)
+            #expect(try await admin.get("/admin/orders?page=9223372036854775807").status == .ok)
+            #expect(try await app.request(.get, "/healthz").status == .ok, "still up")
+        }
+    }
+}
