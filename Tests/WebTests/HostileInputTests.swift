@@ -50,4 +50,21 @@ import Testing
             #expect(try await app.request(.get, "/healthz").status == .ok, "still up")
         }
     }
+
+    /// A number field with words in it is refused by name, not read as "no cap".
+    @Test func theReferralFormRefusesAWordForTheCap() async throws {
+        try await TestApp.run { app in
+            let key = try await seedShop(app)
+            try await app.request(
+                .put, "/api/v1/referrals/programme", key: key,
+                json: #"{"active":true,"target_url":"https://shop.example/","cap_count":3}"#)
+            let admin = try await AdminSession.login(app)
+            let page = try await admin.post(
+                "/admin/referrals/settings",
+                "active=on&target_url=https%3A%2F%2Fshop.example%2F&advocate_type=voucher&advocate_value=10.00&cap=f%C3%BCnf"
+            )
+            #expect(page.text.contains("is not a whole number"))
+            #expect(try await app.store.referralProgramme(workspaceID: 1).capCount == 3)
+        }
+    }
 }

@@ -195,18 +195,29 @@ extension AdminRoutes {
         m.giftKind = GiftKind(rawValue: f["gift_kind"] ?? "") ?? m.giftKind
         m.giftTitle = f["gift_title"] ?? ""
         m.giftURL = nonEmpty(f["gift_url"])
-        m.sampleStock = nonEmpty(f["sample_stock"]).flatMap { Int($0) } ?? (m.giftKind == .sample ? 0 : nil)
+        // Numbers are whole and not negative; anything else is refused by field, never read as 0 (a stock of 0,
+        // which the stock delta would then apply) or silently kept.
+        var badNumber: String?
+        func whole(_ key: String) -> Int64? {
+            guard let text = nonEmpty(f[key]?.trimmingCharacters(in: .whitespaces)) else { return nil }
+            guard let n = Int64(text), n >= 0 else {
+                badNumber = badNumber ?? "\(key): \"\(text)\" is not a whole number of 0 or more."
+                return nil
+            }
+            return n
+        }
+        m.sampleStock = whole("sample_stock").map(Int.init) ?? (m.giftKind == .sample ? 0 : nil)
         m.consentText = f["consent_text"] ?? ""
         m.askName = f["ask_name"] == "on"
         m.active = f["active"] == "on"
-        let seconds = { (key: String, fallback: TimeInterval) in nonEmpty(f[key]).flatMap { Double($0) } ?? fallback }
+        let seconds = { (key: String, fallback: TimeInterval) in whole(key).map(TimeInterval.init) ?? fallback }
         m.downloadLinkLifetime = seconds("download_seconds", m.downloadLinkLifetime)
         m.pendingLifetime = seconds("pending_seconds", m.pendingLifetime)
         m.resendWindow = seconds("resend_seconds", m.resendWindow)
         m.minimumFillTime = seconds("min_fill", m.minimumFillTime)
-        m.voucherLowWater = nonEmpty(f["low_water"]).flatMap { Int($0) } ?? m.voucherLowWater
-        m.unitCost = Money(minor: nonEmpty(f["unit_cost"]).flatMap { Int64($0) } ?? 0, currency: m.unitCost.currency)
-        m.fixedCost = Money(minor: nonEmpty(f["fixed_cost"]).flatMap { Int64($0) } ?? 0, currency: m.unitCost.currency)
+        m.voucherLowWater = whole("low_water").map(Int.init) ?? m.voucherLowWater
+        m.unitCost = Money(minor: whole("unit_cost") ?? 0, currency: m.unitCost.currency)
+        m.fixedCost = Money(minor: whole("fixed_cost") ?? 0, currency: m.unitCost.currency)
         m.allowedOrigins = (f["origins"] ?? "").split(whereSeparator: \.isNewline)
             .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         m.fields = (f["fields"] ?? "").split(whereSeparator: \.isNewline).compactMap { line in
@@ -222,6 +233,9 @@ extension AdminRoutes {
                 afterSeconds: after, subject: f["step\(i)_subject"] ?? "", body: f["step\(i)_body"] ?? "")
         }
         let stockSeen = nonEmpty(f["sample_stock_seen"]).flatMap { Int($0) }
+        if let badNumber {
+            return try await magnetPage(context, message: nil, error: badNumber, edited: m, stockSeen: stockSeen)
+        }
         do {
             _ = try await store.updateLeadMagnet(m, actor: "user:\(admin.user.id)", stockSeen: stockSeen)
             try leads.pages.invalidate(magnetID: m.id)

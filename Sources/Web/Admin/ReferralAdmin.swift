@@ -371,17 +371,28 @@ extension AdminRoutes {
             p.minimumOrderMinor = try minor(f["minimum"], field: "minimum", currency)
             p.excludedCategories = list("excluded_categories")
             p.excludedSKUs = list("excluded_skus")
-            p.capCount = f["cap"].flatMap { Int($0.trimmingCharacters(in: .whitespaces)) }
-            p.capDays = Int(f["cap_days"] ?? "") ?? p.capDays
-            p.returnWindowSeconds = Int64(f["window"] ?? "") ?? p.returnWindowSeconds
-            p.attributionDays = Int(f["attribution_days"] ?? "") ?? p.attributionDays
+            // A number field left empty keeps its meaning (no cap; the saved value); anything else that is not a whole
+            // number is refused with the field's name, never read as "no cap" or silently kept.
+            func whole(_ key: String) throws -> Int? {
+                let text = (f[key] ?? "").trimmingCharacters(in: .whitespaces)
+                if text.isEmpty { return nil }
+                guard let n = Int(text), n >= 0 else {
+                    throw DomainError.invalid(
+                        "number_invalid", "\(key): \"\(text)\" is not a whole number of 0 or more.", field: key)
+                }
+                return n
+            }
+            p.capCount = try whole("cap")
+            p.capDays = try whole("cap_days") ?? p.capDays
+            p.returnWindowSeconds = try whole("window").map(Int64.init) ?? p.returnWindowSeconds
+            p.attributionDays = try whole("attribution_days") ?? p.attributionDays
             p.touch = f["touch"] == "first" ? .first : .last
             p.autoApprove = f["auto_approve"] == "on"
             p.cookie = f["cookie"] == "on"
             p.cookieDomain = ReferralProgramme.cookieDomain(typed: f["cookie_domain"] ?? "")
             p.landingPage = f["landing"] == "on"
             p.leaderboard = f["leaderboard"] == "on"
-            p.velocityPerDay = Int(f["velocity"] ?? "") ?? p.velocityPerDay
+            p.velocityPerDay = try whole("velocity") ?? p.velocityPerDay
             p.payerName = f["payer_name"] ?? ""
             p.payerIBAN = (f["payer_iban"] ?? "").replacingOccurrences(of: " ", with: "").uppercased()
             p.payerBIC = (f["payer_bic"] ?? "").uppercased()
