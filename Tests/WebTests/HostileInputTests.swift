@@ -67,4 +67,33 @@ import Testing
             #expect(try await app.store.referralProgramme(workspaceID: 1).capCount == 3)
         }
     }
+
+    /// What the API may set, the admin form shows and keeps: all five follow-up steps; a premium in the programme's
+    /// currency.
+    @Test func theAdminShowsWhatTheAPISet() async throws {
+        try await TestApp.run { app in
+            let key = try await seedShop(app)
+            let steps = (1...5).map { #"{"after_seconds":\#($0 * 86400),"subject":"Schritt \#($0)","body":"Text"}"# }
+            let magnet = try await app.request(
+                .post, "/api/v1/lead-magnets", key: key,
+                json: """
+                    {"slug":"ratgeber","name":"Ratgeber","headline":"Ratgeber","gift_kind":"link",
+                     "gift_title":"Ratgeber","gift_url":"https://shop.example/r","consent_text":"Ja, bitte.",
+                     "follow_ups":[\(steps.joined(separator: ","))]}
+                    """)
+            #expect(magnet.status == .created)
+            let id = try #require(try magnet.json()["id"] as? Int)
+            let admin = try await AdminSession.login(app)
+            let page = try await admin.get("/admin/magnets/\(id)").text
+            #expect(page.contains("name=\"step4_subject\"") && page.contains("Schritt 5"))
+
+            try await app.request(
+                .put, "/api/v1/referrals/programme", key: key,
+                json: #"{"active":true,"target_url":"https://shop.example/","currency":"CHF"}"#)
+            let premium = try await app.request(
+                .post, "/api/v1/referrals/premiums", key: key, json: #"{"name":"Tasse","cost_minor":800,"stock":2}"#)
+            #expect(premium.status == .created)
+            #expect(try premium.json()["currency"] as? String == "CHF")
+        }
+    }
 }

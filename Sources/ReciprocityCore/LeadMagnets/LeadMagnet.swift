@@ -143,6 +143,9 @@ public struct LeadMagnet: Sendable, Equatable {
     public static let defaultMinimumFillTime: TimeInterval = 2
 
     /// Every rule a magnet must satisfy before it is saved; the first broken one is thrown.
+    /// The most "give, then ask" steps a magnet has (the API and the admin form alike).
+    public static let maxFollowUps = 5
+
     public func validate() throws(DomainError) {
         guard slug.count >= 2, slug.count <= 64,
             slug.unicodeScalars.allSatisfy({ ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "-" }),
@@ -245,8 +248,9 @@ public struct LeadMagnet: Sendable, Equatable {
         guard voucherLowWater >= 0 else {
             throw .invalid("voucher_low_water_invalid", "The low-water mark is 0 or more.", field: "voucher_low_water")
         }
-        guard followUps.count <= 5 else {
-            throw .invalid("too_many_follow_ups", "A sequence has at most 5 steps.", field: "follow_ups")
+        guard followUps.count <= Self.maxFollowUps else {
+            throw .invalid(
+                "too_many_follow_ups", "A sequence has at most \(Self.maxFollowUps) steps.", field: "follow_ups")
         }
         for (i, step) in followUps.enumerated() {
             guard step.afterSeconds >= 1, step.afterSeconds <= 365 * 86_400 else {

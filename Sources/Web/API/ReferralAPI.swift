@@ -105,7 +105,9 @@ struct ReferralAPI {
                     id: 0, workspaceID: principal.workspaceID, name: try required(input.name, "name"),
                     description: input.description ?? "", imageURL: input.imageURL,
                     costMinor: try required(input.costMinor, "cost_minor"), shippingMinor: input.shippingMinor ?? 0,
-                    currency: "EUR", stock: try required(input.stock, "stock"), active: input.active ?? true), id: nil,
+                    // In the programme's currency, as in the admin: the premium's cost is a reward in it.
+                    currency: try await env.store.referralProgramme(workspaceID: principal.workspaceID).currency,
+                    stock: try required(input.stock, "stock"), active: input.active ?? true), id: nil,
                 actor: "apikey:\(principal.keyID)")
             return try Bodies.jsonResponse(saved, status: .created)
         }

@@ -58,10 +58,16 @@ struct AdminRoutes {
         return admin
     }
 
-    /// Reads a form and checks its CSRF token against the session's.
-    func form(_ request: Request, _ context: AppContext) async throws -> [String: String] {
+    /// The body limit of the forms with long texts: a mail template (two parts of up to 100,000 characters) and a
+    /// lead magnet (its text and follow-ups).
+    static let longFormLimit = 1_048_576
+
+    /// Reads a form and checks its CSRF token against the session's. `limit`: the body's bytes; the default fits
+    /// every settings form, the mail template and lead magnet forms pass more (their texts may be long, and
+    /// percent-encoding roughly doubles HTML).
+    func form(_ request: Request, _ context: AppContext, limit: Int = 65_536) async throws -> [String: String] {
         let admin = try admin(context)
-        let fields = try await Bodies.form(request)
+        let fields = try await Bodies.form(request, limit: limit)
         guard constantTimeEquals(fields["_csrf"] ?? "", admin.csrfToken) else {
             throw DomainError(
                 .forbidden, code: "csrf_invalid", "The form expired. Please reload the page and try again.")

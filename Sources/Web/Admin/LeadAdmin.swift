@@ -137,7 +137,7 @@ extension AdminRoutes {
             ["value": $0.rawValue, "label": t["gift_kind_\($0.rawValue)"] ?? "", "selected": $0 == m.giftKind]
         }
         model["locales"] = ["de", "en"].map { ["value": $0, "selected": $0 == m.locale] }
-        model["steps"] = (0..<3).map { i -> [String: Any] in
+        model["steps"] = (0..<LeadMagnet.maxFollowUps).map { i -> [String: Any] in
             let s = i < m.followUps.count ? m.followUps[i] : nil
             return [
                 "n": i, "after": s.map { String($0.afterSeconds) } ?? "", "subject": s?.subject ?? "",
@@ -184,7 +184,7 @@ extension AdminRoutes {
     func saveMagnet(_ request: Request, _ context: AppContext) async throws -> Response {
         let admin = try admin(context)
         try require(admin.role.canEditMail, context)
-        let f = try await form(request, context)
+        let f = try await form(request, context, limit: Self.longFormLimit)
         var m = try await loadMagnet(context)
         m.name = f["name"] ?? ""
         m.slug = f["slug"] ?? ""
@@ -227,7 +227,7 @@ extension AdminRoutes {
             guard let key = p.first, !key.isEmpty else { return nil }
             return LeadField(key: key, label: p.count > 1 ? p[1] : key, required: p.count > 2 && !p[2].isEmpty)
         }
-        m.followUps = (0..<3).compactMap { i in
+        m.followUps = (0..<LeadMagnet.maxFollowUps).compactMap { i in
             guard let after = nonEmpty(f["step\(i)_after"]).flatMap({ Int64($0) }) else { return nil }
             return FollowUpStep(
                 afterSeconds: after, subject: f["step\(i)_subject"] ?? "", body: f["step\(i)_body"] ?? "")

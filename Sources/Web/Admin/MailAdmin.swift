@@ -247,7 +247,7 @@ extension AdminRoutes {
     }
 
     func saveTemplate(_ request: Request, _ context: AppContext) async throws -> Response {
-        let fields = try await form(request, context)
+        let fields = try await form(request, context, limit: Self.longFormLimit)
         let admin = try admin(context)
         try require(admin.role.canEditMail, context)
         let edited = try editedTemplate(fields, context)
@@ -289,7 +289,7 @@ extension AdminRoutes {
 
     /// Sends the template as it is in the form, with sample values, to an address (default: the admin's own).
     func testSend(_ request: Request, _ context: AppContext) async throws -> Response {
-        let fields = try await form(request, context)
+        let fields = try await form(request, context, limit: Self.longFormLimit)
         let admin = try admin(context)
         try require(admin.role.canEditMail, context)
         let edited = try editedTemplate(fields, context)
