@@ -157,8 +157,8 @@ public struct LeadMagnet: Sendable, Equatable {
         try Self.text(name, "name", max: 200)
         // Finite and bounded: they become whole seconds in the database, and NaN or infinity would trap there.
         for (value, field, range) in [
-            (downloadLinkLifetime, "download_link_seconds", 60.0...(5 * 365 * 86_400)),
-            (pendingLifetime, "pending_seconds", 60.0...(365 * 86_400)),
+            (downloadLinkLifetime, "download_link_seconds", 1.0...(5 * 365 * 86_400)),
+            (pendingLifetime, "pending_seconds", 1.0...(365 * 86_400)),
             (resendWindow, "resend_window_seconds", 0.0...(30 * 86_400)),
             (minimumFillTime, "min_fill_seconds", 0.0...3600),
         ] where !(value.isFinite && range.contains(value)) {
