@@ -137,9 +137,7 @@ public struct LeadService: Sendable {
                 let confirmed = try await store.confirmSignup(
                     tx, signupID: signup.id, nonce: target.nonce, evidence: evidence)
             else { return nil }
-            if let delivery, let id = try await store.enqueueMailUnlessErased(tx, delivery.draft) {
-                try await store.noteDeliveryMail(tx, signupID: confirmed.id, outboxID: id, at: delivery.issued)
-            }
+            if let delivery { try await write(delivery, signupID: confirmed.id, tx) }
             if let job = followUpJob(signup: confirmed, magnet: magnet) { _ = try await store.enqueue(tx, job) }
             return confirmed
         }
@@ -189,11 +187,14 @@ public struct LeadService: Sendable {
         guard let delivery = try await deliveryDraft(signup: signup, magnet: magnet, workspace: workspace) else {
             return
         }
-        try await store.db.transaction { tx in
-            // Erased since the contact was read: nothing is written.
-            guard let id = try await store.enqueueMailUnlessErased(tx, delivery.draft) else { return }
-            try await store.noteDeliveryMail(tx, signupID: signup.id, outboxID: id, at: delivery.issued)
-        }
+        try await store.db.transaction { tx in try await write(delivery, signupID: signup.id, tx) }
+    }
+
+    /// Puts a delivery mail in the outbox and notes it on the signup; nothing when the contact was erased since the
+    /// draft was made.
+    func write(_ delivery: (draft: OutboxDraft, issued: Date), signupID: Int64, _ tx: any SQLExecutor) async throws {
+        guard let id = try await store.enqueueMailUnlessErased(tx, delivery.draft) else { return }
+        try await store.noteDeliveryMail(tx, signupID: signupID, outboxID: id, at: delivery.issued)
     }
 
     /// The gift's delivery mail for the signup's contact, composed with a link valid from now; nil for an erased
@@ -259,11 +260,11 @@ public struct LeadService: Sendable {
         return expired ? .expired(gift) : .valid(gift)
     }
 
-    /// A fresh delivery mail for an expired link, at most once per resend window. The answer is the same either
-    /// way; the token already names the signup, so it reveals nothing new.
     /// How long after the confirmation an expired gift link can still bring a fresh one.
     public static let renewalHorizon: TimeInterval = 365 * 86_400
 
+    /// A fresh delivery mail for an expired link, at most once per resend window. The answer is the same either
+    /// way; the token already names the signup, so it reveals nothing new.
     public func renew(token: String) async throws -> Bool {
         guard case .expired(let gift) = try await gift(token: token) else { return false }
         try await renew(gift)

@@ -166,9 +166,12 @@ public struct ConsentChange: Sendable {
 }
 
 public enum ConsentRules {
+    /// Whether the person has decided on a purpose: granted or withdrawn (a pending request is no decision).
+    public static func decided(_ state: ConsentState?) -> Bool { state == .granted || state == .withdrawn }
+
     /// A purpose the person has not consented to and not objected to: mail for it may still come under §7(3) UWG
     /// (an existing customer), so the preference centre offers an objection to that purpose alone.
-    public static func objectable(_ state: ConsentState?) -> Bool { state != .granted && state != .withdrawn }
+    public static func objectable(_ state: ConsentState?) -> Bool { !decided(state) }
 
     /// What a preference centre save withdraws: every consent whose box was unticked (`keep` lacks it), and every
     /// objectable purpose whose objection was ticked (`object` has it). Ticking never grants.

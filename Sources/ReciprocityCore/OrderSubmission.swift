@@ -283,15 +283,8 @@ public struct OrderSubmission: Sendable, Equatable {
             guard let s else { return Money(minor: 0, currency: currency) }
             return try Money(decimal: s, currency: currency, field: field)
         }
-        // Checked arithmetic: 13-digit prices times large quantities overflow Int64, and a trap would end the process.
-        var itemsSum: Int64 = 0
-        for item in items {
-            let (line, lineOverflow) = item.unitPrice.minor.multipliedReportingOverflow(by: Int64(item.quantity))
-            let (sum, sumOverflow) = itemsSum.addingReportingOverflow(line)
-            guard !lineOverflow, !sumOverflow else {
-                throw .invalid("amount_too_large", "The items' prices and quantities add up to too large an amount.")
-            }
-            itemsSum = sum
+        guard let itemsSum = items.totalMinor(units: \.quantity) else {
+            throw .invalid("amount_too_large", "The items' prices and quantities add up to too large an amount.")
         }
         let totals = OrderTotals(
             subtotal: t.subtotal == nil

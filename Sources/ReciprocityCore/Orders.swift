@@ -21,9 +21,12 @@ public enum OrderStatus: String, Sendable, Codable, CaseIterable {
         }
     }
 
-    /// Whether a referral can still be decided on an order in this status: not once it was returned or cancelled
-    /// (a partial return is judged on what was kept, `ReferralRules.eligibility`).
-    public var earnsReferral: Bool { self != .cancelled && self != .returned }
+    /// Returned or cancelled: the order no longer stands (a partial return still does).
+    public var hasEnded: Bool { self == .cancelled || self == .returned }
+
+    /// Whether a referral can still be decided on an order in this status: not once it has ended (a partial return
+    /// is judged on what was kept, `ReferralRules.eligibility`).
+    public var earnsReferral: Bool { !hasEnded }
 
     private var stage: Int {
         switch self {
@@ -74,6 +77,21 @@ public struct OrderItem: Sendable, Equatable, Codable {
     public var keptQuantity: Int { max(0, quantity - returnedQuantity) }
 }
 
+extension Collection where Element == OrderItem {
+    /// The sum of unit price × `units` over the items, in minor units; nil when it would overflow Int64 (13-digit
+    /// prices times large quantities do, and a trap would end the process).
+    public func totalMinor(units: (OrderItem) -> Int) -> Int64? {
+        var sum: Int64 = 0
+        for item in self {
+            let (line, lineOverflow) = item.unitPrice.minor.multipliedReportingOverflow(by: Int64(units(item)))
+            let (next, sumOverflow) = sum.addingReportingOverflow(line)
+            guard !lineOverflow, !sumOverflow else { return nil }
+            sum = next
+        }
+        return sum
+    }
+}
+
 extension Order {
     /// The event an order raises whenever the shop reports more returned units of some item than before (on any
     /// status; a partial return is the usual case), once per order and set of returned units.
@@ -121,6 +139,12 @@ public struct PostalAddress: Sendable, Equatable, Codable {
         self.postalCode = postalCode
         self.city = city
         self.country = country
+    }
+
+    /// The address on one line, as a page shows it: "Anna Muster, Hauptstraße 1, 10115 Berlin, DE".
+    public var oneLine: String {
+        [name, street, "\(postalCode) \(city)", country].compactMap { $0 }.filter { !$0.isEmpty }
+            .joined(separator: ", ")
     }
 }
 

@@ -189,7 +189,7 @@ public struct ReferralService: Sendable {
             let row = try await tx.first("SELECT status FROM orders WHERE id = ?" + tx.dialect.rowLockClause, orderID),
             let status = OrderStatus(rawValue: row.text("status"))
         else { return }
-        if status == .returned || status == .cancelled {
+        if status.hasEnded {
             try await store.voidReferral(
                 tx, workspaceID: workspaceID, orderID: orderID, reason: "order_\(status.rawValue)")
         } else {

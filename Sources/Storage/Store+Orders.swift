@@ -152,7 +152,9 @@ extension Store {
                 tx, workspaceID: workspaceID, email: s.email, firstName: s.firstName, lastName: s.lastName,
                 locale: s.locale, source: "order", sourceRef: s.externalID)
         }
-        let a = s.shippingAddress
+        // What identifies the person, written only while they are not erased (the country stays, as erasure keeps it).
+        let identifying = erased ? nil : s
+        let a = identifying?.shippingAddress
         // Times already known are kept: the first report of a status is the one that counts.
         let timeSets = OrderStatus.allCases.map { "\($0.timeColumn) = COALESCE(\($0.timeColumn), ?)" }
             .joined(separator: ", ")
@@ -169,9 +171,8 @@ extension Store {
             [
                 contactID, s.status.rawValue, s.totals.total.currency.code, s.totals.subtotal.minor,
                 s.totals.shipping.minor, s.totals.tax.minor, s.totals.discount.minor, s.totals.total.minor,
-                erased ? nil : a?.name, erased ? nil : a?.street, erased ? nil : a?.postalCode,
-                erased ? nil : a?.city, a?.country, s.couponCode, s.referralCode, erased ? nil : s.referredBy,
-                erased ? nil : s.paymentFingerprint, erased ? nil : device(s),
+                a?.name, a?.street, a?.postalCode, a?.city, s.shippingAddress?.country, s.couponCode, s.referralCode,
+                identifying?.referredBy, identifying?.paymentFingerprint, identifying.flatMap { device($0) },
             ] + OrderStatus.allCases.map { s.statusTimes[$0] } + [fingerprint, t, orderID, workspaceID])[0]
         var returnedBefore = ReturnedUnits()
         for r in try await tx.query(
@@ -415,13 +416,11 @@ extension Store {
     ) async throws {
         var decided: Set<String> = []
         if !isNew {
-            decided = Set(
-                try await tx.query(
-                    """
-                    SELECT purpose FROM consents WHERE workspace_id = ? AND contact_id = ?
-                      AND state IN ('granted', 'withdrawn')
-                    """, workspaceID, contactID
-                ).map { $0.text("purpose") })
+            for r in try await tx.query(
+                "SELECT purpose, state FROM consents WHERE workspace_id = ? AND contact_id = ?", workspaceID, contactID)
+            where ConsentRules.decided(ConsentState(rawValue: r.text("state"))) {
+                decided.insert(r.text("purpose"))
+            }
         }
         for change in Self.checkoutConsentChanges(s) where !decided.contains(change.purpose.rawValue) {
             try await applyConsent(tx, workspaceID: workspaceID, contactID: contactID, change: change)

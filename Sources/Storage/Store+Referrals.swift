@@ -864,16 +864,17 @@ extension Store {
             if p?.autoApprove == false { manual.append(row.int("workspace_id")) }
         }
         let byHand = manual.isEmpty ? "" : " AND r.workspace_id NOT IN (\(MultiRow.list(manual.count)))"
+        let approvable: [any SQLBindable] = ReferralStatus.approvable.map(\.rawValue)
         return try await db.query(
             """
             SELECT r.id, r.workspace_id FROM referral_rewards r
             WHERE r.id > ? AND ((r.state = 'held' AND r.held_until <= ?\(byHand)
                 AND (r.referral_id IS NULL OR EXISTS (SELECT 1 FROM referrals f WHERE f.id = r.referral_id
-                  AND f.status IN ('accepted', 'confirmed'))))
+                  AND f.status IN (\(MultiRow.list(approvable.count))))))
               OR (r.state IN ('approved', 'issued') AND r.outbox_id IS NULL AND r.beneficiary = 'advocate'
                 AND r.created_at <= ?))
             ORDER BY r.id LIMIT ?
-            """, [afterID, now] + manual + [now.addingTimeInterval(-60), limit]
+            """, [afterID, now] + manual + approvable + [now.addingTimeInterval(-60), limit]
         ).map { ($0.int("id"), $0.int("workspace_id")) }
     }
 
@@ -897,7 +898,7 @@ extension Store {
             }
             if let referralID = reward.referralID,
                 let status = try await tx.first("SELECT status FROM referrals WHERE id = ?", referralID)?.text(
-                    "status"), status != "accepted" && status != "confirmed"
+                    "status"), !ReferralStatus.approvable.map(\.rawValue).contains(status)
             {
                 if actor == "rules" { return false }
                 throw DomainError.conflict(

@@ -310,7 +310,7 @@ extension Store {
             let row = try await tx.first(
                 "SELECT status FROM orders WHERE workspace_id = ? AND id = ?" + tx.dialect.rowLockClause, workspaceID,
                 id),
-            let status = OrderStatus(rawValue: row.text("status")), status == .returned || status == .cancelled
+            let status = OrderStatus(rawValue: row.text("status")), status.hasEnded
         else { return nil }
         return status
     }

@@ -21,6 +21,8 @@ extension ReferralFlowTests {
                     try await first(tx)
                     signal.yield()
                     signal.finish()
+                    // A fixed pause on purpose: `second` is meant to block on a lock this transaction holds, and no
+                    // condition visible from here says so on both engines. Without the lock it finishes meanwhile.
                     try await Task.sleep(for: .milliseconds(300))
                 }
             }
@@ -30,6 +32,18 @@ extension ReferralFlowTests {
             }
             try await group.waitForAll()
         }
+    }
+
+    /// Anna, with one issued cash reward on the payout list and her bank details given (`paysCash` programmes).
+    func advocateWithOpenPayout(_ kit: Kit) async throws -> Advocate {
+        let anna = try await advocate(kit)
+        let friend = order(email: "ben@example.org", ref: anna.code, street: "Weg 3")
+        try await put(kit, "F-1", friend)
+        _ = try await deliverAndRelease(kit, "F-1", friend)
+        try await kit.store.setPayoutDetails(
+            workspaceID: kit.shop.id, advocateID: anna.id, name: "Anna Muster",
+            iban: try #require(IBAN("DE02120300000000202051")))
+        return anna
     }
 
     func placedEvent(_ result: OrderUpsertResult) throws -> Int64 {
@@ -137,13 +151,7 @@ extension ReferralFlowTests {
     @Test(arguments: Engine.available)
     func twoPayoutExportsAtOnceMakeOneBatch(engine: Engine) async throws {
         try await withKit(engine, programme: { Self.paysCash(&$0, 5_000) }) { kit in
-            let anna = try await advocate(kit)
-            let friend = order(email: "ben@example.org", ref: anna.code, street: "Weg 3")
-            try await put(kit, "F-1", friend)
-            _ = try await deliverAndRelease(kit, "F-1", friend)
-            try await kit.store.setPayoutDetails(
-                workspaceID: kit.shop.id, advocateID: anna.id, name: "Anna Muster",
-                iban: try #require(IBAN("DE02120300000000202051")))
+            _ = try await advocateWithOpenPayout(kit)
             let outcomes = await withTaskGroup(of: String.self) { group in
                 for _ in 0..<2 {
                     group.addTask {
@@ -203,13 +211,7 @@ extension ReferralFlowTests {
     @Test(arguments: Engine.available)
     func anExportedBatchStaysAsItWentToTheBank(engine: Engine) async throws {
         try await withKit(engine, programme: { Self.paysCash(&$0, 5_000) }) { kit in
-            let anna = try await advocate(kit)
-            let friend = order(email: "ben@example.org", ref: anna.code, street: "Weg 3")
-            try await put(kit, "F-1", friend)
-            _ = try await deliverAndRelease(kit, "F-1", friend)
-            try await kit.store.setPayoutDetails(
-                workspaceID: kit.shop.id, advocateID: anna.id, name: "Anna Muster",
-                iban: try #require(IBAN("DE02120300000000202051")))
+            let anna = try await advocateWithOpenPayout(kit)
             let (batch, xml) = try await kit.referrals.service.exportPayouts(workspace: kit.shop, actor: "t")
             try await kit.store.setPayoutDetails(
                 workspaceID: kit.shop.id, advocateID: anna.id, name: "Anna Neu",

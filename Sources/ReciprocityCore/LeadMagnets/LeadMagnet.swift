@@ -142,10 +142,10 @@ public struct LeadMagnet: Sendable, Equatable {
     public static let defaultResendWindow: TimeInterval = 600
     public static let defaultMinimumFillTime: TimeInterval = 2
 
-    /// Every rule a magnet must satisfy before it is saved; the first broken one is thrown.
     /// The most "give, then ask" steps a magnet has (the API and the admin form alike).
     public static let maxFollowUps = 5
 
+    /// Every rule a magnet must satisfy before it is saved; the first broken one is thrown.
     public func validate() throws(DomainError) {
         guard slug.count >= 2, slug.count <= 64,
             slug.unicodeScalars.allSatisfy({ ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "-" }),
@@ -155,13 +155,13 @@ public struct LeadMagnet: Sendable, Equatable {
                 "slug_invalid", "A slug has 2–64 characters: lower-case letters, digits and hyphens.", field: "slug")
         }
         try Self.text(name, "name", max: 200)
-        // Finite and bounded: they become whole seconds in the database, and NaN or infinity would trap there.
+        // Bounded (NaN and infinity are in no range): they become whole seconds in the database, and would trap there.
         for (value, field, range) in [
             (downloadLinkLifetime, "download_link_seconds", 1.0...(5 * 365 * 86_400)),
             (pendingLifetime, "pending_seconds", 1.0...(365 * 86_400)),
             (resendWindow, "resend_window_seconds", 0.0...(30 * 86_400)),
             (minimumFillTime, "min_fill_seconds", 0.0...3600),
-        ] where !(value.isFinite && range.contains(value)) {
+        ] where !range.contains(value) {
             throw .invalid(
                 "out_of_range",
                 "\(field) must be from \(Int64(range.lowerBound)) to \(Int64(range.upperBound)) seconds.", field: field)

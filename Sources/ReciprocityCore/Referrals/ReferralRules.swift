@@ -47,6 +47,8 @@ public enum ReferralStatus: String, Sendable, Codable, CaseIterable {
     public static let open: [ReferralStatus] = [.accepted, .flagged]
     /// What counts as a referred order in the figures: open or confirmed.
     public static let referred: [ReferralStatus] = open + [.confirmed]
+    /// A referral whose held rewards may be approved once their window passes (a flagged one waits for a person).
+    public static let approvable: [ReferralStatus] = [.accepted, .confirmed]
 }
 
 public struct ReferralDecision: Sendable, Equatable {
@@ -140,11 +142,7 @@ public enum ReferralRules {
         }
         if counted.isEmpty && !kept.isEmpty { return .ineligible(reason: .onlyExcludedItems) }
         // Saturating: an order the API took stays below Int64's range, but a job must never trap on one that does not.
-        let base = counted.reduce(Int64(0)) { sum, item in
-            let (line, o1) = item.unitPrice.minor.multipliedReportingOverflow(by: Int64(item.keptQuantity))
-            let (next, o2) = sum.addingReportingOverflow(line)
-            return o1 || o2 ? .max : next
-        }
+        let base = counted.totalMinor(units: \.keptQuantity) ?? .max
         if base < p.minimumOrderMinor { return .ineligible(reason: .belowMinimum) }
         return .eligible(baseMinor: base)
     }

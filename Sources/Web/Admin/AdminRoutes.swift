@@ -405,6 +405,17 @@ struct AdminRoutes {
 
     // MARK: Contacts
 
+    /// A form's whole number of 0 or more: nil when the field is empty (it keeps its meaning: no limit, the saved
+    /// value); anything else, a word or a negative, is refused with the field's name, never read as 0 or nil.
+    static func wholeNumber(_ fields: [String: String], _ key: String) throws(DomainError) -> Int64? {
+        let text = (fields[key] ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        if text.isEmpty { return nil }
+        guard let n = Int64(text), n >= 0 else {
+            throw .invalid("number_invalid", "\(key): \"\(text)\" is not a whole number of 0 or more.", field: key)
+        }
+        return n
+    }
+
     /// A list page number from the query: 1 to 1,000,000 (a larger one would overflow the offset); 1 if unusable.
     static func page(_ raw: String?) -> Int { min(1_000_000, max(1, raw.flatMap { Int($0) } ?? 1)) }
 

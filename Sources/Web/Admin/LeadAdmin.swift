@@ -195,16 +195,15 @@ extension AdminRoutes {
         m.giftKind = GiftKind(rawValue: f["gift_kind"] ?? "") ?? m.giftKind
         m.giftTitle = f["gift_title"] ?? ""
         m.giftURL = nonEmpty(f["gift_url"])
-        // Numbers are whole and not negative; anything else is refused by field, never read as 0 (a stock of 0,
-        // which the stock delta would then apply) or silently kept.
+        // Numbers are whole and not negative (`wholeNumber`); the first one that is not comes back as the form's
+        // error, never read as 0 (a stock of 0, which the stock delta would then apply). The rest is still read, so
+        // the form shows everything the editor typed.
         var badNumber: String?
         func whole(_ key: String) -> Int64? {
-            guard let text = nonEmpty(f[key]?.trimmingCharacters(in: .whitespaces)) else { return nil }
-            guard let n = Int64(text), n >= 0 else {
-                badNumber = badNumber ?? "\(key): \"\(text)\" is not a whole number of 0 or more."
+            do { return try Self.wholeNumber(f, key) } catch {
+                badNumber = badNumber ?? error.message
                 return nil
             }
-            return n
         }
         m.sampleStock = whole("sample_stock").map(Int.init) ?? (m.giftKind == .sample ? 0 : nil)
         m.consentText = f["consent_text"] ?? ""

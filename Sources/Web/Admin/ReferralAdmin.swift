@@ -371,17 +371,7 @@ extension AdminRoutes {
             p.minimumOrderMinor = try minor(f["minimum"], field: "minimum", currency)
             p.excludedCategories = list("excluded_categories")
             p.excludedSKUs = list("excluded_skus")
-            // A number field left empty keeps its meaning (no cap; the saved value); anything else that is not a whole
-            // number is refused with the field's name, never read as "no cap" or silently kept.
-            func whole(_ key: String) throws -> Int? {
-                let text = (f[key] ?? "").trimmingCharacters(in: .whitespaces)
-                if text.isEmpty { return nil }
-                guard let n = Int(text), n >= 0 else {
-                    throw DomainError.invalid(
-                        "number_invalid", "\(key): \"\(text)\" is not a whole number of 0 or more.", field: key)
-                }
-                return n
-            }
+            func whole(_ key: String) throws -> Int? { try Self.wholeNumber(f, key).map(Int.init) }
             p.capCount = try whole("cap")
             p.capDays = try whole("cap_days") ?? p.capDays
             p.returnWindowSeconds = try whole("window").map(Int64.init) ?? p.returnWindowSeconds

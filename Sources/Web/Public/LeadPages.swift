@@ -330,11 +330,7 @@ struct LeadPages: Sendable {
                 [
                     "text": text, "consent_text": consent?.body ?? magnet.consentText,
                     "action": SiteURL.publicDOI(token: token).path,
-                    "ship_to": signup.shippingAddress.map {
-                        [$0.name, $0.street, "\($0.postalCode) \($0.city)", $0.country].compactMap { $0 }.filter {
-                            !$0.isEmpty
-                        }.joined(separator: ", ")
-                    } as Any,
+                    "ship_to": signup.shippingAddress?.oneLine as Any,
                 ], workspace: workspace)
         }
     }
