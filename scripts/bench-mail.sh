@@ -9,7 +9,8 @@
 #
 # Environment (defaults in brackets):
 #   N               mails per measured run [20000; 100000 with MEMORY=1]
-#   SIZE            message payload bytes [2048]
+#   SIZE            smtp-source's payload bytes (-l); our mails are padded to the size of smtp-source's
+#                   whole message on the wire, captured before the runs [2048]
 #   CONNECTIONS     parallel SMTP sessions, ours and smtp-source's [8]
 #   BIN             the binary [.build/release/reciprocity]
 #   BUILD           1 = the release build (scripts/lib/release-build.sh) when $BIN is missing [0]
@@ -34,7 +35,7 @@
 # timed with date +%s.%N, giving mails/s (smtp-source does not pipeline). Ours: a temp data dir and
 # SQLite database, `workspace create --slug bench` and `dkim generate --domain example.test
 # --selector bench`, then
-#   $BIN mail bench --workspace bench --count N --concurrency CONNECTIONS --size SIZE
+#   $BIN mail bench --workspace bench --count N --concurrency CONNECTIONS --size BYTES
 #        --to to@example.test --smtp-url "smtp://127.0.0.1:PORT?tls=none"
 # which renders a template, DKIM-signs and sends through the pool of CONNECTIONS sessions (three senders per
 # session, so a busy session chains the next commands behind a message: decision 0021) and prints one JSON line
@@ -296,6 +297,49 @@ bench_reference() {
     result ref_sink_received "${received:-}"
 }
 
+# reference_bytes: the size of one message smtp-source sends with -l SIZE, as it goes over the wire (its own headers
+# and the payload, CRLF line ends, without the final dot), captured by a one-message SMTP listener in Python. Our
+# mails are padded to this size, so that both sides send the same bytes (SIZE alone is smtp-source's payload, not
+# its message).
+reference_bytes() {
+    timeout --kill-after=5 60 python3 - "$SOURCE_BIN" "$SIZE" <<'PY'
+import socket, subprocess, sys, threading
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen(1)
+srv.settimeout(30)
+size = []
+def serve():
+    conn, _ = srv.accept()
+    conn.settimeout(30)
+    f = conn.makefile("rb")
+    conn.sendall(b"220 capture ESMTP\r\n")
+    while line := f.readline():
+        verb = line[:4].upper()
+        if verb in (b"EHLO", b"HELO"):
+            conn.sendall(b"250 capture\r\n")
+        elif verb == b"DATA":
+            conn.sendall(b"354 go on\r\n")
+            n = 0
+            while (data := f.readline()) not in (b".\r\n", b""):
+                n += len(data) - (1 if data.startswith(b"..") else 0)  # undo dot-stuffing
+            size.append(n)
+            conn.sendall(b"250 ok\r\n")
+        elif verb == b"QUIT":
+            conn.sendall(b"221 bye\r\n")
+            break
+        else:
+            conn.sendall(b"250 ok\r\n")
+    conn.close()
+t = threading.Thread(target=serve)
+t.start()
+subprocess.run([sys.argv[1], "-l", sys.argv[2], "-m", "1", "-s", "1", "-f", "from@example.test", "-t", "to@example.test",
+                f"127.0.0.1:{srv.getsockname()[1]}"], check=True, timeout=30, stdout=subprocess.DEVNULL)
+t.join(30)
+print(size[0])
+PY
+}
+
 # ---------------------------------------------------------------- ours: reciprocity mail bench
 
 # check_ours: the binary exists (built when BUILD=1) and has the subcommands; before any run.
@@ -343,10 +387,10 @@ bench_ours() {
         { cat "$dir/cli-dkim.log" >&2; die "\`dkim generate\` failed (output above)"; }
 
     start_sink ours
-    local cmd=("$BIN" mail bench --workspace bench --count "$N" --concurrency "$CONNECTIONS" --size "$SIZE"
+    local cmd=("$BIN" mail bench --workspace bench --count "$N" --concurrency "$CONNECTIONS" --size "$REF_BYTES"
         --to to@example.test --smtp-url "smtp://127.0.0.1:$SINK_PORT?tls=none")
     raw "# ${cmd[*]}"
-    log "mail bench: $N mails of $SIZE bytes over $CONNECTIONS connections (VmRSS every ${RSS_INTERVAL}s)"
+    log "mail bench: $N mails of $REF_BYTES bytes (smtp-source's message) over $CONNECTIONS connections (VmRSS every ${RSS_INTERVAL}s)"
 
     local samples="$dir/rss.tsv" t0 t1 rc=0 status killed=0
     : >"$samples"
@@ -401,6 +445,10 @@ bench_ours() {
 # ---------------------------------------------------------------- run
 
 ((REFERENCE_ONLY)) || check_ours
+REF_BYTES=$(reference_bytes) && [[ "$REF_BYTES" =~ ^[0-9]+$ ]] || die "could not capture smtp-source's message size"
+log "smtp-source -l $SIZE sends messages of $REF_BYTES bytes"
+result ref_bytes "$REF_BYTES"
+raw "# smtp-source -l $SIZE: messages of $REF_BYTES bytes on the wire"
 bench_reference
 ((REFERENCE_ONLY)) || bench_ours
 
@@ -426,7 +474,7 @@ def mib(kb):
 
 ref_seconds = float(r["ref_seconds"])
 ref_rate = n / ref_seconds
-print(f"{n} mails of {os.environ['SIZE']} bytes, {os.environ['CONNECTIONS']} connections")
+print(f"{n} mails, smtp-source -l {os.environ['SIZE']}, {os.environ['CONNECTIONS']} connections")
 print()
 rows = [("sender", "mails/s", "seconds", "sent", "failed", "sink got")]
 ref_sink = r.get("ref_sink_received") or "?"
@@ -458,6 +506,7 @@ for k, row in enumerate(rows):
 if ours is not None:
     ratio = rate / ref_rate if ref_rate else 0.0
     print()
+    print(f"message bytes: smtp-source {r.get('ref_bytes', '?')}, ours {ours.get('bytes_avg', '?')} on average")
     print(f"ours / smtp-source: {ratio:.2f}   (ours by wall clock, start-up and set-up included: {n / wall:,.0f} mails/s)")
     ok_rate = rate >= goal_rate
     ok_ratio = ratio >= goal_ratio

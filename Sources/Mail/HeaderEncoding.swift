@@ -3,13 +3,19 @@ import Foundation
 /// RFC 5322 header values and RFC 2047 encoded words. Every value that leaves here is ASCII, has no bare CR or LF,
 /// and folds so that no line passes 78 characters where there is whitespace to fold at (never past 998).
 public enum HeaderEncoding {
-    /// Characters that force a display name into a quoted string (RFC 5322 `specials`).
-    private static let specials = Set("()<>[]:;@\\,.\"".unicodeScalars)
+    /// Characters that force a display name into a quoted string (RFC 5322 `specials`). (A switch: hashing each
+    /// character into a `Set` cost more than the rest of the check.)
+    private static func isSpecial(_ s: Unicode.Scalar) -> Bool {
+        switch s {
+        case "(", ")", "<", ">", "[", "]", ":", ";", "@", "\\", ",", ".", "\"": true
+        default: false
+        }
+    }
 
     /// A display name (`phrase`): as is when it is plain ASCII, quoted when it has specials, encoded words otherwise.
     public static func phrase(_ text: String) -> String {
         if text.unicodeScalars.allSatisfy({ $0.isASCII && $0.value >= 0x20 && $0.value != 0x7F }) {
-            if text.unicodeScalars.contains(where: { specials.contains($0) }) {
+            if text.unicodeScalars.contains(where: isSpecial) {
                 return "\""
                     + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
                     + "\""
@@ -21,6 +27,22 @@ public enum HeaderEncoding {
 
     /// An unstructured value such as Subject: ASCII stays readable; anything else becomes encoded words.
     public static func unstructured(_ text: String) -> String {
+        // Most subjects: printable ASCII, no `=?`, no word past 70 bytes. They stay as they are, seen in one pass.
+        var text = text
+        let plain = text.withUTF8 { bytes in
+            var word = 0
+            var previous: UInt8 = 0
+            for b in bytes {
+                guard b >= 0x20 && b < 0x7F, !(previous == UInt8(ascii: "=") && b == UInt8(ascii: "?")) else {
+                    return false
+                }
+                word = b == 0x20 ? 0 : word + 1
+                if word > 70 { return false }
+                previous = b
+            }
+            return true
+        }
+        if plain { return text }
         var scalars = String.UnicodeScalarView()
         for s in text.unicodeScalars { scalars.append(s.value < 0x20 || s.value == 0x7F ? " " : s) }
         let clean = String(scalars)
@@ -36,9 +58,9 @@ public enum HeaderEncoding {
     /// Splits text into `=?UTF-8?Q?…?=` or `=?UTF-8?B?…?=` words of at most 75 characters, never splitting a
     /// character's UTF-8 bytes across words (RFC 2047 §5). Q is used for mostly-ASCII text, B otherwise.
     public static func encodedWords(_ text: String) -> [String] {
-        let bytes = Array(text.utf8)
-        let nonASCII = bytes.filter { $0 >= 0x80 }.count
-        let useQ = nonASCII * 3 < bytes.count
+        var nonASCII = 0
+        for b in text.utf8 where b >= 0x80 { nonASCII += 1 }
+        let useQ = nonASCII * 3 < text.utf8.count
         let prefix = useQ ? "=?UTF-8?Q?" : "=?UTF-8?B?"
         let budget = 75 - prefix.count - 2
         var chunks: [[UInt8]] = []
@@ -46,15 +68,16 @@ public enum HeaderEncoding {
         // The encoded length of `current`, kept as characters are added (Q: 1 or 3 per byte; B: 4 per 3 bytes).
         var qLength = 0
         for ch in text {
-            let chBytes = Array(String(ch).utf8)
-            let chQ = chBytes.reduce(0) { $0 + (qLiteral($1) ? 1 : 3) }
+            let chBytes = ch.utf8
+            var chQ = 0
+            for b in chBytes { chQ += qLiteral(b) ? 1 : 3 }
             let next = useQ ? qLength + chQ : (current.count + chBytes.count + 2) / 3 * 4
             if !current.isEmpty && next > budget {
                 chunks.append(current)
                 current = []
                 qLength = 0
             }
-            current += chBytes
+            current.append(contentsOf: chBytes)
             qLength += chQ
         }
         if !current.isEmpty { chunks.append(current) }
@@ -95,12 +118,12 @@ public enum HeaderEncoding {
     public static func fold(name: String, value: String, limit: Int = 78) -> String {
         var name = name
         var value = value
-        let encoded = hasEncodedWord(value.utf8)
-        let limit = encoded ? min(limit, 76) : limit
         return name.withUTF8 { n in
             value.withUTF8 { v in
+                let encoded = hasEncodedWord(v)
+                let limit = encoded ? min(limit, 76) : limit
                 // Each separating space becomes at most CRLF SP: three bytes for every byte of the value is enough.
-                String(unsafeUninitializedCapacity: n.count + 1 + v.count * 3) { out in
+                return String(unsafeUninitializedCapacity: n.count + 1 + v.count * 3) { out in
                     var o = 0
                     for b in n {
                         out[o] = b
@@ -147,12 +170,15 @@ public enum HeaderEncoding {
         }
     }
 
-    /// Whether `=?` occurs: the start of an encoded word (RFC 2047).
-    static func hasEncodedWord(_ bytes: String.UTF8View) -> Bool {
-        var previous: UInt8 = 0
-        for b in bytes {
-            if previous == UInt8(ascii: "=") && b == UInt8(ascii: "?") { return true }
-            previous = b
+    /// Whether `=?` occurs: the start of an encoded word (RFC 2047). (`memchr` for each `=`: iterating the String's
+    /// UTF-8 view cost 1.5% of the mail sender's CPU, more than folding itself.)
+    static func hasEncodedWord(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard let base = bytes.baseAddress else { return false }
+        var i = 0
+        while i + 1 < bytes.count, let found = memchr(base + i, Int32(UInt8(ascii: "=")), bytes.count - 1 - i) {
+            let at = UnsafePointer(found.assumingMemoryBound(to: UInt8.self)) - base
+            if base[at + 1] == UInt8(ascii: "?") { return true }
+            i = at + 1
         }
         return false
     }

@@ -206,9 +206,10 @@ public enum TransferEncoding: String, Sendable {
                 // Eight at a time (SWAR): the non-ASCII bytes' high bits, and the control bytes but tab, LF, CR.
                 while i + 8 <= buffer.count {
                     let v = UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self)
-                    let control =
-                        SWAR.zero(v & 0xE0E0_E0E0_E0E0_E0E0)
-                        & ~(SWAR.equal(v, 9) | SWAR.equal(v, 10) | SWAR.equal(v, 13))
+                    // Bytes below 0x20; only if there are any (in text, mostly a line's CR LF), which of them are
+                    // not tab, LF or CR.
+                    var control = SWAR.zero(v & 0xE0E0_E0E0_E0E0_E0E0)
+                    if control != 0 { control &= ~(SWAR.equal(v, 9) | SWAR.equal(v, 10) | SWAR.equal(v, 13)) }
                     high += ((v & 0x8080_8080_8080_8080) | control).nonzeroBitCount
                     i += 8
                 }

@@ -37,6 +37,22 @@ import Testing
         #expect(raw.contains("MIME-Version: 1.0\r\n"))
     }
 
+    @Test func plainSubjectsStayAsTheyAreAndEverythingElseIsEncoded() {
+        #expect(
+            HeaderEncoding.unstructured("Danke, Anna! 10% auf Ihre Bestellung")
+                == "Danke, Anna! 10% auf Ihre Bestellung")
+        let word = String(repeating: "x", count: 70)
+        #expect(HeaderEncoding.unstructured("a " + word + " b") == "a " + word + " b")
+        // A word too long to fold, and text that looks like an encoded word, are encoded.
+        for text in ["a " + word + "x b", "Preis =?UTF-8?Q?x?= heute"] {
+            let value = HeaderEncoding.unstructured(text)
+            #expect(value.hasPrefix("=?UTF-8?"), "\(text) -> \(value)")
+            #expect(HeaderEncoding.decode(value) == text)
+        }
+        // Control characters become spaces.
+        #expect(HeaderEncoding.unstructured("Zeile\teins\r\nzwei\u{7F}") == "Zeile eins  zwei ")
+    }
+
     @Test func crlfEverywhereAndNoLineOver998EvenForLongInput() throws {
         let long = String(repeating: "x", count: 5000) + " " + String(repeating: "ä", count: 3000)
         let rendered = try message(
