@@ -108,9 +108,31 @@ public protocol SQLExecutor: Sendable {
     func query(_ sql: String, _ binds: [any SQLBindable]) async throws -> [SQLRow]
     @discardableResult
     func execute(_ sql: String, _ binds: [any SQLBindable]) async throws -> Int
+    /// `INSERT INTO table (columns)` of `count` rows of one shape, the value of row `r`, column `c` being
+    /// `value(r, c)`, in `types`. For the largest batches (the click flush). The default cuts them into
+    /// `MultiRow.inserts`; SQLite steps one prepared single-row statement per row and binds each value as it comes
+    /// (docs/decisions/0025-click-rows-bound-directly.md).
+    func insertEach(
+        into table: String, columns: [String], types: [MultiRow.ColumnType], count: Int,
+        value: (_ row: Int, _ column: Int) -> SQLValue
+    ) async throws
 }
 
 extension SQLExecutor {
+    public func insertEach(
+        into table: String, columns: [String], types: [MultiRow.ColumnType], count: Int,
+        value: (_ row: Int, _ column: Int) -> SQLValue
+    ) async throws {
+        precondition(columns.count == types.count, "\(columns.count) columns, \(types.count) types")
+        for chunk in MultiRow.inserts(
+            rows: count, types: types, dialect: dialect,
+            row: { r in types.indices.map { value(r, $0) as any SQLBindable } })
+        {
+            _ = try await execute(
+                "INSERT INTO \(table) (\(columns.joined(separator: ", "))) \(chunk.source)", chunk.binds)
+        }
+    }
+
     public func query(_ sql: String, _ binds: any SQLBindable...) async throws -> [SQLRow] {
         try await query(sql, binds)
     }

@@ -431,22 +431,24 @@ extension Store {
     /// In the device index's order: clicks from many browsers have random device hashes, and inserted as they came
     /// each one lands on another page of `referral_clicks_device`, so a batch touched (read, and wrote to the WAL)
     /// about one index page per click. Sorted, the batch walks the index once (docs/decisions/0017-click-writes.md).
-    /// In `MultiRow`'s few statement shapes, so the engines' statement caches stay small.
+    /// Through `SQLExecutor.insertEach`: on SQLite one prepared row statement, on PostgreSQL `MultiRow`'s arrays.
     public func recordClicks(_ clicks: [ReferralClick]) async throws {
         let clicks = clicks.sorted { ($0.workspaceID, $0.device, $0.at) < ($1.workspaceID, $1.device, $1.at) }
         try await db.transaction { tx in
-            for chunk in MultiRow.inserts(
-                rows: clicks.count, types: [.int, .int, .int, .text, .text, .text], dialect: tx.dialect,
-                row: {
-                    [
-                        clicks[$0].workspaceID, clicks[$0].advocateID, clicks[$0].at, clicks[$0].ipHash,
-                        clicks[$0].uaFamily, clicks[$0].device,
-                    ]
-                })
-            {
-                _ = try await tx.execute(
-                    "INSERT INTO referral_clicks (workspace_id, advocate_id, at, ip_hash, ua_family, device) \(chunk.source)",
-                    chunk.binds)
+            try await tx.insertEach(
+                into: "referral_clicks",
+                columns: ["workspace_id", "advocate_id", "at", "ip_hash", "ua_family", "device"],
+                types: [.int, .int, .int, .text, .text, .text], count: clicks.count
+            ) { row, column in
+                let click = clicks[row]
+                return switch column {
+                case 0: .int(click.workspaceID)
+                case 1: .int(click.advocateID)
+                case 2: .int(click.at.epochMillis)
+                case 3: .text(click.ipHash)
+                case 4: .text(click.uaFamily)
+                default: .text(click.device)
+                }
             }
             try await addClickDays(tx, clicks)
         }
@@ -461,10 +463,18 @@ extension Store {
             static func < (a: Key, b: Key) -> Bool { (a.advocateID, a.day) < (b.advocateID, b.day) }
         }
         var counts: [Key: (workspaceID: WorkspaceID, clicks: Int64)] = [:]
+        // A run of clicks for one advocate on one day (most of a batch, usually) is counted before it is hashed.
+        var run: (key: Key, workspaceID: WorkspaceID, clicks: Int64)?
         for c in clicks {
             let key = Key(advocateID: c.advocateID, day: c.at.epochDay)
-            counts[key, default: (c.workspaceID, 0)].clicks += 1
+            if let current = run, current.key == key {
+                run?.clicks += 1
+                continue
+            }
+            if let run { counts[run.key, default: (run.workspaceID, 0)].clicks += run.clicks }
+            run = (key, c.workspaceID, 1)
         }
+        if let run { counts[run.key, default: (run.workspaceID, 0)].clicks += run.clicks }
         let keys = counts.keys.sorted()
         for chunk in MultiRow.inserts(
             rows: keys.count, types: [.int, .int, .int, .int], dialect: tx.dialect,

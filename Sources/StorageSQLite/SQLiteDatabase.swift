@@ -296,6 +296,15 @@ struct SQLiteTransaction: SQLExecutor {
     func execute(_ sql: String, _ binds: [any SQLBindable]) async throws -> Int {
         try writer.inPlace { db in try SQLiteRunner.execute(db, sql, binds) }
     }
+    func insertEach(
+        into table: String, columns: [String], types: [MultiRow.ColumnType], count: Int,
+        value: (_ row: Int, _ column: Int) -> SQLValue
+    ) async throws {
+        precondition(columns.count == types.count, "\(columns.count) columns, \(types.count) types")
+        let insert = "INSERT INTO \(table) (\(columns.joined(separator: ", "))) VALUES "
+        try writer.inPlace { db in try SQLiteRunner.insertEach(db, insert, count: count, columns: columns.count, value)
+        }
+    }
 }
 
 enum SQLiteRunner {
@@ -323,12 +332,7 @@ enum SQLiteRunner {
     {
         let statement = try db.cachedStatement(sql: sql)
         let handle = statement.sqliteStatement
-        func failure(_ code: CInt) -> DatabaseError {
-            let connection = db.sqliteConnection
-            let extended = connection.map { sqlite3_extended_errcode($0) } ?? code
-            let message = connection.flatMap { sqlite3_errmsg($0) }.map { String(cString: $0) }
-            return DatabaseError(resultCode: ResultCode(rawValue: extended), message: message, sql: sql)
-        }
+        func failure(_ code: CInt) -> DatabaseError { Self.failure(db, code, sql) }
         guard Int(sqlite3_bind_parameter_count(handle)) == binds.count else {
             throw DatabaseError(
                 resultCode: .SQLITE_MISUSE, message: "wrong number of statement arguments: \(binds.count)", sql: sql)
@@ -339,31 +343,7 @@ enum SQLiteRunner {
             sqlite3_clear_bindings(handle)
         }
         for (offset, bind) in binds.enumerated() {
-            let index = CInt(offset + 1)
-            let code: CInt
-            switch bind.sqlValue {
-            case .null: code = sqlite3_bind_null(handle, index)
-            case .int(let v): code = sqlite3_bind_int64(handle, index, v)
-            case .double(let v): code = sqlite3_bind_double(handle, index, v)
-            case .text(var v):
-                // By byte count, so a NUL inside the text is kept; "" stays text, not NULL.
-                code = v.withUTF8 { utf8 in
-                    guard let base = utf8.baseAddress, !utf8.isEmpty else {
-                        return sqlite3_bind_text(handle, index, "", 0, transient)
-                    }
-                    return base.withMemoryRebound(to: CChar.self, capacity: utf8.count) {
-                        sqlite3_bind_text(handle, index, $0, CInt(utf8.count), transient)
-                    }
-                }
-            case .blob(let v):
-                code =
-                    v.isEmpty
-                    ? sqlite3_bind_zeroblob(handle, index, 0)
-                    : v.withUnsafeBytes { sqlite3_bind_blob(handle, index, $0.baseAddress, CInt($0.count), transient) }
-            case .array:
-                // `MultiRow.inserts` passes arrays only to a column-wise dialect; SQLite's is row-wise.
-                throw StorageError.database("SQLite takes no array binds")
-            }
+            let code = try self.bind(handle, CInt(offset + 1), bind.sqlValue)
             guard code == SQLITE_OK else { throw failure(code) }
         }
         var rows: [SQLRow] = []
@@ -398,6 +378,73 @@ enum SQLiteRunner {
             rows.append(SQLRow(columns: columns!, values: values))
         }
         return (rows, Int(sqlite3_changes(db.sqliteConnection)))
+    }
+
+    /// SQLite's error for a failed call on `db`'s connection, with its extended code and message.
+    private static func failure(_ db: Database, _ code: CInt, _ sql: String) -> DatabaseError {
+        let connection = db.sqliteConnection
+        let extended = connection.map { sqlite3_extended_errcode($0) } ?? code
+        let message = connection.flatMap { sqlite3_errmsg($0) }.map { String(cString: $0) }
+        return DatabaseError(resultCode: ResultCode(rawValue: extended), message: message, sql: sql)
+    }
+
+    /// Binds one value to parameter `index` (from 1) of a prepared statement; SQLite's result code.
+    private static func bind(_ handle: SQLiteStatement, _ index: CInt, _ value: SQLValue) throws -> CInt {
+        switch value {
+        case .null: return sqlite3_bind_null(handle, index)
+        case .int(let v): return sqlite3_bind_int64(handle, index, v)
+        case .double(let v): return sqlite3_bind_double(handle, index, v)
+        case .text(var v):
+            // By byte count, so a NUL inside the text is kept; "" stays text, not NULL.
+            return v.withUTF8 { utf8 in
+                guard let base = utf8.baseAddress, !utf8.isEmpty else {
+                    return sqlite3_bind_text(handle, index, "", 0, transient)
+                }
+                return base.withMemoryRebound(to: CChar.self, capacity: utf8.count) {
+                    sqlite3_bind_text(handle, index, $0, CInt(utf8.count), transient)
+                }
+            }
+        case .blob(let v):
+            return v.isEmpty
+                ? sqlite3_bind_zeroblob(handle, index, 0)
+                : v.withUnsafeBytes { sqlite3_bind_blob(handle, index, $0.baseAddress, CInt($0.count), transient) }
+        case .array:
+            // `MultiRow.inserts` passes arrays only to a column-wise dialect; SQLite's is row-wise.
+            throw StorageError.database("SQLite takes no array binds")
+        }
+    }
+
+    /// `SQLExecutor.insertEach`: `MultiRow`'s statement shapes (64 rows, then powers of two), each value bound
+    /// straight from `value`. Building `MultiRow.inserts` cost more than SQLite's own work per click row: an
+    /// existential per value and arrays per row and per chunk. (One single-row statement stepped per row cost more
+    /// still: SQLite opens the table's and the indexes' cursors again for every statement it steps.)
+    static func insertEach(
+        _ db: Database, _ insert: String, count: Int, columns: Int, _ value: (Int, Int) -> SQLValue
+    ) throws {
+        let marks = "(" + MultiRow.list(columns) + ")"
+        var texts: [Int: String] = [:]
+        var start = 0
+        for size in MultiRow.chunkSizes(count, dialect: .sqlite) {
+            let sql = texts[size] ?? insert + MultiRow.values(rows: size, row: marks)
+            texts[size] = sql
+            let handle = try db.cachedStatement(sql: sql).sqliteStatement
+            sqlite3_reset(handle)
+            defer {
+                sqlite3_reset(handle)
+                sqlite3_clear_bindings(handle)
+            }
+            var index: CInt = 1
+            for row in start..<start + size {
+                for column in 0..<columns {
+                    let code = try bind(handle, index, value(row, column))
+                    guard code == SQLITE_OK else { throw failure(db, code, sql) }
+                    index += 1
+                }
+            }
+            let code = sqlite3_step(handle)
+            guard code == SQLITE_DONE else { throw failure(db, code, sql) }
+            start += size
+        }
     }
 
     @Sendable static func translate(_ error: any Error) -> any Error {

@@ -964,6 +964,16 @@ import Testing
                 [$0.int("advocate_id"), $0.int("day"), $0.int("clicks")]
             }
             #expect(kept.count == 4)
+            // Runs of one advocate and day broken by another's clicks still add up per advocate and day.
+            try await kit.store.recordClicks([
+                click(anna, today.addingTimeInterval(2)), click(bert, today.addingTimeInterval(3)),
+                click(anna, today.addingTimeInterval(4)),
+            ])
+            #expect(try await listed() == [anna.code: 4, bert.code: 5])
+            let keptAfter = try await kit.store.db.query(rows).map {
+                [$0.int("advocate_id"), $0.int("day"), $0.int("clicks")]
+            }
+            #expect(keptAfter.count == 5)
             // The migration's backfill, from the click rows alone.
             let migration = try #require(Migrator.all.first { $0.name == "click_days" })
             let backfill = try #require(migration.statements(kit.store.db.dialect).first { $0.contains("INSERT") })
@@ -971,7 +981,7 @@ import Testing
             try await kit.store.db.execute(backfill)
             #expect(
                 try await kit.store.db.query(rows).map { [$0.int("advocate_id"), $0.int("day"), $0.int("clicks")] }
-                    == kept)
+                    == keptAfter)
         }
     }
 
