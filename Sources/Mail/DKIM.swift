@@ -117,7 +117,9 @@ public struct DKIMSigner: Sendable {
 
     /// The `DKIM-Signature` header field for this message. `timestamp` is the `t=` tag (seconds since 1970).
     public func signature(for message: RenderedMessage, timestamp: Date) throws -> HeaderField {
-        let bodyHash = Data(SHA256.hash(data: Self.relaxedBody(message.body))).base64EncodedString()
+        // Our own bodies (quoted-printable or base64 parts) are mostly canonical already: hashed as they are.
+        let body = Self.isRelaxedCanonical(message.body) ? message.body : Self.relaxedBody(message.body)
+        let bodyHash = Data(SHA256.hash(data: body)).base64EncodedString()
         var names: [String] = []
         var signedData: [UInt8] = []
         signedData.reserveCapacity(1024)
@@ -212,11 +214,67 @@ public struct DKIMSigner: Sendable {
         }
     }
 
-    /// `appendRelaxed` over contiguous UTF-8 (the String views' iterators were most of its cost).
+    /// `appendRelaxed` over contiguous UTF-8 (the String views' iterators were most of its cost), the value's runs
+    /// between blanks and line breaks appended whole rather than byte by byte.
     private static func appendRelaxed(name: String, value: String, to out: inout [UInt8]) {
         var name = name
         var value = value
-        name.withUTF8 { n in value.withUTF8 { v in appendRelaxed(name: n, value: v, to: &out) } }
+        name.withUTF8 { n in
+            value.withUTF8 { v in
+                for b in n where b != 32 && b != 9 { out.append(b >= 65 && b <= 90 ? b + 32 : b) }
+                out.append(UInt8(ascii: ":"))
+                let start = out.count
+                var pendingSpace = false
+                var i = 0
+                while i < v.count {
+                    let b = v[i]
+                    if b == 13 || b == 10 {  // unfold
+                        i += 1
+                        continue
+                    }
+                    if b == 32 || b == 9 {
+                        pendingSpace = true
+                        i += 1
+                        continue
+                    }
+                    if pendingSpace && out.count > start { out.append(32) }
+                    pendingSpace = false
+                    var j = i + 1
+                    while j < v.count, v[j] != 32, v[j] != 9, v[j] != 13, v[j] != 10 { j += 1 }
+                    out.append(contentsOf: UnsafeBufferPointer(rebasing: v[i..<j]))
+                    i = j
+                }
+            }
+        }
+    }
+
+    /// Whether `relaxedBody(body) == body`: no tab, no two spaces in a row, no space before a CRLF, and the body
+    /// ends with one CRLF after a line that is not empty. One read-only pass, eight bytes at a time, and no copy.
+    static func isRelaxedCanonical(_ body: [UInt8]) -> Bool {
+        let n = body.count
+        guard n >= 3, body[n - 2] == 13, body[n - 1] == 10, !(body[n - 4 < 0 ? 0 : n - 4] == 13 && body[n - 3] == 10)
+        else { return false }
+        return body.withUnsafeBufferPointer { input in
+            guard let base = input.baseAddress else { return false }
+            var i = 0
+            // A tab, or a space followed by a space or a CR (the CR of a CRLF; a bare CR is content, but refusing
+            // it only costs the copy).
+            while i + 9 <= n {
+                let v = UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self)
+                let next = UnsafeRawPointer(base + i + 1).loadUnaligned(as: UInt64.self)
+                if SWAR.equal(v, 9) | (SWAR.equal(v, 32) & (SWAR.equal(next, 32) | SWAR.equal(next, 13))) != 0 {
+                    return false
+                }
+                i += 8
+            }
+            while i < n {
+                let b = input[i]
+                if b == 9 { return false }
+                if b == 32, i + 1 < n, input[i + 1] == 32 || input[i + 1] == 13 { return false }
+                i += 1
+            }
+            return true
+        }
     }
 
     /// Relaxed body canonicalization: whitespace runs to one space, none at line ends, no empty lines at the end.

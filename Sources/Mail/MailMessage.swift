@@ -137,12 +137,15 @@ indirect enum MIMEPart {
         switch self {
         case .text(let string, let subtype):
             let bytes = TextEncoding.crlf(string)
-            let encoding = TransferEncoding.choose(for: bytes)
+            // Quoted-printable first, counting on the way what `TransferEncoding.choose` counts: for most text that
+            // is the choice, and the separate counting pass is saved.
+            let (quoted, high) = QuotedPrintable.encodeCounting(bytes)
+            let encoding: TransferEncoding = high * 3 > bytes.count ? .base64 : .quotedPrintable
             return (
                 [
                     HeaderField("Content-Type", "text/\(subtype); charset=utf-8"),
                     HeaderField("Content-Transfer-Encoding", encoding.rawValue),
-                ], encoding.encode(bytes)
+                ], encoding == .quotedPrintable ? quoted : encoding.encode(bytes)
             )
         case .attachment(let a):
             // RFC 2231 for names that are not plain ASCII; a quoted ASCII fallback beside it for old readers.
@@ -243,10 +246,15 @@ public enum TransferEncoding: String, Sendable {
 public enum QuotedPrintable {
     private static let hex = Array("0123456789ABCDEF".utf8)
 
-    public static func encode(_ bytes: [UInt8]) -> [UInt8] {
+    public static func encode(_ bytes: [UInt8]) -> [UInt8] { encodeCounting(bytes).encoded }
+
+    /// `encode`, and the count of bytes `TransferEncoding.choose` counts (not ASCII, or a control other than tab,
+    /// LF and CR): every such byte takes the byte-by-byte way below.
+    static func encodeCounting(_ bytes: [UInt8]) -> (encoded: [UInt8], high: Int) {
+        var high = 0
         // Into a buffer sized for the worst case (every byte "=XX", a soft break every 25 of them, a final CRLF):
         // one pass, no growth and no per-byte bounds checks.
-        bytes.withUnsafeBufferPointer { input in
+        let encoded = bytes.withUnsafeBufferPointer { input in
             let n = input.count
             let hex = Self.hex
             return [UInt8](unsafeUninitializedCapacity: n * 4 + 4) { out, count in
@@ -275,6 +283,7 @@ public enum QuotedPrintable {
                         }
                     }
                     let b = input[i]
+                    if b >= 0x80 || (b < 0x20 && b != 9 && b != 10 && b != 13) { high += 1 }
                     // Most bytes: printable, not "=", and room on the line.
                     if b >= 33 && b <= 126 && b != 61 && lineLength < 75 {
                         out[o] = b
@@ -321,6 +330,7 @@ public enum QuotedPrintable {
                 count = o
             }
         }
+        return (encoded, high)
     }
 }
 

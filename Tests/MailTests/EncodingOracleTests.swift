@@ -28,6 +28,10 @@ import Testing
         for bytes in Self.samples(count: 400, seed: 1) {
             #expect(QuotedPrintable.encode(bytes) == Oracle.quotedPrintable(bytes), "\(bytes)")
             #expect(TransferEncoding.choose(for: bytes) == Oracle.choose(bytes), "\(bytes)")
+            // The count made while encoding decides as `choose` does.
+            let (quoted, high) = QuotedPrintable.encodeCounting(bytes)
+            #expect(quoted == Oracle.quotedPrintable(bytes), "\(bytes)")
+            #expect((high * 3 > bytes.count ? .base64 : .quotedPrintable) == Oracle.choose(bytes), "\(bytes)")
             let text = String(decoding: bytes, as: UTF8.self)
             #expect(TextEncoding.crlf(text) == Oracle.crlf(text), "\(bytes)")
         }
@@ -36,6 +40,14 @@ import Testing
     @Test func dkimCanonicalizationMatchesItsOracles() {
         for bytes in Self.samples(count: 400, seed: 2) {
             #expect(DKIMSigner.relaxedBody(bytes) == Oracle.relaxedBody(bytes), "\(bytes)")
+            // A body taken as canonical is its own canonical form, and a canonical form (but the empty one) is taken
+            // as canonical: the signer hashes exactly what relaxed canonicalization gives.
+            if DKIMSigner.isRelaxedCanonical(bytes) { #expect(Oracle.relaxedBody(bytes) == bytes, "\(bytes)") }
+            let canonical = Oracle.relaxedBody(bytes)
+            let withoutBareCR = !zip(canonical, canonical.dropFirst() + [0]).contains { $0 == 13 && $1 != 10 }
+            if !canonical.isEmpty && withoutBareCR {
+                #expect(DKIMSigner.isRelaxedCanonical(canonical), "\(canonical)")
+            }
             let value = String(decoding: bytes, as: UTF8.self)
             for name in ["Subject", "X-Y ", "List-Unsubscribe", "X:Y"] {
                 let line = HeaderEncoding.fold(name: name, value: value)
