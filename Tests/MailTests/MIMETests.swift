@@ -49,6 +49,16 @@ import Testing
             #expect(value.hasPrefix("=?UTF-8?"), "\(text) -> \(value)")
             #expect(HeaderEncoding.decode(value) == text)
         }
+        // Words of whole code points, 75 characters at most, that decode to the text: emoji with skin tones and
+        // a combining accent (Q encoding), Greek (B encoding).
+        for text in [
+            String(repeating: "Danke 👍🏽 für Café\u{301} und Grüße ", count: 6),
+            String(repeating: "Καλημέρα κόσμε ", count: 8),
+        ] {
+            let words = HeaderEncoding.encodedWords(text)
+            #expect(words.count > 1 && words.allSatisfy { $0.utf8.count <= 75 }, "\(words)")
+            #expect(HeaderEncoding.decode(words.joined(separator: " ")) == text)
+        }
         // Control characters become spaces.
         #expect(HeaderEncoding.unstructured("Zeile\teins\r\nzwei\u{7F}") == "Zeile eins  zwei ")
     }
