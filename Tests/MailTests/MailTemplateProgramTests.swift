@@ -72,7 +72,7 @@ import Testing
         "line\r\n  {{#flag}}\r\n  crlf\r\n  {{/flag}}\r\nafter", "{{n}} {{t}} {{f}}", "{{ x }}{{#flag}}{{x}}{{/flag}}",
         "{{#f}}no{{/f}}{{^f}}not f{{/f}}{{^t}}no{{/t}}", "{ {x} }{x}} {{missing.path}}|", "\t{{x}}\n\t{{#flag}}\n",
         "{{#nested}}{{#inner}}{{deep}}-{{outer}}{{/inner}}{{/nested}}", "{{#x}}{{.}}{{/x}}\n{{/flag}}",
-        "{{#list}}{{#last_name}}{{.}}{{/last_name}}{{/list}}", "{{..}}{{.}}", "tail {",
+        "{{#list}}{{#last_name}}{{.}}{{/last_name}}{{/list}}", "tail {",
     ])
     func templatesRenderAsSwiftMustacheDoes(body: String) throws {
         for pragma in [MailTextPragma.pragma, MailHTML.pragma] {
@@ -84,6 +84,19 @@ import Testing
                 renderer.render(MailModel(typed: [:], values: Self.model))
             }
             #expect(compiled == reference, "\(body.debugDescription)")
+        }
+    }
+
+    /// `{{.}}` and `{{..}}` at the top print the whole model, which swift-mustache writes as a Swift dictionary's
+    /// description: in an order that differs between two dictionaries of the same entries (each has its own hash
+    /// seed), so two renderings are not comparable byte for byte. The compiled form leaves them to swift-mustache.
+    @Test(arguments: ["{{.}}", "{{..}}", "a{{#nested}}{{.}}{{/nested}}"])
+    func printingADictionaryIsLeftToSwiftMustache(body: String) throws {
+        for pragma in [MailTextPragma.pragma, MailHTML.pragma] {
+            let renderer = try MailTemplateRenderer(pragma + body)
+            let typed = try #require(MailModel(typed: [:], values: Self.model).typed)
+            #expect(renderer.program?.render(.dictionary(typed)) == nil, "\(body)")
+            #expect(renderer.render(MailModel(typed: [:], values: Self.model)).contains("inner"), "\(body)")
         }
     }
 
