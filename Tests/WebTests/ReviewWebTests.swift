@@ -179,6 +179,25 @@ import Testing
         }
     }
 
+    /// The settings PUT is a merge: a field left out stays; an incentive of null or "" goes.
+    @Test func anIncentiveStaysWhenLeftOutAndGoesWithNull() async throws {
+        try await TestApp.run { app in
+            let key = try await seedShop(app)
+            func put(_ json: String) async throws -> String? {
+                let response = try await app.request(.put, "/api/v1/reviews/settings", key: key, json: json)
+                #expect(response.status == .ok, "\(json): \(response.text)")
+                return try await app.store.reviewSettings(workspaceID: 1).incentive
+            }
+            #expect(try await put(#"{"incentive":"Ein Dankeschön für jede Bewertung"}"#) != nil)
+            #expect(try await put(#"{"delay_seconds":60}"#) == "Ein Dankeschön für jede Bewertung")
+            #expect(try await put(#"{"incentive":null}"#) == nil)
+            #expect(try await put(#"{"incentive":"Gutschein"}"#) == "Gutschein")
+            #expect(try await put(#"{"incentive":"  "}"#) == nil)
+            let wrong = try await app.request(.put, "/api/v1/reviews/settings", key: key, json: #"{"incentive":5}"#)
+            #expect(wrong.status == .badRequest || wrong.status == .unprocessableContent, "\(wrong.status)")
+        }
+    }
+
     @Test func aReviewFromAnIncentivisedCampaignCarriesTheBadgeWhateverItsRating() async throws {
         try await TestApp.run { app in
             let incentive = "5-€-Gutschein für jede Bewertung, egal wie sie ausfällt"

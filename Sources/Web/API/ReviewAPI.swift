@@ -25,6 +25,9 @@ struct ReviewAPI {
         var editDays: Double?
         var incentive: String?
         var live: Bool?
+        /// `"incentive": null` in a request: the incentive goes, as an empty string makes it go (JSON merge patch,
+        /// RFC 7396); left out, it stays.
+        var clearsIncentive = false
 
         enum CodingKeys: String, CodingKey {
             case delaySeconds = "delay_seconds"
@@ -37,6 +40,22 @@ struct ReviewAPI {
             case tokenDays = "token_days"
             case editDays = "edit_days"
             case incentive, live
+        }
+
+        init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            delaySeconds = try c.decodeIfPresent(Double.self, forKey: .delaySeconds)
+            transitSeconds = try c.decodeIfPresent(Double.self, forKey: .transitSeconds)
+            reminderSeconds = try c.decodeIfPresent(Double.self, forKey: .reminderSeconds)
+            remindersEnabled = try c.decodeIfPresent(Bool.self, forKey: .remindersEnabled)
+            categoryDelays = try c.decodeIfPresent([String: Double].self, forKey: .categoryDelays)
+            disclosureText = try c.decodeIfPresent(String.self, forKey: .disclosureText)
+            openForm = try c.decodeIfPresent(Bool.self, forKey: .openForm)
+            tokenDays = try c.decodeIfPresent(Double.self, forKey: .tokenDays)
+            editDays = try c.decodeIfPresent(Double.self, forKey: .editDays)
+            incentive = try c.decodeIfPresent(String.self, forKey: .incentive)
+            live = try c.decodeIfPresent(Bool.self, forKey: .live)
+            clearsIncentive = try c.contains(.incentive) && c.decodeNil(forKey: .incentive)
         }
 
         init(_ s: ReviewSettings) {
@@ -66,6 +85,8 @@ struct ReviewAPI {
             if let v = incentive {
                 let trimmed = v.trimmingCharacters(in: .whitespacesAndNewlines)
                 s.incentive = trimmed.isEmpty ? nil : trimmed
+            } else if clearsIncentive {
+                s.incentive = nil
             }
         }
     }
