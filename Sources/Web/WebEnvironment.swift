@@ -227,3 +227,14 @@ extension WebEnvironment {
         if let wakeWorkersForKinds { wakeWorkersForKinds(kinds) } else { wakeWorkers() }
     }
 }
+
+extension WebEnvironment {
+    /// After an erasure (Art. 17): this node's caches that hold the person's data let it go at once; the review
+    /// widgets' rendered pages and the referral codes' redirect targets (the erased advocate's code no longer
+    /// redirects). Other nodes drop theirs when the entries expire (the redirect cache's 30 seconds, the review
+    /// cache's lifetime).
+    func forgetCached(workspaceID: WorkspaceID) {
+        reviews?.cache.invalidate(workspaceID: workspaceID)
+        referrals?.targets.drop(workspaceID: workspaceID)
+    }
+}

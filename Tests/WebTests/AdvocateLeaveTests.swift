@@ -65,4 +65,31 @@ import Testing
             #expect(event.optionalText("user_agent") == "Mozilla/5.0 Firefox/130.0")
         }
     }
+
+    /// An erasure (Art. 17) stops the advocate's code on this node at once, not when the cached redirect expires.
+    @Test func anErasedAdvocatesCodeStopsAtOnce() async throws {
+        try await TestApp.run { app in
+            let (shop, key) = try await app.workspaceWithKey("shop")
+            try await app.request(
+                .put, "/api/v1/referrals/programme", key: key,
+                json: #"{"active":true,"target_url":"https://shop.example/kaffee"}"#)
+            try await app.request(
+                .put, "/api/v1/orders/A-1", key: key, json: orderJSON(email: "anna@example.com", status: "delivered"))
+            let joined = try await app.request(
+                .post, "/api/v1/referrals/advocates", key: key,
+                json: #"{"email":"anna@example.com","consent_text":"Ja, ich möchte teilnehmen."}"#)
+            let code = try #require(try joined.json()["code"] as? String)
+            let targets = app.runtime.referrals.targets
+            #expect(try await targets.resolve(code: code) != nil)
+            #expect(targets.cached(code: code, prepare: { _ in Marker() }) != nil, "the redirect is cached")
+            let contact = try #require(
+                try await app.store.contact(workspaceID: shop.id, email: EmailAddress("anna@example.com")))
+            let erased = try await app.request(.post, "/api/v1/contacts/\(contact.id)/erase", key: key)
+            #expect(erased.status == .noContent)
+            #expect(targets.cached(code: code, prepare: { _ in Marker() }) == nil, "the cached redirect went")
+            #expect(try await app.request(.get, "/r/\(code)").status == .notFound)
+        }
+    }
+
+    final class Marker: Sendable {}
 }

@@ -131,7 +131,7 @@ struct APIRoutes {
         try await store.erase(
             workspaceID: principal.workspaceID, contactID: try context.int64Parameter("id"),
             actor: "apikey:\(principal.keyID)")
-        env.reviews?.cache.invalidate(workspaceID: principal.workspaceID)
+        env.forgetCached(workspaceID: principal.workspaceID)
         return Response(status: .noContent)
     }
 

@@ -505,7 +505,7 @@ struct AdminRoutes {
             throw DomainError.invalid("confirmation_missing", "Please confirm the erasure.", field: "confirm")
         }
         try await store.erase(workspaceID: admin.workspace.id, contactID: id, actor: "user:\(admin.user.id)")
-        env.reviews?.cache.invalidate(workspaceID: admin.workspace.id)
+        env.forgetCached(workspaceID: admin.workspace.id)
         throw Redirect(to: SiteURL.adminContact(id: id).path + "?done=erased")
     }
 
