@@ -1,5 +1,6 @@
 import Foundation
 import HTTPTypes
+import HummingbirdTesting
 import ReciprocityCore
 import Storage
 import TestSupport
@@ -7,17 +8,23 @@ import Testing
 
 /// Leaving the referral programme is as easy as joining it (Art. 7(3) DSGVO): a button on the personal page.
 @Suite struct AdvocateLeaveTests {
+    /// A shop with an active programme and Anna, a customer, joined through the API.
+    func annaJoins(_ app: TestApp) async throws -> (shop: Workspace, key: String, joined: TestResponse) {
+        let (shop, key) = try await app.workspaceWithKey("shop")
+        try await app.request(
+            .put, "/api/v1/referrals/programme", key: key,
+            json: #"{"active":true,"target_url":"https://shop.example/kaffee"}"#)
+        try await app.request(
+            .put, "/api/v1/orders/A-1", key: key, json: orderJSON(email: "anna@example.com", status: "delivered"))
+        let joined = try await app.request(
+            .post, "/api/v1/referrals/advocates", key: key,
+            json: #"{"email":"anna@example.com","consent_text":"Ja, ich möchte teilnehmen."}"#)
+        return (shop, key, joined)
+    }
+
     @Test func theButtonWithdrawsTheConsentAndTheCodeStopsAtOnce() async throws {
         try await TestApp.run { app in
-            let (shop, key) = try await app.workspaceWithKey("shop")
-            try await app.request(
-                .put, "/api/v1/referrals/programme", key: key,
-                json: #"{"active":true,"target_url":"https://shop.example/kaffee"}"#)
-            try await app.request(
-                .put, "/api/v1/orders/A-1", key: key, json: orderJSON(email: "anna@example.com", status: "delivered"))
-            let joined = try await app.request(
-                .post, "/api/v1/referrals/advocates", key: key,
-                json: #"{"email":"anna@example.com","consent_text":"Ja, ich möchte teilnehmen."}"#)
+            let (shop, key, joined) = try await annaJoins(app)
             #expect(joined.status == .created)
             let code = try #require(try joined.json()["code"] as? String)
             let pageURL = try #require(try joined.json()["page_url"] as? String)
@@ -69,15 +76,7 @@ import Testing
     /// An erasure (Art. 17) stops the advocate's code on this node at once, not when the cached redirect expires.
     @Test func anErasedAdvocatesCodeStopsAtOnce() async throws {
         try await TestApp.run { app in
-            let (shop, key) = try await app.workspaceWithKey("shop")
-            try await app.request(
-                .put, "/api/v1/referrals/programme", key: key,
-                json: #"{"active":true,"target_url":"https://shop.example/kaffee"}"#)
-            try await app.request(
-                .put, "/api/v1/orders/A-1", key: key, json: orderJSON(email: "anna@example.com", status: "delivered"))
-            let joined = try await app.request(
-                .post, "/api/v1/referrals/advocates", key: key,
-                json: #"{"email":"anna@example.com","consent_text":"Ja, ich möchte teilnehmen."}"#)
+            let (shop, key, joined) = try await annaJoins(app)
             let code = try #require(try joined.json()["code"] as? String)
             let targets = app.runtime.referrals.targets
             #expect(try await targets.resolve(code: code) != nil)
