@@ -109,8 +109,9 @@ public protocol SQLExecutor: Sendable {
     @discardableResult
     func execute(_ sql: String, _ binds: [any SQLBindable]) async throws -> Int
     /// `INSERT INTO table (columns)` of `count` rows of one shape, the value of row `r`, column `c` being
-    /// `value(r, c)`, in `types`. For the largest batches (the click flush). The default cuts them into
-    /// `MultiRow.inserts`; SQLite steps one prepared single-row statement per row and binds each value as it comes
+    /// `value(r, c)`, in `types`. For the largest batches (the click flush); call it inside a transaction, as a
+    /// batch takes more than one statement. The default cuts the rows into `MultiRow.inserts`; SQLite uses the same
+    /// statement shapes and binds each value as the closure gives it, with no boxing and no arrays in between
     /// (docs/decisions/0025-click-rows-bound-directly.md).
     func insertEach(
         into table: String, columns: [String], types: [MultiRow.ColumnType], count: Int,

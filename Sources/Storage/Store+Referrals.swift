@@ -431,7 +431,8 @@ extension Store {
     /// In the device index's order: clicks from many browsers have random device hashes, and inserted as they came
     /// each one lands on another page of `referral_clicks_device`, so a batch touched (read, and wrote to the WAL)
     /// about one index page per click. Sorted, the batch walks the index once (docs/decisions/0017-click-writes.md).
-    /// Through `SQLExecutor.insertEach`: on SQLite one prepared row statement, on PostgreSQL `MultiRow`'s arrays.
+    /// Through `SQLExecutor.insertEach`: on SQLite `MultiRow`'s statements bound value by value, on PostgreSQL its
+    /// column arrays.
     public func recordClicks(_ clicks: [ReferralClick]) async throws {
         let clicks = clicks.sorted { ($0.workspaceID, $0.device, $0.at) < ($1.workspaceID, $1.device, $1.at) }
         try await db.transaction { tx in

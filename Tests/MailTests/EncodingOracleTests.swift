@@ -60,6 +60,23 @@ import Testing
         }
     }
 
+    /// Whatever breaks a canonical body (two spaces, a space before a line break, a tab, a blank last line), at
+    /// every offset, including either side of the eight-byte words, makes it not canonical.
+    @Test func aBodyWithAnythingToCanonicalizeIsNotTakenAsCanonical() {
+        let canonical = Array("Hallo Anna,\r\nzweite Zeile mit Text.\r\n".utf8)
+        #expect(DKIMSigner.isRelaxedCanonical(canonical))
+        for offset in 0..<canonical.count - 2 {
+            for breaker in ["  ", " \r\n", "\t"] {
+                var body = canonical
+                body.insert(contentsOf: Array(breaker.utf8), at: offset)
+                #expect(!DKIMSigner.isRelaxedCanonical(body), "\(breaker.debugDescription) at \(offset)")
+                #expect(Oracle.relaxedBody(body) != body, "the oracle agrees: \(offset)")
+            }
+        }
+        #expect(!DKIMSigner.isRelaxedCanonical(canonical + Array("\r\n".utf8)), "a blank last line")
+        #expect(!DKIMSigner.isRelaxedCanonical(Array(canonical.dropLast(2))), "no CRLF at the end")
+    }
+
     @Test func dotStuffingMatchesItsOracle() {
         for bytes in Self.samples(count: 400, seed: 3) {
             #expect(DotStuffing.stuff(bytes) == Oracle.dotStuff(bytes), "\(bytes)")

@@ -24,13 +24,14 @@ import Testing
             #expect(rows.map { $0.int("n") } == (0..<Int64(count)).map { $0 })
             #expect(rows.allSatisfy { $0.text("label") == labels[Int($0.int("n")) % labels.count] })
 
-            // Row 5 repeats an existing n: the transaction fails, and its other rows are not there either.
+            // The last of 70 rows repeats an existing n: the transaction fails, and the rows before it, which went
+            // in earlier statements (on SQLite 64 + 4 + 2 rows), are not there either.
             await #expect(throws: (any Error).self) {
                 try await db.transaction { tx in
                     try await tx.insertEach(
-                        into: "insert_each", columns: ["n", "label"], types: [.int, .text], count: 10
+                        into: "insert_each", columns: ["n", "label"], types: [.int, .text], count: 70
                     ) { row, column in
-                        column == 0 ? .int(row == 5 ? 0 : Int64(10_000 + row)) : .text("later")
+                        column == 0 ? .int(row == 69 ? 0 : Int64(10_000 + row)) : .text("later")
                     }
                 }
             }
