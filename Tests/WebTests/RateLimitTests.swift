@@ -1,4 +1,5 @@
 import Foundation
+import HummingbirdTesting
 import ReciprocityCore
 import TestSupport
 import Testing
@@ -82,6 +83,55 @@ extension AdminPages {
                 .post, "/admin/login", cookies: cookie,
                 form: "_csrf=\(token)&email=owner%40shop.example&password=correct+horse+battery")
             #expect(blocked.status == .tooManyRequests)
+        }
+    }
+
+    /// Someone failing logins to the owner's account from elsewhere uses up the account's limit, but not the limit
+    /// of the owner's browser, which logged in before (its device cookie). A device cookie counts only for the
+    /// account it was issued for, and only as issued.
+    @Test func failuresFromElsewhereDoNotLockOutAKnownBrowser() async throws {
+        try await TestApp.run { app in
+            _ = try await seedShop(app)
+            let page = try await app.request(.get, "/admin/login")
+            let csrfCookie = try #require(
+                page.headers[values: .setCookie].first?.split(separator: ";").first.map(String.init))
+            let token = try #require(extract(page.text, after: "name=\"_csrf\" value=\""))
+            func attempt(_ password: String, device: String? = nil, email: String = "owner%40shop.example")
+                async throws -> TestResponse
+            {
+                try await app.request(
+                    .post, "/admin/login", cookies: [csrfCookie, device].compactMap { $0 }.joined(separator: "; "),
+                    form: "_csrf=\(token)&email=\(email)&password=\(password)")
+            }
+            // The owner's browser logs in once and is given its device cookie.
+            let first = try await attempt("correct+horse+battery")
+            #expect(first.status == .seeOther)
+            let setDevice = try #require(first.headers[values: .setCookie].first { $0.hasPrefix("rcp_device=") })
+            #expect(
+                setDevice.contains("HttpOnly") && setDevice.contains("SameSite=Strict")
+                    && setDevice.contains("Path=/admin"))
+            let device = String(setDevice.split(separator: ";")[0])
+            // With it, a second login sets no new one.
+            let again = try await attempt("correct+horse+battery", device: device)
+            #expect(again.status == .seeOther)
+            #expect(!again.headers[values: .setCookie].contains { $0.hasPrefix("rcp_device=") })
+
+            // Elsewhere: five wrong passwords, then even the right one is refused.
+            for i in 0..<5 { #expect(try await attempt("wrong\(i)").status == .unauthorized) }
+            #expect(try await attempt("correct+horse+battery").status == .tooManyRequests)
+            // The known browser still gets in.
+            #expect(try await attempt("correct+horse+battery", device: device).status == .seeOther)
+            // An altered cookie, or this one for another account, is no device: limited with everyone else.
+            // (The first character: the last of a base64 MAC may carry only padding bits.)
+            let value = String(device.dropFirst("rcp_device=".count))
+            let altered = "rcp_device=" + (value.first == "A" ? "B" : "A") + String(value.dropFirst())
+            #expect(try await attempt("correct+horse+battery", device: altered).status == .tooManyRequests)
+            #expect(
+                try await attempt("x", device: device, email: "other%40shop.example").status == .tooManyRequests,
+                "for another account the cookie is no device: this client's address is limited")
+            // The device has a limit of its own: five failures, then it waits too.
+            for i in 0..<5 { #expect(try await attempt("wrong\(i)", device: device).status == .unauthorized) }
+            #expect(try await attempt("correct+horse+battery", device: device).status == .tooManyRequests)
         }
     }
 }

@@ -12,6 +12,8 @@ enum AdminCookies {
     static let session = "rcp_session"
     static let loginCSRF = "rcp_login_csrf"
     static let lang = "rcp_lang"
+    /// A browser that has logged in to an account: its own login limit (`AdminRoutes.login`).
+    static let device = "rcp_device"
 }
 
 /// Picks the UI language: the explicit switch (cookie), then the browser's preference, then German.

@@ -149,7 +149,11 @@ struct AdminRoutes {
         // Failed attempts are limited per client (its address, or its network for IPv6, behind trusted proxies the
         // forwarded one) and per account. The tokens are taken before the password is checked, so a burst of
         // parallel attempts cannot all pass while none has failed yet; a successful login gives them back.
-        let keys = ["ip:\(env.limiterKey(request, context))", "account:\(email)"]
+        // A browser that logged in to this account before (its device cookie, OWASP's "device cookies") is limited
+        // on its own instead: failures from elsewhere, which use up the account's limit, do not lock out the
+        // account's own people.
+        let device = request.cookies[AdminCookies.device].flatMap { knownDevice($0.value, email: email) }
+        let keys = device.map { ["device:\($0)"] } ?? ["ip:\(env.limiterKey(request, context))", "account:\(email)"]
         guard env.loginLimiter.take(keys) else {
             return loginPage(request, context, error: "login_limited", status: .tooManyRequests)
         }
@@ -160,6 +164,15 @@ struct AdminRoutes {
             return loginPage(request, context, error: "login_failed", status: .unauthorized)
         }
         env.loginLimiter.giveBack(keys)
+        var cookies: [Cookie] = []
+        if device == nil {
+            let value = store.signToken(
+                purpose: Self.devicePurpose, fields: [store.suppressionHash(email), env.random.token(bytes: 16)])
+            cookies.append(
+                Cookie(
+                    name: AdminCookies.device, value: value, maxAge: Self.deviceCookieSeconds, path: "/admin",
+                    secure: env.secureCookies, httpOnly: true, sameSite: .strict))
+        }
         let token = env.random.token(bytes: 32)
         try await store.createSession(
             tokenHash: Hex.sha256(token), userID: user.id, workspaceID: first.workspace.id,
@@ -167,7 +180,7 @@ struct AdminRoutes {
         let next = fields["next"].flatMap { $0.hasPrefix("/admin") && !$0.hasPrefix("//") ? $0 : nil }
         throw Redirect(
             to: user.mustChangePassword ? SiteURL.adminPassword.path : (next ?? SiteURL.adminHome.path),
-            cookies: [
+            cookies: cookies + [
                 Cookie(
                     name: AdminCookies.session, value: token, maxAge: 12 * 3600, path: "/", secure: env.secureCookies,
                     httpOnly: true, sameSite: .lax),
@@ -175,6 +188,18 @@ struct AdminRoutes {
                     name: AdminCookies.loginCSRF, value: "", maxAge: 0, path: "/admin", secure: env.secureCookies,
                     httpOnly: true),
             ])
+    }
+
+    static let devicePurpose = "admin-device"
+    /// How long a browser stays known after its last new device cookie (180 days).
+    static let deviceCookieSeconds = 180 * 86_400
+
+    /// The device cookie's own id when it was issued by this server to a browser that logged in as `email`.
+    func knownDevice(_ cookie: String, email: String) -> String? {
+        guard let fields = store.verifyToken(cookie, purpose: Self.devicePurpose), fields.count == 2,
+            fields[0] == store.suppressionHash(email), !fields[1].isEmpty
+        else { return nil }
+        return fields[1]
     }
 
     func logout(_ request: Request, _ context: AppContext) async throws -> Response {
