@@ -57,14 +57,18 @@ import Testing
 }
 
 extension AdminPages {
+    /// A shop with its owner, and the login form's CSRF cookie and token.
+    func loginForm(_ app: TestApp) async throws -> (cookie: String, token: String) {
+        _ = try await seedShop(app)
+        let page = try await app.request(.get, "/admin/login")
+        let cookie = try #require(page.headers[values: .setCookie].first?.split(separator: ";").first.map(String.init))
+        return (cookie, try #require(extract(page.text, after: "name=\"_csrf\" value=\"")))
+    }
+
     /// Parallel wrong passwords: no more are checked than the limit allows, the rest are answered 429 at once.
     @Test func parallelLoginAttemptsStopAtTheLimit() async throws {
         try await TestApp.run { app in
-            _ = try await seedShop(app)
-            let page = try await app.request(.get, "/admin/login")
-            let cookie = try #require(
-                page.headers[values: .setCookie].first?.split(separator: ";").first.map(String.init))
-            let token = try #require(extract(page.text, after: "name=\"_csrf\" value=\""))
+            let (cookie, token) = try await loginForm(app)
             let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
                 for i in 0..<20 {
                     group.addTask {
@@ -91,11 +95,7 @@ extension AdminPages {
     /// account it was issued for, and only as issued.
     @Test func failuresFromElsewhereDoNotLockOutAKnownBrowser() async throws {
         try await TestApp.run { app in
-            _ = try await seedShop(app)
-            let page = try await app.request(.get, "/admin/login")
-            let csrfCookie = try #require(
-                page.headers[values: .setCookie].first?.split(separator: ";").first.map(String.init))
-            let token = try #require(extract(page.text, after: "name=\"_csrf\" value=\""))
+            let (csrfCookie, token) = try await loginForm(app)
             func attempt(_ password: String, device: String? = nil, email: String = "owner%40shop.example")
                 async throws -> TestResponse
             {
