@@ -31,6 +31,10 @@ public struct AppConfig: Sendable {
     public var jobLeaseSeconds: Double
     /// Days a succeeded job stays in the table before the hourly purge deletes it.
     public var jobRetentionDays: Int
+    /// Days a referral click row is kept (the hourly retention purge); more than the longest attribution window.
+    public var clickRetentionDays: Int
+    /// Days a mail's body is kept after its delivery ended; the outbox row itself stays.
+    public var mailBodyRetentionDays: Int
     public var sqliteSynchronous: String
     public var bcryptCost: Int
     public var maxBodyBytes: Int
@@ -99,6 +103,16 @@ public struct AppConfig: Sendable {
         workerConcurrency = max(1, c.int(forKey: "workers", default: 4))
         jobLeaseSeconds = max(1, Double(c.int(forKey: "job.lease.seconds", default: 300)))
         jobRetentionDays = max(1, c.int(forKey: "job.retention.days", default: 14))
+        clickRetentionDays = c.int(forKey: "click.retention.days", default: 400)
+        guard clickRetentionDays > ReferralProgramme.longestAttributionDays else {
+            throw ConfigError(
+                "RECIPROCITY_CLICK_RETENTION_DAYS must be more than \(ReferralProgramme.longestAttributionDays) (the "
+                    + "longest attribution window), got \(clickRetentionDays).")
+        }
+        mailBodyRetentionDays = c.int(forKey: "mail.body.retention.days", default: 90)
+        guard mailBodyRetentionDays >= 1 else {
+            throw ConfigError("RECIPROCITY_MAIL_BODY_RETENTION_DAYS must be at least 1, got \(mailBodyRetentionDays).")
+        }
         sqliteSynchronous = c.string(forKey: "sqlite.synchronous", default: "FULL").uppercased()
         guard ["NORMAL", "FULL", "EXTRA"].contains(sqliteSynchronous) else {
             throw ConfigError("RECIPROCITY_SQLITE_SYNCHRONOUS must be NORMAL, FULL or EXTRA.")

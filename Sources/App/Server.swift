@@ -15,6 +15,7 @@ import Web
 public enum BuiltInJobs {
     public static let purgeSessions = "system.sessions.purge"
     public static let purgeJobs = "system.jobs.purge"
+    public static let purgeRetention = "system.retention.purge"
 
     public static func handlers(runtime: Runtime) -> [JobHandler] {
         var handlers = [
@@ -28,6 +29,20 @@ public enum BuiltInJobs {
                     finishedBefore: runtime.clock.now().addingTimeInterval(-days * 86_400))
                 if deleted > 0 {
                     runtime.logger.info("succeeded jobs purged", metadata: ["jobs": "\(deleted)", "days": "\(days)"])
+                }
+            },
+            // Storage limitation: old click rows and the bodies of old mails. In chunks, outside the job's
+            // transaction, like the job purge.
+            JobHandler(kind: purgeRetention) { _ in
+                let now = runtime.clock.now()
+                let clickDays = Double(runtime.config.clickRetentionDays)
+                let bodyDays = Double(runtime.config.mailBodyRetentionDays)
+                let clicks = try await runtime.store.purgeClicks(before: now.addingTimeInterval(-clickDays * 86_400))
+                let bodies = try await runtime.store.purgeMailBodies(
+                    endedBefore: now.addingTimeInterval(-bodyDays * 86_400))
+                if clicks + bodies > 0 {
+                    runtime.logger.info(
+                        "retention purge", metadata: ["clicks": "\(clicks)", "mail_bodies": "\(bodies)"])
                 }
             },
             // SMTP I/O must not hold a transaction: the outbox state machine keeps delivery consistent.
@@ -132,6 +147,9 @@ public enum BuiltInJobs {
         PeriodicTask(name: "purge-sessions", kind: purgeSessions, interval: 3600),
         // Succeeded jobs older than RECIPROCITY_JOB_RETENTION_DAYS; without it the table grows by a row per event.
         PeriodicTask(name: "purge-jobs", kind: purgeJobs, interval: 3600),
+        // Click rows older than RECIPROCITY_CLICK_RETENTION_DAYS, mail bodies RECIPROCITY_MAIL_BODY_RETENTION_DAYS
+        // after their delivery ended.
+        PeriodicTask(name: "purge-retention", kind: purgeRetention, interval: 3600),
         // Unconfirmed lead signups past their expiry are deleted (their lifetime may be as short as seconds).
         PeriodicTask(name: "expire-lead-signups", kind: Store.leadExpireJob, interval: 60),
         // Backs up the per-reward release jobs (a reward approved in review, a node that died mid-issue).

@@ -27,6 +27,7 @@ public enum Migrator {
         Schema.v1Foundation, Schema.v2Mail, Schema.v3Reviews, Schema.v4LeadMagnets, Schema.v5Referrals,
         Schema.v6QueryPaths, Schema.v7Returns, Schema.v8ClickIndexes, Schema.v9EventTags, Schema.v10CreditRedemptions,
         Schema.v11ContactIdentity, Schema.v12ClickDays, Schema.v13DKIMActivation, Schema.v14PayoutCreditors,
+        Schema.v15OutboxBodies,
     ]
 
     /// The newest migration id, which `/readyz` compares against the database.
@@ -1004,5 +1005,11 @@ enum Schema {
             WHERE batch_id IS NOT NULL
             """,
         ]
+    }
+
+    /// The retention purge (`Store.purgeMailBodies`) finds the bodies still kept, oldest first, without reading the
+    /// rows whose body is gone: a partial index on the time of their last change.
+    static let v15OutboxBodies = Migration(id: 15, name: "outbox_bodies") { _ in
+        ["CREATE INDEX outbox_bodies ON outbox (updated_at) WHERE message IS NOT NULL"]
     }
 }

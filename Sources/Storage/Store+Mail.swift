@@ -351,6 +351,29 @@ extension Store {
         return try await enqueueMail(tx, d)
     }
 
+    /// Storage limitation (Art. 5(1)(e) DSGVO): the bodies of mails whose delivery ended (sent, bounced, suppressed,
+    /// failed) before `cutoff` go; the row stays as the record of what was sent to whom and when (kind, recipient,
+    /// subject, outcome). Oldest first through `outbox_bodies` (migration 15), `chunk` rows per transaction, at most
+    /// `maxChunks` transactions per call. Answers how many bodies went.
+    public func purgeMailBodies(endedBefore cutoff: Date, chunk: Int = 2_000, maxChunks: Int = 100) async throws -> Int
+    {
+        var purged = 0
+        for _ in 0..<maxChunks {
+            let n = try await db.transaction { tx in
+                try await tx.execute(
+                    """
+                    UPDATE outbox SET message = NULL WHERE id IN (
+                      SELECT id FROM outbox WHERE message IS NOT NULL AND updated_at < ?
+                        AND state IN ('sent', 'bounced', 'suppressed', 'failed')
+                      ORDER BY updated_at, id LIMIT ?)
+                    """, cutoff, chunk)
+            }
+            purged += n
+            if n < chunk { break }
+        }
+        return purged
+    }
+
     /// `enqueueMailUnlessErased` for a mail with a stable Message-ID that must exist once: a second draft of it (a
     /// job run again after its mail committed) writes nothing. Nil when the contact was erased or the mail exists.
     public func enqueueMailOnce(_ tx: any SQLExecutor, _ d: OutboxDraft) async throws -> Int64? {

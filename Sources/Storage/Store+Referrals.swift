@@ -455,6 +455,30 @@ extension Store {
         }
     }
 
+    /// Storage limitation: click rows (hashed address and device, browser family, time) from before `cutoff` go;
+    /// the per-day counts stay. Attribution reads clicks up to 365 days back (the longest window), so a cutoff
+    /// must lie further back than that (`AppConfig.clickRetentionDays`).
+    ///
+    /// Oldest first by id, `chunk` rows at a time, each its own transaction, at most `maxChunks` per call: the flush
+    /// writes clicks in time order (within a flush, sorted by device: a second at most out of order), so the first
+    /// rows by id are the oldest, and no time index is needed (decision 0024 dropped the last one the clicks had).
+    /// A chunk that holds a row not old enough yet ends the call; the next one, an hour later, goes on.
+    public func purgeClicks(before cutoff: Date, chunk: Int = 5_000, maxChunks: Int = 100) async throws -> Int {
+        var purged = 0
+        for _ in 0..<maxChunks {
+            let n = try await db.transaction { tx in
+                try await tx.execute(
+                    """
+                    DELETE FROM referral_clicks WHERE id IN (SELECT id FROM referral_clicks ORDER BY id LIMIT ?)
+                      AND at < ?
+                    """, chunk, cutoff)
+            }
+            purged += n
+            if n < chunk { break }
+        }
+        return purged
+    }
+
     /// A batch's clicks added to the per-day counts. The keys are unique in the batch (PostgreSQL refuses to update
     /// one row twice in a statement) and sorted, so that concurrent flushes lock the rows they share in one order.
     private func addClickDays(_ tx: any SQLExecutor, _ clicks: [ReferralClick]) async throws {

@@ -985,6 +985,34 @@ import Testing
         }
     }
 
+    /// The retention purge deletes click rows from before the cutoff, oldest first by id and in chunks, and leaves
+    /// the newer rows and the per-day counts.
+    @Test(arguments: Engine.available)
+    func oldClickRowsArePurgedAndTheDayCountsStay(engine: Engine) async throws {
+        try await withKit(engine) { kit in
+            let anna = try await advocate(kit)
+            let now = kit.clock.now()
+            func click(_ daysAgo: Double, _ device: String) -> ReferralClick {
+                ReferralClick(
+                    workspaceID: kit.shop.id, advocateID: anna.id, at: now.addingTimeInterval(-daysAgo * 86_400),
+                    ipHash: "i", uaFamily: "firefox", device: device)
+            }
+            // Written as the flush writes them: older batches first.
+            try await kit.store.recordClicks((0..<7).map { click(500 - Double($0), "old\($0)") })
+            try await kit.store.recordClicks([click(401, "edge"), click(399, "kept"), click(1, "new")])
+            let days = try await count(kit, "SELECT SUM(clicks) FROM referral_click_days")
+            let cutoff = now.addingTimeInterval(-400 * 86_400)
+            #expect(try await kit.store.purgeClicks(before: cutoff, chunk: 3, maxChunks: 2) == 6)
+            #expect(try await kit.store.purgeClicks(before: cutoff, chunk: 3) == 2)
+            #expect(try await kit.store.purgeClicks(before: cutoff, chunk: 3) == 0)
+            let left = try await kit.store.db.query("SELECT device FROM referral_clicks ORDER BY id").map {
+                $0.text("device")
+            }
+            #expect(left == ["kept", "new"])
+            #expect(try await count(kit, "SELECT SUM(clicks) FROM referral_click_days") == days)
+        }
+    }
+
     @Test(arguments: Engine.available)
     func clicksAreBatchedAndAttributeByDevice(engine: Engine) async throws {
         try await withKit(engine, programme: { $0.touch = .first }) { kit in

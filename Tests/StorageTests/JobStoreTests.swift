@@ -735,4 +735,40 @@ actor FlakyCounter {
         defer { n += 1 }
         return n
     }
+
+    /// The retention purge removes the bodies of mails whose delivery ended before the cutoff; the rows stay, and
+    /// mails still to be delivered keep their bodies however old.
+    @Test(arguments: Engine.available)
+    func oldMailBodiesArePurgedAndTheRowsStay(engine: Engine) async throws {
+        try await engine.withStore { store, shop, clock in
+            let now = clock.now()
+            let cases: [(String, String, Double)] = [
+                ("sent-old", "sent", 100), ("bounced-old", "bounced", 95), ("failed-old", "failed", 91),
+                ("suppressed-old", "suppressed", 120), ("queued-old", "queued", 200), ("deferred-old", "deferred", 150),
+                ("sent-recent", "sent", 10),
+            ]
+            for (id, state, daysAgo) in cases {
+                try await store.db.transaction { tx in
+                    try await store.enqueueMail(
+                        tx,
+                        OutboxDraft(
+                            workspaceID: shop.id, contactID: nil, kind: .thankYou,
+                            recipient: try EmailAddress("anna@example.com"), messageID: "\(id)@shop.example",
+                            subject: "Danke", message: "Hallo Anna"))
+                }
+                try await store.db.execute(
+                    "UPDATE outbox SET state = ?, updated_at = ? WHERE message_id = ?", state,
+                    now.addingTimeInterval(-daysAgo * 86_400), "\(id)@shop.example")
+            }
+            let cutoff = now.addingTimeInterval(-90 * 86_400)
+            #expect(try await store.purgeMailBodies(endedBefore: cutoff, chunk: 2, maxChunks: 1) == 2)
+            #expect(try await store.purgeMailBodies(endedBefore: cutoff, chunk: 2) == 2)
+            #expect(try await store.purgeMailBodies(endedBefore: cutoff, chunk: 2) == 0)
+            let rows = try await store.db.query("SELECT message_id, subject, message FROM outbox ORDER BY message_id")
+            #expect(rows.count == cases.count, "the rows stay")
+            #expect(rows.allSatisfy { $0.text("subject") == "Danke" })
+            let kept = rows.filter { $0.optionalText("message") != nil }.map { $0.text("message_id") }
+            #expect(kept == ["deferred-old@shop.example", "queued-old@shop.example", "sent-recent@shop.example"])
+        }
+    }
 }

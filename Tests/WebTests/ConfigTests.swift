@@ -53,5 +53,17 @@ import Testing
         #expect(try await AppConfig.load(environment: [:]).jobRetentionDays == 14)
         #expect(try await AppConfig.load(environment: ["RECIPROCITY_JOB_RETENTION_DAYS": "30"]).jobRetentionDays == 30)
         #expect(try await AppConfig.load(environment: ["RECIPROCITY_JOB_RETENTION_DAYS": "0"]).jobRetentionDays == 1)
+        let defaults = try await AppConfig.load(environment: [:])
+        #expect(defaults.clickRetentionDays == 400 && defaults.mailBodyRetentionDays == 90)
+        #expect(
+            try await AppConfig.load(environment: ["RECIPROCITY_CLICK_RETENTION_DAYS": "366"]).clickRetentionDays == 366
+        )
+        // Shorter than the longest attribution window would lose clicks attribution still reads.
+        await #expect(throws: ConfigError.self) {
+            try await AppConfig.load(environment: ["RECIPROCITY_CLICK_RETENTION_DAYS": "365"])
+        }
+        await #expect(throws: ConfigError.self) {
+            try await AppConfig.load(environment: ["RECIPROCITY_MAIL_BODY_RETENTION_DAYS": "0"])
+        }
     }
 }

@@ -70,6 +70,8 @@ public struct ReferralProgramme: Sendable, Codable, Equatable {
     public var milestones: [Milestone]
     /// Days between a click and an order for a click to count (attribution by device, without cookies).
     public var attributionDays: Int
+    /// The longest attribution window a programme may have; click rows are kept longer than this.
+    public static let longestAttributionDays = 365
     public var touch: TouchModel
     /// Seconds after delivery before a reward can be approved (Widerrufsrecht: 14 days).
     public var returnWindowSeconds: Int64
@@ -247,7 +249,7 @@ public struct ReferralProgramme: Sendable, Codable, Equatable {
             errors.append(
                 .invalid("milestone_invalid", "Milestones are distinct counts of 2 or more.", field: "milestones"))
         }
-        if !(1...365).contains(attributionDays) {
+        if !(1...Self.longestAttributionDays).contains(attributionDays) {
             errors.append(
                 .invalid("attribution_days_invalid", "The attribution window is 1–365 days.", field: "attribution_days")
             )
