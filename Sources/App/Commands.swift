@@ -104,11 +104,22 @@ public enum Commands {
     }
 
     public static func eraseContact(_ rt: Runtime, workspace slug: String, email: String) async throws {
+        let (w, c) = try await contact(rt, workspace: slug, email: email)
+        try await rt.store.erase(workspaceID: w.id, contactID: c.id, actor: "cli")
+    }
+
+    /// Records an objection (Art. 21): every consent withdrawn, the address blocked for marketing for good.
+    public static func objectContact(_ rt: Runtime, workspace slug: String, email: String) async throws {
+        let (w, c) = try await contact(rt, workspace: slug, email: email)
+        try await rt.store.object(workspaceID: w.id, contactID: c.id, actor: "cli")
+    }
+
+    static func contact(_ rt: Runtime, workspace slug: String, email: String) async throws -> (Workspace, Contact) {
         let w = try await workspace(rt, slug)
         guard let c = try await rt.store.contact(workspaceID: w.id, email: try EmailAddress(email)) else {
             throw DomainError.notFound("Contact")
         }
-        try await rt.store.erase(workspaceID: w.id, contactID: c.id, actor: "cli")
+        return (w, c)
     }
 
     /// First run: with no user at all, creates a workspace (if none) and an owner with a one-time password.

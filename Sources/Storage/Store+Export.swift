@@ -49,7 +49,23 @@ public struct ContactExport: Sendable, Codable {
         public var shippingAddress: PostalAddress?
         public var couponCode: String?
         public var referralCode: String?
+        /// Who the buyer said recommended the shop (the checkout's "referred by" answer).
+        public var referredBy: String?
+        /// The shop's keyed fingerprint of the payment means, and the device hash the shop sent (fraud checks).
+        public var paymentFingerprint: String?
+        public var clientDevice: String?
         public var statusTimes: [String: Date]
+    }
+    /// A mail sent, or to be sent, to the person: what, when, how it went, and the message itself while it is kept
+    /// (`RECIPROCITY_MAIL_BODY_RETENTION_DAYS` after its delivery ended).
+    public struct MailData: Sendable, Codable {
+        public var kind: String
+        public var recipient: String?
+        public var subject: String
+        public var state: String
+        public var createdAt: Date
+        public var sentAt: Date?
+        public var message: String?
     }
     public struct ItemData: Sendable, Codable {
         public var sku: String
@@ -69,6 +85,8 @@ public struct ContactExport: Sendable, Codable {
     public var reviews: [ReviewData] = []
     public var reviewRequests: [ReviewRequestData] = []
     public var favours: [FavourData] = []
+    /// The mails to the person, oldest first.
+    public var mails: [MailData] = []
     /// Lead magnet signups, each with its double opt-in evidence.
     public var leadSignups: [LeadSignupData] = []
     /// The referral programme: the person as advocate (code, payout details), the referrals they made and were
@@ -180,6 +198,12 @@ extension Store {
             let c = try await contact(workspaceID: workspaceID, id: contactID)
         else { throw DomainError.notFound("Contact") }
         let (consents, history) = try await consentRecord(workspaceID: workspaceID, contactID: contactID)
+        // What the order model does not carry: the device hash the shop sent.
+        let devices = Dictionary(
+            try await db.query(
+                "SELECT external_id, client_device FROM orders WHERE workspace_id = ? AND contact_id = ?", workspaceID,
+                contactID
+            ).map { ($0.text("external_id"), $0.optionalText("client_device")) }, uniquingKeysWith: { a, _ in a })
         var orders: [ContactExport.OrderData] = []
         var offset = 0
         while true {
@@ -191,6 +215,8 @@ extension Store {
                     items: o.items.map {
                         .init(sku: $0.sku, name: $0.name, quantity: $0.quantity, unitPrice: $0.unitPrice.decimalString)
                     }, shippingAddress: o.shippingAddress, couponCode: o.couponCode, referralCode: o.referralCode,
+                    referredBy: o.referredBy, paymentFingerprint: o.paymentFingerprint,
+                    clientDevice: devices[o.externalID] ?? nil,
                     statusTimes: Dictionary(uniqueKeysWithValues: o.statusTimes.map { ($0.key.rawValue, $0.value) }))
             }
             offset += page.items.count
@@ -224,6 +250,17 @@ extension Store {
                 orderExternalId: $0.text("external_id"), state: $0.text("state"), dueAt: $0.date("due_at"),
                 sentAt: $0.optionalDate("sent_at"), remindedAt: $0.optionalDate("reminded_at"),
                 skipReason: $0.optionalText("skip_reason"))
+        }
+        export.mails = try await db.query(
+            """
+            SELECT kind, recipient, subject, state, created_at, sent_at, message FROM outbox
+            WHERE workspace_id = ? AND contact_id = ? AND is_test = 0 ORDER BY id
+            """, workspaceID, contactID
+        ).map {
+            .init(
+                kind: $0.text("kind"), recipient: $0.optionalText("recipient"), subject: $0.text("subject"),
+                state: $0.text("state"), createdAt: $0.date("created_at"), sentAt: $0.optionalDate("sent_at"),
+                message: $0.optionalText("message"))
         }
         export.favours = try await favours(workspaceID: workspaceID, contactID: contactID).map {
             .init(kind: $0.kind, at: $0.at)

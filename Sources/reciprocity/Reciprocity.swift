@@ -202,27 +202,48 @@ struct APIKeyCommand: AsyncParsableCommand {
 
 struct ContactCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "contact", abstract: "Data-subject rights for one person.", subcommands: [Export.self, Erase.self])
+        commandName: "contact", abstract: "Data-subject rights for one person.",
+        subcommands: [Export.self, Erase.self, Object.self])
+
+    /// Which person: the same two options for every right.
+    struct Person: ParsableArguments {
+        @Option(help: "Workspace slug.") var workspace: String
+        @Option(help: "The person's email.") var email: String
+
+        /// Exercises a right for this person, then says `done`.
+        func exercise(_ right: (Runtime, String, String) async throws -> Void, done: String) async throws {
+            try await runCommand { rt in
+                try await right(rt, workspace, email)
+                say(done)
+            }
+        }
+    }
 
     struct Export: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Print everything stored about a person as JSON (Art. 15).")
-        @Option(help: "Workspace slug.") var workspace: String
-        @Option(help: "The person's email.") var email: String
+        @OptionGroup var person: Person
         func run() async throws {
-            try await runCommand { rt in say(try await Commands.exportContact(rt, workspace: workspace, email: email)) }
+            try await runCommand { rt in
+                say(try await Commands.exportContact(rt, workspace: person.workspace, email: person.email))
+            }
+        }
+    }
+
+    struct Object: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Record an objection (Art. 21): consents withdrawn, no marketing mail ever again.")
+        @OptionGroup var person: Person
+        func run() async throws {
+            try await person.exercise(Commands.objectContact(_:workspace:email:), done: "Objection recorded.")
         }
     }
 
     struct Erase: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Erase a person (Art. 17): PII gone, counts kept.")
-        @Option(help: "Workspace slug.") var workspace: String
-        @Option(help: "The person's email.") var email: String
+        @OptionGroup var person: Person
         func run() async throws {
-            try await runCommand { rt in
-                try await Commands.eraseContact(rt, workspace: workspace, email: email)
-                say("Erased.")
-            }
+            try await person.exercise(Commands.eraseContact(_:workspace:email:), done: "Erased.")
         }
     }
 }

@@ -114,6 +114,38 @@ import Testing
         }
     }
 
+    /// The export (Art. 15) holds everything the store keeps about the person's orders, and their mails; erasure
+    /// leaves none of it.
+    @Test(arguments: Engine.available)
+    func theExportHoldsTheOrdersFraudFieldsAndTheMails(engine: Engine) async throws {
+        try await engine.withStore { store, shop, _ in
+            var payload = samplePayload(email: "erika@example.com")
+            payload.referredBy = "Tante Inge"
+            payload.paymentFingerprint = "pf-4711"
+            payload.clientIP = "198.51.100.23"
+            payload.clientUserAgent = "Mozilla/5.0 Erika"
+            let id = try await store.put(shop, "X-1", payload).order.contactID
+            try await store.enqueueTestMail(
+                shop, contactID: id, to: "erika@example.com", messageID: "m1@shop.example", subject: "Danke, Erika",
+                message: "Hallo Erika")
+            let export = try await store.exportContact(workspaceID: shop.id, contactID: id)
+            let order = try #require(export.orders.first)
+            #expect(order.referredBy == "Tante Inge" && order.paymentFingerprint == "pf-4711")
+            let device = try #require(order.clientDevice)
+            #expect(!device.contains("198.51.100.23"), "a keyed hash, not the address")
+            #expect(export.mails.map(\.subject) == ["Danke, Erika"])
+            #expect(
+                export.mails.first?.recipient == "erika@example.com" && export.mails.first?.message == "Hallo Erika")
+            #expect(export.mails.first?.state == "queued")
+
+            try await store.erase(workspaceID: shop.id, contactID: id, actor: "test")
+            let after = try await store.exportContact(workspaceID: shop.id, contactID: id)
+            let json = String(decoding: try JSONEncoder().encode(after), as: UTF8.self)
+            for pii in ["Inge", "pf-4711", device, "Erika", "erika"] { #expect(!json.contains(pii), "\(pii) survived") }
+            #expect(after.mails.count == 1 && after.mails.first?.message == nil, "the record stays, the copy goes")
+        }
+    }
+
     @Test(arguments: Engine.available)
     func searchFindsContactsByEmailOrNameCaseInsensitively(engine: Engine) async throws {
         try await engine.withStore { store, shop, _ in

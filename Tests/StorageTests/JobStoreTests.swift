@@ -748,14 +748,7 @@ actor FlakyCounter {
                 ("sent-recent", "sent", 10),
             ]
             for (id, state, daysAgo) in cases {
-                try await store.db.transaction { tx in
-                    try await store.enqueueMail(
-                        tx,
-                        OutboxDraft(
-                            workspaceID: shop.id, contactID: nil, kind: .thankYou,
-                            recipient: try EmailAddress("anna@example.com"), messageID: "\(id)@shop.example",
-                            subject: "Danke", message: "Hallo Anna"))
-                }
+                try await store.enqueueTestMail(shop, messageID: "\(id)@shop.example")
                 try await store.db.execute(
                     "UPDATE outbox SET state = ?, updated_at = ? WHERE message_id = ?", state,
                     now.addingTimeInterval(-daysAgo * 86_400), "\(id)@shop.example")

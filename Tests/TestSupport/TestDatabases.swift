@@ -127,6 +127,21 @@ public func samplePayload(
 }
 
 extension Store {
+    /// A mail in the outbox (queued), as a composer would have written it; its id.
+    @discardableResult
+    public func enqueueTestMail(
+        _ workspace: Workspace, contactID: ContactID? = nil, to: String = "anna@example.com", messageID: String,
+        subject: String = "Danke", message: String = "Hallo Anna"
+    ) async throws -> Int64 {
+        try await db.transaction { tx in
+            try await self.enqueueMail(
+                tx,
+                OutboxDraft(
+                    workspaceID: workspace.id, contactID: contactID, kind: .thankYou, recipient: try EmailAddress(to),
+                    messageID: messageID, subject: subject, message: message))
+        }
+    }
+
     @discardableResult
     public func put(_ workspace: Workspace, _ id: String, _ payload: OrderPayload) async throws -> OrderUpsertResult {
         let submission = try OrderSubmission.validate(externalID: id, payload: payload, receivedAt: clock.now())

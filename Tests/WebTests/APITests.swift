@@ -141,6 +141,26 @@ import Web
         }
     }
 
+    /// `reciprocity contact object`: the objection the API and the admin record, from the command line; an unknown
+    /// address is a clear error, and another workspace's contact is not touched.
+    @Test func theCommandLineRecordsAnObjection() async throws {
+        try await TestApp.run { app in
+            let (shop, key) = try await app.workspaceWithKey("shop")
+            _ = try await app.workspaceWithKey("other")
+            try await app.request(.put, "/api/v1/orders/A-1", key: key, json: orderJSON(email: "anna@example.com"))
+            await #expect(throws: DomainError.self) {
+                try await Commands.objectContact(app.runtime, workspace: "other", email: "anna@example.com")
+            }
+            try await Commands.objectContact(app.runtime, workspace: "shop", email: "anna@example.com")
+            let anna = try EmailAddress("anna@example.com")
+            #expect(try await app.store.isSuppressed(workspaceID: shop.id, email: anna))
+            let contact = try #require(try await app.store.contact(workspaceID: shop.id, email: anna))
+            #expect(
+                try await app.store.auditEntries(workspaceID: shop.id, subject: "contact:\(contact.id)").map(\.action)
+                    == ["contact.object"])
+        }
+    }
+
     @Test(arguments: Engine.available)
     func anotherWorkspacesIdsAre404AndNothingChanges(engine: Engine) async throws {
         try await TestApp.run(engine) { app in
