@@ -31,8 +31,10 @@ public struct ReferralService: Sendable {
 
     // MARK: Programme
 
-    public func saveProgramme(workspaceID: WorkspaceID, _ p: ReferralProgramme, actor: String) async throws {
-        try await store.saveReferralProgramme(workspaceID: workspaceID, p, actor: actor)
+    public func saveProgramme(workspaceID: WorkspaceID, _ p: ReferralProgramme, actor: String, seen: Int64? = nil)
+        async throws
+    {
+        try await store.saveReferralProgramme(workspaceID: workspaceID, p, actor: actor, seen: seen)
         targets.drop(workspaceID: workspaceID)
     }
 

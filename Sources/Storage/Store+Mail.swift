@@ -154,9 +154,13 @@ extension Store {
     }
 
     /// Saves settings; switching the §7(3) mode on or off is written to the audit log.
-    public func saveMailSettings(workspaceID: WorkspaceID, _ s: MailSettings, actor: String) async throws {
+    /// `seen`: the version the form was read at (`settingsVersion`); nil replaces outright.
+    public func saveMailSettings(workspaceID: WorkspaceID, _ s: MailSettings, actor: String, seen: Int64? = nil)
+        async throws
+    {
         try s.validate()
         try await db.transaction { tx in
+            try await self.requireSettingsVersion(tx, .mail, workspaceID: workspaceID, seen: seen)
             let before = try await self.mailSettings(workspaceID: workspaceID, in: tx)
             try await tx.execute(
                 """

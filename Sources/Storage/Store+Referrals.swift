@@ -187,10 +187,14 @@ extension Store {
             ?? ReferralProgramme()
     }
 
-    public func saveReferralProgramme(workspaceID: WorkspaceID, _ p: ReferralProgramme, actor: String) async throws {
+    /// `seen`: the version the form was read at (`settingsVersion`); nil replaces outright (the API).
+    public func saveReferralProgramme(
+        workspaceID: WorkspaceID, _ p: ReferralProgramme, actor: String, seen: Int64? = nil
+    ) async throws {
         if let first = p.validate().first { throw first }
         let json = String(decoding: try JSONEncoder.sorted.encode(p), as: UTF8.self)
         try await db.transaction { tx in
+            try await self.requireSettingsVersion(tx, .referrals, workspaceID: workspaceID, seen: seen)
             try await tx.execute(
                 """
                 INSERT INTO referral_programmes (workspace_id, settings, updated_at) VALUES (?, ?, ?)

@@ -125,11 +125,15 @@ extension Store {
     }
 
     /// Saves the settings; a changed disclosure, incentive or open form is audited (each has legal weight).
-    public func saveReviewSettings(workspaceID: WorkspaceID, _ s: ReviewSettings, actor: String) async throws {
+    /// `seen`: the version the form was read at (`settingsVersion`); nil for callers that replace outright (the API).
+    public func saveReviewSettings(workspaceID: WorkspaceID, _ s: ReviewSettings, actor: String, seen: Int64? = nil)
+        async throws
+    {
         try s.validate()
         let categories = String(
             decoding: try JSONEncoder.sorted.encode(s.timing.categoryDelays), as: UTF8.self)
         try await db.transaction { tx in
+            try await requireSettingsVersion(tx, .reviews, workspaceID: workspaceID, seen: seen)
             let before = try await reviewSettings(workspaceID: workspaceID, in: tx)
             try await tx.execute(
                 """

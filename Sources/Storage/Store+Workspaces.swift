@@ -44,3 +44,39 @@ extension Store {
 
     public func workspaceCount() async throws -> Int { Int(try await db.scalar("SELECT COUNT(*) FROM workspaces")) }
 }
+
+/// Settings forms that two people may have open at once: the version a form was read at (`updated_at` of the
+/// row, 0 before the first save) goes back with it, and a save whose version is no longer the row's is refused,
+/// instead of silently undoing the other person's changes (a lost update).
+public enum SettingsTable: String, Sendable {
+    case reviews = "review_settings"
+    case referrals = "referral_programmes"
+    case mail = "mail_settings"
+}
+
+extension Store {
+    /// The version of a workspace's settings row (its `updated_at` in milliseconds; 0 when never saved).
+    public func settingsVersion(_ table: SettingsTable, workspaceID: WorkspaceID) async throws -> Int64 {
+        try await db.first("SELECT updated_at FROM \(table.rawValue) WHERE workspace_id = ?", workspaceID)?
+            .int("updated_at") ?? 0
+    }
+
+    /// In a save's transaction: refuses it (409 `settings_changed`) when the row is no longer at `seen`. The row is
+    /// locked on PostgreSQL, so two saves of the same version cannot both pass; SQLite's writer is one at a time.
+    func requireSettingsVersion(_ tx: any SQLExecutor, _ table: SettingsTable, workspaceID: WorkspaceID, seen: Int64?)
+        async throws
+    {
+        guard let seen else { return }
+        let current =
+            try await tx.first(
+                "SELECT updated_at FROM \(table.rawValue) WHERE workspace_id = ?\(tx.dialect.rowLockClause)",
+                workspaceID
+            )?.int("updated_at") ?? 0
+        guard current == seen else {
+            throw DomainError.conflict(
+                "settings_changed",
+                "Someone saved these settings after this page was opened. Nothing was saved: reload the page to see "
+                    + "their changes, then make yours again.")
+        }
+    }
+}

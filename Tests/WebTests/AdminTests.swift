@@ -184,3 +184,61 @@ func seedShop(_ app: TestApp) async throws -> String {
         }
     }
 }
+
+extension AdminPages {
+    /// Two people with the same settings form open: the second save, made from the older version, is refused with
+    /// a readable 409 and changes nothing; after a reload it goes through. For the review, mail and referral settings.
+    @Test func aSettingsFormFromAnOlderVersionIsRefused() async throws {
+        let clock = ManualClock(Date(timeIntervalSince1970: 1_790_000_000))
+        try await TestApp.run(clock: clock) { app in
+            _ = try await seedShop(app)
+            let (first, second) = (try await AdminSession.login(app), try await AdminSession.login(app))
+            func version(_ session: AdminSession, _ page: String) async throws -> String {
+                try #require(extract(try await session.get(page).text, after: "name=\"version\" value=\""))
+            }
+            let forms: [(page: String, post: String, form: (String) -> String)] = [
+                (
+                    "/admin/review-settings", "/admin/review-settings",
+                    {
+                        "delay=\($0)&transit=0&reminder=86400&categories=&disclosure=Nur+K%C3%A4ufer.&token_days=180&edit_days=30&incentive="
+                    }
+                ),
+                (
+                    "/admin/mail", "/admin/mail/settings",
+                    {
+                        "cap_count=\($0)&cap_days=7&quiet_start=21&quiet_end=7&rate=10&address_form=sie&brand_color=%23112233&logo_url="
+                    }
+                ),
+                (
+                    "/admin/referrals", "/admin/referrals/settings",
+                    {
+                        "active=on&target_url=https%3A%2F%2Fshop.example%2F&incentive=Kaffee&reward_type=voucher"
+                            + "&reward_value=10&voucher_prefix=DANKE&minimum=0&window=1209600&attribution_days=\($0)"
+                    }
+                ),
+            ]
+            for (page, post, form) in forms {
+                let seen = try await version(first, page)
+                #expect(try await version(second, page) == seen)
+                clock.advance(by: 1)
+                let saved = try await second.post(post, "version=\(seen)&" + form("3"))
+                #expect([.ok, .seeOther].contains(saved.status), "\(post): \(saved.status)")
+                clock.advance(by: 1)
+                let stale = try await first.post(post, "version=\(seen)&" + form("5"))
+                #expect(
+                    stale.status == .conflict || stale.text.contains("Es wurde nichts gespeichert"),
+                    "\(post): \(stale.status)")
+                #expect(stale.text.contains("Es wurde nichts gespeichert"), "\(post)")
+                let fresh = try await version(first, page)
+                #expect(fresh != seen)
+                let again = try await first.post(post, "version=\(fresh)&" + form("5"))
+                #expect(
+                    [.ok, .seeOther].contains(again.status) && !again.text.contains("Es wurde nichts gespeichert"),
+                    "\(post)")
+            }
+            #expect(try await app.store.reviewSettings(workspaceID: 1).timing.delay == 5)
+            #expect(try await app.store.mailSettings(workspaceID: 1).cap.count == 5)
+            #expect(try await app.store.referralProgramme(workspaceID: 1).attributionDays == 5)
+        }
+    }
+}

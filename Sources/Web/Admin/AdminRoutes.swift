@@ -190,6 +190,11 @@ struct AdminRoutes {
             ])
     }
 
+    /// The settings version a form was read at (its hidden `version`); nil when the form has none.
+    static func seenVersion(_ fields: [String: String]) -> Int64? {
+        fields["version"].flatMap { Int64($0.trimmingCharacters(in: .whitespaces)) }
+    }
+
     static let devicePurpose = "admin-device"
     /// How long a browser stays known after its last new device cookie (180 days).
     static let deviceCookieSeconds = 180 * 86_400

@@ -70,6 +70,8 @@ public enum Strings {
             "Das Formular ist abgelaufen. Bitte laden Sie die Seite neu und versuchen Sie es noch einmal.",
         "error_role_insufficient": "Dafür fehlt Ihnen die Berechtigung.",
         "error_confirmation_missing": "Bitte bestätigen Sie den Vorgang.",
+        "error_settings_changed":
+            "Jemand hat diese Einstellungen gespeichert, nachdem Sie die Seite geöffnet haben. Es wurde nichts gespeichert: Laden Sie die Seite neu, um die Änderungen zu sehen, und nehmen Sie Ihre dann erneut vor.",
         "error_internal_error": "Bei uns ist etwas schiefgegangen. Die Anfrage-ID hilft uns, den Fehler zu finden.",
         "error_body_too_large": "Die Anfrage ist zu groß.",
         "unsubscribe_title": "E-Mails abbestellen",
@@ -175,6 +177,8 @@ public enum Strings {
         "error_csrf_invalid": "The form expired. Please reload the page and try again.",
         "error_role_insufficient": "You lack the permission for this.",
         "error_confirmation_missing": "Please confirm the action.",
+        "error_settings_changed":
+            "Someone saved these settings after you opened this page. Nothing was saved: reload the page to see their changes, then make yours again.",
         "error_internal_error": "Something went wrong on our side. The request id helps us find out what.",
         "error_body_too_large": "The request is too large.",
         "unsubscribe_title": "Unsubscribe",

@@ -143,6 +143,7 @@ extension AdminRoutes {
                 "du": s.addressForm == "du", "brand_color": s.brandColor, "logo_url": s.logoURL,
             ] as [String: Any]
         model["settings_url"] = SiteURL.adminMailSettings.path
+        model["version"] = try await store.settingsVersion(.mail, workspaceID: admin.workspace.id)
         model["can_edit"] = admin.role.canEditMail
         let key = try await store.activeDKIMKey(workspaceID: admin.workspace.id)
         model["dkim"] = key.map { ["domain": $0.domain, "selector": $0.selector, "algorithm": $0.algorithm] } ?? [:]
@@ -189,7 +190,9 @@ extension AdminRoutes {
             try require(admin.role.canSwitchExistingCustomerMode, context)
             s.existingCustomerMode = wantsMode
         }
-        try await store.saveMailSettings(workspaceID: admin.workspace.id, s, actor: "user:\(admin.user.id)")
+        // A conflict (`settings_changed`) is the error page, 409, with the way back to the form.
+        try await store.saveMailSettings(
+            workspaceID: admin.workspace.id, s, actor: "user:\(admin.user.id)", seen: Self.seenVersion(fields))
         throw Redirect(to: "\(SiteURL.adminMail.path)?done=mail_settings")
     }
 

@@ -277,6 +277,7 @@ extension AdminRoutes {
             ["email": $0.email, "total": money($0.totalMinor, currency, context)]
         }
         model["settings"] = settingsModel(p)
+        model["version"] = try await store.settingsVersion(.referrals, workspaceID: ws)
         model["vouchers_free"] = String(try await store.freeReferralVouchers(workspaceID: ws))
         model["urls_ref"] = [
             "settings": SiteURL.adminReferralSettings.path, "premiums": SiteURL.adminPremiums.path,
@@ -387,9 +388,11 @@ extension AdminRoutes {
             p.payerIBAN = (f["payer_iban"] ?? "").replacingOccurrences(of: " ", with: "").uppercased()
             p.payerBIC = (f["payer_bic"] ?? "").uppercased()
             try await referralModule.service.saveProgramme(
-                workspaceID: admin.workspace.id, p, actor: "user:\(admin.user.id)")
+                workspaceID: admin.workspace.id, p, actor: "user:\(admin.user.id)", seen: Self.seenVersion(f))
         } catch let e as DomainError {
-            return try await referralsPage(context, error: e.message)
+            return try await referralsPage(
+                context,
+                error: e.code == "settings_changed" ? Strings.table(context.locale)["error_\(e.code)"] : e.message)
         }
         return try await referralsPage(context, message: Strings.table(context.locale)["ref_saved"] ?? "Gespeichert.")
     }

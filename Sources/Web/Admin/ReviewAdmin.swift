@@ -166,11 +166,14 @@ extension AdminRoutes {
 
     // MARK: Settings
 
-    func reviewSettingsPage(_ context: AppContext, message: String?, error: String? = nil) async throws -> Response {
+    func reviewSettingsPage(
+        _ context: AppContext, message: String?, error: String? = nil, status: HTTPResponse.Status = .ok
+    ) async throws -> Response {
         let admin = try admin(context)
         let t = Strings.table(context.locale)
         let s = try await store.reviewSettings(workspaceID: admin.workspace.id)
         var model = try base(context, title: "review_settings_title", nav: "reviews")
+        model["version"] = try await store.settingsVersion(.reviews, workspaceID: admin.workspace.id)
         model["action"] = SiteURL.adminReviewSettings.path
         model["delay"] = Int64(s.timing.delay)
         model["transit"] = Int64(s.timing.transit)
@@ -190,7 +193,7 @@ extension AdminRoutes {
         model["mail_url"] = SiteURL.adminMail.path
         if let message { model["message"] = t[message] ?? message }
         if let error { model["error"] = error }
-        return env.templates.page("review_settings", model)
+        return env.templates.page("review_settings", model, status: status)
     }
 
     func saveReviewSettings(_ request: Request, _ context: AppContext) async throws -> Response {
@@ -216,9 +219,14 @@ extension AdminRoutes {
             s.editWindow = try number("edit_days") * 86_400
             let incentive = (fields["incentive"] ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
             s.incentive = incentive.isEmpty ? nil : incentive
-            try await store.saveReviewSettings(workspaceID: admin.workspace.id, s, actor: admin.user.email)
+            try await store.saveReviewSettings(
+                workspaceID: admin.workspace.id, s, actor: admin.user.email, seen: Self.seenVersion(fields))
         } catch let e as DomainError where e.kind == .invalid {
             return try await reviewSettingsPage(context, message: nil, error: e.message)
+        } catch let e as DomainError where e.kind == .conflict {
+            // The page again, with what the other person saved, and why nothing was saved.
+            let message = Strings.table(context.locale)["error_\(e.code)"] ?? e.message
+            return try await reviewSettingsPage(context, message: nil, error: message, status: .conflict)
         }
         env.reviews?.cache.invalidate(workspaceID: admin.workspace.id)
         return try await reviewSettingsPage(context, message: "review_settings_saved")
