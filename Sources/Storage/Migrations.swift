@@ -27,7 +27,7 @@ public enum Migrator {
         Schema.v1Foundation, Schema.v2Mail, Schema.v3Reviews, Schema.v4LeadMagnets, Schema.v5Referrals,
         Schema.v6QueryPaths, Schema.v7Returns, Schema.v8ClickIndexes, Schema.v9EventTags, Schema.v10CreditRedemptions,
         Schema.v11ContactIdentity, Schema.v12ClickDays, Schema.v13DKIMActivation, Schema.v14PayoutCreditors,
-        Schema.v15OutboxBodies,
+        Schema.v15OutboxBodies, Schema.v16Invitations,
     ]
 
     /// The newest migration id, which `/readyz` compares against the database.
@@ -1011,5 +1011,24 @@ enum Schema {
     /// rows whose body is gone: a partial index on the time of their last change.
     static let v15OutboxBodies = Migration(id: 15, name: "outbox_bodies") { _ in
         ["CREATE INDEX outbox_bodies ON outbox (updated_at) WHERE message IS NOT NULL"]
+    }
+
+    /// A user of the installation who is not a member of a workspace joins it only when they accept: an owner who
+    /// types an address that has an account invites that account, and it sees the invitation after its next login.
+    static let v16Invitations = Migration(id: 16, name: "invitations") { _ in
+        [
+            """
+            CREATE TABLE invitations (
+              id {pk},
+              workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+              user_id BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+              role TEXT NOT NULL CHECK (role IN ('owner', 'marketer', 'support')),
+              invited_by BIGINT REFERENCES users(id) ON DELETE SET NULL,
+              created_at BIGINT NOT NULL,
+              UNIQUE (workspace_id, user_id)
+            )
+            """,
+            "CREATE INDEX invitations_user ON invitations (user_id)",
+        ]
     }
 }

@@ -60,6 +60,80 @@ extension Store {
             """, workspaceID, userID, role.rawValue, now)
     }
 
+    /// An invitation to join a workspace, waiting for its user.
+    public struct Invitation: Sendable, Equatable {
+        public var id: Int64
+        public var workspace: Workspace
+        public var role: Role
+        public var createdAt: Date
+    }
+
+    /// Invites an existing user (who is not a member) to the workspace with `role`; a repeated invitation takes the
+    /// new role. Audited as `user.invite`.
+    public func invite(workspaceID: WorkspaceID, userID: UserID, role: Role, by inviter: UserID) async throws {
+        try await db.transaction { tx in
+            try await tx.execute(
+                """
+                INSERT INTO invitations (workspace_id, user_id, role, invited_by, created_at) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role, invited_by = excluded.invited_by
+                """, workspaceID, userID, role.rawValue, inviter, self.now)
+            try await self.audit(
+                tx, workspaceID: workspaceID, actor: "user:\(inviter)", action: "user.invite",
+                subject: "user:\(userID)",
+                detail: role.rawValue)
+        }
+    }
+
+    /// The invitations waiting for a user, oldest first.
+    public func invitations(userID: UserID) async throws -> [Invitation] {
+        let cols = Self.workspaceColumns.split(separator: ", ").map { "w.\($0)" }.joined(separator: ", ")
+        return try await db.query(
+            """
+            SELECT i.id AS invitation_id, i.role, i.created_at AS invited_at, \(cols) FROM invitations i
+            JOIN workspaces w ON w.id = i.workspace_id WHERE i.user_id = ? ORDER BY i.id
+            """, userID
+        ).map {
+            Invitation(
+                id: $0.int("invitation_id"), workspace: Self.workspace($0),
+                role: Role(rawValue: $0.text("role")) ?? .support,
+                createdAt: $0.date("invited_at"))
+        }
+    }
+
+    /// The invitations a workspace has out: who (address), which role, since when.
+    public func pendingInvitations(workspaceID: WorkspaceID) async throws -> [(email: String, role: Role, since: Date)]
+    {
+        try await db.query(
+            """
+            SELECT u.email, i.role, i.created_at FROM invitations i JOIN users u ON u.id = i.user_id
+            WHERE i.workspace_id = ? ORDER BY i.id
+            """, workspaceID
+        ).map { ($0.text("email"), Role(rawValue: $0.text("role")) ?? .support, $0.date("created_at")) }
+    }
+
+    /// The user's answer to one of their invitations: accepted, they become a member with the invited role; either
+    /// way the invitation goes. Nil when the user has no such invitation (another user's, or answered already).
+    public func answerInvitation(id: Int64, userID: UserID, accept: Bool) async throws -> WorkspaceID? {
+        try await db.transaction { tx in
+            guard
+                let row = try await tx.first(
+                    "SELECT workspace_id, role FROM invitations WHERE id = ? AND user_id = ?\(tx.dialect.rowLockClause)",
+                    id, userID)
+            else { return nil }
+            let workspaceID = row.int("workspace_id")
+            if accept {
+                try await self.addMembership(
+                    workspaceID: workspaceID, userID: userID, role: Role(rawValue: row.text("role")) ?? .support, in: tx
+                )
+            }
+            try await tx.execute("DELETE FROM invitations WHERE id = ?", id)
+            try await self.audit(
+                tx, workspaceID: workspaceID, actor: "user:\(userID)",
+                action: accept ? "user.invitation.accept" : "user.invitation.decline", subject: "user:\(userID)")
+            return workspaceID
+        }
+    }
+
     public func role(userID: UserID, workspaceID: WorkspaceID) async throws -> Role? {
         try await db.first("SELECT role FROM memberships WHERE user_id = ? AND workspace_id = ?", userID, workspaceID)
             .flatMap { Role(rawValue: $0.text("role")) }

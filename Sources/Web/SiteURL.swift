@@ -18,6 +18,7 @@ public enum SiteURL: Equatable, Sendable {
     case adminHome, adminLogin, adminLogout, adminLocale, adminPassword
     case adminWorkspaces, adminWorkspaceSwitch
     case adminUsers
+    case adminInvitations
     case adminAPIKeys
     case adminAPIKeyRevoke(id: Int64)
     case adminContacts
@@ -142,6 +143,7 @@ public enum SiteURL: Equatable, Sendable {
         case adminWorkspaces = "/admin/workspaces"
         case adminWorkspaceSwitch = "/admin/workspaces/switch"
         case adminUsers = "/admin/users"
+        case adminInvitations = "/admin/invitations"
         case adminAPIKeys = "/admin/api-keys"
         case adminAPIKeyRevoke = "/admin/api-keys/{id}/revoke"
         case adminContacts = "/admin/contacts"
@@ -273,6 +275,7 @@ public enum SiteURL: Equatable, Sendable {
         case .adminWorkspaces: .adminWorkspaces
         case .adminWorkspaceSwitch: .adminWorkspaceSwitch
         case .adminUsers: .adminUsers
+        case .adminInvitations: .adminInvitations
         case .adminAPIKeys: .adminAPIKeys
         case .adminAPIKeyRevoke: .adminAPIKeyRevoke
         case .adminContacts: .adminContacts
@@ -493,6 +496,7 @@ public enum SiteURL: Equatable, Sendable {
         case .adminWorkspaces: return .adminWorkspaces
         case .adminWorkspaceSwitch: return .adminWorkspaceSwitch
         case .adminUsers: return .adminUsers
+        case .adminInvitations: return .adminInvitations
         case .adminAPIKeys: return .adminAPIKeys
         case .adminAPIKeyRevoke: return id.map { .adminAPIKeyRevoke(id: $0) }
         case .adminContacts: return .adminContacts

@@ -242,3 +242,48 @@ extension AdminPages {
         }
     }
 }
+
+extension AdminPages {
+    /// An owner who adds the address of an account that is not a member invites it: it joins only when it accepts
+    /// after its own login. Nobody else can answer the invitation; a member's role changes at once.
+    @Test func anExistingAccountIsInvitedAndJoinsOnlyWhenItAccepts() async throws {
+        try await TestApp.run { app in
+            _ = try await seedShop(app)
+            _ = try await app.workspaceWithKey("other")
+            let (bea, _) = try await Commands.createUser(
+                app.runtime, workspace: "other", email: "bea@other.example", name: "Bea Other", role: .owner,
+                password: "another long password")
+            let owner = try await AdminSession.login(app)
+            let added = try await owner.post("/admin/users", "email=bea%40other.example&name=&role=marketer")
+            #expect(added.status == .ok)
+            #expect(added.text.contains(#"id="invited""#) && added.text.contains("bea@other.example"))
+            #expect(!added.text.contains("Bea Other"), "the account's name is not shown to the inviting owner")
+            #expect(try await app.store.role(userID: bea.id, workspaceID: 1) == nil, "not a member yet")
+            #expect(try await owner.get("/admin/users").text.contains(#"id="pending-invitations""#))
+
+            // Someone else cannot answer it.
+            let invitation = try #require(try await app.store.invitations(userID: bea.id).first)
+            let stranger = try await owner.post("/admin/invitations", "id=\(invitation.id)&decision=accept")
+            #expect(stranger.status == .notFound)
+            #expect(try await app.store.role(userID: bea.id, workspaceID: 1) == nil)
+
+            // Bea sees it after her login, and accepts.
+            let session = try await AdminSession.login(
+                app, email: "bea@other.example", password: "another long password")
+            let home = try await session.get("/admin")
+            #expect(home.text.contains(#"id="invitations""#))
+            let accepted = try await session.post("/admin/invitations", "id=\(invitation.id)&decision=accept")
+            #expect(accepted.status == .seeOther)
+            #expect(try await app.store.role(userID: bea.id, workspaceID: 1) == .marketer)
+            #expect(try await app.store.invitations(userID: bea.id).isEmpty)
+            #expect(
+                try await session.post("/admin/invitations", "id=\(invitation.id)&decision=accept").status == .notFound)
+
+            // Now a member: adding her again changes her role at once.
+            _ = try await owner.post("/admin/users", "email=bea%40other.example&name=&role=support")
+            #expect(try await app.store.role(userID: bea.id, workspaceID: 1) == .support)
+            let actions = try await app.store.auditEntries(workspaceID: 1).map(\.action)
+            #expect(actions.contains("user.invite") && actions.contains("user.invitation.accept"))
+        }
+    }
+}

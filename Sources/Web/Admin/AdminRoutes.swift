@@ -20,6 +20,9 @@ struct AdminRoutes {
             try await changePassword(request, context)
         }
         router.get(SiteURL.Route.adminWorkspaces.routerPath) { _, context in try workspaces(context) }
+        router.post(SiteURL.Route.adminInvitations.routerPath) { request, context in
+            try await answerInvitation(request, context)
+        }
         router.post(SiteURL.Route.adminWorkspaceSwitch.routerPath) { request, context in
             try await switchWorkspace(request, context)
         }
@@ -100,6 +103,7 @@ struct AdminRoutes {
         "referrals": SiteURL.adminReferrals.path,
         "users": SiteURL.adminUsers.path, "apikeys": SiteURL.adminAPIKeys.path,
         "workspaces": SiteURL.adminWorkspaces.path, "switch": SiteURL.adminWorkspaceSwitch.path,
+        "invitations": SiteURL.adminInvitations.path,
         "password": SiteURL.adminPassword.path, "logout": SiteURL.adminLogout.path, "login": SiteURL.adminLogin.path,
     ]
 
@@ -269,6 +273,12 @@ struct AdminRoutes {
                 "url": "\(SiteURL.adminJobs.path)?state=\($0.rawValue)",
             ] as [String: Any]
         }
+        let invitations = try await store.invitations(userID: admin.user.id)
+        model["has_invitations"] = !invitations.isEmpty
+        model["invitations"] = invitations.map {
+            ["id": $0.id, "workspace": $0.workspace.name, "role": t[$0.role.rawValue] ?? $0.role.rawValue]
+                as [String: Any]
+        }
         return env.templates.page("home", model)
     }
 
@@ -331,9 +341,10 @@ struct AdminRoutes {
 
     // MARK: Users
 
-    func users(_ context: AppContext, created: (email: String, password: String)?, error: String? = nil) async throws
-        -> Response
-    {
+    func users(
+        _ context: AppContext, created: (email: String, password: String)?, invited: String? = nil,
+        error: String? = nil
+    ) async throws -> Response {
         let admin = try admin(context)
         try require(admin.role.canManageUsers, context)
         let t = Strings.table(context.locale)
@@ -347,7 +358,13 @@ struct AdminRoutes {
         model["roles"] = Role.allCases.reversed().map {
             ["value": $0.rawValue, "label": t[$0.rawValue] ?? $0.rawValue]
         }
+        let pending = try await store.pendingInvitations(workspaceID: admin.workspace.id)
+        model["has_pending"] = !pending.isEmpty
+        model["pending"] = pending.map {
+            ["email": $0.email, "role": t[$0.role.rawValue] ?? $0.role.rawValue, "since": when($0.since, context)]
+        }
         if let created { model["created"] = ["email": created.email, "password": created.password] }
+        model["invited"] = invited
         model["error"] = error
         return env.templates.page("users", model, status: error == nil ? .ok : .unprocessableContent)
     }
@@ -366,6 +383,13 @@ struct AdminRoutes {
             let user: AdminUser
             var isNew = false
             if let existing = try await store.user(email: email.normalized) {
+                // An account of the installation that is not a member here joins only when it accepts: no owner
+                // can put someone else's account into their workspace (or read its name) by typing its address.
+                guard try await store.role(userID: existing.id, workspaceID: admin.workspace.id) != nil else {
+                    try await store.invite(
+                        workspaceID: admin.workspace.id, userID: existing.id, role: role, by: admin.user.id)
+                    return try await users(context, created: nil, invited: email.normalized)
+                }
                 user = existing
             } else {
                 isNew = true
@@ -384,6 +408,17 @@ struct AdminRoutes {
         } catch let error as DomainError {
             return try await users(context, created: nil, error: error.message)
         }
+    }
+
+    /// The logged-in user's answer to one of their invitations (`decision` accept or decline).
+    func answerInvitation(_ request: Request, _ context: AppContext) async throws -> Response {
+        let fields = try await form(request, context)
+        let admin = try admin(context)
+        guard let id = fields["id"].flatMap({ Int64($0) }), ["accept", "decline"].contains(fields["decision"] ?? ""),
+            try await store.answerInvitation(id: id, userID: admin.user.id, accept: fields["decision"] == "accept")
+                != nil
+        else { throw DomainError.notFound("Invitation") }
+        throw Redirect(to: SiteURL.adminHome.path)
     }
 
     // MARK: API keys
