@@ -11,6 +11,14 @@ import Testing
     @Test func numbersThatWouldTrapAreRefusedAndTheServerStaysUp() async throws {
         try await TestApp.run { app in
             let key = try await seedShop(app)
+            // Every list pages by the same rules: limit 1–500 and offset from 0, else 422; both echoed.
+            for query in ["limit=0", "limit=501", "limit=abc", "offset=-1", "offset=99999999999"] {
+                let r = try await app.request(.get, "/api/v1/referrals/advocates?\(query)", key: key)
+                #expect(r.status == .unprocessableContent && r.text.contains("parameter_invalid"), "\(query)")
+            }
+            let page = try await app.request(.get, "/api/v1/referrals/advocates?limit=2", key: key).json()
+            #expect(page["limit"] as? Int == 2 && page["offset"] as? Int == 0 && page["total"] as? Int == 0)
+            #expect(try await app.request(.get, "/api/v1/referrals/advocates", key: key).json()["limit"] as? Int == 50)
             for days in ["nan", "inf", "1e15", "0", "-5", "99999"] {
                 let r = try await app.request(.get, "/api/v1/referrals/figures?days=\(days)", key: key)
                 #expect(r.status == .unprocessableContent, "days=\(days)")

@@ -24,13 +24,14 @@ struct ReferralAPI {
         }
         router.get(SiteURL.Route.apiAdvocates.routerPath) { request, context in
             let principal = try context.principal()
-            let q = request.uri.queryParameters
-            let page = try await env.store.advocates(
-                workspaceID: principal.workspaceID, limit: q.get("limit").flatMap(Int.init) ?? 100,
-                offset: q.get("offset").flatMap(Int.init) ?? 0)
+            // The API's paging rules (docs/api.md): limit 1–500 (50), offset from 0, both echoed.
+            let (limit, offset) = try request.uri.queryParameters.paging()
+            let page = try await env.store.advocates(workspaceID: principal.workspaceID, limit: limit, offset: offset)
             let links = try module.links
             return try Bodies.jsonResponse(
-                Page(items: page.items.map { AdvocateDTO($0.advocate, links: links, row: $0) }, total: page.total))
+                PageDTO(
+                    items: page.items.map { AdvocateDTO($0.advocate, links: links, row: $0) }, total: page.total,
+                    limit: limit, offset: offset))
         }
         router.post(SiteURL.Route.apiAdvocates.routerPath) { request, context in try await join(request, context) }
         router.get(SiteURL.Route.apiReferrals.routerPath) { request, context in
@@ -276,11 +277,6 @@ struct ReferralAPI {
             throw DomainError.notFound("Reward")
         }
         return r
-    }
-
-    struct Page: Encodable {
-        var items: [AdvocateDTO]
-        var total: Int
     }
 
     struct AdvocateDTO: Encodable {
