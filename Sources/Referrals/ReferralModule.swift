@@ -106,6 +106,9 @@ public final class RedirectCache: Sendable {
         var prepared: (any Prepared)?
     }
     private let entries = Mutex<[String: Entry]>([:])
+    /// Counts the drops: a look-up that began before a drop does not store what it read (the database may have
+    /// changed since: a saved programme, an erased advocate).
+    private let drops = Mutex<UInt64>(0)
     private let store: Store
     public let ttl: TimeInterval
 
@@ -117,10 +120,12 @@ public final class RedirectCache: Sendable {
     public func resolve(code: String) async throws -> Resolved? {
         let now = store.clock.now()
         if let hit = entries.withLock({ $0[code] }), hit.expires > now { return hit.resolved }
+        let generation = drops.withLock { $0 }
         let resolved = try await store.referralTarget(code: code).map {
             Resolved(target: $0, location: ShareLinks.withRef($0.programme.targetURL, code: $0.code))
         }
         entries.withLock {
+            guard drops.withLock({ $0 }) == generation else { return }
             if $0.count > 100_000 { $0.removeAll(keepingCapacity: true) }
             $0[code] = Entry(resolved: resolved, expires: now.addingTimeInterval(ttl))
         }
@@ -141,10 +146,14 @@ public final class RedirectCache: Sendable {
     }
 
     public func drop(workspaceID: WorkspaceID) {
+        drops.withLock { $0 &+= 1 }
         entries.withLock { $0 = $0.filter { $0.value.resolved?.target.workspaceID != workspaceID } }
     }
 
-    public func drop(code: String) { _ = entries.withLock { $0.removeValue(forKey: code) } }
+    public func drop(code: String) {
+        drops.withLock { $0 &+= 1 }
+        _ = entries.withLock { $0.removeValue(forKey: code) }
+    }
 }
 
 /// Clicks gathered in memory and written together every `RECIPROCITY_REFERRAL_CLICK_FLUSH_MS` (one second by

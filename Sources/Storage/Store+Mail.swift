@@ -357,7 +357,8 @@ extension Store {
 
     /// Storage limitation (Art. 5(1)(e) DSGVO): the bodies of mails whose delivery ended (sent, bounced, suppressed,
     /// failed) before `cutoff` go; the row stays as the record of what was sent to whom and when (kind, recipient,
-    /// subject, outcome). Oldest first through `outbox_bodies` (migration 15), `chunk` rows per transaction, at most
+    /// subject, outcome). A double opt-in confirmation a signup points at stays whole: it is part of the consent's
+    /// proof (Art. 7(1)) for as long as the signup exists. Oldest first through `outbox_bodies` (migration 15), `chunk` rows per transaction, at most
     /// `maxChunks` transactions per call. Answers how many bodies went.
     public func purgeMailBodies(endedBefore cutoff: Date, chunk: Int = 2_000, maxChunks: Int = 100) async throws -> Int
     {
@@ -369,6 +370,7 @@ extension Store {
                     UPDATE outbox SET message = NULL WHERE id IN (
                       SELECT id FROM outbox WHERE message IS NOT NULL AND updated_at < ?
                         AND state IN ('sent', 'bounced', 'suppressed', 'failed')
+                        AND id NOT IN (SELECT confirm_outbox_id FROM lead_signups WHERE confirm_outbox_id IS NOT NULL)
                       ORDER BY updated_at, id LIMIT ?)
                     """, cutoff, chunk)
             }

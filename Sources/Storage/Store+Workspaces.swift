@@ -61,12 +61,17 @@ extension Store {
             .int("updated_at") ?? 0
     }
 
-    /// In a save's transaction: refuses it (409 `settings_changed`) when the row is no longer at `seen`. The row is
-    /// locked on PostgreSQL, so two saves of the same version cannot both pass; SQLite's writer is one at a time.
+    /// In a save's transaction: refuses it (409 `settings_changed`) when the row is no longer at `seen`. On
+    /// PostgreSQL the workspace's row is locked first, so two saves of the same version (a first save included)
+    /// cannot both pass; SQLite's writer is one at a time.
     func requireSettingsVersion(_ tx: any SQLExecutor, _ table: SettingsTable, workspaceID: WorkspaceID, seen: Int64?)
         async throws
     {
         guard let seen else { return }
+        // The workspace's row is the lock on PostgreSQL: the settings row may not exist yet (a first save).
+        if tx.dialect == .postgres {
+            _ = try await tx.first("SELECT id FROM workspaces WHERE id = ? FOR UPDATE", workspaceID)
+        }
         let current =
             try await tx.first(
                 "SELECT updated_at FROM \(table.rawValue) WHERE workspace_id = ?\(tx.dialect.rowLockClause)",

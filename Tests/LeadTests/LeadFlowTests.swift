@@ -114,6 +114,13 @@ import Testing
             #expect(proof.signup.confirmation?.ip == "198.51.100.9")
             #expect(proof.signup.confirmation?.userAgent == "Mozilla/5.0 Phone")
             #expect(proof.confirmationMail?.message?.contains("/doi/") == true)
+            // The retention purge takes the bodies of old delivered mails, but not the confirmation the proof shows.
+            try await kit.store.db.execute("UPDATE outbox SET state = 'sent'")
+            let later = kit.clock.now().addingTimeInterval(3600)
+            #expect(try await kit.store.purgeMailBodies(endedBefore: later) >= 1, "the gift mail's body goes")
+            let kept = try #require(
+                try await kit.store.signupProofs(workspaceID: kit.shop.id, contactID: contact.id).first)
+            #expect(kept.confirmationMail?.message?.contains("/doi/") == true)
             // Confirming again is harmless: the same gift, no second mail.
             _ = try await confirm(kit, "Anna@Example.org")
             #expect(try await count(kit, "SELECT COUNT(*) FROM outbox WHERE kind = 'gift_delivery'") == 1)

@@ -1,6 +1,7 @@
 import Foundation
 import HummingbirdTesting
 import ReciprocityCore
+import Storage
 import TestSupport
 import Testing
 
@@ -94,7 +95,8 @@ extension AdminPages {
     /// of the owner's browser, which logged in before (its device cookie). A device cookie counts only for the
     /// account it was issued for, and only as issued.
     @Test func failuresFromElsewhereDoNotLockOutAKnownBrowser() async throws {
-        try await TestApp.run { app in
+        let clock = ManualClock(Date(timeIntervalSince1970: 1_790_000_000))
+        try await TestApp.run(clock: clock) { app in
             let (csrfCookie, token) = try await loginForm(app)
             func attempt(_ password: String, device: String? = nil, email: String = "owner%40shop.example")
                 async throws -> TestResponse
@@ -111,10 +113,20 @@ extension AdminPages {
                 setDevice.contains("HttpOnly") && setDevice.contains("SameSite=Strict")
                     && setDevice.contains("Path=/admin"))
             let device = String(setDevice.split(separator: ";")[0])
-            // With it, a second login sets no new one.
+            // With it, a later login renews it: the same device id, a later expiry (the signed payload's fields:
+            // address hash, device id, password tag, expiry).
+            func fields(_ setCookie: String) throws -> [String] {
+                let value = setCookie.split(separator: ";")[0].dropFirst("rcp_device=".count)
+                let payload = try #require(Base64URL.decode(String(value.split(separator: ".")[0])))
+                return String(decoding: payload, as: UTF8.self).split(separator: "|").map(String.init)
+            }
+            clock.advance(by: 60)
             let again = try await attempt("correct+horse+battery", device: device)
             #expect(again.status == .seeOther)
-            #expect(!again.headers[values: .setCookie].contains { $0.hasPrefix("rcp_device=") })
+            let renewed = try #require(again.headers[values: .setCookie].first { $0.hasPrefix("rcp_device=") })
+            let (before, after) = (try fields(setDevice), try fields(renewed))
+            #expect(before.count == 4 && after.count == 4)
+            #expect(after[1] == before[1] && Int(after[3])! == Int(before[3])! + 60)
 
             // Elsewhere: five wrong passwords, then even the right one is refused.
             for i in 0..<5 { #expect(try await attempt("wrong\(i)").status == .unauthorized) }
@@ -131,6 +143,17 @@ extension AdminPages {
                 "for another account the cookie is no device: this client's address is limited")
             // The device has a limit of its own: five failures, then it waits too.
             for i in 0..<5 { #expect(try await attempt("wrong\(i)", device: device).status == .unauthorized) }
+            #expect(try await attempt("correct+horse+battery", device: device).status == .tooManyRequests)
+
+            // Ten minutes later every bucket is full again. Failures elsewhere use up the account's once more; the
+            // device still gets in, until the password changes: a cookie issued before that is no device any more.
+            clock.advance(by: 600)
+            for i in 0..<5 { #expect(try await attempt("wrong\(i)").status == .unauthorized) }
+            #expect(try await attempt("correct+horse+battery").status == .tooManyRequests)
+            #expect(try await attempt("correct+horse+battery", device: device).status == .seeOther)
+            let owner = try #require(try await app.store.user(email: "owner@shop.example"))
+            try await app.store.setPassword(
+                userID: owner.id, hash: try await Passwords.hash("correct horse battery", cost: 4), mustChange: false)
             #expect(try await attempt("correct+horse+battery", device: device).status == .tooManyRequests)
         }
     }

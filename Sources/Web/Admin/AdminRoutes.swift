@@ -153,30 +153,32 @@ struct AdminRoutes {
         // Failed attempts are limited per client (its address, or its network for IPv6, behind trusted proxies the
         // forwarded one) and per account. The tokens are taken before the password is checked, so a burst of
         // parallel attempts cannot all pass while none has failed yet; a successful login gives them back.
-        // A browser that logged in to this account before (its device cookie, OWASP's "device cookies") is limited
-        // on its own instead: failures from elsewhere, which use up the account's limit, do not lock out the
-        // account's own people.
-        let device = request.cookies[AdminCookies.device].flatMap { knownDevice($0.value, email: email) }
+        // A browser that logged in to this account with its current password (its device cookie, OWASP's "device
+        // cookies") is limited on its own instead: failures from elsewhere, which use up the account's limit, do
+        // not lock out the account's own people. A new password ends every device cookie issued before it.
+        let user = try await store.user(email: email)
+        let device = request.cookies[AdminCookies.device].flatMap { knownDevice($0.value, email: email, user: user) }
         let keys = device.map { ["device:\($0)"] } ?? ["ip:\(env.limiterKey(request, context))", "account:\(email)"]
         guard env.loginLimiter.take(keys) else {
             return loginPage(request, context, error: "login_limited", status: .tooManyRequests)
         }
-        let user = try await store.user(email: email)
         let ok = try await Passwords.verify(
             fields["password"] ?? "", hash: user?.passwordHash ?? Passwords.decoy(cost: env.bcryptCost))
         guard ok, let user, let first = try await store.memberships(userID: user.id).first else {
             return loginPage(request, context, error: "login_failed", status: .unauthorized)
         }
         env.loginLimiter.giveBack(keys)
-        var cookies: [Cookie] = []
-        if device == nil {
-            let value = store.signToken(
-                purpose: Self.devicePurpose, fields: [store.suppressionHash(email), env.random.token(bytes: 16)])
-            cookies.append(
-                Cookie(
-                    name: AdminCookies.device, value: value, maxAge: Self.deviceCookieSeconds, path: "/admin",
-                    secure: env.secureCookies, httpOnly: true, sameSite: .strict))
-        }
+        // Every successful login (re)issues the browser's device cookie: the same device id when it had a valid one,
+        // a fresh expiry, bound to the current password.
+        let value = store.signToken(
+            purpose: Self.devicePurpose,
+            fields: [store.suppressionHash(email), device ?? env.random.token(bytes: 16), credentialTag(user)],
+            expiresAt: env.clock.now().addingTimeInterval(Double(Self.deviceCookieSeconds)))
+        let cookies = [
+            Cookie(
+                name: AdminCookies.device, value: value, maxAge: Self.deviceCookieSeconds, path: "/admin",
+                secure: env.secureCookies, httpOnly: true, sameSite: .strict)
+        ]
         let token = env.random.token(bytes: 32)
         try await store.createSession(
             tokenHash: Hex.sha256(token), userID: user.id, workspaceID: first.workspace.id,
@@ -200,15 +202,23 @@ struct AdminRoutes {
     }
 
     static let devicePurpose = "admin-device"
-    /// How long a browser stays known after its last new device cookie (180 days).
+    /// How long a browser stays known after its last login (180 days).
     static let deviceCookieSeconds = 180 * 86_400
 
     /// The device cookie's own id when it was issued by this server to a browser that logged in as `email`.
-    func knownDevice(_ cookie: String, email: String) -> String? {
-        guard let fields = store.verifyToken(cookie, purpose: Self.devicePurpose), fields.count == 2,
-            fields[0] == store.suppressionHash(email), !fields[1].isEmpty
+    /// Valid means: signed here, not expired, for this address, and issued while the account had its current
+    /// password.
+    func knownDevice(_ cookie: String, email: String, user: AdminUser?) -> String? {
+        guard let user, case .valid(let fields) = store.checkToken(cookie, purpose: Self.devicePurpose),
+            fields.count == 3, fields[0] == store.suppressionHash(email), !fields[1].isEmpty,
+            fields[2] == credentialTag(user)
         else { return nil }
         return fields[1]
+    }
+
+    /// A keyed tag of the account's password hash: it changes with every new password (bcrypt salts each hash).
+    func credentialTag(_ user: AdminUser) -> String {
+        String(store.suppressionHash("admin-credential|\(user.id)|\(user.passwordHash)").prefix(24))
     }
 
     func logout(_ request: Request, _ context: AppContext) async throws -> Response {

@@ -134,6 +134,8 @@ extension AdminRoutes {
     func mailHome(_ request: Request, _ context: AppContext) async throws -> Response {
         let admin = try admin(context)
         let t = Strings.table(context.locale)
+        // The version before the values (see `reviewSettingsPage`).
+        let version = try await store.settingsVersion(.mail, workspaceID: admin.workspace.id)
         let s = try await store.mailSettings(workspaceID: admin.workspace.id)
         var model = try base(context, title: "mail_title", nav: "mail")
         model["settings"] =
@@ -143,7 +145,7 @@ extension AdminRoutes {
                 "du": s.addressForm == "du", "brand_color": s.brandColor, "logo_url": s.logoURL,
             ] as [String: Any]
         model["settings_url"] = SiteURL.adminMailSettings.path
-        model["version"] = try await store.settingsVersion(.mail, workspaceID: admin.workspace.id)
+        model["version"] = version
         model["can_edit"] = admin.role.canEditMail
         let key = try await store.activeDKIMKey(workspaceID: admin.workspace.id)
         model["dkim"] = key.map { ["domain": $0.domain, "selector": $0.selector, "algorithm": $0.algorithm] } ?? [:]

@@ -185,11 +185,15 @@ extension AdminRoutes {
         try Currency(try await store.referralProgramme(workspaceID: workspaceID).currency)
     }
 
-    func referralsPage(_ context: AppContext, error: String? = nil, message: String? = nil) async throws -> Response {
+    func referralsPage(
+        _ context: AppContext, error: String? = nil, message: String? = nil, status: HTTPResponse.Status? = nil
+    ) async throws -> Response {
         let admin = try admin(context)
         let ws = admin.workspace.id
         let t = Strings.table(context.locale)
         var model = try base(context, title: "referrals_title", nav: "referrals")
+        // The version before the values (see `reviewSettingsPage`).
+        let version = try await store.settingsVersion(.referrals, workspaceID: ws)
         let p = try await store.referralProgramme(workspaceID: ws)
         let currency = try Currency(p.currency)
         model["currency_symbol"] = currency.symbol
@@ -277,7 +281,7 @@ extension AdminRoutes {
             ["email": $0.email, "total": money($0.totalMinor, currency, context)]
         }
         model["settings"] = settingsModel(p)
-        model["version"] = try await store.settingsVersion(.referrals, workspaceID: ws)
+        model["version"] = version
         model["vouchers_free"] = String(try await store.freeReferralVouchers(workspaceID: ws))
         model["urls_ref"] = [
             "settings": SiteURL.adminReferralSettings.path, "premiums": SiteURL.adminPremiums.path,
@@ -288,7 +292,7 @@ extension AdminRoutes {
         ]
         if let error { model["error"] = error }
         if let message { model["message"] = message }
-        return env.templates.page("referrals", model, status: error == nil ? .ok : .unprocessableContent)
+        return env.templates.page("referrals", model, status: status ?? (error == nil ? .ok : .unprocessableContent))
     }
 
     func settingsModel(_ p: ReferralProgramme) -> [String: Any] {
@@ -390,9 +394,9 @@ extension AdminRoutes {
             try await referralModule.service.saveProgramme(
                 workspaceID: admin.workspace.id, p, actor: "user:\(admin.user.id)", seen: Self.seenVersion(f))
         } catch let e as DomainError {
+            guard e.code == "settings_changed" else { return try await referralsPage(context, error: e.message) }
             return try await referralsPage(
-                context,
-                error: e.code == "settings_changed" ? Strings.table(context.locale)["error_\(e.code)"] : e.message)
+                context, error: Strings.table(context.locale)["error_\(e.code)"], status: .conflict)
         }
         return try await referralsPage(context, message: Strings.table(context.locale)["ref_saved"] ?? "Gespeichert.")
     }

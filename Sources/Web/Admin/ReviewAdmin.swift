@@ -171,9 +171,12 @@ extension AdminRoutes {
     ) async throws -> Response {
         let admin = try admin(context)
         let t = Strings.table(context.locale)
+        // The version before the values: a save in between then makes this form stale (a 409 later), never a form
+        // that shows older values under a newer version.
+        let version = try await store.settingsVersion(.reviews, workspaceID: admin.workspace.id)
         let s = try await store.reviewSettings(workspaceID: admin.workspace.id)
         var model = try base(context, title: "review_settings_title", nav: "reviews")
-        model["version"] = try await store.settingsVersion(.reviews, workspaceID: admin.workspace.id)
+        model["version"] = version
         model["action"] = SiteURL.adminReviewSettings.path
         model["delay"] = Int64(s.timing.delay)
         model["transit"] = Int64(s.timing.transit)
