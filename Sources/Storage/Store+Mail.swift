@@ -296,8 +296,22 @@ extension Store {
     }
 
     /// Saves an edited template (validated by the caller: it knows the kind's variables).
-    public func saveMailTemplate(workspaceID: WorkspaceID, _ t: StoredMailTemplate, actor: String) async throws {
+    /// The version of a workspace's edited template (its `updated_at`; 0 while the shipped one is in force).
+    public func mailTemplateVersion(workspaceID: WorkspaceID, kind: String, variant: String) async throws -> Int64 {
+        try await db.first(
+            "SELECT updated_at FROM mail_templates WHERE workspace_id = ? AND kind = ? AND variant = ?", workspaceID,
+            kind, variant)?.int("updated_at") ?? 0
+    }
+
+    /// `seen`: the version the editor was opened at (`mailTemplateVersion`); a save from an older one is refused
+    /// (409 `settings_changed`). Nil saves outright.
+    public func saveMailTemplate(workspaceID: WorkspaceID, _ t: StoredMailTemplate, actor: String, seen: Int64? = nil)
+        async throws
+    {
         try await db.transaction { tx in
+            try await self.requireVersion(
+                tx, "mail_templates", workspaceID: workspaceID, filter: " AND kind = ? AND variant = ?",
+                [t.kind, t.variant], seen: seen)
             try await tx.execute(
                 """
                 INSERT INTO mail_templates (workspace_id, kind, variant, subject, text_body, html_body, updated_at,

@@ -67,16 +67,24 @@ extension Store {
     func requireSettingsVersion(_ tx: any SQLExecutor, _ table: SettingsTable, workspaceID: WorkspaceID, seen: Int64?)
         async throws
     {
+        try await requireVersion(tx, table.rawValue, workspaceID: workspaceID, seen: seen)
+    }
+
+    /// `requireSettingsVersion` for any row of `table` that `filter` (more binds after the workspace id) picks.
+    func requireVersion(
+        _ tx: any SQLExecutor, _ table: String, workspaceID: WorkspaceID, filter: String = "",
+        _ binds: [any SQLBindable] = [], seen: Int64?
+    ) async throws {
         guard let seen else { return }
         // The workspace's row is the lock on PostgreSQL: the settings row may not exist yet (a first save).
         if tx.dialect == .postgres {
             _ = try await tx.first("SELECT id FROM workspaces WHERE id = ? FOR UPDATE", workspaceID)
         }
         let current =
-            try await tx.first(
-                "SELECT updated_at FROM \(table.rawValue) WHERE workspace_id = ?\(tx.dialect.rowLockClause)",
-                workspaceID
-            )?.int("updated_at") ?? 0
+            try await tx.query(
+                "SELECT updated_at FROM \(table) WHERE workspace_id = ?\(filter)\(tx.dialect.rowLockClause)",
+                [workspaceID] + binds
+            ).first?.int("updated_at") ?? 0
         guard current == seen else {
             throw DomainError.conflict(
                 "settings_changed",

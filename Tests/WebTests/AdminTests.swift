@@ -188,14 +188,24 @@ func seedShop(_ app: TestApp) async throws -> String {
 extension AdminPages {
     /// Two people with the same settings form open: the second save, made from the older version, is refused with
     /// a readable 409 and changes nothing; after a reload it goes through. For the review, mail and referral settings.
-    @Test func aSettingsFormFromAnOlderVersionIsRefused() async throws {
+    /// A shop, its owner logged in twice (two people at two desks), and the clock to tell their saves apart.
+    func twoDesks(
+        _ body: @escaping @Sendable (TestApp, ManualClock, AdminSession, AdminSession) async throws -> Void
+    ) async throws {
         let clock = ManualClock(Date(timeIntervalSince1970: 1_790_000_000))
         try await TestApp.run(clock: clock) { app in
             _ = try await seedShop(app)
-            let (first, second) = (try await AdminSession.login(app), try await AdminSession.login(app))
-            func version(_ session: AdminSession, _ page: String) async throws -> String {
-                try #require(extract(try await session.get(page).text, after: "name=\"version\" value=\""))
-            }
+            try await body(app, clock, try await AdminSession.login(app), try await AdminSession.login(app))
+        }
+    }
+
+    /// The version a form on `page` carries.
+    func version(_ session: AdminSession, _ page: String) async throws -> String {
+        try #require(extract(try await session.get(page).text, after: "name=\"version\" value=\""))
+    }
+
+    @Test func aSettingsFormFromAnOlderVersionIsRefused() async throws {
+        try await twoDesks { app, clock, first, second in
             let forms: [(page: String, post: String, form: (String) -> String)] = [
                 (
                     "/admin/review-settings", "/admin/review-settings",
@@ -291,6 +301,40 @@ extension AdminPages {
             #expect(try await app.store.role(userID: bea.id, workspaceID: 1) == .support)
             let actions = try await app.store.auditEntries(workspaceID: 1).map(\.action)
             #expect(actions.contains("user.invite") && actions.contains("user.invitation.accept"))
+        }
+    }
+}
+
+extension AdminPages {
+    /// The template editor carries its version too: a save from an editor opened before another save (or a reset)
+    /// is refused with 409 and shows the person's own text again, so nothing typed is lost; a preview keeps the
+    /// version the editor was opened at.
+    @Test func aTemplateEditorFromAnOlderVersionIsRefused() async throws {
+        try await twoDesks { app, clock, first, second in
+            let path = "/admin/mail/templates/thank_you.de"
+            func form(_ version: String, _ text: String, action: String = "save") -> String {
+                "version=\(version)&action=\(action)&subject=Danke&text=\(text)+%7B%7Bmessage%7D%7D&html=%3Cp%3Ex%3C%2Fp%3E"
+            }
+            let seen = try await version(first, path)
+            #expect(try await version(second, path) == seen)
+            clock.advance(by: 1)
+            #expect(try await second.post(path, form(seen, "Zweite")).status == .ok)
+            // The first editor previews (its version stays), then saves: refused, its own text shown again.
+            let preview = try await first.post(path, form(seen, "Erste", action: "preview"))
+            #expect(extract(preview.text, after: "name=\"version\" value=\"") == seen)
+            let stale = try await first.post(path, form(seen, "Erste"))
+            #expect(stale.status == .conflict)
+            #expect(stale.text.contains("Es wurde nichts gespeichert") && stale.text.contains("Erste {{message}}"))
+            #expect(
+                try await app.store.mailTemplate(workspaceID: 1, kind: "thank_you", variant: "de")?.text
+                    == "Zweite {{message}}")
+            // Saved again from that page (it carries the stored version now): the change is made knowingly.
+            let current = try #require(extract(stale.text, after: "name=\"version\" value=\""))
+            #expect(current != seen)
+            #expect(try await first.post(path, form(current, "Erste")).status == .ok)
+            #expect(
+                try await app.store.mailTemplate(workspaceID: 1, kind: "thank_you", variant: "de")?.text
+                    == "Erste {{message}}")
         }
     }
 }

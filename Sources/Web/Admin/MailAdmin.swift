@@ -206,12 +206,17 @@ extension AdminRoutes {
         return (kind, parts[1])
     }
 
-    func templatePage(_ context: AppContext, edited: MailTemplate?, error: String?, message: String?) async throws
-        -> Response
-    {
+    /// `version`: the one the form carries; the stored one (read before the template) when nil. An edited form shown
+    /// again (a preview, a refusal) keeps the version it was opened at, so that a later save cannot pass over a
+    /// change made meanwhile.
+    func templatePage(
+        _ context: AppContext, edited: MailTemplate?, error: String?, message: String?, version: Int64? = nil
+    ) async throws -> Response {
         let admin = try admin(context)
         let (kind, variant) = try templateKey(context)
         let t = Strings.table(context.locale)
+        let stored = try await store.mailTemplateVersion(
+            workspaceID: admin.workspace.id, kind: kind.rawValue, variant: variant)
         let mailer = try mailer
         let current = try await mailer.composer.template(workspaceID: admin.workspace.id, kind: kind, variant: variant)
         let shown = edited ?? current
@@ -225,7 +230,7 @@ extension AdminRoutes {
                 "test_url": SiteURL.adminMailTemplateTest(key: key).path,
                 "reset_url": SiteURL.adminMailTemplateReset(key: key).path,
                 "variables": MailTemplateCatalog.allowedVariables(kind).sorted().joined(separator: ", "),
-                "marketing": kind.mailClass == .marketing,
+                "marketing": kind.mailClass == .marketing, "version": version ?? stored,
             ] as [String: Any]
         model["can_edit"] = admin.role.canEditMail
         model["test_to"] = admin.user.email
@@ -256,27 +261,39 @@ extension AdminRoutes {
         let admin = try admin(context)
         try require(admin.role.canEditMail, context)
         let edited = try editedTemplate(fields, context)
-        if let refused = try await refusal(edited, context) { return refused }
+        let seen = Self.seenVersion(fields)
+        if let refused = try await refusal(edited, context, version: seen) { return refused }
         if fields["action"] == "preview" {
-            return try await templatePage(context, edited: edited, error: nil, message: nil)
+            return try await templatePage(context, edited: edited, error: nil, message: nil, version: seen)
         }
-        try await store.saveMailTemplate(
-            workspaceID: admin.workspace.id,
-            StoredMailTemplate(
-                kind: edited.kind.rawValue, variant: edited.variant, subject: edited.subject, text: edited.text,
-                html: edited.html, updatedAt: env.clock.now(), updatedBy: "user:\(admin.user.id)"),
-            actor: "user:\(admin.user.id)")
+        do {
+            try await store.saveMailTemplate(
+                workspaceID: admin.workspace.id,
+                StoredMailTemplate(
+                    kind: edited.kind.rawValue, variant: edited.variant, subject: edited.subject, text: edited.text,
+                    html: edited.html, updatedAt: env.clock.now(), updatedBy: "user:\(admin.user.id)"),
+                actor: "user:\(admin.user.id)", seen: seen)
+        } catch let e as DomainError where e.code == "settings_changed" {
+            // The editor again with this person's text, so nothing typed is lost, under the stored version: saving
+            // it again now replaces the other change knowingly.
+            var page = try await templatePage(
+                context, edited: edited, error: Strings.table(context.locale)["error_\(e.code)"] ?? e.message,
+                message: nil)
+            page.status = .conflict
+            return page
+        }
         return try await templatePage(
             context, edited: nil, error: nil, message: Strings.table(context.locale)["template_saved"])
     }
 
     /// The editor page with the error, when the template is refused (unknown variable, bad syntax); else nil.
-    func refusal(_ edited: MailTemplate, _ context: AppContext) async throws -> Response? {
+    func refusal(_ edited: MailTemplate, _ context: AppContext, version: Int64? = nil) async throws -> Response? {
         do {
             try MailTemplateCatalog.validate(edited)
             return nil
         } catch {
-            var page = try await templatePage(context, edited: edited, error: error.message, message: nil)
+            var page = try await templatePage(
+                context, edited: edited, error: error.message, message: nil, version: version)
             page.status = .unprocessableContent
             return page
         }
@@ -299,7 +316,8 @@ extension AdminRoutes {
         try require(admin.role.canEditMail, context)
         let edited = try editedTemplate(fields, context)
         let t = Strings.table(context.locale)
-        if let refused = try await refusal(edited, context) { return refused }
+        let seen = Self.seenVersion(fields)
+        if let refused = try await refusal(edited, context, version: seen) { return refused }
         // A test goes to the team, never to customers: that would be advertising without consent.
         let to = try EmailAddress(fields["to"] ?? admin.user.email, field: "to")
         let team = try await store.members(workspaceID: admin.workspace.id).map { $0.user.email.lowercased() }
@@ -315,7 +333,7 @@ extension AdminRoutes {
         case .sent: message = (t["test_sent"] ?? "") + " #\(id)"
         default: message = (t["test_not_sent"] ?? "") + " #\(id): \(outcome)"
         }
-        return try await templatePage(context, edited: edited, error: nil, message: message)
+        return try await templatePage(context, edited: edited, error: nil, message: message, version: seen)
     }
 }
 
