@@ -178,7 +178,12 @@ public struct DKIMSigner: Sendable {
         let bytes = Array(line.utf8)
         guard let colon = bytes.firstIndex(of: UInt8(ascii: ":")) else { return bytes }
         var out: [UInt8] = []
-        appendRelaxed(name: bytes[..<colon], value: bytes[(colon + 1)...], to: &out)
+        bytes.withUnsafeBufferPointer {
+            appendRelaxed(
+                name: UnsafeBufferPointer(rebasing: $0[..<colon]),
+                value: UnsafeBufferPointer(rebasing: $0[(colon + 1)...]),
+                to: &out)
+        }
         return out
     }
 
@@ -194,58 +199,41 @@ public struct DKIMSigner: Sendable {
         appendRelaxed(name: name, value: value, to: &out)
     }
 
-    /// Name lower-cased without WSP, ":", the value unfolded with WSP runs as one SP and none at either end.
+    /// Name lower-cased without WSP, ":", the value unfolded with WSP runs as one SP and none at either end. On
+    /// contiguous UTF-8 (the String views' iterators were most of its cost), the value's runs between blanks and
+    /// line breaks appended whole rather than byte by byte.
     private static func appendRelaxed(
-        name: some Sequence<UInt8>, value: some Sequence<UInt8>, to out: inout [UInt8]
+        name n: UnsafeBufferPointer<UInt8>, value v: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]
     ) {
-        for b in name where b != 32 && b != 9 { out.append(b >= 65 && b <= 90 ? b + 32 : b) }
+        for b in n where b != 32 && b != 9 { out.append(b >= 65 && b <= 90 ? b + 32 : b) }
         out.append(UInt8(ascii: ":"))
         let start = out.count
         var pendingSpace = false
-        for b in value {
-            if b == 13 || b == 10 { continue }  // unfold
+        var i = 0
+        while i < v.count {
+            let b = v[i]
+            if b == 13 || b == 10 {  // unfold
+                i += 1
+                continue
+            }
             if b == 32 || b == 9 {
                 pendingSpace = true
+                i += 1
                 continue
             }
             if pendingSpace && out.count > start { out.append(32) }
             pendingSpace = false
-            out.append(b)
+            var j = i + 1
+            while j < v.count, v[j] != 32, v[j] != 9, v[j] != 13, v[j] != 10 { j += 1 }
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: v[i..<j]))
+            i = j
         }
     }
 
-    /// `appendRelaxed` over contiguous UTF-8 (the String views' iterators were most of its cost), the value's runs
-    /// between blanks and line breaks appended whole rather than byte by byte.
     private static func appendRelaxed(name: String, value: String, to out: inout [UInt8]) {
         var name = name
         var value = value
-        name.withUTF8 { n in
-            value.withUTF8 { v in
-                for b in n where b != 32 && b != 9 { out.append(b >= 65 && b <= 90 ? b + 32 : b) }
-                out.append(UInt8(ascii: ":"))
-                let start = out.count
-                var pendingSpace = false
-                var i = 0
-                while i < v.count {
-                    let b = v[i]
-                    if b == 13 || b == 10 {  // unfold
-                        i += 1
-                        continue
-                    }
-                    if b == 32 || b == 9 {
-                        pendingSpace = true
-                        i += 1
-                        continue
-                    }
-                    if pendingSpace && out.count > start { out.append(32) }
-                    pendingSpace = false
-                    var j = i + 1
-                    while j < v.count, v[j] != 32, v[j] != 9, v[j] != 13, v[j] != 10 { j += 1 }
-                    out.append(contentsOf: UnsafeBufferPointer(rebasing: v[i..<j]))
-                    i = j
-                }
-            }
-        }
+        name.withUTF8 { n in value.withUTF8 { v in appendRelaxed(name: n, value: v, to: &out) } }
     }
 
     /// Whether `relaxedBody(body) == body`: no tab, no two spaces in a row, no space before a CRLF, and the body
