@@ -156,12 +156,16 @@ struct AdminRoutes {
         // A browser that logged in to this account with its current password (its device cookie, OWASP's "device
         // cookies") is limited on its own instead: failures from elsewhere, which use up the account's limit, do
         // not lock out the account's own people. A new password ends every device cookie issued before it.
-        let user = try await store.user(email: email)
-        let device = request.cookies[AdminCookies.device].flatMap { knownDevice($0.value, email: email, user: user) }
+        // The account is read before the limit only when a device cookie needs it: refused attempts without one
+        // (the bulk of an attack) cost no database read.
+        let deviceCookie = request.cookies[AdminCookies.device]?.value
+        var user = deviceCookie == nil ? nil : try await store.user(email: email)
+        let device = deviceCookie.flatMap { knownDevice($0, email: email, user: user) }
         let keys = device.map { ["device:\($0)"] } ?? ["ip:\(env.limiterKey(request, context))", "account:\(email)"]
         guard env.loginLimiter.take(keys) else {
             return loginPage(request, context, error: "login_limited", status: .tooManyRequests)
         }
+        if deviceCookie == nil { user = try await store.user(email: email) }
         let ok = try await Passwords.verify(
             fields["password"] ?? "", hash: user?.passwordHash ?? Passwords.decoy(cost: env.bcryptCost))
         guard ok, let user, let first = try await store.memberships(userID: user.id).first else {
