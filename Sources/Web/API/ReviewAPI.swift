@@ -42,22 +42,6 @@ struct ReviewAPI {
             case incentive, live
         }
 
-        init(from decoder: any Decoder) throws {
-            let c = try decoder.container(keyedBy: CodingKeys.self)
-            delaySeconds = try c.decodeIfPresent(Double.self, forKey: .delaySeconds)
-            transitSeconds = try c.decodeIfPresent(Double.self, forKey: .transitSeconds)
-            reminderSeconds = try c.decodeIfPresent(Double.self, forKey: .reminderSeconds)
-            remindersEnabled = try c.decodeIfPresent(Bool.self, forKey: .remindersEnabled)
-            categoryDelays = try c.decodeIfPresent([String: Double].self, forKey: .categoryDelays)
-            disclosureText = try c.decodeIfPresent(String.self, forKey: .disclosureText)
-            openForm = try c.decodeIfPresent(Bool.self, forKey: .openForm)
-            tokenDays = try c.decodeIfPresent(Double.self, forKey: .tokenDays)
-            editDays = try c.decodeIfPresent(Double.self, forKey: .editDays)
-            incentive = try c.decodeIfPresent(String.self, forKey: .incentive)
-            live = try c.decodeIfPresent(Bool.self, forKey: .live)
-            clearsIncentive = try c.contains(.incentive) && c.decodeNil(forKey: .incentive)
-        }
-
         init(_ s: ReviewSettings) {
             delaySeconds = s.timing.delay
             transitSeconds = s.timing.transit
@@ -99,13 +83,23 @@ struct ReviewAPI {
 
     func put(_ request: Request, _ context: AppContext) async throws -> Response {
         let principal = try context.principal()
-        let dto = try await Bodies.json(SettingsDTO.self, from: request, limit: 65_536)
+        var (dto, bytes) = try await Bodies.jsonWithBytes(SettingsDTO.self, from: request, limit: 65_536)
+        dto.clearsIncentive = try JSONDecoder().decode(IncentiveNull.self, from: Data(bytes)).present
         var s = try await env.store.reviewSettings(workspaceID: principal.workspaceID)
         dto.apply(to: &s)
         try await env.store.saveReviewSettings(
             workspaceID: principal.workspaceID, s, actor: "api-key:\(principal.keyID)")
         env.reviews?.cache.invalidate(workspaceID: principal.workspaceID)
         return try Self.json(SettingsDTO(try await env.store.reviewSettings(workspaceID: principal.workspaceID)))
+    }
+
+    /// Whether a body says `"incentive": null`: the synthesized decoder reads null and a missing key alike.
+    struct IncentiveNull: Decodable {
+        let present: Bool
+        init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: SettingsDTO.CodingKeys.self)
+            present = try c.contains(.incentive) && c.decodeNil(forKey: .incentive)
+        }
     }
 
     /// Encoded with the explicit snake_case keys above (the shared encoder would convert them again).
